@@ -1,0 +1,132 @@
+//! The `toolstream` command line: `serve`, and the client subcommands `tools`, `run`, `health`.
+
+mod client;
+mod output;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use toolstream::config::LogFormat;
+
+/// Run long-running tools and tool-using agents as a gRPC service, and stream their progress.
+#[derive(Debug, Parser)]
+#[command(name = "toolstream", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the tool service (with health and reflection) until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
+    /// List the tools a server offers.
+    Tools(ToolsArgs),
+    /// Run one tool and show its progress; prints the result as JSON.
+    Run(RunArgs),
+    /// Check a server's health through grpc.health.v1.
+    Health(HealthArgs),
+}
+
+/// Settings of `serve`. Each flag can also be set in the environment; flags win over the
+/// environment, which wins over the config file.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:50051].
+    #[arg(long, env = "TOOLSTREAM_LISTEN")]
+    listen: Option<String>,
+    /// Directory file tools are confined to [default: the working directory].
+    #[arg(long, env = "TOOLSTREAM_ROOT")]
+    root: Option<PathBuf>,
+    /// TOML config file.
+    #[arg(long, env = "TOOLSTREAM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Most runs in progress at once; more get RESOURCE_EXHAUSTED [default: 16384].
+    #[arg(long, env = "TOOLSTREAM_MAX_RUNS")]
+    max_runs: Option<usize>,
+    /// Seconds runs in progress may take to finish after SIGTERM [default: 30].
+    #[arg(long, env = "TOOLSTREAM_GRACE_PERIOD_SECS")]
+    grace_period_secs: Option<u64>,
+    /// Largest gRPC message accepted or sent, in bytes [default: 4194304].
+    #[arg(long, env = "TOOLSTREAM_MAX_MESSAGE_BYTES")]
+    max_message_bytes: Option<usize>,
+    /// Log format [default: human].
+    #[arg(long, env = "TOOLSTREAM_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+/// Where a client subcommand connects.
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// Server address.
+    #[arg(long, env = "TOOLSTREAM_ADDR", default_value = "http://127.0.0.1:50051")]
+    addr: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct ToolsArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Print the full list, schemas included, as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The tool to run.
+    tool: String,
+    /// An argument as key=value; the value is read as JSON when it parses (20, true, ["a"]),
+    /// as a string otherwise. Repeatable.
+    #[arg(long = "arg", value_name = "KEY=VALUE", conflicts_with = "json")]
+    args: Vec<String>,
+    /// All arguments as one JSON object.
+    #[arg(long, value_name = "OBJECT")]
+    json: Option<String>,
+    /// At most one progress event per this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    min_interval_ms: u32,
+    /// Give up after this many seconds (sent as the gRPC deadline).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+}
+
+#[derive(Debug, clap::Args)]
+struct HealthArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Service to check; empty means the whole server.
+    #[arg(long, default_value = "")]
+    service: String,
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::serve(args).await,
+            Command::Tools(args) => client::tools(args).await,
+            Command::Run(args) => client::run(args).await,
+            Command::Health(args) => client::health(args).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Why a run could not start, or how it ended when it did not end with a result.
+
+use std::time::Duration;
+
+use crate::registry::LookupError;
+use crate::tools::ToolError;
+
+/// How a run failed. The transport maps each variant to one gRPC status code, in one place.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RunError {
+    /// No tool has that name.
+    #[error("unknown tool {0:?}; ListTools shows the tools this server offers")]
+    UnknownTool(String),
+    /// The arguments were refused before the run started.
+    #[error("{0}")]
+    InvalidArguments(String),
+    /// The tool ended with an error.
+    #[error("tool {tool:?} failed: {error}")]
+    Tool {
+        /// The tool.
+        tool: String,
+        /// Its error.
+        error: ToolError,
+    },
+    /// The tool (or agent) panicked; the server goes on.
+    #[error("{what} crashed: {message}")]
+    Panicked {
+        /// What panicked: `tool "x"` or `agent`.
+        what: String,
+        /// The panic's message.
+        message: String,
+    },
+    /// The client's deadline passed.
+    #[error("the run did not finish within its deadline of {0:?}")]
+    DeadlineExceeded(Duration),
+    /// The limit on concurrent runs is reached.
+    #[error("the server is running its limit of {limit} concurrent runs; retry later")]
+    Busy {
+        /// The limit.
+        limit: usize,
+    },
+    /// The server is draining and takes no new runs.
+    #[error("the server is shutting down and takes no new runs; retry on another instance")]
+    ShuttingDown,
+    /// The server shut down before the run finished.
+    #[error("the server shut down before the run finished")]
+    Interrupted,
+    /// The client went away.
+    #[error("the run was cancelled by the client")]
+    Cancelled,
+    /// A precondition of the call is not met (for example: no model configured).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Something the run depends on cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something broke inside the server or in what it talks to.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<LookupError> for RunError {
+    fn from(error: LookupError) -> Self {
+        match error {
+            LookupError::UnknownTool(name) => RunError::UnknownTool(name),
+            invalid @ LookupError::InvalidArguments { .. } => {
+                RunError::InvalidArguments(invalid.to_string())
+            }
+        }
+    }
+}

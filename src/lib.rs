@@ -1,0 +1,25 @@
+//! toolstream runs long-running tools and tool-using agents as a gRPC service and streams their
+//! progress to callers in any language as it happens.
+//!
+//! Read it in the order an event travels, from the tool up to the wire:
+//!
+//! 1. [`tools`]: what a tool is ([`tools::Tool`]), the [`tools::Progress`] handle a tool reports
+//!    through, the ergonomic [`tools::native::tool_fn`] constructor, and the built-in tools.
+//! 2. [`registry`]: name → tool, with each tool's JSON Schemas; validates arguments before a run.
+//! 3. [`engine`]: one run per call: run id, event queue with sequence numbers and coalescing of
+//!    progress, cancellation, deadlines, the limit on concurrent runs, graceful draining.
+//! 4. [`transport`]: the tonic service, a thin adapter between the wire types in [`pb`] and the
+//!    engine.
+//! 5. [`server`]: the listening server with health, reflection, HTTP/2 settings and shutdown;
+//!    [`config`] says how it is configured. The `toolstream` binary (`src/main.rs`, `src/cli/`) only parses
+//!    flags and calls this library.
+//!
+//! Dependencies point one way: transport → engine → registry → tools.
+
+pub mod config;
+pub mod engine;
+pub mod pb;
+pub mod registry;
+pub mod server;
+pub mod tools;
+pub mod transport;

@@ -1,0 +1,186 @@
+//! The listening server: the tool service with health and reflection beside it, HTTP/2 and TCP
+//! settings chosen on purpose, and graceful shutdown.
+//!
+//! Shutdown: when the shutdown signal fires, health turns NOT_SERVING (so load balancers and
+//! Kubernetes stop sending work), the engine refuses new runs with UNAVAILABLE, runs in progress
+//! get the grace period to finish, the rest are cancelled, and then connections are closed.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::config::{Config, Limits};
+use crate::engine::{self, Engine};
+use crate::pb;
+use crate::pb::tool_service_server::ToolServiceServer;
+use crate::registry::{RegistryError, ToolRegistry};
+use crate::tools::builtin::{builtin_tools, confine_to};
+use crate::transport::ToolServiceImpl;
+
+/// The name health reports the tool service under.
+pub const SERVICE_NAME: &str = "toolstream.v1.ToolService";
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The root directory for file tools is unusable.
+    #[error("{0}")]
+    Root(std::io::Error),
+    /// A tool could not be registered.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A `[[tools]]` entry of the config file is wrong.
+    #[error("config file, [[tools]] entry {index}: {message}")]
+    ToolEntry {
+        /// 1-based position of the entry.
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// Reflection could not be built from the descriptors.
+    #[error("cannot build server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("server error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Builds the registry: the built-in tools, then the config file's `[[tools]]` entries.
+pub async fn build_registry(config: &Config) -> Result<ToolRegistry, ServeError> {
+    let mut registry = ToolRegistry::new();
+    let root = confine_to(&config.root).map_err(ServeError::Root)?;
+    for tool in builtin_tools(root) {
+        registry.register(tool)?;
+    }
+    if let Some((index, entry)) = config.tools.iter().enumerate().next() {
+        let kind = entry.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        return Err(ServeError::ToolEntry {
+            index: index + 1,
+            message: format!("tool kind {kind:?} is not supported by this build"),
+        });
+    }
+    Ok(registry)
+}
+
+/// A server ready to serve: the engine and the limits it runs with.
+pub struct Server {
+    engine: Arc<Engine>,
+    limits: Limits,
+}
+
+impl Server {
+    /// A server running the tools of `registry`.
+    pub fn new(registry: ToolRegistry, limits: Limits) -> Self {
+        let engine = Engine::new(
+            Arc::new(registry),
+            engine::Limits {
+                max_concurrent_runs: limits.max_concurrent_runs,
+                event_buffer: limits.event_buffer,
+            },
+        );
+        Server { engine, limits }
+    }
+
+    /// The engine, for embedding and tests.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then shuts down gracefully.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let Server { engine, limits } = self;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+            .await;
+
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        let reflection_v1 = reflection.build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let tools = ToolServiceServer::new(ToolServiceImpl::new(Arc::clone(&engine)))
+            .max_decoding_message_size(limits.max_message_bytes)
+            .max_encoding_message_size(limits.max_message_bytes);
+
+        // Progress is many small messages: Nagle's algorithm would hold them back.
+        let incoming = TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60)));
+
+        let grace = limits.grace_period;
+        let drain = async move {
+            shutdown.await;
+            tracing::info!(
+                grace_secs = grace.as_secs_f64(),
+                active_runs = engine.active_runs(),
+                "shutting down: no new runs, draining"
+            );
+            health.set_service_status("", ServingStatus::NotServing).await;
+            health
+                .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+                .await;
+            let cancelled = engine.drain(grace).await;
+            tracing::info!(cancelled, "all runs ended; closing connections");
+        };
+
+        tonic::transport::Server::builder()
+            // Windows: 1 MiB per stream and 16 MiB per connection let a fast tool stream without
+            // waiting for window updates, while the per-run queue (not h2) bounds memory.
+            .initial_stream_window_size(1024 * 1024)
+            .initial_connection_window_size(16 * 1024 * 1024)
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            // Keepalive pings find dead peers (a vanished client must not hold a run forever).
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            // Clients that open many streams and reset them quickly are normal here (cancel).
+            .http2_max_pending_accept_reset_streams(Some(1024))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(tools)
+            .serve_with_incoming_shutdown(incoming, drain)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!("received SIGINT"),
+        _ = terminate => tracing::info!("received SIGTERM"),
+    }
+}

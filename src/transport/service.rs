@@ -1,0 +1,192 @@
+//! The `toolstream.v1.ToolService` implementation: requests in, engine calls, events out.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Request, Response, Status};
+
+use super::convert::{json_to_struct, struct_to_json};
+use crate::engine::{Engine, EventStream, RunError, RunHandle, RunOptions, ToolRunRequest};
+use crate::pb;
+use crate::pb::tool_service_server::ToolService;
+
+/// The gRPC service over an [`Engine`].
+#[derive(Clone)]
+pub struct ToolServiceImpl {
+    engine: Arc<Engine>,
+}
+
+impl ToolServiceImpl {
+    /// A service running its calls on `engine`.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        ToolServiceImpl { engine }
+    }
+}
+
+/// The single place where run errors become gRPC status codes.
+pub fn status_from_run_error(error: RunError) -> Status {
+    use crate::tools::ToolError;
+    let message = error.to_string();
+    match error {
+        RunError::UnknownTool(_) => Status::not_found(message),
+        RunError::InvalidArguments(_) => Status::invalid_argument(message),
+        RunError::Tool { error, .. } => match error {
+            ToolError::Failed(_) => Status::aborted(message),
+            ToolError::Internal(_) => Status::internal(message),
+            ToolError::InvalidArguments(_) => Status::invalid_argument(message),
+            ToolError::PermissionDenied(_) => Status::permission_denied(message),
+            ToolError::NotFound(_) => Status::not_found(message),
+            ToolError::Unavailable(_) => Status::unavailable(message),
+            ToolError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
+        },
+        RunError::Panicked { .. } | RunError::Internal(_) => Status::internal(message),
+        RunError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
+        RunError::Busy { .. } => Status::resource_exhausted(message),
+        RunError::ShuttingDown | RunError::Interrupted | RunError::Unavailable(_) => {
+            Status::unavailable(message)
+        }
+        RunError::Cancelled => Status::cancelled(message),
+        RunError::FailedPrecondition(_) => Status::failed_precondition(message),
+    }
+}
+
+/// Reads the client's deadline from the `grpc-timeout` header ("100m", "5S", ...).
+pub(crate) fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+pub(crate) fn run_options(options: Option<pb::RunOptions>) -> RunOptions {
+    let interval_ms = options.map_or(0, |o| o.min_progress_interval_ms);
+    RunOptions {
+        min_progress_interval: (interval_ms > 0)
+            .then(|| Duration::from_millis(u64::from(interval_ms))),
+    }
+}
+
+/// A run's events as wire messages; the run's error as the closing status.
+pub struct WireEvents {
+    events: EventStream,
+}
+
+impl Stream for WireEvents {
+    type Item = Result<pb::RunEvent, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.events).poll_next(cx).map(|item| {
+            item.map(|event| event.map(pb::RunEvent::from).map_err(status_from_run_error))
+        })
+    }
+}
+
+/// The streaming response for a started run, with its id in the initial metadata.
+pub(crate) fn stream_response(handle: RunHandle) -> Response<WireEvents> {
+    let mut response = Response::new(WireEvents {
+        events: handle.events,
+    });
+    if let Ok(value) = MetadataValue::try_from(&*handle.run_id) {
+        response.metadata_mut().insert("x-run-id", value);
+    }
+    response
+}
+
+#[tonic::async_trait]
+impl ToolService for ToolServiceImpl {
+    async fn list_tools(
+        &self,
+        _request: Request<pb::ListToolsRequest>,
+    ) -> Result<Response<pb::ListToolsResponse>, Status> {
+        let tools = self
+            .engine
+            .registry()
+            .specs()
+            .map(|spec| pb::Tool {
+                name: spec.name.clone(),
+                description: spec.description.clone(),
+                input_schema: as_struct(&spec.input_schema),
+                output_schema: spec.output_schema.as_ref().and_then(as_struct),
+                kind: spec.kind.as_str().to_owned(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListToolsResponse { tools }))
+    }
+
+    type RunToolStream = WireEvents;
+
+    async fn run_tool(
+        &self,
+        request: Request<pb::RunToolRequest>,
+    ) -> Result<Response<Self::RunToolStream>, Status> {
+        let deadline = grpc_timeout(request.metadata());
+        let request = request.into_inner();
+        let handle = self
+            .engine
+            .run_tool(ToolRunRequest {
+                tool: request.tool,
+                arguments: request
+                    .arguments
+                    .map(|a| serde_json::Value::Object(struct_to_json(a))),
+                options: run_options(request.options),
+                deadline,
+            })
+            .map_err(status_from_run_error)?;
+        Ok(stream_response(handle))
+    }
+
+    type RunAgentStream = WireEvents;
+
+    async fn run_agent(
+        &self,
+        _request: Request<pb::RunAgentRequest>,
+    ) -> Result<Response<Self::RunAgentStream>, Status> {
+        Err(Status::unimplemented(
+            "RunAgent is not available on this server yet; use RunTool",
+        ))
+    }
+}
+
+fn as_struct(schema: &serde_json::Value) -> Option<prost_types::Struct> {
+    match schema {
+        serde_json::Value::Object(object) => Some(json_to_struct(object.clone())),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units_are_understood() {
+        let mut metadata = MetadataMap::new();
+        for (text, expected) in [
+            ("250m", Duration::from_millis(250)),
+            ("3S", Duration::from_secs(3)),
+            ("2M", Duration::from_secs(120)),
+            ("1H", Duration::from_secs(3600)),
+            ("7u", Duration::from_micros(7)),
+        ] {
+            metadata.insert("grpc-timeout", text.parse().unwrap());
+            assert_eq!(grpc_timeout(&metadata), Some(expected), "{text}");
+        }
+        metadata.insert("grpc-timeout", "12x".parse().unwrap());
+        assert_eq!(grpc_timeout(&metadata), None);
+    }
+}
