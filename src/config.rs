@@ -217,10 +217,7 @@ impl Config {
         Ok(Config {
             listen,
             root,
-            log_format: overrides
-                .log_format
-                .or(file.log_format)
-                .unwrap_or_default(),
+            log_format: overrides.log_format.or(file.log_format).unwrap_or_default(),
             limits,
             tools: file.tools,
             path: path.map(Path::to_owned),
@@ -267,6 +264,9 @@ mod tests {
         std::fs::write(&path, "listn = \"x\"\n").unwrap();
         let err = Config::load(Some(&path), Overrides::default()).unwrap_err();
         let message = err.to_string();
-        assert!(message.contains("bad.toml") && message.contains("listn"), "{message}");
+        assert!(
+            message.contains("bad.toml") && message.contains("listn"),
+            "{message}"
+        );
     }
 }

@@ -21,5 +21,6 @@ pub mod engine;
 pub mod pb;
 pub mod registry;
 pub mod server;
+pub mod sources;
 pub mod tools;
 pub mod transport;

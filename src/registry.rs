@@ -75,11 +75,12 @@ impl ToolRegistry {
         if self.tools.contains_key(&name) {
             return Err(RegistryError::Duplicate(name));
         }
-        let validator =
-            jsonschema::validator_for(&spec.input_schema).map_err(|e| RegistryError::InvalidSchema {
+        let validator = jsonschema::validator_for(&spec.input_schema).map_err(|e| {
+            RegistryError::InvalidSchema {
                 name: name.clone(),
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         self.tools.insert(name, Entry { tool, validator });
         Ok(())
     }
@@ -126,7 +127,10 @@ impl ToolRegistry {
                 if at.is_empty() {
                     error.to_string()
                 } else {
-                    format!("field {}: {error}", at.trim_start_matches('/').replace('/', "."))
+                    format!(
+                        "field {}: {error}",
+                        at.trim_start_matches('/').replace('/', ".")
+                    )
                 }
             })
             .collect();
@@ -173,7 +177,10 @@ mod tests {
     #[test]
     fn missing_required_field_is_named() {
         let err = registry().prepare("ticks", None).err().unwrap();
-        assert!(err.to_string().contains("\"count\" is a required property"), "{err}");
+        assert!(
+            err.to_string().contains("\"count\" is a required property"),
+            "{err}"
+        );
     }
 
     #[test]

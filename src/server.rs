@@ -18,6 +18,7 @@ use crate::engine::{self, Engine};
 use crate::pb;
 use crate::pb::tool_service_server::ToolServiceServer;
 use crate::registry::{RegistryError, ToolRegistry};
+use crate::sources::{SourceError, load_entries};
 use crate::tools::builtin::{builtin_tools, confine_to};
 use crate::transport::ToolServiceImpl;
 
@@ -34,13 +35,8 @@ pub enum ServeError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     /// A `[[tools]]` entry of the config file is wrong.
-    #[error("config file, [[tools]] entry {index}: {message}")]
-    ToolEntry {
-        /// 1-based position of the entry.
-        index: usize,
-        /// What is wrong.
-        message: String,
-    },
+    #[error(transparent)]
+    ToolEntry(#[from] SourceError),
     /// Reflection could not be built from the descriptors.
     #[error("cannot build server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -56,13 +52,13 @@ pub async fn build_registry(config: &Config) -> Result<ToolRegistry, ServeError>
     for tool in builtin_tools(root) {
         registry.register(tool)?;
     }
-    if let Some((index, entry)) = config.tools.iter().enumerate().next() {
-        let kind = entry.get("kind").and_then(|k| k.as_str()).unwrap_or("");
-        return Err(ServeError::ToolEntry {
-            index: index + 1,
-            message: format!("tool kind {kind:?} is not supported by this build"),
-        });
-    }
+    let base_dir = config
+        .path
+        .as_deref()
+        .and_then(|p| p.parent())
+        .map(|p| p.to_path_buf())
+        .unwrap_or_default();
+    load_entries(&config.tools, &base_dir, &mut registry).await?;
     Ok(registry)
 }
 
@@ -128,7 +124,9 @@ impl Server {
                 active_runs = engine.active_runs(),
                 "shutting down: no new runs, draining"
             );
-            health.set_service_status("", ServingStatus::NotServing).await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
             health
                 .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
                 .await;

@@ -61,7 +61,11 @@ struct ServeArgs {
 #[derive(Debug, clap::Args)]
 struct ClientArgs {
     /// Server address.
-    #[arg(long, env = "TOOLSTREAM_ADDR", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "TOOLSTREAM_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
     addr: String,
 }
 

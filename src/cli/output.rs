@@ -76,10 +76,9 @@ pub(super) fn event_json(event: &pb::RunEvent) -> Value {
                 "tool": progress.tool,
             }),
         ),
-        Some(Event::Result(result)) => (
-            "result",
-            json!({"value": result.value.map(value_to_json)}),
-        ),
+        Some(Event::Result(result)) => {
+            ("result", json!({"value": result.value.map(value_to_json)}))
+        }
         Some(Event::ToolCallStarted(call)) => (
             "tool_call_started",
             json!({

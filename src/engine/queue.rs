@@ -72,7 +72,9 @@ impl RunQueue {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the queue half-updated in a way that
         // matters more than losing the run, so a poisoned lock is used as it is.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn append(&self, state: &mut State, kind: EventKind) -> Option<Waker> {
@@ -365,7 +367,10 @@ mod tests {
         }
         queue.finish(Ok(json!(1)));
         let events: Vec<_> = stream(&queue).collect().await;
-        let sequences: Vec<u64> = events.iter().map(|e| e.as_ref().unwrap().sequence).collect();
+        let sequences: Vec<u64> = events
+            .iter()
+            .map(|e| e.as_ref().unwrap().sequence)
+            .collect();
         assert_eq!(sequences, vec![1, 101, 102]);
         let last_progress = events[1].as_ref().unwrap();
         assert!(
@@ -393,7 +398,10 @@ mod tests {
         queue.finish(Err(RunError::Cancelled));
         let mut events = stream(&queue);
         assert!(events.next().await.unwrap().is_ok());
-        assert!(matches!(events.next().await, Some(Err(RunError::Cancelled))));
+        assert!(matches!(
+            events.next().await,
+            Some(Err(RunError::Cancelled))
+        ));
         assert!(events.next().await.is_none());
     }
 

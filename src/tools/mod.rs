@@ -5,8 +5,11 @@
 //! the handle is all it knows of the run, and dropping its future is how a run cancels it.
 
 pub mod builtin;
+pub mod command;
+pub mod mcp;
 pub mod native;
 mod progress;
+pub mod remote;
 
 use futures::future::BoxFuture;
 use serde_json::Value;

@@ -156,7 +156,8 @@ mod tests {
 
     #[test]
     fn json_round_trips_and_integers_stay_integers() {
-        let original = json!({"count": 20, "ratio": 0.5, "names": ["a", null, true], "nested": {"x": -3}});
+        let original =
+            json!({"count": 20, "ratio": 0.5, "names": ["a", null, true], "nested": {"x": -3}});
         let Value::Object(object) = original.clone() else {
             unreachable!()
         };

@@ -279,8 +279,11 @@ mod tests {
         }
         #[cfg(unix)]
         {
-            std::os::unix::fs::symlink(dir.path().join("secret.txt"), dir.path().join("inside/link"))
-                .unwrap();
+            std::os::unix::fs::symlink(
+                dir.path().join("secret.txt"),
+                dir.path().join("inside/link"),
+            )
+            .unwrap();
             assert!(matches!(
                 root.resolve_file("link"),
                 Err(ToolError::PermissionDenied(_))

@@ -51,7 +51,10 @@ pub fn ticks() -> impl Tool {
                 } else {
                     tokio::time::sleep(interval).await;
                 }
-                progress.report(i as f64 / args.count as f64, format!("tick {i}/{}", args.count));
+                progress.report(
+                    i as f64 / args.count as f64,
+                    format!("tick {i}/{}", args.count),
+                );
             }
             Ok::<_, ToolError>(TicksResult { count: args.count })
         },

@@ -1,0 +1,61 @@
+//! Tools that come from the config file: each `[[tools]]` entry names a `kind` and is turned into
+//! one or more tools by the module of that kind.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::registry::ToolRegistry;
+use crate::tools::{command, mcp, remote};
+
+/// A `[[tools]]` entry that cannot be used; the message names the entry and the problem.
+#[derive(Debug, thiserror::Error)]
+#[error("config file, [[tools]] entry {index}{name}: {message}")]
+pub struct SourceError {
+    /// 1-based position of the entry in the file.
+    pub index: usize,
+    /// `` (name "x")`` when the entry has a name or prefix, empty otherwise.
+    pub name: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Adds the tools of every entry to `registry`. Relative paths in entries (a command's `cwd`) are
+/// resolved against `base_dir`, the config file's directory.
+pub async fn load_entries(
+    entries: &[toml::Table],
+    base_dir: &Path,
+    registry: &mut ToolRegistry,
+) -> Result<(), SourceError> {
+    for (position, entry) in entries.iter().enumerate() {
+        let index = position + 1;
+        let label = entry
+            .get("name")
+            .or_else(|| entry.get("prefix"))
+            .and_then(|v| v.as_str())
+            .map(|n| format!(" ({n:?})"))
+            .unwrap_or_default();
+        let fail = |message: String| SourceError {
+            index,
+            name: label.clone(),
+            message,
+        };
+        let kind = entry
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .ok_or_else(|| fail("missing `kind` (one of \"command\", \"mcp\", \"grpc\")".into()))?;
+        let tools: Vec<Arc<dyn crate::tools::Tool>> = match kind {
+            "command" => vec![command::from_entry(entry, base_dir).map_err(fail)?],
+            "mcp" => mcp::from_entry(entry, base_dir).await.map_err(fail)?,
+            "grpc" => remote::from_entry(entry).await.map_err(fail)?,
+            other => {
+                return Err(fail(format!(
+                    "unknown kind {other:?}; use \"command\", \"mcp\" or \"grpc\""
+                )));
+            }
+        };
+        for tool in tools {
+            registry.register(tool).map_err(|e| fail(e.to_string()))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! Shared by the integration tests: start the real server on an ephemeral port and connect real
+//! clients to it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+use toolstream::config::Limits;
+use toolstream::engine::Engine;
+use toolstream::pb::tool_service_client::ToolServiceClient;
+use toolstream::registry::ToolRegistry;
+use toolstream::server::{Server, ServeError};
+use toolstream::tools::Tool;
+use toolstream::tools::builtin::{builtin_tools, confine_to};
+
+/// A server running in this test process on 127.0.0.1 and a port the OS chose.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub engine: Arc<Engine>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+/// A registry with the built-in tools (file tools confined to `root`) plus `extra`.
+pub fn registry_with(root: &Path, extra: Vec<Arc<dyn Tool>>) -> ToolRegistry {
+    let mut registry = ToolRegistry::new();
+    for tool in builtin_tools(confine_to(root).expect("root")) {
+        registry.register(tool).expect("builtin");
+    }
+    for tool in extra {
+        registry.register(tool).expect("extra tool");
+    }
+    registry
+}
+
+impl TestServer {
+    /// Starts a server with the built-in tools confined to the working directory.
+    pub async fn start() -> TestServer {
+        let root = std::env::current_dir().expect("cwd");
+        Self::start_with(registry_with(&root, Vec::new()), Limits::default()).await
+    }
+
+    /// Starts a server over `registry` with `limits`.
+    pub async fn start_with(registry: ToolRegistry, limits: Limits) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = Server::new(registry, limits);
+        let engine = Arc::clone(server.engine());
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(listener, async move {
+            let _ = signal.await;
+        }));
+        TestServer {
+            addr,
+            engine,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A new connection to the server.
+    pub async fn channel(&self) -> Channel {
+        Endpoint::from_shared(self.url())
+            .expect("url")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// A tool service client on a new connection.
+    pub async fn client(&self) -> ToolServiceClient<Channel> {
+        ToolServiceClient::new(self.channel().await)
+    }
+
+    /// Sends the shutdown signal and returns the serve task, to await its end.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<Result<(), ServeError>> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        self.task.take().expect("server already shut down")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds, failing the test after `limit`. For waiting on
+/// effects that happen in the background (a cancelled tool noticing), never for timing.
+pub async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let start = tokio::time::Instant::now();
+    while !condition() {
+        if start.elapsed() > limit {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs `python3 tests/python/<script> <args>` and returns its output, failing the test with the
+/// script's output when it exits non-zero.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let manifest = env!("CARGO_MANIFEST_DIR");
+    let output = std::process::Command::new("python3")
+        .arg(format!("{manifest}/tests/python/{script}"))
+        .args(args)
+        .env("TOOLSTREAM_PROTO_DIR", format!("{manifest}/proto"))
+        .output()
+        .expect("python3 must be installed (scripts/test installs its packages)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    stdout
+}
