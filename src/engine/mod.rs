@@ -176,6 +176,11 @@ impl Engine {
         Ok(RunHandle { run_id, events })
     }
 
+    /// Whether new runs are taken (false once shutdown began).
+    pub fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
+    }
+
     /// Stops taking new runs; runs in progress go on.
     pub fn stop_accepting(&self) {
         self.accepting.store(false, Ordering::Release);

@@ -15,7 +15,7 @@ use toolstream::config::Limits;
 use toolstream::engine::Engine;
 use toolstream::pb::tool_service_client::ToolServiceClient;
 use toolstream::registry::ToolRegistry;
-use toolstream::server::{Server, ServeError};
+use toolstream::server::{ServeError, Server};
 use toolstream::tools::Tool;
 use toolstream::tools::builtin::{builtin_tools, confine_to};
 
@@ -86,6 +86,11 @@ impl TestServer {
         ToolServiceClient::new(self.channel().await)
     }
 
+    /// Whether the engine still takes new runs.
+    pub fn engine_accepting(&self) -> bool {
+        self.engine.is_accepting()
+    }
+
     /// Sends the shutdown signal and returns the serve task, to await its end.
     pub fn begin_shutdown(&mut self) -> JoinHandle<Result<(), ServeError>> {
         if let Some(shutdown) = self.shutdown.take() {
@@ -136,4 +141,52 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
         output.status
     );
     stdout
+}
+
+/// Reads a whole stream: the events, and the closing status when it ended with an error.
+pub async fn collect(
+    mut stream: tonic::Streaming<toolstream::pb::RunEvent>,
+) -> (Vec<toolstream::pb::RunEvent>, Option<tonic::Status>) {
+    let mut events = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(event)) => events.push(event),
+            Ok(None) => return (events, None),
+            Err(status) => return (events, Some(status)),
+        }
+    }
+}
+
+/// A `RunToolRequest` for `tool` with JSON `arguments`.
+pub fn run_request(tool: &str, arguments: serde_json::Value) -> toolstream::pb::RunToolRequest {
+    let serde_json::Value::Object(object) = arguments else {
+        panic!("arguments must be an object");
+    };
+    toolstream::pb::RunToolRequest {
+        tool: tool.to_owned(),
+        arguments: Some(toolstream::transport::json_to_struct(object)),
+        options: None,
+    }
+}
+
+/// The JSON value of a `result` event, or `None` for another kind of event.
+pub fn result_value(event: &toolstream::pb::RunEvent) -> Option<serde_json::Value> {
+    match &event.event {
+        Some(toolstream::pb::run_event::Event::Result(result)) => {
+            Some(result.value.clone().map_or(
+                serde_json::Value::Null,
+                toolstream::transport::value_to_json,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Sets a flag when dropped: put one inside a tool's future to see that a run stopped it.
+pub struct DropFlag(pub Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }

@@ -1,0 +1,109 @@
+//! Graceful shutdown: health turns NOT_SERVING, new runs get UNAVAILABLE, runs in progress finish
+//! within the grace period, and the rest are cancelled when it is over.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, collect, registry_with, result_value, run_request};
+use serde_json::json;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use toolstream::config::Limits;
+
+fn server_limits(grace: Duration) -> Limits {
+    Limits {
+        grace_period: grace,
+        ..Limits::default()
+    }
+}
+
+#[tokio::test]
+async fn runs_in_progress_finish_while_new_runs_are_refused() {
+    let root = std::env::current_dir().unwrap();
+    let mut server = TestServer::start_with(
+        registry_with(&root, vec![]),
+        server_limits(Duration::from_secs(30)),
+    )
+    .await;
+    let mut client = server.client().await;
+    let mut health = HealthClient::new(server.channel().await);
+    let mut running = client
+        .run_tool(run_request(
+            "ticks",
+            json!({"count": 10, "interval_ms": 100}),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    running.message().await.unwrap().unwrap();
+
+    let serve_task = server.begin_shutdown();
+    common::eventually(Duration::from_secs(5), "health to turn NOT_SERVING", || {
+        !server.engine_accepting()
+    })
+    .await;
+    let status = health
+        .check(HealthCheckRequest {
+            service: "toolstream.v1.ToolService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
+    assert_eq!(status, ServingStatus::NotServing);
+
+    let refused = client
+        .run_tool(run_request("ticks", json!({"count": 1})))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable);
+    assert!(
+        refused.message().contains("shutting down"),
+        "{}",
+        refused.message()
+    );
+
+    let (events, status) = collect(running).await;
+    assert!(status.is_none(), "{status:?}");
+    assert_eq!(
+        result_value(events.last().unwrap()),
+        Some(json!({"count": 10}))
+    );
+    drop((client, health));
+    serve_task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn runs_still_going_after_the_grace_period_end_unavailable() {
+    let root = std::env::current_dir().unwrap();
+    let mut server = TestServer::start_with(
+        registry_with(&root, vec![]),
+        server_limits(Duration::from_millis(200)),
+    )
+    .await;
+    let mut client = server.client().await;
+    let mut running = client
+        .run_tool(run_request(
+            "ticks",
+            json!({"count": 5, "interval_ms": 60_000}),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    running.message().await.unwrap().unwrap();
+    let serve_task = server.begin_shutdown();
+    let (_, status) = collect(running).await;
+    let status = status.expect("the run must end with a status");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("shut down"),
+        "{}",
+        status.message()
+    );
+    drop(client);
+    serve_task.await.unwrap().unwrap();
+    assert_eq!(server.engine.active_runs(), 0);
+}
