@@ -1,0 +1,119 @@
+"""Write a toolstream command tool in Python.
+
+A tool is a function. When it is a generator, every dict it yields is a progress report and the
+value it returns is the result::
+
+    from toolstream.tool import main, progress
+
+    @progress
+    def process_files(files: list[str]) -> str:
+        for i, file in enumerate(files):
+            yield {"progress": (i + 1) / len(files), "status": f"Processing {file}"}
+            do_processing(file)
+        return "All files processed"
+
+    if __name__ == "__main__":
+        main(process_files)
+
+``main`` speaks the command-tool protocol: it reads the arguments as one JSON object from stdin,
+calls the function with them as keyword arguments, writes each progress report as one JSON line
+to stdout (``{"progress": 0.5, "status": "...", ...extra}``), then ``{"result": value}``. An
+exception becomes ``{"error": "<Type>: message"}`` and exit status 1, with the traceback on
+stderr. While the function runs, ``print`` goes to stderr (which toolstream logs), so stray output
+cannot break the protocol.
+
+Only the standard library is used. ``toolstream`` is a namespace package, so this module and the
+generated gRPC client (``toolstream.v1``) can be installed side by side.
+"""
+
+import inspect
+import json
+import sys
+import traceback
+from typing import Any, Callable, Dict, Mapping, TextIO
+
+__all__ = ["progress", "main", "run"]
+
+
+def progress(fn: Callable) -> Callable:
+    """Marks ``fn`` as a tool that reports progress by yielding dicts.
+
+    The function is returned as it is (calling it still returns its generator), so it can be
+    tested directly; ``main`` runs it as a tool.
+    """
+    fn.__toolstream_progress__ = True
+    return fn
+
+
+def _progress_line(report: Any) -> Dict[str, Any]:
+    """A yielded value as a progress object: a dict as it is, a number as the fraction done, a
+    string as the status."""
+    if isinstance(report, Mapping):
+        return dict(report)
+    if isinstance(report, bool):
+        raise TypeError(f"a progress report must be a dict, not {report!r}")
+    if isinstance(report, (int, float)):
+        return {"progress": report}
+    if isinstance(report, str):
+        return {"status": report}
+    raise TypeError(f"a progress report must be a dict, not {type(report).__name__}")
+
+
+def _write(out: TextIO, obj: Dict[str, Any]) -> None:
+    # allow_nan=False: NaN is not JSON, and toolstream would refuse the line.
+    out.write(json.dumps(obj, separators=(",", ":"), allow_nan=False))
+    out.write("\n")
+    out.flush()
+
+
+def run(fn: Callable, arguments: Dict[str, Any], out: TextIO) -> Any:
+    """Calls ``fn(**arguments)``, writing each progress report to ``out`` as a JSON line, and
+    returns its result. Exceptions propagate."""
+    outcome = fn(**arguments)
+    if not inspect.isgenerator(outcome):
+        return outcome
+    while True:
+        try:
+            report = next(outcome)
+        except StopIteration as stop:
+            return stop.value
+        _write(out, _progress_line(report))
+
+
+def _read_arguments(stdin: TextIO) -> Dict[str, Any]:
+    text = stdin.read()
+    if not text.strip():
+        return {}
+    arguments = json.loads(text)
+    if not isinstance(arguments, dict):
+        raise TypeError(f"the arguments must be a JSON object, not {type(arguments).__name__}")
+    return arguments
+
+
+def main(fn: Callable) -> None:
+    """Runs ``fn`` as a toolstream command tool and exits: 0 after a result, 1 after an error."""
+    out = sys.stdout
+    # The protocol owns stdout; anything the tool prints goes to stderr, which toolstream logs.
+    sys.stdout = sys.stderr
+    try:
+        arguments = _read_arguments(sys.stdin)
+        result = run(fn, arguments, out)
+        _write(out, {"result": result})
+    except BrokenPipeError:
+        # toolstream stopped listening (the run was cancelled): nobody is left to tell.
+        sys.exit(1)
+    except BaseException as error:  # noqa: BLE001 - every failure must reach the caller
+        traceback.print_exc(file=sys.stderr)
+        name = type(error).__name__
+        message = str(error)
+        if isinstance(error, SystemExit):
+            message = f"the tool exited (status {error.code}) before returning a result"
+        try:
+            _write(out, {"error": f"{name}: {message}" if message else name})
+        except BrokenPipeError:
+            pass
+        sys.exit(1)
+    finally:
+        sys.stdout = out
+    sys.exit(0)
+

@@ -1,0 +1,249 @@
+//! Command tools: a program in any language, started once per run, speaking JSON lines.
+//!
+//! The arguments go to the tool's stdin as one JSON object, then stdin is closed. The tool writes
+//! one JSON object per line to stdout ([`protocol`]): progress as it works, then `{"result": ...}`
+//! or `{"error": "..."}`, and exits. Its stderr goes to the log ([`stderr`]). The process runs in a
+//! process group of its own that is stopped, SIGTERM then SIGKILL, whenever the run ends without it
+//! ([`process`]): cancelled, past a deadline, or failed on a protocol error.
+//!
+//! Only the config file can declare a command (`[[tools]]` entries of kind "command", see
+//! [`from_entry`]); clients only choose among declared tools and pass arguments.
+
+mod entry;
+mod lines;
+mod process;
+mod protocol;
+mod stderr;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWriteExt};
+
+use self::lines::{Line, LineReader};
+use self::process::ProcessGroup;
+use self::protocol::Message;
+use self::stderr::StderrTail;
+use super::{Progress, Tool, ToolError, ToolSpec};
+
+/// Time between SIGTERM and SIGKILL when a tool is stopped.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
+/// Longest stdout line accepted; a longer one is a protocol error rather than unbounded memory.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// A tool run as a subprocess; built from the config file by [`from_entry`].
+#[derive(Debug)]
+pub struct CommandTool {
+    spec: ToolSpec,
+    /// Program and arguments.
+    command: Vec<String>,
+    /// Added to the server's environment.
+    env: BTreeMap<String, String>,
+    /// Working directory; the server's when `None`.
+    cwd: Option<PathBuf>,
+    /// The tool's own time limit (`timeout_secs`).
+    timeout: Option<Duration>,
+    kill_grace: Duration,
+    max_line_bytes: usize,
+}
+
+/// Builds a command tool from its `[[tools]]` entry; the error says what is wrong with the entry.
+pub fn from_entry(entry: &toml::Table, base_dir: &Path) -> Result<Arc<dyn Tool>, String> {
+    Ok(Arc::new(entry::command_tool(entry, base_dir)?))
+}
+
+/// How the tool's output ended.
+enum Ending {
+    Result(Value),
+    Error(String),
+}
+
+impl CommandTool {
+    /// Sets the time a stopped tool gets between SIGTERM and SIGKILL.
+    pub fn with_kill_grace(mut self, grace: Duration) -> Self {
+        self.kill_grace = grace;
+        self
+    }
+
+    /// Sets the longest stdout line accepted.
+    pub fn with_max_line_bytes(mut self, max: usize) -> Self {
+        self.max_line_bytes = max;
+        self
+    }
+
+    fn program(&self) -> &str {
+        self.command.first().map_or("", String::as_str)
+    }
+
+    async fn run_process(&self, arguments: Value, progress: Progress) -> Result<Value, ToolError> {
+        let mut command = tokio::process::Command::new(self.program());
+        command.args(self.command.iter().skip(1)).envs(&self.env);
+        if let Some(cwd) = &self.cwd {
+            command.current_dir(cwd);
+        }
+        let spawned = ProcessGroup::spawn(command, self.kill_grace).map_err(|e| {
+            ToolError::Internal(format!("cannot start `{}`: {e}", self.command.join(" ")))
+        })?;
+        let mut group = spawned.group;
+        let pid = group.pid();
+        tracing::debug!(tool = %self.spec.name, pid, "command tool started");
+
+        let mut input = serde_json::to_vec(&arguments)
+            .map_err(|e| ToolError::Internal(format!("cannot encode the arguments: {e}")))?;
+        input.push(b'\n');
+        let mut stdin = spawned.stdin;
+        let write_arguments = async move {
+            // A tool that exits without reading its arguments closes the pipe: not our error.
+            let _ = stdin.write_all(&input).await;
+            drop(stdin);
+        };
+
+        let mut tail = StderrTail::default();
+        let mut stdout = LineReader::new(spawned.stdout, self.max_line_bytes);
+        let (ending, status) = {
+            // Stops at the first protocol error, with the process still running.
+            let io = async {
+                let ((), (), ending) = tokio::try_join!(
+                    write_arguments.map(Ok),
+                    tail.collect(spawned.stderr, &self.spec.name).map(Ok),
+                    self.read_stdout(&mut stdout, &progress),
+                )?;
+                Ok::<_, ToolError>(ending)
+            };
+            tokio::pin!(io);
+            tokio::select! {
+                ending = &mut io => {
+                    let ending = ending?;
+                    (ending, self.wait(&mut group).await?)
+                }
+                status = group.wait() => {
+                    let status = status.map_err(|e| self.wait_error(e))?;
+                    // The tool exited; its output is in the pipes already, unless something it
+                    // started outside its group still holds them open.
+                    let ending = tokio::time::timeout(self.kill_grace, &mut io)
+                        .await
+                        .map_err(|_| ToolError::Internal(
+                            "exited, but a process it started keeps its output open"
+                                .into(),
+                        ))??;
+                    (ending, status)
+                }
+            }
+        };
+        tracing::debug!(tool = %self.spec.name, %status, "command tool exited");
+        match (ending, status.success()) {
+            (Some(Ending::Error(message)), _) => Err(ToolError::Failed(message)),
+            (Some(Ending::Result(value)), true) => Ok(value),
+            (Some(Ending::Result(_)), false) => Err(ToolError::Failed(format!(
+                "printed its result but then {}{}",
+                describe_exit(status),
+                tail.as_suffix()
+            ))),
+            (None, true) => Err(ToolError::Internal(format!(
+                "exited without printing a result line ({{\"result\": ...}}){}",
+                tail.as_suffix()
+            ))),
+            (None, false) => Err(ToolError::Failed(format!(
+                "{}{}",
+                describe_exit(status),
+                tail.as_suffix()
+            ))),
+        }
+    }
+
+    /// Reads protocol lines until the end of stdout, forwarding progress as it comes. Returns
+    /// early, with the process still running, on a line that breaks the protocol.
+    async fn read_stdout(
+        &self,
+        stdout: &mut LineReader<impl AsyncRead + Unpin>,
+        progress: &Progress,
+    ) -> Result<Option<Ending>, ToolError> {
+        let mut ending: Option<Ending> = None;
+        let mut number = 0u64;
+        while let Some(line) = stdout
+            .next_line()
+            .await
+            .map_err(|e| ToolError::Internal(format!("cannot read the tool's output: {e}")))?
+        {
+            number += 1;
+            let bytes = match line {
+                Line::Complete(bytes) => bytes,
+                Line::TooLong => {
+                    return Err(ToolError::Internal(format!(
+                        "output line {number} is longer than the limit of {} bytes",
+                        self.max_line_bytes
+                    )));
+                }
+            };
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let message = protocol::parse(bytes).map_err(|reason| {
+                ToolError::Internal(format!(
+                    "output line {number} breaks the protocol, {reason}: {}",
+                    protocol::preview(bytes)
+                ))
+            })?;
+            if ending.is_some() {
+                return Err(ToolError::Internal(format!(
+                    "output line {number} comes after the final result or error line: {}",
+                    protocol::preview(bytes)
+                )));
+            }
+            match message {
+                Message::Progress(update) => progress.update(update),
+                Message::Result(value) => ending = Some(Ending::Result(value)),
+                Message::Error(error) => ending = Some(Ending::Error(error)),
+            }
+        }
+        Ok(ending)
+    }
+
+    async fn wait(&self, group: &mut ProcessGroup) -> Result<ExitStatus, ToolError> {
+        group.wait().await.map_err(|e| self.wait_error(e))
+    }
+
+    fn wait_error(&self, error: std::io::Error) -> ToolError {
+        ToolError::Internal(format!("cannot wait for the tool's process: {error}"))
+    }
+}
+
+impl Tool for CommandTool {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn run(&self, arguments: Value, progress: Progress) -> BoxFuture<'_, Result<Value, ToolError>> {
+        async move {
+            let Some(limit) = self.timeout else {
+                return self.run_process(arguments, progress).await;
+            };
+            // On timeout the process future is dropped, which stops the process group.
+            tokio::time::timeout(limit, self.run_process(arguments, progress))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ToolError::DeadlineExceeded(format!(
+                        "did not finish within its timeout of {} s (timeout_secs)",
+                        limit.as_secs()
+                    )))
+                })
+        }
+        .boxed()
+    }
+}
+
+/// "exited with code 3" or "was killed by signal 9".
+fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        (None, None) => format!("ended with {status}"),
+    }
+}
