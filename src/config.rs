@@ -70,6 +70,8 @@ struct ConfigFile {
     log_format: Option<LogFormat>,
     #[serde(default)]
     limits: LimitsFile,
+    #[serde(default)]
+    model: ModelFile,
     /// `[[tools]]` entries, checked by the tool sources that read them.
     #[serde(default)]
     tools: Vec<toml::Table>,
@@ -83,6 +85,41 @@ struct LimitsFile {
     grace_period_secs: Option<u64>,
     max_message_bytes: Option<usize>,
     max_concurrent_streams: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelFile {
+    url: Option<String>,
+    name: Option<String>,
+    max_steps: Option<u32>,
+    /// The name of the environment variable holding the API key (the key itself never goes in
+    /// the file).
+    api_key_env: Option<String>,
+}
+
+/// The language model behind RunAgent.
+#[derive(Clone, Default)]
+pub struct ModelConfig {
+    /// Base URL of an OpenAI-compatible API, ending in `/v1`; `None` disables RunAgent.
+    pub url: Option<String>,
+    /// The model used when a request names none.
+    pub name: Option<String>,
+    /// Sent as a bearer token; never logged.
+    pub api_key: Option<String>,
+    /// Step limit used when a request sets none.
+    pub max_steps: Option<u32>,
+}
+
+impl std::fmt::Debug for ModelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelConfig")
+            .field("url", &self.url)
+            .field("name", &self.name)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("max_steps", &self.max_steps)
+            .finish()
+    }
 }
 
 /// Settings given on the command line or in the environment; each wins over the file.
@@ -100,6 +137,14 @@ pub struct Overrides {
     pub grace_period_secs: Option<u64>,
     /// `--max-message-bytes` / `TOOLSTREAM_MAX_MESSAGE_BYTES`.
     pub max_message_bytes: Option<usize>,
+    /// `--model-url` / `TOOLSTREAM_MODEL_URL`.
+    pub model_url: Option<String>,
+    /// `--model` / `TOOLSTREAM_MODEL`.
+    pub model: Option<String>,
+    /// `TOOLSTREAM_API_KEY`.
+    pub api_key: Option<String>,
+    /// `--max-steps` / `TOOLSTREAM_MAX_STEPS`.
+    pub max_steps: Option<u32>,
 }
 
 /// Limits of the server.
@@ -140,6 +185,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Limits.
     pub limits: Limits,
+    /// The model behind RunAgent.
+    pub model: ModelConfig,
     /// `[[tools]]` entries of the config file, in order.
     pub tools: Vec<toml::Table>,
     /// The config file, when one was given (relative paths in it are relative to its directory).
@@ -214,11 +261,30 @@ impl Config {
                 message: "must be at least 1024".into(),
             });
         }
+        let api_key = overrides.api_key.or_else(|| {
+            file.model
+                .api_key_env
+                .as_deref()
+                .and_then(|name| std::env::var(name).ok())
+        });
+        let model = ModelConfig {
+            url: overrides.model_url.or(file.model.url),
+            name: overrides.model.or(file.model.name),
+            api_key: api_key.filter(|key| !key.is_empty()),
+            max_steps: overrides.max_steps.or(file.model.max_steps),
+        };
+        if model.max_steps == Some(0) {
+            return Err(ConfigError::Invalid {
+                key: "model.max_steps",
+                message: "must be at least 1".into(),
+            });
+        }
         Ok(Config {
             listen,
             root,
             log_format: overrides.log_format.or(file.log_format).unwrap_or_default(),
             limits,
+            model,
             tools: file.tools,
             path: path.map(Path::to_owned),
         })

@@ -16,6 +16,7 @@
 //!
 //! Dependencies point one way: transport → engine → registry → tools.
 
+pub mod agent;
 pub mod config;
 pub mod engine;
 pub mod pb;

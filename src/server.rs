@@ -13,7 +13,9 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
-use crate::config::{Config, Limits};
+use crate::agent::openai::OpenAiProvider;
+use crate::agent::{Agent, AgentSettings, DEFAULT_MAX_STEPS, ModelProvider};
+use crate::config::{Config, Limits, ModelConfig};
 use crate::engine::{self, Engine};
 use crate::pb;
 use crate::pb::tool_service_server::ToolServiceServer;
@@ -37,6 +39,9 @@ pub enum ServeError {
     /// A `[[tools]]` entry of the config file is wrong.
     #[error(transparent)]
     ToolEntry(#[from] SourceError),
+    /// The model endpoint is unusable.
+    #[error("model: {0}")]
+    Model(#[from] crate::agent::ModelError),
     /// Reflection could not be built from the descriptors.
     #[error("cannot build server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -66,6 +71,7 @@ pub async fn build_registry(config: &Config) -> Result<ToolRegistry, ServeError>
 pub struct Server {
     engine: Arc<Engine>,
     limits: Limits,
+    agent: AgentSettings,
 }
 
 impl Server {
@@ -78,7 +84,30 @@ impl Server {
                 event_buffer: limits.event_buffer,
             },
         );
-        Server { engine, limits }
+        Server {
+            engine,
+            limits,
+            agent: AgentSettings::default(),
+        }
+    }
+
+    /// Lets RunAgent use the model `config` describes (no URL: RunAgent stays unavailable).
+    pub fn with_model(self, config: &ModelConfig) -> Result<Self, ServeError> {
+        let provider: Option<Arc<dyn ModelProvider>> = match &config.url {
+            Some(url) => Some(Arc::new(OpenAiProvider::new(url, config.api_key.clone())?)),
+            None => None,
+        };
+        Ok(self.with_agent(AgentSettings {
+            provider,
+            default_model: config.name.clone(),
+            default_max_steps: config.max_steps.unwrap_or(DEFAULT_MAX_STEPS),
+        }))
+    }
+
+    /// Lets RunAgent use `settings` (any [`ModelProvider`], for embedding and tests).
+    pub fn with_agent(mut self, settings: AgentSettings) -> Self {
+        self.agent = settings;
+        self
     }
 
     /// The engine, for embedding and tests.
@@ -92,7 +121,11 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let Server { engine, limits } = self;
+        let Server {
+            engine,
+            limits,
+            agent,
+        } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_service_status(SERVICE_NAME, ServingStatus::Serving)
@@ -107,7 +140,8 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        let tools = ToolServiceServer::new(ToolServiceImpl::new(Arc::clone(&engine)))
+        let agent = Agent::new(Arc::clone(&engine), agent);
+        let tools = ToolServiceServer::new(ToolServiceImpl::new(Arc::clone(&engine), agent))
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes);
 

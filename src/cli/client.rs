@@ -17,7 +17,7 @@ use toolstream::transport::{json_to_struct, value_to_json};
 use super::output::{ProgressView, event_json, status_exit};
 use super::{HealthArgs, RunArgs, ToolsArgs};
 
-async fn connect(addr: &str) -> anyhow::Result<Channel> {
+pub(super) async fn connect(addr: &str) -> anyhow::Result<Channel> {
     let addr = if addr.contains("://") {
         addr.to_owned()
     } else {

@@ -1,5 +1,7 @@
-//! The `toolstream` command line: `serve`, and the client subcommands `tools`, `run`, `health`.
+//! The `toolstream` command line: `serve`, and the client subcommands `tools`, `run`, `agent`,
+//! `health`.
 
+mod agent;
 mod client;
 mod output;
 mod serve;
@@ -26,6 +28,8 @@ enum Command {
     Tools(ToolsArgs),
     /// Run one tool and show its progress; prints the result as JSON.
     Run(RunArgs),
+    /// Run an agent: a language model calls the server's tools until it answers the prompt.
+    Agent(AgentArgs),
     /// Check a server's health through grpc.health.v1.
     Health(HealthArgs),
 }
@@ -52,6 +56,19 @@ struct ServeArgs {
     /// Largest gRPC message accepted or sent, in bytes [default: 4194304].
     #[arg(long, env = "TOOLSTREAM_MAX_MESSAGE_BYTES")]
     max_message_bytes: Option<usize>,
+    /// Base URL of an OpenAI-compatible model API for RunAgent, ending in /v1
+    /// (OpenAI, vLLM, Ollama, llama.cpp's server, LM Studio).
+    #[arg(long, env = "TOOLSTREAM_MODEL_URL")]
+    model_url: Option<String>,
+    /// Model used when a RunAgent request names none.
+    #[arg(long, env = "TOOLSTREAM_MODEL")]
+    model: Option<String>,
+    /// API key sent to the model endpoint as a bearer token.
+    #[arg(long, env = "TOOLSTREAM_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Most model turns of an agent run when the request sets none [default: 8].
+    #[arg(long, env = "TOOLSTREAM_MAX_STEPS")]
+    max_steps: Option<u32>,
     /// Log format [default: human].
     #[arg(long, env = "TOOLSTREAM_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -100,6 +117,29 @@ struct RunArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct AgentArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// What to ask.
+    prompt: String,
+    /// Tools the model may call, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',')]
+    tools: Vec<String>,
+    /// The model [default: the server's].
+    #[arg(long)]
+    model: Option<String>,
+    /// Most model turns [default: the server's].
+    #[arg(long)]
+    max_steps: Option<u32>,
+    /// A system prompt placed before the prompt.
+    #[arg(long)]
+    system: Option<String>,
+    /// Give up after this many seconds (sent as the gRPC deadline).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+}
+
+#[derive(Debug, clap::Args)]
 struct HealthArgs {
     #[command(flatten)]
     client: ClientArgs,
@@ -123,6 +163,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::serve(args).await,
             Command::Tools(args) => client::tools(args).await,
             Command::Run(args) => client::run(args).await,
+            Command::Agent(args) => agent::agent(args).await,
             Command::Health(args) => client::health(args).await,
         }
     });

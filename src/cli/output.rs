@@ -64,7 +64,13 @@ pub(super) fn event_json(event: &pb::RunEvent) -> Value {
     let (kind, body) = match event.event.clone() {
         Some(Event::Started(started)) => (
             "started",
-            json!({"tool": started.tool, "model": started.model, "deadline_ms": started.deadline_ms}),
+            json!({
+                "tool": started.tool,
+                "model": started.model,
+                "tools": started.tools,
+                "max_steps": started.max_steps,
+                "deadline_ms": started.deadline_ms,
+            }),
         ),
         Some(Event::Progress(progress)) => (
             "progress",

@@ -19,6 +19,10 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_concurrent_runs: args.max_runs,
             grace_period_secs: args.grace_period_secs,
             max_message_bytes: args.max_message_bytes,
+            model_url: args.model_url,
+            model: args.model,
+            api_key: args.api_key,
+            max_steps: args.max_steps,
         },
     )?;
     init_logs(config.log_format);
@@ -35,6 +39,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "toolstream serving"
     );
     Server::new(registry, config.limits)
+        .with_model(&config.model)?
         .serve(listener, shutdown_signal())
         .await?;
     tracing::info!("stopped");

@@ -306,15 +306,20 @@ impl RunContext {
         &self.registry
     }
 
-    /// Runs one tool call inside this run, its progress tagged with `call`. A failure (unknown
-    /// tool, invalid arguments, tool error, panic) comes back as a message for the caller (the
-    /// model) to read; it does not end the run.
-    pub async fn call_tool(&self, call: CallTag, arguments: Value) -> Result<Value, String> {
+    /// Runs one tool call inside this run, reporting through `progress` (usually
+    /// [`call_progress`](Self::call_progress) of `call`, or a wrapper around it). A failure
+    /// (unknown tool, invalid arguments, tool error, panic) comes back as a message for the caller
+    /// (the model) to read; it does not end the run.
+    pub async fn call_tool(
+        &self,
+        call: &CallTag,
+        arguments: Value,
+        progress: Progress,
+    ) -> Result<Value, String> {
         let (tool, arguments) = self
             .registry
             .prepare(&call.tool, Some(arguments))
             .map_err(|error| error.to_string())?;
-        let progress = self.call_progress(call.clone());
         match AssertUnwindSafe(tool.run(arguments, progress))
             .catch_unwind()
             .await

@@ -10,6 +10,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use super::convert::{json_to_struct, struct_to_json};
+use crate::agent::{Agent, AgentRequest};
 use crate::engine::{Engine, EventStream, RunError, RunHandle, RunOptions, ToolRunRequest};
 use crate::pb;
 use crate::pb::tool_service_server::ToolService;
@@ -18,12 +19,16 @@ use crate::pb::tool_service_server::ToolService;
 #[derive(Clone)]
 pub struct ToolServiceImpl {
     engine: Arc<Engine>,
+    agent: Arc<Agent>,
 }
 
 impl ToolServiceImpl {
-    /// A service running its calls on `engine`.
-    pub fn new(engine: Arc<Engine>) -> Self {
-        ToolServiceImpl { engine }
+    /// A service running tools on `engine` and agents with `agent`.
+    pub fn new(engine: Arc<Engine>, agent: Agent) -> Self {
+        ToolServiceImpl {
+            engine,
+            agent: Arc::new(agent),
+        }
     }
 }
 
@@ -154,11 +159,23 @@ impl ToolService for ToolServiceImpl {
 
     async fn run_agent(
         &self,
-        _request: Request<pb::RunAgentRequest>,
+        request: Request<pb::RunAgentRequest>,
     ) -> Result<Response<Self::RunAgentStream>, Status> {
-        Err(Status::unimplemented(
-            "RunAgent is not available on this server yet; use RunTool",
-        ))
+        let deadline = grpc_timeout(request.metadata());
+        let request = request.into_inner();
+        let handle = self
+            .agent
+            .start(AgentRequest {
+                prompt: request.prompt,
+                system_prompt: request.system_prompt,
+                tools: request.tools,
+                model: request.model,
+                max_steps: request.max_steps,
+                options: run_options(request.options),
+                deadline,
+            })
+            .map_err(status_from_run_error)?;
+        Ok(stream_response(handle))
     }
 }
 

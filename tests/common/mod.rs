@@ -48,11 +48,15 @@ impl TestServer {
 
     /// Starts a server over `registry` with `limits`.
     pub async fn start_with(registry: ToolRegistry, limits: Limits) -> TestServer {
+        Self::serve(Server::new(registry, limits)).await
+    }
+
+    /// Starts a server built by the caller (with an agent, say).
+    pub async fn serve(server: Server) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let server = Server::new(registry, limits);
         let engine = Arc::clone(server.engine());
         let (shutdown, signal) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(listener, async move {

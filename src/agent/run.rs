@@ -1,0 +1,187 @@
+//! The agent loop of one run: model → tool calls → results → model, until the model answers
+//! without tool calls or the step limit is reached.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::future::join_all;
+use serde_json::Value;
+
+use super::model::{
+    ChatMessage, ModelError, ModelOutput, ModelProvider, ModelRequest, ToolCallRequest,
+};
+use super::progress::StepProgress;
+use crate::engine::{CallArguments, CallTag, EventKind, RunContext, RunError};
+use crate::tools::ToolSpec;
+
+/// Everything a run needs, resolved before it starts.
+pub(super) struct Conversation {
+    pub(super) provider: Arc<dyn ModelProvider>,
+    pub(super) model: String,
+    pub(super) system_prompt: String,
+    pub(super) prompt: String,
+    pub(super) tools: Vec<ToolSpec>,
+    pub(super) max_steps: u32,
+}
+
+impl From<ModelError> for RunError {
+    fn from(error: ModelError) -> Self {
+        match &error {
+            ModelError::Unreachable { .. } => RunError::Unavailable(error.to_string()),
+            // Overload and outages may pass; a refused key or an unknown model is the server's
+            // configuration, which the client cannot fix.
+            ModelError::Refused { status, .. } if *status == 429 || *status >= 500 => {
+                RunError::Unavailable(error.to_string())
+            }
+            ModelError::Refused { .. } => RunError::FailedPrecondition(error.to_string()),
+            ModelError::Protocol { .. } => RunError::Internal(error.to_string()),
+        }
+    }
+}
+
+/// The client went away; the engine is cancelling the run anyway.
+fn gone<T>(_: T) -> RunError {
+    RunError::Cancelled
+}
+
+impl Conversation {
+    pub(super) async fn run(self, context: RunContext) -> Result<Value, RunError> {
+        let mut messages = Vec::new();
+        if !self.system_prompt.is_empty() {
+            messages.push(ChatMessage::System(self.system_prompt.clone()));
+        }
+        messages.push(ChatMessage::User(self.prompt.clone()));
+
+        for step in 1..=self.max_steps {
+            let (text, tool_calls) = self.ask_model(&context, messages.clone()).await?;
+            if tool_calls.is_empty() {
+                return Ok(Value::String(text));
+            }
+            messages.push(ChatMessage::Assistant {
+                text,
+                tool_calls: tool_calls.clone(),
+            });
+            let answers = self.run_calls(&context, step, &tool_calls).await?;
+            for (call, content) in tool_calls.iter().zip(answers) {
+                messages.push(ChatMessage::ToolResult {
+                    call_id: call.id.clone(),
+                    content,
+                });
+            }
+        }
+        Err(RunError::FailedPrecondition(format!(
+            "the agent used its {} steps without reaching an answer; raise max_steps or narrow the prompt",
+            self.max_steps
+        )))
+    }
+
+    /// One model turn: streams its text as message events, returns the text and the calls.
+    async fn ask_model(
+        &self,
+        context: &RunContext,
+        messages: Vec<ChatMessage>,
+    ) -> Result<(String, Vec<ToolCallRequest>), RunError> {
+        let mut output = self.provider.stream(ModelRequest {
+            model: self.model.clone(),
+            messages,
+            tools: self.tools.clone(),
+        });
+        let mut text = String::new();
+        while let Some(piece) = output.next().await {
+            match piece? {
+                ModelOutput::Text(delta) => {
+                    text.push_str(&delta);
+                    context
+                        .emit(EventKind::Message(delta))
+                        .await
+                        .map_err(gone)?;
+                }
+                ModelOutput::Done { tool_calls } => return Ok((text, tool_calls)),
+            }
+        }
+        Err(RunError::Internal(format!(
+            "model endpoint {} ended its answer without finishing it",
+            self.provider.endpoint()
+        )))
+    }
+
+    /// Runs the calls of one step in parallel; returns each call's answer for the model.
+    async fn run_calls(
+        &self,
+        context: &RunContext,
+        step: u32,
+        calls: &[ToolCallRequest],
+    ) -> Result<Vec<String>, RunError> {
+        let step_progress = StepProgress::new(context.progress(), step, calls.len());
+        let runs = calls.iter().enumerate().map(|(index, call)| {
+            let step_progress = Arc::clone(&step_progress);
+            async move {
+                let answer = self.run_call(context, &step_progress, index, call).await;
+                step_progress.finished(index);
+                answer
+            }
+        });
+        join_all(runs).await.into_iter().collect()
+    }
+
+    async fn run_call(
+        &self,
+        context: &RunContext,
+        step_progress: &Arc<StepProgress>,
+        index: usize,
+        call: &ToolCallRequest,
+    ) -> Result<String, RunError> {
+        let tag = CallTag::call(call.id.as_str(), call.name.as_str());
+        let parsed = parse_arguments(&call.arguments);
+        let arguments = match &parsed {
+            Ok(object) => CallArguments::Object(object.clone()),
+            Err(_) => CallArguments::Raw(call.arguments.clone()),
+        };
+        context
+            .emit(EventKind::ToolCallStarted {
+                call: tag.clone(),
+                arguments,
+            })
+            .await
+            .map_err(gone)?;
+
+        let outcome = match parsed {
+            Err(reason) => Err(reason),
+            Ok(_) if !self.tools.iter().any(|t| t.name == call.name) => Err(format!(
+                "there is no tool named {:?}; the tools you can call are: {}",
+                call.name,
+                self.tools
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Ok(object) => {
+                let progress = step_progress.call(index, context.call_progress(tag.clone()));
+                context
+                    .call_tool(&tag, Value::Object(object), progress)
+                    .await
+            }
+        };
+        let answer = match &outcome {
+            Ok(value) => value.to_string(),
+            Err(error) => format!("error: {error}"),
+        };
+        context
+            .emit(EventKind::ToolCallFinished { call: tag, outcome })
+            .await
+            .map_err(gone)?;
+        Ok(answer)
+    }
+}
+
+fn parse_arguments(text: &str) -> Result<serde_json::Map<String, Value>, String> {
+    if text.trim().is_empty() {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err("the arguments must be a JSON object".to_owned()),
+        Err(e) => Err(format!("the arguments are not valid JSON: {e}")),
+    }
+}

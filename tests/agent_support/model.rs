@@ -1,0 +1,141 @@
+//! A stand-in for an OpenAI-compatible model server, speaking the real wire protocol:
+//! `POST /v1/chat/completions` answered with `text/event-stream`, one JSON chunk per `data:` line,
+//! tool-call arguments split across chunks, and `data: [DONE]`. Each test scripts its replies and
+//! reads back the requests the agent sent.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// One scripted answer.
+pub enum Reply {
+    /// An event stream with these `data:` payloads, in order.
+    Events(Vec<String>),
+    /// An HTTP error with this body.
+    Status(u16, String),
+}
+
+/// A model turn that streams `text` in the given pieces, then stops.
+pub fn text(pieces: &[&str]) -> Reply {
+    let mut events: Vec<String> = pieces
+        .iter()
+        .map(|piece| chunk(json!({"content": piece}), None))
+        .collect();
+    events.push(chunk(json!({}), Some("stop")));
+    events.push("[DONE]".into());
+    Reply::Events(events)
+}
+
+/// A model turn that asks for tool calls `(id, name, arguments)`, each call's arguments split
+/// across three chunks, as real servers send them.
+pub fn tool_calls(calls: &[(&str, &str, &str)]) -> Reply {
+    let mut events = vec![chunk(json!({"role": "assistant", "content": null}), None)];
+    for (index, (id, name, arguments)) in calls.iter().enumerate() {
+        events.push(chunk(
+            json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+                   "function": {"name": name, "arguments": ""}}]}),
+            None,
+        ));
+        let third = arguments.len().div_ceil(3);
+        let bytes: Vec<char> = arguments.chars().collect();
+        for piece in bytes.chunks(third.max(1)) {
+            let piece: String = piece.iter().collect();
+            events.push(chunk(
+                json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}),
+                None,
+            ));
+        }
+    }
+    events.push(chunk(json!({}), Some("tool_calls")));
+    events.push("[DONE]".into());
+    Reply::Events(events)
+}
+
+fn chunk(delta: Value, finish_reason: Option<&str>) -> String {
+    json!({
+        "id": "chatcmpl-standin",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "standin",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    })
+    .to_string()
+}
+
+#[derive(Default)]
+struct Script {
+    replies: Mutex<VecDeque<Reply>>,
+    requests: Mutex<Vec<Value>>,
+}
+
+/// The running stand-in.
+pub struct StandIn {
+    /// Base URL, ending in `/v1`.
+    pub url: String,
+    script: Arc<Script>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StandIn {
+    /// Serves `replies`, one per request, on 127.0.0.1 and a free port.
+    pub async fn start(replies: Vec<Reply>) -> StandIn {
+        let script = Arc::new(Script {
+            replies: Mutex::new(replies.into()),
+            requests: Mutex::default(),
+        });
+        let app = Router::new()
+            .route("/v1/chat/completions", post(complete))
+            .with_state(Arc::clone(&script));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        StandIn { url, script, task }
+    }
+
+    /// The request bodies received so far.
+    pub fn requests(&self) -> Vec<Value> {
+        self.script.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn complete(State(script): State<Arc<Script>>, body: String) -> Response {
+    let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    script.requests.lock().unwrap().push(request);
+    let reply = script.replies.lock().unwrap().pop_front();
+    match reply {
+        Some(Reply::Events(events)) => {
+            let frames = events
+                .into_iter()
+                .map(|data| Ok::<_, Infallible>(format!("data: {data}\n\n")));
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .body(Body::from_stream(futures::stream::iter(frames)))
+                .unwrap()
+        }
+        Some(Reply::Status(status, body)) => Response::builder()
+            .status(StatusCode::from_u16(status).unwrap())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap(),
+        None => Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .body(Body::from("the test scripted no more replies"))
+            .unwrap(),
+    }
+}
