@@ -19,6 +19,7 @@
 pub mod agent;
 pub mod config;
 pub mod engine;
+pub mod json_proto;
 pub mod pb;
 pub mod registry;
 pub mod server;

@@ -4,5 +4,5 @@
 mod convert;
 mod service;
 
-pub use convert::{json_to_struct, json_to_value, struct_to_json, value_to_json};
+pub use crate::json_proto::{json_to_struct, json_to_value, struct_to_json, value_to_json};
 pub use service::{ToolServiceImpl, status_from_run_error};

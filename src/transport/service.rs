@@ -9,9 +9,9 @@ use futures::Stream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
-use super::convert::{json_to_struct, struct_to_json};
 use crate::agent::{Agent, AgentRequest};
 use crate::engine::{Engine, EventStream, RunError, RunHandle, RunOptions, ToolRunRequest};
+use crate::json_proto::{json_to_struct, struct_to_json};
 use crate::pb;
 use crate::pb::tool_service_server::ToolService;
 

@@ -1,0 +1,241 @@
+//! Remote tools: a second toolstream server's tools appear in the registry with a prefix, runs
+//! are forwarded and relayed, errors keep their meaning, cancellation propagates, and a remote that
+//! goes away gives UNAVAILABLE while the local server keeps serving.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, collect, eventually, registry_with, result_value, run_request};
+use serde_json::json;
+use tonic::Code;
+use toolstream::config::Limits;
+use toolstream::pb::ListToolsRequest;
+use toolstream::pb::run_event::Event;
+
+fn entry(endpoint: &str) -> toml::Table {
+    toml::from_str(&format!(
+        "kind = \"grpc\"\nendpoint = \"{endpoint}\"\nprefix = \"remote.\"\n"
+    ))
+    .unwrap()
+}
+
+/// Server B, whose `remote.*` tools are server A's.
+async fn federated(remote: &TestServer) -> TestServer {
+    let root = std::env::current_dir().unwrap();
+    let mut registry = registry_with(&root, vec![]);
+    toolstream::sources::load_entries(&[entry(&remote.url())], &root, &mut registry)
+        .await
+        .unwrap();
+    TestServer::start_with(registry, Limits::default()).await
+}
+
+#[tokio::test]
+async fn remote_tools_are_listed_with_prefix_and_kind() {
+    let a = TestServer::start().await;
+    let b = federated(&a).await;
+    let tools = b
+        .client()
+        .await
+        .list_tools(ListToolsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tools;
+    let remote_ticks = tools.iter().find(|t| t.name == "remote.ticks").unwrap();
+    assert_eq!(remote_ticks.kind, "grpc");
+    assert!(remote_ticks.input_schema.is_some());
+    assert!(tools.iter().any(|t| t.name == "remote.checksum"));
+    assert!(
+        tools
+            .iter()
+            .any(|t| t.name == "ticks" && t.kind == "native")
+    );
+}
+
+#[tokio::test]
+async fn runs_are_forwarded_and_progress_relayed() {
+    let a = TestServer::start().await;
+    let b = federated(&a).await;
+    let (events, status) = collect(
+        b.client()
+            .await
+            .run_tool(run_request(
+                "remote.ticks",
+                json!({"count": 4, "interval_ms": 1}),
+            ))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert!(status.is_none(), "{status:?}");
+    let statuses: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(Event::Progress(p)) => p.status.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(statuses.last().map(String::as_str), Some("tick 4/4"));
+    assert_eq!(
+        result_value(events.last().unwrap()),
+        Some(json!({"count": 4}))
+    );
+}
+
+#[tokio::test]
+async fn remote_errors_keep_their_code() {
+    let a = TestServer::start().await;
+    let b = federated(&a).await;
+    // B validates against the remote's schema before forwarding.
+    let status = b
+        .client()
+        .await
+        .run_tool(run_request("remote.ticks", json!({"count": "x"})))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    // An error only the remote can see comes back with its code and message.
+    let (_, status) = collect(
+        b.client()
+            .await
+            .run_tool(run_request(
+                "remote.checksum",
+                json!({"paths": ["../../etc/passwd"]}),
+            ))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    let status = status.unwrap();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().contains("outside the root"),
+        "{}",
+        status.message()
+    );
+    assert!(status.message().contains(&a.url()), "{}", status.message());
+}
+
+#[tokio::test]
+async fn cancelling_on_the_local_server_cancels_the_remote_run() {
+    let a = TestServer::start().await;
+    let b = federated(&a).await;
+    let mut stream = b
+        .client()
+        .await
+        .run_tool(run_request(
+            "remote.ticks",
+            json!({"count": 1000, "interval_ms": 20}),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let event = stream.message().await.unwrap().unwrap();
+        if matches!(event.event, Some(Event::Progress(_))) {
+            break;
+        }
+    }
+    assert_eq!(a.engine.active_runs(), 1);
+    drop(stream);
+    eventually(Duration::from_secs(10), "the remote run to end", || {
+        a.engine.active_runs() == 0
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the local run to end", || {
+        b.engine.active_runs() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_local_deadline_ends_the_remote_run_too() {
+    let a = TestServer::start().await;
+    let b = federated(&a).await;
+    let mut request = tonic::Request::new(run_request(
+        "remote.ticks",
+        json!({"count": 1000, "interval_ms": 20}),
+    ));
+    request.set_timeout(Duration::from_millis(300));
+    let (_, status) = collect(
+        b.client()
+            .await
+            .run_tool(request)
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert_eq!(status.unwrap().code(), Code::DeadlineExceeded);
+    eventually(Duration::from_secs(10), "the remote run to end", || {
+        a.engine.active_runs() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_remote_that_went_away_is_unavailable_and_local_tools_still_work() {
+    let mut a = TestServer::start().await;
+    let endpoint = a.url();
+    let b = federated(&a).await;
+    a.begin_shutdown().await.unwrap().unwrap();
+    drop(a);
+
+    let status = match b
+        .client()
+        .await
+        .run_tool(run_request("remote.ticks", json!({"count": 1})))
+        .await
+    {
+        Ok(response) => collect(response.into_inner()).await.1.unwrap(),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains(&endpoint), "{}", status.message());
+
+    let (events, status) = collect(
+        b.client()
+            .await
+            .run_tool(run_request("ticks", json!({"count": 1, "interval_ms": 0})))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert!(status.is_none());
+    assert_eq!(
+        result_value(events.last().unwrap()),
+        Some(json!({"count": 1}))
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_remote_at_start_up_is_a_config_error_naming_the_entry() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let root = std::env::current_dir().unwrap();
+    let mut registry = registry_with(&root, vec![]);
+    let error = toolstream::sources::load_entries(
+        &[entry(&format!("http://{closed}"))],
+        &root,
+        &mut registry,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("entry 1"), "{error}");
+    assert!(error.contains(&closed.to_string()), "{error}");
+
+    let bad: toml::Table =
+        toml::from_str("kind = \"grpc\"\nendpoint = \"x\"\nprefx = \"r.\"\n").unwrap();
+    let error = toolstream::sources::load_entries(&[bad], &root, &mut registry)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("prefx"), "{error}");
+}
