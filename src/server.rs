@@ -57,12 +57,11 @@ pub async fn build_registry(config: &Config) -> Result<ToolRegistry, ServeError>
     for tool in builtin_tools(root) {
         registry.register(tool)?;
     }
-    let base_dir = config
-        .path
-        .as_deref()
-        .and_then(|p| p.parent())
-        .map(|p| p.to_path_buf())
-        .unwrap_or_default();
+    // Relative paths in entries are relative to the config file's directory.
+    let base_dir = match config.path.as_deref().and_then(std::path::Path::parent) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
     load_entries(&config.tools, &base_dir, &mut registry).await?;
     Ok(registry)
 }

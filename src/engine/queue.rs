@@ -281,27 +281,27 @@ impl Stream for EventStream {
                     }
                 };
             };
-            if front.kind.is_progress() {
-                if let Some(throttle) = this.throttle.as_mut() {
-                    let now = Instant::now();
-                    if let Some(next) = throttle.last_sent.map(|last| last + throttle.interval) {
-                        if now < next {
-                            if state.events.len() > 1 {
-                                // Something newer is waiting behind it: this progress is stale.
-                                state.events.pop_front();
-                                continue;
-                            }
-                            state.waker = Some(cx.waker().clone());
-                            drop(state);
-                            throttle.sleep.as_mut().reset(next);
-                            if throttle.sleep.as_mut().poll(cx).is_pending() {
-                                return Poll::Pending;
-                            }
-                            continue;
-                        }
+            if front.kind.is_progress()
+                && let Some(throttle) = this.throttle.as_mut()
+            {
+                let now = Instant::now();
+                if let Some(next) = throttle.last_sent.map(|last| last + throttle.interval)
+                    && now < next
+                {
+                    if state.events.len() > 1 {
+                        // Something newer is waiting behind it: this progress is stale.
+                        state.events.pop_front();
+                        continue;
                     }
-                    throttle.last_sent = Some(now);
+                    state.waker = Some(cx.waker().clone());
+                    drop(state);
+                    throttle.sleep.as_mut().reset(next);
+                    if throttle.sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    continue;
                 }
+                throttle.last_sent = Some(now);
             }
             let Some(event) = state.events.pop_front() else {
                 continue;
