@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{DropFlag, TestServer, collect, eventually, registry_with};
+use common::{TestServer, collect, endless_tool, eventually, registry_with};
 use model::{Reply, StandIn, text, tool_calls};
 use serde_json::{Value, json};
 use tonic::Code;
@@ -20,31 +20,8 @@ use toolstream::config::Limits;
 use toolstream::pb::run_event::Event;
 use toolstream::pb::{self, RunAgentRequest, tool_call_finished::Outcome};
 use toolstream::server::Server;
-use toolstream::tools::native::tool_fn;
-use toolstream::tools::{Progress, Tool, ToolError};
+use toolstream::tools::Tool;
 use toolstream::transport::{struct_to_json, value_to_json};
-
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-struct NoArgs {}
-
-fn endless(stopped: Arc<AtomicBool>) -> Arc<dyn Tool> {
-    Arc::new(tool_fn(
-        "endless",
-        "Never ends.",
-        move |_: NoArgs, progress: Progress| {
-            let guard = DropFlag(Arc::clone(&stopped));
-            async move {
-                let _guard = guard;
-                loop {
-                    progress.status("working");
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                #[allow(unreachable_code)]
-                Ok::<(), ToolError>(())
-            }
-        },
-    ))
-}
 
 async fn agent_server(url: Option<&str>, extra: Vec<Arc<dyn Tool>>) -> TestServer {
     let root = std::env::current_dir().unwrap();
@@ -428,7 +405,7 @@ async fn the_request_tools_limit_what_the_model_sees() {
 async fn cancelling_mid_tool_stops_the_tool_and_the_run() {
     let stopped = Arc::new(AtomicBool::new(false));
     let model = StandIn::start(vec![tool_calls(&[("slow", "endless", "{}")])]).await;
-    let server = agent_server(Some(&model.url), vec![endless(Arc::clone(&stopped))]).await;
+    let server = agent_server(Some(&model.url), vec![endless_tool(Arc::clone(&stopped))]).await;
     let mut client = server.client().await;
     let mut stream = client
         .run_agent(prompt("run forever"))
@@ -457,7 +434,7 @@ async fn cancelling_mid_tool_stops_the_tool_and_the_run() {
 async fn a_deadline_stops_the_agent_and_its_tools() {
     let stopped = Arc::new(AtomicBool::new(false));
     let model = StandIn::start(vec![tool_calls(&[("slow", "endless", "{}")])]).await;
-    let server = agent_server(Some(&model.url), vec![endless(Arc::clone(&stopped))]).await;
+    let server = agent_server(Some(&model.url), vec![endless_tool(Arc::clone(&stopped))]).await;
     let mut request = tonic::Request::new(prompt("run forever"));
     request.set_timeout(Duration::from_millis(300));
     let status = match server.client().await.run_agent(request).await {

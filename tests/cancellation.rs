@@ -7,43 +7,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{DropFlag, TestServer, collect, eventually, registry_with, run_request};
+use common::{TestServer, collect, endless_tool, eventually, registry_with, run_request};
 use serde_json::json;
 use tonic::Code;
 use toolstream::config::Limits;
 use toolstream::pb::run_event::Event;
-use toolstream::tools::native::tool_fn;
-use toolstream::tools::{Progress, Tool, ToolError};
-
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-struct NoArgs {}
-
-/// A tool that reports progress forever and records when its future is dropped.
-fn endless(stopped: Arc<AtomicBool>) -> Arc<dyn Tool> {
-    Arc::new(tool_fn(
-        "endless",
-        "Never ends.",
-        move |_: NoArgs, progress: Progress| {
-            let guard = DropFlag(Arc::clone(&stopped));
-            async move {
-                let _guard = guard;
-                let mut i = 0u64;
-                loop {
-                    i += 1;
-                    progress.status(format!("still going ({i})"));
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                #[allow(unreachable_code)]
-                Ok::<(), ToolError>(())
-            }
-        },
-    ))
-}
 
 async fn server_with_endless() -> (TestServer, Arc<AtomicBool>) {
     let stopped = Arc::new(AtomicBool::new(false));
     let root = std::env::current_dir().unwrap();
-    let registry = registry_with(&root, vec![endless(Arc::clone(&stopped))]);
+    let registry = registry_with(&root, vec![endless_tool(Arc::clone(&stopped))]);
     (
         TestServer::start_with(registry, Limits::default()).await,
         stopped,

@@ -10,8 +10,8 @@ use common::{TestServer, collect, eventually, result_value, run_request};
 use serde_json::{Map, Value, json};
 use tonic::Code;
 use toolstream::config::{Config, Overrides};
+use toolstream::pb;
 use toolstream::pb::run_event::Event;
-use toolstream::pb::{self, ListToolsRequest};
 use toolstream::server::build_registry;
 use toolstream::transport::struct_to_json;
 
@@ -134,14 +134,7 @@ async fn assert_stopped(pid: u32, child: u32) {
 #[tokio::test]
 async fn list_tools_shows_command_tools_with_their_config() {
     let (_dir, server) = start().await;
-    let tools = server
-        .client()
-        .await
-        .list_tools(ListToolsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .tools;
+    let tools = common::list_tools(&server).await;
     let scripted = tools.iter().find(|t| t.name == "scripted").unwrap();
     assert_eq!(scripted.kind, "command");
     assert_eq!(scripted.description, "Does what it is told.");

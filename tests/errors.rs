@@ -45,14 +45,8 @@ async fn run_status(
     tool: &str,
     arguments: serde_json::Value,
 ) -> tonic::Status {
-    let mut client = server.client().await;
-    match client.run_tool(run_request(tool, arguments)).await {
-        Err(status) => status,
-        Ok(response) => {
-            let (_, status) = collect(response.into_inner()).await;
-            status.expect("the run should have failed")
-        }
-    }
+    let (_, status) = common::run_tool(server, tool, arguments).await;
+    status.expect("the run should have failed")
 }
 
 async fn still_serves(server: &TestServer) {

@@ -8,11 +8,12 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{TestServer, collect, eventually, registry_with, result_value, run_request};
+use common::{
+    TestServer, eventually, list_tools, registry_with, result_value, run_request, run_tool,
+};
 use serde_json::json;
 use tonic::Code;
 use toolstream::config::Limits;
-use toolstream::pb::ListToolsRequest;
 use toolstream::pb::run_event::Event;
 use toolstream::transport::struct_to_json;
 
@@ -41,34 +42,11 @@ async fn server(markers: &Path) -> TestServer {
     TestServer::start_with(registry, Limits::default()).await
 }
 
-async fn run(
-    server: &TestServer,
-    tool: &str,
-    arguments: serde_json::Value,
-) -> (Vec<toolstream::pb::RunEvent>, Option<tonic::Status>) {
-    match server
-        .client()
-        .await
-        .run_tool(run_request(tool, arguments))
-        .await
-    {
-        Ok(response) => collect(response.into_inner()).await,
-        Err(status) => (Vec::new(), Some(status)),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcp_tools_are_listed_with_prefix_kind_and_schema() {
     let markers = tempfile::tempdir().unwrap();
     let server = server(markers.path()).await;
-    let tools = server
-        .client()
-        .await
-        .list_tools(ListToolsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .tools;
+    let tools = list_tools(&server).await;
     let count = tools.iter().find(|t| t.name == "py.count_words").unwrap();
     assert_eq!(count.kind, "mcp");
     assert!(count.description.contains("Counts the words"));
@@ -83,7 +61,7 @@ async fn mcp_tools_are_listed_with_prefix_kind_and_schema() {
 async fn mcp_progress_notifications_become_progress_events() {
     let markers = tempfile::tempdir().unwrap();
     let server = server(markers.path()).await;
-    let (events, status) = run(
+    let (events, status) = run_tool(
         &server,
         "py.count_words",
         json!({"text": "one two three four"}),
@@ -110,12 +88,12 @@ async fn mcp_progress_notifications_become_progress_events() {
 
     // The structured content is the result: FastMCP wraps a plain return value as
     // {"result": value}. Schema violations never reach the server.
-    let (events, _) = run(&server, "py.shout", json!({"text": "hey"})).await;
+    let (events, _) = run_tool(&server, "py.shout", json!({"text": "hey"})).await;
     assert_eq!(
         result_value(events.last().unwrap()),
         Some(json!({"result": "HEY"}))
     );
-    let (_, status) = run(&server, "py.shout", json!({"txt": "hey"})).await;
+    let (_, status) = run_tool(&server, "py.shout", json!({"txt": "hey"})).await;
     assert_eq!(status.unwrap().code(), Code::InvalidArgument);
 }
 
@@ -123,7 +101,7 @@ async fn mcp_progress_notifications_become_progress_events() {
 async fn mcp_errors_are_aborted_with_their_message() {
     let markers = tempfile::tempdir().unwrap();
     let server = server(markers.path()).await;
-    let (_, status) = run(&server, "py.fail", json!({"reason": "no coffee"})).await;
+    let (_, status) = run_tool(&server, "py.fail", json!({"reason": "no coffee"})).await;
     let status = status.unwrap();
     assert_eq!(status.code(), Code::Aborted);
     assert!(
@@ -168,7 +146,7 @@ async fn cancelling_a_run_sends_mcp_cancellation() {
 async fn a_crashed_mcp_server_is_started_again_on_next_use() {
     let markers = tempfile::tempdir().unwrap();
     let server = server(markers.path()).await;
-    let (_, status) = run(&server, "py.crash", json!({})).await;
+    let (_, status) = run_tool(&server, "py.crash", json!({})).await;
     let status = status.unwrap();
     assert_eq!(status.code(), Code::Internal, "{status:?}");
     assert!(
@@ -180,7 +158,7 @@ async fn a_crashed_mcp_server_is_started_again_on_next_use() {
     let mut answer = None;
     for _ in 0..3 {
         // The first call after the crash may still find the dying process.
-        let (events, status) = run(&server, "py.shout", json!({"text": "back"})).await;
+        let (events, status) = run_tool(&server, "py.shout", json!({"text": "back"})).await;
         if status.is_none() {
             answer = result_value(events.last().unwrap());
             break;

@@ -6,11 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, collect, eventually, registry_with, result_value, run_request};
+use common::{
+    TestServer, collect, eventually, list_tools, registry_with, result_value, run_request, run_tool,
+};
 use serde_json::json;
 use tonic::Code;
 use toolstream::config::Limits;
-use toolstream::pb::ListToolsRequest;
 use toolstream::pb::run_event::Event;
 
 fn entry(endpoint: &str) -> toml::Table {
@@ -34,14 +35,7 @@ async fn federated(remote: &TestServer) -> TestServer {
 async fn remote_tools_are_listed_with_prefix_and_kind() {
     let a = TestServer::start().await;
     let b = federated(&a).await;
-    let tools = b
-        .client()
-        .await
-        .list_tools(ListToolsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .tools;
+    let tools = list_tools(&b).await;
     let remote_ticks = tools.iter().find(|t| t.name == "remote.ticks").unwrap();
     assert_eq!(remote_ticks.kind, "grpc");
     assert!(remote_ticks.input_schema.is_some());
@@ -184,27 +178,12 @@ async fn a_remote_that_went_away_is_unavailable_and_local_tools_still_work() {
     a.begin_shutdown().await.unwrap().unwrap();
     drop(a);
 
-    let status = match b
-        .client()
-        .await
-        .run_tool(run_request("remote.ticks", json!({"count": 1})))
-        .await
-    {
-        Ok(response) => collect(response.into_inner()).await.1.unwrap(),
-        Err(status) => status,
-    };
+    let (_, status) = run_tool(&b, "remote.ticks", json!({"count": 1})).await;
+    let status = status.unwrap();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains(&endpoint), "{}", status.message());
 
-    let (events, status) = collect(
-        b.client()
-            .await
-            .run_tool(run_request("ticks", json!({"count": 1, "interval_ms": 0})))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
+    let (events, status) = run_tool(&b, "ticks", json!({"count": 1, "interval_ms": 0})).await;
     assert!(status.is_none());
     assert_eq!(
         result_value(events.last().unwrap()),

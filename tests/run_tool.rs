@@ -6,21 +6,14 @@ use common::{TestServer, collect, registry_with, result_value, run_request};
 use serde_json::json;
 use sha2::Digest;
 use toolstream::config::Limits;
+use toolstream::pb;
 use toolstream::pb::run_event::Event;
-use toolstream::pb::{self, ListToolsRequest};
 use toolstream::transport::struct_to_json;
 
 #[tokio::test]
 async fn list_tools_shows_builtins_with_kinds_and_schemas() {
     let server = TestServer::start().await;
-    let tools = server
-        .client()
-        .await
-        .list_tools(ListToolsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .tools;
+    let tools = common::list_tools(&server).await;
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["checksum", "ticks"]);
     for tool in &tools {

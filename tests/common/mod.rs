@@ -194,3 +194,61 @@ impl Drop for DropFlag {
         self.0.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// Runs `tool` to its end: the events, and the closing status when the run failed (whether it
+/// failed before the stream started or during it).
+pub async fn run_tool(
+    server: &TestServer,
+    tool: &str,
+    arguments: serde_json::Value,
+) -> (Vec<toolstream::pb::RunEvent>, Option<tonic::Status>) {
+    match server
+        .client()
+        .await
+        .run_tool(run_request(tool, arguments))
+        .await
+    {
+        Ok(response) => collect(response.into_inner()).await,
+        Err(status) => (Vec::new(), Some(status)),
+    }
+}
+
+/// The tools the server lists.
+pub async fn list_tools(server: &TestServer) -> Vec<toolstream::pb::Tool> {
+    server
+        .client()
+        .await
+        .list_tools(toolstream::pb::ListToolsRequest {})
+        .await
+        .expect("ListTools")
+        .into_inner()
+        .tools
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct NoArgs {}
+
+/// A tool named `endless` that reports a status every 5 ms forever and sets `stopped` when its
+/// run drops it: the way tests see that a run really stopped its tool.
+pub fn endless_tool(stopped: Arc<std::sync::atomic::AtomicBool>) -> Arc<dyn Tool> {
+    use toolstream::tools::native::tool_fn;
+    use toolstream::tools::{Progress, ToolError};
+    Arc::new(tool_fn(
+        "endless",
+        "Never ends.",
+        move |_: NoArgs, progress: Progress| {
+            let guard = DropFlag(Arc::clone(&stopped));
+            async move {
+                let _guard = guard;
+                let mut i = 0u64;
+                loop {
+                    i += 1;
+                    progress.status(format!("still going ({i})"));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), ToolError>(())
+            }
+        },
+    ))
+}
