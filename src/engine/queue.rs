@@ -1,6 +1,8 @@
 //! A run's event queue: the only place events wait between the run and its client.
 //!
-//! Progress never waits: a new progress event replaces the unsent progress of the same call (it is
+//! Progress never waits. Up to `capacity` progress events queue as they come, so a client that
+//! keeps up gets every one and the transport can send them in batches. Beyond that the client is
+//! behind: a new progress event replaces the newest unsent progress of the same call (that one is
 //! removed and the new one appended, so sequence numbers stay in order), which keeps the queue
 //! bounded however slow the client is, and shows as a gap in `sequence`. Every other event is kept;
 //! a producer of those waits for room when `capacity` of them are queued. The lock is per run, so
@@ -36,6 +38,8 @@ struct State {
     next_sequence: u64,
     /// Events in `events` that are not progress (these count against the capacity).
     kept: usize,
+    /// Progress events in `events`.
+    progress: usize,
     /// Set once the run ended; nothing is accepted after it.
     end: Option<End>,
     /// The client stopped reading: events are dropped from then on.
@@ -89,19 +93,24 @@ impl RunQueue {
         state.waker.take()
     }
 
-    /// Queues progress of `call`, replacing its unsent progress. Never waits.
+    /// Queues progress of `call`; when the client is behind, it replaces the newest unsent progress
+    /// of that call. Never waits.
     pub(crate) fn push_progress(&self, call: &CallTag, update: ProgressUpdate) {
         let waker = {
             let mut state = self.lock();
             if state.end.is_some() || state.closed {
                 return;
             }
-            let stale = state.events.iter().rposition(
-                |event| matches!(&event.kind, EventKind::Progress { call: c, .. } if c == call),
-            );
-            if let Some(index) = stale {
-                state.events.remove(index);
+            if state.progress >= self.capacity {
+                let stale = state.events.iter().rposition(
+                    |event| matches!(&event.kind, EventKind::Progress { call: c, .. } if c == call),
+                );
+                if let Some(index) = stale {
+                    state.events.remove(index);
+                    state.progress -= 1;
+                }
             }
+            state.progress += 1;
             let kind = EventKind::Progress {
                 call: call.clone(),
                 update,
@@ -222,6 +231,9 @@ pub struct EventStream {
     queue: Arc<RunQueue>,
     cancel: CancellationToken,
     throttle: Option<Throttle>,
+    /// Events taken from the queue in one go, to be handed out without taking the lock again: the
+    /// run and its client then contend for the lock once per batch, not once per event.
+    taken: VecDeque<RunEvent>,
     done: bool,
 }
 
@@ -248,6 +260,7 @@ impl EventStream {
             queue,
             cancel,
             throttle,
+            taken: VecDeque::new(),
             done: false,
         }
     }
@@ -262,6 +275,12 @@ impl Stream for EventStream {
             return Poll::Ready(None);
         }
         loop {
+            if let Some(event) = this.taken.pop_front() {
+                if matches!(event.kind, EventKind::Result(_)) {
+                    this.finish_after_result();
+                }
+                return Poll::Ready(Some(Ok(event)));
+            }
             let mut state = this.queue.lock();
             let Some(front) = state.events.front() else {
                 return match state.end.take() {
@@ -281,6 +300,17 @@ impl Stream for EventStream {
                     }
                 };
             };
+            if this.throttle.is_none() {
+                // Take everything queued; coalescing goes on among what arrives after.
+                std::mem::swap(&mut state.events, &mut this.taken);
+                state.progress = 0;
+                let freed_room = std::mem::take(&mut state.kept) > 0;
+                drop(state);
+                if freed_room {
+                    this.queue.room.notify_waiters();
+                }
+                continue;
+            }
             if front.kind.is_progress()
                 && let Some(throttle) = this.throttle.as_mut()
             {
@@ -291,6 +321,7 @@ impl Stream for EventStream {
                     if state.events.len() > 1 {
                         // Something newer is waiting behind it: this progress is stale.
                         state.events.pop_front();
+                        state.progress -= 1;
                         continue;
                     }
                     state.waker = Some(cx.waker().clone());
@@ -309,20 +340,30 @@ impl Stream for EventStream {
             let freed_room = !event.kind.is_progress();
             if freed_room {
                 state.kept -= 1;
+            } else {
+                state.progress -= 1;
             }
             drop(state);
             if freed_room {
                 this.queue.room.notify_waiters();
             }
             if matches!(event.kind, EventKind::Result(_)) {
-                // Nothing follows a result.
-                let mut state = this.queue.lock();
-                state.end = Some(End::Reported);
-                state.events.clear();
-                this.done = true;
+                this.finish_after_result();
             }
             return Poll::Ready(Some(Ok(event)));
         }
+    }
+}
+
+impl EventStream {
+    /// Nothing follows a result.
+    fn finish_after_result(&mut self) {
+        let mut state = self.queue.lock();
+        state.end = Some(End::Reported);
+        state.events.clear();
+        state.progress = 0;
+        self.taken.clear();
+        self.done = true;
     }
 }
 
@@ -333,6 +374,7 @@ impl Drop for EventStream {
             state.closed = true;
             state.events.clear();
             state.kept = 0;
+            state.progress = 0;
         }
         self.queue.room.notify_waiters();
         // The client went away (or the run is over): stop whatever still runs for it.
@@ -371,8 +413,9 @@ mod tests {
             .iter()
             .map(|e| e.as_ref().unwrap().sequence)
             .collect();
-        assert_eq!(sequences, vec![1, 101, 102]);
-        let last_progress = events[1].as_ref().unwrap();
+        // The first `capacity` progress events queue; then each new one replaces the newest.
+        assert_eq!(sequences, vec![1, 2, 3, 4, 5, 6, 7, 8, 101, 102]);
+        let last_progress = events[8].as_ref().unwrap();
         assert!(
             matches!(&last_progress.kind, EventKind::Progress { update, .. } if update.fraction == Some(1.0))
         );
@@ -380,7 +423,7 @@ mod tests {
 
     #[tokio::test]
     async fn progress_of_different_calls_is_kept_apart() {
-        let queue = RunQueue::new("r".into(), 8);
+        let queue = RunQueue::new("r".into(), 2);
         let a = CallTag::call("a", "t");
         let b = CallTag::call("b", "t");
         queue.push_progress(&a, progress(0.1));
