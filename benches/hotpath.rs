@@ -446,6 +446,12 @@ fn main() {
         serve(mode, args.get(2).cloned());
         return;
     }
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` builds and starts this binary
+    // without it, and a test run is no place for a benchmark.
+    if !args.iter().any(|a| a == "--bench") {
+        println!("hotpath: benchmark not run (use `cargo bench --bench hotpath [-- --quick]`)");
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(run(quick));

@@ -152,7 +152,9 @@ pub struct Overrides {
 pub struct Limits {
     /// Runs in progress at once.
     pub max_concurrent_runs: usize,
-    /// Non-progress events queued per run for a slow client.
+    /// Events queued per run for a client that reads slower than the run produces: this many
+    /// progress events before progress is coalesced, and this many other events before their
+    /// producer waits.
     pub event_buffer: usize,
     /// How long running runs may finish after a shutdown signal.
     pub grace_period: Duration,

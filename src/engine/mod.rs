@@ -37,7 +37,8 @@ use queue::{CallProgress, RunQueue};
 pub struct Limits {
     /// Runs in progress at once; beyond it new runs get [`RunError::Busy`].
     pub max_concurrent_runs: usize,
-    /// Events other than progress a run may queue for a slow client before its producer waits.
+    /// Progress events a run queues before it coalesces them, and other events it queues before
+    /// their producer waits.
     pub event_buffer: usize,
 }
 
