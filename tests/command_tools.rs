@@ -150,16 +150,12 @@ async fn list_tools_shows_command_tools_with_their_config() {
 #[tokio::test]
 async fn progress_with_status_and_data_then_the_result() {
     let (_dir, server) = start().await;
-    let response = server
-        .client()
-        .await
-        .run_tool(run_request(
-            "scripted",
-            json!({"behaviour": "progress", "items": 4}),
-        ))
-        .await
-        .unwrap();
-    let (events, status) = collect(response.into_inner()).await;
+    let (events, status) = common::run_tool(
+        &server,
+        "scripted",
+        json!({"behaviour": "progress", "items": 4}),
+    )
+    .await;
     assert!(status.is_none(), "{status:?}");
 
     // A reader that falls behind gets older progress coalesced away, so check that every report
@@ -197,13 +193,7 @@ async fn the_tool_runs_in_its_configured_directory_with_its_environment() {
     // `cwd = "work"` is relative to the config file; PYTHONPATH (from `env`) makes the helper
     // importable.
     let (dir, server) = start().await;
-    let response = server
-        .client()
-        .await
-        .run_tool(run_request("plain", json!({"numbers": [1, 2, 39]})))
-        .await
-        .unwrap();
-    let (events, status) = collect(response.into_inner()).await;
+    let (events, status) = common::run_tool(&server, "plain", json!({"numbers": [1, 2, 39]})).await;
     assert!(status.is_none(), "{status:?}");
     let work = dir.path().join("work").canonicalize().unwrap();
     assert_eq!(
@@ -215,13 +205,8 @@ async fn the_tool_runs_in_its_configured_directory_with_its_environment() {
 #[tokio::test]
 async fn a_raised_exception_ends_the_run_aborted_with_its_message() {
     let (_dir, server) = start().await;
-    let response = server
-        .client()
-        .await
-        .run_tool(run_request("scripted", json!({"behaviour": "raise"})))
-        .await
-        .unwrap();
-    let (events, status) = collect(response.into_inner()).await;
+    let (events, status) =
+        common::run_tool(&server, "scripted", json!({"behaviour": "raise"})).await;
     let status = status.expect("the run fails");
     assert_eq!(status.code(), Code::Aborted, "{status:?}");
     assert!(
@@ -259,13 +244,8 @@ async fn garbage_output_is_an_internal_error_naming_the_line_and_stops_the_tool(
 #[tokio::test]
 async fn a_non_zero_exit_is_an_error_with_the_end_of_stderr() {
     let (_dir, server) = start().await;
-    let response = server
-        .client()
-        .await
-        .run_tool(run_request("scripted", json!({"behaviour": "crash"})))
-        .await
-        .unwrap();
-    let (_events, status) = collect(response.into_inner()).await;
+    let (_events, status) =
+        common::run_tool(&server, "scripted", json!({"behaviour": "crash"})).await;
     let status = status.expect("the run fails");
     assert_eq!(status.code(), Code::Aborted, "{status:?}");
     let message = status.message();
@@ -276,13 +256,7 @@ async fn a_non_zero_exit_is_an_error_with_the_end_of_stderr() {
 #[tokio::test]
 async fn a_program_that_cannot_start_is_an_internal_error_naming_it() {
     let (_dir, server) = start().await;
-    let response = server
-        .client()
-        .await
-        .run_tool(run_request("missing", json!({})))
-        .await
-        .unwrap();
-    let (_events, status) = collect(response.into_inner()).await;
+    let (_events, status) = common::run_tool(&server, "missing", json!({})).await;
     let status = status.expect("the run fails");
     assert_eq!(status.code(), Code::Internal, "{status:?}");
     assert!(
@@ -295,13 +269,8 @@ async fn a_program_that_cannot_start_is_an_internal_error_naming_it() {
 #[tokio::test]
 async fn exiting_without_a_result_line_is_an_error() {
     let (_dir, server) = start().await;
-    let response = server
-        .client()
-        .await
-        .run_tool(run_request("scripted", json!({"behaviour": "no_result"})))
-        .await
-        .unwrap();
-    let (events, status) = collect(response.into_inner()).await;
+    let (events, status) =
+        common::run_tool(&server, "scripted", json!({"behaviour": "no_result"})).await;
     let status = status.expect("the run fails");
     assert_eq!(status.code(), Code::Internal, "{status:?}");
     assert!(
