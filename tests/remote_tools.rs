@@ -78,9 +78,34 @@ async fn runs_are_forwarded_and_progress_relayed() {
     );
 }
 
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Order {
+    #[allow(dead_code)]
+    item: String,
+}
+
+/// Server A with one more tool, `refuse`, that always fails with a message of its own.
+async fn remote_with_refuse() -> TestServer {
+    use toolstream::tools::native::tool_fn;
+    use toolstream::tools::{Progress, ToolError};
+    let refuse = tool_fn(
+        "refuse",
+        "Always fails.",
+        |order: Order, _: Progress| async move {
+            Err::<(), _>(ToolError::Failed(format!("out of {}", order.item)))
+        },
+    );
+    let root = std::env::current_dir().unwrap();
+    TestServer::start_with(
+        registry_with(&root, vec![std::sync::Arc::new(refuse)]),
+        Limits::default(),
+    )
+    .await
+}
+
 #[tokio::test]
-async fn remote_errors_keep_their_code() {
-    let a = TestServer::start().await;
+async fn remote_errors_keep_their_code_and_message() {
+    let a = remote_with_refuse().await;
     let b = federated(&a).await;
     // B validates against the remote's schema before forwarding.
     let status = b
@@ -90,27 +115,41 @@ async fn remote_errors_keep_their_code() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    // An error only the remote can see comes back with its code and message.
-    let (_, status) = collect(
-        b.client()
-            .await
-            .run_tool(run_request(
-                "remote.checksum",
-                json!({"paths": ["../../etc/passwd"]}),
-            ))
-            .await
-            .unwrap()
-            .into_inner(),
-    )
-    .await;
-    let status = status.unwrap();
-    assert_eq!(status.code(), Code::PermissionDenied);
-    assert!(
-        status.message().contains("outside the root"),
-        "{}",
-        status.message()
-    );
-    assert!(status.message().contains(&a.url()), "{}", status.message());
+
+    // Errors only the remote can see come back with its code, its message and the endpoint.
+    let cases = [
+        (
+            "remote.checksum",
+            json!({"paths": [""]}),
+            Code::InvalidArgument,
+            "empty",
+        ),
+        (
+            "remote.checksum",
+            json!({"paths": ["no-such-file.bin"]}),
+            Code::NotFound,
+            "no such file",
+        ),
+        (
+            "remote.checksum",
+            json!({"paths": ["../../etc/passwd"]}),
+            Code::PermissionDenied,
+            "outside the root",
+        ),
+        (
+            "remote.refuse",
+            json!({"item": "coffee"}),
+            Code::Aborted,
+            "out of coffee",
+        ),
+    ];
+    for (tool, arguments, code, message) in cases {
+        let (_, status) = run_tool(&b, tool, arguments.clone()).await;
+        let status = status.unwrap_or_else(|| panic!("{tool} {arguments} failed"));
+        assert_eq!(status.code(), code, "{tool} {arguments}: {status:?}");
+        assert!(status.message().contains(message), "{}", status.message());
+        assert!(status.message().contains(&a.url()), "{}", status.message());
+    }
 }
 
 #[tokio::test]

@@ -133,6 +133,15 @@ impl McpServer {
         Ok(connection)
     }
 
+    /// Drops a connection whose transport failed, so the next call starts the server again
+    /// instead of finding the dying one (its pipe may not look closed yet).
+    async fn forget(&self, dead: &Arc<Connection>) {
+        let mut slot = self.connection.lock().await;
+        if slot.as_ref().is_some_and(|live| Arc::ptr_eq(live, dead)) {
+            *slot = None;
+        }
+    }
+
     async fn start(&self) -> Result<Connection, String> {
         let mut command = tokio::process::Command::new(&self.command[0]);
         command
@@ -266,9 +275,13 @@ struct CancelOnDrop {
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
+        // Outside a runtime (it is shutting down) the server is about to be killed anyway.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         if let Some(request) = self.request.take() {
             let peer = self.peer.clone();
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 let cancelled = CancelledNotificationParam::new(
                     Some(request),
                     Some("the toolstream run was cancelled".into()),
@@ -304,10 +317,13 @@ impl McpTool {
         let mut params = CallToolRequestParams::new(self.remote_name.clone());
         params.arguments = Some(arguments);
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-        let handle = peer
+        let handle = match peer
             .send_request_with_option(request, PeerRequestOptions::no_options())
             .await
-            .map_err(|e| self.crashed(e))?;
+        {
+            Ok(handle) => handle,
+            Err(e) => return Err(self.crashed(e, &connection).await),
+        };
         let _route = self
             .server
             .routes
@@ -318,7 +334,11 @@ impl McpTool {
         };
         let response = handle.await_response().await;
         cancel.request = None;
-        match response.map_err(|e| self.crashed(e))? {
+        let response = match response {
+            Ok(response) => response,
+            Err(e) => return Err(self.crashed(e, &connection).await),
+        };
+        match response {
             ServerResult::CallToolResult(result) => {
                 let text: Vec<&str> = result
                     .content
@@ -344,15 +364,24 @@ impl McpTool {
         }
     }
 
-    fn crashed(&self, error: rmcp::ServiceError) -> ToolError {
+    /// The call's error. An MCP error answer is the tool's failure; a broken transport means the
+    /// server died, so the connection is dropped and the next call starts the server again.
+    async fn crashed(&self, error: rmcp::ServiceError, connection: &Arc<Connection>) -> ToolError {
         match error {
             rmcp::ServiceError::McpError(e) => ToolError::Failed(format!(
                 "MCP server `{}`: {}",
                 self.server.describe(),
                 e.message
             )),
+            e @ (rmcp::ServiceError::TransportClosed | rmcp::ServiceError::TransportSend(_)) => {
+                self.server.forget(connection).await;
+                ToolError::Internal(format!(
+                    "MCP server `{}` failed during the call ({e}); it is started again on the next call",
+                    self.server.describe()
+                ))
+            }
             other => ToolError::Internal(format!(
-                "MCP server `{}` failed during the call ({other}); it is started again on the next call",
+                "MCP server `{}` broke the protocol during the call: {other}",
                 self.server.describe()
             )),
         }

@@ -24,6 +24,14 @@ async def count_words(text: str, ctx: Context) -> dict:
 
 
 @server.tool()
+async def steps(count: int, ctx: Context) -> str:
+    """Reports progress without a total, so only a status is known."""
+    for i in range(count):
+        await ctx.report_progress(i + 1, None, f"step {i + 1}")
+    return "done"
+
+
+@server.tool()
 async def shout(text: str) -> str:
     """Upper-cases a text."""
     return text.upper()
