@@ -22,6 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use toolstream::config::Limits;
+use toolstream::json_proto::{json_to_struct, struct_to_json};
 use toolstream::pb::run_event::Event;
 use toolstream::pb::tool_service_client::ToolServiceClient;
 use toolstream::pb::tool_service_server::{ToolService, ToolServiceServer};
@@ -31,7 +32,6 @@ use toolstream::server::Server;
 use toolstream::tools::builtin::{builtin_tools, confine_to};
 use toolstream::tools::native::tool_fn;
 use toolstream::tools::{Progress, ToolError};
-use toolstream::transport::{json_to_struct, struct_to_json};
 
 // ---------------------------------------------------------------------------------------------
 // The servers under test (child processes).
@@ -86,7 +86,7 @@ impl ToolService for BareService {
                 sequence: count + 1,
                 timestamp: Some(now()),
                 event: Some(Event::Result(pb::Result {
-                    value: Some(toolstream::transport::json_to_value(
+                    value: Some(toolstream::json_proto::json_to_value(
                         json!({"count": count}),
                     )),
                 })),

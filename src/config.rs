@@ -64,6 +64,14 @@ pub enum LogFormat {
 /// The config file as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RunsFile {
+    retention_secs: Option<u64>,
+    max_runs: Option<usize>,
+    max_events_per_run: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ConfigFile {
     listen: Option<String>,
     root: Option<PathBuf>,
@@ -72,6 +80,8 @@ struct ConfigFile {
     limits: LimitsFile,
     #[serde(default)]
     model: ModelFile,
+    #[serde(default)]
+    runs: RunsFile,
     /// `[[tools]]` entries, checked by the tool sources that read them.
     #[serde(default)]
     tools: Vec<toml::Table>,
@@ -162,6 +172,13 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// How long a finished run stays available to GetRun and WatchRun.
+    pub retention: Duration,
+    /// The most finished runs kept; beyond it the oldest finished are forgotten first.
+    pub max_runs: usize,
+    /// The most events one run's log holds; past it the oldest are evicted (readers that needed
+    /// them get a `gap` event).
+    pub max_events_per_run: usize,
 }
 
 impl Default for Limits {
@@ -172,6 +189,9 @@ impl Default for Limits {
             grace_period: Duration::from_secs(30),
             max_message_bytes: 4 * 1024 * 1024,
             max_concurrent_streams: 16_384,
+            retention: Duration::from_secs(600),
+            max_runs: 10_000,
+            max_events_per_run: 10_000,
         }
     }
 }
@@ -244,7 +264,22 @@ impl Config {
                 .limits
                 .max_concurrent_streams
                 .unwrap_or(defaults.max_concurrent_streams),
+            retention: file
+                .runs
+                .retention_secs
+                .map_or(defaults.retention, Duration::from_secs),
+            max_runs: file.runs.max_runs.unwrap_or(defaults.max_runs),
+            max_events_per_run: file
+                .runs
+                .max_events_per_run
+                .unwrap_or(defaults.max_events_per_run),
         };
+        if limits.max_events_per_run < 2 {
+            return Err(ConfigError::Invalid {
+                key: "runs.max_events_per_run",
+                message: "must be at least 2 (the started event and the last one)".into(),
+            });
+        }
         if limits.max_concurrent_runs == 0 {
             return Err(ConfigError::Invalid {
                 key: "limits.max_concurrent_runs",

@@ -16,16 +16,24 @@ use tonic_health::ServingStatus;
 use crate::agent::openai::OpenAiProvider;
 use crate::agent::{Agent, AgentSettings, DEFAULT_MAX_STEPS, ModelProvider};
 use crate::config::{Config, Limits, ModelConfig};
-use crate::engine::{self, Engine};
+use crate::engine::Engine;
 use crate::pb;
+use crate::pb::run_service_server::RunServiceServer;
 use crate::pb::tool_service_server::ToolServiceServer;
 use crate::registry::{RegistryError, ToolRegistry};
 use crate::sources::{SourceError, load_entries};
 use crate::tools::builtin::{builtin_tools, confine_to};
-use crate::transport::ToolServiceImpl;
+use crate::transport::{RunServiceImpl, ToolServiceImpl};
 
-/// The name health reports the tool service under.
-pub const SERVICE_NAME: &str = "toolstream.v1.ToolService";
+/// The services health reports, besides the server as a whole (`""`).
+pub const SERVICE_NAMES: [&str; 2] = [
+    <ToolServiceServer<ToolServiceImpl> as tonic::server::NamedService>::NAME,
+    <RunServiceServer<RunServiceImpl> as tonic::server::NamedService>::NAME,
+];
+
+/// How long connections may take to close after the runs ended at shutdown. A client that stopped
+/// reading never lets its stream's last frames drain; past this the server closes regardless.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -76,13 +84,7 @@ pub struct Server {
 impl Server {
     /// A server running the tools of `registry`.
     pub fn new(registry: ToolRegistry, limits: Limits) -> Self {
-        let engine = Engine::new(
-            Arc::new(registry),
-            engine::Limits {
-                max_concurrent_runs: limits.max_concurrent_runs,
-                event_buffer: limits.event_buffer,
-            },
-        );
+        let engine = Engine::new(Arc::new(registry), limits);
         Server {
             engine,
             limits,
@@ -126,9 +128,11 @@ impl Server {
             agent,
         } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-            .await;
+        for name in SERVICE_NAMES {
+            health
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
 
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -139,6 +143,9 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
+        let runs = RunServiceServer::new(RunServiceImpl::new(Arc::clone(&engine)))
+            .max_decoding_message_size(limits.max_message_bytes)
+            .max_encoding_message_size(limits.max_message_bytes);
         let agent = Agent::new(Arc::clone(&engine), agent);
         let tools = ToolServiceServer::new(ToolServiceImpl::new(Arc::clone(&engine), agent))
             .max_decoding_message_size(limits.max_message_bytes)
@@ -150,6 +157,7 @@ impl Server {
             .with_keepalive(Some(Duration::from_secs(60)));
 
         let grace = limits.grace_period;
+        let (drained_tx, drained) = tokio::sync::oneshot::channel::<()>();
         let drain = async move {
             shutdown.await;
             tracing::info!(
@@ -160,14 +168,17 @@ impl Server {
             health
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
-            health
-                .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-                .await;
+            for name in SERVICE_NAMES {
+                health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
             let cancelled = engine.drain(grace).await;
             tracing::info!(cancelled, "all runs ended; closing connections");
+            let _ = drained_tx.send(());
         };
 
-        tonic::transport::Server::builder()
+        let serve = tonic::transport::Server::builder()
             // Windows: 1 MiB per stream and 16 MiB per connection let a fast tool stream without
             // waiting for window updates, while the per-run queue (not h2) bounds memory.
             .initial_stream_window_size(1024 * 1024)
@@ -182,8 +193,25 @@ impl Server {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(tools)
-            .serve_with_incoming_shutdown(incoming, drain)
-            .await?;
+            .add_service(runs)
+            .serve_with_incoming_shutdown(incoming, drain);
+        // Graceful close waits for every stream to drain, which a client that stopped reading
+        // never lets happen: once the runs ended, connections get CLOSE_TIMEOUT, then are dropped.
+        let close_deadline = async {
+            if drained.await.is_err() {
+                return std::future::pending().await;
+            }
+            tokio::time::sleep(CLOSE_TIMEOUT).await;
+        };
+        tokio::select! {
+            served = serve => served?,
+            () = close_deadline => {
+                tracing::warn!(
+                    timeout_secs = CLOSE_TIMEOUT.as_secs(),
+                    "connections did not close in time (a client stopped reading); closing them"
+                );
+            }
+        }
         Ok(())
     }
 }

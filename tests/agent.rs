@@ -17,11 +17,11 @@ use tonic::Code;
 use toolstream::agent::openai::OpenAiProvider;
 use toolstream::agent::{AgentSettings, ModelProvider};
 use toolstream::config::Limits;
+use toolstream::json_proto::{struct_to_json, value_to_json};
 use toolstream::pb::run_event::Event;
 use toolstream::pb::{self, RunAgentRequest, tool_call_finished::Outcome};
 use toolstream::server::Server;
 use toolstream::tools::Tool;
-use toolstream::transport::{struct_to_json, value_to_json};
 
 async fn agent_server(url: Option<&str>, extra: Vec<Arc<dyn Tool>>) -> TestServer {
     let root = std::env::current_dir().unwrap();
@@ -67,6 +67,8 @@ fn shape(events: &[pb::RunEvent]) -> Vec<String> {
             Event::Progress(progress) => format!("progress:{}", progress.call_id),
             Event::ToolCallFinished(call) => format!("done:{}", call.call_id),
             Event::Result(_) => "result".to_owned(),
+            Event::Gap(_) => "gap".to_owned(),
+            Event::Heartbeat(_) => "heartbeat".to_owned(),
         })
         .collect()
 }

@@ -69,6 +69,7 @@ async fn min_progress_interval_limits_progress_events() {
     let mut request = run_request("ticks", json!({"count": 100, "interval_ms": 10}));
     request.options = Some(RunOptions {
         min_progress_interval_ms: 250,
+        ..RunOptions::default()
     });
     let (events, status) = collect(
         server

@@ -10,10 +10,10 @@ use common::{TestServer, collect, eventually, result_value, run_request};
 use serde_json::{Map, Value, json};
 use tonic::Code;
 use toolstream::config::{Config, Overrides};
+use toolstream::json_proto::struct_to_json;
 use toolstream::pb;
 use toolstream::pb::run_event::Event;
 use toolstream::server::build_registry;
-use toolstream::transport::struct_to_json;
 
 const SCRIPTED_SCHEMA: &str = "{ type = \"object\", properties = { behaviour = { type = \
                                \"string\" }, items = { type = \"integer\" } }, required = \

@@ -14,8 +14,8 @@ use common::{
 use serde_json::json;
 use tonic::Code;
 use toolstream::config::Limits;
+use toolstream::json_proto::struct_to_json;
 use toolstream::pb::run_event::Event;
-use toolstream::transport::struct_to_json;
 
 fn entry(markers: &Path) -> toml::Table {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/mcp_server.py");

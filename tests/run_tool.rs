@@ -6,9 +6,9 @@ use common::{TestServer, collect, registry_with, result_value, run_request};
 use serde_json::json;
 use sha2::Digest;
 use toolstream::config::Limits;
+use toolstream::json_proto::struct_to_json;
 use toolstream::pb;
 use toolstream::pb::run_event::Event;
-use toolstream::transport::struct_to_json;
 
 #[tokio::test]
 async fn list_tools_shows_builtins_with_kinds_and_schemas() {

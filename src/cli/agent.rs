@@ -8,11 +8,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::Value;
+use toolstream::json_proto::value_to_json;
 use toolstream::pb;
 use toolstream::pb::run_event::Event;
 use toolstream::pb::tool_call_finished::Outcome;
 use toolstream::pb::tool_service_client::ToolServiceClient;
-use toolstream::transport::value_to_json;
 
 use super::AgentArgs;
 use super::client::connect;
@@ -118,7 +118,7 @@ impl AgentView {
                     }
                 });
             }
-            Some(Event::Started(_)) | None => {}
+            Some(Event::Started(_) | Event::Gap(_) | Event::Heartbeat(_)) | None => {}
         }
     }
 }

@@ -10,9 +10,9 @@ use serde_json::{Map, Value};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use toolstream::json_proto::{json_to_struct, value_to_json};
 use toolstream::pb;
 use toolstream::pb::tool_service_client::ToolServiceClient;
-use toolstream::transport::{json_to_struct, value_to_json};
 
 use super::output::{ProgressView, event_json, status_exit};
 use super::{HealthArgs, RunArgs, ToolsArgs};
@@ -71,7 +71,7 @@ pub(super) async fn tools(args: ToolsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn struct_json(object: prost_types::Struct) -> Value {
-    Value::Object(toolstream::transport::struct_to_json(object))
+    Value::Object(toolstream::json_proto::struct_to_json(object))
 }
 
 /// Reads `--arg key=value` pairs: values are JSON when they parse, strings otherwise.
@@ -102,6 +102,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         arguments: Some(json_to_struct(arguments)),
         options: Some(pb::RunOptions {
             min_progress_interval_ms: args.min_interval_ms,
+            ..pb::RunOptions::default()
         }),
     });
     if let Some(secs) = args.timeout {

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
+use toolstream::json_proto::{struct_to_json, value_to_json};
 use toolstream::pb;
 use toolstream::pb::run_event::Event;
-use toolstream::transport::{struct_to_json, value_to_json};
 
 /// Resolution of the bar: progress is a fraction, shown in thousandths.
 const BAR_STEPS: u64 = 1000;
@@ -106,6 +106,14 @@ pub(super) fn event_json(event: &pb::RunEvent) -> Value {
             )
         }
         Some(Event::Message(message)) => ("message", json!({"text": message.text})),
+        Some(Event::Gap(gap)) => (
+            "gap",
+            json!({"from_sequence": gap.from_sequence, "to_sequence": gap.to_sequence, "reason": gap.reason}),
+        ),
+        Some(Event::Heartbeat(heartbeat)) => (
+            "heartbeat",
+            json!({"last_sequence": heartbeat.last_sequence}),
+        ),
         None => ("unknown", Value::Null),
     };
     line["type"] = json!(kind);

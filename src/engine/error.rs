@@ -48,6 +48,14 @@ pub enum RunError {
     /// The client went away.
     #[error("the run was cancelled by the client")]
     Cancelled,
+    /// Someone cancelled it through CancelRun.
+    #[error("the run was cancelled through CancelRun")]
+    CancelRequested,
+    /// No run has that id (never existed, or expired).
+    #[error(
+        "unknown run {0:?}: no run has this id, or it ended longer ago than the server keeps runs"
+    )]
+    UnknownRun(String),
     /// A precondition of the call is not met (for example: no model configured).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -57,6 +65,16 @@ pub enum RunError {
     /// Something broke inside the server or in what it talks to.
     #[error("{0}")]
     Internal(String),
+}
+
+impl RunError {
+    /// Whether the run was cancelled (by its caller, CancelRun or shutdown) rather than failing.
+    pub fn is_cancellation(&self) -> bool {
+        matches!(
+            self,
+            RunError::Cancelled | RunError::CancelRequested | RunError::Interrupted
+        )
+    }
 }
 
 impl From<LookupError> for RunError {

@@ -1,6 +1,7 @@
 //! The events a run produces, in domain terms (the transport turns them into wire messages).
 
-use std::sync::Arc;
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -8,16 +9,64 @@ use serde_json::Value;
 use crate::tools::ProgressUpdate;
 
 /// One event of a run.
-#[derive(Debug, Clone)]
 pub struct RunEvent {
     /// The run's id.
     pub run_id: Arc<str>,
-    /// Position among the events the run produced, from 1.
+    /// Position among the events the run produced, from 1; 0 for gaps and heartbeats.
     pub sequence: u64,
     /// When the run produced it.
     pub timestamp: SystemTime,
     /// What happened.
     pub kind: EventKind,
+    /// The event as the transport sends it, made by the first reader that needs it.
+    wire: OnceLock<Box<dyn Any + Send + Sync>>,
+}
+
+impl RunEvent {
+    /// A new event.
+    pub fn new(run_id: Arc<str>, sequence: u64, timestamp: SystemTime, kind: EventKind) -> Self {
+        RunEvent {
+            run_id,
+            sequence,
+            timestamp,
+            kind,
+            wire: OnceLock::new(),
+        }
+    }
+
+    /// The event in the transport's form `T`, made by `make` on first use and cloned for every
+    /// reader after that. (The engine stays unaware of wire types; a logged event is converted
+    /// once however many streams send it.)
+    pub fn wire<T: Any + Send + Sync + Clone>(&self, make: impl Fn(&RunEvent) -> T) -> T {
+        let cached = self.wire.get_or_init(|| Box::new(make(self)));
+        match cached.downcast_ref::<T>() {
+            Some(wire) => wire.clone(),
+            // A second transport form of the same event is made each time it is needed.
+            None => make(self),
+        }
+    }
+}
+
+impl Clone for RunEvent {
+    fn clone(&self) -> Self {
+        RunEvent::new(
+            Arc::clone(&self.run_id),
+            self.sequence,
+            self.timestamp,
+            self.kind.clone(),
+        )
+    }
+}
+
+impl std::fmt::Debug for RunEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunEvent")
+            .field("run_id", &self.run_id)
+            .field("sequence", &self.sequence)
+            .field("timestamp", &self.timestamp)
+            .field("kind", &self.kind)
+            .finish()
+    }
 }
 
 /// What happened.
@@ -50,12 +99,38 @@ pub enum EventKind {
     },
     /// A piece of the model's text.
     Message(String),
+    /// Events `from..=to` are gone from the run's log and cannot be sent to this reader. Made
+    /// per reader, never stored; its sequence is 0.
+    Gap {
+        /// The first sequence gone.
+        from: u64,
+        /// The last sequence gone.
+        to: u64,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The stream is alive; the run produced nothing new. Made per reader, never stored; its
+    /// sequence is 0.
+    Heartbeat {
+        /// The last sequence the run produced so far.
+        last_sequence: u64,
+    },
 }
 
 impl EventKind {
     /// Progress may be coalesced; every other event is delivered.
     pub fn is_progress(&self) -> bool {
         matches!(self, EventKind::Progress { .. })
+    }
+
+    /// The call a progress or tool-call event belongs to.
+    pub fn call(&self) -> Option<&CallTag> {
+        match self {
+            EventKind::Progress { call, .. }
+            | EventKind::ToolCallStarted { call, .. }
+            | EventKind::ToolCallFinished { call, .. } => Some(call),
+            _ => None,
+        }
     }
 }
 
@@ -99,11 +174,26 @@ impl CallTag {
     }
 }
 
-/// Options of a run's delivery.
+/// Options of a run's delivery, and of its life without a caller.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunOptions {
-    /// At most one progress event per this interval; `None` sends all the client can take.
+    /// At most one progress event per call per this interval; `None` sends all the client can
+    /// take.
     pub min_progress_interval: Option<Duration>,
+    /// What the caller leaving does to the run.
+    pub on_disconnect: OnDisconnect,
+    /// A stream silent this long gets a heartbeat event; `None` sends none.
+    pub heartbeat_interval: Option<Duration>,
+}
+
+/// What happens to a run when the stream that started it ends first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnDisconnect {
+    /// The run is cancelled (the default).
+    #[default]
+    Cancel,
+    /// The run goes on; anyone can watch, look up or cancel it by its id.
+    Continue,
 }
 
 /// What runs, with its options resolved: the content of the first event.

@@ -1,14 +1,18 @@
-//! The run engine: one *run* per RunTool/RunAgent call.
+//! The run engine: one *run* per RunTool/RunAgent call, held as a resource until it expires.
 //!
-//! A run has an id, a task, and a bounded event queue ([`queue`]) that numbers and timestamps its
-//! events and coalesces progress when the client reads slower than the run produces. The engine
-//! enforces the limit on concurrent runs, each run's deadline, cancellation when the client goes
-//! away (dropping the [`EventStream`] cancels the run), and graceful draining at shutdown. A
-//! panicking run ends with an error; the server goes on. The engine knows nothing of gRPC.
+//! A run has an id, a task, and a log ([`log`]) that numbers and timestamps its events; every
+//! stream of the run (the caller's and each watcher's) is a reader ([`reader`]) with its own
+//! cursor, which gets progress coalesced when it falls behind. The engine keeps a table of runs
+//! ([`runs`]) for lookup, listing, watching and cancelling by id, enforces the limit on
+//! concurrent runs and each run's deadline, cancels a run when its caller goes away (unless the
+//! run was started to continue without one), and drains at shutdown. A panicking run ends with an
+//! error; the server goes on. The engine knows nothing of gRPC.
 
 mod error;
 mod event;
-mod queue;
+mod log;
+mod reader;
+mod runs;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -24,32 +28,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+pub use crate::config::Limits;
 pub use error::RunError;
-pub use event::{CallArguments, CallTag, EventKind, RunEvent, RunOptions, RunStarted};
-pub use queue::{Closed, EventStream};
+pub use event::{
+    CallArguments, CallTag, EventKind, OnDisconnect, RunEvent, RunOptions, RunStarted,
+};
+pub use log::RunEnded;
+pub use reader::{EventStream, ReadFrom};
+pub use runs::{RunFilter, RunPage, RunSnapshot, RunState};
 
 use crate::registry::ToolRegistry;
 use crate::tools::{Progress, ToolError};
-use queue::{CallProgress, RunQueue};
-
-/// Limits the engine enforces.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Runs in progress at once; beyond it new runs get [`RunError::Busy`].
-    pub max_concurrent_runs: usize,
-    /// Progress events a run queues before it coalesces them, and other events it queues before
-    /// their producer waits.
-    pub event_buffer: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_concurrent_runs: 16_384,
-            event_buffer: 64,
-        }
-    }
-}
+use log::{CallProgress, RunLog};
+use runs::{CancelReason, RunRecord, RunTable};
 
 /// A request to run one tool.
 #[derive(Debug, Clone)]
@@ -64,15 +55,16 @@ pub struct ToolRunRequest {
     pub deadline: Option<Duration>,
 }
 
-/// A started run: its id, and its events.
+/// A started run: its id, and its caller's stream of events.
 pub struct RunHandle {
     /// The run's id.
     pub run_id: Arc<str>,
-    /// Its events; dropping this cancels the run.
+    /// Its events; dropping this cancels the run unless it was started with
+    /// [`OnDisconnect::Continue`].
     pub events: EventStream,
 }
 
-/// Runs tools and agents.
+/// Runs tools and agents, and holds their runs.
 pub struct Engine {
     registry: Arc<ToolRegistry>,
     limits: Limits,
@@ -80,7 +72,8 @@ pub struct Engine {
     accepting: AtomicBool,
     /// Cancelled when draining gives up: every run still going is cancelled.
     shutdown: CancellationToken,
-    runs: TaskTracker,
+    tasks: TaskTracker,
+    runs: Arc<RunTable>,
 }
 
 impl Engine {
@@ -92,7 +85,8 @@ impl Engine {
             permits: Arc::new(Semaphore::new(limits.max_concurrent_runs)),
             accepting: AtomicBool::new(true),
             shutdown: CancellationToken::new(),
-            runs: TaskTracker::new(),
+            tasks: TaskTracker::new(),
+            runs: Arc::new(RunTable::new(limits.retention, limits.max_runs)),
         })
     }
 
@@ -125,7 +119,8 @@ impl Engine {
     }
 
     /// Starts a run whose work is `body` (the agent loop uses this). `started` becomes the first
-    /// event; `body`'s output becomes the result or the error that ends the stream.
+    /// event (an empty `tool` marks an agent run); `body`'s output becomes the result or the error
+    /// that ends the run.
     pub fn start_run<F, Fut>(&self, started: RunStarted, body: F) -> Result<RunHandle, RunError>
     where
         F: FnOnce(RunContext) -> Fut + Send + 'static,
@@ -141,33 +136,52 @@ impl Engine {
             })?;
 
         let run_id: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
-        let queue = RunQueue::new(Arc::clone(&run_id), self.limits.event_buffer);
+        let log = RunLog::new(
+            Arc::clone(&run_id),
+            self.limits.event_buffer,
+            self.limits.max_events_per_run,
+        );
         let cancel = self.shutdown.child_token();
         let deadline = started.deadline.map(|d| (d, Instant::now() + d));
-        let label = if started.tool.is_empty() {
+        let agent = started.tool.is_empty();
+        let label = if agent {
             "agent".to_owned()
         } else {
             format!("tool {:?}", started.tool)
         };
-        let events = EventStream::new(
-            Arc::clone(&queue),
+        let options = started.options;
+        let record = self.runs.insert(
+            started.tool.clone(),
+            agent,
+            Arc::clone(&log),
             cancel.clone(),
-            started.options.min_progress_interval,
         );
-        queue.push_now(EventKind::Started(started));
+        // Only RunError::... can fail here, and the log is new.
+        let _ = log.push(EventKind::Started(started));
+        let cancel_on_drop = match options.on_disconnect {
+            OnDisconnect::Cancel => Some(Arc::clone(&record)),
+            OnDisconnect::Continue => None,
+        };
+        let events = EventStream::new(
+            Arc::clone(&log),
+            ReadFrom::After(0),
+            &options,
+            self.limits.event_buffer,
+            cancel_on_drop,
+        );
 
         let context = RunContext {
-            queue: Arc::clone(&queue),
+            log: Arc::clone(&log),
+            cancel: cancel.clone(),
             registry: Arc::clone(&self.registry),
         };
         let span = tracing::info_span!("run", run_id = %run_id, target = %label);
-        let shutdown = self.shutdown.clone();
-        self.runs.spawn(
+        self.tasks.spawn(
             run_to_end(RunTask {
                 permit,
-                queue,
-                cancel,
-                shutdown,
+                record,
+                runs: Arc::clone(&self.runs),
+                shutdown: self.shutdown.clone(),
                 deadline,
                 label,
                 body: body(context),
@@ -175,6 +189,52 @@ impl Engine {
             .instrument(span),
         );
         Ok(RunHandle { run_id, events })
+    }
+
+    /// A run's state now. [`RunError::UnknownRun`] for an unknown or expired id.
+    pub fn get_run(&self, run_id: &str) -> Result<RunSnapshot, RunError> {
+        Ok(self.record(run_id)?.snapshot())
+    }
+
+    /// A page of runs, newest first.
+    pub fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, RunError> {
+        self.runs.list(filter)
+    }
+
+    /// A new stream of a run's events from `from`, with its own delivery options. Dropping it
+    /// never affects the run.
+    pub fn watch_run(
+        &self,
+        run_id: &str,
+        from: ReadFrom,
+        options: &RunOptions,
+    ) -> Result<EventStream, RunError> {
+        let record = self.record(run_id)?;
+        Ok(EventStream::new(
+            Arc::clone(&record.log),
+            from,
+            options,
+            self.limits.event_buffer,
+            None,
+        ))
+    }
+
+    /// Cancels a run for everyone; a run that already ended is returned unchanged.
+    pub async fn cancel_run(&self, run_id: &str) -> Result<RunSnapshot, RunError> {
+        let record = self.record(run_id)?;
+        if record.log.lock().end.is_none() {
+            record.cancel(CancelReason::Requested);
+            // The run's task ends it at once (dropping the tool's future); answer with the final
+            // state. The bound only guards against a run whose task cannot be scheduled.
+            let _ = tokio::time::timeout(Duration::from_secs(5), record.log.wait_end()).await;
+        }
+        Ok(record.snapshot())
+    }
+
+    fn record(&self, run_id: &str) -> Result<Arc<RunRecord>, RunError> {
+        self.runs
+            .get(run_id)
+            .ok_or_else(|| RunError::UnknownRun(run_id.to_owned()))
     }
 
     /// Whether new runs are taken (false once shutdown began).
@@ -187,29 +247,29 @@ impl Engine {
         self.accepting.store(false, Ordering::Release);
     }
 
-    /// Waits up to `grace` for runs in progress to finish, then cancels the rest and waits for
-    /// them to stop. Returns how many runs had to be cancelled.
+    /// Waits up to `grace` for runs in progress (detached ones included) to finish, then cancels
+    /// the rest and waits for them to stop. Returns how many runs had to be cancelled.
     pub async fn drain(&self, grace: Duration) -> usize {
         self.stop_accepting();
-        self.runs.close();
-        if tokio::time::timeout(grace, self.runs.wait()).await.is_ok() {
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_ok() {
             return 0;
         }
-        let cancelled = self.runs.len();
+        let cancelled = self.runs.running().len();
         tracing::warn!(
             cancelled,
             "grace period over; cancelling the runs still in progress"
         );
         self.shutdown.cancel();
-        self.runs.wait().await;
+        self.tasks.wait().await;
         cancelled
     }
 }
 
 struct RunTask<Fut> {
     permit: OwnedSemaphorePermit,
-    queue: Arc<RunQueue>,
-    cancel: CancellationToken,
+    record: Arc<RunRecord>,
+    runs: Arc<RunTable>,
     shutdown: CancellationToken,
     deadline: Option<(Duration, Instant)>,
     label: String,
@@ -222,8 +282,8 @@ where
 {
     let RunTask {
         permit,
-        queue,
-        cancel,
+        record,
+        runs,
         shutdown,
         deadline,
         label,
@@ -241,10 +301,13 @@ where
     };
     let outcome = tokio::select! {
         biased;
-        _ = cancel.cancelled() => Err(if shutdown.is_cancelled() {
+        _ = record.cancel.cancelled() => Err(if shutdown.is_cancelled() {
             RunError::Interrupted
         } else {
-            RunError::Cancelled
+            match record.cancel_reason() {
+                Some(CancelReason::Requested) => RunError::CancelRequested,
+                _ => RunError::Cancelled,
+            }
         }),
         limit = deadline_passed => Err(RunError::DeadlineExceeded(limit)),
         outcome = AssertUnwindSafe(body).catch_unwind() => outcome.unwrap_or_else(|panic| {
@@ -253,11 +316,13 @@ where
     };
     match &outcome {
         Ok(_) => tracing::info!("run finished"),
-        Err(RunError::Cancelled) => tracing::info!("run cancelled by the client"),
+        Err(error) if error.is_cancellation() => tracing::info!(%error, "run cancelled"),
         Err(error) => tracing::warn!(%error, "run failed"),
     }
-    queue.finish(outcome);
+    // The permit goes first, so that whoever sees the run's end also sees it no longer counted.
     drop(permit);
+    record.log.finish(outcome);
+    runs.finished(&record);
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -273,7 +338,8 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// What a run's body can do: report progress, emit events, and call tools.
 #[derive(Clone)]
 pub struct RunContext {
-    queue: Arc<RunQueue>,
+    log: Arc<RunLog>,
+    cancel: CancellationToken,
     registry: Arc<ToolRegistry>,
 }
 
@@ -286,20 +352,20 @@ impl RunContext {
     /// A progress handle whose events are tagged with `call`.
     pub fn call_progress(&self, call: CallTag) -> Progress {
         Progress::new(Arc::new(CallProgress {
-            queue: Arc::clone(&self.queue),
+            log: Arc::clone(&self.log),
             call,
         }))
     }
 
-    /// Emits an event that is never dropped, waiting while the client is far behind. Fails when
-    /// the client has gone away.
-    pub async fn emit(&self, kind: EventKind) -> Result<(), Closed> {
-        self.queue.push(kind).await
+    /// Logs an event that readers never skip. Never waits (the log is bounded on its own); fails
+    /// once the run has ended.
+    pub async fn emit(&self, kind: EventKind) -> Result<(), RunEnded> {
+        self.log.push(kind)
     }
 
-    /// Whether the client has gone away.
-    pub fn is_closed(&self) -> bool {
-        self.queue.is_closed()
+    /// Whether the run was cancelled (its work is about to be dropped).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
     }
 
     /// The tools of this server.

@@ -6,7 +6,7 @@ use crate::engine::{self, CallArguments, EventKind};
 use crate::json_proto::{json_to_struct, json_to_value};
 use crate::pb;
 
-fn timestamp(time: SystemTime) -> prost_types::Timestamp {
+pub(crate) fn timestamp(time: SystemTime) -> prost_types::Timestamp {
     let since_epoch = time
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
@@ -16,19 +16,56 @@ fn timestamp(time: SystemTime) -> prost_types::Timestamp {
     }
 }
 
+fn millis(duration: Option<Duration>) -> u32 {
+    duration.map_or(0, |d| d.as_millis().min(u32::MAX as u128) as u32)
+}
+
 fn options(options: engine::RunOptions) -> pb::RunOptions {
     pb::RunOptions {
-        min_progress_interval_ms: options
-            .min_progress_interval
-            .map_or(0, |d| d.as_millis().min(u32::MAX as u128) as u32),
+        min_progress_interval_ms: millis(options.min_progress_interval),
+        on_disconnect: match options.on_disconnect {
+            engine::OnDisconnect::Cancel => pb::OnDisconnect::Cancel,
+            engine::OnDisconnect::Continue => pb::OnDisconnect::Continue,
+        } as i32,
+        heartbeat_interval_ms: millis(options.heartbeat_interval),
     }
 }
 
-impl From<engine::RunEvent> for pb::RunEvent {
-    fn from(event: engine::RunEvent) -> Self {
+/// Options as the client sent them; absent means the defaults.
+pub(crate) fn run_options(options: Option<pb::RunOptions>) -> engine::RunOptions {
+    let options = options.unwrap_or_default();
+    let interval = |ms: u32| (ms > 0).then(|| Duration::from_millis(u64::from(ms)));
+    engine::RunOptions {
+        min_progress_interval: interval(options.min_progress_interval_ms),
+        on_disconnect: match options.on_disconnect() {
+            pb::OnDisconnect::Continue => engine::OnDisconnect::Continue,
+            pb::OnDisconnect::Cancel | pb::OnDisconnect::Unspecified => {
+                engine::OnDisconnect::Cancel
+            }
+        },
+        heartbeat_interval: interval(options.heartbeat_interval_ms),
+    }
+}
+
+pub(crate) fn progress(
+    call: &engine::CallTag,
+    update: &crate::tools::ProgressUpdate,
+) -> pb::Progress {
+    pb::Progress {
+        progress: update.fraction,
+        status: update.status.clone(),
+        data: (!update.data.is_empty()).then(|| json_to_struct(update.data.clone())),
+        call_id: call.call_id.to_string(),
+        tool: call.tool.to_string(),
+        parent_call_id: call.parent_call_id.to_string(),
+    }
+}
+
+impl From<&engine::RunEvent> for pb::RunEvent {
+    fn from(event: &engine::RunEvent) -> Self {
         use pb::run_event::Event;
         let run_id = event.run_id.to_string();
-        let body = match event.kind {
+        let body = match event.kind.clone() {
             EventKind::Started(started) => Event::Started(pb::RunStarted {
                 run_id: run_id.clone(),
                 tool: started.tool,
@@ -40,14 +77,7 @@ impl From<engine::RunEvent> for pb::RunEvent {
                     .deadline
                     .map_or(0, |d| d.as_millis().min(u64::MAX as u128) as u64),
             }),
-            EventKind::Progress { call, update } => Event::Progress(pb::Progress {
-                progress: update.fraction,
-                status: update.status,
-                data: (!update.data.is_empty()).then(|| json_to_struct(update.data)),
-                call_id: call.call_id.to_string(),
-                tool: call.tool.to_string(),
-                parent_call_id: call.parent_call_id.to_string(),
-            }),
+            EventKind::Progress { call, update } => Event::Progress(progress(&call, &update)),
             EventKind::Result(value) => Event::Result(pb::Result {
                 value: Some(json_to_value(value)),
             }),
@@ -77,6 +107,14 @@ impl From<engine::RunEvent> for pb::RunEvent {
                 })
             }
             EventKind::Message(text) => Event::Message(pb::MessageDelta { text }),
+            EventKind::Gap { from, to, reason } => Event::Gap(pb::Gap {
+                from_sequence: from,
+                to_sequence: to,
+                reason,
+            }),
+            EventKind::Heartbeat { last_sequence } => {
+                Event::Heartbeat(pb::Heartbeat { last_sequence })
+            }
         };
         pb::RunEvent {
             run_id,

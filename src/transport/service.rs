@@ -9,8 +9,9 @@ use futures::Stream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
+use super::convert::run_options;
 use crate::agent::{Agent, AgentRequest};
-use crate::engine::{Engine, EventStream, RunError, RunHandle, RunOptions, ToolRunRequest};
+use crate::engine::{Engine, EventStream, RunError, RunHandle, ToolRunRequest};
 use crate::json_proto::{json_to_struct, struct_to_json};
 use crate::pb;
 use crate::pb::tool_service_server::ToolService;
@@ -37,7 +38,7 @@ pub fn status_from_run_error(error: RunError) -> Status {
     use crate::tools::ToolError;
     let message = error.to_string();
     match error {
-        RunError::UnknownTool(_) => Status::not_found(message),
+        RunError::UnknownTool(_) | RunError::UnknownRun(_) => Status::not_found(message),
         RunError::InvalidArguments(_) => Status::invalid_argument(message),
         RunError::Tool { error, .. } => match error {
             ToolError::Failed(_) => Status::aborted(message),
@@ -54,7 +55,7 @@ pub fn status_from_run_error(error: RunError) -> Status {
         RunError::ShuttingDown | RunError::Interrupted | RunError::Unavailable(_) => {
             Status::unavailable(message)
         }
-        RunError::Cancelled => Status::cancelled(message),
+        RunError::Cancelled | RunError::CancelRequested => Status::cancelled(message),
         RunError::FailedPrecondition(_) => Status::failed_precondition(message),
     }
 }
@@ -78,17 +79,15 @@ pub(crate) fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
     })
 }
 
-pub(crate) fn run_options(options: Option<pb::RunOptions>) -> RunOptions {
-    let interval_ms = options.map_or(0, |o| o.min_progress_interval_ms);
-    RunOptions {
-        min_progress_interval: (interval_ms > 0)
-            .then(|| Duration::from_millis(u64::from(interval_ms))),
-    }
-}
-
 /// A run's events as wire messages; the run's error as the closing status.
 pub struct WireEvents {
     events: EventStream,
+}
+
+impl WireEvents {
+    pub(crate) fn new(events: EventStream) -> Self {
+        WireEvents { events }
+    }
 }
 
 impl Stream for WireEvents {
@@ -96,16 +95,18 @@ impl Stream for WireEvents {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.events).poll_next(cx).map(|item| {
-            item.map(|event| event.map(pb::RunEvent::from).map_err(status_from_run_error))
+            item.map(|event| {
+                event
+                    .map(|event| event.wire(|event| pb::RunEvent::from(event)))
+                    .map_err(status_from_run_error)
+            })
         })
     }
 }
 
 /// The streaming response for a started run, with its id in the initial metadata.
 pub(crate) fn stream_response(handle: RunHandle) -> Response<WireEvents> {
-    let mut response = Response::new(WireEvents {
-        events: handle.events,
-    });
+    let mut response = Response::new(WireEvents::new(handle.events));
     if let Ok(value) = MetadataValue::try_from(&*handle.run_id) {
         response.metadata_mut().insert("x-run-id", value);
     }

@@ -168,7 +168,7 @@ pub fn run_request(tool: &str, arguments: serde_json::Value) -> toolstream::pb::
     };
     toolstream::pb::RunToolRequest {
         tool: tool.to_owned(),
-        arguments: Some(toolstream::transport::json_to_struct(object)),
+        arguments: Some(toolstream::json_proto::json_to_struct(object)),
         options: None,
     }
 }
@@ -179,7 +179,7 @@ pub fn result_value(event: &toolstream::pb::RunEvent) -> Option<serde_json::Valu
         Some(toolstream::pb::run_event::Event::Result(result)) => {
             Some(result.value.clone().map_or(
                 serde_json::Value::Null,
-                toolstream::transport::value_to_json,
+                toolstream::json_proto::value_to_json,
             ))
         }
         _ => None,

@@ -1,0 +1,354 @@
+//! A run's log: the one place a run's events live, read by any number of readers.
+//!
+//! The run appends; the log numbers and timestamps each event and keeps it as an `Arc`, so an
+//! event is made (and converted for the wire, see [`RunEvent::wire`]) once however many readers
+//! it has. Appending never waits: a slow reader never slows the run or another reader.
+//!
+//! What the log keeps is bounded two ways, so memory does not grow with a stalled reader or a
+//! chatty tool:
+//! - **Superseded progress.** A progress event is *superseded* once the same call reported newer
+//!   progress. The log keeps the most recent `progress_buffer` superseded ones (a reader that keeps
+//!   up sees every progress event) and drops older ones: a reader that fell further behind gets the
+//!   newest progress of each call instead, and the gap in `sequence` shows it. This is coalescing.
+//! - **`max_events`.** Past it the oldest events are evicted; a reader that still needed them gets
+//!   one `Gap` event naming the range (never a silent hole). The run's last event is never evicted.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::SystemTime;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use super::RunError;
+use super::event::{CallTag, EventKind, RunEvent};
+use crate::tools::{ProgressSink, ProgressUpdate};
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub(crate) enum RunEnd {
+    /// With a result: the last event in the log.
+    Succeeded,
+    /// With an error; no event follows the last one logged.
+    Failed(RunError),
+}
+
+/// A run's events and its end.
+pub(crate) struct RunLog {
+    run_id: Arc<str>,
+    /// Superseded progress events kept for readers that are only a little behind.
+    progress_buffer: usize,
+    /// The most events held.
+    max_events: usize,
+    state: Mutex<LogState>,
+    /// Woken when the run ends.
+    ended: Notify,
+}
+
+pub(crate) struct LogState {
+    /// Held events, in sequence order (not contiguous once progress is coalesced).
+    pub(crate) events: VecDeque<Arc<RunEvent>>,
+    /// The sequence the next event gets.
+    pub(crate) next_sequence: u64,
+    /// Every sequence up to this one that is not held was evicted past `max_events`.
+    pub(crate) evicted_through: u64,
+    /// The run's first event, kept for readers that start from the latest state.
+    pub(crate) started: Option<Arc<RunEvent>>,
+    /// The latest progress of the top level.
+    top_progress: Option<Arc<RunEvent>>,
+    /// The latest progress of each tool call, by call id.
+    call_progress: HashMap<Arc<str>, Arc<RunEvent>>,
+    /// Held progress events that a newer one of the same call supersedes.
+    superseded: usize,
+    pub(crate) end: Option<RunEnd>,
+    pub(crate) end_time: Option<SystemTime>,
+    /// Readers waiting for the next event; a reader remembers its slot for the current
+    /// generation, so re-registering is O(1) however many readers there are.
+    wakers: Vec<Waker>,
+    pub(crate) generation: u64,
+}
+
+/// The run already ended; nothing more is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the run has already ended")]
+pub struct RunEnded;
+
+impl RunLog {
+    pub(crate) fn new(run_id: Arc<str>, progress_buffer: usize, max_events: usize) -> Arc<Self> {
+        Arc::new(RunLog {
+            run_id,
+            progress_buffer: progress_buffer.max(1),
+            max_events: max_events.max(2),
+            state: Mutex::new(LogState {
+                events: VecDeque::new(),
+                next_sequence: 1,
+                evicted_through: 0,
+                started: None,
+                top_progress: None,
+                call_progress: HashMap::new(),
+                superseded: 0,
+                end: None,
+                end_time: None,
+                wakers: Vec::new(),
+                generation: 0,
+            }),
+            ended: Notify::new(),
+        })
+    }
+
+    pub(crate) fn run_id(&self) -> &Arc<str> {
+        &self.run_id
+    }
+
+    pub(crate) fn max_events(&self) -> usize {
+        self.max_events
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, LogState> {
+        // Every update below leaves the state consistent before anything can panic, so a
+        // poisoned lock is used as it is.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Logs progress of `call`. Never waits.
+    pub(crate) fn push_progress(&self, call: &CallTag, update: ProgressUpdate) {
+        let kind = EventKind::Progress {
+            call: call.clone(),
+            update,
+        };
+        let _ = self.append(kind, None);
+    }
+
+    /// Logs an event; fails once the run ended. Never waits.
+    pub(crate) fn push(&self, kind: EventKind) -> Result<(), RunEnded> {
+        self.append(kind, None)
+    }
+
+    /// Ends the run: with its result as the last event, or with an error after the logged events.
+    /// Only the first call counts.
+    pub(crate) fn finish(&self, outcome: Result<Value, RunError>) {
+        match outcome {
+            Ok(value) => {
+                let _ = self.append(EventKind::Result(value), Some(RunEnd::Succeeded));
+            }
+            Err(error) => {
+                let wakers = {
+                    let mut state = self.lock();
+                    if state.end.is_some() {
+                        return;
+                    }
+                    state.end = Some(RunEnd::Failed(error));
+                    state.end_time = Some(SystemTime::now());
+                    state.take_wakers()
+                };
+                wakers.into_iter().for_each(Waker::wake);
+                self.ended.notify_waiters();
+            }
+        }
+    }
+
+    /// Completes once the run has ended.
+    pub(crate) async fn wait_end(&self) {
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.lock().end.is_some() {
+                return;
+            }
+            ended.await;
+        }
+    }
+
+    fn append(&self, kind: EventKind, end: Option<RunEnd>) -> Result<(), RunEnded> {
+        let ends = end.is_some();
+        let wakers = {
+            let mut state = self.lock();
+            if state.end.is_some() {
+                return Err(RunEnded);
+            }
+            let sequence = state.next_sequence;
+            state.next_sequence += 1;
+            let timestamp = SystemTime::now();
+            let event = Arc::new(RunEvent::new(
+                Arc::clone(&self.run_id),
+                sequence,
+                timestamp,
+                kind,
+            ));
+            match &event.kind {
+                EventKind::Started(_) => state.started = Some(Arc::clone(&event)),
+                EventKind::Progress { call, .. } => {
+                    let previous = if call.call_id.is_empty() {
+                        state.top_progress.replace(Arc::clone(&event))
+                    } else {
+                        state
+                            .call_progress
+                            .insert(Arc::clone(&call.call_id), Arc::clone(&event))
+                    };
+                    if previous.is_some_and(|p| state.holds(p.sequence)) {
+                        state.superseded += 1;
+                    }
+                }
+                _ => {}
+            }
+            state.events.push_back(event);
+            if end.is_some() {
+                state.end = end;
+                state.end_time = Some(timestamp);
+            }
+            self.compact(&mut state);
+            state.take_wakers()
+        };
+        wakers.into_iter().for_each(Waker::wake);
+        if ends {
+            self.ended.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Keeps the log within its bounds (see the module docs). Superseded progress is dropped in
+    /// batches, so the cost per event stays constant.
+    fn compact(&self, state: &mut LogState) {
+        if state.superseded > 2 * self.progress_buffer {
+            let mut to_drop = state.superseded - self.progress_buffer;
+            let LogState {
+                events,
+                top_progress,
+                call_progress,
+                ..
+            } = state;
+            events.retain(|event| {
+                if to_drop > 0 && is_superseded(event, top_progress, call_progress) {
+                    to_drop -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+            state.superseded = self.progress_buffer + to_drop;
+        }
+        while state.events.len() > self.max_events {
+            let Some(oldest) = state.events.pop_front() else {
+                break;
+            };
+            if is_superseded(&oldest, &state.top_progress, &state.call_progress) {
+                state.superseded -= 1;
+            }
+            state.evicted_through = oldest.sequence;
+        }
+    }
+
+    /// Registers `waker` to be woken by the next append or the end. `slot` is the reader's
+    /// registration: `(generation, index)`.
+    pub(crate) fn register(state: &mut LogState, slot: &mut Option<(u64, usize)>, waker: &Waker) {
+        match *slot {
+            Some((generation, index)) if generation == state.generation => {
+                if let Some(registered) = state.wakers.get_mut(index)
+                    && !registered.will_wake(waker)
+                {
+                    registered.clone_from(waker);
+                }
+            }
+            _ => {
+                *slot = Some((state.generation, state.wakers.len()));
+                state.wakers.push(waker.clone());
+            }
+        }
+    }
+}
+
+impl LogState {
+    fn take_wakers(&mut self) -> Vec<Waker> {
+        if self.wakers.is_empty() {
+            return Vec::new();
+        }
+        self.generation += 1;
+        std::mem::take(&mut self.wakers)
+    }
+
+    /// Whether the event with `sequence` may still be held (it is not older than the oldest).
+    fn holds(&self, sequence: u64) -> bool {
+        self.events.front().is_some_and(|f| f.sequence <= sequence)
+    }
+
+    /// The sequence of the last event the run produced.
+    pub(crate) fn last_sequence(&self) -> u64 {
+        self.next_sequence - 1
+    }
+
+    /// Index of the first held event with a sequence of at least `sequence`.
+    pub(crate) fn position_from(&self, sequence: u64) -> usize {
+        match self.events.front() {
+            Some(front) if front.sequence >= sequence => 0,
+            Some(_) => self.events.partition_point(|e| e.sequence < sequence),
+            None => 0,
+        }
+    }
+
+    /// Whether a newer progress event of the same call exists.
+    pub(crate) fn is_superseded(&self, event: &RunEvent) -> bool {
+        is_superseded(event, &self.top_progress, &self.call_progress)
+    }
+
+    /// The latest progress of each call, in sequence order.
+    pub(crate) fn latest_progress(&self) -> Vec<Arc<RunEvent>> {
+        let mut latest: Vec<Arc<RunEvent>> = self
+            .top_progress
+            .iter()
+            .chain(self.call_progress.values())
+            .cloned()
+            .collect();
+        latest.sort_by_key(|e| e.sequence);
+        latest
+    }
+
+    /// The result, when the run succeeded.
+    pub(crate) fn result(&self) -> Option<&Arc<RunEvent>> {
+        match self.end {
+            Some(RunEnd::Succeeded) => self.events.back(),
+            _ => None,
+        }
+    }
+}
+
+fn is_superseded(
+    event: &RunEvent,
+    top: &Option<Arc<RunEvent>>,
+    calls: &HashMap<Arc<str>, Arc<RunEvent>>,
+) -> bool {
+    let EventKind::Progress { call, .. } = &event.kind else {
+        return false;
+    };
+    let latest = if call.call_id.is_empty() {
+        top.as_ref()
+    } else {
+        calls.get(&call.call_id)
+    };
+    latest.is_some_and(|latest| latest.sequence > event.sequence)
+}
+
+/// Progress reported by a tool, tagged with the call it belongs to.
+pub(crate) struct CallProgress {
+    pub(crate) log: Arc<RunLog>,
+    pub(crate) call: CallTag,
+}
+
+impl ProgressSink for CallProgress {
+    fn report(&self, mut update: ProgressUpdate) {
+        if let Some(fraction) = update.fraction {
+            // Out-of-range progress is a tool bug: clamp it rather than forward garbage.
+            if fraction.is_nan() {
+                tracing::warn!(tool = %self.call.tool, "tool reported NaN progress; dropped the fraction");
+                update.fraction = None;
+            } else if !(0.0..=1.0).contains(&fraction) {
+                tracing::warn!(tool = %self.call.tool, fraction, "tool reported progress outside [0, 1]; clamped");
+                update.fraction = Some(fraction.clamp(0.0, 1.0));
+            }
+        }
+        self.log.push_progress(&self.call, update);
+    }
+}
