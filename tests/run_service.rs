@@ -1,0 +1,739 @@
+//! RunService: runs outlive their connection; anyone can look one up, list, watch from a cursor or
+//! the latest state, and cancel it; the log behind it is bounded and says when events are gone.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{
+    TestServer, collect, endless_tool, eventually, registry_with, result_value, run_request,
+};
+use serde_json::json;
+use tonic::Code;
+use tonic::transport::Channel;
+use toolstream::config::Limits;
+use toolstream::pb::run_event::Event;
+use toolstream::pb::run_service_client::RunServiceClient;
+use toolstream::pb::{
+    self, CancelRunRequest, GetRunRequest, ListRunsRequest, OnDisconnect, RunOptions, RunState,
+    WatchRunRequest,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn runs(server: &TestServer) -> RunServiceClient<Channel> {
+    RunServiceClient::new(server.channel().await)
+}
+
+fn detached(tool: &str, arguments: serde_json::Value) -> pb::RunToolRequest {
+    let mut request = run_request(tool, arguments);
+    request.options = Some(RunOptions {
+        on_disconnect: OnDisconnect::Continue as i32,
+        ..RunOptions::default()
+    });
+    request
+}
+
+async fn get(
+    client: &mut RunServiceClient<Channel>,
+    run_id: &str,
+) -> Result<pb::Run, tonic::Status> {
+    client
+        .get_run(GetRunRequest {
+            run_id: run_id.to_owned(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Polls GetRun until the run is in `state`.
+async fn wait_for_state(
+    client: &mut RunServiceClient<Channel>,
+    run_id: &str,
+    state: RunState,
+) -> pb::Run {
+    let start = tokio::time::Instant::now();
+    loop {
+        let run = get(client, run_id).await.expect("GetRun");
+        if run.state() == state {
+            return run;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "run {run_id} never reached {state:?}: {run:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn watch(
+    client: &mut RunServiceClient<Channel>,
+    run_id: &str,
+    after_sequence: u64,
+) -> tonic::Streaming<pb::RunEvent> {
+    client
+        .watch_run(WatchRunRequest {
+            run_id: run_id.to_owned(),
+            after_sequence,
+            ..WatchRunRequest::default()
+        })
+        .await
+        .expect("WatchRun")
+        .into_inner()
+}
+
+fn kinds(events: &[pb::RunEvent]) -> Vec<&'static str> {
+    events
+        .iter()
+        .map(|event| match event.event.as_ref() {
+            Some(Event::Started(_)) => "started",
+            Some(Event::Progress(_)) => "progress",
+            Some(Event::Result(_)) => "result",
+            Some(Event::Gap(_)) => "gap",
+            Some(Event::Heartbeat(_)) => "heartbeat",
+            Some(_) => "other",
+            None => "none",
+        })
+        .collect()
+}
+
+fn run_id_of(response: &tonic::Response<tonic::Streaming<pb::RunEvent>>) -> String {
+    response
+        .metadata()
+        .get("x-run-id")
+        .expect("x-run-id")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_detached_run_finishes_after_its_caller_left_and_get_run_has_its_result() {
+    let server = TestServer::start().await;
+    let response = server
+        .client()
+        .await
+        .run_tool(detached("ticks", json!({"count": 30, "interval_ms": 10})))
+        .await
+        .unwrap();
+    let run_id = run_id_of(&response);
+    let mut stream = response.into_inner();
+    stream.message().await.unwrap().unwrap();
+    drop(stream);
+
+    let mut client = runs(&server).await;
+    let run = wait_for_state(&mut client, &run_id, RunState::Succeeded).await;
+    assert_eq!(run.run_id, run_id);
+    assert_eq!(run.tool, "ticks");
+    assert!(!run.agent);
+    let result = toolstream::json_proto::value_to_json(run.result.expect("result"));
+    assert_eq!(result, json!({"count": 30}));
+    assert_eq!(run.last_sequence, 32, "started + 30 progress + result");
+    assert!(run.create_time.is_some() && run.end_time.is_some());
+    assert_eq!(run.progress.len(), 1);
+    assert_eq!(run.progress[0].progress, Some(1.0));
+    assert_eq!(run.error_code, 0);
+}
+
+#[tokio::test]
+async fn by_default_the_caller_leaving_cancels_the_run() {
+    let stopped = Arc::new(AtomicBool::new(false));
+    let root = std::env::current_dir().unwrap();
+    let server = TestServer::start_with(
+        registry_with(&root, vec![endless_tool(Arc::clone(&stopped))]),
+        Limits::default(),
+    )
+    .await;
+    let response = server
+        .client()
+        .await
+        .run_tool(run_request("endless", json!({})))
+        .await
+        .unwrap();
+    let run_id = run_id_of(&response);
+    let mut stream = response.into_inner();
+    stream.message().await.unwrap().unwrap();
+    drop(stream);
+
+    let mut client = runs(&server).await;
+    let run = wait_for_state(&mut client, &run_id, RunState::Cancelled).await;
+    assert_eq!(run.error_code, Code::Cancelled as i32);
+    assert!(run.end_time.is_some());
+    eventually(WAIT, "the tool to stop", || stopped.load(Ordering::SeqCst)).await;
+}
+
+#[tokio::test]
+async fn watching_from_a_cursor_completes_the_history_without_duplicates() {
+    let server = TestServer::start().await;
+    let response = server
+        .client()
+        .await
+        .run_tool(detached("ticks", json!({"count": 200, "interval_ms": 1})))
+        .await
+        .unwrap();
+    let run_id = run_id_of(&response);
+    let mut first = response.into_inner();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(first.message().await.unwrap().unwrap());
+    }
+    drop(first);
+    let cursor = seen.last().unwrap().sequence;
+
+    let mut client = runs(&server).await;
+    let (rest, status) = collect(watch(&mut client, &run_id, cursor).await).await;
+    assert!(status.is_none(), "{status:?}");
+    let all: Vec<pb::RunEvent> = seen.into_iter().chain(rest).collect();
+    let sequences: Vec<u64> = all.iter().map(|e| e.sequence).collect();
+    assert!(
+        sequences.windows(2).all(|w| w[0] < w[1]),
+        "not strictly increasing: {sequences:?}"
+    );
+    let kinds = kinds(&all);
+    assert_eq!(kinds.iter().filter(|k| **k == "started").count(), 1);
+    assert_eq!(kinds.iter().filter(|k| **k == "result").count(), 1);
+    assert_eq!(kinds.last(), Some(&"result"));
+    assert_eq!(
+        result_value(all.last().unwrap()),
+        Some(json!({"count": 200}))
+    );
+    assert!(all.iter().all(|e| e.run_id == run_id));
+}
+
+#[tokio::test]
+async fn a_finished_run_replays_in_full_and_a_failed_run_ends_with_its_status() {
+    let server = TestServer::start().await;
+    let (events, status) =
+        common::run_tool(&server, "ticks", json!({"count": 5, "interval_ms": 0})).await;
+    assert!(status.is_none());
+    let run_id = events[0].run_id.clone();
+    let mut client = runs(&server).await;
+    let (replay, status) = collect(watch(&mut client, &run_id, 0).await).await;
+    assert!(status.is_none());
+    let original: Vec<(u64, &'static str)> = events
+        .iter()
+        .map(|e| e.sequence)
+        .zip(kinds(&events))
+        .collect();
+    let replayed: Vec<(u64, &'static str)> = replay
+        .iter()
+        .map(|e| e.sequence)
+        .zip(kinds(&replay))
+        .collect();
+    assert_eq!(original, replayed);
+
+    // A cursor at or past the end still gets the terminal event.
+    let (tail, status) = collect(watch(&mut client, &run_id, 1000).await).await;
+    assert!(status.is_none());
+    assert_eq!(kinds(&tail), vec!["result"]);
+
+    let (_, original_status) = common::run_tool(
+        &server,
+        "checksum",
+        json!({"paths": ["does-not-exist.txt"]}),
+    )
+    .await;
+    let original_status = original_status.expect("checksum of a missing file fails");
+    let failed = client
+        .list_runs(ListRunsRequest {
+            state: RunState::Failed as i32,
+            ..ListRunsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    assert_eq!(failed.len(), 1);
+    let failed = &failed[0];
+    assert_eq!(failed.error_code, original_status.code() as i32);
+    assert_eq!(failed.error_message, original_status.message());
+    let (replay, status) = collect(watch(&mut client, &failed.run_id, 0).await).await;
+    let status = status.expect("the replay ends with the run's status");
+    assert_eq!(status.code(), original_status.code());
+    assert_eq!(status.message(), original_status.message());
+    assert_eq!(kinds(&replay)[0], "started");
+}
+
+#[tokio::test]
+async fn from_latest_starts_with_started_and_the_latest_progress_then_goes_live() {
+    let server = TestServer::start().await;
+    let response = server
+        .client()
+        .await
+        .run_tool(detached(
+            "ticks",
+            json!({"count": 100000, "interval_ms": 1}),
+        ))
+        .await
+        .unwrap();
+    let run_id = run_id_of(&response);
+    drop(response);
+    let mut client = runs(&server).await;
+    eventually(WAIT, "some progress", || true).await;
+    loop {
+        let run = get(&mut client, &run_id).await.unwrap();
+        if run.last_sequence > 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut stream = client
+        .watch_run(WatchRunRequest {
+            run_id: run_id.clone(),
+            from_latest: true,
+            ..WatchRunRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let started = stream.message().await.unwrap().unwrap();
+    assert_eq!(started.sequence, 1);
+    assert!(matches!(started.event, Some(Event::Started(_))));
+    let latest = stream.message().await.unwrap().unwrap();
+    assert!(matches!(latest.event, Some(Event::Progress(_))));
+    assert!(
+        latest.sequence > 20,
+        "history was skipped: {}",
+        latest.sequence
+    );
+    let live = stream.message().await.unwrap().unwrap();
+    assert!(live.sequence > latest.sequence);
+    drop(stream);
+
+    let cancelled = client
+        .cancel_run(CancelRunRequest {
+            run_id: run_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.state(), RunState::Cancelled);
+}
+
+#[tokio::test]
+async fn cancel_run_ends_every_watcher_with_cancelled_and_is_idempotent() {
+    let stopped = Arc::new(AtomicBool::new(false));
+    let root = std::env::current_dir().unwrap();
+    let server = TestServer::start_with(
+        registry_with(&root, vec![endless_tool(Arc::clone(&stopped))]),
+        Limits::default(),
+    )
+    .await;
+    let response = server
+        .client()
+        .await
+        .run_tool(detached("endless", json!({})))
+        .await
+        .unwrap();
+    let run_id = run_id_of(&response);
+    let mut caller = response.into_inner();
+    caller.message().await.unwrap().unwrap();
+
+    let mut watchers = Vec::new();
+    for _ in 0..3 {
+        let mut client = runs(&server).await;
+        let mut stream = watch(&mut client, &run_id, 0).await;
+        stream.message().await.unwrap().unwrap();
+        watchers.push(tokio::spawn(collect(stream)));
+    }
+    let mut client = runs(&server).await;
+    let run = client
+        .cancel_run(CancelRunRequest {
+            run_id: run_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(run.state(), RunState::Cancelled);
+    assert_eq!(run.error_code, Code::Cancelled as i32);
+    assert!(
+        run.error_message.contains("CancelRun"),
+        "{}",
+        run.error_message
+    );
+
+    for watcher in watchers {
+        let (_, status) = watcher.await.unwrap();
+        assert_eq!(status.expect("a status").code(), Code::Cancelled);
+    }
+    let (_, status) = collect(caller).await;
+    assert_eq!(status.expect("a status").code(), Code::Cancelled);
+    eventually(WAIT, "the tool to stop", || stopped.load(Ordering::SeqCst)).await;
+
+    let again = client
+        .cancel_run(CancelRunRequest {
+            run_id: run_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, run, "a second CancelRun changes nothing");
+
+    // A run that already succeeded stays SUCCEEDED.
+    let (events, _) =
+        common::run_tool(&server, "ticks", json!({"count": 1, "interval_ms": 0})).await;
+    let done = client
+        .cancel_run(CancelRunRequest {
+            run_id: events[0].run_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.state(), RunState::Succeeded);
+
+    let unknown = client
+        .cancel_run(CancelRunRequest {
+            run_id: "no-such-run".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(
+        unknown.message().contains("no-such-run"),
+        "{}",
+        unknown.message()
+    );
+}
+
+#[tokio::test]
+async fn a_watcher_leaving_does_not_cancel_the_run() {
+    let server = TestServer::start().await;
+    let response = server
+        .client()
+        .await
+        .run_tool(run_request("ticks", json!({"count": 50, "interval_ms": 5})))
+        .await
+        .unwrap();
+    let run_id = run_id_of(&response);
+    let caller = response.into_inner();
+    let mut client = runs(&server).await;
+    let mut watcher = watch(&mut client, &run_id, 0).await;
+    watcher.message().await.unwrap().unwrap();
+    drop(watcher);
+    let (events, status) = collect(caller).await;
+    assert!(status.is_none(), "{status:?}");
+    assert_eq!(
+        result_value(events.last().unwrap()),
+        Some(json!({"count": 50}))
+    );
+}
+
+#[tokio::test]
+async fn unknown_runs_are_not_found_naming_the_id() {
+    let server = TestServer::start().await;
+    let mut client = runs(&server).await;
+    let status = get(&mut client, "nope-123").await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("nope-123"));
+    let status = client
+        .watch_run(WatchRunRequest {
+            run_id: "nope-456".into(),
+            ..WatchRunRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(status.message().contains("nope-456"));
+    let status = get(&mut client, "").await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn list_runs_is_newest_first_paged_and_filtered() {
+    let server = TestServer::start().await;
+    let mut ids = Vec::new();
+    for count in 1..=5 {
+        let (events, _) =
+            common::run_tool(&server, "ticks", json!({"count": count, "interval_ms": 0})).await;
+        ids.push(events[0].run_id.clone());
+    }
+    let (_, status) = common::run_tool(&server, "checksum", json!({"paths": ["Cargo.toml"]})).await;
+    assert!(status.is_none());
+    let mut client = runs(&server).await;
+
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_runs(ListRunsRequest {
+                page_size: 2,
+                page_token: token.clone(),
+                tool: "ticks".into(),
+                ..ListRunsRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.runs.len() <= 2);
+        listed.extend(page.runs.into_iter().map(|r| r.run_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(listed, newest_first);
+
+    let all = client
+        .list_runs(ListRunsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.runs.len(), 6);
+    assert_eq!(all.runs[0].tool, "checksum");
+    assert!(all.next_page_token.is_empty());
+    let running = client
+        .list_runs(ListRunsRequest {
+            state: RunState::Running as i32,
+            ..ListRunsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(running.runs.is_empty());
+
+    let bad = client
+        .list_runs(ListRunsRequest {
+            page_token: "garbage".into(),
+            ..ListRunsRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn finished_runs_expire_after_the_retention_time_and_beyond_max_runs() {
+    let root = std::env::current_dir().unwrap();
+    let limits = Limits {
+        retention: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let server = TestServer::start_with(registry_with(&root, vec![]), limits).await;
+    let (events, _) =
+        common::run_tool(&server, "ticks", json!({"count": 1, "interval_ms": 0})).await;
+    let run_id = events[0].run_id.clone();
+    let mut client = runs(&server).await;
+    get(&mut client, &run_id).await.expect("kept for a while");
+    let start = tokio::time::Instant::now();
+    loop {
+        match get(&mut client, &run_id).await {
+            Err(status) => {
+                assert_eq!(status.code(), Code::NotFound);
+                break;
+            }
+            Ok(_) => assert!(start.elapsed() < WAIT, "never expired"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let limits = Limits {
+        max_runs: 2,
+        ..Limits::default()
+    };
+    let server = TestServer::start_with(registry_with(&root, vec![]), limits).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (events, _) =
+            common::run_tool(&server, "ticks", json!({"count": 1, "interval_ms": 0})).await;
+        ids.push(events[0].run_id.clone());
+    }
+    let mut client = runs(&server).await;
+    eventually(WAIT, "the oldest finished run to be evicted", || true).await;
+    assert_eq!(
+        get(&mut client, &ids[0]).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    get(&mut client, &ids[1]).await.expect("kept");
+    get(&mut client, &ids[2]).await.expect("kept");
+}
+
+#[tokio::test]
+async fn a_log_past_its_bound_tells_a_late_reader_with_one_gap() {
+    let root = std::env::current_dir().unwrap();
+    let limits = Limits {
+        max_events_per_run: 4,
+        event_buffer: 4,
+        ..Limits::default()
+    };
+    let server = TestServer::start_with(registry_with(&root, vec![]), limits).await;
+    let (events, status) =
+        common::run_tool(&server, "ticks", json!({"count": 500, "interval_ms": 0})).await;
+    assert!(status.is_none());
+    let run_id = events[0].run_id.clone();
+    let mut client = runs(&server).await;
+    let (replay, status) = collect(watch(&mut client, &run_id, 0).await).await;
+    assert!(status.is_none());
+    let Some(Event::Gap(gap)) = &replay[0].event else {
+        panic!("expected a gap first: {:?}", kinds(&replay));
+    };
+    assert_eq!(replay[0].sequence, 0);
+    assert_eq!(gap.from_sequence, 1);
+    assert!(gap.to_sequence > 1 && gap.to_sequence < 502);
+    assert!(!gap.reason.is_empty());
+    let after: Vec<u64> = replay[1..].iter().map(|e| e.sequence).collect();
+    assert!(after.iter().all(|s| *s > gap.to_sequence));
+    assert!(after.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(kinds(&replay).iter().filter(|k| **k == "gap").count(), 1);
+    assert_eq!(
+        result_value(replay.last().unwrap()),
+        Some(json!({"count": 500}))
+    );
+    assert!(
+        replay.len() <= 5,
+        "the log held more than its bound: {}",
+        replay.len()
+    );
+}
+
+#[tokio::test]
+async fn a_silent_tool_gets_heartbeats_that_are_not_stored() {
+    let server = TestServer::start().await;
+    let mut request = run_request("ticks", json!({"count": 2, "interval_ms": 600}));
+    request.options = Some(RunOptions {
+        heartbeat_interval_ms: 50,
+        ..RunOptions::default()
+    });
+    let (events, status) = collect(
+        server
+            .client()
+            .await
+            .run_tool(request)
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert!(status.is_none());
+    let heartbeats: Vec<&pb::RunEvent> = events
+        .iter()
+        .filter(|e| matches!(e.event, Some(Event::Heartbeat(_))))
+        .collect();
+    assert!(
+        !heartbeats.is_empty(),
+        "no heartbeat in {:?}",
+        kinds(&events)
+    );
+    for heartbeat in &heartbeats {
+        assert_eq!(heartbeat.sequence, 0);
+        let Some(Event::Heartbeat(beat)) = &heartbeat.event else {
+            unreachable!()
+        };
+        assert!(beat.last_sequence >= 1);
+    }
+    let real: Vec<u64> = events
+        .iter()
+        .map(|e| e.sequence)
+        .filter(|s| *s > 0)
+        .collect();
+    assert_eq!(real, vec![1, 2, 3, 4]);
+
+    // Heartbeats are not stored: a replay has none.
+    let mut client = runs(&server).await;
+    let (replay, _) = collect(watch(&mut client, &events[0].run_id, 0).await).await;
+    assert_eq!(
+        kinds(&replay),
+        vec!["started", "progress", "progress", "result"]
+    );
+}
+
+#[tokio::test]
+async fn a_slow_watcher_beside_a_fast_one_gets_coalesced_progress_and_the_result() {
+    let server = TestServer::start().await;
+    let response = server
+        .client()
+        .await
+        .run_tool(detached(
+            "ticks",
+            json!({"count": 200000, "interval_ms": 0}),
+        ))
+        .await
+        .unwrap();
+    let run_id = run_id_of(&response);
+    let caller = response.into_inner();
+    let mut client = runs(&server).await;
+    let mut slow = watch(&mut client, &run_id, 0).await;
+    let fast = tokio::spawn(collect(caller));
+    let (fast_events, status) = fast.await.unwrap();
+    assert!(status.is_none());
+    assert_eq!(
+        result_value(fast_events.last().unwrap()),
+        Some(json!({"count": 200000}))
+    );
+    let fast_sequences: Vec<u64> = fast_events.iter().map(|e| e.sequence).collect();
+    assert!(fast_sequences.windows(2).all(|w| w[0] < w[1]));
+
+    // The slow watcher read nothing while the run went on (HTTP/2 flow control let the server
+    // send what fits in the stream's 1 MiB window); it still ends with the result.
+    let first = slow.message().await.unwrap().unwrap();
+    assert_eq!(first.sequence, 1);
+    let (rest, status) = collect(slow).await;
+    assert!(status.is_none());
+    assert_eq!(
+        result_value(rest.last().unwrap()),
+        Some(json!({"count": 200000}))
+    );
+    assert!(
+        rest.len() < 100_000,
+        "the slow watcher got {} events: progress was not coalesced",
+        rest.len()
+    );
+    let sequences: Vec<u64> = rest.iter().map(|e| e.sequence).collect();
+    assert!(sequences.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_watchers_of_one_run_all_get_the_result() {
+    let server = TestServer::start().await;
+    let response = server
+        .client()
+        .await
+        .run_tool(detached("ticks", json!({"count": 200, "interval_ms": 10})))
+        .await
+        .unwrap();
+    let run_id = run_id_of(&response);
+    drop(response);
+    // Ten connections, a hundred streams each.
+    let mut watchers = Vec::new();
+    for _ in 0..10 {
+        let channel = server.channel().await;
+        for _ in 0..100 {
+            let mut client = RunServiceClient::new(channel.clone());
+            let run_id = run_id.clone();
+            watchers.push(tokio::spawn(async move {
+                let stream = watch(&mut client, &run_id, 0).await;
+                collect(stream).await
+            }));
+        }
+    }
+    for watcher in watchers {
+        let (events, status) = watcher.await.unwrap();
+        assert!(status.is_none(), "{status:?}");
+        assert_eq!(
+            result_value(events.last().unwrap()),
+            Some(json!({"count": 200}))
+        );
+        let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+        assert!(sequences.windows(2).all(|w| w[0] < w[1]));
+    }
+}
+
+#[tokio::test]
+async fn health_and_reflection_know_the_run_service() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let server = TestServer::start().await;
+    let mut health = HealthClient::new(server.channel().await);
+    let status = health
+        .check(HealthCheckRequest {
+            service: "toolstream.v1.RunService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
+    assert_eq!(status, ServingStatus::Serving);
+}
