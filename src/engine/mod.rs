@@ -159,6 +159,9 @@ impl Engine {
         let context = RunContext {
             queue: Arc::clone(&queue),
             registry: Arc::clone(&self.registry),
+            // Handed to tools through their Progress handle (Progress::deadline); enforced below
+            // by run_to_end.
+            deadline: deadline.map(|(_, at)| at),
         };
         let span = tracing::info_span!("run", run_id = %run_id, target = %label);
         let shutdown = self.shutdown.clone();
@@ -275,6 +278,8 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 pub struct RunContext {
     queue: Arc<RunQueue>,
     registry: Arc<ToolRegistry>,
+    /// When the run's deadline passes, if it has one.
+    deadline: Option<Instant>,
 }
 
 impl RunContext {
@@ -289,6 +294,7 @@ impl RunContext {
             queue: Arc::clone(&self.queue),
             call,
         }))
+        .with_deadline(self.deadline)
     }
 
     /// Emits an event that is never dropped, waiting while the client is far behind. Fails when
