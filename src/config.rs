@@ -10,7 +10,15 @@
 //! max_concurrent_runs = 16384
 //! grace_period_secs = 30
 //! max_message_bytes = 4194304
+//!
+//! [model]
+//! url = "https://api.openai.com/v1"
+//! api_key_file = "/run/secrets/model-key"   # or api_key_env = "OPENAI_API_KEY"
 //! ```
+//!
+//! Relative paths in the file (`root`, `[model] api_key_file`, a command's `cwd`…) are relative to
+//! the file's directory; relative paths given as flags or environment variables are relative to
+//! the working directory.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -106,6 +114,8 @@ struct ModelFile {
     /// The name of the environment variable holding the API key (the key itself never goes in
     /// the file).
     api_key_env: Option<String>,
+    /// A file holding the API key, relative to the config file's directory.
+    api_key_file: Option<PathBuf>,
 }
 
 /// The language model behind RunAgent.
@@ -151,8 +161,10 @@ pub struct Overrides {
     pub model_url: Option<String>,
     /// `--model` / `TOOLSTREAM_MODEL`.
     pub model: Option<String>,
-    /// `TOOLSTREAM_API_KEY`.
+    /// `--api-key` / `TOOLSTREAM_API_KEY`.
     pub api_key: Option<String>,
+    /// `--api-key-file` / `TOOLSTREAM_API_KEY_FILE`: a file holding the API key.
+    pub api_key_file: Option<PathBuf>,
     /// `--max-steps` / `TOOLSTREAM_MAX_STEPS`.
     pub max_steps: Option<u32>,
 }
@@ -228,6 +240,7 @@ impl Config {
             }
             None => ConfigFile::default(),
         };
+        let base_dir = path.and_then(Path::parent);
         let defaults = Limits::default();
         let listen_text = overrides
             .listen
@@ -239,7 +252,11 @@ impl Config {
                 key: "listen",
                 message: format!("{listen_text:?} is not an address like 127.0.0.1:50051 ({e})"),
             })?;
-        let root = match overrides.root.or(file.root) {
+        // A flag's root is relative to the working directory, the file's to the file.
+        let root = match overrides
+            .root
+            .or_else(|| file.root.map(|root| relative_to(base_dir, root)))
+        {
             Some(root) => root,
             None => std::env::current_dir().map_err(|e| ConfigError::Invalid {
                 key: "root",
@@ -280,10 +297,22 @@ impl Config {
                 message: "must be at least 2 (the started event and the last one)".into(),
             });
         }
-        if limits.max_concurrent_runs == 0 {
+        // The engine counts runs with a tokio semaphore, which holds at most MAX_PERMITS.
+        if !(1..=MAX_CONCURRENT_RUNS).contains(&limits.max_concurrent_runs) {
             return Err(ConfigError::Invalid {
                 key: "limits.max_concurrent_runs",
-                message: "must be at least 1".into(),
+                message: format!(
+                    "must be between 1 and {MAX_CONCURRENT_RUNS}, not {} (set by --max-runs, \
+                     TOOLSTREAM_MAX_RUNS or [limits] max_concurrent_runs)",
+                    limits.max_concurrent_runs
+                ),
+            });
+        }
+        // No stream at all would mean no call is ever served: the server would seem to hang.
+        if limits.max_concurrent_streams == 0 {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_concurrent_streams",
+                message: format!("must be between 1 and {}, not 0", u32::MAX),
             });
         }
         if limits.event_buffer == 0 {
@@ -298,12 +327,32 @@ impl Config {
                 message: "must be at least 1024".into(),
             });
         }
-        let api_key = overrides.api_key.or_else(|| {
-            file.model
-                .api_key_env
-                .as_deref()
-                .and_then(|name| std::env::var(name).ok())
-        });
+        let api_key = match (overrides.api_key, overrides.api_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "api_key",
+                    message: "--api-key (TOOLSTREAM_API_KEY) and --api-key-file \
+                              (TOOLSTREAM_API_KEY_FILE) are both set; give one"
+                        .into(),
+                });
+            }
+            (Some(key), None) => Some(key),
+            (None, Some(path)) => Some(read_api_key("--api-key-file", &path)?),
+            (None, None) => match (file.model.api_key_file, file.model.api_key_env) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::Invalid {
+                        key: "model.api_key_file",
+                        message: "and model.api_key_env are both set; give one".into(),
+                    });
+                }
+                (Some(path), None) => Some(read_api_key(
+                    "model.api_key_file",
+                    &relative_to(base_dir, path),
+                )?),
+                (None, Some(name)) => std::env::var(name).ok(),
+                (None, None) => None,
+            },
+        };
         let model = ModelConfig {
             url: overrides.model_url.or(file.model.url),
             name: overrides.model.or(file.model.name),
@@ -333,6 +382,44 @@ impl Config {
             message: e.to_string(),
         })
     }
+
+    /// The directory relative paths in the config file are relative to: the file's directory,
+    /// or `.` when there is no file.
+    pub fn base_dir(&self) -> PathBuf {
+        relative_to(
+            self.path.as_deref().and_then(Path::parent),
+            PathBuf::from("."),
+        )
+    }
+}
+
+/// The most runs the engine can count (tokio's `Semaphore::MAX_PERMITS`).
+const MAX_CONCURRENT_RUNS: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
+/// `path` as written in a config file in directory `base_dir` (`None`: no file; empty: the
+/// working directory).
+fn relative_to(base_dir: Option<&Path>, path: PathBuf) -> PathBuf {
+    match base_dir {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(path),
+        _ => path,
+    }
+}
+
+/// Reads the API key from the file at `path` (the setting `key` named it); surrounding whitespace,
+/// such as the final newline, is not part of the key.
+fn read_api_key(key: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+        key,
+        message: format!("cannot read the API key file {}: {e}", path.display()),
+    })?;
+    let api_key = text.trim();
+    if api_key.is_empty() {
+        return Err(ConfigError::Invalid {
+            key,
+            message: format!("the API key file {} is empty", path.display()),
+        });
+    }
+    Ok(api_key.to_owned())
 }
 
 #[cfg(test)]
@@ -358,6 +445,46 @@ mod tests {
         };
         let config = Config::load(Some(&path), overrides).unwrap();
         assert_eq!(config.listen.port(), 7001);
+    }
+
+    #[test]
+    fn a_relative_root_is_relative_to_the_file_unless_it_is_a_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("toolstream.toml");
+        std::fs::write(&path, "root = \"data\"\n").unwrap();
+        let config = Config::load(Some(&path), Overrides::default()).unwrap();
+        assert_eq!(config.root, dir.path().join("data"));
+
+        let overrides = Overrides {
+            root: Some("flagged".into()),
+            ..Overrides::default()
+        };
+        let config = Config::load(Some(&path), overrides).unwrap();
+        assert_eq!(config.root, Path::new("flagged"));
+    }
+
+    #[test]
+    fn an_api_key_file_is_read_and_trimmed_and_its_errors_name_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("key"), "  secret\n").unwrap();
+        let path = dir.path().join("toolstream.toml");
+        std::fs::write(&path, "[model]\napi_key_file = \"key\"\n").unwrap();
+        let config = Config::load(Some(&path), Overrides::default()).unwrap();
+        assert_eq!(config.model.api_key.as_deref(), Some("secret"));
+
+        std::fs::write(dir.path().join("key"), "\n").unwrap();
+        let message = Config::load(Some(&path), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("model.api_key_file") && message.contains("empty"));
+
+        let overrides = Overrides {
+            api_key: Some("k".into()),
+            api_key_file: Some(dir.path().join("key")),
+            ..Overrides::default()
+        };
+        let message = Config::load(None, overrides).unwrap_err().to_string();
+        assert!(message.contains("--api-key-file"), "{message}");
     }
 
     #[test]

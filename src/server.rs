@@ -66,11 +66,13 @@ pub async fn build_registry(config: &Config) -> Result<ToolRegistry, ServeError>
         registry.register(tool)?;
     }
     // Relative paths in entries are relative to the config file's directory.
-    let base_dir = match config.path.as_deref().and_then(std::path::Path::parent) {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    load_entries(&config.tools, &base_dir, &mut registry).await?;
+    load_entries(
+        &config.tools,
+        &config.base_dir(),
+        &config.limits,
+        &mut registry,
+    )
+    .await?;
     Ok(registry)
 }
 

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::config::Limits;
 use crate::registry::ToolRegistry;
 use crate::tools::{command, mcp, remote};
 
@@ -20,10 +21,12 @@ pub struct SourceError {
 }
 
 /// Adds the tools of every entry to `registry`. Relative paths in entries (a command's `cwd`) are
-/// resolved against `base_dir`, the config file's directory.
+/// resolved against `base_dir`, the config file's directory. Remote tools talk to their server
+/// within `limits.max_message_bytes`, like this server's own clients.
 pub async fn load_entries(
     entries: &[toml::Table],
     base_dir: &Path,
+    limits: &Limits,
     registry: &mut ToolRegistry,
 ) -> Result<(), SourceError> {
     for (position, entry) in entries.iter().enumerate() {
@@ -46,7 +49,9 @@ pub async fn load_entries(
         let tools: Vec<Arc<dyn crate::tools::Tool>> = match kind {
             "command" => vec![command::from_entry(entry, base_dir).map_err(fail)?],
             "mcp" => mcp::from_entry(entry, base_dir).await.map_err(fail)?,
-            "grpc" => remote::from_entry(entry).await.map_err(fail)?,
+            "grpc" => remote::from_entry(entry, limits.max_message_bytes)
+                .await
+                .map_err(fail)?,
             other => {
                 return Err(fail(format!(
                     "unknown kind {other:?}; use \"command\", \"mcp\" or \"grpc\""

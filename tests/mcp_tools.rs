@@ -36,7 +36,7 @@ fn entry(markers: &Path) -> toml::Table {
 async fn server(markers: &Path) -> TestServer {
     let root = std::env::current_dir().unwrap();
     let mut registry = registry_with(&root, vec![]);
-    toolstream::sources::load_entries(&[entry(markers)], &root, &mut registry)
+    toolstream::sources::load_entries(&[entry(markers)], &root, &Limits::default(), &mut registry)
         .await
         .unwrap();
     TestServer::start_with(registry, Limits::default()).await
@@ -193,19 +193,21 @@ async fn an_mcp_server_that_cannot_start_is_a_config_error_naming_the_entry() {
     let mut registry = registry_with(&root, vec![]);
     let broken: toml::Table =
         toml::from_str("kind = \"mcp\"\ncommand = [\"/nonexistent/mcp-server\"]\n").unwrap();
-    let error = toolstream::sources::load_entries(&[broken], &root, &mut registry)
-        .await
-        .unwrap_err()
-        .to_string();
+    let error =
+        toolstream::sources::load_entries(&[broken], &root, &Limits::default(), &mut registry)
+            .await
+            .unwrap_err()
+            .to_string();
     assert!(
         error.contains("entry 1") && error.contains("/nonexistent/mcp-server"),
         "{error}"
     );
 
     let not_mcp: toml::Table = toml::from_str("kind = \"mcp\"\ncommand = [\"true\"]\n").unwrap();
-    let error = toolstream::sources::load_entries(&[not_mcp], &root, &mut registry)
-        .await
-        .unwrap_err()
-        .to_string();
+    let error =
+        toolstream::sources::load_entries(&[not_mcp], &root, &Limits::default(), &mut registry)
+            .await
+            .unwrap_err()
+            .to_string();
     assert!(error.contains("handshake"), "{error}");
 }

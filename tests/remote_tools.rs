@@ -23,12 +23,17 @@ fn entry(endpoint: &str) -> toml::Table {
 
 /// Server B, whose `remote.*` tools are server A's.
 async fn federated(remote: &TestServer) -> TestServer {
+    federated_at(&remote.url(), Limits::default()).await
+}
+
+/// Server B with `limits`, whose `remote.*` tools are those of the server at `endpoint`.
+async fn federated_at(endpoint: &str, limits: Limits) -> TestServer {
     let root = std::env::current_dir().unwrap();
     let mut registry = registry_with(&root, vec![]);
-    toolstream::sources::load_entries(&[entry(&remote.url())], &root, &mut registry)
+    toolstream::sources::load_entries(&[entry(endpoint)], &root, &limits, &mut registry)
         .await
         .unwrap();
-    TestServer::start_with(registry, Limits::default()).await
+    TestServer::start_with(registry, limits).await
 }
 
 #[tokio::test]
@@ -241,6 +246,7 @@ async fn an_unreachable_remote_at_start_up_is_a_config_error_naming_the_entry() 
     let error = toolstream::sources::load_entries(
         &[entry(&format!("http://{closed}"))],
         &root,
+        &Limits::default(),
         &mut registry,
     )
     .await
@@ -251,9 +257,197 @@ async fn an_unreachable_remote_at_start_up_is_a_config_error_naming_the_entry() 
 
     let bad: toml::Table =
         toml::from_str("kind = \"grpc\"\nendpoint = \"x\"\nprefx = \"r.\"\n").unwrap();
-    let error = toolstream::sources::load_entries(&[bad], &root, &mut registry)
+    let error = toolstream::sources::load_entries(&[bad], &root, &Limits::default(), &mut registry)
         .await
         .unwrap_err()
         .to_string();
     assert!(error.contains("prefx"), "{error}");
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Size {
+    bytes: usize,
+}
+
+/// Server A with one more tool, `big`, whose result is a string of `bytes` bytes, and `limits`.
+async fn remote_with_big(limits: Limits) -> TestServer {
+    use toolstream::tools::native::tool_fn;
+    use toolstream::tools::{Progress, ToolError};
+    let big = tool_fn(
+        "big",
+        "Answers with a long string.",
+        |size: Size, _: Progress| async move { Ok::<_, ToolError>("x".repeat(size.bytes)) },
+    );
+    let root = std::env::current_dir().unwrap();
+    TestServer::start_with(registry_with(&root, vec![std::sync::Arc::new(big)]), limits).await
+}
+
+#[tokio::test]
+async fn a_remote_result_above_4_mib_passes_when_max_message_bytes_allows_it() {
+    const LIMIT: usize = 8 * 1024 * 1024;
+    const RESULT: usize = 5 * 1024 * 1024;
+    let raised = Limits {
+        max_message_bytes: LIMIT,
+        ..Limits::default()
+    };
+    let a = remote_with_big(raised).await;
+    let b = federated_at(&a.url(), raised).await;
+
+    let (events, status) = collect(
+        b.client()
+            .await
+            .max_decoding_message_size(LIMIT)
+            .run_tool(run_request("remote.big", json!({"bytes": RESULT})))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await;
+    assert!(status.is_none(), "{status:?}");
+    let value = result_value(events.last().unwrap()).unwrap();
+    assert_eq!(value.as_str().map(str::len), Some(RESULT));
+}
+
+#[tokio::test]
+async fn a_remote_out_of_range_stays_out_of_range() {
+    // A's limit is small enough that a long argument is refused, large enough for its tool list.
+    let a = TestServer::start_with(
+        registry_with(&std::env::current_dir().unwrap(), vec![]),
+        Limits {
+            max_message_bytes: 64 * 1024,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let b = federated(&a).await;
+    let long_path = "x".repeat(128 * 1024);
+    let (_, status) = run_tool(&b, "remote.checksum", json!({"paths": [long_path]})).await;
+    let status = status.unwrap();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains(&a.url()), "{}", status.message());
+    assert!(
+        status.message().contains("too large"),
+        "{}",
+        status.message()
+    );
+}
+
+/// A TCP relay to a server that can be frozen: it then passes no more bytes either way but keeps
+/// both connections open, which is what a network partition looks like to the two ends.
+struct Relay {
+    addr: std::net::SocketAddr,
+    frozen: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: std::net::SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen = tokio_util::sync::CancellationToken::new();
+        let freeze = frozen.clone();
+        let task = tokio::spawn(async move {
+            // Dropped (so every connection closes) when the relay's task is aborted.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (from_client, to_client) = inbound.into_split();
+                let (from_server, to_server) = outbound.into_split();
+                connections.spawn(pass(from_client, to_server, freeze.clone()));
+                connections.spawn(pass(from_server, to_client, freeze.clone()));
+            }
+        });
+        Relay { addr, frozen, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn freeze(&self) {
+        self.frozen.cancel();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copies `from` to `to` until either closes, or until `frozen`: then holds both open forever.
+async fn pass(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: tokio_util::sync::CancellationToken,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = tokio::select! {
+            biased;
+            _ = frozen.cancelled() => break,
+            read = from.read(&mut buffer) => read,
+        };
+        let n = match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.is_cancelled() {
+            break;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+    let _held = (from, to);
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test]
+async fn the_remote_ends_the_run_at_the_local_deadline_even_when_cancellation_cannot_reach_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stopped = Arc::new(AtomicBool::new(false));
+    let root = std::env::current_dir().unwrap();
+    let a = TestServer::start_with(
+        registry_with(&root, vec![common::endless_tool(Arc::clone(&stopped))]),
+        Limits::default(),
+    )
+    .await;
+    // B reaches A through a relay, so the test can cut B off from A.
+    let relay = Relay::start(a.addr).await;
+    let b = federated_at(&relay.url(), Limits::default()).await;
+
+    let mut request = tonic::Request::new(run_request("remote.endless", json!({})));
+    request.set_timeout(Duration::from_secs(2));
+    let stream = b
+        .client()
+        .await
+        .run_tool(request)
+        .await
+        .unwrap()
+        .into_inner();
+    eventually(Duration::from_secs(10), "the remote run to start", || {
+        a.engine.active_runs() == 1
+    })
+    .await;
+    // From now on B's cancellation cannot reach A: only a deadline A knows of can end A's run
+    // (the HTTP/2 keepalive would notice the partition only after 40 s).
+    relay.freeze();
+
+    let (_, status) = collect(stream).await;
+    assert_eq!(status.unwrap().code(), Code::DeadlineExceeded);
+    eventually(
+        Duration::from_secs(10),
+        "the remote run to end at its own deadline",
+        || a.engine.active_runs() == 0,
+    )
+    .await;
+    assert!(
+        stopped.load(Ordering::SeqCst),
+        "the remote tool was dropped"
+    );
 }

@@ -24,12 +24,15 @@ impl StepProgress {
     }
 
     /// A progress handle for call `index` that forwards to `call` and updates the whole.
+    /// It keeps the run's deadline, for tools that pass it on.
     pub(super) fn call(self: &Arc<Self>, index: usize, call: Progress) -> Progress {
+        let deadline = call.deadline();
         Progress::new(Arc::new(CallSink {
             step: Arc::clone(self),
             index,
             call,
         }))
+        .with_deadline(deadline)
     }
 
     /// Call `index` ended, either way.

@@ -63,9 +63,14 @@ struct ServeArgs {
     /// Model used when a RunAgent request names none.
     #[arg(long, env = "TOOLSTREAM_MODEL")]
     model: Option<String>,
-    /// API key sent to the model endpoint as a bearer token.
+    /// API key sent to the model endpoint as a bearer token. Given as this flag, the key is
+    /// visible to every user of the machine in `ps`: prefer --api-key-file or the
+    /// TOOLSTREAM_API_KEY environment variable.
     #[arg(long, env = "TOOLSTREAM_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// File holding the model API key (surrounding whitespace is ignored).
+    #[arg(long, env = "TOOLSTREAM_API_KEY_FILE", value_name = "FILE")]
+    api_key_file: Option<PathBuf>,
     /// Most model turns of an agent run when the request sets none [default: 8].
     #[arg(long, env = "TOOLSTREAM_MAX_STEPS")]
     max_steps: Option<u32>,

@@ -22,6 +22,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             model_url: args.model_url,
             model: args.model,
             api_key: args.api_key,
+            api_key_file: args.api_key_file,
             max_steps: args.max_steps,
         },
     )?;

@@ -174,6 +174,9 @@ impl Engine {
             log: Arc::clone(&log),
             cancel: cancel.clone(),
             registry: Arc::clone(&self.registry),
+            // Handed to tools through their Progress handle (Progress::deadline); enforced below
+            // by run_to_end.
+            deadline: deadline.map(|(_, at)| at),
         };
         let span = tracing::info_span!("run", run_id = %run_id, target = %label);
         self.tasks.spawn(
@@ -341,6 +344,8 @@ pub struct RunContext {
     log: Arc<RunLog>,
     cancel: CancellationToken,
     registry: Arc<ToolRegistry>,
+    /// When the run's deadline passes, if it has one.
+    deadline: Option<Instant>,
 }
 
 impl RunContext {
@@ -355,6 +360,7 @@ impl RunContext {
             log: Arc::clone(&self.log),
             call,
         }))
+        .with_deadline(self.deadline)
     }
 
     /// Logs an event that readers never skip. Never waits (the log is bounded on its own); fails

@@ -80,6 +80,10 @@ pub enum ToolError {
     /// The tool's own time limit passed (DEADLINE_EXCEEDED).
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// A size or range limit was passed, such as a message larger than a server's
+    /// `max_message_bytes` (OUT_OF_RANGE).
+    #[error("{0}")]
+    OutOfRange(String),
 }
 
 /// A tool the registry can run.

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
+use tokio::time::Instant;
 
 /// One progress report: the seed's `{"progress": 0.4, "status": "...", ...extra}`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -55,15 +56,34 @@ pub trait ProgressSink: Send + Sync + 'static {
 
 /// A cheap, cloneable handle a tool reports its progress through. Reporting never blocks and never
 /// fails: when the client reads slower than the tool reports, older unsent progress is replaced.
+///
+/// It also tells the tool when its run must end ([`deadline`](Self::deadline)), for a tool that
+/// passes work on and should pass the deadline on with it.
 #[derive(Clone)]
 pub struct Progress {
     sink: Arc<dyn ProgressSink>,
+    deadline: Option<Instant>,
 }
 
 impl Progress {
-    /// A handle that sends its updates to `sink`.
+    /// A handle that sends its updates to `sink`, with no deadline.
     pub fn new(sink: Arc<dyn ProgressSink>) -> Self {
-        Progress { sink }
+        Progress {
+            sink,
+            deadline: None,
+        }
+    }
+
+    /// The same handle, telling the tool its run ends at `deadline` (`None`: no deadline).
+    pub fn with_deadline(self, deadline: Option<Instant>) -> Self {
+        Progress { deadline, ..self }
+    }
+
+    /// When the run ends whether or not the tool is done, if it has a deadline. The engine
+    /// enforces it (the tool's future is dropped then); a tool only reads it to tell what it
+    /// calls, as a remote tool sends the time left as the call's `grpc-timeout`.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 
     /// A handle that drops every update, for running a tool outside a run.

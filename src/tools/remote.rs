@@ -12,7 +12,10 @@
 //! then stops `serve` with a message naming the entry. Later, a remote that cannot be reached fails
 //! the run with UNAVAILABLE naming the endpoint, and the local server goes on; the channel
 //! reconnects by itself when the remote is back. Cancellation propagates: a run that ends (client
-//! gone, deadline) drops the forwarded call, which cancels the remote run.
+//! gone, deadline) drops the forwarded call, which cancels the remote run. The run's deadline is
+//! also sent as the call's `grpc-timeout`, so the remote ends its run on time by itself even when
+//! the cancellation cannot reach it. Messages both ways may be as large as this server's
+//! `max_message_bytes`. `RemoteTool::error` says how the remote's error codes are mapped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +24,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{Progress, ProgressUpdate, Tool, ToolError, ToolKind, ToolSpec};
@@ -43,8 +47,12 @@ struct RemoteEntry {
 /// How long start-up waits for the remote's tool list.
 const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connects to the server of a `[[tools]]` entry and lists its tools.
-pub async fn from_entry(entry: &toml::Table) -> Result<Vec<Arc<dyn Tool>>, String> {
+/// Connects to the server of a `[[tools]]` entry and lists its tools. Messages to and from the
+/// remote may be up to `max_message_bytes` (this server's `[limits] max_message_bytes`).
+pub async fn from_entry(
+    entry: &toml::Table,
+    max_message_bytes: usize,
+) -> Result<Vec<Arc<dyn Tool>>, String> {
     let entry: RemoteEntry = entry
         .clone()
         .try_into()
@@ -57,7 +65,11 @@ pub async fn from_entry(entry: &toml::Table) -> Result<Vec<Arc<dyn Tool>>, Strin
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
         .connect_lazy();
-    let mut client = ToolServiceClient::new(channel);
+    // A result this server would pass on to its own clients must not be refused on the way in
+    // (tonic's default limit is 4 MiB), nor arguments it accepted on the way out.
+    let mut client = ToolServiceClient::new(channel)
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
     let mut request = tonic::Request::new(pb::ListToolsRequest {});
     request.set_timeout(LIST_TIMEOUT);
     let listed = client
@@ -105,22 +117,47 @@ struct RemoteTool {
 }
 
 impl RemoteTool {
-    /// The remote's status as this tool's error, keeping its code and message.
+    /// The remote's status as this tool's error, with the endpoint before its message. A code
+    /// that means the same to this server's caller is kept; the others say what the caller can do:
+    ///
+    /// | remote | local |
+    /// |---|---|
+    /// | INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, DEADLINE_EXCEEDED, OUT_OF_RANGE, ABORTED | the same |
+    /// | CANCELLED (the remote ended the run, not the caller) | ABORTED |
+    /// | UNAVAILABLE, RESOURCE_EXHAUSTED (the remote is at its run limit) | UNAVAILABLE |
+    /// | UNKNOWN, INTERNAL, DATA_LOSS, UNIMPLEMENTED, UNAUTHENTICATED, FAILED_PRECONDITION, ALREADY_EXISTS | INTERNAL, naming the remote's code |
+    ///
+    /// OUT_OF_RANGE is what tonic answers for a message over a size limit (the remote's limit on
+    /// the arguments, or this server's on the result): the arguments are valid, only too large for
+    /// the link, so it must not become INVALID_ARGUMENT.
     fn error(&self, status: tonic::Status) -> ToolError {
         use tonic::Code;
         let message = format!("remote {}: {}", self.endpoint, status.message());
         match status.code() {
+            Code::InvalidArgument => ToolError::InvalidArguments(message),
             Code::NotFound => ToolError::NotFound(message),
-            Code::InvalidArgument | Code::OutOfRange => ToolError::InvalidArguments(message),
-            Code::Aborted | Code::Cancelled => ToolError::Failed(message),
             Code::PermissionDenied => ToolError::PermissionDenied(message),
             Code::DeadlineExceeded => ToolError::DeadlineExceeded(message),
+            Code::OutOfRange => ToolError::OutOfRange(message),
+            Code::Aborted | Code::Cancelled => ToolError::Failed(message),
             Code::Unavailable | Code::ResourceExhausted => ToolError::Unavailable(format!(
                 "remote toolstream server {} is unavailable: {}",
                 self.endpoint,
                 status.message()
             )),
-            _ => ToolError::Internal(message),
+            Code::Ok
+            | Code::Unknown
+            | Code::Internal
+            | Code::DataLoss
+            | Code::Unimplemented
+            | Code::Unauthenticated
+            | Code::FailedPrecondition
+            | Code::AlreadyExists => ToolError::Internal(format!(
+                "remote {} failed with {:?}: {}",
+                self.endpoint,
+                status.code(),
+                status.message()
+            )),
         }
     }
 
@@ -130,11 +167,16 @@ impl RemoteTool {
                 "arguments must be a JSON object".into(),
             ));
         };
-        let request = pb::RunToolRequest {
+        let mut request = tonic::Request::new(pb::RunToolRequest {
             tool: self.remote_name.clone(),
             arguments: Some(json_to_struct(arguments)),
             options: None,
-        };
+        });
+        // The time left goes with the call: the remote then ends its run at the deadline by
+        // itself, even if this run's cancellation cannot reach it (a broken link).
+        if let Some(deadline) = progress.deadline() {
+            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        }
         let mut client = self.client.clone();
         let mut events = client
             .run_tool(request)

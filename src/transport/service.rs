@@ -48,6 +48,7 @@ pub fn status_from_run_error(error: RunError) -> Status {
             ToolError::NotFound(_) => Status::not_found(message),
             ToolError::Unavailable(_) => Status::unavailable(message),
             ToolError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
+            ToolError::OutOfRange(_) => Status::out_of_range(message),
         },
         RunError::Panicked { .. } | RunError::Internal(_) => Status::internal(message),
         RunError::DeadlineExceeded(_) => Status::deadline_exceeded(message),

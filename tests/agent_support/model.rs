@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
 use serde_json::{Value, json};
@@ -74,6 +74,7 @@ fn chunk(delta: Value, finish_reason: Option<&str>) -> String {
 struct Script {
     replies: Mutex<VecDeque<Reply>>,
     requests: Mutex<Vec<Value>>,
+    authorizations: Mutex<Vec<Option<String>>>,
 }
 
 /// The running stand-in.
@@ -90,6 +91,7 @@ impl StandIn {
         let script = Arc::new(Script {
             replies: Mutex::new(replies.into()),
             requests: Mutex::default(),
+            authorizations: Mutex::default(),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(complete))
@@ -106,6 +108,12 @@ impl StandIn {
     pub fn requests(&self) -> Vec<Value> {
         self.script.requests.lock().unwrap().clone()
     }
+
+    /// The `Authorization` header of each request received so far (`None` when absent).
+    #[allow(dead_code)] // Not every test file that includes this module reads it.
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.script.authorizations.lock().unwrap().clone()
+    }
 }
 
 impl Drop for StandIn {
@@ -114,8 +122,13 @@ impl Drop for StandIn {
     }
 }
 
-async fn complete(State(script): State<Arc<Script>>, body: String) -> Response {
+async fn complete(State(script): State<Arc<Script>>, headers: HeaderMap, body: String) -> Response {
     let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    script.authorizations.lock().unwrap().push(authorization);
     script.requests.lock().unwrap().push(request);
     let reply = script.replies.lock().unwrap().pop_front();
     match reply {
