@@ -111,6 +111,7 @@ struct ModelFile {
     url: Option<String>,
     name: Option<String>,
     max_steps: Option<u32>,
+    max_parallel_calls: Option<usize>,
     /// The name of the environment variable holding the API key (the key itself never goes in
     /// the file).
     api_key_env: Option<String>,
@@ -129,6 +130,8 @@ pub struct ModelConfig {
     pub api_key: Option<String>,
     /// Step limit used when a request sets none.
     pub max_steps: Option<u32>,
+    /// Tool calls of one agent run in flight at once; `None` for the default (8).
+    pub max_parallel_calls: Option<usize>,
 }
 
 impl std::fmt::Debug for ModelConfig {
@@ -138,6 +141,7 @@ impl std::fmt::Debug for ModelConfig {
             .field("name", &self.name)
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
             .field("max_steps", &self.max_steps)
+            .field("max_parallel_calls", &self.max_parallel_calls)
             .finish()
     }
 }
@@ -358,10 +362,17 @@ impl Config {
             name: overrides.model.or(file.model.name),
             api_key: api_key.filter(|key| !key.is_empty()),
             max_steps: overrides.max_steps.or(file.model.max_steps),
+            max_parallel_calls: file.model.max_parallel_calls,
         };
         if model.max_steps == Some(0) {
             return Err(ConfigError::Invalid {
                 key: "model.max_steps",
+                message: "must be at least 1".into(),
+            });
+        }
+        if model.max_parallel_calls == Some(0) {
+            return Err(ConfigError::Invalid {
+                key: "model.max_parallel_calls",
                 message: "must be at least 1".into(),
             });
         }
@@ -498,5 +509,20 @@ mod tests {
             message.contains("bad.toml") && message.contains("listn"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn max_parallel_calls_is_read_and_zero_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("toolstream.toml");
+        std::fs::write(&path, "[model]\nmax_parallel_calls = 3\n").unwrap();
+        let config = Config::load(Some(&path), Overrides::default()).unwrap();
+        assert_eq!(config.model.max_parallel_calls, Some(3));
+
+        std::fs::write(&path, "[model]\nmax_parallel_calls = 0\n").unwrap();
+        let message = Config::load(Some(&path), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("model.max_parallel_calls"), "{message}");
     }
 }

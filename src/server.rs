@@ -14,7 +14,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::agent::openai::OpenAiProvider;
-use crate::agent::{Agent, AgentSettings, DEFAULT_MAX_STEPS, ModelProvider};
+use crate::agent::{
+    Agent, AgentSettings, DEFAULT_MAX_PARALLEL_CALLS, DEFAULT_MAX_STEPS, ModelProvider,
+};
 use crate::config::{Config, Limits, ModelConfig};
 use crate::engine::Engine;
 use crate::pb;
@@ -104,6 +106,9 @@ impl Server {
             provider,
             default_model: config.name.clone(),
             default_max_steps: config.max_steps.unwrap_or(DEFAULT_MAX_STEPS),
+            max_parallel_calls: config
+                .max_parallel_calls
+                .unwrap_or(DEFAULT_MAX_PARALLEL_CALLS),
         }))
     }
 

@@ -7,23 +7,32 @@ mod common;
 mod model;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{TestServer, collect, endless_tool, eventually, registry_with};
-use model::{Reply, StandIn, text, tool_calls};
+use model::{Reply, StandIn, fails_mid_answer, text, tool_calls};
 use serde_json::{Value, json};
 use tonic::Code;
 use toolstream::agent::openai::OpenAiProvider;
-use toolstream::agent::{AgentSettings, ModelProvider};
+use toolstream::agent::{AgentSettings, DEFAULT_MAX_PARALLEL_CALLS, ModelProvider};
 use toolstream::config::Limits;
 use toolstream::json_proto::{struct_to_json, value_to_json};
 use toolstream::pb::run_event::Event;
 use toolstream::pb::{self, RunAgentRequest, tool_call_finished::Outcome};
 use toolstream::server::Server;
-use toolstream::tools::Tool;
+use toolstream::tools::native::tool_fn;
+use toolstream::tools::{Progress, Tool, ToolError};
 
 async fn agent_server(url: Option<&str>, extra: Vec<Arc<dyn Tool>>) -> TestServer {
+    agent_server_with(url, extra, DEFAULT_MAX_PARALLEL_CALLS).await
+}
+
+async fn agent_server_with(
+    url: Option<&str>,
+    extra: Vec<Arc<dyn Tool>>,
+    max_parallel_calls: usize,
+) -> TestServer {
     let root = std::env::current_dir().unwrap();
     let provider: Option<Arc<dyn ModelProvider>> =
         url.map(|url| Arc::new(OpenAiProvider::new(url, Some("test-key".into())).unwrap()) as _);
@@ -31,6 +40,7 @@ async fn agent_server(url: Option<&str>, extra: Vec<Arc<dyn Tool>>) -> TestServe
         provider,
         default_model: Some("standin-model".into()),
         default_max_steps: 4,
+        max_parallel_calls,
     };
     TestServer::serve(
         Server::new(registry_with(&root, extra), Limits::default()).with_agent(settings),
@@ -225,7 +235,9 @@ async fn parallel_calls_each_keep_their_progress_before_their_end() {
     assert_eq!(finished(&events, "b"), Ok(json!({"count": 2})));
     assert_eq!(final_answer(&events), json!("both done"));
     assert_eq!(tool_messages(&model.requests()[1]).len(), 2);
-    // The run's own progress reaches 1.0 once every call is done.
+    // The run's own progress is the share of its step budget used: once every call of the
+    // first of its 4 steps is done, 1/4.
+    assert_run_progress_never_goes_back(&events);
     let last_overall = events
         .iter()
         .filter_map(|e| match &e.event {
@@ -234,7 +246,7 @@ async fn parallel_calls_each_keep_their_progress_before_their_end() {
         })
         .next_back()
         .unwrap();
-    assert_eq!(last_overall, 1.0);
+    assert_eq!(last_overall, 0.25);
 }
 
 #[tokio::test]
@@ -245,16 +257,31 @@ async fn tool_failures_and_model_mistakes_go_back_to_the_model() {
             ("invented", "teleport", r#"{}"#),
             ("broken", "ticks", r#"{"count": "#),
             ("invalid", "ticks", r#"{"count": "many"}"#),
+            ("crash", "explodes", r#"{}"#),
         ]),
         text(&["I could not do it."]),
     ])
     .await;
-    let server = agent_server(Some(&model.url), vec![]).await;
+    let explodes: Arc<dyn Tool> = Arc::new(tool_fn(
+        "explodes",
+        "Panics.",
+        |_: NoArgs, _: Progress| async move {
+            if true {
+                panic!("boom");
+            }
+            Ok::<_, ToolError>(())
+        },
+    ));
+    let server = agent_server(Some(&model.url), vec![explodes]).await;
     let (events, status) = run(&server, prompt("do impossible things")).await;
     assert!(status.is_none(), "{status:?}");
     assert_eq!(final_answer(&events), json!("I could not do it."));
 
     let missing = finished(&events, "missing").unwrap_err();
+    assert!(
+        missing.starts_with("tool \"checksum\" failed: "),
+        "{missing}"
+    );
     assert!(missing.contains("no-such-file.txt"), "{missing}");
     let invented = finished(&events, "invented").unwrap_err();
     assert!(
@@ -265,6 +292,8 @@ async fn tool_failures_and_model_mistakes_go_back_to_the_model() {
     assert!(broken.contains("not valid JSON"), "{broken}");
     let invalid = finished(&events, "invalid").unwrap_err();
     assert!(invalid.contains("field count"), "{invalid}");
+    let crash = finished(&events, "crash").unwrap_err();
+    assert_eq!(crash, "tool \"explodes\" crashed: boom");
 
     let raw = events
         .iter()
@@ -277,7 +306,7 @@ async fn tool_failures_and_model_mistakes_go_back_to_the_model() {
     assert!(raw.arguments.is_none());
 
     let fed_back = tool_messages(&model.requests()[1]);
-    assert_eq!(fed_back.len(), 4);
+    assert_eq!(fed_back.len(), 5);
     assert!(
         fed_back
             .iter()
@@ -466,5 +495,244 @@ async fn generated_python_client_runs_the_agent() {
     assert!(
         output.contains("python agent client: all checks passed"),
         "{output}"
+    );
+}
+
+/// Run-level progress (empty `call_id`) never goes back.
+fn assert_run_progress_never_goes_back(events: &[pb::RunEvent]) {
+    let fractions: Vec<f64> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(Event::Progress(p)) if p.call_id.is_empty() => p.progress,
+            _ => None,
+        })
+        .collect();
+    assert!(
+        fractions.windows(2).all(|pair| pair[1] >= pair[0]),
+        "run-level progress went back: {fractions:?}"
+    );
+}
+
+/// Every progress event of a call comes between its `tool_call_started` and its
+/// `tool_call_finished`.
+fn assert_progress_inside_calls(shape: &[String]) {
+    let mut open = std::collections::HashSet::new();
+    let mut closed = std::collections::HashSet::new();
+    for s in shape {
+        if let Some(id) = s.strip_prefix("call:") {
+            open.insert(id.to_owned());
+        } else if let Some(id) = s.strip_prefix("done:") {
+            open.remove(id);
+            closed.insert(id.to_owned());
+        } else if let Some(id) = s.strip_prefix("progress:").filter(|id| !id.is_empty()) {
+            assert!(
+                open.contains(id) && !closed.contains(id),
+                "progress of {id} outside its call: {shape:?}"
+            );
+        }
+    }
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct NoArgs {}
+
+/// Counts the calls of the `gauge` tool in flight. Each call enters, pauses once, then waits until
+/// `full` calls have been in flight at once (so a test sees the bound reached), and leaves.
+struct Gauge {
+    full: usize,
+    in_flight: AtomicUsize,
+    max_seen: AtomicUsize,
+    finished: AtomicUsize,
+    reached: tokio::sync::watch::Sender<bool>,
+}
+
+fn gauge_tool(gauge: Arc<Gauge>) -> Arc<dyn Tool> {
+    Arc::new(tool_fn(
+        "gauge",
+        "Counts the calls in flight.",
+        move |_: NoArgs, _: Progress| {
+            let gauge = Arc::clone(&gauge);
+            async move {
+                let now = gauge.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                gauge.max_seen.fetch_max(now, Ordering::SeqCst);
+                if now >= gauge.full {
+                    gauge.reached.send_replace(true);
+                }
+                // Every call pauses while in flight, so calls started together overlap.
+                tokio::task::yield_now().await;
+                let mut reached = gauge.reached.subscribe();
+                let _ = reached.wait_for(|reached| *reached).await;
+                gauge.in_flight.fetch_sub(1, Ordering::SeqCst);
+                gauge.finished.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, ToolError>(json!({"in_flight": now}))
+            }
+        },
+    ))
+}
+
+#[tokio::test]
+async fn tool_calls_in_flight_never_exceed_max_parallel_calls() {
+    const BOUND: usize = 4;
+    let gauge = Arc::new(Gauge {
+        full: BOUND,
+        in_flight: AtomicUsize::new(0),
+        max_seen: AtomicUsize::new(0),
+        finished: AtomicUsize::new(0),
+        reached: tokio::sync::watch::Sender::new(false),
+    });
+    let ids: Vec<String> = (0..20).map(|i| format!("g{i}")).collect();
+    let calls: Vec<(&str, &str, &str)> =
+        ids.iter().map(|id| (id.as_str(), "gauge", "{}")).collect();
+    let model = StandIn::start(vec![tool_calls(&calls), text(&["measured"])]).await;
+    let server = agent_server_with(
+        Some(&model.url),
+        vec![gauge_tool(Arc::clone(&gauge))],
+        BOUND,
+    )
+    .await;
+    let (events, status) = run(&server, prompt("measure")).await;
+    assert!(status.is_none(), "{status:?}");
+    assert_eq!(gauge.max_seen.load(Ordering::SeqCst), BOUND);
+    assert_eq!(gauge.finished.load(Ordering::SeqCst), 20);
+    for id in &ids {
+        assert!(finished(&events, id).is_ok());
+    }
+    // A call waiting for its turn has not started: at any point of the stream, at most BOUND
+    // calls are between their tool_call_started and their tool_call_finished.
+    let mut open = 0usize;
+    for s in shape(&events) {
+        if s.starts_with("call:") {
+            open += 1;
+            assert!(open <= BOUND, "{open} calls open at once");
+        } else if s.starts_with("done:") {
+            open -= 1;
+        }
+    }
+    assert_run_progress_never_goes_back(&events);
+    assert_eq!(final_answer(&events), json!("measured"));
+}
+
+#[tokio::test]
+async fn progress_reported_after_a_call_returns_is_dropped() {
+    // The tool hands a clone of its progress handle to a task that reports once the call has
+    // returned and the agent is asking the model again.
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let (reported_tx, reported_rx) = tokio::sync::oneshot::channel::<()>();
+    let go = Arc::new(std::sync::Mutex::new(Some(go_rx)));
+    let reported = Arc::new(std::sync::Mutex::new(Some(reported_tx)));
+    let lingering: Arc<dyn Tool> = Arc::new(tool_fn(
+        "lingering",
+        "Keeps its progress handle after it returns.",
+        move |_: NoArgs, progress: Progress| {
+            let go = go.lock().unwrap().take();
+            let reported = reported.lock().unwrap().take();
+            async move {
+                progress.report(0.5, "working");
+                tokio::spawn(async move {
+                    if let Some(go) = go {
+                        let _ = go.await;
+                    }
+                    progress.report(0.25, "still here");
+                    if let Some(reported) = reported {
+                        let _ = reported.send(());
+                    }
+                });
+                Ok::<_, ToolError>(json!({"returned": true}))
+            }
+        },
+    ));
+    let late_report = Box::pin(async move {
+        let _ = go_tx.send(());
+        reported_rx.await.expect("the late report was made");
+    });
+    let model = StandIn::start(vec![
+        tool_calls(&[("l", "lingering", "{}")]),
+        Reply::After(late_report, Box::new(text(&["ok"]))),
+    ])
+    .await;
+    let server = agent_server(Some(&model.url), vec![lingering]).await;
+    let (events, status) = run(&server, prompt("linger")).await;
+    assert!(status.is_none(), "{status:?}");
+    let shape = shape(&events);
+    assert!(shape.contains(&"progress:l".to_owned()), "{shape:?}");
+    assert_progress_inside_calls(&shape);
+    assert_run_progress_never_goes_back(&events);
+    assert_eq!(final_answer(&events), json!("ok"));
+}
+
+#[tokio::test]
+async fn run_progress_never_goes_back_across_steps() {
+    let model = StandIn::start(vec![
+        tool_calls(&[("one", "ticks", r#"{"count": 3, "interval_ms": 0}"#)]),
+        tool_calls(&[
+            ("two", "ticks", r#"{"count": 3, "interval_ms": 0}"#),
+            ("three", "ticks", r#"{"count": 1, "interval_ms": 0}"#),
+        ]),
+        text(&["done"]),
+    ])
+    .await;
+    let server = agent_server(Some(&model.url), vec![]).await;
+    let (events, status) = run(&server, prompt("tick in two steps")).await;
+    assert!(status.is_none(), "{status:?}");
+    let statuses: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(Event::Progress(p)) if p.call_id.is_empty() => p.status.as_deref(),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        statuses.iter().any(|s| s.starts_with("step 1")),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().any(|s| s.starts_with("step 2")),
+        "{statuses:?}"
+    );
+    assert_run_progress_never_goes_back(&events);
+}
+
+#[tokio::test]
+async fn an_overloaded_endpoint_mid_answer_ends_unavailable() {
+    let model = StandIn::start(vec![
+        fails_mid_answer(
+            &["Let me ", "think"],
+            json!({"message": "Overloaded", "type": "overloaded_error"}),
+        ),
+        fails_mid_answer(
+            &["Let me"],
+            json!({"message": "The server had an error while processing your request.", "type": "server_error"}),
+        ),
+        fails_mid_answer(
+            &["Let me"],
+            json!({"message": "content policy", "type": "invalid_request_error"}),
+        ),
+    ])
+    .await;
+    let server = agent_server(Some(&model.url), vec![]).await;
+
+    let (events, status) = run(&server, prompt("hello")).await;
+    let status = status.unwrap();
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert!(
+        status.message().contains("Overloaded"),
+        "{}",
+        status.message()
+    );
+    // What streamed before the error stays sent.
+    assert_eq!(shape(&events), ["started", "msg", "msg"]);
+
+    let (_, status) = run(&server, prompt("hello")).await;
+    let status = status.unwrap();
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+
+    // Any other error the endpoint reports mid-answer stays INTERNAL.
+    let (_, status) = run(&server, prompt("hello")).await;
+    let status = status.unwrap();
+    assert_eq!(status.code(), Code::Internal, "{}", status.message());
+    assert!(
+        status.message().contains("content policy"),
+        "{}",
+        status.message()
     );
 }

@@ -1,7 +1,7 @@
 //! RunAgent: a language model chooses tool calls, the tools run (in parallel when it asks for
-//! several), their results go back to the model, until it answers. Every step streams as run
-//! events: the model's text, each call's start, progress and end, and progress of the run as a
-//! whole.
+//! several, at most `max_parallel_calls` at once), their results go back to the model, until it
+//! answers. Every step streams as run events: the model's text, each call's start, progress and
+//! end, and progress of the run as a whole.
 //!
 //! The loop ([`run`]) sees the model only through [`ModelProvider`]; [`openai`] is the provider
 //! for the OpenAI-compatible chat-completions API. The agent sits on top of the engine: a run is
@@ -24,6 +24,9 @@ use crate::engine::{Engine, RunError, RunHandle, RunOptions, RunStarted};
 /// Used when neither the request nor the server names a step limit.
 pub const DEFAULT_MAX_STEPS: u32 = 8;
 
+/// Tool calls of one agent run in flight at once, unless the server says otherwise.
+pub const DEFAULT_MAX_PARALLEL_CALLS: usize = 8;
+
 /// The model behind RunAgent, as configured on the server.
 #[derive(Clone)]
 pub struct AgentSettings {
@@ -33,6 +36,8 @@ pub struct AgentSettings {
     pub default_model: Option<String>,
     /// The step limit used when a request sets none.
     pub default_max_steps: u32,
+    /// Tool calls of one run in flight at once (at least 1); further calls wait for one to end.
+    pub max_parallel_calls: usize,
 }
 
 impl Default for AgentSettings {
@@ -41,6 +46,7 @@ impl Default for AgentSettings {
             provider: None,
             default_model: None,
             default_max_steps: DEFAULT_MAX_STEPS,
+            max_parallel_calls: DEFAULT_MAX_PARALLEL_CALLS,
         }
     }
 }
@@ -132,6 +138,7 @@ impl Agent {
             prompt: request.prompt,
             tools,
             max_steps,
+            max_parallel_calls: self.settings.max_parallel_calls,
         };
         self.engine
             .start_run(started, move |context| conversation.run(context))

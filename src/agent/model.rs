@@ -83,6 +83,17 @@ pub enum ModelError {
         /// The endpoint's own message.
         message: String,
     },
+    /// The endpoint reported an error in the middle of its answer (an error chunk in the stream).
+    #[error("model endpoint {endpoint} reported an error mid-answer: {message}")]
+    Failed {
+        /// The URL.
+        endpoint: String,
+        /// The endpoint's own message.
+        message: String,
+        /// The error says the endpoint is overloaded, rate-limited or failing on its side, which
+        /// may pass.
+        transient: bool,
+    },
     /// The endpoint answered something that is not the protocol.
     #[error("model endpoint {endpoint} answered something unexpected: {reason}")]
     Protocol {

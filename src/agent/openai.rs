@@ -2,9 +2,13 @@
 //! OpenAI, vLLM, Ollama, llama.cpp's server and LM Studio: `POST {base}/chat/completions` with
 //! `stream: true`; the answer comes as server-sent events whose `data:` is one JSON chunk, ending
 //! with `data: [DONE]`. Tool calls arrive in pieces keyed by `index`: the id and name first, the
-//! arguments split across chunks.
+//! arguments split across chunks. Servers differ in the details, and the decoder takes them all:
+//! a piece without `index` belongs to the call with its `id` (a new `id` is a new call; no `id`
+//! continues the last call), a new `id` at an `index` already used is a new call, and a piece
+//! repeating its call's whole name does not add to it. An error chunk (`data: {"error": ...}`)
+//! ends the answer with [`ModelError::Failed`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,7 +96,7 @@ impl ModelProvider for OpenAiProvider {
                 .boxed();
             Ok(Decoder {
                 events,
-                calls: BTreeMap::new(),
+                calls: Vec::new(),
                 finished: false,
                 over: false,
                 names,
@@ -243,17 +247,78 @@ fn request_body(request: &ModelRequest, names: &NameMap) -> Value {
     body
 }
 
+/// A tool call being assembled from its pieces.
 #[derive(Default)]
 struct PartialCall {
+    /// The `index` the server gave it, if any.
+    index: Option<u64>,
     id: String,
     name: String,
     arguments: String,
 }
 
+impl PartialCall {
+    fn add_name(&mut self, piece: &str) {
+        // Some servers repeat the whole name in every piece; OpenAI sends it once.
+        if self.name != piece {
+            self.name.push_str(piece);
+        }
+    }
+}
+
+/// The call `piece` (one entry of a delta's `tool_calls`) belongs to among the calls of the answer
+/// so far (in the order they first appeared); a new one when it starts a call.
+fn call_for<'a>(calls: &'a mut Vec<PartialCall>, piece: &Value) -> &'a mut PartialCall {
+    let index = piece["index"].as_u64();
+    let id = piece["id"].as_str().filter(|id| !id.is_empty());
+    let found = match (index, id) {
+        (Some(index), id) => calls.iter().rposition(|call| {
+            call.index == Some(index) && id.is_none_or(|id| call.id.is_empty() || call.id == id)
+        }),
+        (None, Some(id)) => calls.iter().rposition(|call| call.id == id),
+        (None, None) => calls.len().checked_sub(1),
+    };
+    let position = found.unwrap_or_else(|| {
+        calls.push(PartialCall {
+            index,
+            ..PartialCall::default()
+        });
+        calls.len() - 1
+    });
+    &mut calls[position]
+}
+
+/// Whether an error chunk's `error` says the endpoint is overloaded, rate-limited or failing on
+/// its side: by its `type` or `code` (`overloaded_error`, `server_error`, `rate_limit_exceeded`,
+/// `InternalServerError`, `ServiceUnavailableError`…), or a numeric `code` or `status` of 429
+/// or 5xx.
+fn is_transient(error: &Value) -> bool {
+    let named = ["type", "code"].iter().any(|key| {
+        error[*key].as_str().is_some_and(|name| {
+            let name: String = name
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect::<String>()
+                .to_ascii_lowercase();
+            ["overloaded", "servererror", "ratelimit", "unavailable"]
+                .iter()
+                .any(|word| name.contains(word))
+        })
+    });
+    let numbered = ["code", "status"].iter().any(|key| {
+        let value = &error[*key];
+        let number = value
+            .as_u64()
+            .or_else(|| value.as_str().and_then(|s| s.parse().ok()));
+        number.is_some_and(|n| n == 429 || (500..600).contains(&n))
+    });
+    named || numbered
+}
+
 /// Turns the event stream into model output, assembling tool calls.
 struct Decoder {
     events: BoxStream<'static, Result<eventsource_stream::Event, String>>,
-    calls: BTreeMap<u64, PartialCall>,
+    calls: Vec<PartialCall>,
     finished: bool,
     over: bool,
     names: Arc<NameMap>,
@@ -273,9 +338,10 @@ impl Decoder {
         self.over = true;
         let tool_calls = std::mem::take(&mut self.calls)
             .into_iter()
-            .map(|(index, call)| ToolCallRequest {
+            .enumerate()
+            .map(|(position, call)| ToolCallRequest {
                 id: if call.id.is_empty() {
-                    format!("call_{index}")
+                    format!("call_{position}")
                 } else {
                     call.id
                 },
@@ -319,11 +385,17 @@ impl Decoder {
                     return self.protocol(format!("a chunk is not JSON ({e}): {start:?}"));
                 }
             };
-            if let Some(error) = chunk.get("error") {
+            if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
+                self.over = true;
                 let message = error["message"]
                     .as_str()
+                    .or_else(|| error.as_str())
                     .map_or_else(|| error.to_string(), str::to_owned);
-                return self.protocol(format!("the model reported an error: {message}"));
+                return Some(Err(ModelError::Failed {
+                    endpoint: self.endpoint.clone(),
+                    message,
+                    transient: is_transient(error),
+                }));
             }
             // Chunks without choices (usage reports) carry nothing for us.
             let Some(choice) = chunk["choices"].get(0) else {
@@ -335,13 +407,12 @@ impl Decoder {
             let delta = &choice["delta"];
             if let Some(calls) = delta["tool_calls"].as_array() {
                 for call in calls {
-                    let index = call["index"].as_u64().unwrap_or(0);
-                    let partial = self.calls.entry(index).or_default();
-                    if let Some(id) = call["id"].as_str() {
+                    let partial = call_for(&mut self.calls, call);
+                    if let Some(id) = call["id"].as_str().filter(|id| !id.is_empty()) {
                         partial.id = id.to_owned();
                     }
                     if let Some(name) = call["function"]["name"].as_str() {
-                        partial.name.push_str(name);
+                        partial.add_name(name);
                     }
                     if let Some(arguments) = call["function"]["arguments"].as_str() {
                         partial.arguments.push_str(arguments);
@@ -388,5 +459,218 @@ mod tests {
             "model 'x' not found"
         );
         assert_eq!(error_message("Bad Gateway"), "Bad Gateway");
+    }
+
+    /// Decodes `chunks` (each one `data:` payload: a JSON chunk, or a string such as `[DONE]`
+    /// sent as it is) from an endpoint offering the tools `names`.
+    fn decode(names: &[&str], chunks: &[Value]) -> Vec<Result<ModelOutput, ModelError>> {
+        let specs: Vec<ToolSpec> = names.iter().map(|name| spec(name)).collect();
+        let events: Vec<Result<eventsource_stream::Event, String>> = chunks
+            .iter()
+            .map(|chunk| {
+                Ok(eventsource_stream::Event {
+                    data: chunk
+                        .as_str()
+                        .map_or_else(|| chunk.to_string(), str::to_owned),
+                    ..eventsource_stream::Event::default()
+                })
+            })
+            .collect();
+        let mut decoder = Decoder {
+            events: stream::iter(events).boxed(),
+            calls: Default::default(),
+            finished: false,
+            over: false,
+            names: Arc::new(NameMap::new(&specs)),
+            endpoint: "http://model/v1/chat/completions".into(),
+        };
+        futures::executor::block_on(async {
+            let mut outputs = Vec::new();
+            while let Some(output) = decoder.next().await {
+                outputs.push(output);
+            }
+            outputs
+        })
+    }
+
+    fn delta(delta: Value, finish_reason: Option<&str>) -> Value {
+        json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]})
+    }
+
+    fn calls_of(outputs: Vec<Result<ModelOutput, ModelError>>) -> Vec<ToolCallRequest> {
+        match outputs.into_iter().last() {
+            Some(Ok(ModelOutput::Done { tool_calls })) => tool_calls,
+            other => panic!("the answer did not finish: {other:?}"),
+        }
+    }
+
+    fn call(id: &str, name: &str, arguments: &str) -> ToolCallRequest {
+        ToolCallRequest {
+            id: id.into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        }
+    }
+
+    #[test]
+    fn calls_without_index_stay_apart() {
+        let outputs = decode(
+            &["ticks", "checksum"],
+            &[
+                delta(
+                    json!({"tool_calls": [{"id": "a", "type": "function",
+                        "function": {"name": "ticks", "arguments": "{\"count\": 1}"}}]}),
+                    None,
+                ),
+                delta(
+                    json!({"tool_calls": [{"id": "b", "type": "function",
+                        "function": {"name": "checksum", "arguments": "{}"}}]}),
+                    None,
+                ),
+                delta(json!({}), Some("tool_calls")),
+                json!("[DONE]"),
+            ],
+        );
+        assert_eq!(
+            calls_of(outputs),
+            [
+                call("a", "ticks", r#"{"count": 1}"#),
+                call("b", "checksum", "{}")
+            ]
+        );
+    }
+
+    #[test]
+    fn arguments_without_index_or_id_continue_the_last_call() {
+        let outputs = decode(
+            &["ticks"],
+            &[
+                delta(
+                    json!({"tool_calls": [{"id": "a", "function": {"name": "ticks", "arguments": "{\"co"}}]}),
+                    None,
+                ),
+                delta(
+                    json!({"tool_calls": [{"function": {"arguments": "unt\": 2}"}}]}),
+                    None,
+                ),
+                delta(json!({}), Some("tool_calls")),
+            ],
+        );
+        assert_eq!(calls_of(outputs), [call("a", "ticks", r#"{"count": 2}"#)]);
+    }
+
+    #[test]
+    fn a_name_repeated_in_every_delta_is_not_doubled() {
+        let outputs = decode(
+            &["ticks"],
+            &[
+                delta(
+                    json!({"tool_calls": [{"index": 0, "id": "a", "function": {"name": "ticks", "arguments": ""}}]}),
+                    None,
+                ),
+                delta(
+                    json!({"tool_calls": [{"index": 0, "function": {"name": "ticks", "arguments": "{\"count\""}}]}),
+                    None,
+                ),
+                delta(
+                    json!({"tool_calls": [{"index": 0, "id": "a", "function": {"name": "ticks", "arguments": ": 3}"}}]}),
+                    None,
+                ),
+                delta(json!({}), Some("tool_calls")),
+            ],
+        );
+        assert_eq!(calls_of(outputs), [call("a", "ticks", r#"{"count": 3}"#)]);
+    }
+
+    #[test]
+    fn a_new_id_at_a_used_index_starts_a_new_call() {
+        // Some servers number every call 0.
+        let outputs = decode(
+            &["ticks"],
+            &[
+                delta(
+                    json!({"tool_calls": [{"index": 0, "id": "a", "function": {"name": "ticks", "arguments": "{}"}}]}),
+                    None,
+                ),
+                delta(
+                    json!({"tool_calls": [{"index": 0, "id": "b", "function": {"name": "ticks", "arguments": "{}"}}]}),
+                    None,
+                ),
+                delta(json!({}), Some("tool_calls")),
+            ],
+        );
+        assert_eq!(
+            calls_of(outputs),
+            [call("a", "ticks", "{}"), call("b", "ticks", "{}")]
+        );
+    }
+
+    #[test]
+    fn indexed_calls_split_across_chunks_assemble_in_order() {
+        let outputs = decode(
+            &["ticks"],
+            &[
+                delta(
+                    json!({"tool_calls": [{"index": 0, "id": "a", "function": {"name": "ticks", "arguments": ""}}]}),
+                    None,
+                ),
+                delta(
+                    json!({"tool_calls": [{"index": 1, "id": "b", "function": {"name": "ticks", "arguments": "{\"count\": "}}]}),
+                    None,
+                ),
+                delta(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}),
+                    None,
+                ),
+                delta(
+                    json!({"tool_calls": [{"index": 1, "function": {"arguments": "4}"}}]}),
+                    None,
+                ),
+                delta(json!({}), Some("tool_calls")),
+            ],
+        );
+        assert_eq!(
+            calls_of(outputs),
+            [
+                call("a", "ticks", "{}"),
+                call("b", "ticks", r#"{"count": 4}"#)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_error_chunk_ends_the_answer_and_says_whether_it_may_pass() {
+        let overloaded = decode(
+            &[],
+            &[
+                delta(json!({"content": "Let me"}), None),
+                json!({"error": {"message": "Overloaded", "type": "overloaded_error"}}),
+                delta(json!({"content": "never read"}), None),
+            ],
+        );
+        assert_eq!(overloaded.len(), 2, "{overloaded:?}");
+        assert!(matches!(&overloaded[0], Ok(ModelOutput::Text(t)) if t == "Let me"));
+        assert!(
+            matches!(&overloaded[1], Err(ModelError::Failed { message, transient: true, .. }) if message == "Overloaded"),
+            "{overloaded:?}"
+        );
+
+        for error in [
+            json!({"message": "x", "type": "server_error"}),
+            json!({"message": "x", "code": "rate_limit_exceeded"}),
+            json!({"message": "x", "type": "InternalServerError", "code": 500}),
+            json!({"message": "x", "type": "ServiceUnavailableError"}),
+            json!({"message": "x", "code": 503}),
+            json!({"message": "x", "status": "429"}),
+        ] {
+            assert!(is_transient(&error), "{error}");
+        }
+        for error in [
+            json!({"message": "x", "type": "invalid_request_error"}),
+            json!({"message": "x", "code": 400}),
+            json!("just a message"),
+        ] {
+            assert!(!is_transient(&error), "{error}");
+        }
     }
 }

@@ -1,38 +1,80 @@
-//! Progress of an agent run as a whole: one bar for a UI, combined from the tool calls of the
-//! current step. Each call's progress passes through unchanged, tagged with its call; the run's
-//! own progress is the mean of the calls' fractions (a call with no fraction yet counts as 0, a
-//! finished call as 1).
+//! Progress of an agent run: each call's progress passes through unchanged, tagged with its call,
+//! and the run's own progress is one bar for a UI.
+//!
+//! The run's fraction is the share of its step budget used: `(steps finished + the current
+//! step's share) / max_steps`, where a step's share is the mean of its calls' fractions (a call
+//! that has not reported or not started yet counts as 0, a finished call as 1). It never goes
+//! back: a tool that reports a lower fraction than before cannot lower it. It reaches 1.0 only
+//! when every step is used; a run that answers earlier ends with its result.
+//!
+//! A call's progress handle is closed before the call's `tool_call_finished` is emitted, so a
+//! tool that keeps a clone of its handle cannot report after its call ended.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::tools::{Progress, ProgressSink, ProgressUpdate};
 
-/// The calls of one model step.
-pub(super) struct StepProgress {
-    run: Progress,
-    step: u32,
-    fractions: Mutex<Vec<f64>>,
+/// Locks `mutex`; a panic while it was held leaves nothing here half-updated that matters.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl StepProgress {
-    pub(super) fn new(run: Progress, step: u32, calls: usize) -> Arc<Self> {
-        Arc::new(StepProgress {
+/// The run's own progress, across its steps.
+pub(super) struct RunProgress {
+    run: Progress,
+    max_steps: u32,
+    /// The highest fraction reported so far. Held while reporting, so that reports from calls
+    /// running in parallel reach the run in the order their fractions were decided.
+    reported: Mutex<f64>,
+}
+
+impl RunProgress {
+    pub(super) fn new(run: Progress, max_steps: u32) -> Arc<Self> {
+        Arc::new(RunProgress {
             run,
+            max_steps: max_steps.max(1),
+            reported: Mutex::new(0.0),
+        })
+    }
+
+    /// The calls of model step `step` (from 1).
+    pub(super) fn step(self: &Arc<Self>, step: u32, calls: usize) -> Arc<StepProgress> {
+        Arc::new(StepProgress {
+            run: Arc::clone(self),
             step,
             fractions: Mutex::new(vec![0.0; calls]),
         })
     }
 
-    /// A progress handle for call `index` that forwards to `call` and updates the whole.
-    /// It keeps the run's deadline, for tools that pass it on.
-    pub(super) fn call(self: &Arc<Self>, index: usize, call: Progress) -> Progress {
-        let deadline = call.deadline();
-        Progress::new(Arc::new(CallSink {
-            step: Arc::clone(self),
-            index,
-            call,
-        }))
-        .with_deadline(deadline)
+    fn report(&self, step: u32, step_share: f64, status: String) {
+        let mut reported = lock(&self.reported);
+        let fraction = (f64::from(step.saturating_sub(1)) + step_share) / f64::from(self.max_steps);
+        let fraction = fraction.clamp(0.0, 1.0).max(*reported);
+        *reported = fraction;
+        self.run.report(fraction, status);
+    }
+}
+
+/// The calls of one model step.
+pub(super) struct StepProgress {
+    run: Arc<RunProgress>,
+    step: u32,
+    fractions: Mutex<Vec<f64>>,
+}
+
+impl StepProgress {
+    /// The progress of call `index`: its handle forwards to `call` and updates the whole, until
+    /// it is closed.
+    pub(super) fn call(self: &Arc<Self>, index: usize, call: Progress) -> CallProgress {
+        CallProgress {
+            sink: Arc::new(CallSink {
+                step: Arc::clone(self),
+                index,
+                call: Mutex::new(Some(call)),
+            }),
+        }
     }
 
     /// Call `index` ended, either way.
@@ -41,41 +83,122 @@ impl StepProgress {
     }
 
     fn set(&self, index: usize, fraction: f64) {
-        let (overall, done, total) = {
-            let mut fractions = self
-                .fractions
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Some(slot) = fractions.get_mut(index) {
-                *slot = fraction.clamp(0.0, 1.0);
-            }
-            let total = fractions.len();
-            let done = fractions.iter().filter(|f| **f >= 1.0).count();
-            (
-                fractions.iter().sum::<f64>() / total.max(1) as f64,
-                done,
-                total,
-            )
-        };
+        // Held while reporting, so the status's count never goes back either.
+        let mut fractions = lock(&self.fractions);
+        if let Some(slot) = fractions.get_mut(index) {
+            *slot = fraction.clamp(0.0, 1.0);
+        }
+        let total = fractions.len();
+        let done = fractions.iter().filter(|f| **f >= 1.0).count();
+        let share = fractions.iter().sum::<f64>() / total.max(1) as f64;
         self.run.report(
-            overall,
+            self.step,
+            share,
             format!("step {}: {done} of {total} tool calls done", self.step),
         );
+    }
+}
+
+/// The progress of one tool call.
+pub(super) struct CallProgress {
+    sink: Arc<CallSink>,
+}
+
+impl CallProgress {
+    /// The handle the tool reports through. It keeps the run's deadline, for tools that pass
+    /// it on.
+    pub(super) fn handle(&self) -> Progress {
+        let deadline = lock(&self.sink.call).as_ref().and_then(Progress::deadline);
+        Progress::new(Arc::clone(&self.sink) as Arc<dyn ProgressSink>).with_deadline(deadline)
+    }
+
+    /// Ends the call's progress: once this returns, nothing reported through any clone of the
+    /// handle reaches the run.
+    pub(super) fn close(&self) {
+        lock(&self.sink.call).take();
     }
 }
 
 struct CallSink {
     step: Arc<StepProgress>,
     index: usize,
-    call: Progress,
+    /// The call's own progress; `None` once the call is closed. Held while forwarding, so that
+    /// closing waits for a report in flight.
+    call: Mutex<Option<Progress>>,
 }
 
 impl ProgressSink for CallSink {
     fn report(&self, update: ProgressUpdate) {
+        let call = lock(&self.call);
+        let Some(call) = call.as_ref() else {
+            return;
+        };
         let fraction = update.fraction;
-        self.call.update(update);
+        call.update(update);
         if let Some(fraction) = fraction.filter(|f| !f.is_nan()) {
             self.step.set(self.index, fraction);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the fractions and statuses reported to it.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<(Option<f64>, Option<String>)>>);
+
+    impl ProgressSink for Recorded {
+        fn report(&self, update: ProgressUpdate) {
+            lock(&self.0).push((update.fraction, update.status));
+        }
+    }
+
+    impl Recorded {
+        fn fractions(&self) -> Vec<f64> {
+            lock(&self.0).iter().filter_map(|(f, _)| *f).collect()
+        }
+    }
+
+    #[test]
+    fn run_progress_never_goes_back() {
+        let run = Arc::new(Recorded::default());
+        let progress = RunProgress::new(Progress::new(run.clone()), 2);
+
+        let step = progress.step(1, 2);
+        let a = step.call(0, Progress::discard());
+        a.handle().fraction(0.8);
+        // The tool goes back; the run does not.
+        a.handle().fraction(0.2);
+        step.finished(0);
+        step.finished(1);
+        // A new step starts from where the last one ended.
+        let step = progress.step(2, 2);
+        step.call(0, Progress::discard()).handle().fraction(0.5);
+        step.finished(0);
+        step.finished(1);
+
+        let seen = run.fractions();
+        assert!(
+            seen.windows(2).all(|pair| pair[1] >= pair[0]),
+            "went back: {seen:?}"
+        );
+        assert_eq!(seen, [0.2, 0.2, 0.25, 0.5, 0.625, 0.75, 1.0]);
+    }
+
+    #[test]
+    fn a_closed_call_reports_nothing() {
+        let run = Arc::new(Recorded::default());
+        let call = Arc::new(Recorded::default());
+        let progress = RunProgress::new(Progress::new(run.clone()), 1);
+        let step = progress.step(1, 1);
+        let progress = step.call(0, Progress::new(call.clone()));
+        let kept = progress.handle();
+        kept.report(0.5, "half");
+        progress.close();
+        kept.report(0.75, "after the end");
+        assert_eq!(lock(&call.0).clone(), [(Some(0.5), Some("half".into()))]);
+        assert_eq!(run.fractions(), [0.5]);
     }
 }

@@ -3,15 +3,14 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
-use futures::future::join_all;
+use futures::{StreamExt, TryStreamExt, stream};
 use serde_json::Value;
 
 use super::model::{
     ChatMessage, ModelError, ModelOutput, ModelProvider, ModelRequest, ToolCallRequest,
 };
-use super::progress::StepProgress;
-use crate::engine::{CallArguments, CallTag, EventKind, RunContext, RunError};
+use super::progress::{RunProgress, StepProgress};
+use crate::engine::{CallArguments, CallError, CallTag, EventKind, RunContext, RunError};
 use crate::tools::ToolSpec;
 
 /// Everything a run needs, resolved before it starts.
@@ -22,6 +21,8 @@ pub(super) struct Conversation {
     pub(super) prompt: String,
     pub(super) tools: Vec<ToolSpec>,
     pub(super) max_steps: u32,
+    /// Tool calls of the run in flight at once; further calls wait for one to end.
+    pub(super) max_parallel_calls: usize,
 }
 
 impl From<ModelError> for RunError {
@@ -34,7 +35,12 @@ impl From<ModelError> for RunError {
                 RunError::Unavailable(error.to_string())
             }
             ModelError::Refused { .. } => RunError::FailedPrecondition(error.to_string()),
-            ModelError::Protocol { .. } => RunError::Internal(error.to_string()),
+            ModelError::Failed {
+                transient: true, ..
+            } => RunError::Unavailable(error.to_string()),
+            ModelError::Failed { .. } | ModelError::Protocol { .. } => {
+                RunError::Internal(error.to_string())
+            }
         }
     }
 }
@@ -51,6 +57,7 @@ impl Conversation {
             messages.push(ChatMessage::System(self.system_prompt.clone()));
         }
         messages.push(ChatMessage::User(self.prompt.clone()));
+        let progress = RunProgress::new(context.progress(), self.max_steps);
 
         for step in 1..=self.max_steps {
             let (text, tool_calls) = self.ask_model(&context, messages.clone()).await?;
@@ -61,7 +68,9 @@ impl Conversation {
                 text,
                 tool_calls: tool_calls.clone(),
             });
-            let answers = self.run_calls(&context, step, &tool_calls).await?;
+            let answers = self
+                .run_calls(&context, progress.step(step, tool_calls.len()), &tool_calls)
+                .await?;
             for (call, content) in tool_calls.iter().zip(answers) {
                 messages.push(ChatMessage::ToolResult {
                     call_id: call.id.clone(),
@@ -105,23 +114,33 @@ impl Conversation {
         )))
     }
 
-    /// Runs the calls of one step in parallel; returns each call's answer for the model.
+    /// Runs the calls of one step in parallel, at most `max_parallel_calls` at once, in the
+    /// model's order; returns each call's answer for the model, in that order. A call waiting for
+    /// its turn has not started: its `tool_call_started` comes when it starts.
     async fn run_calls(
         &self,
         context: &RunContext,
-        step: u32,
+        step_progress: Arc<StepProgress>,
         calls: &[ToolCallRequest],
     ) -> Result<Vec<String>, RunError> {
-        let step_progress = StepProgress::new(context.progress(), step, calls.len());
-        let runs = calls.iter().enumerate().map(|(index, call)| {
-            let step_progress = Arc::clone(&step_progress);
-            async move {
-                let answer = self.run_call(context, &step_progress, index, call).await;
+        let step_progress = &step_progress;
+        // Nothing runs until the stream below polls it.
+        let runs: Vec<_> = calls
+            .iter()
+            .enumerate()
+            .map(|(index, call)| async move {
+                let answer = self.run_call(context, step_progress, index, call).await;
                 step_progress.finished(index);
-                answer
-            }
-        });
-        join_all(runs).await.into_iter().collect()
+                answer.map(|answer| (index, answer))
+            })
+            .collect();
+        let mut answers: Vec<(usize, String)> = stream::iter(runs)
+            // Unordered, so that a slow call does not hold back the start of the next ones.
+            .buffer_unordered(self.max_parallel_calls.max(1))
+            .try_collect()
+            .await?;
+        answers.sort_unstable_by_key(|(index, _)| *index);
+        Ok(answers.into_iter().map(|(_, answer)| answer).collect())
     }
 
     async fn run_call(
@@ -158,9 +177,12 @@ impl Conversation {
             )),
             Ok(object) => {
                 let progress = step_progress.call(index, context.call_progress(tag.clone()));
-                context
-                    .call_tool(&tag, Value::Object(object), progress)
-                    .await
+                let outcome = context
+                    .call_tool(&tag, Value::Object(object), progress.handle())
+                    .await;
+                // Before tool_call_finished: a tool that kept its handle cannot report after it.
+                progress.close();
+                outcome.map_err(|error| describe_call_error(&call.name, &error))
             }
         };
         let answer = match &outcome {
@@ -172,6 +194,15 @@ impl Conversation {
             .await
             .map_err(gone)?;
         Ok(answer)
+    }
+}
+
+/// A failed call in words, for the model to read (and for `tool_call_finished`).
+fn describe_call_error(tool: &str, error: &CallError) -> String {
+    match error {
+        CallError::Rejected(error) => error.to_string(),
+        CallError::Failed(error) => format!("tool {tool:?} failed: {error}"),
+        CallError::Panicked(message) => format!("tool {tool:?} crashed: {message}"),
     }
 }
 

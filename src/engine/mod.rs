@@ -381,33 +381,39 @@ impl RunContext {
 
     /// Runs one tool call inside this run, reporting through `progress` (usually
     /// [`call_progress`](Self::call_progress) of `call`, or a wrapper around it). A failure
-    /// (unknown tool, invalid arguments, tool error, panic) comes back as a message for the caller
-    /// (the model) to read; it does not end the run.
+    /// (unknown tool, invalid arguments, tool error, panic) comes back as a [`CallError`] for the
+    /// run's body to handle (the agent puts it in words for the model); it does not end the run.
     pub async fn call_tool(
         &self,
         call: &CallTag,
         arguments: Value,
         progress: Progress,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, CallError> {
         let (tool, arguments) = self
             .registry
             .prepare(&call.tool, Some(arguments))
-            .map_err(|error| error.to_string())?;
+            .map_err(CallError::Rejected)?;
         match AssertUnwindSafe(tool.run(arguments, progress))
             .catch_unwind()
             .await
         {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(describe_tool_error(&call.tool, &error)),
-            Err(panic) => Err(format!(
-                "tool {:?} crashed: {}",
-                &*call.tool,
-                panic_message(&*panic)
-            )),
+            Ok(Err(error)) => Err(CallError::Failed(error)),
+            Err(panic) => Err(CallError::Panicked(panic_message(&*panic))),
         }
     }
 }
 
-fn describe_tool_error(tool: &str, error: &ToolError) -> String {
-    format!("tool {tool:?} failed: {error}")
+/// How one tool call inside a run failed (see [`RunContext::call_tool`]); the run goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No tool has that name, or the arguments fail its input schema.
+    #[error(transparent)]
+    Rejected(crate::registry::LookupError),
+    /// The tool ran and reported an error.
+    #[error("the tool failed: {0}")]
+    Failed(ToolError),
+    /// The tool panicked; the message is the panic's.
+    #[error("the tool crashed: {0}")]
+    Panicked(String),
 }

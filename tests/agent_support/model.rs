@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 /// One scripted answer.
@@ -21,6 +22,9 @@ pub enum Reply {
     Events(Vec<String>),
     /// An HTTP error with this body.
     Status(u16, String),
+    /// Waits for the future once the request has arrived, then answers with the reply: lets a
+    /// test act at the moment the agent has sent its request and before it hears back.
+    After(BoxFuture<'static, ()>, Box<Reply>),
 }
 
 /// A model turn that streams `text` in the given pieces, then stops.
@@ -56,6 +60,17 @@ pub fn tool_calls(calls: &[(&str, &str, &str)]) -> Reply {
     }
     events.push(chunk(json!({}), Some("tool_calls")));
     events.push("[DONE]".into());
+    Reply::Events(events)
+}
+
+/// A model turn that streams `pieces` of text, then an error chunk (`data: {"error": error}`) in
+/// place of the rest, as an endpoint that fails mid-answer does; no `[DONE]` follows.
+pub fn fails_mid_answer(pieces: &[&str], error: Value) -> Reply {
+    let mut events: Vec<String> = pieces
+        .iter()
+        .map(|piece| chunk(json!({"content": piece}), None))
+        .collect();
+    events.push(json!({ "error": error }).to_string());
     Reply::Events(events)
 }
 
@@ -130,7 +145,11 @@ async fn complete(State(script): State<Arc<Script>>, headers: HeaderMap, body: S
         .map(str::to_owned);
     script.authorizations.lock().unwrap().push(authorization);
     script.requests.lock().unwrap().push(request);
-    let reply = script.replies.lock().unwrap().pop_front();
+    let mut reply = script.replies.lock().unwrap().pop_front();
+    while let Some(Reply::After(gate, then)) = reply {
+        gate.await;
+        reply = Some(*then);
+    }
     match reply {
         Some(Reply::Events(events)) => {
             let frames = events
@@ -146,6 +165,7 @@ async fn complete(State(script): State<Arc<Script>>, headers: HeaderMap, body: S
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(body))
             .unwrap(),
+        Some(Reply::After(..)) => unreachable!("unwrapped above"),
         None => Response::builder()
             .status(StatusCode::INTERNAL_SERVER_ERROR)
             .body(Body::from("the test scripted no more replies"))
