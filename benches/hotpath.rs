@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status};
 use toolstream::config::Limits;
 use toolstream::json_proto::{json_to_struct, struct_to_json};
 use toolstream::pb::run_event::Event;
+use toolstream::pb::run_service_client::RunServiceClient;
 use toolstream::pb::tool_service_client::ToolServiceClient;
 use toolstream::pb::tool_service_server::{ToolService, ToolServiceServer};
 use toolstream::pb::{self, RunEvent};
@@ -227,16 +228,20 @@ impl ServerProcess {
     }
 
     fn memory_kb(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix(field)
-                    .and_then(|rest| rest.trim().trim_end_matches(" kB").trim().parse().ok())
-            })
-            .unwrap_or(0)
+        process_memory_kb(self.child.id(), field)
     }
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`); 0 when it cannot be read.
+fn process_memory_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(field)
+                .and_then(|rest| rest.trim().trim_end_matches(" kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 impl Drop for ServerProcess {
@@ -438,6 +443,143 @@ async fn memory_per_stream(server: &ServerProcess, streams: usize) -> (f64, u64)
     )
 }
 
+/// What one watcher of the fan-out saw.
+#[derive(Default)]
+struct WatcherStats {
+    /// Events of the run received (`sequence` > 0: not gaps or heartbeats).
+    delivered: u64,
+    /// The last sequence received.
+    last_sequence: u64,
+    gaps: u64,
+    got_result: bool,
+    errors: u64,
+}
+
+/// What the fan-out measure saw, summed over the watchers.
+#[derive(Default)]
+struct FanOutStats {
+    /// Events received by all watchers per second, first WatchRun sent → last stream ended.
+    events_per_sec: f64,
+    delivered: u64,
+    /// The run's last sequence (the events it produced, `started` and `result` included).
+    produced: u64,
+    seconds: f64,
+    /// Watchers that ended with the run's `result`.
+    results: usize,
+    gaps: u64,
+    errors: u64,
+    /// Server RSS just before the watchers, and its peak while they were attached (KiB).
+    rss_before_kb: u64,
+    rss_peak_kb: u64,
+}
+
+/// One detached run of `ticks` (`count` events, `interval_ms` apart) watched by `watchers` WatchRun
+/// streams from its first event, spread over `connections` connections, each reading as fast as
+/// it can. The server's RSS is sampled every 20 ms while the watchers are attached.
+async fn fan_out(
+    server: &ServerProcess,
+    watchers: usize,
+    connections: usize,
+    count: u64,
+    interval_ms: u64,
+) -> FanOutStats {
+    let mut channels = Vec::new();
+    for _ in 0..connections {
+        channels.push(channel(server.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Start the run detached and leave: from here on only the watchers read it.
+    let mut start = request("ticks", json!({"count": count, "interval_ms": interval_ms}));
+    start.options = Some(pb::RunOptions {
+        on_disconnect: pb::OnDisconnect::Continue as i32,
+        ..pb::RunOptions::default()
+    });
+    let response = ToolServiceClient::new(channels[0].clone())
+        .run_tool(start)
+        .await
+        .expect("start the watched run");
+    let run_id = response
+        .metadata()
+        .get("x-run-id")
+        .and_then(|value| value.to_str().ok())
+        .expect("x-run-id")
+        .to_owned();
+    drop(response);
+
+    let pid = server.child.id();
+    let rss_before_kb = process_memory_kb(pid, "VmRSS:");
+    let attached = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let attached = Arc::clone(&attached);
+        tokio::spawn(async move {
+            let mut peak = 0;
+            while attached.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(process_memory_kb(pid, "VmRSS:"));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            peak
+        })
+    };
+
+    let began = Instant::now();
+    let tasks: Vec<_> = (0..watchers)
+        .map(|i| {
+            let mut client = RunServiceClient::new(channels[i % channels.len()].clone());
+            let run_id = run_id.clone();
+            tokio::spawn(async move {
+                let mut stats = WatcherStats::default();
+                let watch = client.watch_run(pb::WatchRunRequest {
+                    run_id,
+                    ..pb::WatchRunRequest::default()
+                });
+                let mut events = match watch.await {
+                    Ok(response) => response.into_inner(),
+                    Err(_) => {
+                        stats.errors = 1;
+                        return (stats, Instant::now());
+                    }
+                };
+                while let Some(event) = events.next().await {
+                    let Ok(event) = event else {
+                        stats.errors += 1;
+                        break;
+                    };
+                    match event.event {
+                        Some(Event::Gap(_)) => stats.gaps += 1,
+                        Some(Event::Heartbeat(_)) => {}
+                        other => {
+                            stats.delivered += 1;
+                            stats.last_sequence = event.sequence;
+                            stats.got_result |= matches!(other, Some(Event::Result(_)));
+                        }
+                    }
+                }
+                (stats, Instant::now())
+            })
+        })
+        .collect();
+    let mut total = FanOutStats {
+        rss_before_kb,
+        ..FanOutStats::default()
+    };
+    let mut last_end = began;
+    for task in tasks {
+        let (stats, ended) = task.await.expect("watcher task");
+        last_end = last_end.max(ended);
+        total.delivered += stats.delivered;
+        total.produced = total.produced.max(stats.last_sequence);
+        total.results += usize::from(stats.got_result);
+        total.gaps += stats.gaps;
+        total.errors += stats.errors;
+    }
+    attached.store(false, std::sync::atomic::Ordering::Relaxed);
+    total.rss_peak_kb = sampler.await.expect("RSS sampler");
+    total.seconds = (last_end - began).as_secs_f64();
+    total.events_per_sec = total.delivered as f64 / total.seconds.max(1e-9);
+    total
+}
+
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
@@ -456,6 +598,10 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(run(quick));
 }
+
+/// Watchers of the fan-out run, and the events it produces in quick mode (one per millisecond).
+const WATCHERS: usize = 1_000;
+const FAN_COUNT: u64 = 5_000;
 
 async fn run(quick: bool) {
     let single = if quick { 200_000 } else { 1_000_000 };
@@ -615,9 +761,52 @@ async fn run(quick: bool) {
     );
     drop(idle);
 
+    // Fan-out, on a fresh server: one detached run, a thousand watchers of it over ten
+    // connections. `ticks` emits every millisecond, a pace a client keeps up with alone; what
+    // the watchers receive together is the server's fan-out, and what they miss is coalesced.
+    let fresh = ServerProcess::start("toolstream", None);
+    let (fan_count, fan_interval_ms) = if quick {
+        (FAN_COUNT, 1)
+    } else {
+        (4 * FAN_COUNT, 1)
+    };
+    let fan = fan_out(&fresh, WATCHERS, 10, fan_count, fan_interval_ms).await;
+    drop(fresh);
+    let fan_rss_kb = fan.rss_peak_kb.saturating_sub(fan.rss_before_kb);
+    println!(
+        "{:<44} {:>14} {:>14.0}",
+        format!("fan-out: events/s delivered, {WATCHERS} watchers"),
+        "-",
+        fan.events_per_sec
+    );
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "  delivered / (watchers x produced)",
+        "-",
+        format!("{}/({WATCHERS}x{})", fan.delivered, fan.produced)
+    );
+    println!(
+        "{:<44} {:>14} {:>14.2}",
+        "  run time as watched (s)", "-", fan.seconds
+    );
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "  results / gaps / errors",
+        "-",
+        format!("{}/{}/{}", fan.results, fan.gaps, fan.errors)
+    );
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "  server RSS before / growth (KiB)",
+        "-",
+        format!("{}/{fan_rss_kb}", fan.rss_before_kb)
+    );
+
     println!();
     println!(
         "bench: ratio_1={ratio_1:.3} ratio_64={ratio_64:.3} p99_overhead_us={p99_overhead:.0} \
-         rss_per_stream_kb={kb_per_stream:.2} slow_reader_tool_slowdown={slowdown:.3}"
+         rss_per_stream_kb={kb_per_stream:.2} slow_reader_tool_slowdown={slowdown:.3} \
+         fanout_events_per_s={:.0} fanout_rss_growth_kb={fan_rss_kb}",
+        fan.events_per_sec
     );
 }

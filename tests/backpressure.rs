@@ -1,5 +1,5 @@
 //! A slow client never slows the tool: progress is coalesced (newest wins), the gap shows in
-//! `sequence`, the result always arrives, and the buffer per run stays bounded.
+//! `sequence`, the result always arrives, and what the server holds per run stays bounded.
 
 mod common;
 
@@ -8,6 +8,63 @@ use std::time::Duration;
 use common::{TestServer, collect, result_value, run_request};
 use serde_json::json;
 use toolstream::pb::{RunOptions, run_event::Event};
+
+#[tokio::test]
+async fn a_stalled_reader_leaves_the_run_log_within_its_bound() {
+    let server = TestServer::start().await;
+    let count = 300_000u64;
+    let response = server
+        .client()
+        .await
+        .run_tool(run_request(
+            "ticks",
+            json!({"count": count, "interval_ms": 0}),
+        ))
+        .await
+        .unwrap();
+    let run_id = response
+        .metadata()
+        .get("x-run-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut stream = response.into_inner();
+    stream.message().await.unwrap().unwrap();
+    // The reader stops reading. The run goes on to its end without waiting for it...
+    let limits = toolstream::config::Limits::default();
+    let bound = 2 * limits.event_buffer + 3;
+    let mut most_held = 0;
+    let start = tokio::time::Instant::now();
+    while server.engine.active_runs() > 0 {
+        let held = server
+            .engine
+            .held_events(&run_id)
+            .expect("the run is known");
+        most_held = most_held.max(held);
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the run never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // ...and its log never held more than the superseded-progress buffer plus the latest
+    // progress, the started event and the result, however far behind the reader was.
+    let held = server.engine.held_events(&run_id).unwrap();
+    assert!(
+        most_held <= bound && held <= bound,
+        "the log held {most_held} events (now {held}); bound {bound}"
+    );
+    let run = server.engine.get_run(&run_id).unwrap();
+    assert_eq!(run.last_sequence, count + 2);
+    // The stalled reader still gets the result.
+    let (events, status) = collect(stream).await;
+    assert!(status.is_none());
+    assert_eq!(
+        result_value(events.last().unwrap()),
+        Some(json!({"count": count}))
+    );
+}
 
 #[tokio::test]
 async fn slow_reader_gets_result_and_coalesced_progress() {
@@ -82,12 +139,29 @@ async fn min_progress_interval_limits_progress_events() {
     )
     .await;
     assert!(status.is_none());
-    let progress = events
+    let progress: Vec<_> = events
         .iter()
-        .filter(|e| matches!(e.event, Some(Event::Progress(_))))
-        .count();
-    // A run of about one second at one event per 250 ms: a handful, never the hundred produced.
-    assert!((1..=20).contains(&progress), "{progress} progress events");
+        .filter_map(|e| match &e.event {
+            Some(Event::Progress(p)) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    // At most one per 250 ms of the run's own duration (from its events' timestamps), plus the
+    // first and the final one; never the hundred produced.
+    let seconds = |e: &toolstream::pb::RunEvent| {
+        let t = e.timestamp.unwrap();
+        t.seconds as f64 + f64::from(t.nanos) / 1e9
+    };
+    let duration = seconds(events.last().unwrap()) - seconds(&events[0]);
+    let allowed = (duration / 0.25).ceil() as usize + 2;
+    assert!(
+        !progress.is_empty() && progress.len() <= allowed,
+        "{} progress events in {duration:.2} s",
+        progress.len()
+    );
+    assert!(progress.len() < 100);
+    // The final progress is never dropped by the throttle.
+    assert_eq!(progress.last().unwrap().progress, Some(1.0));
     let last = events.last().unwrap();
     assert_eq!(last.sequence, 102);
     let Some(Event::Started(started)) = &events[0].event else {

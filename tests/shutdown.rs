@@ -107,3 +107,54 @@ async fn runs_still_going_after_the_grace_period_end_unavailable() {
     serve_task.await.unwrap().unwrap();
     assert_eq!(server.engine.active_runs(), 0);
 }
+
+/// Waits for the process to exit, failing after `limit`.
+fn wait_for_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "toolstream was still running {limit:?} after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stopped_reading_does_not_hold_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served =
+        common::binary::serve(dir.path(), &["--grace-period-secs", "1"], &[]).serving();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", served.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = toolstream::pb::tool_service_client::ToolServiceClient::new(channel);
+    let mut stream = client
+        .run_tool(run_request(
+            "ticks",
+            json!({"count": 5_000_000, "interval_ms": 0}),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    // The client holds its stream and never reads again; the server's window fills up.
+
+    // SAFETY: kill(2) with the pid of a child this test started.
+    let pid = served.child.id() as libc::pid_t;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = wait_for_exit(&mut served.child, Duration::from_secs(60));
+        (status, served)
+    })
+    .await
+    .unwrap()
+    .0;
+    assert!(status.success(), "exit status {status}");
+    drop(stream);
+}

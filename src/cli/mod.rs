@@ -172,6 +172,9 @@ pub fn main() -> ExitCode {
             Command::Health(args) => client::health(args).await,
         }
     });
+    // Whatever is left (a connection a client stopped reading, blocking work in flight) gets a
+    // bounded time: the process always exits.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match outcome {
         Ok(code) => code,
         Err(error) => {

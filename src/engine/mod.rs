@@ -14,6 +14,9 @@ mod log;
 mod reader;
 mod runs;
 
+#[cfg(test)]
+mod log_tests;
+
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -232,6 +235,15 @@ impl Engine {
             let _ = tokio::time::timeout(Duration::from_secs(5), record.log.wait_end()).await;
         }
         Ok(record.snapshot())
+    }
+
+    /// How many events a run's log holds now (for tests and diagnostics: it stays within
+    /// `max_events_per_run`, and near `2 × event_buffer` plus one per call for a run whose
+    /// events are mostly progress, whatever its readers do).
+    pub fn held_events(&self, run_id: &str) -> Option<usize> {
+        self.runs
+            .get(run_id)
+            .map(|record| record.log.lock().events.len())
     }
 
     fn record(&self, run_id: &str) -> Result<Arc<RunRecord>, RunError> {
