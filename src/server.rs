@@ -164,6 +164,8 @@ impl Server {
                 .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
                 .await;
             let cancelled = engine.drain(grace).await;
+            // No tool process outlives the server: stop and reap every process group left.
+            crate::tools::processes::stop_all(grace).await;
             tracing::info!(cancelled, "all runs ended; closing connections");
         };
 
