@@ -181,6 +181,8 @@ impl Server {
                     .await;
             }
             let cancelled = engine.drain(grace).await;
+            // No tool process outlives the server: stop and reap every process group left.
+            crate::tools::processes::stop_all(grace).await;
             tracing::info!(cancelled, "all runs ended; closing connections");
             let _ = drained_tx.send(());
         };

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use futures::FutureExt;
 use toolstream::config::{Config, LogFormat, Overrides};
 use toolstream::server::{Server, build_registry, shutdown_signal};
 use tracing_subscriber::EnvFilter;
@@ -28,6 +29,30 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )?;
     init_logs(config.log_format);
 
+    // Listen for SIGTERM and SIGINT before any tool process starts: a signal while MCP servers
+    // start must end in a shutdown that stops them, not kill toolstream and orphan them.
+    // (Polling it once installs the handlers.)
+    let mut signal = Box::pin(shutdown_signal());
+    let signalled = (&mut signal).now_or_never().is_some();
+    let shutdown = async move {
+        if !signalled {
+            signal.await;
+        }
+    };
+    let grace = config.limits.grace_period;
+    let served = serve_until(config, shutdown).await;
+    // The server stops its tool processes as it shuts down; this catches those started before
+    // a failure (an MCP server of an earlier entry when a later entry is wrong).
+    toolstream::tools::processes::stop_all(grace).await;
+    served?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve_until(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let registry = build_registry(&config).await?;
     let tools: Vec<String> = registry.specs().map(|spec| spec.name.clone()).collect();
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -41,14 +66,17 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     Server::new(registry, config.limits)
         .with_model(&config.model)?
-        .serve(listener, shutdown_signal())
+        .serve(listener, shutdown)
         .await?;
-    tracing::info!("stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
+/// Without RUST_LOG: `info`, but rmcp only from `warn` (it logs every message at `info`).
+const DEFAULT_LOG_FILTER: &str = "info,rmcp=warn";
+
 fn init_logs(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -6,37 +6,67 @@
 //! command = ["python3", "my_mcp_server.py"]
 //! prefix = "files."             # optional: tool names become files.<name>
 //! env = { KEY = "value" }       # optional
-//! cwd = "servers"               # optional, relative to the config file
+//! cwd = "servers"               # optional, relative to the config file (default: its directory)
+//! handshake_timeout_secs = 30   # optional: how long `initialize` and `tools/list` may take
 //! ```
 //!
-//! The server is started when toolstream starts (a server that fails to start, or to list its
-//! tools, stops `serve` with a message naming the entry) and shared by all runs of its tools.
+//! The server is started when toolstream starts (a server that fails to start, to complete the
+//! handshake within `handshake_timeout_secs`, or to list its tools, stops `serve` with a message
+//! naming the entry) and shared by all runs of its tools. It runs in a process group of its own
+//! (`process_group.rs`): Ctrl-C in a terminal reaches toolstream, not the server, and at shutdown
+//! [`super::processes::stop_all`] sends the group SIGTERM, then SIGKILL after the grace period,
+//! and reaps it. Its stderr goes to the log line by line, lossily decoded (a line too long is
+//! logged as skipped), and is read to its end whatever it holds.
+//!
 //! Each call carries a progress token; the server's progress notifications become progress events
-//! (fraction = progress / total when the total is known; status = the message). A result with
-//! `isError` is a tool error (ABORTED) with the result's text. The result value is the
-//! `structuredContent` when there is one, otherwise the text content, parsed as JSON when it is
-//! JSON. A run that ends before the call does (client gone, deadline) sends MCP cancellation. A
-//! server that crashed is started again on the next call.
+//! (fraction = progress / total when the total is known; status = the message). They are taken off
+//! the transport as they are read ([`ProgressTap`]), before rmcp sees them: rmcp handles each
+//! notification on a task of its own but hands a call's response over directly, so progress
+//! routed from its handler could arrive out of order, or after the call ended (the final
+//! `n of n` lost). Read in the stream's order instead, every notification sent before the
+//! response is delivered before the call sees the response. Routes belong to one connection
+//! (tokens start again at 0 when the server is started again); a notification for a token no
+//! call of that connection is waiting for is dropped, and so is one whose `progress` is lower than
+//! the last delivered for its call.
+//!
+//! A result with `isError` is a tool error (ABORTED) with the result's text. The result value is
+//! the `structuredContent` when there is one, otherwise the text content, parsed as JSON when it
+//! is JSON. A run that ends before the call does (client gone, deadline) sends MCP cancellation. A
+//! server that crashed is started again on the next call; a restart that does not complete the
+//! handshake in time fails that call with UNAVAILABLE.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientRequest,
-    ProgressNotificationParam, ProgressToken, RequestId, ServerResult,
+    CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientRequest, GetMeta,
+    JsonRpcMessage, JsonRpcNotification, ProgressNotificationParam, ProgressToken, RequestId,
+    ServerNotification, ServerResult,
 };
-use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
-use rmcp::transport::TokioChildProcess;
+use rmcp::service::{PeerRequestOptions, RunningService, RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::Transport;
+use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::AsyncRead;
+use tokio::process::{ChildStdin, ChildStdout};
 
+use super::lines::{Line, LineReader};
+use super::process_group::LongLivedGroup;
 use super::{Progress, ProgressUpdate, Tool, ToolError, ToolKind, ToolSpec};
+
+/// How long the handshake (and the first `tools/list`) may take when the entry does not say.
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time between SIGTERM and SIGKILL when a server is stopped before shutdown (a restart, or a
+/// handshake that timed out). At shutdown the server's grace period applies.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Longest stderr line logged; a longer one is logged as skipped, without its bytes.
+const MAX_STDERR_LINE_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +79,7 @@ struct McpEntry {
     #[serde(default)]
     env: BTreeMap<String, String>,
     cwd: Option<PathBuf>,
+    handshake_timeout_secs: Option<u64>,
 }
 
 /// Starts the MCP server of a `[[tools]]` entry and lists its tools.
@@ -63,6 +94,11 @@ pub async fn from_entry(
     if entry.command.is_empty() || entry.command[0].is_empty() {
         return Err("`command` must name a program, like [\"python3\", \"server.py\"]".into());
     }
+    let handshake_timeout = match entry.handshake_timeout_secs {
+        Some(0) => return Err("`handshake_timeout_secs` must be at least 1".into()),
+        Some(secs) => Duration::from_secs(secs),
+        None => DEFAULT_HANDSHAKE_TIMEOUT,
+    };
     let cwd = match &entry.cwd {
         Some(cwd) if cwd.is_absolute() => cwd.clone(),
         Some(cwd) => base_dir.join(cwd),
@@ -72,16 +108,23 @@ pub async fn from_entry(
         command: entry.command,
         env: entry.env,
         cwd,
-        routes: Arc::new(ProgressRoutes::default()),
+        handshake_timeout,
         connection: tokio::sync::Mutex::new(None),
     });
     let connection = server.connection().await?;
-    let tools = connection
-        .service
-        .peer()
-        .list_all_tools()
-        .await
-        .map_err(|e| format!("the MCP server did not list its tools: {e}"))?;
+    let tools = tokio::time::timeout(
+        handshake_timeout,
+        connection.service.peer().list_all_tools(),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "the MCP server `{}` did not list its tools within {} s (handshake_timeout_secs)",
+            server.describe(),
+            handshake_timeout.as_secs()
+        )
+    })?
+    .map_err(|e| format!("the MCP server did not list its tools: {e}"))?;
     Ok(tools
         .into_iter()
         .map(|tool| {
@@ -106,12 +149,16 @@ struct McpServer {
     command: Vec<String>,
     env: BTreeMap<String, String>,
     cwd: PathBuf,
-    routes: Arc<ProgressRoutes>,
+    handshake_timeout: Duration,
     connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
 }
 
+/// One started server: the MCP session, the progress routes of its calls, and its process group
+/// (stopped when the connection is dropped).
 struct Connection {
     service: RunningService<RoleClient, McpClient>,
+    routes: Arc<ProgressRoutes>,
+    _process: LongLivedGroup,
 }
 
 impl McpServer {
@@ -128,6 +175,8 @@ impl McpServer {
             }
             tracing::warn!(server = %self.describe(), "MCP server exited; starting it again");
         }
+        // The dead connection goes first: its process group is stopped and reaped.
+        *slot = None;
         let connection = Arc::new(self.start().await?);
         *slot = Some(Arc::clone(&connection));
         Ok(connection)
@@ -142,83 +191,206 @@ impl McpServer {
         }
     }
 
+    /// Starts the server and completes the MCP handshake within the handshake timeout. On any
+    /// failure the process group is dropped, which stops it.
     async fn start(&self) -> Result<Connection, String> {
         let mut command = tokio::process::Command::new(&self.command[0]);
         command
             .args(&self.command[1..])
             .envs(&self.env)
             .current_dir(&self.cwd);
-        let (transport, stderr) = TokioChildProcess::builder(command)
-            .stderr(Stdio::piped())
-            .spawn()
+        let spawned = LongLivedGroup::spawn(command, STOP_GRACE)
             .map_err(|e| format!("cannot start the MCP server `{}`: {e}", self.describe()))?;
-        if let Some(stderr) = stderr {
-            let server = self.describe();
-            tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::info!(mcp_server = %server, "{line}");
-                }
-            });
-        }
-        let client = McpClient {
-            routes: Arc::clone(&self.routes),
+        tracing::debug!(server = %self.describe(), pid = spawned.group.pid(), "MCP server started");
+        tokio::spawn(log_stderr(spawned.stderr, self.describe()));
+        let routes = Arc::new(ProgressRoutes::default());
+        let transport = ProgressTap {
+            inner: AsyncRwTransport::new(spawned.stdout, spawned.stdin),
+            routes: Arc::clone(&routes),
         };
-        let service = client.serve(transport).await.map_err(|e| {
-            format!(
-                "the MCP server `{}` did not complete the MCP handshake: {e}",
-                self.describe()
-            )
-        })?;
-        Ok(Connection { service })
+        let service = tokio::time::timeout(self.handshake_timeout, McpClient.serve(transport))
+            .await
+            .map_err(|_| {
+                format!(
+                    "the MCP server `{}` did not complete the MCP handshake within {} s (no \
+                     answer to `initialize`; handshake_timeout_secs); it was stopped",
+                    self.describe(),
+                    self.handshake_timeout.as_secs()
+                )
+            })?
+            .map_err(|e| {
+                format!(
+                    "the MCP server `{}` did not complete the MCP handshake: {e}",
+                    self.describe()
+                )
+            })?;
+        Ok(Connection {
+            service,
+            routes,
+            _process: spawned.group,
+        })
     }
 }
 
-/// Where progress notifications go, by progress token.
+/// Logs the server's stderr line by line until it closes. Never stops reading before that (a
+/// server whose stderr pipe is full blocks): bytes that are not UTF-8 are replaced, and a line
+/// longer than [`MAX_STDERR_LINE_BYTES`] is logged as such, without its bytes.
+async fn log_stderr(stderr: impl AsyncRead + Unpin, server: String) {
+    let mut lines = LineReader::new(stderr, MAX_STDERR_LINE_BYTES);
+    loop {
+        match lines.next_line().await {
+            Ok(Some(Line::Complete(bytes))) => {
+                let text = String::from_utf8_lossy(bytes);
+                tracing::info!(mcp_server = %server, "{}", text.trim_end());
+            }
+            Ok(Some(Line::TooLong)) => {
+                tracing::info!(
+                    mcp_server = %server,
+                    "(a stderr line longer than {MAX_STDERR_LINE_BYTES} bytes, not logged)"
+                );
+            }
+            Ok(None) => return,
+            Err(error) => {
+                // A pipe read fails only when the pipe is unusable; there is nothing left to read.
+                tracing::warn!(mcp_server = %server, %error, "cannot read the MCP server's stderr");
+                return;
+            }
+        }
+    }
+}
+
+/// The stdio transport with progress notifications taken off it as they are read, and the
+/// progress token of each `tools/call` noted as it is sent.
+///
+/// rmcp reads the transport in one loop, in order, and hands a response to its caller from that
+/// loop; notifications go to the handler on spawned tasks. Delivering progress here, in the loop,
+/// keeps the server's order and delivers everything sent before a response before that response.
+struct ProgressTap {
+    inner: AsyncRwTransport<RoleClient, ChildStdout, ChildStdin>,
+    routes: Arc<ProgressRoutes>,
+}
+
+impl Transport<RoleClient> for ProgressTap {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        if let JsonRpcMessage::Request(request) = &item
+            && matches!(request.request, ClientRequest::CallToolRequest(_))
+            && let Some(token) = request.request.get_meta().get_progress_token()
+        {
+            // Noted before the request is written, so no progress for it can come first.
+            self.routes.expect(token);
+        }
+        self.inner.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
+        // Cancel-safe (rmcp polls it in a `select!`): the inner read is, and a notification is
+        // delivered in the same poll that read it.
+        loop {
+            match self.inner.receive().await? {
+                JsonRpcMessage::Notification(JsonRpcNotification {
+                    notification: ServerNotification::ProgressNotification(progress),
+                    ..
+                }) => self.routes.deliver(progress.params),
+                other => return Some(other),
+            }
+        }
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
+    }
+}
+
+/// Where one connection's progress notifications go, by progress token.
 #[derive(Default)]
 struct ProgressRoutes {
-    routes: Mutex<Routes>,
+    routes: Mutex<HashMap<ProgressToken, Route>>,
 }
 
-#[derive(Default)]
-struct Routes {
-    live: HashMap<ProgressToken, Progress>,
-    /// Notifications that arrived before their call registered its token (the request is on the
-    /// wire before its handle is returned). Bounded: stale ones are dropped.
-    early: HashMap<ProgressToken, ProgressNotificationParam>,
+enum Route {
+    /// The call's request was sent but the call has not registered yet (it is sent by rmcp's loop
+    /// while the call goes on): its notifications wait here, the latest [`EARLY_LIMIT`] of them.
+    Early(VecDeque<ProgressNotificationParam>),
+    /// The call's progress handle, and the last `progress` value delivered to it.
+    Live {
+        progress: Progress,
+        last: Option<f64>,
+    },
 }
 
-/// How many early notifications are kept for calls not yet registered.
-const EARLY_LIMIT: usize = 256;
+/// How many notifications are kept for a call not registered yet.
+const EARLY_LIMIT: usize = 64;
+/// How many calls may have been sent and not registered (a call dropped in between never does).
+const UNREGISTERED_LIMIT: usize = 1024;
 
 impl ProgressRoutes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Routes> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, Route>> {
         self.routes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// A `tools/call` with `token` is being sent.
+    fn expect(&self, token: ProgressToken) {
+        let mut routes = self.lock();
+        if routes.contains_key(&token) {
+            return;
+        }
+        let unregistered = routes
+            .values()
+            .filter(|route| matches!(route, Route::Early(_)))
+            .count();
+        if unregistered >= UNREGISTERED_LIMIT {
+            routes.retain(|_, route| matches!(route, Route::Live { .. }));
+        }
+        routes.insert(token, Route::Early(VecDeque::new()));
+    }
+
     fn deliver(&self, notification: ProgressNotificationParam) {
         let mut routes = self.lock();
-        match routes.live.get(&notification.progress_token) {
-            Some(progress) => progress.update(to_update(&notification)),
-            None => {
-                if routes.early.len() >= EARLY_LIMIT {
-                    routes.early.clear();
+        match routes.get_mut(&notification.progress_token) {
+            Some(Route::Live { progress, last }) => {
+                if last.is_some_and(|last| notification.progress < last) {
+                    return; // progress only goes forward (MCP requires it to increase)
                 }
-                routes
-                    .early
-                    .insert(notification.progress_token.clone(), notification);
+                *last = Some(notification.progress);
+                progress.update(to_update(&notification));
+            }
+            Some(Route::Early(early)) => {
+                if early.len() == EARLY_LIMIT {
+                    early.pop_front();
+                }
+                early.push_back(notification);
+            }
+            None => {
+                tracing::debug!(
+                    token = ?notification.progress_token,
+                    "dropping MCP progress for no call in progress"
+                );
             }
         }
     }
 
+    /// Routes `token`'s progress to `progress` until the guard is dropped, first delivering what
+    /// arrived before.
     fn register(self: &Arc<Self>, token: ProgressToken, progress: Progress) -> RouteGuard {
         let mut routes = self.lock();
-        if let Some(early) = routes.early.remove(&token) {
-            progress.update(to_update(&early));
+        let mut last: Option<f64> = None;
+        if let Some(Route::Early(early)) = routes.remove(&token) {
+            for notification in early {
+                if last.is_some_and(|last| notification.progress < last) {
+                    continue;
+                }
+                last = Some(notification.progress);
+                progress.update(to_update(&notification));
+            }
         }
-        routes.live.insert(token.clone(), progress);
+        routes.insert(token.clone(), Route::Live { progress, last });
         RouteGuard {
             routes: Arc::clone(self),
             token,
@@ -226,6 +398,8 @@ impl ProgressRoutes {
     }
 }
 
+/// Removes a call's route when the call ends: every notification sent before the response was
+/// delivered already ([`ProgressTap`]); later ones are dropped.
 struct RouteGuard {
     routes: Arc<ProgressRoutes>,
     token: ProgressToken,
@@ -233,9 +407,7 @@ struct RouteGuard {
 
 impl Drop for RouteGuard {
     fn drop(&mut self) {
-        let mut routes = self.routes.lock();
-        routes.live.remove(&self.token);
-        routes.early.remove(&self.token);
+        self.routes.lock().remove(&self.token);
     }
 }
 
@@ -250,22 +422,12 @@ fn to_update(notification: &ProgressNotificationParam) -> ProgressUpdate {
     }
 }
 
-/// The client side of the MCP session: it only listens for progress.
+/// The client side of the MCP session. It handles nothing itself: progress never reaches it
+/// ([`ProgressTap`] takes it off the transport first).
 #[derive(Clone)]
-struct McpClient {
-    routes: Arc<ProgressRoutes>,
-}
+struct McpClient;
 
-impl ClientHandler for McpClient {
-    fn on_progress(
-        &self,
-        params: ProgressNotificationParam,
-        _context: NotificationContext<RoleClient>,
-    ) -> impl Future<Output = ()> + Send + '_ {
-        self.routes.deliver(params);
-        std::future::ready(())
-    }
-}
+impl ClientHandler for McpClient {}
 
 /// Sends MCP cancellation for a call whose run ended before the call did.
 struct CancelOnDrop {
@@ -324,8 +486,7 @@ impl McpTool {
             Ok(handle) => handle,
             Err(e) => return Err(self.crashed(e, &connection).await),
         };
-        let _route = self
-            .server
+        let _route = connection
             .routes
             .register(handle.progress_token.clone(), progress);
         let mut cancel = CancelOnDrop {

@@ -3,11 +3,17 @@
 //! A tool takes a JSON object of arguments and a [`Progress`] handle, reports progress through the
 //! handle while it works, and ends with a JSON result or a [`ToolError`]. It never sees the engine:
 //! the handle is all it knows of the run, and dropping its future is how a run cancels it.
+//!
+//! Tools that are processes (command tools, MCP servers) run in process groups of their own,
+//! tracked by [`processes`] until they are reaped, so none outlives the server.
 
 pub mod builtin;
 pub mod command;
+mod lines;
 pub mod mcp;
 pub mod native;
+mod process_group;
+pub mod processes;
 mod progress;
 pub mod remote;
 

@@ -62,7 +62,11 @@ impl TestServer {
         let engine = Arc::clone(server.engine());
         let (shutdown, signal) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve(listener, async move {
-            let _ = signal.await;
+            // Only an explicit begin_shutdown drains: a dropped sender (the test is over) must
+            // not start a drain, whose end stops every tool process of this test binary.
+            if signal.await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }));
         TestServer {
             addr,
@@ -108,9 +112,7 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
+        // Aborted, not drained (see `serve`).
         if let Some(task) = self.task.take() {
             task.abort();
         }

@@ -4,14 +4,14 @@
 //! one JSON object per line to stdout ([`protocol`]): progress as it works, then `{"result": ...}`
 //! or `{"error": "..."}`, and exits. Its stderr goes to the log ([`stderr`]). The process runs in a
 //! process group of its own that is stopped, SIGTERM then SIGKILL, whenever the run ends without it
-//! ([`process`]): cancelled, past a deadline, or failed on a protocol error.
+//! ([`ProcessGroup`]): cancelled, past a deadline, or failed on a protocol error. When the server
+//! shuts down, [`crate::tools::processes::stop_all`] waits until every such group is killed and
+//! reaped.
 //!
 //! Only the config file can declare a command (`[[tools]]` entries of kind "command", see
 //! [`from_entry`]); clients only choose among declared tools and pass arguments.
 
 mod entry;
-mod lines;
-mod process;
 mod protocol;
 mod stderr;
 
@@ -26,10 +26,10 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
-use self::lines::{Line, LineReader};
-use self::process::ProcessGroup;
 use self::protocol::Message;
 use self::stderr::StderrTail;
+use super::lines::{Line, LineReader};
+use super::process_group::ProcessGroup;
 use super::{Progress, Tool, ToolError, ToolSpec};
 
 /// Time between SIGTERM and SIGKILL when a tool is stopped.

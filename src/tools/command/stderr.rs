@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use tokio::io::AsyncRead;
 
-use super::lines::{Line, LineReader};
+use crate::tools::lines::{Line, LineReader};
 
 /// Lines of stderr kept for an error message.
 const TAIL_LINES: usize = 10;
