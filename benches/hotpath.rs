@@ -601,7 +601,7 @@ fn main() {
 
 /// Watchers of the fan-out run, and the events it produces in quick mode (one per millisecond).
 const WATCHERS: usize = 1_000;
-const FAN_COUNT: u64 = 5_000;
+const FAN_COUNT: u64 = 2_000;
 
 async fn run(quick: bool) {
     let single = if quick { 200_000 } else { 1_000_000 };
@@ -768,7 +768,7 @@ async fn run(quick: bool) {
     let (fan_count, fan_interval_ms) = if quick {
         (FAN_COUNT, 1)
     } else {
-        (4 * FAN_COUNT, 1)
+        (5 * FAN_COUNT, 1)
     };
     let fan = fan_out(&fresh, WATCHERS, 10, fan_count, fan_interval_ms).await;
     drop(fresh);
@@ -797,9 +797,13 @@ async fn run(quick: bool) {
     );
     println!(
         "{:<44} {:>14} {:>14}",
-        "  server RSS before / growth (KiB)",
+        "  server RSS before / growth / per watcher (KiB)",
         "-",
-        format!("{}/{fan_rss_kb}", fan.rss_before_kb)
+        format!(
+            "{}/{fan_rss_kb}/{:.1}",
+            fan.rss_before_kb,
+            fan_rss_kb as f64 / WATCHERS as f64
+        )
     );
 
     println!();

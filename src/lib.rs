@@ -4,17 +4,22 @@
 //! Read it in the order an event travels, from the tool up to the wire:
 //!
 //! 1. [`tools`]: what a tool is ([`tools::Tool`]), the [`tools::Progress`] handle a tool reports
-//!    through, the ergonomic [`tools::native::tool_fn`] constructor, and the built-in tools.
+//!    through, the ergonomic [`tools::native::tool_fn`] constructor, the built-in tools, the other
+//!    kinds (command, MCP, remote gRPC) with the process groups they run in, and
+//!    [`tools::from_config`], which builds the registry a configuration describes.
 //! 2. [`registry`]: name → tool, with each tool's JSON Schemas; validates arguments before a run.
-//! 3. [`engine`]: one run per call: run id, event queue with sequence numbers and coalescing of
-//!    progress, cancellation, deadlines, the limit on concurrent runs, graceful draining.
-//! 4. [`transport`]: the tonic service, a thin adapter between the wire types in [`pb`] and the
-//!    engine.
-//! 5. [`server`]: the listening server with health, reflection, HTTP/2 settings and shutdown;
-//!    [`config`] says how it is configured. The `toolstream` binary (`src/main.rs`, `src/cli/`) only parses
-//!    flags and calls this library.
+//! 3. [`engine`]: one run per call, held as a resource: its log of events (sequence numbers,
+//!    coalescing, gaps) read by any number of streams, the table of runs (lookup, listing,
+//!    retention, cancellation), deadlines, the limit on concurrent runs, graceful draining.
+//! 4. [`agent`]: a language model that calls tools, as a run of the engine; the model behind a
+//!    [`agent::ModelProvider`] trait, with an OpenAI-compatible implementation.
+//! 5. [`transport`]: the tonic services (`ToolService`, `RunService`), thin adapters between the
+//!    wire types in [`pb`] and the engine; [`json_proto`] converts JSON to protobuf values and back.
+//! 6. [`server`]: the listening server with health, reflection, HTTP/2 settings and shutdown;
+//!    [`config`] says how it is configured. The `toolstream` binary (`src/main.rs`, `src/cli/`) only
+//!    parses flags and calls this library.
 //!
-//! Dependencies point one way: transport → engine → registry → tools.
+//! Dependencies point one way: transport → agent → engine → registry → tools.
 
 pub mod agent;
 pub mod config;
@@ -23,6 +28,5 @@ pub mod json_proto;
 pub mod pb;
 pub mod registry;
 pub mod server;
-pub mod sources;
 pub mod tools;
 pub mod transport;

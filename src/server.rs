@@ -17,14 +17,13 @@ use crate::agent::openai::OpenAiProvider;
 use crate::agent::{
     Agent, AgentSettings, DEFAULT_MAX_PARALLEL_CALLS, DEFAULT_MAX_STEPS, ModelProvider,
 };
-use crate::config::{Config, Limits, ModelConfig};
+use crate::config::{Limits, ModelConfig};
 use crate::engine::Engine;
 use crate::pb;
 use crate::pb::run_service_server::RunServiceServer;
 use crate::pb::tool_service_server::ToolServiceServer;
-use crate::registry::{RegistryError, ToolRegistry};
-use crate::sources::{SourceError, load_entries};
-use crate::tools::builtin::{builtin_tools, confine_to};
+use crate::registry::ToolRegistry;
+use crate::tools::from_config::BuildError;
 use crate::transport::{RunServiceImpl, ToolServiceImpl};
 
 /// The services health reports, besides the server as a whole (`""`).
@@ -40,15 +39,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The root directory for file tools is unusable.
-    #[error("{0}")]
-    Root(std::io::Error),
-    /// A tool could not be registered.
+    /// The tools could not be set up.
     #[error(transparent)]
-    Registry(#[from] RegistryError),
-    /// A `[[tools]]` entry of the config file is wrong.
-    #[error(transparent)]
-    ToolEntry(#[from] SourceError),
+    Tools(#[from] BuildError),
     /// The model endpoint is unusable.
     #[error("model: {0}")]
     Model(#[from] crate::agent::ModelError),
@@ -58,24 +51,6 @@ pub enum ServeError {
     /// The transport failed.
     #[error("server error: {0}")]
     Transport(#[from] tonic::transport::Error),
-}
-
-/// Builds the registry: the built-in tools, then the config file's `[[tools]]` entries.
-pub async fn build_registry(config: &Config) -> Result<ToolRegistry, ServeError> {
-    let mut registry = ToolRegistry::new();
-    let root = confine_to(&config.root).map_err(ServeError::Root)?;
-    for tool in builtin_tools(root) {
-        registry.register(tool)?;
-    }
-    // Relative paths in entries are relative to the config file's directory.
-    load_entries(
-        &config.tools,
-        &config.base_dir(),
-        &config.limits,
-        &mut registry,
-    )
-    .await?;
-    Ok(registry)
 }
 
 /// A server ready to serve: the engine and the limits it runs with.

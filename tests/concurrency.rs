@@ -34,3 +34,21 @@ async fn five_hundred_concurrent_streams_all_get_their_result() {
     assert_eq!(run_ids.len(), 500);
     assert_eq!(server.engine.active_runs(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_no_longer_counts_as_active_once_its_end_is_visible() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    for _ in 0..300 {
+        let stream = client
+            .run_tool(run_request("ticks", json!({"count": 1, "interval_ms": 0})))
+            .await
+            .unwrap()
+            .into_inner();
+        let (events, status) = collect(stream).await;
+        assert!(status.is_none());
+        assert!(result_value(events.last().unwrap()).is_some());
+        // No waiting: whoever sees a run's end also sees it released its slot.
+        assert_eq!(server.engine.active_runs(), 0);
+    }
+}

@@ -50,9 +50,14 @@ async fn server(markers: &Path) -> TestServer {
 async fn server_of(entry: toml::Table) -> TestServer {
     let root = std::env::current_dir().unwrap();
     let mut registry = registry_with(&root, vec![]);
-    toolstream::sources::load_entries(&[entry], &root, &Limits::default(), &mut registry)
-        .await
-        .unwrap();
+    toolstream::tools::from_config::load_entries(
+        &[entry],
+        &root,
+        &Limits::default(),
+        &mut registry,
+    )
+    .await
+    .unwrap();
     TestServer::start_with(registry, Limits::default()).await
 }
 
@@ -300,22 +305,30 @@ async fn an_mcp_server_that_cannot_start_is_a_config_error_naming_the_entry() {
     let mut registry = registry_with(&root, vec![]);
     let broken: toml::Table =
         toml::from_str("kind = \"mcp\"\ncommand = [\"/nonexistent/mcp-server\"]\n").unwrap();
-    let error =
-        toolstream::sources::load_entries(&[broken], &root, &Limits::default(), &mut registry)
-            .await
-            .unwrap_err()
-            .to_string();
+    let error = toolstream::tools::from_config::load_entries(
+        &[broken],
+        &root,
+        &Limits::default(),
+        &mut registry,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(
         error.contains("entry 1") && error.contains("/nonexistent/mcp-server"),
         "{error}"
     );
 
     let not_mcp: toml::Table = toml::from_str("kind = \"mcp\"\ncommand = [\"true\"]\n").unwrap();
-    let error =
-        toolstream::sources::load_entries(&[not_mcp], &root, &Limits::default(), &mut registry)
-            .await
-            .unwrap_err()
-            .to_string();
+    let error = toolstream::tools::from_config::load_entries(
+        &[not_mcp],
+        &root,
+        &Limits::default(),
+        &mut registry,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(error.contains("handshake"), "{error}");
 }
 
@@ -326,7 +339,8 @@ async fn an_mcp_server_that_never_answers_the_handshake_fails_serve_in_bounded_t
     let mut registry = registry_with(&root, vec![]);
     let entries = [entry_in_mode(markers.path(), Some("--hang"))];
     let limits = Limits::default();
-    let loading = toolstream::sources::load_entries(&entries, &root, &limits, &mut registry);
+    let loading =
+        toolstream::tools::from_config::load_entries(&entries, &root, &limits, &mut registry);
     let error = tokio::time::timeout(GENEROUS, loading)
         .await
         .expect("loading a hung MCP server must end")

@@ -30,7 +30,7 @@ async fn federated(remote: &TestServer) -> TestServer {
 async fn federated_at(endpoint: &str, limits: Limits) -> TestServer {
     let root = std::env::current_dir().unwrap();
     let mut registry = registry_with(&root, vec![]);
-    toolstream::sources::load_entries(&[entry(endpoint)], &root, &limits, &mut registry)
+    toolstream::tools::from_config::load_entries(&[entry(endpoint)], &root, &limits, &mut registry)
         .await
         .unwrap();
     TestServer::start_with(registry, limits).await
@@ -237,13 +237,14 @@ async fn a_remote_that_went_away_is_unavailable_and_local_tools_still_work() {
 
 #[tokio::test]
 async fn an_unreachable_remote_at_start_up_is_a_config_error_naming_the_entry() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A socket bound but not listening: the port stays ours (no other test can take it) and
+    // every connection to it is refused.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = reserved.local_addr().unwrap();
     let root = std::env::current_dir().unwrap();
     let mut registry = registry_with(&root, vec![]);
-    let error = toolstream::sources::load_entries(
+    let error = toolstream::tools::from_config::load_entries(
         &[entry(&format!("http://{closed}"))],
         &root,
         &Limits::default(),
@@ -257,10 +258,15 @@ async fn an_unreachable_remote_at_start_up_is_a_config_error_naming_the_entry() 
 
     let bad: toml::Table =
         toml::from_str("kind = \"grpc\"\nendpoint = \"x\"\nprefx = \"r.\"\n").unwrap();
-    let error = toolstream::sources::load_entries(&[bad], &root, &Limits::default(), &mut registry)
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = toolstream::tools::from_config::load_entries(
+        &[bad],
+        &root,
+        &Limits::default(),
+        &mut registry,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(error.contains("prefx"), "{error}");
 }
 

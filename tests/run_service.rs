@@ -224,10 +224,25 @@ async fn a_finished_run_replays_in_full_and_a_failed_run_ends_with_its_status() 
         .collect();
     assert_eq!(original, replayed);
 
-    // A cursor at or past the end still gets the terminal event.
-    let (tail, status) = collect(watch(&mut client, &run_id, 1000).await).await;
+    // A cursor at the end still gets the terminal event; one past it is refused.
+    let last = events.last().unwrap().sequence;
+    let (tail, status) = collect(watch(&mut client, &run_id, last).await).await;
     assert!(status.is_none());
     assert_eq!(kinds(&tail), vec!["result"]);
+    let past = client
+        .watch_run(WatchRunRequest {
+            run_id: run_id.clone(),
+            after_sequence: last + 1,
+            ..WatchRunRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(past.code(), Code::OutOfRange);
+    assert!(
+        past.message().contains("past the run's last event"),
+        "{}",
+        past.message()
+    );
 
     let (_, original_status) = common::run_tool(
         &server,
@@ -566,14 +581,16 @@ async fn a_log_past_its_bound_tells_a_late_reader_with_one_gap() {
     let mut client = runs(&server).await;
     let (replay, status) = collect(watch(&mut client, &run_id, 0).await).await;
     assert!(status.is_none());
-    let Some(Event::Gap(gap)) = &replay[0].event else {
-        panic!("expected a gap first: {:?}", kinds(&replay));
+    // The started event is never evicted: always the first event, then the gap.
+    assert_eq!(kinds(&replay)[0], "started");
+    let Some(Event::Gap(gap)) = &replay[1].event else {
+        panic!("expected a gap after started: {:?}", kinds(&replay));
     };
-    assert_eq!(replay[0].sequence, 0);
-    assert_eq!(gap.from_sequence, 1);
+    assert_eq!(replay[1].sequence, 0);
+    assert_eq!(gap.from_sequence, 2);
     assert!(gap.to_sequence > 1 && gap.to_sequence < 502);
     assert!(!gap.reason.is_empty());
-    let after: Vec<u64> = replay[1..].iter().map(|e| e.sequence).collect();
+    let after: Vec<u64> = replay[2..].iter().map(|e| e.sequence).collect();
     assert!(after.iter().all(|s| *s > gap.to_sequence));
     assert!(after.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(kinds(&replay).iter().filter(|k| **k == "gap").count(), 1);

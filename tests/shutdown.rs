@@ -158,3 +158,52 @@ async fn a_client_that_stopped_reading_does_not_hold_shutdown() {
     assert!(status.success(), "exit status {status}");
     drop(stream);
 }
+
+#[tokio::test]
+async fn a_detached_run_is_cancelled_after_the_grace_period_and_its_state_says_why() {
+    let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let root = std::env::current_dir().unwrap();
+    let mut server = TestServer::start_with(
+        registry_with(
+            &root,
+            vec![common::endless_tool(std::sync::Arc::clone(&stopped))],
+        ),
+        server_limits(Duration::from_millis(200)),
+    )
+    .await;
+    let mut request = run_request("endless", json!({}));
+    request.options = Some(toolstream::pb::RunOptions {
+        on_disconnect: toolstream::pb::OnDisconnect::Continue as i32,
+        ..Default::default()
+    });
+    let response = server.client().await.run_tool(request).await.unwrap();
+    let run_id = response
+        .metadata()
+        .get("x-run-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    drop(response);
+    let run = server.engine.get_run(&run_id).unwrap();
+    assert_eq!(
+        run.state,
+        toolstream::engine::RunState::Running,
+        "detached: the caller leaving did not end it"
+    );
+
+    let serve_task = server.begin_shutdown();
+    tokio::time::timeout(Duration::from_secs(30), serve_task)
+        .await
+        .expect("shutdown ends")
+        .unwrap()
+        .unwrap();
+    let run = server.engine.get_run(&run_id).unwrap();
+    assert_eq!(run.state, toolstream::engine::RunState::Cancelled);
+    let error = run.error.expect("the reason");
+    assert!(error.to_string().contains("shut down"), "{error}");
+    assert!(
+        stopped.load(std::sync::atomic::Ordering::SeqCst),
+        "the tool was stopped"
+    );
+}

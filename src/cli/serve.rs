@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use futures::FutureExt;
 use toolstream::config::{Config, LogFormat, Overrides};
-use toolstream::server::{Server, build_registry, shutdown_signal};
+use toolstream::server::{Server, shutdown_signal};
+use toolstream::tools::from_config::build_registry;
 use tracing_subscriber::EnvFilter;
 
 use super::ServeArgs;

@@ -51,6 +51,16 @@ pub enum RunError {
     /// Someone cancelled it through CancelRun.
     #[error("the run was cancelled through CancelRun")]
     CancelRequested,
+    /// A watcher asked for events after a sequence the run has not reached.
+    #[error(
+        "after_sequence {after} is past the run's last event ({last}); pass the last sequence you saw"
+    )]
+    CursorPastEnd {
+        /// The cursor given.
+        after: u64,
+        /// The run's last sequence.
+        last: u64,
+    },
     /// No run has that id (never existed, or expired).
     #[error(
         "unknown run {0:?}: no run has this id, or it ended longer ago than the server keeps runs"

@@ -11,7 +11,8 @@
 //!   up sees every progress event) and drops older ones: a reader that fell further behind gets the
 //!   newest progress of each call instead, and the gap in `sequence` shows it. This is coalescing.
 //! - **`max_events`.** Past it the oldest events are evicted; a reader that still needed them gets
-//!   one `Gap` event naming the range (never a silent hole). The run's last event is never evicted.
+//!   one `Gap` event naming the range (never a silent hole). The run's `started` event and its last
+//!   event are never evicted.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -51,7 +52,8 @@ pub(crate) struct LogState {
     pub(crate) events: VecDeque<Arc<RunEvent>>,
     /// The sequence the next event gets.
     pub(crate) next_sequence: u64,
-    /// Every sequence up to this one that is not held was evicted past `max_events`.
+    /// Every sequence up to this one that is not held (the started event is) was evicted past
+    /// `max_events`.
     pub(crate) evicted_through: u64,
     /// The run's first event, kept for readers that start from the latest state.
     pub(crate) started: Option<Arc<RunEvent>>,
@@ -232,13 +234,18 @@ impl RunLog {
             state.superseded = self.progress_buffer + to_drop;
         }
         while state.events.len() > self.max_events {
-            let Some(oldest) = state.events.pop_front() else {
+            // The started event stays: it is always a run's first event, for every reader.
+            let oldest = match state.events.front() {
+                Some(front) if matches!(front.kind, EventKind::Started(_)) => 1,
+                _ => 0,
+            };
+            let Some(evicted) = state.events.remove(oldest) else {
                 break;
             };
-            if is_superseded(&oldest, &state.top_progress, &state.call_progress) {
+            if is_superseded(&evicted, &state.top_progress, &state.call_progress) {
                 state.superseded -= 1;
             }
-            state.evicted_through = oldest.sequence;
+            state.evicted_through = evicted.sequence;
         }
     }
 

@@ -114,6 +114,27 @@ async fn evicted_events_are_announced_by_one_gap() {
         panic!("a gap first: {events:?}");
     };
     assert_eq!((*from, *to), (1, 16));
+    // A started event is never evicted: it stays first, and the gap follows it.
+    let log = RunLog::new("r".into(), 4, 5);
+    log.push(EventKind::Started(Default::default())).unwrap();
+    for i in 0..20 {
+        log.push(EventKind::Message(format!("{i}"))).unwrap();
+    }
+    let with_started: Vec<Arc<RunEvent>> = reader(&log, 100)
+        .take(3)
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert!(matches!(with_started[0].kind, EventKind::Started(_)));
+    assert!(matches!(
+        with_started[1].kind,
+        EventKind::Gap {
+            from: 2,
+            to: 17,
+            ..
+        }
+    ));
+    assert_eq!(with_started[2].sequence, 18);
     assert_eq!(events[0].sequence, 0);
     let rest: Vec<u64> = events[1..].iter().map(|e| e.sequence).collect();
     assert_eq!(rest, vec![17, 18, 19, 20, 21]);

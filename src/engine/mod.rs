@@ -216,6 +216,12 @@ impl Engine {
         options: &RunOptions,
     ) -> Result<EventStream, RunError> {
         let record = self.record(run_id)?;
+        if let ReadFrom::After(after) = from {
+            let last = record.log.lock().last_sequence();
+            if after > last {
+                return Err(RunError::CursorPastEnd { after, last });
+            }
+        }
         Ok(EventStream::new(
             Arc::clone(&record.log),
             from,

@@ -181,8 +181,13 @@ impl Stream for EventStream {
             }
             let log = Arc::clone(&this.log);
             let mut state = log.lock();
-            if this.next <= state.evicted_through {
-                let (from, to) = (this.next, state.evicted_through);
+            let start = state.position_from(this.next);
+            let next_held = state.events.get(start).map(|event| event.sequence);
+            if this.next <= state.evicted_through && next_held != Some(this.next) {
+                let from = this.next;
+                let to = next_held.map_or(state.evicted_through, |held| {
+                    (held - 1).min(state.evicted_through)
+                });
                 this.next = to + 1;
                 drop(state);
                 let gap = RunEvent::new(
@@ -200,7 +205,6 @@ impl Stream for EventStream {
                 );
                 return this.deliver(Arc::new(gap));
             }
-            let start = state.position_from(this.next);
             let last_sequence = state.last_sequence();
             if start >= state.events.len() {
                 return match &state.end {
@@ -222,6 +226,9 @@ impl Stream for EventStream {
             let lagging = last_sequence + 1 - this.next > this.lag_budget;
             let Some(throttle) = this.throttle.as_mut() else {
                 for event in state.events.range(start..).take(BATCH) {
+                    if event.sequence != this.next && this.next <= state.evicted_through {
+                        break; // evicted events lie between: the gap comes first
+                    }
                     this.next = event.sequence + 1;
                     if lagging && event.kind.is_progress() && state.is_superseded(event) {
                         continue;
@@ -235,6 +242,9 @@ impl Stream for EventStream {
             let mut chosen = None;
             for index in start..state.events.len() {
                 let event = &state.events[index];
+                if event.sequence != this.next && this.next <= state.evicted_through {
+                    break; // evicted events lie between: the gap comes first
+                }
                 let EventKind::Progress { call, .. } = &event.kind else {
                     chosen = Some(Arc::clone(event));
                     break;

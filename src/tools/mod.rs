@@ -9,6 +9,7 @@
 
 pub mod builtin;
 pub mod command;
+pub mod from_config;
 mod lines;
 pub mod mcp;
 pub mod native;

@@ -39,6 +39,7 @@ pub fn status_from_run_error(error: RunError) -> Status {
     let message = error.to_string();
     match error {
         RunError::UnknownTool(_) | RunError::UnknownRun(_) => Status::not_found(message),
+        RunError::CursorPastEnd { .. } => Status::out_of_range(message),
         RunError::InvalidArguments(_) => Status::invalid_argument(message),
         RunError::Tool { error, .. } => match error {
             ToolError::Failed(_) => Status::aborted(message),

@@ -154,23 +154,39 @@ pub fn checksum(root: Confinement) -> impl Tool {
     )
 }
 
-async fn hash_files(
+/// Every path resolved inside the root, with the total size of the files.
+fn resolve_all(
     root: &Confinement,
-    args: ChecksumArgs,
-    progress: &Progress,
-) -> Result<serde_json::Value, ToolError> {
-    // Check every path before reading any, so a bad path fails the run at once.
-    let mut files = Vec::with_capacity(args.paths.len());
+    paths: &[String],
+) -> Result<(Vec<(String, PathBuf)>, u64), ToolError> {
+    let mut files = Vec::with_capacity(paths.len());
     let mut total: u64 = 0;
-    for path in &args.paths {
+    for path in paths {
         let resolved = root.resolve_file(path)?;
-        let len = tokio::fs::metadata(&resolved)
-            .await
+        let len = std::fs::metadata(&resolved)
             .map_err(|e| ToolError::Failed(format!("cannot read {path:?}: {e}")))?
             .len();
         total += len;
         files.push((path.clone(), resolved));
     }
+    Ok((files, total))
+}
+
+async fn hash_files(
+    root: &Confinement,
+    args: ChecksumArgs,
+    progress: &Progress,
+) -> Result<serde_json::Value, ToolError> {
+    // Check every path before reading any, so a bad path fails the run at once. Resolving
+    // (canonicalize, metadata) blocks on the file system: it runs on a blocking thread, never on
+    // the runtime's.
+    let (files, total) = {
+        let root = root.clone();
+        let paths = args.paths.clone();
+        tokio::task::spawn_blocking(move || resolve_all(&root, &paths))
+            .await
+            .map_err(|e| ToolError::Internal(format!("resolving the paths failed: {e}")))??
+    };
 
     let mut done: u64 = 0;
     let mut results = Vec::with_capacity(files.len());

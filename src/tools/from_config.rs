@@ -1,12 +1,46 @@
-//! Tools that come from the config file: each `[[tools]]` entry names a `kind` and is turned into
-//! one or more tools by the module of that kind.
+//! The registry a configuration describes: the built-in tools, then the tools of the config file,
+//! where each `[[tools]]` entry names a `kind` and is turned into one or more tools by the module
+//! of that kind.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::Limits;
-use crate::registry::ToolRegistry;
+use crate::config::{Config, Limits};
+use crate::registry::{RegistryError, ToolRegistry};
+use crate::tools::builtin::{builtin_tools, confine_to};
 use crate::tools::{command, mcp, remote};
+
+/// Why the tools of a configuration could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The root directory for file tools is unusable.
+    #[error("{0}")]
+    Root(std::io::Error),
+    /// A tool could not be registered.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A `[[tools]]` entry of the config file is wrong.
+    #[error(transparent)]
+    Entry(#[from] SourceError),
+}
+
+/// Builds the registry: the built-in tools, then the config file's `[[tools]]` entries.
+pub async fn build_registry(config: &Config) -> Result<ToolRegistry, BuildError> {
+    let mut registry = ToolRegistry::new();
+    let root = confine_to(&config.root).map_err(BuildError::Root)?;
+    for tool in builtin_tools(root) {
+        registry.register(tool)?;
+    }
+    // Relative paths in entries are relative to the config file's directory.
+    load_entries(
+        &config.tools,
+        &config.base_dir(),
+        &config.limits,
+        &mut registry,
+    )
+    .await?;
+    Ok(registry)
+}
 
 /// A `[[tools]]` entry that cannot be used; the message names the entry and the problem.
 #[derive(Debug, thiserror::Error)]
