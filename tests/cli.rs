@@ -1,11 +1,17 @@
 //! The `toolstream` binary as a user runs it: `serve`, then the client subcommands against it.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_toolstream");
+
+/// How long a test waits for something that should happen at once before it fails. A bound on
+/// a failure, never a pause: nothing waits for it to pass.
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// `toolstream serve` on an ephemeral port, killed with SIGTERM when dropped.
 struct Served {
@@ -15,9 +21,15 @@ struct Served {
 
 impl Served {
     fn start(root: &std::path::Path) -> Served {
+        Served::start_with(root, &[])
+    }
+
+    /// `serve` with more arguments (`--config FILE`).
+    fn start_with(root: &std::path::Path, args: &[&std::ffi::OsStr]) -> Served {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--root"])
             .arg(root)
+            .args(args)
             .env("TOOLSTREAM_LOG_FORMAT", "json")
             .env_remove("TOOLSTREAM_CONFIG")
             .stderr(Stdio::piped())
@@ -50,12 +62,163 @@ impl Served {
             .expect("run client subcommand")
     }
 
+    /// A client subcommand that must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.client(args);
+        assert!(
+            output.status.success(),
+            "toolstream {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("stdout is UTF-8")
+    }
+
+    /// A client subcommand that must fail; its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let output = self.client(args);
+        assert!(
+            !output.status.success(),
+            "toolstream {args:?} should fail; printed {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    /// `run ... --detach`: the id it prints, checked to be all it prints.
+    fn detach(&self, tool: &str, args: &[&str]) -> String {
+        let mut command = vec!["run", tool, "--detach"];
+        for arg in args {
+            command.extend(["--arg", arg]);
+        }
+        let stdout = self.ok(&command);
+        let id = stdout.trim_end_matches('\n');
+        assert!(
+            !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()),
+            "run --detach prints the run id and nothing else: {stdout:?}"
+        );
+        id.to_owned()
+    }
+
+    /// `get ID` as JSON.
+    fn get(&self, run_id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["get", run_id])).expect("get prints the run as JSON")
+    }
+
+    /// The ids `runs ARGS` lists, in its order.
+    fn run_ids(&self, args: &[&str]) -> Vec<String> {
+        let mut command = vec!["runs"];
+        command.extend(args);
+        self.ok(&command)
+            .lines()
+            .map(|line| {
+                let run: Value = serde_json::from_str(line).expect("each line is a run as JSON");
+                run["run_id"].as_str().expect("run_id").to_owned()
+            })
+            .collect()
+    }
+
+    /// A client subcommand left running, its stdout read line by line as it prints.
+    fn spawn(&self, args: &[&str]) -> Following {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("TOOLSTREAM_ADDR", &self.addr)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start client subcommand");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Following {
+            child: Some(child),
+            lines,
+        }
+    }
+
     fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success());
         self.child.wait().unwrap()
     }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // A test that failed before `terminate` leaves no server behind (after it, a no-op).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client subcommand still running (`watch`, or `run` without `--detach`).
+struct Following {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Following {
+    /// The next JSON line it prints.
+    fn next_json(&self) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(LIMIT)
+            .expect("the client prints its next event");
+        serde_json::from_str(&line).expect("each line is JSON")
+    }
+
+    /// Waits for it to exit: its status and its stderr.
+    fn wait(mut self) -> (ExitStatus, String) {
+        let output = self
+            .child
+            .take()
+            .unwrap()
+            .wait_with_output()
+            .expect("wait for the client");
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Asks `probe` again and again until it answers. Each probe runs a client process, which
+/// paces the loop; the test fails after [`LIMIT`].
+fn until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(answer) = probe() {
+            return answer;
+        }
+        assert!(start.elapsed() < LIMIT, "timed out waiting for: {what}");
+    }
+}
+
+fn sequences(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e["sequence"].as_u64().expect("sequence"))
+        .collect()
+}
+
+fn strictly_increasing(numbers: &[u64]) -> bool {
+    numbers.windows(2).all(|pair| pair[0] < pair[1])
 }
 
 fn json_lines(output: &std::process::Output) -> Vec<Value> {
@@ -155,4 +318,234 @@ fn serve_refuses_a_bad_config_naming_the_file() {
         message.contains("bad.toml") && message.contains("listen"),
         "{message}"
     );
+}
+
+#[test]
+fn a_detached_run_goes_on_and_get_and_watch_find_it_by_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path());
+
+    let id = served.detach("ticks", &["count=5", "interval_ms=5"]);
+    // The client has exited; the run goes on in the server and succeeds.
+    let run = until("the detached run succeeds", || {
+        let run = served.get(&id);
+        (run["state"] == "succeeded").then_some(run)
+    });
+    assert_eq!(run["run_id"], id.as_str());
+    assert_eq!(run["tool"], "ticks");
+    assert_eq!(run["result"], json!({"count": 5}));
+    assert_eq!(run["last_sequence"], 7);
+    assert_eq!(run["progress"][0]["progress"], 1.0);
+    assert!(run["end_time"].as_f64() >= run["create_time"].as_f64());
+
+    // Watching a finished run replays it: JSON lines ending with the result, exit 0.
+    let watched = served.client(&["watch", &id]);
+    assert!(watched.status.success());
+    let events = json_lines(&watched);
+    assert_eq!(events.first().unwrap()["type"], "started");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "result");
+    assert_eq!(last["value"], json!({"count": 5}));
+    assert_eq!(last["sequence"], 7);
+    assert!(strictly_increasing(&sequences(&events)), "{events:?}");
+    assert!(events.iter().all(|e| e["run_id"] == id.as_str()));
+
+    // From a cursor: only what comes after it.
+    let rest = json_lines(&served.client(&["watch", &id, "--after", "5"]));
+    assert_eq!(sequences(&rest), [6, 7]);
+    assert_eq!(rest[1]["type"], "result");
+
+    assert!(served.terminate().success());
+}
+
+#[test]
+fn watch_latest_follows_a_long_run_and_cancel_ends_it_for_every_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path());
+    let id = served.detach("ticks", &["count=10000000", "interval_ms=2"]);
+
+    // Let it build some history for --latest to skip.
+    let produced = until("the run has made progress", || {
+        let run = served.get(&id);
+        assert_eq!(run["state"], "running");
+        let last = run["last_sequence"].as_u64().unwrap();
+        (last >= 20).then_some(last)
+    });
+    let watching = served.spawn(&["watch", &id, "--latest"]);
+    let started = watching.next_json();
+    assert_eq!(
+        (&started["type"], &started["sequence"]),
+        (&json!("started"), &json!(1))
+    );
+    let latest = watching.next_json();
+    assert_eq!(latest["type"], "progress");
+    assert!(
+        latest["sequence"].as_u64().unwrap() >= produced,
+        "--latest starts at the latest progress ({produced} events were produced), not at \
+         the history: {latest}"
+    );
+    let live = watching.next_json();
+    assert!(live["sequence"].as_u64() > latest["sequence"].as_u64());
+
+    let cancelled: Value = serde_json::from_str(&served.ok(&["cancel", &id])).unwrap();
+    assert_eq!(cancelled["state"], "cancelled");
+    assert_eq!(cancelled["error_code"], 1, "google.rpc.Code CANCELLED");
+    assert!(cancelled["end_time"].is_number());
+
+    // The live watcher ends with the run's status and a non-zero exit.
+    let (status, stderr) = watching.wait();
+    assert!(!status.success());
+    assert!(stderr.contains("Cancelled"), "{stderr}");
+
+    // So does a watch begun after the end: the history, then CANCELLED.
+    let again = served.client(&["watch", &id]);
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("Cancelled") && stderr.contains("CancelRun"),
+        "{stderr}"
+    );
+    let replayed = json_lines(&again);
+    assert_eq!(replayed[0]["type"], "started");
+    assert!(replayed.iter().all(|e| e["type"] != "result"));
+    assert!(strictly_increasing(&sequences(&replayed)));
+
+    // Cancelling again changes nothing.
+    let twice: Value = serde_json::from_str(&served.ok(&["cancel", &id])).unwrap();
+    assert_eq!(twice["state"], "cancelled");
+    assert_eq!(twice["end_time"], cancelled["end_time"]);
+    assert_eq!(served.get(&id)["state"], "cancelled");
+
+    assert!(served.terminate().success());
+}
+
+#[test]
+fn run_and_watch_send_heartbeats_while_a_run_is_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path());
+
+    // A run that says nothing for ten minutes after it starts.
+    let running = served.spawn(&[
+        "run",
+        "ticks",
+        "--arg",
+        "count=1",
+        "--arg",
+        "interval_ms=600000",
+        "--heartbeat-ms",
+        "20",
+    ]);
+    let started = running.next_json();
+    assert_eq!(started["type"], "started");
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    let heartbeat = running.next_json();
+    assert_eq!(heartbeat["type"], "heartbeat");
+    assert_eq!(heartbeat["sequence"], 0, "heartbeats are not stored");
+    assert_eq!(heartbeat["last_sequence"], 1);
+
+    let watching = served.spawn(&["watch", &id, "--latest", "--heartbeat-ms", "20"]);
+    assert_eq!(watching.next_json()["type"], "started");
+    let heartbeat = watching.next_json();
+    assert_eq!(heartbeat["type"], "heartbeat");
+    assert_eq!(heartbeat["last_sequence"], 1);
+
+    served.ok(&["cancel", &id]);
+    for following in [running, watching] {
+        let (status, stderr) = following.wait();
+        assert!(!status.success());
+        assert!(stderr.contains("Cancelled"), "{stderr}");
+    }
+    assert!(served.terminate().success());
+}
+
+#[test]
+fn watch_marks_events_the_server_no_longer_holds_with_a_gap_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("toolstream.toml");
+    std::fs::write(&config, "[runs]\nmax_events_per_run = 10\n").unwrap();
+    let served = Served::start_with(dir.path(), &["--config".as_ref(), config.as_os_str()]);
+
+    let id = served.detach("ticks", &["count=50", "interval_ms=1"]);
+    until("the run succeeds", || {
+        (served.get(&id)["state"] == "succeeded").then_some(())
+    });
+    // 52 events (started, 50 progress, result); the log holds the last 10.
+    let watched = served.client(&["watch", &id]);
+    assert!(watched.status.success());
+    let events = json_lines(&watched);
+    let gap = &events[0];
+    assert_eq!(gap["type"], "gap");
+    assert_eq!(gap["sequence"], 0, "a gap is not a stored event");
+    assert_eq!(
+        (&gap["from_sequence"], &gap["to_sequence"]),
+        (&json!(1), &json!(42))
+    );
+    assert!(
+        gap["reason"].as_str().unwrap().contains("10 events"),
+        "{gap}"
+    );
+    assert_eq!(sequences(&events[1..]), (43..=52).collect::<Vec<_>>());
+    assert_eq!(events.last().unwrap()["type"], "result");
+    assert!(served.terminate().success());
+}
+
+#[test]
+fn runs_lists_newest_first_filtered_by_tool_and_state_page_by_page() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), b"hello\n").unwrap();
+    let served = Served::start(dir.path());
+
+    let first = served.detach("ticks", &["count=1", "interval_ms=1"]);
+    until("the first run succeeds", || {
+        (served.get(&first)["state"] == "succeeded").then_some(())
+    });
+    let checksum = served.client(&["run", "checksum", "--json", r#"{"paths":["hello.txt"]}"#]);
+    assert!(checksum.status.success());
+    let second = json_lines(&checksum)[0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let third = served.detach("ticks", &["count=10000000", "interval_ms=5"]);
+
+    let (first, second, third) = (first.as_str(), second.as_str(), third.as_str());
+    assert_eq!(served.run_ids(&[]), [third, second, first]);
+    assert_eq!(served.run_ids(&["--tool", "ticks"]), [third, first]);
+    assert_eq!(served.run_ids(&["--tool", "checksum"]), [second]);
+    assert_eq!(
+        served.run_ids(&["--tool", "no_such_tool"]),
+        Vec::<String>::new()
+    );
+    assert_eq!(served.run_ids(&["--state", "running"]), [third]);
+    assert_eq!(
+        served.run_ids(&["--state", "succeeded", "--tool", "ticks"]),
+        [first]
+    );
+    // One page, then every page.
+    assert_eq!(served.run_ids(&["--page-size", "1"]), [third]);
+    assert_eq!(
+        served.run_ids(&["--page-size", "1", "--all"]),
+        [third, second, first]
+    );
+
+    let listed: Vec<Value> = json_lines(&served.client(&["runs", "--tool", "checksum"]));
+    assert_eq!(listed[0]["state"], "succeeded");
+    assert_eq!(listed[0]["agent"], false);
+    assert_eq!(listed[0]["result"]["total_bytes"], 6);
+
+    served.ok(&["cancel", third]);
+    assert!(served.terminate().success());
+}
+
+#[test]
+fn get_watch_and_cancel_of_an_unknown_run_fail_naming_the_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path());
+    for command in ["get", "watch", "cancel"] {
+        let stderr = served.fails(&[command, "no-such-run-4711"]);
+        assert!(
+            stderr.contains("no-such-run-4711") && stderr.contains("no run"),
+            "{command}: {stderr}"
+        );
+    }
+    assert!(served.terminate().success());
 }

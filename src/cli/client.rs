@@ -1,6 +1,6 @@
-//! The client subcommands: `tools`, `run`, `health`.
+//! The client subcommands of ToolService and health: `tools`, `run` (and `run --detach`),
+//! `health`.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,11 +10,11 @@ use serde_json::{Map, Value};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use toolstream::json_proto::{json_to_struct, value_to_json};
+use toolstream::json_proto::json_to_struct;
 use toolstream::pb;
 use toolstream::pb::tool_service_client::ToolServiceClient;
 
-use super::output::{ProgressView, event_json, status_exit};
+use super::output::{follow, print_line, status_exit};
 use super::{HealthArgs, RunArgs, ToolsArgs};
 
 pub(super) async fn connect(addr: &str) -> anyhow::Result<Channel> {
@@ -97,47 +97,53 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => parse_args(&args.args)?,
     };
     let mut client = ToolServiceClient::new(connect(&args.client.addr).await?);
+    let on_disconnect = if args.detach {
+        pb::OnDisconnect::Continue
+    } else {
+        pb::OnDisconnect::Unspecified
+    };
     let mut request = tonic::Request::new(pb::RunToolRequest {
         tool: args.tool.clone(),
         arguments: Some(json_to_struct(arguments)),
         options: Some(pb::RunOptions {
             min_progress_interval_ms: args.min_interval_ms,
-            ..pb::RunOptions::default()
+            on_disconnect: on_disconnect as i32,
+            heartbeat_interval_ms: args.heartbeat_ms,
         }),
     });
     if let Some(secs) = args.timeout {
         request.set_timeout(Duration::from_secs_f64(secs.max(0.001)));
     }
-    let mut events = match client.run_tool(request).await {
-        Ok(response) => response.into_inner(),
+    let response = match client.run_tool(request).await {
+        Ok(response) => response,
         Err(status) => return Ok(status_exit(&status)),
     };
-
-    let interactive = std::io::stdout().is_terminal();
-    let view = interactive.then(|| ProgressView::new(&args.tool));
-    while let Some(item) = events.next().await {
-        let event = match item {
-            Ok(event) => event,
-            Err(status) => {
-                if let Some(view) = &view {
-                    view.abandon();
-                }
-                return Ok(status_exit(&status));
-            }
-        };
-        match &view {
-            None => println!("{}", event_json(&event)),
-            Some(view) => match event.event {
-                Some(pb::run_event::Event::Progress(progress)) => view.show(&progress),
-                Some(pb::run_event::Event::Result(result)) => {
-                    view.finish();
-                    let value = result.value.map_or(Value::Null, value_to_json);
-                    println!("{}", serde_json::to_string_pretty(&value)?);
-                }
-                _ => {}
-            },
-        }
+    if args.detach {
+        return detach(response).await;
     }
+    follow(response.into_inner(), &args.tool).await
+}
+
+/// `run --detach`: the run was started to go on without its caller; print its id and leave.
+/// The id is in the `x-run-id` metadata; a server that did not send it names the run in the
+/// `started` event.
+async fn detach(
+    response: tonic::Response<tonic::Streaming<pb::RunEvent>>,
+) -> anyhow::Result<ExitCode> {
+    let from_metadata = response
+        .metadata()
+        .get("x-run-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let run_id = match from_metadata {
+        Some(run_id) => run_id,
+        None => match response.into_inner().next().await {
+            Some(Ok(event)) => event.run_id,
+            Some(Err(status)) => return Ok(status_exit(&status)),
+            None => bail!("the server ended the stream before naming the run"),
+        },
+    };
+    print_line(run_id)?;
     Ok(ExitCode::SUCCESS)
 }
 

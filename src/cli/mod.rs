@@ -1,9 +1,10 @@
-//! The `toolstream` command line: `serve`, and the client subcommands `tools`, `run`, `agent`,
-//! `health`.
+//! The `toolstream` command line: `serve`, the client subcommands of ToolService (`tools`, `run`,
+//! `agent`), those of RunService (`runs`, `watch`, `get`, `cancel`), and `health`.
 
 mod agent;
 mod client;
 mod output;
+mod runs;
 mod serve;
 
 use std::path::PathBuf;
@@ -30,6 +31,15 @@ enum Command {
     Run(RunArgs),
     /// Run an agent: a language model calls the server's tools until it answers the prompt.
     Agent(AgentArgs),
+    /// List the runs a server holds, newest first.
+    Runs(RunsArgs),
+    /// Follow a run by its id to its end, as `run` shows it: from its first event, after a
+    /// sequence number, or from where it stands now.
+    Watch(WatchArgs),
+    /// Show a run by its id as JSON: its state, latest progress, and result or error.
+    Get(RunIdArgs),
+    /// Cancel a run for everyone (its caller and every watcher); prints the state it ends in.
+    Cancel(RunIdArgs),
     /// Check a server's health through grpc.health.v1.
     Health(HealthArgs),
 }
@@ -116,9 +126,72 @@ struct RunArgs {
     /// At most one progress event per this many milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     min_interval_ms: u32,
+    /// Ask for a heartbeat event whenever the stream has been silent this many milliseconds
+    /// (keeps proxies with idle timeouts from closing it) [default: none].
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    heartbeat_ms: u32,
     /// Give up after this many seconds (sent as the gRPC deadline).
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
+    /// Start the run, print its id and exit at once; the run goes on in the server (see
+    /// `watch`, `get`, `cancel`).
+    #[arg(long)]
+    detach: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunsArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Only runs in this state.
+    #[arg(long, value_enum)]
+    state: Option<StateArg>,
+    /// Only runs of this tool.
+    #[arg(long, value_name = "NAME")]
+    tool: Option<String>,
+    /// Runs per request [default: the server's, 50].
+    #[arg(long, value_name = "N")]
+    page_size: Option<u32>,
+    /// Every run the server holds, page after page (otherwise only the first page).
+    #[arg(long)]
+    all: bool,
+}
+
+/// A run state, as `runs --state` takes it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StateArg {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, clap::Args)]
+struct WatchArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The run's id (printed by `run --detach`, listed by `runs`).
+    run_id: String,
+    /// Start after this sequence number: pass the last one you saw to go on where you left.
+    #[arg(long, value_name = "N", default_value_t = 0, conflicts_with = "latest")]
+    after: u64,
+    /// Skip the history: the started event, the latest progress, then live.
+    #[arg(long)]
+    latest: bool,
+    /// At most one progress event per this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    min_interval_ms: u32,
+    /// Ask for a heartbeat event whenever the stream has been silent this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    heartbeat_ms: u32,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunIdArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The run's id (printed by `run --detach`, listed by `runs`).
+    run_id: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -169,6 +242,10 @@ pub fn main() -> ExitCode {
             Command::Tools(args) => client::tools(args).await,
             Command::Run(args) => client::run(args).await,
             Command::Agent(args) => agent::agent(args).await,
+            Command::Runs(args) => runs::runs(args).await,
+            Command::Watch(args) => runs::watch(args).await,
+            Command::Get(args) => runs::get(args).await,
+            Command::Cancel(args) => runs::cancel(args).await,
             Command::Health(args) => client::health(args).await,
         }
     });
@@ -177,6 +254,8 @@ pub fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match outcome {
         Ok(code) => code,
+        // The reader of stdout went away (`| head`): nothing left to tell anyone.
+        Err(error) if output::is_broken_pipe(&error) => ExitCode::FAILURE,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE

@@ -1,8 +1,10 @@
 //! How client subcommands show a run: a progress bar on a terminal, JSON lines otherwise.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use toolstream::json_proto::{struct_to_json, value_to_json};
@@ -31,6 +33,16 @@ impl ProgressView {
         ProgressView { bar }
     }
 
+    /// Names the bar after what runs, once the stream says (a watcher may start without it).
+    pub(super) fn set_label(&self, label: &str) {
+        self.bar.set_prefix(label.to_owned());
+    }
+
+    /// A line above the bar, for something the user should notice.
+    pub(super) fn note(&self, line: &str) {
+        self.bar.println(line);
+    }
+
     pub(super) fn show(&self, progress: &pb::Progress) {
         if let Some(fraction) = progress.progress {
             self.bar
@@ -52,10 +64,7 @@ impl ProgressView {
 
 /// One event as a JSON line: the same fields as the wire message, with a `type`.
 pub(super) fn event_json(event: &pb::RunEvent) -> Value {
-    let timestamp = event
-        .timestamp
-        .as_ref()
-        .map_or(0.0, |t| t.seconds as f64 + f64::from(t.nanos) / 1e9);
+    let timestamp = event.timestamp.as_ref().map_or(0.0, seconds);
     let mut line = json!({
         "run_id": event.run_id,
         "sequence": event.sequence,
@@ -72,16 +81,7 @@ pub(super) fn event_json(event: &pb::RunEvent) -> Value {
                 "deadline_ms": started.deadline_ms,
             }),
         ),
-        Some(Event::Progress(progress)) => (
-            "progress",
-            json!({
-                "progress": progress.progress,
-                "status": progress.status,
-                "data": progress.data.map(|d| Value::Object(struct_to_json(d))),
-                "call_id": progress.call_id,
-                "tool": progress.tool,
-            }),
-        ),
+        Some(Event::Progress(progress)) => ("progress", progress_json(progress)),
         Some(Event::Result(result)) => {
             ("result", json!({"value": result.value.map(value_to_json)}))
         }
@@ -121,6 +121,140 @@ pub(super) fn event_json(event: &pb::RunEvent) -> Value {
         line.extend(body);
     }
     line
+}
+
+/// A progress report as JSON: the wire message's fields.
+fn progress_json(progress: pb::Progress) -> Value {
+    json!({
+        "progress": progress.progress,
+        "status": progress.status,
+        "data": progress.data.map(|d| Value::Object(struct_to_json(d))),
+        "call_id": progress.call_id,
+        "tool": progress.tool,
+        "parent_call_id": progress.parent_call_id,
+    })
+}
+
+/// Seconds since the Unix epoch, as the JSON output writes every time.
+pub(super) fn seconds(timestamp: &prost_types::Timestamp) -> f64 {
+    timestamp.seconds as f64 + f64::from(timestamp.nanos) / 1e9
+}
+
+/// A run's state as the CLI names it (`--state` takes the same names).
+pub(super) fn state_name(state: pb::RunState) -> &'static str {
+    match state {
+        pb::RunState::Unspecified => "unspecified",
+        pb::RunState::Running => "running",
+        pb::RunState::Succeeded => "succeeded",
+        pb::RunState::Failed => "failed",
+        pb::RunState::Cancelled => "cancelled",
+    }
+}
+
+/// A run as one JSON object: the wire message's fields, in the style of [`event_json`] (times in
+/// seconds, the state by name).
+pub(super) fn run_json(run: &pb::Run) -> Value {
+    json!({
+        "run_id": run.run_id,
+        "state": state_name(run.state()),
+        "tool": run.tool,
+        "agent": run.agent,
+        "create_time": run.create_time.as_ref().map_or(0.0, seconds),
+        "end_time": run.end_time.as_ref().map(seconds),
+        "last_sequence": run.last_sequence,
+        "progress": run.progress.iter().cloned().map(progress_json).collect::<Vec<_>>(),
+        "result": run.result.clone().map(value_to_json),
+        "error_code": run.error_code,
+        "error_message": run.error_message,
+    })
+}
+
+/// Shows one stream of a run to its end (the caller's own stream, or a watcher's) and picks the
+/// exit code: 0 after the `result` event, the status's code when the stream ends with one.
+///
+/// On a terminal: a bar named `label` (renamed after the tool once the `started` event says),
+/// a note for events the server no longer holds, then the result as pretty JSON; heartbeats
+/// only keep the stream open and show nothing. Otherwise every event is a JSON line.
+pub(super) async fn follow(
+    mut events: tonic::Streaming<pb::RunEvent>,
+    label: &str,
+) -> anyhow::Result<ExitCode> {
+    let view = std::io::stdout()
+        .is_terminal()
+        .then(|| ProgressView::new(label));
+    let mut run_id = String::new();
+    while let Some(item) = events.next().await {
+        let event = match item {
+            Ok(event) => event,
+            Err(status) => {
+                if let Some(view) = &view {
+                    view.abandon();
+                }
+                return Ok(status_exit(&status));
+            }
+        };
+        if run_id.is_empty() {
+            run_id.clone_from(&event.run_id);
+        }
+        let Some(view) = &view else {
+            print_line(event_json(&event))?;
+            if matches!(event.event, Some(Event::Result(_))) {
+                return Ok(ExitCode::SUCCESS);
+            }
+            continue;
+        };
+        match event.event {
+            Some(Event::Started(started)) if !started.tool.is_empty() => {
+                view.set_label(&started.tool);
+            }
+            Some(Event::Progress(progress)) => view.show(&progress),
+            Some(Event::Gap(gap)) => view.note(&format!(
+                "note: events {} to {} are no longer held by the server ({}); \
+                 going on with the next one",
+                gap.from_sequence, gap.to_sequence, gap.reason
+            )),
+            Some(Event::Result(result)) => {
+                view.finish();
+                let value = result.value.map_or(Value::Null, value_to_json);
+                println!("{}", serde_json::to_string_pretty(&value)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ => {}
+        }
+    }
+    // The contract ends every stream with a result or a status: neither means the connection
+    // broke, and the run's outcome is unknown here.
+    if let Some(view) = &view {
+        view.abandon();
+    }
+    if run_id.is_empty() {
+        run_id = "RUN_ID".to_owned();
+    }
+    eprintln!(
+        "error: the stream ended without a result or an error; the connection to the server \
+         was lost (`toolstream get {run_id}` shows how the run stands)"
+    );
+    Ok(ExitCode::FAILURE)
+}
+
+/// Writes one line to stdout. Unlike `println!`, a reader that went away (`toolstream runs |
+/// head -1`) is an error, which `main` turns into a quiet exit, not a panic.
+pub(super) fn print_line(line: impl std::fmt::Display) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    // Line by line: whoever reads a stream of JSON lines sees each event as it happens.
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Whether `error` is stdout's reader having gone away, which ends a command quietly.
+pub(super) fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Prints a gRPC error for a person and picks the exit code.
