@@ -469,22 +469,24 @@ fn watch_marks_events_the_server_no_longer_holds_with_a_gap_line() {
     until("the run succeeds", || {
         (served.get(&id)["state"] == "succeeded").then_some(())
     });
-    // 52 events (started, 50 progress, result); the log holds the last 10.
+    // 52 events (started, 50 progress, result); the log holds 10: the started event, which is
+    // never evicted, and the last 9.
     let watched = served.client(&["watch", &id]);
     assert!(watched.status.success());
     let events = json_lines(&watched);
-    let gap = &events[0];
+    assert_eq!(events[0]["type"], "started");
+    let gap = &events[1];
     assert_eq!(gap["type"], "gap");
     assert_eq!(gap["sequence"], 0, "a gap is not a stored event");
     assert_eq!(
         (&gap["from_sequence"], &gap["to_sequence"]),
-        (&json!(1), &json!(42))
+        (&json!(2), &json!(43))
     );
     assert!(
         gap["reason"].as_str().unwrap().contains("10 events"),
         "{gap}"
     );
-    assert_eq!(sequences(&events[1..]), (43..=52).collect::<Vec<_>>());
+    assert_eq!(sequences(&events[2..]), (44..=52).collect::<Vec<_>>());
     assert_eq!(events.last().unwrap()["type"], "result");
     assert!(served.terminate().success());
 }
