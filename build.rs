@@ -1,8 +1,15 @@
 //! Compiles the public contract in `proto/` with protox (pure Rust, so no system `protoc` is
 //! needed) and generates the tonic client and server code from it. The encoded file descriptor
 //! set is written next to the generated code for server reflection.
+//!
+//! The servers the binary runs are generated a second time, by hand from the same descriptors
+//! (`tonic_build::manual`), so that server-streaming methods send events already encoded: a run's
+//! event is encoded once and the bytes are shared by every stream that sends it
+//! (`src/transport/wire.rs`). The prost-generated servers stay available for embedding.
 
 use std::path::PathBuf;
+
+use prost_types::FileDescriptorSet;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["proto/toolstream/v1/toolstream.proto"];
@@ -16,9 +23,69 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&file_descriptors),
     )?;
 
+    encoded_event_servers(&file_descriptors);
+
     tonic_prost_build::configure()
         .skip_protoc_run()
         .file_descriptor_set_path(&descriptor_path)
         .compile_fds(file_descriptors)?;
     Ok(())
+}
+
+/// Generates `toolstream.v1.<Service>.rs` for every service of the contract: unary methods as
+/// prost would, server-streaming methods with pre-encoded events as their output.
+fn encoded_event_servers(descriptors: &FileDescriptorSet) {
+    let rust_type = |proto: &str| {
+        let name = proto.rsplit('.').next().unwrap_or(proto);
+        format!("crate::pb::{name}")
+    };
+    let mut services = Vec::new();
+    for file in descriptors
+        .file
+        .iter()
+        .filter(|f| f.package() == "toolstream.v1")
+    {
+        for service in &file.service {
+            let mut builder = tonic_build::manual::Service::builder()
+                .name(service.name())
+                .package(file.package());
+            for method in &service.method {
+                let streaming = method.server_streaming();
+                let mut generated = tonic_build::manual::Method::builder()
+                    .name(snake_case(method.name()))
+                    .route_name(method.name())
+                    .input_type(rust_type(method.input_type()));
+                generated = if streaming {
+                    generated
+                        .output_type("crate::transport::wire::EncodedEvent")
+                        .codec_path("crate::transport::wire::EncodedEventCodec")
+                        .server_streaming()
+                } else {
+                    generated
+                        .output_type(rust_type(method.output_type()))
+                        .codec_path("tonic_prost::ProstCodec")
+                };
+                builder = builder.method(generated.build());
+            }
+            services.push(builder.build());
+        }
+    }
+    tonic_build::manual::Builder::new()
+        .build_client(false)
+        .compile(&services);
+}
+
+fn snake_case(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -20,8 +20,8 @@ use crate::agent::{
 use crate::config::{Limits, ModelConfig};
 use crate::engine::Engine;
 use crate::pb;
-use crate::pb::run_service_server::RunServiceServer;
-use crate::pb::tool_service_server::ToolServiceServer;
+use crate::pb::encoded::run_service_server::RunServiceServer;
+use crate::pb::encoded::tool_service_server::ToolServiceServer;
 use crate::registry::ToolRegistry;
 use crate::tools::from_config::BuildError;
 use crate::transport::{RunServiceImpl, ToolServiceImpl};

@@ -4,6 +4,7 @@
 mod convert;
 mod runs;
 mod service;
+pub mod wire;
 
 pub use runs::RunServiceImpl;
 pub use service::{ToolServiceImpl, status_from_run_error};

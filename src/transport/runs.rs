@@ -10,7 +10,7 @@ use super::service::{WireEvents, status_from_run_error};
 use crate::engine::{Engine, EventKind, ReadFrom, RunFilter, RunSnapshot, RunState};
 use crate::json_proto::json_to_value;
 use crate::pb;
-use crate::pb::run_service_server::RunService;
+use crate::pb::encoded::run_service_server::RunService;
 
 /// The gRPC RunService over an [`Engine`].
 #[derive(Clone)]

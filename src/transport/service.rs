@@ -10,11 +10,12 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
 use super::convert::run_options;
+use super::wire::EncodedEvent;
 use crate::agent::{Agent, AgentRequest};
 use crate::engine::{Engine, EventStream, RunError, RunHandle, ToolRunRequest};
 use crate::json_proto::{json_to_struct, struct_to_json};
 use crate::pb;
-use crate::pb::tool_service_server::ToolService;
+use crate::pb::encoded::tool_service_server::ToolService;
 
 /// The gRPC service over an [`Engine`].
 #[derive(Clone)]
@@ -93,13 +94,13 @@ impl WireEvents {
 }
 
 impl Stream for WireEvents {
-    type Item = Result<pb::RunEvent, Status>;
+    type Item = Result<EncodedEvent, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.events).poll_next(cx).map(|item| {
             item.map(|event| {
                 event
-                    .map(|event| event.wire(|event| pb::RunEvent::from(event)))
+                    .map(|event| EncodedEvent::of(&event))
                     .map_err(status_from_run_error)
             })
         })
