@@ -143,12 +143,13 @@ impl ToolSet {
             match Entry::new(tool) {
                 Ok(entry) => {
                     let name = entry.tool.spec().name.clone();
-                    if entries.contains_key(&name) {
-                        change
+                    match entries.entry(name) {
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            slot.insert(entry);
+                        }
+                        std::collections::btree_map::Entry::Occupied(taken) => change
                             .refused
-                            .push(RegistryError::Duplicate(name).to_string());
-                    } else {
-                        entries.insert(name, entry);
+                            .push(RegistryError::Duplicate(taken.key().clone()).to_string()),
                     }
                 }
                 Err(error) => change.refused.push(error.to_string()),

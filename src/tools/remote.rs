@@ -196,6 +196,7 @@ impl RemoteTool {
     /// |---|---|
     /// | INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, DEADLINE_EXCEEDED, OUT_OF_RANGE, ABORTED | the same |
     /// | CANCELLED (the remote ended the run, not the caller) | ABORTED |
+    /// | CANCELLED, UNKNOWN, INTERNAL made here from a transport error (the connection broke) | UNAVAILABLE |
     /// | UNAVAILABLE, RESOURCE_EXHAUSTED (the remote is at its run limit) | UNAVAILABLE |
     /// | UNKNOWN, INTERNAL, DATA_LOSS, UNIMPLEMENTED, UNAUTHENTICATED, FAILED_PRECONDITION, ALREADY_EXISTS | INTERNAL, naming the remote's code |
     ///
@@ -203,7 +204,20 @@ impl RemoteTool {
     /// the arguments, or this server's on the result): the arguments are valid, only too large for
     /// the link, so it must not become INVALID_ARGUMENT.
     fn error(&self, status: tonic::Status) -> ToolError {
+        use std::error::Error;
         use tonic::Code;
+        // A status with a source was made here from a transport error (the remote did not send
+        // it): the connection broke, whatever code it was given (hyper's "operation was
+        // canceled" for a request on a connection that just died becomes CANCELLED).
+        let status = if status.source().is_some()
+            && matches!(
+                status.code(),
+                Code::Cancelled | Code::Unknown | Code::Internal
+            ) {
+            tonic::Status::unavailable(format!("the connection was lost ({})", status.message()))
+        } else {
+            status
+        };
         // The remote may have gone, or come back without this tool: list its tools again now
         // rather than at the next regular listing.
         if matches!(status.code(), Code::Unavailable | Code::NotFound) {
@@ -290,5 +304,49 @@ impl Tool for RemoteTool {
 
     fn run(&self, arguments: Value, progress: Progress) -> BoxFuture<'_, Result<Value, ToolError>> {
         self.forward(arguments, progress).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool() -> RemoteTool {
+        let channel = Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let remote = Arc::new(Remote {
+            endpoint: Arc::from("http://127.0.0.1:1"),
+            prefix: String::new(),
+            client: ToolServiceClient::new(channel),
+            relist_every: DEFAULT_RELIST,
+            relist_now: Notify::new(),
+        });
+        RemoteTool {
+            spec: ToolSpec {
+                name: "t".into(),
+                description: String::new(),
+                input_schema: serde_json::json!({"type": "object"}),
+                output_schema: None,
+                kind: ToolKind::Grpc,
+            },
+            remote_name: "t".into(),
+            remote,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broken_connection_is_unavailable_but_a_remote_cancel_is_its_error() {
+        let tool = tool();
+        let mut broken = tonic::Status::cancelled("operation was canceled");
+        broken.set_source(Arc::new(std::io::Error::other("connection reset")));
+        let error = tool.error(broken);
+        assert!(
+            matches!(&error, ToolError::Unavailable(m) if m.contains("connection was lost")),
+            "{error:?}"
+        );
+
+        let sent = tonic::Status::cancelled("the worker stopped the run");
+        assert!(
+            matches!(tool.error(sent), ToolError::Failed(m) if m.contains("the worker stopped the run"))
+        );
     }
 }
