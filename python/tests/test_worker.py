@@ -239,3 +239,26 @@ def test_a_crashed_worker_is_unavailable_and_noticed_when_it_comes_back_with_oth
 def _names_if(client: Client, name: str) -> Any:
     names = [t.name for t in client.tools()]
     return names if name in names else None
+
+
+def test_heartbeats_keep_a_silent_run_visible(
+    worker: Any, start_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    server = start_server(grpc_entry(worker.addr))
+    gate = tmp_path / "gate"
+    with Client(server.addr) as client:
+        stream = client.run("silent_then_done", gate=str(gate), heartbeat=0.05)
+        kinds = []
+        for event in stream.events():
+            kinds.append(event.type)
+            if event.type == "heartbeat":
+                assert event.sequence == 0 and event.data == {"last_sequence": 1}
+                gate.write_text("open")
+        assert stream.result == "done"
+    assert kinds[0] == "started" and kinds[-1] == "result" and "heartbeat" in kinds
+    # Iterating the stream itself yields progress only: a heartbeat is not progress.
+    with Client(server.addr) as client:
+        gate.unlink()
+        stream = client.run("silent_then_done", gate=str(gate), heartbeat=0.05)
+        gate.write_text("open")
+        assert list(stream) == [] and stream.result == "done"
