@@ -128,7 +128,7 @@ struct PacedArgs {
 
 /// toolstream with the built-ins, a `paced` tool emitting at a fixed rate (the same timer as the
 /// bare service uses), and a command tool that prints a prepared file of progress lines.
-fn toolstream_registry(lines_file: Option<&str>) -> ToolRegistry {
+async fn toolstream_registry(lines_file: Option<&str>) -> ToolRegistry {
     let mut registry = ToolRegistry::new();
     let root = std::env::current_dir().expect("cwd");
     for tool in builtin_tools(confine_to(&root).expect("root")) {
@@ -155,7 +155,9 @@ fn toolstream_registry(lines_file: Option<&str>) -> ToolRegistry {
             "kind = \"command\"\nname = \"lines\"\ncommand = [\"cat\", \"{file}\"]\n"
         ))
         .expect("entry");
-        let tool = toolstream::tools::command::from_entry(&entry, &root).expect("command tool");
+        let tool = toolstream::tools::command::from_entry(&entry, &root)
+            .await
+            .expect("command tool");
         registry.register(tool).expect("lines");
     }
     registry
@@ -196,7 +198,7 @@ fn serve(kind: &str, lines_file: Option<String>) {
                 grace_period: Duration::from_millis(100),
                 ..Limits::default()
             };
-            Server::new(toolstream_registry(lines_file.as_deref()), limits)
+            Server::new(toolstream_registry(lines_file.as_deref()).await, limits)
                 .serve(listener, stop)
                 .await
                 .expect("toolstream server");

@@ -16,33 +16,68 @@ value it returns is the result::
         main(process_files)
 
 ``main`` speaks the command-tool protocol: it reads the arguments as one JSON object from stdin,
-calls the function with them as keyword arguments, writes each progress report as one JSON line
-to stdout (``{"progress": 0.5, "status": "...", ...extra}``), then ``{"result": value}``. An
+calls the function with them as keyword arguments (converted to its type hints, see
+:func:`toolstream.schema.coerce_arguments`), writes each progress report as one JSON line to
+stdout (``{"progress": 0.5, "status": "...", ...extra}``), then ``{"result": value}``. An
 exception becomes ``{"error": "<Type>: message"}`` and exit status 1, with the traceback on
 stderr. While the function runs, ``print`` goes to stderr (which toolstream logs), so stray output
 cannot break the protocol.
 
-Only the standard library is used. ``toolstream`` is a namespace package, so this module and the
-generated gRPC client (``toolstream.v1``) can be installed side by side.
+Run with ``--describe`` (what toolstream does at start-up for an entry with ``describe = true``),
+``main`` prints the tool's description and JSON Schemas, derived from the function's type hints and
+docstring (:func:`toolstream.schema.describe`), and exits: the ``[[tools]]`` entry needs no
+``input_schema``.
+
+Only the standard library is used, so a tool runs with ``python/`` on ``PYTHONPATH`` and nothing
+installed. The same functions can be served many at a time, in one long-lived process, by
+:func:`toolstream.worker.serve`.
 """
 
 import inspect
 import json
 import sys
 import traceback
-from typing import Any, Callable, Dict, Mapping, TextIO
+from typing import Any, Callable, Dict, Mapping, Optional, TextIO, TypeVar, Union, overload
+
+from .schema import coerce_arguments, describe, json_default
 
 __all__ = ["progress", "main", "run"]
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def progress(fn: Callable) -> Callable:
+
+@overload
+def progress(fn: F) -> F: ...
+
+
+@overload
+def progress(
+    *, name: Optional[str] = None, description: Optional[str] = None
+) -> Callable[[F], F]: ...
+
+
+def progress(
+    fn: Optional[F] = None, *, name: Optional[str] = None, description: Optional[str] = None
+) -> Union[F, Callable[[F], F]]:
     """Marks ``fn`` as a tool that reports progress by yielding dicts.
 
-    The function is returned as it is (calling it still returns its generator), so it can be
-    tested directly; ``main`` runs it as a tool.
+    Use it bare (``@progress``) or with a name or description other than the function's own
+    (``@progress(name="search", description="Searches the web.")``). The function is returned as
+    it is (calling it still returns its generator), so it can be tested directly; ``main`` runs it
+    as a command tool and :func:`toolstream.worker.serve` serves it.
     """
-    fn.__toolstream_progress__ = True
-    return fn
+
+    def mark(target: F) -> F:
+        setattr(target, "__toolstream_progress__", True)
+        if name is not None:
+            setattr(target, "__toolstream_name__", name)
+        if description is not None:
+            setattr(target, "__toolstream_description__", description)
+        return target
+
+    if fn is not None:
+        return mark(fn)
+    return mark
 
 
 def _progress_line(report: Any) -> Dict[str, Any]:
@@ -61,15 +96,16 @@ def _progress_line(report: Any) -> Dict[str, Any]:
 
 def _write(out: TextIO, obj: Dict[str, Any]) -> None:
     # allow_nan=False: NaN is not JSON, and toolstream would refuse the line.
-    out.write(json.dumps(obj, separators=(",", ":"), allow_nan=False))
+    out.write(json.dumps(obj, separators=(",", ":"), allow_nan=False, default=json_default))
     out.write("\n")
     out.flush()
 
 
-def run(fn: Callable, arguments: Dict[str, Any], out: TextIO) -> Any:
+def run(fn: Callable[..., Any], arguments: Dict[str, Any], out: TextIO) -> Any:
     """Calls ``fn(**arguments)``, writing each progress report to ``out`` as a JSON line, and
-    returns its result. Exceptions propagate."""
-    outcome = fn(**arguments)
+    returns its result. A yielded dict with a ``result`` key is the result too (the generator is
+    closed there). Exceptions propagate."""
+    outcome = fn(**coerce_arguments(fn, arguments))
     if not inspect.isgenerator(outcome):
         return outcome
     while True:
@@ -77,7 +113,11 @@ def run(fn: Callable, arguments: Dict[str, Any], out: TextIO) -> Any:
             report = next(outcome)
         except StopIteration as stop:
             return stop.value
-        _write(out, _progress_line(report))
+        line = _progress_line(report)
+        if "result" in line:
+            outcome.close()
+            return line["result"]
+        _write(out, line)
 
 
 def _read_arguments(stdin: TextIO) -> Dict[str, Any]:
@@ -90,8 +130,16 @@ def _read_arguments(stdin: TextIO) -> Dict[str, Any]:
     return arguments
 
 
-def main(fn: Callable) -> None:
-    """Runs ``fn`` as a toolstream command tool and exits: 0 after a result, 1 after an error."""
+def main(fn: Callable[..., Any]) -> None:
+    """Runs ``fn`` as a toolstream command tool and exits: 0 after a result, 1 after an error.
+
+    With ``--describe`` on the command line it prints the tool's description as JSON and exits 0
+    instead (``describe = true`` in the ``[[tools]]`` entry)."""
+    if "--describe" in sys.argv[1:]:
+        json.dump(describe(fn), sys.stdout)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        sys.exit(0)
     out = sys.stdout
     # The protocol owns stdout; anything the tool prints goes to stderr, which toolstream logs.
     sys.stdout = sys.stderr

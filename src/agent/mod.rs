@@ -108,14 +108,14 @@ impl Agent {
         }
         let registry = self.engine.registry();
         let tools = if request.tools.is_empty() {
-            registry.specs().cloned().collect::<Vec<_>>()
+            registry.specs()
         } else {
             let mut specs = Vec::with_capacity(request.tools.len());
             for name in &request.tools {
                 let spec = registry
                     .spec(name)
                     .ok_or_else(|| RunError::UnknownTool(name.clone()))?;
-                specs.push(spec.clone());
+                specs.push(spec);
             }
             specs
         };

@@ -55,7 +55,7 @@ async fn serve_until(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let registry = build_registry(&config).await?;
-    let tools: Vec<String> = registry.specs().map(|spec| spec.name.clone()).collect();
+    let tools: Vec<String> = registry.specs().into_iter().map(|spec| spec.name).collect();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

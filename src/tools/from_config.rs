@@ -81,11 +81,20 @@ pub async fn load_entries(
             .and_then(|k| k.as_str())
             .ok_or_else(|| fail("missing `kind` (one of \"command\", \"mcp\", \"grpc\")".into()))?;
         let tools: Vec<Arc<dyn crate::tools::Tool>> = match kind {
-            "command" => vec![command::from_entry(entry, base_dir).map_err(fail)?],
+            "command" => vec![command::from_entry(entry, base_dir).await.map_err(fail)?],
             "mcp" => mcp::from_entry(entry, base_dir).await.map_err(fail)?,
-            "grpc" => remote::from_entry(entry, limits.max_message_bytes)
-                .await
-                .map_err(fail)?,
+            "grpc" => {
+                // A remote's tools may change while the server runs: they are a set of their
+                // own, kept current in the background.
+                let remote = remote::from_entry(entry, limits.max_message_bytes)
+                    .await
+                    .map_err(fail)?;
+                let set = registry
+                    .register_set(remote.label(), remote.tools())
+                    .map_err(|e| fail(e.to_string()))?;
+                remote.keep_listed(&set);
+                continue;
+            }
             other => {
                 return Err(fail(format!(
                     "unknown kind {other:?}; use \"command\", \"mcp\" or \"grpc\""

@@ -1,21 +1,31 @@
-//! Remote tools: the tools of another toolstream server, listed at start-up, each run forwarded
-//! as a RunTool call and its progress relayed.
+//! Remote tools: the tools of another server speaking `toolstream.v1.ToolService` (a toolstream
+//! server, or a Python worker from `toolstream.worker`), listed at start-up and kept listed, each
+//! run forwarded as a RunTool call and its progress relayed.
 //!
 //! ```toml
 //! [[tools]]
 //! kind = "grpc"
 //! endpoint = "http://127.0.0.1:50052"
 //! prefix = "remote."            # optional: tool names become remote.<name>
+//! relist_secs = 10              # optional: how often the remote's tools are listed again
 //! ```
 //!
-//! The remote's tool list is read once, when the server starts: a remote that cannot be listed
-//! then stops `serve` with a message naming the entry. Later, a remote that cannot be reached fails
-//! the run with UNAVAILABLE naming the endpoint, and the local server goes on; the channel
-//! reconnects by itself when the remote is back. Cancellation propagates: a run that ends (client
-//! gone, deadline) drops the forwarded call, which cancels the remote run. The run's deadline is
-//! also sent as the call's `grpc-timeout`, so the remote ends its run on time by itself even when
-//! the cancellation cannot reach it. Messages both ways may be as large as this server's
-//! `max_message_bytes`. `RemoteTool::error` says how the remote's error codes are mapped.
+//! The remote's tool list is read when the server starts: a remote that cannot be listed then
+//! stops `serve` with a message naming the entry. After that the list is kept current
+//! ([`relist`]): it is read again every `relist_secs`, and at once when a run finds the remote
+//! unreachable or without the tool; while the remote is unreachable it is tried again, more and
+//! more slowly up to `relist_secs`, and listed as soon as it answers. So a remote that restarts
+//! with other tools is noticed: its new tools appear, the ones it no longer has go away. A tool
+//! whose name another tool of this server already has is left out, with a warning in the log.
+//! While the remote is unreachable its last known tools stay listed and their runs fail with
+//! UNAVAILABLE naming the endpoint; the local server goes on, and the channel reconnects by itself
+//! when the remote is back. Cancellation propagates: a run that ends (client gone, deadline)
+//! drops the forwarded call, which cancels the remote run. The run's deadline is also sent as the
+//! call's `grpc-timeout`, so the remote ends its run on time by itself even when the cancellation
+//! cannot reach it. Messages both ways may be as large as this server's `max_message_bytes`.
+//! `RemoteTool::error` says how the remote's error codes are mapped.
+
+mod relist;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +34,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
@@ -31,6 +42,7 @@ use super::{Progress, ProgressUpdate, Tool, ToolError, ToolKind, ToolSpec};
 use crate::json_proto::{json_to_struct, struct_to_json, value_to_json};
 use crate::pb;
 use crate::pb::tool_service_client::ToolServiceClient;
+use crate::registry::ToolSet;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,21 +54,55 @@ struct RemoteEntry {
     prefix: String,
     /// Seconds to wait for the remote when connecting.
     connect_timeout_secs: Option<u64>,
+    /// Seconds between two listings of the remote's tools.
+    relist_secs: Option<u64>,
 }
 
-/// How long start-up waits for the remote's tool list.
+/// How long a listing of the remote's tools may take.
 const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time between two listings when the entry does not say (`relist_secs`).
+const DEFAULT_RELIST: Duration = Duration::from_secs(10);
+
+/// The remote server of a `[[tools]]` entry, its tools listed once; [`RemoteSource::keep_listed`]
+/// keeps them current.
+pub struct RemoteSource {
+    remote: Arc<Remote>,
+    tools: Vec<Arc<dyn Tool>>,
+}
+
+impl RemoteSource {
+    /// What the source is, for logs and the registry: `remote http://host:port`.
+    pub fn label(&self) -> String {
+        format!("remote {}", self.remote.endpoint)
+    }
+
+    /// The tools the remote listed at start-up.
+    pub fn tools(&self) -> Vec<Arc<dyn Tool>> {
+        self.tools.clone()
+    }
+
+    /// Keeps the tools of `set` (registered with [`tools`](Self::tools)) those the remote lists,
+    /// on a background task that ends when the set is dropped.
+    pub fn keep_listed(self, set: &Arc<ToolSet>) {
+        tokio::spawn(relist::keep_listed(self.remote, Arc::downgrade(set)));
+    }
+}
 
 /// Connects to the server of a `[[tools]]` entry and lists its tools. Messages to and from the
 /// remote may be up to `max_message_bytes` (this server's `[limits] max_message_bytes`).
 pub async fn from_entry(
     entry: &toml::Table,
     max_message_bytes: usize,
-) -> Result<Vec<Arc<dyn Tool>>, String> {
+) -> Result<RemoteSource, String> {
     let entry: RemoteEntry = entry
         .clone()
         .try_into()
         .map_err(|e: toml::de::Error| e.message().to_owned())?;
+    let relist_every = match entry.relist_secs {
+        Some(0) => return Err("`relist_secs` must be at least 1".into()),
+        Some(secs) => Duration::from_secs(secs),
+        None => DEFAULT_RELIST,
+    };
     let endpoint = entry.endpoint.trim_end_matches('/').to_owned();
     let channel = Endpoint::from_shared(endpoint.clone())
         .map_err(|e| format!("endpoint {endpoint:?} is not a URL like http://host:port: {e}"))?
@@ -67,53 +113,79 @@ pub async fn from_entry(
         .connect_lazy();
     // A result this server would pass on to its own clients must not be refused on the way in
     // (tonic's default limit is 4 MiB), nor arguments it accepted on the way out.
-    let mut client = ToolServiceClient::new(channel)
+    let client = ToolServiceClient::new(channel)
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
-    let mut request = tonic::Request::new(pb::ListToolsRequest {});
-    request.set_timeout(LIST_TIMEOUT);
-    let listed = client
-        .list_tools(request)
-        .await
-        .map_err(|status| {
-            format!(
-                "cannot list the tools of {endpoint}: {} ({:?})",
-                status.message(),
-                status.code()
-            )
-        })?
-        .into_inner();
-    let endpoint: Arc<str> = Arc::from(endpoint);
-    Ok(listed
-        .tools
-        .into_iter()
-        .map(|tool| {
-            let spec = ToolSpec {
-                name: format!("{}{}", entry.prefix, tool.name),
-                description: tool.description,
-                input_schema: tool
-                    .input_schema
-                    .map(|s| Value::Object(struct_to_json(s)))
-                    .unwrap_or_else(|| serde_json::json!({"type": "object"})),
-                output_schema: tool.output_schema.map(|s| Value::Object(struct_to_json(s))),
-                kind: ToolKind::Grpc,
-            };
-            Arc::new(RemoteTool {
-                spec,
-                remote_name: tool.name,
-                client: client.clone(),
-                endpoint: Arc::clone(&endpoint),
-            }) as Arc<dyn Tool>
-        })
-        .collect())
+    let remote = Arc::new(Remote {
+        endpoint: Arc::from(endpoint),
+        prefix: entry.prefix,
+        client,
+        relist_every,
+        relist_now: Notify::new(),
+    });
+    let tools = remote.list().await?;
+    Ok(RemoteSource { remote, tools })
+}
+
+/// A remote server: how to reach it and how its tools are named here.
+struct Remote {
+    endpoint: Arc<str>,
+    prefix: String,
+    client: ToolServiceClient<Channel>,
+    /// Time between two listings.
+    relist_every: Duration,
+    /// Woken by a run that found the remote unreachable or without its tool.
+    relist_now: Notify,
+}
+
+impl Remote {
+    /// Lists the remote's tools, as tools of this server.
+    async fn list(self: &Arc<Self>) -> Result<Vec<Arc<dyn Tool>>, String> {
+        let mut request = tonic::Request::new(pb::ListToolsRequest {});
+        request.set_timeout(LIST_TIMEOUT);
+        let listed = self
+            .client
+            .clone()
+            .list_tools(request)
+            .await
+            .map_err(|status| {
+                format!(
+                    "cannot list the tools of {}: {} ({:?})",
+                    self.endpoint,
+                    status.message(),
+                    status.code()
+                )
+            })?
+            .into_inner();
+        Ok(listed
+            .tools
+            .into_iter()
+            .map(|tool| {
+                let spec = ToolSpec {
+                    name: format!("{}{}", self.prefix, tool.name),
+                    description: tool.description,
+                    input_schema: tool
+                        .input_schema
+                        .map(|s| Value::Object(struct_to_json(s)))
+                        .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+                    output_schema: tool.output_schema.map(|s| Value::Object(struct_to_json(s))),
+                    kind: ToolKind::Grpc,
+                };
+                Arc::new(RemoteTool {
+                    spec,
+                    remote_name: tool.name,
+                    remote: Arc::clone(self),
+                }) as Arc<dyn Tool>
+            })
+            .collect())
+    }
 }
 
 /// One tool of a remote server.
 struct RemoteTool {
     spec: ToolSpec,
     remote_name: String,
-    client: ToolServiceClient<Channel>,
-    endpoint: Arc<str>,
+    remote: Arc<Remote>,
 }
 
 impl RemoteTool {
@@ -124,6 +196,7 @@ impl RemoteTool {
     /// |---|---|
     /// | INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, DEADLINE_EXCEEDED, OUT_OF_RANGE, ABORTED | the same |
     /// | CANCELLED (the remote ended the run, not the caller) | ABORTED |
+    /// | CANCELLED, UNKNOWN, INTERNAL made here from a transport error (the connection broke) | UNAVAILABLE |
     /// | UNAVAILABLE, RESOURCE_EXHAUSTED (the remote is at its run limit) | UNAVAILABLE |
     /// | UNKNOWN, INTERNAL, DATA_LOSS, UNIMPLEMENTED, UNAUTHENTICATED, FAILED_PRECONDITION, ALREADY_EXISTS | INTERNAL, naming the remote's code |
     ///
@@ -131,8 +204,27 @@ impl RemoteTool {
     /// the arguments, or this server's on the result): the arguments are valid, only too large for
     /// the link, so it must not become INVALID_ARGUMENT.
     fn error(&self, status: tonic::Status) -> ToolError {
+        use std::error::Error;
         use tonic::Code;
-        let message = format!("remote {}: {}", self.endpoint, status.message());
+        // A status with a source was made here from a transport error (the remote did not send
+        // it): the connection broke, whatever code it was given (hyper's "operation was
+        // canceled" for a request on a connection that just died becomes CANCELLED).
+        let status = if status.source().is_some()
+            && matches!(
+                status.code(),
+                Code::Cancelled | Code::Unknown | Code::Internal
+            ) {
+            tonic::Status::unavailable(format!("the connection was lost ({})", status.message()))
+        } else {
+            status
+        };
+        // The remote may have gone, or come back without this tool: list its tools again now
+        // rather than at the next regular listing.
+        if matches!(status.code(), Code::Unavailable | Code::NotFound) {
+            self.remote.relist_now.notify_one();
+        }
+        let endpoint = &self.remote.endpoint;
+        let message = format!("remote {endpoint}: {}", status.message());
         match status.code() {
             Code::InvalidArgument => ToolError::InvalidArguments(message),
             Code::NotFound => ToolError::NotFound(message),
@@ -141,8 +233,7 @@ impl RemoteTool {
             Code::OutOfRange => ToolError::OutOfRange(message),
             Code::Aborted | Code::Cancelled => ToolError::Failed(message),
             Code::Unavailable | Code::ResourceExhausted => ToolError::Unavailable(format!(
-                "remote toolstream server {} is unavailable: {}",
-                self.endpoint,
+                "remote {endpoint} is unavailable: {}",
                 status.message()
             )),
             Code::Ok
@@ -153,8 +244,7 @@ impl RemoteTool {
             | Code::Unauthenticated
             | Code::FailedPrecondition
             | Code::AlreadyExists => ToolError::Internal(format!(
-                "remote {} failed with {:?}: {}",
-                self.endpoint,
+                "remote {endpoint} failed with {:?}: {}",
                 status.code(),
                 status.message()
             )),
@@ -177,7 +267,7 @@ impl RemoteTool {
         if let Some(deadline) = progress.deadline() {
             request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         }
-        let mut client = self.client.clone();
+        let mut client = self.remote.client.clone();
         let mut events = client
             .run_tool(request)
             .await
@@ -202,7 +292,7 @@ impl RemoteTool {
         }
         Err(ToolError::Internal(format!(
             "remote {} ended the run without a result",
-            self.endpoint
+            self.remote.endpoint
         )))
     }
 }
@@ -214,5 +304,49 @@ impl Tool for RemoteTool {
 
     fn run(&self, arguments: Value, progress: Progress) -> BoxFuture<'_, Result<Value, ToolError>> {
         self.forward(arguments, progress).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool() -> RemoteTool {
+        let channel = Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let remote = Arc::new(Remote {
+            endpoint: Arc::from("http://127.0.0.1:1"),
+            prefix: String::new(),
+            client: ToolServiceClient::new(channel),
+            relist_every: DEFAULT_RELIST,
+            relist_now: Notify::new(),
+        });
+        RemoteTool {
+            spec: ToolSpec {
+                name: "t".into(),
+                description: String::new(),
+                input_schema: serde_json::json!({"type": "object"}),
+                output_schema: None,
+                kind: ToolKind::Grpc,
+            },
+            remote_name: "t".into(),
+            remote,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broken_connection_is_unavailable_but_a_remote_cancel_is_its_error() {
+        let tool = tool();
+        let mut broken = tonic::Status::cancelled("operation was canceled");
+        broken.set_source(Arc::new(std::io::Error::other("connection reset")));
+        let error = tool.error(broken);
+        assert!(
+            matches!(&error, ToolError::Unavailable(m) if m.contains("connection was lost")),
+            "{error:?}"
+        );
+
+        let sent = tonic::Status::cancelled("the worker stopped the run");
+        assert!(
+            matches!(tool.error(sent), ToolError::Failed(m) if m.contains("the worker stopped the run"))
+        );
     }
 }

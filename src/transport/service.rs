@@ -126,12 +126,13 @@ impl ToolService for ToolServiceImpl {
             .engine
             .registry()
             .specs()
+            .into_iter()
             .map(|spec| pb::Tool {
-                name: spec.name.clone(),
-                description: spec.description.clone(),
                 input_schema: as_struct(&spec.input_schema),
                 output_schema: spec.output_schema.as_ref().and_then(as_struct),
                 kind: spec.kind.as_str().to_owned(),
+                name: spec.name,
+                description: spec.description,
             })
             .collect();
         Ok(Response::new(pb::ListToolsResponse { tools }))

@@ -71,7 +71,12 @@ impl Start {
 /// Starts `toolstream serve --listen 127.0.0.1:0 <args>` in `cwd` with extra environment `env`,
 /// and reads its log until it listens or exits: no waiting on a clock either way.
 pub fn serve(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Start {
-    let mut child = toolstream(cwd, &["serve", "--listen", "127.0.0.1:0"])
+    serve_on("127.0.0.1:0", cwd, args, env)
+}
+
+/// [`serve`] on the address `listen` (to start a server again where it was).
+pub fn serve_on(listen: &str, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Start {
+    let mut child = toolstream(cwd, &["serve", "--listen", listen])
         .args(args)
         .envs(env.iter().copied())
         .env("TOOLSTREAM_LOG_FORMAT", "json")

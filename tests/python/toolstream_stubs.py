@@ -7,6 +7,7 @@ Nothing generated is committed: every run generates afresh from the contract as 
 import os
 import sys
 import tempfile
+import types
 
 from grpc_tools import protoc
 import grpc_tools
@@ -32,6 +33,11 @@ if _status != 0:
     raise SystemExit(f"grpc_tools.protoc failed with status {_status}")
 
 sys.path.insert(0, _OUT)
+# `toolstream` here is the directory just generated, even when the toolstream package
+# (python/, whose checked-in stubs may be older than proto/) is installed in this Python.
+_package = types.ModuleType("toolstream")
+_package.__path__ = [os.path.join(_OUT, "toolstream")]
+sys.modules["toolstream"] = _package
 
 from toolstream.v1 import toolstream_pb2 as pb  # noqa: E402
 from toolstream.v1 import toolstream_pb2_grpc as pb_grpc  # noqa: E402

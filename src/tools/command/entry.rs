@@ -26,10 +26,23 @@ struct CommandEntry {
     #[serde(default)]
     env: BTreeMap<String, String>,
     cwd: Option<String>,
+    /// Ask the command for its description and schemas at start-up (`describe.rs`).
+    #[serde(default)]
+    describe: bool,
+}
+
+/// A checked entry: its tool, and what the command must still say about itself.
+pub struct Declared {
+    /// The tool, with the entry's schemas (or the defaults).
+    pub tool: CommandTool,
+    /// `describe = true`: the description and schemas come from the command.
+    pub describe: bool,
+    /// Whether the entry gave its own description, which wins over the command's.
+    pub has_description: bool,
 }
 
 /// Checks `entry` and builds its tool. Relative `cwd`s are resolved against `base_dir`.
-pub fn command_tool(entry: &toml::Table, base_dir: &Path) -> Result<CommandTool, String> {
+pub fn command_tool(entry: &toml::Table, base_dir: &Path) -> Result<Declared, String> {
     let entry: CommandEntry = toml::Value::Table(entry.clone())
         .try_into()
         .map_err(|e: toml::de::Error| e.message().to_owned())?;
@@ -40,6 +53,13 @@ pub fn command_tool(entry: &toml::Table, base_dir: &Path) -> Result<CommandTool,
     };
     if program.is_empty() {
         return Err("`command` starts with an empty program name".into());
+    }
+    if entry.describe && entry.input_schema.is_some() {
+        return Err(
+            "give either `input_schema` or `describe = true`, not both: \
+                    with `describe` the command says its own schema"
+                .into(),
+        );
     }
     let input_schema = match entry.input_schema {
         Some(table) => schema("input_schema", table)?,
@@ -71,10 +91,11 @@ pub fn command_tool(entry: &toml::Table, base_dir: &Path) -> Result<CommandTool,
                 .ok_or_else(|| format!("`cwd` {cwd:?} ({}) is not a directory", path.display()))
         })
         .transpose()?;
+    let has_description = entry.description.is_some();
     let description = entry
         .description
         .unwrap_or_else(|| format!("Runs `{}`.", entry.command.join(" ")));
-    Ok(CommandTool {
+    let tool = CommandTool {
         spec: ToolSpec {
             name: entry.name,
             description,
@@ -88,6 +109,11 @@ pub fn command_tool(entry: &toml::Table, base_dir: &Path) -> Result<CommandTool,
         timeout,
         kill_grace: super::DEFAULT_KILL_GRACE,
         max_line_bytes: super::DEFAULT_MAX_LINE_BYTES,
+    };
+    Ok(Declared {
+        tool,
+        describe: entry.describe,
+        has_description,
     })
 }
 
@@ -113,12 +139,24 @@ mod tests {
     }
 
     #[test]
+    fn describe_excludes_a_written_schema() {
+        let base = "kind = \"command\"\nname = \"t\"\ncommand = [\"x\"]\ndescribe = true\n";
+        assert!(command_tool(&entry(base), Path::new(".")).unwrap().describe);
+        assert!(
+            error(&format!("{base}input_schema = {{ type = \"object\" }}"))
+                .contains("either `input_schema` or `describe = true`")
+        );
+    }
+
+    #[test]
     fn a_minimal_entry_gets_defaults() {
-        let tool = command_tool(
+        let declared = command_tool(
             &entry("kind = \"command\"\nname = \"t\"\ncommand = [\"true\"]"),
             Path::new("."),
         )
         .unwrap();
+        assert!(!declared.describe && !declared.has_description);
+        let tool = declared.tool;
         assert_eq!(
             tool.spec.input_schema,
             serde_json::json!({"type": "object"})

@@ -9,8 +9,10 @@
 //! reaped.
 //!
 //! Only the config file can declare a command (`[[tools]]` entries of kind "command", see
-//! [`from_entry`]); clients only choose among declared tools and pass arguments.
+//! [`from_entry`]); clients only choose among declared tools and pass arguments. An entry with
+//! `describe = true` gets its description and schemas from the command itself ([`describe`]).
 
+pub mod describe;
 mod entry;
 mod protocol;
 mod stderr;
@@ -53,9 +55,25 @@ pub struct CommandTool {
     max_line_bytes: usize,
 }
 
-/// Builds a command tool from its `[[tools]]` entry; the error says what is wrong with the entry.
-pub fn from_entry(entry: &toml::Table, base_dir: &Path) -> Result<Arc<dyn Tool>, String> {
-    Ok(Arc::new(entry::command_tool(entry, base_dir)?))
+/// Builds a command tool from its `[[tools]]` entry, asking the command to describe itself when
+/// the entry says `describe = true`; the error says what is wrong with the entry.
+pub async fn from_entry(entry: &toml::Table, base_dir: &Path) -> Result<Arc<dyn Tool>, String> {
+    let entry::Declared {
+        mut tool,
+        describe,
+        has_description,
+    } = entry::command_tool(entry, base_dir)?;
+    if describe {
+        let described = describe::describe(&tool).await?;
+        tool.spec.input_schema = described.input_schema;
+        if tool.spec.output_schema.is_none() {
+            tool.spec.output_schema = described.output_schema;
+        }
+        if let (false, Some(text)) = (has_description, described.description) {
+            tool.spec.description = text;
+        }
+    }
+    Ok(Arc::new(tool))
 }
 
 /// How the tool's output ended.

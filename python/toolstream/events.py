@@ -1,0 +1,160 @@
+"""What the client hands out: the events of a run, runs, tools. Plain frozen dataclasses; each has
+``dict()`` for JSON."""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional
+
+if TYPE_CHECKING:
+    from .errors import ToolstreamError
+
+__all__ = ["CallProgress", "EventType", "ProgressEvent", "Run", "RunState", "ToolInfo"]
+
+#: The kinds of event a run streams (``ProgressEvent.type``): the name of the contract's
+#: ``RunEvent.event`` variant.
+EventType = Literal[
+    "started",
+    "progress",
+    "result",
+    "tool_call_started",
+    "tool_call_finished",
+    "message",
+    "gap",
+    "heartbeat",
+]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One event of a run.
+
+    The seed's fields come first and mean what they meant there; the others say where the event
+    sits in the run:
+
+    - ``progress``: fraction done, 0.0 to 1.0; ``None`` when the tool reported only a status (and
+      on events that are not progress).
+    - ``status``: what the tool is doing now, or ``None``.
+    - ``data``: every other key the tool reported with the progress (``{"items_processed": 100}``).
+      On a ``result`` event, the result (as in the seed's ``event.data``); on ``tool_call_started``
+      the call's arguments; on ``gap`` and ``heartbeat`` their fields; ``{}`` otherwise.
+    - ``timestamp``: when the run produced the event (server clock), an aware UTC datetime.
+    - ``type``: ``"progress"``, ``"result"``, ``"started"``, ``"tool_call_started"``,
+      ``"tool_call_finished"``, ``"message"``, ``"gap"`` or ``"heartbeat"``.
+    - ``sequence``: the event's position in the run, from 1 (0 on gap and heartbeat events). A gap
+      between two events means progress was coalesced because the reader was slower than the tool.
+    - ``run_id``: the run.
+    - ``call_id``, ``tool``, ``parent_call_id``: in agent runs, the tool call the event belongs to
+      (``None`` at the agent's own level). ``tool`` is also set on ``started`` for a tool run.
+    - ``text``: ``message`` events, the model's text; ``error``: a ``tool_call_finished`` whose
+      call failed; ``result``: the value of a ``result`` or successful ``tool_call_finished``.
+    """
+
+    type: EventType
+    run_id: str
+    sequence: int
+    timestamp: datetime.datetime
+    progress: Optional[float] = None
+    status: Optional[str] = None
+    data: Any = field(default_factory=dict)
+    call_id: Optional[str] = None
+    tool: Optional[str] = None
+    parent_call_id: Optional[str] = None
+    text: Optional[str] = None
+    result: Any = None
+    error: Optional[str] = None
+
+    def dict(self) -> Dict[str, Any]:
+        """The event as JSON-ready values (the timestamp in ISO 8601); fields that are ``None``
+        beyond the seed's four are left out."""
+        out: Dict[str, Any] = {
+            "type": self.type,
+            "run_id": self.run_id,
+            "sequence": self.sequence,
+            "timestamp": self.timestamp.isoformat(),
+            "progress": self.progress,
+            "status": self.status,
+            "data": self.data,
+        }
+        for name in ("call_id", "tool", "parent_call_id", "text", "result", "error"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+@dataclass(frozen=True)
+class ToolInfo:
+    """A tool the server offers (``client.tools()``)."""
+
+    name: str
+    description: str
+    input_schema: Dict[str, Any]
+    output_schema: Optional[Dict[str, Any]]
+    #: Where the tool lives: "native", "command", "grpc" (a remote server or Python worker), "mcp".
+    kind: str
+
+    def dict(self) -> Dict[str, Any]:
+        """The tool as JSON-ready values."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "input_schema": self.input_schema,
+            "output_schema": self.output_schema,
+            "kind": self.kind,
+        }
+
+
+class RunState(str, enum.Enum):
+    """Where a run stands."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def done(self) -> bool:
+        """Whether the run ended (a terminal state never changes)."""
+        return self is not RunState.RUNNING
+
+
+@dataclass(frozen=True)
+class CallProgress:
+    """The latest progress of one call of a run (``Run.progress``)."""
+
+    progress: Optional[float]
+    status: Optional[str]
+    data: Dict[str, Any]
+    call_id: Optional[str] = None
+    tool: Optional[str] = None
+    parent_call_id: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run as the server holds it (``client.get_run``, ``client.runs()``, ``client.cancel_run``)."""
+
+    run_id: str
+    state: RunState
+    #: The tool, for a tool run; ``None`` for an agent run.
+    tool: Optional[str]
+    agent: bool
+    created_at: Optional[datetime.datetime]
+    #: ``None`` while running.
+    ended_at: Optional[datetime.datetime]
+    #: The sequence number of the last event the run produced (``watch(run_id, after=...)``).
+    last_sequence: int
+    #: The latest progress of each call, the run's own first.
+    progress: List[CallProgress]
+    #: SUCCEEDED: the result.
+    result: Any = None
+    #: FAILED or CANCELLED: the error its streams ended with.
+    error: Optional["ToolstreamError"] = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the run ended."""
+        return self.state.done
