@@ -46,7 +46,7 @@ async fn a_remote_that_restarts_with_other_tools_is_listed_again() {
     let root = std::env::current_dir().unwrap();
     let limits = Limits::default();
     let mut registry = registry_with(&root, vec![]);
-    toolstream::sources::load_entries(&[entry], &root, &limits, &mut registry)
+    toolstream::tools::from_config::load_entries(&[entry], &root, &limits, &mut registry)
         .await
         .unwrap();
     let server = TestServer::start_with(registry, limits).await;
@@ -87,10 +87,14 @@ async fn relist_secs_must_be_positive() {
             .unwrap();
     let root = std::env::current_dir().unwrap();
     let mut registry = registry_with(&root, vec![]);
-    let error =
-        toolstream::sources::load_entries(&[entry], &root, &Limits::default(), &mut registry)
-            .await
-            .unwrap_err();
+    let error = toolstream::tools::from_config::load_entries(
+        &[entry],
+        &root,
+        &Limits::default(),
+        &mut registry,
+    )
+    .await
+    .unwrap_err();
     assert!(
         error
             .to_string()
