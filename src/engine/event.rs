@@ -1,7 +1,8 @@
 //! The events a run produces, in domain terms (the transport turns them into wire messages).
 
-use std::any::Any;
 use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -18,8 +19,9 @@ pub struct RunEvent {
     pub timestamp: SystemTime,
     /// What happened.
     pub kind: EventKind,
-    /// The event as the transport sends it, made by the first reader that needs it.
-    wire: OnceLock<Box<dyn Any + Send + Sync>>,
+    /// The event as the transport sends it (encoded bytes), made by the first reader that needs
+    /// it.
+    wire: OnceLock<Bytes>,
 }
 
 impl RunEvent {
@@ -34,16 +36,11 @@ impl RunEvent {
         }
     }
 
-    /// The event in the transport's form `T`, made by `make` on first use and cloned for every
-    /// reader after that. (The engine stays unaware of wire types; a logged event is converted
-    /// once however many streams send it.)
-    pub fn wire<T: Any + Send + Sync + Clone>(&self, make: impl Fn(&RunEvent) -> T) -> T {
-        let cached = self.wire.get_or_init(|| Box::new(make(self)));
-        match cached.downcast_ref::<T>() {
-            Some(wire) => wire.clone(),
-            // A second transport form of the same event is made each time it is needed.
-            None => make(self),
-        }
+    /// The event's wire encoding, made by `encode` on first use and shared (a reference count,
+    /// not a copy) by every reader after that: a logged event is encoded once however many
+    /// streams send it. The engine does not know the encoding; the transport does.
+    pub fn wire(&self, encode: impl FnOnce(&RunEvent) -> Bytes) -> Bytes {
+        self.wire.get_or_init(|| encode(self)).clone()
     }
 }
 

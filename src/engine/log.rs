@@ -67,7 +67,7 @@ pub(crate) struct LogState {
     pub(crate) end_time: Option<SystemTime>,
     /// Readers waiting for the next event; a reader remembers its slot for the current
     /// generation, so re-registering is O(1) however many readers there are.
-    wakers: Vec<Waker>,
+    wakers: Wakers,
     pub(crate) generation: u64,
 }
 
@@ -92,7 +92,7 @@ impl RunLog {
                 superseded: 0,
                 end: None,
                 end_time: None,
-                wakers: Vec::new(),
+                wakers: Wakers::default(),
                 generation: 0,
             }),
             ended: Notify::new(),
@@ -146,7 +146,7 @@ impl RunLog {
                     state.end_time = Some(SystemTime::now());
                     state.take_wakers()
                 };
-                wakers.into_iter().for_each(Waker::wake);
+                wakers.wake();
                 self.ended.notify_waiters();
             }
         }
@@ -205,7 +205,7 @@ impl RunLog {
             self.compact(&mut state);
             state.take_wakers()
         };
-        wakers.into_iter().for_each(Waker::wake);
+        wakers.wake();
         if ends {
             self.ended.notify_waiters();
         }
@@ -261,17 +261,16 @@ impl RunLog {
                 }
             }
             _ => {
-                *slot = Some((state.generation, state.wakers.len()));
-                state.wakers.push(waker.clone());
+                *slot = Some((state.generation, state.wakers.push(waker.clone())));
             }
         }
     }
 }
 
 impl LogState {
-    fn take_wakers(&mut self) -> Vec<Waker> {
-        if self.wakers.is_empty() {
-            return Vec::new();
+    fn take_wakers(&mut self) -> Wakers {
+        if self.wakers.first.is_none() {
+            return Wakers::default();
         }
         self.generation += 1;
         std::mem::take(&mut self.wakers)
@@ -319,6 +318,41 @@ impl LogState {
             Some(RunEnd::Succeeded) => self.events.back(),
             _ => None,
         }
+    }
+}
+
+/// The wakers of waiting readers. The first has a place of its own, so the common case (one
+/// reader: the caller) never allocates when readers are woken and register again.
+#[derive(Default)]
+struct Wakers {
+    first: Option<Waker>,
+    rest: Vec<Waker>,
+}
+
+impl Wakers {
+    /// Adds a waker; returns its index.
+    fn push(&mut self, waker: Waker) -> usize {
+        if self.first.is_none() {
+            self.first = Some(waker);
+            0
+        } else {
+            self.rest.push(waker);
+            self.rest.len()
+        }
+    }
+
+    fn get_mut(&mut self, index: usize) -> Option<&mut Waker> {
+        match index {
+            0 => self.first.as_mut(),
+            n => self.rest.get_mut(n - 1),
+        }
+    }
+
+    fn wake(self) {
+        self.first
+            .into_iter()
+            .chain(self.rest)
+            .for_each(Waker::wake);
     }
 }
 
