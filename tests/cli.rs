@@ -58,6 +58,21 @@ impl Served {
     }
 }
 
+/// The kind of a RunEvent line: the one `event` oneof key it carries.
+fn event_kind(event: &Value) -> &'static str {
+    [
+        "started",
+        "progress",
+        "result",
+        "toolCallStarted",
+        "toolCallFinished",
+        "message",
+    ]
+    .into_iter()
+    .find(|kind| event.get(*kind).is_some())
+    .unwrap_or_else(|| panic!("no event kind in {event}"))
+}
+
 fn json_lines(output: &std::process::Output) -> Vec<Value> {
     String::from_utf8_lossy(&output.stdout)
         .lines()
@@ -86,20 +101,25 @@ fn serve_run_tools_health_and_sigterm() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    // Each line is the canonical proto3 JSON of a RunEvent, as the HTTP routes send it.
     let events = json_lines(&run);
-    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = events.iter().map(event_kind).collect();
     assert_eq!(
         types,
         ["started", "progress", "progress", "progress", "result"]
     );
-    assert_eq!(events[4]["value"], serde_json::json!({"count": 3}));
+    assert_eq!(events[1]["sequence"], "2");
+    assert_eq!(
+        events[4]["result"]["value"],
+        serde_json::json!({"count": 3.0})
+    );
 
     let run = served.client(&["run", "checksum", "--json", r#"{"paths":["hello.txt"]}"#]);
     assert!(run.status.success());
     let events = json_lines(&run);
     let result = events.last().unwrap();
     assert_eq!(
-        result["value"]["files"][0]["sha256"],
+        result["result"]["value"]["files"][0]["sha256"],
         "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
     );
 

@@ -18,9 +18,13 @@ pub struct RunEvent {
     pub timestamp: SystemTime,
     /// What happened.
     pub kind: EventKind,
-    /// The event as the transport sends it, made by the first reader that needs it.
-    wire: OnceLock<Box<dyn Any + Send + Sync>>,
+    /// The event in the forms transports send (a gRPC message, JSON text), each made by the first
+    /// reader that needs it.
+    wire: [OnceLock<Box<dyn Any + Send + Sync>>; WIRE_FORMS],
 }
+
+/// How many transport forms of an event are kept: the gRPC message and the JSON text.
+const WIRE_FORMS: usize = 2;
 
 impl RunEvent {
     /// A new event.
@@ -30,20 +34,24 @@ impl RunEvent {
             sequence,
             timestamp,
             kind,
-            wire: OnceLock::new(),
+            wire: [const { OnceLock::new() }; WIRE_FORMS],
         }
     }
 
     /// The event in the transport's form `T`, made by `make` on first use and cloned for every
     /// reader after that. (The engine stays unaware of wire types; a logged event is converted
-    /// once however many streams send it.)
+    /// once however many streams send it, for each of up to two forms: the gRPC message and the
+    /// JSON text.)
     pub fn wire<T: Any + Send + Sync + Clone>(&self, make: impl Fn(&RunEvent) -> T) -> T {
-        let cached = self.wire.get_or_init(|| Box::new(make(self)));
-        match cached.downcast_ref::<T>() {
-            Some(wire) => wire.clone(),
-            // A second transport form of the same event is made each time it is needed.
-            None => make(self),
+        for slot in &self.wire {
+            // A slot another form took is skipped; a free one is taken for `T`.
+            let cached = slot.get_or_init(|| Box::new(make(self)));
+            if let Some(wire) = cached.downcast_ref::<T>() {
+                return wire.clone();
+            }
         }
+        // A third form of the same event is made each time it is needed.
+        make(self)
     }
 }
 
