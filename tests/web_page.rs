@@ -1,7 +1,8 @@
 //! The page at `/` in a real headless Chromium (Debian's `chromium` and `chromium-driver`, driven
 //! by selenium; `.ci/run` installs them): the tools' forms, a `ticks` run reaching 100% with its
-//! result, an error shown, the runs list, and an agent run with its streamed text and a bar per
-//! tool call (against the stand-in model of the agent tests).
+//! result, the browser's own `EventSource` reading a run's SSE, an error shown, the runs list
+//! with resume and cancel, and an agent run with its streamed text and a bar per tool call
+//! (against the stand-in model of the agent tests).
 //!
 //! Without a browser the test fails and says how to install one; set
 //! `TOOLSTREAM_SKIP_BROWSER_TESTS=1` to skip it on a machine that cannot have one.

@@ -2,7 +2,8 @@
 //! live progress bars (agent runs with their streamed text and a bar per tool call), lists runs
 //! with resume and cancel, and shows errors. Plain HTML, CSS and JavaScript, embedded in the
 //! binary: no build step, no proxy, nothing fetched from elsewhere. It uses only the public
-//! routes (`/v1/tools`, SSE runs, `/v1/runs…`), so it doubles as their example.
+//! routes (`/v1/tools`, `/v1/runs…`, and one WebSocket, `/v1/ws`, for every run it starts or
+//! follows), so it doubles as their example.
 
 use axum::extract::Path;
 use axum::http::{HeaderValue, header};

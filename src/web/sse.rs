@@ -16,7 +16,6 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -81,7 +80,7 @@ impl Stream for SseEvents {
                     } else {
                         sse
                     };
-                    return Poll::Ready(Some(Ok(sse.data(Arc::clone(&json).as_ref()))));
+                    return Poll::Ready(Some(Ok(sse.data(&*json))));
                 }
                 Err(error) => error_event(&error),
             },

@@ -1,6 +1,7 @@
 """Drives the page at `/` in a real headless Chromium (Debian's chromium and chromium-driver, through
 selenium): the forms come from the tools' schemas, a `ticks` run started from its form shows its bar
-reaching 100% and its result, an error is shown, the runs list shows the run, a run started
+reaching 100% and its result, the browser's EventSource reads a run's SSE, an error is shown, the
+runs list shows the run, a run started
 elsewhere is resumed from the runs list and cancelled, and an agent run shows its streamed text and
 a bar per tool call.
 
@@ -80,6 +81,23 @@ try:
     assert '"count": 5' in result.text, result.text
     run_id = run.get_attribute("data-run-id")
     assert run_id, "the run's id is shown"
+
+    # The browser's own EventSource reads the run's SSE replay: named events, ids = sequences.
+    driver.set_script_timeout(WAIT)
+    seen = driver.execute_async_script("""
+        const [runId, done] = [arguments[0], arguments[arguments.length - 1]];
+        const seen = [];
+        const source = new EventSource(`/v1/runs/${runId}/events`);
+        for (const name of ["started", "progress", "result"]) {
+          source.addEventListener(name, (e) => {
+            seen.push([name, e.lastEventId, JSON.parse(e.data).sequence]);
+            if (name === "result") { source.close(); done(seen); }
+          });
+        }
+        source.addEventListener("error", (e) => { source.close(); done(["error", e.data || "connection"]); });
+    """, run_id)
+    assert [name for name, _, _ in seen] == ["started"] + ["progress"] * 5 + ["result"], seen
+    assert all(last_id == sequence for _, last_id, sequence in seen), seen
 
     # The runs list shows it as succeeded.
     wait.until(ec.presence_of_element_located(

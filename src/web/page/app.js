@@ -1,10 +1,11 @@
 // toolstream's page: plain JavaScript over the public routes, no build step.
 //
 // - GET /v1/tools                  the tools; a form per tool from its input schema
-// - POST /v1/tools/NAME/runs       a run as server-sent events, read from fetch's body stream
-// - POST /v1/agent/runs            the same for an agent run
+// - GET /v1/ws                     one WebSocket for every run the page starts or follows
+//                                  (run_tool, run_agent, watch): a browser opens at most six
+//                                  HTTP/1.1 connections per server, so one stream per run would
+//                                  stall the page after a few runs
 // - GET /v1/runs, POST .../cancel  the runs list, cancel
-// - GET /v1/runs/ID/events         resume: an EventSource (it sends Last-Event-ID on reconnects)
 //
 // Every payload is the canonical proto3 JSON of the contract's messages (camelCase names,
 // 64-bit integers as strings). Text from the server only ever goes into textContent.
@@ -187,8 +188,7 @@ function toolCard(tool) {
     const options = {};
     if (interval.value !== "") options.minProgressIntervalMs = Number(interval.value);
     if (detached.checked) options.onDisconnect = "ON_DISCONNECT_CONTINUE";
-    startRun(`/v1/tools/${encodeURIComponent(tool.name)}/runs`, { arguments: args, options },
-      tool.name);
+    startRun({ type: "run_tool", tool: tool.name, arguments: args, options }, tool.name);
   });
   return form;
 }
@@ -217,7 +217,7 @@ class RunView {
       el("header", {}, el("strong", { text: title }), " ", this.idLabel, " ",
         this.cancelButton, this.resumeButton,
         el("button", { type: "button", class: "close", "aria-label": "remove", text: "×",
-          onclick: () => { this.close(); this.root.remove(); } })),
+          onclick: () => this.root.remove() })),
       this.bar.root, this.status, this.text, this.callsBox, this.result, this.error);
     const live = document.getElementById("live");
     live.querySelector(".hint")?.remove();
@@ -299,7 +299,6 @@ class RunView {
     this.root.dataset.state = state;
     this.cancelButton.disabled = true;
     this.resumeButton.hidden = true;
-    this.close();
     scheduleRunsRefresh();
   }
 
@@ -326,39 +325,17 @@ class RunView {
     }
   }
 
-  // Follows the run from the last event seen with an EventSource (GET, resumable).
+  // Follows the run again from the last event seen (after the socket was lost).
   resume() {
     this.resumeButton.hidden = true;
     this.root.dataset.state = "running";
     this.status.textContent = "";
-    this.watch(`/v1/runs/${encodeURIComponent(this.runId)}/events?after=${this.lastSequence}`);
+    this.follow({ type: "watch", runId: this.runId, after: this.lastSequence });
   }
 
-  watch(url) {
-    this.close();
-    const source = new EventSource(url);
-    this.source = source;
-    for (const name of ["started", "progress", "result", "tool_call_started",
-      "tool_call_finished", "message", "gap", "heartbeat"]) {
-      source.addEventListener(name, (e) => this.onEvent(name, JSON.parse(e.data)));
-    }
-    source.addEventListener("error", (e) => {
-      if (e.data !== undefined) {
-        // The run's own `event: error`: its end.
-        this.onError(JSON.parse(e.data));
-      } else if (source.readyState === EventSource.CLOSED) {
-        this.onLost("the server refused the stream");
-      }
-      // Otherwise the browser reconnects by itself, sending Last-Event-ID.
-    });
-  }
-
-  close() {
-    if (this.source) {
-      // A finished stream must not reconnect: EventSource would otherwise start over.
-      this.source.close();
-      this.source = null;
-    }
+  // Sends `message` (run_tool, run_agent or watch) over the page's socket; its frames come here.
+  follow(message) {
+    channel.call(message, this).catch((e) => this.onLost(e.message));
   }
 }
 
@@ -381,73 +358,67 @@ function progressBar(kind, label) {
 }
 
 // ------------------------------------------------------------------------------------------
-// Server-sent events from a fetch body (EventSource cannot POST).
+// The page's WebSocket: many runs at once, each tagged with an id (docs/web.md, "WebSocket").
 
-async function* sseEvents(body) {
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  let event = { name: "message", data: [], id: null };
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value;
-    let newline;
-    while ((newline = buffer.search(/\r\n|\r|\n/)) >= 0) {
-      const line = buffer.slice(0, newline);
-      buffer = buffer.slice(newline + (buffer.startsWith("\r\n", newline) ? 2 : 1));
-      if (line === "") {
-        if (event.data.length > 0) yield { name: event.name, data: event.data.join("\n"), id: event.id };
-        event = { name: "message", data: [], id: null };
-      } else if (!line.startsWith(":")) { // ":" lines are keep-alive comments
-        const colon = line.indexOf(":");
-        const key = colon < 0 ? line : line.slice(0, colon);
-        let value = colon < 0 ? "" : line.slice(colon + 1);
-        if (value.startsWith(" ")) value = value.slice(1);
-        if (key === "event") event.name = value;
-        else if (key === "data") event.data.push(value);
-        else if (key === "id") event.id = value;
-      }
+const EVENT_NAMES = {
+  started: "started", progress: "progress", result: "result",
+  toolCallStarted: "tool_call_started", toolCallFinished: "tool_call_finished",
+  message: "message", gap: "gap", heartbeat: "heartbeat",
+};
+
+class Channel {
+  constructor() {
+    this.socket = null; // a Promise of an open WebSocket
+    this.calls = new Map(); // id -> RunView
+    this.nextId = 1;
+  }
+
+  open() {
+    if (this.socket) return this.socket;
+    this.socket = new Promise((resolve, reject) => {
+      const scheme = location.protocol === "https:" ? "wss" : "ws";
+      const ws = new WebSocket(`${scheme}://${location.host}/v1/ws`);
+      ws.onopen = () => resolve(ws);
+      ws.onmessage = (message) => this.dispatch(JSON.parse(message.data));
+      ws.onclose = (event) => {
+        this.socket = null;
+        reject(new Error("cannot open the WebSocket /v1/ws"));
+        const reason = event.reason || `the WebSocket closed (${event.code})`;
+        for (const view of this.calls.values()) view.onLost(reason);
+        this.calls.clear();
+      };
+    });
+    return this.socket;
+  }
+
+  async call(message, view) {
+    const ws = await this.open();
+    const id = `c${this.nextId++}`;
+    this.calls.set(id, view);
+    ws.send(JSON.stringify({ ...message, id }));
+  }
+
+  dispatch(frame) {
+    const view = frame.id === undefined ? undefined : this.calls.get(frame.id);
+    if (frame.error) {
+      this.calls.delete(frame.id);
+      if (view) view.onError(frame.error);
+      if (!view || frame.error.code !== "CANCELLED") showError(new ApiError(frame.error.code, frame.error.message));
+      return;
     }
+    if (!view) return;
+    const name = Object.keys(EVENT_NAMES).find((key) => frame.event[key] !== undefined);
+    if (!name) return;
+    view.onEvent(EVENT_NAMES[name], frame.event);
+    if (name === "started") scheduleRunsRefresh();
+    if (name === "result") this.calls.delete(frame.id);
   }
 }
 
-async function startRun(path, body, title) {
-  const view = new RunView(title);
-  const detached = body.options && body.options.onDisconnect === "ON_DISCONNECT_CONTINUE";
-  let response;
-  try {
-    response = await fetch(path, {
-      method: "POST",
-      headers: { "content-type": "application/json", accept: "text/event-stream" },
-      body: JSON.stringify(body),
-    });
-  } catch (e) {
-    view.onError({ code: "UNAVAILABLE", message: `cannot reach the server: ${e.message}` });
-    return;
-  }
-  if (!response.ok) {
-    const error = await apiError(response);
-    view.onError(error);
-    showError(error);
-    return;
-  }
-  view.setRunId(response.headers.get("x-run-id"));
-  scheduleRunsRefresh();
-  try {
-    for await (const event of sseEvents(response.body)) {
-      if (event.name === "error") {
-        const error = JSON.parse(event.data);
-        view.onError(error);
-        if (error.code !== "CANCELLED") showError(new ApiError(error.code, error.message));
-      } else {
-        view.onEvent(event.name, JSON.parse(event.data));
-      }
-    }
-    if (!view.ended) view.onLost("the stream ended early");
-  } catch (e) {
-    view.onLost(e.message);
-  }
-  if (detached && !view.ended) view.resumeButton.hidden = false;
+const channel = new Channel();
+
+function startRun(message, title) {
+  new RunView(title).follow(message);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -478,7 +449,9 @@ async function refreshRuns() {
         onclick: () => {
           const view = new RunView(run.tool || "agent");
           view.setRunId(run.runId);
-          view.watch(`/v1/runs/${encodeURIComponent(run.runId)}/events${state === "running" ? "?from=latest" : ""}`);
+          view.follow(state === "running"
+            ? { type: "watch", runId: run.runId, fromLatest: true }
+            : { type: "watch", runId: run.runId, after: "0" });
         } });
       const cancel = state === "running"
         ? el("button", { type: "button", text: "Cancel", onclick: async () => {
@@ -545,7 +518,7 @@ function setUpAgentForm() {
     if (data.get("model")) body.model = data.get("model");
     if (data.get("maxSteps")) body.maxSteps = Number(data.get("maxSteps"));
     if (data.get("detached")) body.options = { onDisconnect: "ON_DISCONNECT_CONTINUE" };
-    startRun("/v1/agent/runs", body, "agent");
+    startRun({ type: "run_agent", ...body }, "agent");
   });
 }
 
