@@ -525,3 +525,42 @@ async fn an_agent_run_and_a_tool_run_share_a_socket() {
     );
     assert!(frames["t"].last().unwrap()["event"].get("result").is_some());
 }
+
+#[tokio::test]
+async fn a_message_larger_than_the_limit_closes_the_socket_and_cancels_its_runs() {
+    let root = std::env::current_dir().unwrap();
+    let stopped = Arc::new(AtomicBool::new(false));
+    let limits = Limits {
+        max_message_bytes: 4096,
+        ..Limits::default()
+    };
+    let server = TestServer::serve(Server::new(
+        registry_with(&root, vec![endless_tool(Arc::clone(&stopped))]),
+        limits,
+    ))
+    .await;
+    let mut socket = connect(&server).await;
+    send(
+        &mut socket,
+        json!({"type": "run_tool", "id": "x", "tool": "endless"}),
+    )
+    .await;
+    assert_eq!(next(&mut socket).await["id"], "x");
+    let huge = json!({"type": "run_tool", "id": "y", "tool": "ticks", "arguments": {"pad": "z".repeat(10_000)}});
+    // The send may already fail if the server closed first.
+    let _ = socket.send(Message::Text(huge.to_string().into())).await;
+    // The socket ends (a close frame, or the connection dropped): no more calls on it.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .expect("the socket to end")
+        {
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => continue,
+        }
+    }
+    eventually(Duration::from_secs(10), "the socket's run to stop", || {
+        stopped.load(Ordering::SeqCst)
+    })
+    .await;
+}

@@ -21,7 +21,7 @@
 //! `onDisconnect: ON_DISCONNECT_CONTINUE` go on).
 //!
 //! Bounds: at most `[http] ws_max_runs` calls in flight per socket (more get
-//! RESOURCE_EXHAUSTED), messages up to `max_message_bytes`. Frames are written one at a time and
+//! RESOURCE_EXHAUSTED), messages up to `max_message_bytes` (a larger one ends the socket). Frames are written one at a time and
 //! a run's stream is read only when the socket takes the next frame, so a slow client gets
 //! progress coalesced and nothing piles up here.
 
