@@ -1,6 +1,8 @@
 //! Compiles the public contract in `proto/` with protox (pure Rust, so no system `protoc` is
 //! needed) and generates the tonic client and server code from it. The encoded file descriptor
-//! set is written next to the generated code for server reflection.
+//! set is written next to the generated code for server reflection and for the canonical JSON
+//! mapping: every message of the contract derives prost-reflect's `ReflectMessage`, naming its
+//! descriptor in `crate::pb::DESCRIPTOR_POOL`.
 //!
 //! The servers the binary runs are generated a second time, by hand from the same descriptors
 //! (`tonic_build::manual`), so that server-streaming methods send events already encoded: a run's
@@ -25,10 +27,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     encoded_event_servers(&file_descriptors);
 
-    tonic_prost_build::configure()
+    let mut builder = tonic_prost_build::configure()
         .skip_protoc_run()
-        .file_descriptor_set_path(&descriptor_path)
-        .compile_fds(file_descriptors)?;
+        .file_descriptor_set_path(&descriptor_path);
+    for file in &file_descriptors.file {
+        if file.package() != "toolstream.v1" {
+            continue;
+        }
+        let mut names = Vec::new();
+        collect_messages(file.package(), &file.message_type, &mut names);
+        for name in names {
+            builder = builder.message_attribute(
+                format!(".{name}"),
+                format!(
+                    "#[derive(::prost_reflect::ReflectMessage)]\n\
+                     #[prost_reflect(descriptor_pool = \"crate::pb::DESCRIPTOR_POOL\", \
+                     message_name = \"{name}\")]"
+                ),
+            );
+        }
+    }
+    builder.compile_fds(file_descriptors)?;
     Ok(())
 }
 
@@ -88,4 +107,17 @@ fn snake_case(name: &str) -> String {
         }
     }
     out
+}
+
+/// The full names of `messages` and of the messages nested in them.
+fn collect_messages(
+    scope: &str,
+    messages: &[prost_types::DescriptorProto],
+    names: &mut Vec<String>,
+) {
+    for message in messages {
+        let name = format!("{scope}.{}", message.name());
+        collect_messages(&name, &message.nested_type, names);
+        names.push(name);
+    }
 }

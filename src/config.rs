@@ -14,6 +14,11 @@
 //! [model]
 //! url = "https://api.openai.com/v1"
 //! api_key_file = "/run/secrets/model-key"   # or api_key_env = "OPENAI_API_KEY"
+//!
+//! [http]
+//! cors_origins = ["https://app.example.com"]   # none by default: same origin only
+//! keep_alive_secs = 15                          # SSE comment lines and WebSocket pings
+//! ws_max_runs = 64                              # runs and watches in flight per WebSocket
 //! ```
 //!
 //! Relative paths in the file (`root`, `[model] api_key_file`, a command's `cwd`…) are relative to
@@ -80,6 +85,14 @@ struct RunsFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct HttpFile {
+    cors_origins: Option<Vec<String>>,
+    keep_alive_secs: Option<u64>,
+    ws_max_runs: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ConfigFile {
     listen: Option<String>,
     root: Option<PathBuf>,
@@ -90,6 +103,8 @@ struct ConfigFile {
     model: ModelFile,
     #[serde(default)]
     runs: RunsFile,
+    #[serde(default)]
+    http: HttpFile,
     /// `[[tools]]` entries, checked by the tool sources that read them.
     #[serde(default)]
     tools: Vec<toml::Table>,
@@ -143,6 +158,29 @@ impl std::fmt::Debug for ModelConfig {
             .field("max_steps", &self.max_steps)
             .field("max_parallel_calls", &self.max_parallel_calls)
             .finish()
+    }
+}
+
+/// The HTTP side of the listener: browsers, SSE and WebSocket clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Origins a browser may call from besides the server's own (CORS), like
+    /// `https://app.example.com`; `"*"` allows any. None by default.
+    pub cors_origins: Vec<String>,
+    /// How often an idle SSE stream gets a comment line and a WebSocket a ping, so proxies with
+    /// idle timeouts keep them open.
+    pub keep_alive: Duration,
+    /// Runs and watches in flight on one WebSocket; more are refused with RESOURCE_EXHAUSTED.
+    pub ws_max_runs: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            cors_origins: Vec::new(),
+            keep_alive: Duration::from_secs(15),
+            ws_max_runs: 64,
+        }
     }
 }
 
@@ -225,6 +263,8 @@ pub struct Config {
     pub limits: Limits,
     /// The model behind RunAgent.
     pub model: ModelConfig,
+    /// The HTTP side: CORS, keep-alives, WebSocket bounds.
+    pub http: HttpConfig,
     /// `[[tools]]` entries of the config file, in order.
     pub tools: Vec<toml::Table>,
     /// The config file, when one was given (relative paths in it are relative to its directory).
@@ -376,12 +416,14 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
+        let http = http_config(file.http)?;
         Ok(Config {
             listen,
             root,
             log_format: overrides.log_format.or(file.log_format).unwrap_or_default(),
             limits,
             model,
+            http,
             tools: file.tools,
             path: path.map(Path::to_owned),
         })
@@ -402,6 +444,55 @@ impl Config {
             PathBuf::from("."),
         )
     }
+}
+
+/// `[http]` checked: every origin is `*` or `scheme://host[:port]`, the numbers are positive.
+fn http_config(file: HttpFile) -> Result<HttpConfig, ConfigError> {
+    let defaults = HttpConfig::default();
+    let cors_origins = file.cors_origins.unwrap_or_default();
+    for origin in &cors_origins {
+        let looks_like_origin = origin == "*"
+            || origin.split_once("://").is_some_and(|(scheme, rest)| {
+                !scheme.is_empty()
+                    && !rest.is_empty()
+                    && !rest.contains('/')
+                    && origin.chars().all(|c| c.is_ascii_graphic())
+            });
+        if !looks_like_origin {
+            return Err(ConfigError::Invalid {
+                key: "http.cors_origins",
+                message: format!(
+                    "{origin:?} is not an origin like \"https://app.example.com\" \
+                     (scheme, host and optional port, no path) or \"*\""
+                ),
+            });
+        }
+    }
+    let keep_alive = match file.keep_alive_secs {
+        Some(0) => {
+            return Err(ConfigError::Invalid {
+                key: "http.keep_alive_secs",
+                message: "must be at least 1".into(),
+            });
+        }
+        Some(secs) => Duration::from_secs(secs),
+        None => defaults.keep_alive,
+    };
+    let ws_max_runs = match file.ws_max_runs {
+        Some(0) => {
+            return Err(ConfigError::Invalid {
+                key: "http.ws_max_runs",
+                message: "must be at least 1".into(),
+            });
+        }
+        Some(n) => n,
+        None => defaults.ws_max_runs,
+    };
+    Ok(HttpConfig {
+        cors_origins,
+        keep_alive,
+        ws_max_runs,
+    })
 }
 
 /// The most runs the engine can count (tokio's `Semaphore::MAX_PERMITS`).
@@ -509,6 +600,41 @@ mod tests {
             message.contains("bad.toml") && message.contains("listn"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn http_settings_are_read_and_bad_origins_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("toolstream.toml");
+        let config = Config::load(None, Overrides::default()).unwrap();
+        assert_eq!(config.http, HttpConfig::default());
+        assert!(config.http.cors_origins.is_empty());
+
+        std::fs::write(
+            &path,
+            "[http]\ncors_origins = [\"https://app.example.com\", \"http://localhost:8080\"]\n\
+             keep_alive_secs = 5\nws_max_runs = 3\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), Overrides::default()).unwrap();
+        assert_eq!(
+            config.http.cors_origins,
+            ["https://app.example.com", "http://localhost:8080"]
+        );
+        assert_eq!(config.http.keep_alive, Duration::from_secs(5));
+        assert_eq!(config.http.ws_max_runs, 3);
+
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/path",
+            "https://a b",
+        ] {
+            std::fs::write(&path, format!("[http]\ncors_origins = [{bad:?}]\n")).unwrap();
+            let message = Config::load(Some(&path), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains("http.cors_origins"), "{message}");
+        }
     }
 
     #[test]

@@ -1,9 +1,95 @@
-//! Conversions between JSON (the currency of tools, the engine and the registry) and protobuf's
-//! well-known `Struct`/`Value` types (the currency of the wire). Used by the transport and by
-//! tools that speak gRPC themselves (remote toolstream servers).
+//! JSON and protobuf, both ways:
+//!
+//! - between JSON values (the currency of tools, the engine and the registry) and protobuf's
+//!   well-known `Struct`/`Value` types (the currency of the wire), for the transport and for
+//!   tools that speak gRPC themselves (remote toolstream servers);
+//! - the **canonical proto3 JSON mapping** of the contract's messages ([`to_json`],
+//!   [`from_json`]): what protobuf's own printers and parsers write and read (lowerCamelCase
+//!   names, RFC 3339 timestamps, 64-bit integers as strings, default values left out). It is
+//!   produced by prost-reflect from the contract's own descriptors ([`crate::pb::DESCRIPTOR_POOL`]),
+//!   never by a hand-kept model, so the HTTP routes, the WebSocket and the CLI's JSON lines all
+//!   speak one schema that `json_format.Parse(text, RunEvent())` or protobuf-es reads.
 
+use prost_reflect::{DeserializeOptions, DynamicMessage, ReflectMessage, SerializeOptions};
 use prost_types::value::Kind;
 use serde_json::{Map, Number, Value};
+
+/// Why a message could not be written as JSON or read from it.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    /// The text is not JSON, or not the JSON of this message (the message names the field).
+    #[error("invalid {message} JSON: {reason}")]
+    Parse {
+        /// The message expected, like `toolstream.v1.RunToolRequest`.
+        message: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The message holds something JSON cannot carry (a non-finite number in a `Value`).
+    #[error("cannot write {message} as JSON: {reason}")]
+    Write {
+        /// The message.
+        message: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// `message` in the canonical proto3 JSON mapping, on one line.
+pub fn to_json<M: ReflectMessage>(message: &M) -> Result<String, JsonError> {
+    let dynamic = message.transcode_to_dynamic();
+    let mut serializer = serde_json::Serializer::new(Vec::new());
+    dynamic
+        .serialize_with_options(&mut serializer, &SerializeOptions::new())
+        .map_err(|e| JsonError::Write {
+            message: dynamic.descriptor().full_name().to_owned(),
+            reason: e.to_string(),
+        })?;
+    // serde_json writes UTF-8 only.
+    String::from_utf8(serializer.into_inner()).map_err(|e| JsonError::Write {
+        message: dynamic.descriptor().full_name().to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads `M` from its canonical proto3 JSON (proto field names are accepted too, as protobuf's
+/// parsers do). Unknown fields are errors that name the field.
+pub fn from_json<M: ReflectMessage + Default>(text: &[u8]) -> Result<M, JsonError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    let message = read_dynamic::<M, _>(&mut deserializer)?;
+    deserializer.end().map_err(|e| parse_error::<M>(e))?;
+    transcode(message)
+}
+
+/// Reads `M` from a JSON value holding its canonical proto3 JSON (see [`from_json`]).
+pub fn from_json_value<M: ReflectMessage + Default>(value: Value) -> Result<M, JsonError> {
+    transcode(read_dynamic::<M, _>(value)?)
+}
+
+fn read_dynamic<'de, M, D>(deserializer: D) -> Result<DynamicMessage, JsonError>
+where
+    M: ReflectMessage + Default,
+    D: serde::Deserializer<'de>,
+    D::Error: std::fmt::Display,
+{
+    DynamicMessage::deserialize_with_options(
+        M::default().descriptor(),
+        deserializer,
+        &DeserializeOptions::new(),
+    )
+    .map_err(|e| parse_error::<M>(e))
+}
+
+fn transcode<M: ReflectMessage + Default>(message: DynamicMessage) -> Result<M, JsonError> {
+    message.transcode_to::<M>().map_err(|e| parse_error::<M>(e))
+}
+
+fn parse_error<M: ReflectMessage + Default>(reason: impl std::fmt::Display) -> JsonError {
+    JsonError::Parse {
+        message: M::default().descriptor().full_name().to_owned(),
+        reason: reason.to_string(),
+    }
+}
 
 /// JSON object → `google.protobuf.Struct`.
 pub fn json_to_struct(object: Map<String, Value>) -> prost_types::Struct {
@@ -67,7 +153,63 @@ fn number_to_json(n: f64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pb;
     use serde_json::json;
+
+    #[test]
+    fn messages_are_written_in_the_canonical_mapping() {
+        let event = pb::RunEvent {
+            run_id: "r1".into(),
+            sequence: 7,
+            timestamp: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 500_000_000,
+            }),
+            event: Some(pb::run_event::Event::Progress(pb::Progress {
+                progress: Some(0.5),
+                status: Some("half".into()),
+                call_id: "c1".into(),
+                ..pb::Progress::default()
+            })),
+        };
+        let text = to_json(&event).unwrap();
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "runId": "r1",
+                "sequence": "7",
+                "timestamp": "2023-11-14T22:13:20.500Z",
+                "progress": {"progress": 0.5, "status": "half", "callId": "c1"},
+            })
+        );
+        assert!(!text.contains('\n'));
+        let back: pb::RunEvent = from_json(text.as_bytes()).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn reading_accepts_proto_names_and_names_unknown_fields() {
+        let request: pb::RunToolRequest = from_json_value(json!({
+            "tool": "ticks",
+            "arguments": {"count": 3},
+            "options": {"min_progress_interval_ms": 100, "onDisconnect": "ON_DISCONNECT_CONTINUE"},
+        }))
+        .unwrap();
+        assert_eq!(request.tool, "ticks");
+        let options = request.options.unwrap();
+        assert_eq!(options.min_progress_interval_ms, 100);
+        assert_eq!(options.on_disconnect(), pb::OnDisconnect::Continue);
+
+        let error = from_json::<pb::RunToolRequest>(br#"{"tool": "x", "argumnts": {}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("argumnts"), "{error}");
+        let error = from_json::<pb::RunToolRequest>(b"{")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("RunToolRequest"), "{error}");
+    }
 
     #[test]
     fn json_round_trips_and_integers_stay_integers() {

@@ -14,19 +14,24 @@
 //! 4. [`agent`]: a language model that calls tools, as a run of the engine; the model behind a
 //!    [`agent::ModelProvider`] trait, with an OpenAI-compatible implementation.
 //! 5. [`transport`]: the tonic services (`ToolService`, `RunService`), thin adapters between the
-//!    wire types in [`pb`] and the engine; [`json_proto`] converts JSON to protobuf values and back.
-//! 6. [`server`]: the listening server with health, reflection, HTTP/2 settings and shutdown;
-//!    [`config`] says how it is configured. The `toolstream` binary (`src/main.rs`, `src/cli/`) only
-//!    parses flags and calls this library.
+//!    wire types in [`pb`] and the engine; [`json_proto`] converts JSON to protobuf values and
+//!    back, and writes the canonical proto3 JSON. `web` (`src/web/`) is its sibling for HTTP:
+//!    JSON routes, SSE, the WebSocket and the page.
+//! 6. [`server`]: the listening server with health, reflection, gRPC-Web and shutdown; `listener`
+//!    (`src/listener.rs`) serves gRPC and HTTP/1.1 on one port with the HTTP/2 settings;
+//!    [`config`] says how it is configured. The `toolstream` binary (`src/main.rs`, `src/cli/`)
+//!    only parses flags and calls this library.
 //!
-//! Dependencies point one way: transport → agent → engine → registry → tools.
+//! Dependencies point one way: transport (gRPC and web) → agent → engine → registry → tools.
 
 pub mod agent;
 pub mod config;
 pub mod engine;
 pub mod json_proto;
+mod listener;
 pub mod pb;
 pub mod registry;
 pub mod server;
 pub mod tools;
 pub mod transport;
+mod web;

@@ -1,30 +1,38 @@
-//! The listening server: the tool service with health and reflection beside it, HTTP/2 and TCP
-//! settings chosen on purpose, and graceful shutdown.
+//! The listening server: the gRPC services with health and reflection beside them, gRPC-Web and
+//! the web routes on the same port, HTTP/2 and TCP settings chosen on purpose, and graceful
+//! shutdown.
 //!
 //! Shutdown: when the shutdown signal fires, health turns NOT_SERVING (so load balancers and
-//! Kubernetes stop sending work), the engine refuses new runs with UNAVAILABLE, runs in progress
-//! get the grace period to finish, the rest are cancelled, and then connections are closed.
+//! Kubernetes stop sending work; `/healthz` answers 503), the engine refuses new runs with
+//! UNAVAILABLE, runs in progress get the grace period to finish, the rest are cancelled, and then
+//! connections are closed (WebSockets with a close frame).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthService;
+use tonic_web::GrpcWebLayer;
+use tower::Layer;
 
 use crate::agent::openai::OpenAiProvider;
 use crate::agent::{
     Agent, AgentSettings, DEFAULT_MAX_PARALLEL_CALLS, DEFAULT_MAX_STEPS, ModelProvider,
 };
-use crate::config::{Limits, ModelConfig};
+use crate::config::{HttpConfig, Limits, ModelConfig};
 use crate::engine::Engine;
+use crate::listener::{self, Sessions};
 use crate::pb;
 use crate::pb::encoded::run_service_server::RunServiceServer;
 use crate::pb::encoded::tool_service_server::ToolServiceServer;
 use crate::registry::ToolRegistry;
 use crate::tools::from_config::BuildError;
 use crate::transport::{RunServiceImpl, ToolServiceImpl};
+use crate::web::{self, WebState};
 
 /// The services health reports, besides the server as a whole (`""`).
 pub const SERVICE_NAMES: [&str; 2] = [
@@ -58,6 +66,7 @@ pub struct Server {
     engine: Arc<Engine>,
     limits: Limits,
     agent: AgentSettings,
+    http: HttpConfig,
 }
 
 impl Server {
@@ -68,7 +77,14 @@ impl Server {
             engine,
             limits,
             agent: AgentSettings::default(),
+            http: HttpConfig::default(),
         }
+    }
+
+    /// Sets the HTTP side: CORS origins, keep-alives, WebSocket bounds.
+    pub fn with_http(mut self, http: HttpConfig) -> Self {
+        self.http = http;
+        self
     }
 
     /// Lets RunAgent use the model `config` describes (no URL: RunAgent stays unavailable).
@@ -99,6 +115,10 @@ impl Server {
     }
 
     /// Serves on `listener` until `shutdown` completes, then shuts down gracefully.
+    ///
+    /// One listener serves gRPC (h2c), gRPC-Web (ToolService, RunService and health) and the web
+    /// routes over HTTP/1.1 and HTTP/2 (`crate::web`); see `crate::listener` for the
+    /// connection settings and how connections close.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -108,6 +128,7 @@ impl Server {
             engine,
             limits,
             agent,
+            http,
         } = self;
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in SERVICE_NAMES {
@@ -125,13 +146,39 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        let runs = RunServiceServer::new(RunServiceImpl::new(Arc::clone(&engine)))
+        let agent = Arc::new(Agent::new(Arc::clone(&engine), agent));
+        let run_service = RunServiceImpl::new(Arc::clone(&engine));
+        let tool_service = ToolServiceImpl::new(Arc::clone(&engine), Arc::clone(&agent));
+        let runs = RunServiceServer::new(run_service.clone())
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes);
-        let agent = Agent::new(Arc::clone(&engine), agent);
-        let tools = ToolServiceServer::new(ToolServiceImpl::new(Arc::clone(&engine), agent))
+        let tools = ToolServiceServer::new(tool_service.clone())
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes);
+
+        // gRPC-Web wraps each service it serves, never the whole router: it answers 400 to any
+        // HTTP/1.1 request that is not gRPC-Web, which would shadow the web routes.
+        let grpc = Routes::new(GrpcWebLayer::new().layer(health_service))
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(GrpcWebLayer::new().layer(tools))
+            .add_service(GrpcWebLayer::new().layer(runs))
+            .prepare()
+            .into_axum_router();
+        let sessions = Sessions::default();
+        let app = web::router(
+            grpc,
+            WebState {
+                engine: Arc::clone(&engine),
+                agent,
+                tools: tool_service,
+                runs: run_service,
+                health: Arc::new(HealthService::from_health_reporter(health.clone())),
+                http: Arc::new(http),
+                max_message_bytes: limits.max_message_bytes,
+                sessions: sessions.clone(),
+            },
+        );
 
         // Progress is many small messages: Nagle's algorithm would hold them back.
         let incoming = TcpIncoming::from(listener)
@@ -139,7 +186,6 @@ impl Server {
             .with_keepalive(Some(Duration::from_secs(60)));
 
         let grace = limits.grace_period;
-        let (drained_tx, drained) = tokio::sync::oneshot::channel::<()>();
         let drain = async move {
             shutdown.await;
             tracing::info!(
@@ -155,47 +201,16 @@ impl Server {
                     .set_service_status(name, ServingStatus::NotServing)
                     .await;
             }
+            // Every run ends here, so every stream of one (gRPC, SSE, WebSocket) ends with it.
             let cancelled = engine.drain(grace).await;
             // No tool process outlives the server: stop and reap every process group left.
             crate::tools::processes::stop_all(grace).await;
             tracing::info!(cancelled, "all runs ended; closing connections");
-            let _ = drained_tx.send(());
         };
 
-        let serve = tonic::transport::Server::builder()
-            // Windows: 1 MiB per stream and 16 MiB per connection let a fast tool stream without
-            // waiting for window updates, while the per-run queue (not h2) bounds memory.
-            .initial_stream_window_size(1024 * 1024)
-            .initial_connection_window_size(16 * 1024 * 1024)
-            .max_concurrent_streams(limits.max_concurrent_streams)
-            // Keepalive pings find dead peers (a vanished client must not hold a run forever).
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            // Clients that open many streams and reset them quickly are normal here (cancel).
-            .http2_max_pending_accept_reset_streams(Some(1024))
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(tools)
-            .add_service(runs)
-            .serve_with_incoming_shutdown(incoming, drain);
         // Graceful close waits for every stream to drain, which a client that stopped reading
         // never lets happen: once the runs ended, connections get CLOSE_TIMEOUT, then are dropped.
-        let close_deadline = async {
-            if drained.await.is_err() {
-                return std::future::pending().await;
-            }
-            tokio::time::sleep(CLOSE_TIMEOUT).await;
-        };
-        tokio::select! {
-            served = serve => served?,
-            () = close_deadline => {
-                tracing::warn!(
-                    timeout_secs = CLOSE_TIMEOUT.as_secs(),
-                    "connections did not close in time (a client stopped reading); closing them"
-                );
-            }
-        }
+        listener::serve(incoming, app, &limits, sessions, drain, CLOSE_TIMEOUT).await;
         Ok(())
     }
 }

@@ -112,7 +112,7 @@ impl Served {
             .lines()
             .map(|line| {
                 let run: Value = serde_json::from_str(line).expect("each line is a run as JSON");
-                run["run_id"].as_str().expect("run_id").to_owned()
+                run["runId"].as_str().expect("runId").to_owned()
             })
             .collect()
     }
@@ -210,15 +210,41 @@ fn until<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// A 64-bit number of the canonical JSON: a string, absent when 0.
+fn number(value: &Value) -> u64 {
+    value
+        .as_str()
+        .map_or(0, |text| text.parse().expect("a 64-bit number as a string"))
+}
+
+/// An event line's sequence (0 for gaps and heartbeats, which canonical JSON leaves out).
+fn seq(event: &Value) -> u64 {
+    number(&event["sequence"])
+}
+
 fn sequences(events: &[Value]) -> Vec<u64> {
-    events
-        .iter()
-        .map(|e| e["sequence"].as_u64().expect("sequence"))
-        .collect()
+    events.iter().map(seq).collect()
 }
 
 fn strictly_increasing(numbers: &[u64]) -> bool {
     numbers.windows(2).all(|pair| pair[0] < pair[1])
+}
+
+/// The kind of a RunEvent line: the one `event` oneof key it carries.
+fn event_kind(event: &Value) -> &'static str {
+    [
+        "started",
+        "progress",
+        "result",
+        "toolCallStarted",
+        "toolCallFinished",
+        "message",
+        "gap",
+        "heartbeat",
+    ]
+    .into_iter()
+    .find(|kind| event.get(*kind).is_some())
+    .unwrap_or_else(|| panic!("no event kind in {event}"))
 }
 
 fn json_lines(output: &std::process::Output) -> Vec<Value> {
@@ -249,20 +275,25 @@ fn serve_run_tools_health_and_sigterm() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    // Each line is the canonical proto3 JSON of a RunEvent, as the HTTP routes send it.
     let events = json_lines(&run);
-    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = events.iter().map(event_kind).collect();
     assert_eq!(
         types,
         ["started", "progress", "progress", "progress", "result"]
     );
-    assert_eq!(events[4]["value"], serde_json::json!({"count": 3}));
+    assert_eq!(events[1]["sequence"], "2");
+    assert_eq!(
+        events[4]["result"]["value"],
+        serde_json::json!({"count": 3.0})
+    );
 
     let run = served.client(&["run", "checksum", "--json", r#"{"paths":["hello.txt"]}"#]);
     assert!(run.status.success());
     let events = json_lines(&run);
     let result = events.last().unwrap();
     assert_eq!(
-        result["value"]["files"][0]["sha256"],
+        result["result"]["value"]["files"][0]["sha256"],
         "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
     );
 
@@ -329,31 +360,32 @@ fn a_detached_run_goes_on_and_get_and_watch_find_it_by_id() {
     // The client has exited; the run goes on in the server and succeeds.
     let run = until("the detached run succeeds", || {
         let run = served.get(&id);
-        (run["state"] == "succeeded").then_some(run)
+        (run["state"] == "RUN_STATE_SUCCEEDED").then_some(run)
     });
-    assert_eq!(run["run_id"], id.as_str());
+    assert_eq!(run["runId"], id.as_str());
     assert_eq!(run["tool"], "ticks");
-    assert_eq!(run["result"], json!({"count": 5}));
-    assert_eq!(run["last_sequence"], 7);
+    assert_eq!(run["result"], json!({"count": 5.0}));
+    assert_eq!(number(&run["lastSequence"]), 7);
     assert_eq!(run["progress"][0]["progress"], 1.0);
-    assert!(run["end_time"].as_f64() >= run["create_time"].as_f64());
+    // RFC 3339 times of one clock and format compare as text.
+    assert!(run["endTime"].as_str().unwrap() >= run["createTime"].as_str().unwrap());
 
     // Watching a finished run replays it: JSON lines ending with the result, exit 0.
     let watched = served.client(&["watch", &id]);
     assert!(watched.status.success());
     let events = json_lines(&watched);
-    assert_eq!(events.first().unwrap()["type"], "started");
+    assert_eq!(event_kind(events.first().unwrap()), "started");
     let last = events.last().unwrap();
-    assert_eq!(last["type"], "result");
-    assert_eq!(last["value"], json!({"count": 5}));
-    assert_eq!(last["sequence"], 7);
+    assert_eq!(event_kind(last), "result");
+    assert_eq!(last["result"]["value"], json!({"count": 5.0}));
+    assert_eq!(seq(last), 7);
     assert!(strictly_increasing(&sequences(&events)), "{events:?}");
-    assert!(events.iter().all(|e| e["run_id"] == id.as_str()));
+    assert!(events.iter().all(|e| e["runId"] == id.as_str()));
 
     // From a cursor: only what comes after it.
     let rest = json_lines(&served.client(&["watch", &id, "--after", "5"]));
     assert_eq!(sequences(&rest), [6, 7]);
-    assert_eq!(rest[1]["type"], "result");
+    assert_eq!(event_kind(&rest[1]), "result");
 
     assert!(served.terminate().success());
 }
@@ -367,30 +399,27 @@ fn watch_latest_follows_a_long_run_and_cancel_ends_it_for_every_stream() {
     // Let it build some history for --latest to skip.
     let produced = until("the run has made progress", || {
         let run = served.get(&id);
-        assert_eq!(run["state"], "running");
-        let last = run["last_sequence"].as_u64().unwrap();
+        assert_eq!(run["state"], "RUN_STATE_RUNNING");
+        let last = number(&run["lastSequence"]);
         (last >= 20).then_some(last)
     });
     let watching = served.spawn(&["watch", &id, "--latest"]);
     let started = watching.next_json();
-    assert_eq!(
-        (&started["type"], &started["sequence"]),
-        (&json!("started"), &json!(1))
-    );
+    assert_eq!((event_kind(&started), seq(&started)), ("started", 1));
     let latest = watching.next_json();
-    assert_eq!(latest["type"], "progress");
+    assert_eq!(event_kind(&latest), "progress");
     assert!(
-        latest["sequence"].as_u64().unwrap() >= produced,
+        seq(&latest) >= produced,
         "--latest starts at the latest progress ({produced} events were produced), not at \
          the history: {latest}"
     );
     let live = watching.next_json();
-    assert!(live["sequence"].as_u64() > latest["sequence"].as_u64());
+    assert!(seq(&live) > seq(&latest));
 
     let cancelled: Value = serde_json::from_str(&served.ok(&["cancel", &id])).unwrap();
-    assert_eq!(cancelled["state"], "cancelled");
-    assert_eq!(cancelled["error_code"], 1, "google.rpc.Code CANCELLED");
-    assert!(cancelled["end_time"].is_number());
+    assert_eq!(cancelled["state"], "RUN_STATE_CANCELLED");
+    assert_eq!(cancelled["errorCode"], 1, "google.rpc.Code CANCELLED");
+    assert!(cancelled["endTime"].is_string());
 
     // The live watcher ends with the run's status and a non-zero exit.
     let (status, stderr) = watching.wait();
@@ -406,15 +435,15 @@ fn watch_latest_follows_a_long_run_and_cancel_ends_it_for_every_stream() {
         "{stderr}"
     );
     let replayed = json_lines(&again);
-    assert_eq!(replayed[0]["type"], "started");
-    assert!(replayed.iter().all(|e| e["type"] != "result"));
+    assert_eq!(event_kind(&replayed[0]), "started");
+    assert!(replayed.iter().all(|e| event_kind(e) != "result"));
     assert!(strictly_increasing(&sequences(&replayed)));
 
     // Cancelling again changes nothing.
     let twice: Value = serde_json::from_str(&served.ok(&["cancel", &id])).unwrap();
-    assert_eq!(twice["state"], "cancelled");
-    assert_eq!(twice["end_time"], cancelled["end_time"]);
-    assert_eq!(served.get(&id)["state"], "cancelled");
+    assert_eq!(twice["state"], "RUN_STATE_CANCELLED");
+    assert_eq!(twice["endTime"], cancelled["endTime"]);
+    assert_eq!(served.get(&id)["state"], "RUN_STATE_CANCELLED");
 
     assert!(served.terminate().success());
 }
@@ -436,18 +465,18 @@ fn run_and_watch_send_heartbeats_while_a_run_is_silent() {
         "20",
     ]);
     let started = running.next_json();
-    assert_eq!(started["type"], "started");
-    let id = started["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(event_kind(&started), "started");
+    let id = started["runId"].as_str().unwrap().to_owned();
     let heartbeat = running.next_json();
-    assert_eq!(heartbeat["type"], "heartbeat");
-    assert_eq!(heartbeat["sequence"], 0, "heartbeats are not stored");
-    assert_eq!(heartbeat["last_sequence"], 1);
+    assert_eq!(event_kind(&heartbeat), "heartbeat");
+    assert_eq!(seq(&heartbeat), 0, "heartbeats are not stored");
+    assert_eq!(number(&heartbeat["heartbeat"]["lastSequence"]), 1);
 
     let watching = served.spawn(&["watch", &id, "--latest", "--heartbeat-ms", "20"]);
-    assert_eq!(watching.next_json()["type"], "started");
+    assert_eq!(event_kind(&watching.next_json()), "started");
     let heartbeat = watching.next_json();
-    assert_eq!(heartbeat["type"], "heartbeat");
-    assert_eq!(heartbeat["last_sequence"], 1);
+    assert_eq!(event_kind(&heartbeat), "heartbeat");
+    assert_eq!(number(&heartbeat["heartbeat"]["lastSequence"]), 1);
 
     served.ok(&["cancel", &id]);
     for following in [running, watching] {
@@ -467,27 +496,30 @@ fn watch_marks_events_the_server_no_longer_holds_with_a_gap_line() {
 
     let id = served.detach("ticks", &["count=50", "interval_ms=1"]);
     until("the run succeeds", || {
-        (served.get(&id)["state"] == "succeeded").then_some(())
+        (served.get(&id)["state"] == "RUN_STATE_SUCCEEDED").then_some(())
     });
     // 52 events (started, 50 progress, result); the log holds 10: the started event, which is
     // never evicted, and the last 9.
     let watched = served.client(&["watch", &id]);
     assert!(watched.status.success());
     let events = json_lines(&watched);
-    assert_eq!(events[0]["type"], "started");
+    assert_eq!(event_kind(&events[0]), "started");
     let gap = &events[1];
-    assert_eq!(gap["type"], "gap");
-    assert_eq!(gap["sequence"], 0, "a gap is not a stored event");
+    assert_eq!(event_kind(gap), "gap");
+    assert_eq!(seq(gap), 0, "a gap is not a stored event");
     assert_eq!(
-        (&gap["from_sequence"], &gap["to_sequence"]),
-        (&json!(2), &json!(43))
+        (
+            number(&gap["gap"]["fromSequence"]),
+            number(&gap["gap"]["toSequence"])
+        ),
+        (2, 43)
     );
     assert!(
-        gap["reason"].as_str().unwrap().contains("10 events"),
+        gap["gap"]["reason"].as_str().unwrap().contains("10 events"),
         "{gap}"
     );
     assert_eq!(sequences(&events[2..]), (44..=52).collect::<Vec<_>>());
-    assert_eq!(events.last().unwrap()["type"], "result");
+    assert_eq!(event_kind(events.last().unwrap()), "result");
     assert!(served.terminate().success());
 }
 
@@ -499,11 +531,11 @@ fn runs_lists_newest_first_filtered_by_tool_and_state_page_by_page() {
 
     let first = served.detach("ticks", &["count=1", "interval_ms=1"]);
     until("the first run succeeds", || {
-        (served.get(&first)["state"] == "succeeded").then_some(())
+        (served.get(&first)["state"] == "RUN_STATE_SUCCEEDED").then_some(())
     });
     let checksum = served.client(&["run", "checksum", "--json", r#"{"paths":["hello.txt"]}"#]);
     assert!(checksum.status.success());
-    let second = json_lines(&checksum)[0]["run_id"]
+    let second = json_lines(&checksum)[0]["runId"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -530,9 +562,13 @@ fn runs_lists_newest_first_filtered_by_tool_and_state_page_by_page() {
     );
 
     let listed: Vec<Value> = json_lines(&served.client(&["runs", "--tool", "checksum"]));
-    assert_eq!(listed[0]["state"], "succeeded");
-    assert_eq!(listed[0]["agent"], false);
-    assert_eq!(listed[0]["result"]["total_bytes"], 6);
+    assert_eq!(listed[0]["state"], "RUN_STATE_SUCCEEDED");
+    assert_eq!(
+        listed[0].get("agent"),
+        None,
+        "false is the default: left out"
+    );
+    assert_eq!(listed[0]["result"]["total_bytes"], 6.0);
 
     served.ok(&["cancel", third]);
     assert!(served.terminate().success());

@@ -71,7 +71,7 @@ fn checksum_of_hello(served: &Served, cwd: &Path) -> String {
     );
     let stdout = String::from_utf8_lossy(&run.stdout);
     let result: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    result["value"]["files"][0]["sha256"]
+    result["result"]["value"]["files"][0]["sha256"]
         .as_str()
         .unwrap()
         .to_owned()

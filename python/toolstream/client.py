@@ -494,6 +494,11 @@ class ProgressStream:
             self._done = True
             self._result = None if result is _UNSET else result
             self._error = error
+            call, self._call = self._call, None
+        # Let go of the finished call now, while grpc's threads run normally. Held until the
+        # interpreter exits, its finaliser can wait forever on a lock that one of grpc's daemon
+        # threads held when the interpreter stopped it (seen as a hang at exit).
+        del call
 
     # Resuming ------------------------------------------------------------------------------
 
@@ -553,14 +558,18 @@ class ProgressStream:
             return  # the server ends the stream with CANCELLED (or the result, if it was first)
         except ToolstreamError:
             pass  # no RunService there (a worker): leaving cancels the run
-        self._call.cancel()
+        call = self._call
+        if call is not None:
+            call.cancel()
 
     def close(self) -> None:
         """Stops reading. A run that has not ended is cancelled, unless it was started with
         ``detach=True``: then it goes on, and can be watched again by its ``run_id``."""
         if self._done:
             return
-        self._call.cancel()
+        call = self._call
+        if call is not None:
+            call.cancel()
         self._finish(
             error=Cancelled("the stream was closed before the run ended", run_id=self._run_id)
         )

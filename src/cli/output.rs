@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{Value, json};
-use toolstream::json_proto::{struct_to_json, value_to_json};
+use serde_json::Value;
+use toolstream::json_proto::value_to_json;
 use toolstream::pb;
 use toolstream::pb::run_event::Event;
 
@@ -62,80 +62,17 @@ impl ProgressView {
     }
 }
 
-/// One event as a JSON line: the same fields as the wire message, with a `type`.
-pub(super) fn event_json(event: &pb::RunEvent) -> Value {
-    let timestamp = event.timestamp.as_ref().map_or(0.0, seconds);
-    let mut line = json!({
-        "run_id": event.run_id,
-        "sequence": event.sequence,
-        "timestamp": timestamp,
-    });
-    let (kind, body) = match event.event.clone() {
-        Some(Event::Started(started)) => (
-            "started",
-            json!({
-                "tool": started.tool,
-                "model": started.model,
-                "tools": started.tools,
-                "max_steps": started.max_steps,
-                "deadline_ms": started.deadline_ms,
-            }),
-        ),
-        Some(Event::Progress(progress)) => ("progress", progress_json(progress)),
-        Some(Event::Result(result)) => {
-            ("result", json!({"value": result.value.map(value_to_json)}))
-        }
-        Some(Event::ToolCallStarted(call)) => (
-            "tool_call_started",
-            json!({
-                "call_id": call.call_id,
-                "tool": call.tool,
-                "arguments": call.arguments.map(|a| Value::Object(struct_to_json(a))),
-            }),
-        ),
-        Some(Event::ToolCallFinished(call)) => {
-            use pb::tool_call_finished::Outcome;
-            let (result, error) = match call.outcome {
-                Some(Outcome::Result(value)) => (Some(value_to_json(value)), None),
-                Some(Outcome::Error(error)) => (None, Some(error)),
-                None => (None, None),
-            };
-            (
-                "tool_call_finished",
-                json!({"call_id": call.call_id, "tool": call.tool, "result": result, "error": error}),
-            )
-        }
-        Some(Event::Message(message)) => ("message", json!({"text": message.text})),
-        Some(Event::Gap(gap)) => (
-            "gap",
-            json!({"from_sequence": gap.from_sequence, "to_sequence": gap.to_sequence, "reason": gap.reason}),
-        ),
-        Some(Event::Heartbeat(heartbeat)) => (
-            "heartbeat",
-            json!({"last_sequence": heartbeat.last_sequence}),
-        ),
-        None => ("unknown", Value::Null),
-    };
-    line["type"] = json!(kind);
-    if let (Value::Object(line), Value::Object(body)) = (&mut line, body) {
-        line.extend(body);
-    }
-    line
-}
-
-/// A progress report as JSON: the wire message's fields.
-fn progress_json(progress: pb::Progress) -> Value {
-    json!({
-        "progress": progress.progress,
-        "status": progress.status,
-        "data": progress.data.map(|d| Value::Object(struct_to_json(d))),
-        "call_id": progress.call_id,
-        "tool": progress.tool,
-        "parent_call_id": progress.parent_call_id,
+/// One event as a JSON line: the canonical proto3 JSON of the `RunEvent`, exactly what the
+/// HTTP routes and the WebSocket send (the event's kind is the one key among `started`,
+/// `progress`, `result`, ...; `sequence` is a string).
+pub(super) fn event_json(event: &pb::RunEvent) -> String {
+    toolstream::json_proto::to_json(event).unwrap_or_else(|error| {
+        // Only a non-finite number inside a `Value` cannot be written; say so on the line.
+        serde_json::json!({"runId": event.run_id, "error": error.to_string()}).to_string()
     })
 }
 
-/// Seconds since the Unix epoch, as the JSON output writes every time.
+/// Seconds since the Unix epoch.
 pub(super) fn seconds(timestamp: &prost_types::Timestamp) -> f64 {
     timestamp.seconds as f64 + f64::from(timestamp.nanos) / 1e9
 }
@@ -151,21 +88,10 @@ pub(super) fn state_name(state: pb::RunState) -> &'static str {
     }
 }
 
-/// A run as one JSON object: the wire message's fields, in the style of [`event_json`] (times in
-/// seconds, the state by name).
-pub(super) fn run_json(run: &pb::Run) -> Value {
-    json!({
-        "run_id": run.run_id,
-        "state": state_name(run.state()),
-        "tool": run.tool,
-        "agent": run.agent,
-        "create_time": run.create_time.as_ref().map_or(0.0, seconds),
-        "end_time": run.end_time.as_ref().map(seconds),
-        "last_sequence": run.last_sequence,
-        "progress": run.progress.iter().cloned().map(progress_json).collect::<Vec<_>>(),
-        "result": run.result.clone().map(value_to_json),
-        "error_code": run.error_code,
-        "error_message": run.error_message,
+/// A run as one JSON line: the canonical proto3 JSON of the `Run`, like [`event_json`].
+pub(super) fn run_json(run: &pb::Run) -> String {
+    toolstream::json_proto::to_json(run).unwrap_or_else(|error| {
+        serde_json::json!({"runId": run.run_id, "error": error.to_string()}).to_string()
     })
 }
 

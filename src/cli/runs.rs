@@ -91,7 +91,8 @@ pub(super) async fn get(args: RunIdArgs) -> anyhow::Result<ExitCode> {
         Err(status) => return Ok(run_status_exit(&args.run_id, &status)),
     };
     if std::io::stdout().is_terminal() {
-        println!("{}", serde_json::to_string_pretty(&run_json(&run))?);
+        let pretty: serde_json::Value = serde_json::from_str(&run_json(&run))?;
+        println!("{}", serde_json::to_string_pretty(&pretty)?);
     } else {
         print_line(run_json(&run))?;
     }

@@ -66,6 +66,7 @@ async fn serve_until(
         "toolstream serving"
     );
     Server::new(registry, config.limits)
+        .with_http(config.http)
         .with_model(&config.model)?
         .serve(listener, shutdown)
         .await?;

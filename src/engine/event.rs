@@ -1,9 +1,10 @@
 //! The events a run produces, in domain terms (the transport turns them into wire messages).
 
+use std::any::Any;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
@@ -19,9 +20,10 @@ pub struct RunEvent {
     pub timestamp: SystemTime,
     /// What happened.
     pub kind: EventKind,
-    /// The event as the transport sends it (encoded bytes), made by the first reader that needs
-    /// it.
+    /// The event as gRPC sends it (encoded bytes), made by the first reader that needs it.
     wire: OnceLock<Bytes>,
+    /// The event in one other form (the web's JSON text), made by the first reader that needs it.
+    other: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 impl RunEvent {
@@ -33,6 +35,7 @@ impl RunEvent {
             timestamp,
             kind,
             wire: OnceLock::new(),
+            other: OnceLock::new(),
         }
     }
 
@@ -41,6 +44,16 @@ impl RunEvent {
     /// streams send it. The engine does not know the encoding; the transport does.
     pub fn wire(&self, encode: impl FnOnce(&RunEvent) -> Bytes) -> Bytes {
         self.wire.get_or_init(|| encode(self)).clone()
+    }
+
+    /// The event in one other transport form `T` (the web's JSON text), made by `make` on first
+    /// use and cloned for every reader after that. A second other form would be made each time.
+    pub fn other_form<T: Any + Send + Sync + Clone>(&self, make: impl Fn(&RunEvent) -> T) -> T {
+        let cached = self.other.get_or_init(|| Box::new(make(self)));
+        match cached.downcast_ref::<T>() {
+            Some(form) => form.clone(),
+            None => make(self),
+        }
     }
 }
 

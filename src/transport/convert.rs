@@ -2,8 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::agent::AgentRequest;
 use crate::engine::{self, CallArguments, EventKind};
-use crate::json_proto::{json_to_struct, json_to_value};
+use crate::json_proto::{json_to_struct, json_to_value, struct_to_json};
 use crate::pb;
 
 pub(crate) fn timestamp(time: SystemTime) -> prost_types::Timestamp {
@@ -44,6 +45,46 @@ pub(crate) fn run_options(options: Option<pb::RunOptions>) -> engine::RunOptions
             }
         },
         heartbeat_interval: interval(options.heartbeat_interval_ms),
+    }
+}
+
+/// A RunTool request in engine terms.
+pub(crate) fn tool_run_request(
+    request: pb::RunToolRequest,
+    deadline: Option<Duration>,
+) -> engine::ToolRunRequest {
+    engine::ToolRunRequest {
+        tool: request.tool,
+        arguments: request
+            .arguments
+            .map(|a| serde_json::Value::Object(struct_to_json(a))),
+        options: run_options(request.options),
+        deadline,
+    }
+}
+
+/// A RunAgent request in engine terms.
+pub(crate) fn agent_request(
+    request: pb::RunAgentRequest,
+    deadline: Option<Duration>,
+) -> AgentRequest {
+    AgentRequest {
+        prompt: request.prompt,
+        system_prompt: request.system_prompt,
+        tools: request.tools,
+        model: request.model,
+        max_steps: request.max_steps,
+        options: run_options(request.options),
+        deadline,
+    }
+}
+
+/// Where a WatchRun request starts reading.
+pub(crate) fn watch_from(request: &pb::WatchRunRequest) -> engine::ReadFrom {
+    if request.from_latest {
+        engine::ReadFrom::Latest
+    } else {
+        engine::ReadFrom::After(request.after_sequence)
     }
 }
 

@@ -1,10 +1,13 @@
 //! The gRPC face of the engine: the `ToolService` and `RunService` implementations and the
-//! conversions between wire types and domain types. No tool logic lives here.
+//! conversions between wire types and domain types (shared with the web routes, `crate::web`).
+//! No tool logic lives here.
 
-mod convert;
+pub(crate) mod convert;
 mod runs;
 mod service;
 pub mod wire;
 
 pub use runs::RunServiceImpl;
+pub(crate) use runs::run_to_wire;
+pub(crate) use service::parse_grpc_timeout;
 pub use service::{ToolServiceImpl, status_from_run_error};

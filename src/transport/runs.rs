@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{progress, run_options, timestamp};
+use super::convert::{progress, run_options, timestamp, watch_from};
 use super::service::{WireEvents, status_from_run_error};
-use crate::engine::{Engine, EventKind, ReadFrom, RunFilter, RunSnapshot, RunState};
+use crate::engine::{Engine, EventKind, RunFilter, RunSnapshot, RunState};
 use crate::json_proto::json_to_value;
 use crate::pb;
 use crate::pb::encoded::run_service_server::RunService;
@@ -122,11 +122,7 @@ impl RunService for RunServiceImpl {
         request: Request<pb::WatchRunRequest>,
     ) -> Result<Response<Self::WatchRunStream>, Status> {
         let request = request.into_inner();
-        let from = if request.from_latest {
-            ReadFrom::Latest
-        } else {
-            ReadFrom::After(request.after_sequence)
-        };
+        let from = watch_from(&request);
         let events = self
             .engine
             .watch_run(

@@ -9,11 +9,11 @@ use futures::Stream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
-use super::convert::run_options;
+use super::convert::{agent_request, tool_run_request};
 use super::wire::EncodedEvent;
-use crate::agent::{Agent, AgentRequest};
-use crate::engine::{Engine, EventStream, RunError, RunHandle, ToolRunRequest};
-use crate::json_proto::{json_to_struct, struct_to_json};
+use crate::agent::Agent;
+use crate::engine::{Engine, EventStream, RunError, RunHandle};
+use crate::json_proto::json_to_struct;
 use crate::pb;
 use crate::pb::encoded::tool_service_server::ToolService;
 
@@ -25,11 +25,12 @@ pub struct ToolServiceImpl {
 }
 
 impl ToolServiceImpl {
-    /// A service running tools on `engine` and agents with `agent`.
-    pub fn new(engine: Arc<Engine>, agent: Agent) -> Self {
+    /// A service running tools on `engine` and agents with `agent` (which the web routes may
+    /// share).
+    pub fn new(engine: Arc<Engine>, agent: impl Into<Arc<Agent>>) -> Self {
         ToolServiceImpl {
             engine,
-            agent: Arc::new(agent),
+            agent: agent.into(),
         }
     }
 }
@@ -65,7 +66,11 @@ pub fn status_from_run_error(error: RunError) -> Status {
 
 /// Reads the client's deadline from the `grpc-timeout` header ("100m", "5S", ...).
 pub(crate) fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)
+}
+
+/// The deadline a `grpc-timeout` value ("100m", "5S", ...) gives, from now.
+pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
         return None;
     }
@@ -145,17 +150,9 @@ impl ToolService for ToolServiceImpl {
         request: Request<pb::RunToolRequest>,
     ) -> Result<Response<Self::RunToolStream>, Status> {
         let deadline = grpc_timeout(request.metadata());
-        let request = request.into_inner();
         let handle = self
             .engine
-            .run_tool(ToolRunRequest {
-                tool: request.tool,
-                arguments: request
-                    .arguments
-                    .map(|a| serde_json::Value::Object(struct_to_json(a))),
-                options: run_options(request.options),
-                deadline,
-            })
+            .run_tool(tool_run_request(request.into_inner(), deadline))
             .map_err(status_from_run_error)?;
         Ok(stream_response(handle))
     }
@@ -167,18 +164,9 @@ impl ToolService for ToolServiceImpl {
         request: Request<pb::RunAgentRequest>,
     ) -> Result<Response<Self::RunAgentStream>, Status> {
         let deadline = grpc_timeout(request.metadata());
-        let request = request.into_inner();
         let handle = self
             .agent
-            .start(AgentRequest {
-                prompt: request.prompt,
-                system_prompt: request.system_prompt,
-                tools: request.tools,
-                model: request.model,
-                max_steps: request.max_steps,
-                options: run_options(request.options),
-                deadline,
-            })
+            .start(agent_request(request.into_inner(), deadline))
             .map_err(status_from_run_error)?;
         Ok(stream_response(handle))
     }

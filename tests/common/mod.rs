@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -134,11 +135,17 @@ pub async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut()
 /// Runs `python3 tests/python/<script> <args>` and returns its output, failing the test with the
 /// script's output when it exits non-zero.
 pub fn run_python(script: &str, args: &[&str]) -> String {
+    run_python_with_env(script, args, &[])
+}
+
+/// [`run_python`] with extra environment variables for the script.
+pub fn run_python_with_env(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let manifest = env!("CARGO_MANIFEST_DIR");
     let output = std::process::Command::new("python3")
         .arg(format!("{manifest}/tests/python/{script}"))
         .args(args)
         .env("TOOLSTREAM_PROTO_DIR", format!("{manifest}/proto"))
+        .envs(env.iter().copied())
         .output()
         .expect("python3 must be installed (scripts/test installs its packages)");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();

@@ -1,0 +1,126 @@
+//! The web face of the engine, on the gRPC port: JSON routes, runs as server-sent events, a
+//! WebSocket carrying many runs, and a page that uses them. A browser needs no proxy and no
+//! build step.
+//!
+//! Like [`crate::transport`], this is a thin adapter: requests are read as the contract's own
+//! messages (canonical proto3 JSON, [`crate::json_proto`]), turned into engine calls with the
+//! same conversions the gRPC services use, and a run's [`EventStream`](crate::engine::EventStream)
+//! is adapted at the edge ([`sse`], [`ws`]), read lazily so that a slow HTTP reader gets progress
+//! coalesced exactly like a slow gRPC reader. Each event's JSON is made once, however many read it.
+//!
+//! - [`routes`]: the JSON routes, `/healthz`, and the fallbacks.
+//! - [`sse`]: a run's events as an SSE response.
+//! - [`ws`]: the `/v1/ws` protocol.
+//! - [`page`]: `GET /`, plain HTML and JavaScript embedded in the binary.
+//! - [`error`]: `{"code", "message"}` and the HTTP status of each gRPC code.
+//!
+//! [`router`] puts them beside the gRPC services (each wrapped for gRPC-Web) in one router, with
+//! CORS outside everything when origins are configured.
+
+mod error;
+mod events;
+mod page;
+mod routes;
+mod sse;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::routing::{get, post};
+use tonic_health::server::HealthService;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::agent::Agent;
+use crate::config::HttpConfig;
+use crate::engine::Engine;
+use crate::listener::Sessions;
+use crate::transport::{RunServiceImpl, ToolServiceImpl};
+
+/// What every handler reaches.
+#[derive(Clone)]
+pub(crate) struct WebState {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) agent: Arc<Agent>,
+    /// The gRPC services, for the unary calls: the JSON routes answer exactly what they answer.
+    pub(crate) tools: ToolServiceImpl,
+    pub(crate) runs: RunServiceImpl,
+    /// The same statuses `grpc.health.v1.Health` reports.
+    pub(crate) health: Arc<HealthService>,
+    pub(crate) http: Arc<HttpConfig>,
+    /// The largest request body or WebSocket message read.
+    pub(crate) max_message_bytes: usize,
+    pub(crate) sessions: Sessions,
+}
+
+/// The whole application: `grpc` (the gRPC services' router) with the web routes beside it and
+/// CORS around both when `[http] cors_origins` names any.
+pub(crate) fn router(grpc: Router, state: WebState) -> Router {
+    let cors = cors_layer(&state.http.cors_origins);
+    let web = Router::new()
+        .route("/", get(page::index))
+        .route("/assets/{file}", get(page::asset))
+        .route("/healthz", get(routes::healthz))
+        // `GET /metrics` (Prometheus text, DESIGN.md "Operations") belongs here, beside
+        // `/healthz`: a plain route on this router, outside any auth.
+        .route("/v1/tools", get(routes::list_tools))
+        .route("/v1/tools/{name}/runs", post(routes::run_tool))
+        .route("/v1/agent/runs", post(routes::run_agent))
+        .route("/v1/runs", get(routes::list_runs))
+        .route("/v1/runs/{id}", get(routes::get_run))
+        .route("/v1/runs/{id}/events", get(routes::run_events))
+        .route("/v1/runs/{id}/cancel", post(routes::cancel_run))
+        .route("/v1/ws", get(ws::upgrade))
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.max_message_bytes))
+        .with_state(state);
+    // The gRPC router has a fallback (UNIMPLEMENTED) and the web one none, so they merge; the
+    // fallback is then replaced by one that answers gRPC and HTTP clients each in their terms.
+    let app = grpc.merge(web).fallback(routes::not_found);
+    match cors {
+        Some(cors) => app.layer(cors),
+        None => app,
+    }
+}
+
+/// CORS for the configured origins (`"*"` allows any), or none: same-origin only by default.
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        // Config validation made sure each one is a valid header value.
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                header::AUTHORIZATION,
+                HeaderName::from_static("last-event-id"),
+                HeaderName::from_static("x-grpc-web"),
+                HeaderName::from_static("x-user-agent"),
+                HeaderName::from_static("grpc-timeout"),
+            ])
+            // gRPC-Web clients read the status from these; the run id is in x-run-id.
+            .expose_headers([
+                HeaderName::from_static("grpc-status"),
+                HeaderName::from_static("grpc-message"),
+                HeaderName::from_static("grpc-status-details-bin"),
+                HeaderName::from_static("x-run-id"),
+                header::LOCATION,
+            ])
+            .max_age(std::time::Duration::from_secs(24 * 3600)),
+    )
+}

@@ -1,0 +1,359 @@
+//! The JSON routes (DESIGN.md, "Web delivery"). Requests are the contract's messages in canonical
+//! proto3 JSON; unary answers are exactly what the gRPC services answer, in the same JSON; runs
+//! stream as SSE ([`super::sse`]) or, with `Accept: application/json`, start detached.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use prost_reflect::ReflectMessage;
+use serde_json::{Map, Value};
+use tonic::{Code, Request};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_server::Health;
+
+use super::WebState;
+use super::error::ApiError;
+use super::sse::sse_response;
+use crate::engine::{ReadFrom, RunHandle};
+use crate::json_proto::{from_json, from_json_value, to_json};
+use crate::pb;
+use crate::pb::encoded::run_service_server::RunService;
+use crate::pb::encoded::tool_service_server::ToolService;
+use crate::transport::convert::{agent_request, run_options, tool_run_request};
+use crate::transport::{parse_grpc_timeout, run_to_wire};
+
+/// `message` as a JSON response.
+fn json_response<M: ReflectMessage>(status: StatusCode, message: &M) -> Response {
+    match to_json(message) {
+        Ok(json) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            json,
+        )
+            .into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// A request body: the message's JSON, or nothing for its defaults.
+fn read_body<M: ReflectMessage + Default>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<M, ApiError> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Code::OutOfRange
+        } else {
+            Code::InvalidArgument
+        };
+        ApiError::new(code, rejection.body_text()).with_status(status)
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(M::default());
+    }
+    Ok(from_json(&body)?)
+}
+
+/// Query parameters as a list; a malformed query is a 400.
+fn read_query(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    query
+        .map(|Query(pairs)| pairs)
+        .map_err(|rejection| ApiError::invalid_argument(rejection.body_text()))
+}
+
+/// The deadline an HTTP client set with a `grpc-timeout` header, as gRPC clients do.
+fn deadline(headers: &HeaderMap) -> Option<std::time::Duration> {
+    parse_grpc_timeout(headers.get("grpc-timeout")?.to_str().ok()?)
+}
+
+/// Whether the client asked for the `Run` (start detached) rather than the event stream.
+fn wants_run(headers: &HeaderMap) -> bool {
+    let mut json = false;
+    for accept in headers.get_all(header::ACCEPT) {
+        let Ok(accept) = accept.to_str() else {
+            continue;
+        };
+        for range in accept.split(',') {
+            let media = range.split(';').next().unwrap_or("").trim();
+            if media.eq_ignore_ascii_case("text/event-stream") {
+                return false;
+            }
+            json |= media.eq_ignore_ascii_case("application/json");
+        }
+    }
+    json
+}
+
+/// The response to a started run: its events as SSE, or (detached) the `Run` with 202.
+fn started(state: &WebState, handle: RunHandle, detached: bool) -> Response {
+    let RunHandle { run_id, events } = handle;
+    if !detached {
+        return sse_response(&run_id, events, state.http.keep_alive);
+    }
+    // Started with ON_DISCONNECT_CONTINUE: dropping the stream leaves the run going.
+    drop(events);
+    match state.engine.get_run(&run_id) {
+        Ok(run) => {
+            let mut response = json_response(StatusCode::ACCEPTED, &run_to_wire(run));
+            if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{run_id}")) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            if let Ok(value) = HeaderValue::from_str(&run_id) {
+                response.headers_mut().insert("x-run-id", value);
+            }
+            response
+        }
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+fn detach(options: &mut Option<pb::RunOptions>) {
+    options
+        .get_or_insert_with(pb::RunOptions::default)
+        .set_on_disconnect(pb::OnDisconnect::Continue);
+}
+
+/// `GET /v1/tools`: ListToolsResponse.
+pub(super) async fn list_tools(State(state): State<WebState>) -> Result<Response, ApiError> {
+    let tools = ToolService::list_tools(&state.tools, Request::new(pb::ListToolsRequest {}))
+        .await?
+        .into_inner();
+    Ok(json_response(StatusCode::OK, &tools))
+}
+
+/// `POST /v1/tools/{name}/runs`, body `{"arguments": {...}, "options": {...}}`.
+pub(super) async fn run_tool(
+    State(state): State<WebState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut request: pb::RunToolRequest = read_body(body)?;
+    if !request.tool.is_empty() && request.tool != name {
+        return Err(ApiError::invalid_argument(format!(
+            "the body names tool {:?} but the path names {name:?}; leave `tool` out of the body",
+            request.tool
+        )));
+    }
+    request.tool = name;
+    let detached = wants_run(&headers);
+    if detached {
+        detach(&mut request.options);
+    }
+    let handle = state
+        .engine
+        .run_tool(tool_run_request(request, deadline(&headers)))?;
+    Ok(started(&state, handle, detached))
+}
+
+/// `POST /v1/agent/runs`, body `{"prompt", "tools", "model", "maxSteps", "systemPrompt",
+/// "options"}`.
+pub(super) async fn run_agent(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut request: pb::RunAgentRequest = read_body(body)?;
+    let detached = wants_run(&headers);
+    if detached {
+        detach(&mut request.options);
+    }
+    let handle = state
+        .agent
+        .start(agent_request(request, deadline(&headers)))?;
+    Ok(started(&state, handle, detached))
+}
+
+/// `GET /v1/runs?state=&tool=&pageSize=&pageToken=`: ListRunsResponse. `state` takes the enum's
+/// name (`RUN_STATE_RUNNING`), its short form (`running`) or its number.
+pub(super) async fn list_runs(
+    State(state): State<WebState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let mut fields = Map::new();
+    for (key, value) in read_query(query)? {
+        let value = if key == "state" && !value.is_empty() && !value.starts_with("RUN_STATE_") {
+            if value.bytes().all(|b| b.is_ascii_digit()) {
+                value
+            } else {
+                format!("RUN_STATE_{}", value.to_ascii_uppercase())
+            }
+        } else {
+            value
+        };
+        if value.is_empty() {
+            continue;
+        }
+        fields.insert(key, Value::String(value));
+    }
+    let request: pb::ListRunsRequest = from_json_value(Value::Object(fields))?;
+    let page = RunService::list_runs(&state.runs, Request::new(request))
+        .await?
+        .into_inner();
+    Ok(json_response(StatusCode::OK, &page))
+}
+
+/// `GET /v1/runs/{id}`: Run.
+pub(super) async fn get_run(
+    State(state): State<WebState>,
+    Path(run_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let run = RunService::get_run(&state.runs, Request::new(pb::GetRunRequest { run_id }))
+        .await?
+        .into_inner();
+    Ok(json_response(StatusCode::OK, &run))
+}
+
+/// `POST /v1/runs/{id}/cancel`: CancelRun, answers the Run.
+pub(super) async fn cancel_run(
+    State(state): State<WebState>,
+    Path(run_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let run = RunService::cancel_run(&state.runs, Request::new(pb::CancelRunRequest { run_id }))
+        .await?
+        .into_inner();
+    Ok(json_response(StatusCode::OK, &run))
+}
+
+/// `GET /v1/runs/{id}/events`: WatchRun as SSE. Where to start: the `Last-Event-ID` header (a
+/// reconnecting `EventSource` sends it), else `?from=latest`, else `?after=N` (0: from the
+/// start). `?minProgressIntervalMs=` and `?heartbeatIntervalMs=` are the watcher's options.
+pub(super) async fn run_events(
+    State(state): State<WebState>,
+    Path(run_id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let mut from = ReadFrom::After(0);
+    let mut options = pb::RunOptions::default();
+    let number = |key: &str, value: &str| {
+        value.parse::<u64>().map_err(|_| {
+            ApiError::invalid_argument(format!("{key}={value:?} is not a non-negative integer"))
+        })
+    };
+    let millis =
+        |key: &str, value: &str| number(key, value).map(|ms| u32::try_from(ms).unwrap_or(u32::MAX));
+    for (key, value) in read_query(query)? {
+        match key.as_str() {
+            "after" => from = ReadFrom::After(number("after", &value)?),
+            "from" if value == "latest" => from = ReadFrom::Latest,
+            "from" if value == "start" => from = ReadFrom::After(0),
+            "from" => {
+                return Err(ApiError::invalid_argument(format!(
+                    "from={value:?}: use from=latest (or from=start)"
+                )));
+            }
+            "minProgressIntervalMs" | "min_progress_interval_ms" => {
+                options.min_progress_interval_ms = millis(&key, &value)?;
+            }
+            "heartbeatIntervalMs" | "heartbeat_interval_ms" => {
+                options.heartbeat_interval_ms = millis(&key, &value)?;
+            }
+            _ => {
+                return Err(ApiError::invalid_argument(format!(
+                    "unknown query parameter {key:?}; this route takes after, from, \
+                     minProgressIntervalMs and heartbeatIntervalMs"
+                )));
+            }
+        }
+    }
+    if let Some(last) = headers.get("last-event-id") {
+        let last = last.to_str().unwrap_or("").trim();
+        from = ReadFrom::After(number("Last-Event-ID", last)?);
+    }
+    if run_id.is_empty() {
+        return Err(ApiError::invalid_argument("the run id is empty"));
+    }
+    // A watcher leaving never affects the run.
+    let events = state
+        .engine
+        .watch_run(&run_id, from, &run_options(Some(options)))?;
+    Ok(sse_response(&run_id, events, state.http.keep_alive))
+}
+
+/// `GET /healthz`: 200 while the server is SERVING, 503 otherwise (the gRPC health status of
+/// the server as a whole).
+pub(super) async fn healthz(State(state): State<WebState>) -> Response {
+    let status = state
+        .health
+        .check(Request::new(HealthCheckRequest {
+            service: String::new(),
+        }))
+        .await
+        .map(|response| response.into_inner().status())
+        .unwrap_or(ServingStatus::Unknown);
+    let code = if status == ServingStatus::Serving {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        serde_json::json!({"status": status.as_str_name()}).to_string(),
+    )
+        .into_response()
+}
+
+/// No route: gRPC clients get UNIMPLEMENTED in their terms, others a 404 in JSON.
+pub(super) async fn not_found(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let grpc = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::unimplemented(format!("no service or method at {}", uri.path()))
+            .into_http::<axum::body::Body>();
+    }
+    ApiError::new(
+        Code::NotFound,
+        format!(
+            "no route {method} {}; the routes are /v1/tools, /v1/tools/NAME/runs, \
+             /v1/agent/runs, /v1/runs, /v1/runs/ID, /v1/runs/ID/events, /v1/runs/ID/cancel, \
+             /v1/ws, /healthz and /",
+            uri.path()
+        ),
+    )
+    .into_response()
+}
+
+/// A route that exists, with another method.
+pub(super) async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    ApiError::new(
+        Code::Unimplemented,
+        format!("{} does not take {method}", uri.path()),
+    )
+    .with_status(StatusCode::METHOD_NOT_ALLOWED)
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_json_asks_for_the_run_and_event_stream_wins() {
+        let headers = |accept: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
+            headers
+        };
+        assert!(wants_run(&headers("application/json")));
+        assert!(wants_run(&headers("application/json; charset=utf-8")));
+        assert!(!wants_run(&headers("text/event-stream")));
+        assert!(!wants_run(&headers("text/event-stream, application/json")));
+        assert!(!wants_run(&headers("*/*")));
+        assert!(!wants_run(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,67 @@
+//! The page at `/` in a real headless Chromium (Debian's `chromium` and `chromium-driver`, driven
+//! by selenium; `.ci/run` installs them): the tools' forms, a `ticks` run reaching 100% with its
+//! result, the browser's own `EventSource` reading a run's SSE, an error shown, the runs list
+//! with resume and cancel, and an agent run with its streamed text and a bar per tool call
+//! (against the stand-in model of the agent tests).
+//!
+//! Without a browser the test fails and says how to install one; set
+//! `TOOLSTREAM_SKIP_BROWSER_TESTS=1` to skip it on a machine that cannot have one.
+
+mod common;
+#[allow(dead_code)] // The page test uses part of the stand-in.
+#[path = "agent_support/model.rs"]
+mod model;
+
+use std::sync::Arc;
+
+use common::{TestServer, registry_with};
+use model::{StandIn, text, tool_calls};
+use toolstream::agent::openai::OpenAiProvider;
+use toolstream::agent::{AgentSettings, DEFAULT_MAX_PARALLEL_CALLS};
+use toolstream::config::Limits;
+use toolstream::server::Server;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_runs_a_tool_from_its_form_and_shows_progress_results_errors_and_agents() {
+    if std::env::var_os("TOOLSTREAM_SKIP_BROWSER_TESTS").is_some_and(|v| v == "1") {
+        eprintln!("skipped: TOOLSTREAM_SKIP_BROWSER_TESTS=1");
+        return;
+    }
+    for binary in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        assert!(
+            std::path::Path::new(binary).exists(),
+            "{binary} is missing: `apt-get install -y chromium chromium-driver` (.ci/run does), \
+             or set TOOLSTREAM_SKIP_BROWSER_TESTS=1"
+        );
+    }
+    let model = StandIn::start(vec![
+        tool_calls(&[("call_1", "ticks", r#"{"count": 3, "interval_ms": 50}"#)]),
+        text(&["Three ", "ticks ", "done."]),
+    ])
+    .await;
+    let root = std::env::current_dir().unwrap();
+    let settings = AgentSettings {
+        provider: Some(Arc::new(OpenAiProvider::new(&model.url, None).unwrap())),
+        default_model: Some("standin-model".into()),
+        default_max_steps: 4,
+        max_parallel_calls: DEFAULT_MAX_PARALLEL_CALLS,
+    };
+    let server = TestServer::serve(
+        Server::new(registry_with(&root, vec![]), Limits::default()).with_agent(settings),
+    )
+    .await;
+    let url = server.url();
+    let output = tokio::task::spawn_blocking(move || {
+        common::run_python_with_env(
+            "browser_page.py",
+            &[&url],
+            &[("TOOLSTREAM_AGENT_TEST", "1")],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.contains("browser page: all checks passed"),
+        "{output}"
+    );
+}
