@@ -1,59 +1,92 @@
 //! The server's estimate of the time a call has left, from the fractions it reports.
 //!
 //! Method (the contract's `Progress.eta_seconds`): the rate of progress (fraction per second) is
-//! an exponentially weighted average of the rate between successive reports, each weighted by the
-//! time it spans, with a time constant of [`TIME_CONSTANT`] seconds: recent progress counts most,
-//! and a burst of reports close together counts as much as one report after the same time. The
-//! average is corrected for its start (as if it had always run at the rate seen so far), so early
-//! on it is the mean rate since the first report. The estimate is `(1 − fraction) / rate`.
+//! an exponentially weighted average of the rate between successive updates, each weighted by the
+//! time it spans, with a time constant of [`TIME_CONSTANT`] seconds: recent progress counts most.
+//! The average is corrected for its start (as if it had always run at the rate seen so far), so
+//! early on it is the mean rate since the first report. The estimate is `(1 − fraction) / rate`.
+//! The rate is updated at most every [`MIN_SPAN`]: a report closer than that to the last update
+//! only reads it (a tool reporting a million times a second costs a comparison and a
+//! multiplication per report), and its progress counts in the next update.
 //!
-//! It is absent at a call's first fraction (no rate yet), for a report without a fraction
-//! (indeterminate), while no progress was made (a zero rate), and at a report whose fraction is
-//! below the previous one, which starts the estimate over. It is computed as each report enters
-//! the run's log: a few floating-point operations and no allocation.
+//! It is absent at a call's first fraction and until the first update after it (no rate yet), for
+//! a report without a fraction (indeterminate), while no progress was made (a zero rate), and at a
+//! report whose fraction is below the previous one, which starts the estimate over. It is 0 at
+//! 1.0. It is computed as each report enters the run's log, with no allocation.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Seconds of history that weigh most in the rate.
 pub(crate) const TIME_CONSTANT: f64 = 10.0;
 
+/// The least time between two updates of the rate.
+pub(crate) const MIN_SPAN: Duration = Duration::from_millis(10);
+
 /// A call's rate of progress so far.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct Eta {
-    /// The last fraction reported and when; `None` before the first.
+    /// The fraction and time of the last update of the rate; `None` before the first report.
     last: Option<(SystemTime, f64)>,
+    /// Reports before this time only read the rate.
+    next_update: SystemTime,
+    /// The fraction last reported.
+    reported: f64,
     /// The weighted average of the rate, before its correction for the start.
     rate: f64,
     /// The weight the average still gives its starting value (0): 1 at the first report, then
     /// decaying with the time that passes.
     start_weight: f64,
+    /// Seconds per unit of fraction (1 / the corrected rate), once there is a rate above 0.
+    seconds_per_unit: Option<f64>,
+}
+
+impl Default for Eta {
+    fn default() -> Self {
+        Eta {
+            last: None,
+            next_update: SystemTime::UNIX_EPOCH,
+            reported: 0.0,
+            rate: 0.0,
+            start_weight: 1.0,
+            seconds_per_unit: None,
+        }
+    }
 }
 
 impl Eta {
     /// Takes a report made at `at`, and returns the seconds left it implies, if known.
     pub(crate) fn observe(&mut self, at: SystemTime, fraction: Option<f64>) -> Option<f64> {
         let fraction = fraction.filter(|f| !f.is_nan())?.clamp(0.0, 1.0);
-        let Some((then, before)) = self.last.filter(|(_, before)| fraction >= *before) else {
+        let last = self.last.filter(|_| fraction >= self.reported);
+        self.reported = fraction;
+        let Some((then, before)) = last else {
             // The first fraction, or progress that went back: start over.
             *self = Eta {
                 last: Some((at, fraction)),
-                rate: 0.0,
-                start_weight: 1.0,
+                next_update: at + MIN_SPAN,
+                reported: fraction,
+                ..Eta::default()
             };
             return None;
         };
-        // A clock that went back counts as no time passing.
-        let elapsed = at.duration_since(then).map_or(0.0, |d| d.as_secs_f64());
-        let keep = TIME_CONSTANT / (TIME_CONSTANT + elapsed);
-        self.rate = self.rate * keep + (fraction - before) / (TIME_CONSTANT + elapsed);
-        self.start_weight *= keep;
-        self.last = Some((at, fraction));
+        if at >= self.next_update {
+            // A clock that went back counts as no time passing.
+            let elapsed = at.duration_since(then).map_or(0.0, |d| d.as_secs_f64());
+            let per = 1.0 / (TIME_CONSTANT + elapsed);
+            let keep = TIME_CONSTANT * per;
+            self.rate = self.rate * keep + (fraction - before) * per;
+            self.start_weight *= keep;
+            self.last = Some((at, fraction));
+            self.next_update = at + MIN_SPAN;
+            let seen = 1.0 - self.start_weight;
+            self.seconds_per_unit = (seen > 0.0 && self.rate > 0.0)
+                .then(|| seen / self.rate)
+                .filter(|s| s.is_finite());
+        }
         if fraction >= 1.0 {
             return Some(0.0);
         }
-        let seen = 1.0 - self.start_weight;
-        let rate = self.rate / seen;
-        (seen > 0.0 && rate > 0.0 && rate.is_finite()).then(|| (1.0 - fraction) / rate)
+        self.seconds_per_unit.map(|s| (1.0 - fraction) * s)
     }
 }
 
@@ -101,6 +134,20 @@ mod tests {
         let fast = (1.0 - f) / 0.01;
         let left = left.unwrap();
         assert!(left < fast * 1.1, "{left} vs {fast}");
+    }
+
+    #[test]
+    fn reports_closer_than_the_span_read_the_rate_and_count_in_the_next_update() {
+        let mut eta = Eta::default();
+        eta.observe(at(0.0), Some(0.0));
+        assert_eq!(eta.observe(at(0.001), Some(0.01)), None, "no update yet");
+        // 0.1 in a second: 9 s left.
+        let left = eta.observe(at(1.0), Some(0.1)).unwrap();
+        assert!((left - 9.0).abs() < 1e-9, "{left}");
+        // A burst of reports within the span: the rate stands, the fraction moves.
+        let left = eta.observe(at(1.001), Some(0.4)).unwrap();
+        assert!((left - 6.0).abs() < 1e-9, "{left}");
+        assert_eq!(eta.observe(at(1.002), Some(1.0)), Some(0.0));
     }
 
     #[test]

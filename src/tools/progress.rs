@@ -183,7 +183,9 @@ impl Node {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn report(&self, mut update: ProgressUpdate) {
+    /// Reports for this node. Inlined: it is the hot path of a tool with no sub-tasks.
+    #[inline]
+    fn report(&self, update: ProgressUpdate) {
         if let Some(fraction) = update.fraction.filter(|f| !f.is_nan()) {
             self.own
                 .store(fraction.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
@@ -191,8 +193,13 @@ impl Node {
         if self.parent.is_none() && !self.has_children.load(Ordering::Acquire) {
             // A call with no sub-tasks: nothing to roll up.
             self.sink.report(update);
-            return;
+        } else {
+            self.report_in_tree(update);
         }
+    }
+
+    /// Reports for a node with children or a parent, rolling up.
+    fn report_in_tree(&self, mut update: ProgressUpdate) {
         // Held while reporting (and rolling up), so that the node's reports reach the client in
         // the order their fractions were decided.
         let mut tree = self.lock();
@@ -351,6 +358,7 @@ impl Progress {
     }
 
     /// Reports a full update, extra data included.
+    #[inline]
     pub fn update(&self, update: ProgressUpdate) {
         self.node.report(update);
     }

@@ -203,7 +203,7 @@ impl CommandTool {
                 Message::Progress {
                     task: Some(task),
                     update,
-                } => tasks.report(progress, task, update).map_err(|reason| {
+                } => tasks.report(progress, *task, update).map_err(|reason| {
                     ToolError::Internal(format!(
                         "output line {number} breaks the protocol, {reason}: {}",
                         protocol::preview(bytes)

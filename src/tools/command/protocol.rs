@@ -20,8 +20,8 @@ use crate::tools::ProgressUpdate;
 pub enum Message {
     /// A progress report, of the tool itself or of one of its sub-tasks.
     Progress {
-        /// The sub-task it is about; `None`: the tool itself.
-        task: Option<TaskLine>,
+        /// The sub-task it is about; `None`: the tool itself. Boxed: most lines have none.
+        task: Option<Box<TaskLine>>,
         /// The report.
         update: ProgressUpdate,
     },
@@ -51,7 +51,7 @@ pub fn parse(line: &[u8]) -> Result<Message, String> {
             let Some(Value::Object(task)) = object.remove("task") else {
                 unreachable!("matched above")
             };
-            Some(TaskLine::from_object(task)?)
+            Some(Box::new(TaskLine::from_object(task)?))
         }
         _ => None,
     };
@@ -152,7 +152,7 @@ mod tests {
             panic!("not progress of a sub-task");
         };
         assert_eq!(
-            task,
+            *task,
             TaskLine {
                 id: "t3".into(),
                 parent: "t1".into(),
