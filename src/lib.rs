@@ -4,13 +4,15 @@
 //! Read it in the order an event travels, from the tool up to the wire:
 //!
 //! 1. [`tools`]: what a tool is ([`tools::Tool`]), the [`tools::Progress`] handle a tool reports
-//!    through, the ergonomic [`tools::native::tool_fn`] constructor, the built-in tools, the other
-//!    kinds (command, MCP, remote gRPC) with the process groups they run in, and
-//!    [`tools::from_config`], which builds the registry a configuration describes.
+//!    through (and splits into sub-tasks whose progress rolls up), the ergonomic
+//!    [`tools::native::tool_fn`] constructor, the built-in tools, the other kinds (command, MCP,
+//!    remote gRPC) with the process groups they run in, and [`tools::from_config`], which builds
+//!    the registry a configuration describes.
 //! 2. [`registry`]: name → tool, with each tool's JSON Schemas; validates arguments before a run.
 //! 3. [`engine`]: one run per call, held as a resource: its log of events (sequence numbers,
-//!    coalescing, gaps) read by any number of streams, the table of runs (lookup, listing,
-//!    retention, cancellation), deadlines, the limit on concurrent runs, graceful draining.
+//!    coalescing, gaps, the estimate of each call's time left) read by any number of streams, the
+//!    table of runs (lookup, listing, retention, cancellation), deadlines, the limit on concurrent
+//!    runs, graceful draining.
 //! 4. [`agent`]: a language model that calls tools, as a run of the engine; the model behind a
 //!    [`agent::ModelProvider`] trait, with an OpenAI-compatible implementation.
 //! 5. [`transport`]: the tonic services (`ToolService`, `RunService`), thin adapters between the

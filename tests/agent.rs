@@ -736,3 +736,102 @@ async fn an_overloaded_endpoint_mid_answer_ends_unavailable() {
         status.message()
     );
 }
+
+#[tokio::test]
+async fn sub_tasks_and_relayed_remote_trees_nest_under_their_call_with_unique_ids() {
+    // A remote server with the nested tool; this one runs it locally and as `remote.nested`.
+    let root = std::env::current_dir().unwrap();
+    let remote = TestServer::start_with(
+        registry_with(&root, vec![common::nested_tool()]),
+        Limits::default(),
+    )
+    .await;
+    let model = StandIn::start(vec![
+        tool_calls(&[
+            ("call_1", "nested", r#"{"items": 2}"#),
+            ("call_2", "remote.nested", r#"{"items": 2, "deep": true}"#),
+            ("call_3", "remote.nested", r#"{"items": 2, "deep": true}"#),
+        ]),
+        text(&["Nested."]),
+    ])
+    .await;
+    let mut registry = registry_with(&root, vec![common::nested_tool()]);
+    let entry: toml::Table = toml::from_str(&format!(
+        "kind = \"grpc\"\nendpoint = \"{}\"\nprefix = \"remote.\"\n",
+        remote.url()
+    ))
+    .unwrap();
+    toolstream::tools::from_config::load_entries(
+        &[entry],
+        &root,
+        &Limits::default(),
+        &mut registry,
+    )
+    .await
+    .unwrap();
+    let settings = AgentSettings {
+        provider: Some(Arc::new(
+            OpenAiProvider::new(&model.url, Some("test-key".into())).unwrap(),
+        )),
+        default_model: Some("standin-model".into()),
+        default_max_steps: 4,
+        max_parallel_calls: DEFAULT_MAX_PARALLEL_CALLS,
+    };
+    let server =
+        TestServer::serve(Server::new(registry, Limits::default()).with_agent(settings)).await;
+    let (events, status) = run(&server, prompt("nest")).await;
+    assert!(status.is_none(), "{status:?}");
+
+    let nodes = common::progress_nodes(&events);
+    let mut parents: std::collections::HashMap<String, String> = Default::default();
+    for node in &nodes {
+        let known = parents.insert(node.0.clone(), node.1.clone());
+        assert!(
+            known.is_none_or(|parent| parent == node.1),
+            "one parent per node: {node:?}"
+        );
+    }
+    let under = |call: &str| {
+        let mut ids: Vec<(String, String)> = parents
+            .iter()
+            .filter(|(id, _)| id.starts_with(&format!("{call}/")))
+            .map(|(id, parent)| (id.clone(), parent.clone()))
+            .collect();
+        ids.sort();
+        ids
+    };
+    // The local tool's sub-tasks are under its call.
+    assert_eq!(
+        under("call_1"),
+        [("call_1/1", "call_1"), ("call_1/2", "call_1")].map(|(a, b)| (a.into(), b.into()))
+    );
+    // Each remote run's tree is under the call that relayed it, its ids prefixed by the call's:
+    // the same remote ids in two calls stay apart.
+    for call in ["call_2", "call_3"] {
+        let ids = under(call);
+        assert_eq!(ids.len(), 8, "{ids:?}");
+        for (id, parent) in &ids {
+            let relative = &id[call.len() + 1..];
+            let expected = match relative.rsplit_once('/') {
+                Some((up, _)) => format!("{call}/{up}"),
+                None => call.to_owned(),
+            };
+            assert_eq!(*parent, expected, "{id}");
+        }
+    }
+    // Each call's whole tree is reported before its end.
+    for call in ["call_1", "call_2", "call_3"] {
+        let done = events
+            .iter()
+            .position(|e| matches!(&e.event, Some(Event::ToolCallFinished(c)) if c.call_id == call))
+            .unwrap();
+        let last = events
+            .iter()
+            .rposition(|e| {
+                matches!(&e.event, Some(Event::Progress(p))
+                    if p.call_id == call || p.call_id.starts_with(&format!("{call}/")))
+            })
+            .unwrap();
+        assert!(last < done, "{call}");
+    }
+}

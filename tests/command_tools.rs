@@ -408,3 +408,111 @@ async fn config_mistakes_stop_the_server_naming_the_entry() {
         assert!(message.contains(problem), "{message}");
     }
 }
+
+/// `[[tools]]` entries for tests/tools/nested_tool.py: `nested_helper` (the seed's nested example
+/// with the helper's sub-tasks) and `nested_raw` (the same lines written by hand).
+fn nested_entries() -> String {
+    let script = manifest_path("tests/tools/nested_tool.py");
+    let python = manifest_path("python");
+    let common = format!("cwd = \"work\"\nenv = {{ PYTHONPATH = {python:?} }}\n");
+    format!(
+        "[[tools]]\nkind = \"command\"\nname = \"nested_helper\"\n\
+         command = [\"python3\", {script:?}]\n{common}\n\
+         [[tools]]\nkind = \"command\"\nname = \"nested_raw\"\n\
+         command = [\"python3\", {script:?}, \"raw\"]\n{common}"
+    )
+}
+
+#[tokio::test]
+async fn the_protocol_and_the_python_helper_make_the_same_tree_as_the_rust_api() {
+    let (_dir, registry) = registry_from(&nested_entries()).await;
+    let mut registry = registry.unwrap();
+    registry.register(common::nested_tool()).unwrap();
+    let server = TestServer::start_with(registry, Default::default()).await;
+    let items = json!({"items": ["a", "b", "c"]});
+
+    let mut trees = Vec::new();
+    for tool in ["nested", "nested_helper", "nested_raw"] {
+        let arguments = if tool == "nested" {
+            json!({"items": 3})
+        } else {
+            items.clone()
+        };
+        let (events, status) = collect(
+            server
+                .client()
+                .await
+                .run_tool(run_request(tool, arguments))
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await;
+        assert!(status.is_none(), "{tool}: {status:?}");
+        assert_eq!(
+            result_value(events.last().unwrap()),
+            Some(json!("All done"))
+        );
+        trees.push((tool, common::progress_nodes(&events)));
+    }
+    // The same events, node for node: ids, parents, labels, fractions and statuses.
+    let (_, rust) = &trees[0];
+    for (tool, tree) in &trees[1..] {
+        assert_eq!(tree, rust, "{tool} differs from the Rust API");
+    }
+    // Which are a tree of one node per item under the run, and the seed's overall numbers.
+    assert_eq!(
+        rust.iter()
+            .filter(|node| !node.0.is_empty() && node.3.is_none())
+            .map(|node| (node.0.as_str(), node.1.as_str(), node.2.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("1", "", "item 1"),
+            ("2", "", "item 2"),
+            ("3", "", "item 3")
+        ]
+    );
+    assert!(common::same_fractions(
+        &common::fractions_of(rust, ""),
+        &common::seed_fractions(3)
+    ));
+}
+
+#[tokio::test]
+async fn sub_task_lines_that_break_the_protocol_are_internal_errors_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            r#"{"task": {"id": "a", "parent": "nobody"}}"#,
+            "which no earlier line made",
+        ),
+        (
+            r#"{"task": {"id": "a", "done": true}}
+{"task": {"id": "a"}, "progress": 0.5}"#,
+            "after it was done",
+        ),
+        (r#"{"task": {"id": "a", "weight": "heavy"}}"#, "task.weight"),
+    ];
+    let mut entries = String::new();
+    for (index, (lines, _)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("lines{index}.jsonl"));
+        std::fs::write(&file, format!("{lines}\n{{\"result\": 1}}\n")).unwrap();
+        entries.push_str(&format!(
+            "[[tools]]\nkind = \"command\"\nname = \"lines{index}\"\ncommand = [\"cat\", {:?}]\n",
+            file.display().to_string()
+        ));
+    }
+    let (_config_dir, registry) = registry_from(&entries).await;
+    let server = TestServer::start_with(registry.unwrap(), Default::default()).await;
+    for (index, (lines, reason)) in cases.iter().enumerate() {
+        let (_, status) = common::run_tool(&server, &format!("lines{index}"), json!({})).await;
+        let status = status.expect("the run fails");
+        assert_eq!(status.code(), Code::Internal, "{lines}");
+        assert!(status.message().contains(reason), "{}", status.message());
+        assert!(
+            status.message().contains("output line"),
+            "{}",
+            status.message()
+        );
+    }
+}

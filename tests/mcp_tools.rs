@@ -141,6 +141,11 @@ async fn mcp_progress_notifications_become_progress_events() {
         Some(&(Some(1.0), Some("word 4 of 4".to_owned()))),
         "the final progress arrives last: {progress:?}"
     );
+    // MCP has no tree: every report is the call's own (here the run's top level).
+    assert!(events.iter().all(|e| match &e.event {
+        Some(Event::Progress(p)) => p.call_id.is_empty() && p.parent_call_id.is_empty(),
+        _ => true,
+    }));
     assert_eq!(
         result_value(events.last().unwrap()),
         Some(json!({"words": 4}))

@@ -457,3 +457,24 @@ async fn the_remote_ends_the_run_at_the_local_deadline_even_when_cancellation_ca
         "the remote tool was dropped"
     );
 }
+
+#[tokio::test]
+async fn a_relayed_remote_runs_tree_arrives_nested_and_unique() {
+    let root = std::env::current_dir().unwrap();
+    let a = TestServer::start_with(
+        registry_with(&root, vec![common::nested_tool()]),
+        Limits::default(),
+    )
+    .await;
+    let b = federated(&a).await;
+    let arguments = json!({"items": 2, "deep": true});
+    let (direct, _) = run_tool(&a, "nested", arguments.clone()).await;
+    let (relayed, status) = run_tool(&b, "remote.nested", arguments).await;
+    assert!(status.is_none(), "{status:?}");
+    // Through RunTool the relaying call is the run's top level: the remote's tree arrives as it
+    // is, node for node, with its ids and parents (the estimates are B's own).
+    let direct = common::progress_nodes(&direct);
+    let relayed = common::progress_nodes(&relayed);
+    assert_eq!(relayed, direct);
+    assert!(relayed.iter().any(|node| node.0 == "2/3" && node.1 == "2"));
+}

@@ -129,8 +129,11 @@ def test_cancelling_reaches_the_tool_and_its_finally_block_runs(
         stream.cancel()
         with pytest.raises(toolstream.Cancelled):
             stream.result
-    wait_until(marker.exists, f"{tool}'s finally block to run")
-    assert marker.read_text() == "finally ran"
+    # The file may exist a moment before its text is written: wait for the text itself.
+    wait_until(
+        lambda: marker.exists() and marker.read_text() == "finally ran",
+        f"{tool}'s finally block to run",
+    )
 
 
 def test_a_deadline_through_the_server_stops_the_tool(

@@ -34,14 +34,15 @@ installed. The same functions can be served many at a time, in one long-lived pr
 """
 
 import inspect
+import itertools
 import json
 import sys
 import traceback
-from typing import Any, Callable, Dict, Mapping, Optional, TextIO, TypeVar, Union, overload
+from typing import Any, Callable, Dict, List, Mapping, Optional, TextIO, TypeVar, Union, overload
 
 from .schema import coerce_arguments, describe, json_default
 
-__all__ = ["progress", "main", "run"]
+__all__ = ["progress", "main", "run", "child", "Task"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -112,7 +113,9 @@ def run(fn: Callable[..., Any], arguments: Dict[str, Any], out: TextIO) -> Any:
         try:
             report = next(outcome)
         except StopIteration as stop:
+            _write_task_lines(out)
             return stop.value
+        _write_task_lines(out)
         line = _progress_line(report)
         if "result" in line:
             outcome.close()
@@ -165,3 +168,94 @@ def main(fn: Callable[..., Any]) -> None:
         sys.stdout = out
     sys.exit(0)
 
+
+
+# Sub-tasks ---------------------------------------------------------------------------------------
+
+
+class Task:
+    """A sub-task of the tool's run, made by ``progress.child(label, weight)`` (or ``child``).
+
+    Its reports reach the client as progress of a node of its own (named ``label``) under the
+    tool's progress, and roll up into its parent's: toolstream computes the parent's fraction as
+    its finished sub-tasks' weights plus each running sub-task's weight times its fraction, so the
+    tool does no arithmetic. The seed's nested example becomes::
+
+        @progress
+        def outer_task(items: list) -> str:
+            for i, item in enumerate(items):
+                with progress.child(f"item {i + 1}", weight=1 / len(items)) as sub:
+                    for j in range(3):
+                        yield sub.report((j + 1) / 3, f"Item {i + 1}, step {j + 1}")
+            return "All done"
+
+    ``report`` returns the line to yield. A sub-task is announced when it is made, so it shows
+    (and weighs) even before it reports, and it is complete when its ``with`` block ends or
+    ``finish()`` is called; those two lines are written by ``main`` before the next yielded line.
+    A sub-task can have sub-tasks of its own (``sub.child(...)``), to any depth.
+    """
+
+    _numbers = itertools.count(1)
+
+    def __init__(self, label: str, weight: float = 1.0, parent: "Optional[Task]" = None) -> None:
+        self.id = f"t{next(Task._numbers)}"
+        self.label = str(label)
+        self.weight = float(weight)
+        self.parent = parent
+        self.finished = False
+        _task_lines.append({"task": self._declaration()})
+
+    def _declaration(self) -> Dict[str, Any]:
+        return {
+            "id": self.id,
+            "parent": self.parent.id if self.parent is not None else "",
+            "label": self.label,
+            "weight": self.weight,
+        }
+
+    def report(
+        self, fraction: Optional[float] = None, status: Optional[str] = None, **data: Any
+    ) -> Dict[str, Any]:
+        """The progress line of this sub-task (``fraction`` of it done, 0.0-1.0, and a status),
+        with any extra data; yield it."""
+        line: Dict[str, Any] = {"task": {"id": self.id}}
+        if fraction is not None:
+            line["progress"] = fraction
+        if status is not None:
+            line["status"] = status
+        line.update(data)
+        return line
+
+    def child(self, label: str, weight: float = 1.0) -> "Task":
+        """A sub-task of this sub-task."""
+        return Task(label, weight, parent=self)
+
+    def finish(self) -> None:
+        """Marks the sub-task complete (it then counts as fully done). Only the first call
+        counts."""
+        if not self.finished:
+            self.finished = True
+            _task_lines.append({"task": {"id": self.id, "done": True}})
+
+    def __enter__(self) -> "Task":
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.finish()
+
+
+def child(label: str, weight: float = 1.0) -> Task:
+    """A sub-task of the tool's run; see ``Task``. Also reachable as ``progress.child``."""
+    return Task(label, weight)
+
+
+progress.child = child  # type: ignore[attr-defined]
+
+# Lines sub-tasks announce (made, finished) that no yield carries; ``run`` writes them, in order,
+# before the next yielded line and before the result.
+_task_lines: List[Dict[str, Any]] = []
+
+
+def _write_task_lines(out: TextIO) -> None:
+    while _task_lines:
+        _write(out, _task_lines.pop(0))

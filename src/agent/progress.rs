@@ -8,11 +8,13 @@
 //! when every step is used; a run that answers earlier ends with its result.
 //!
 //! A call's progress handle is closed before the call's `tool_call_finished` is emitted, so a
-//! tool that keeps a clone of its handle cannot report after its call ended.
+//! tool that keeps a clone of its handle (or of a sub-task's) cannot report after its call ended.
+//! A call's sub-tasks pass through tagged as the call's (`call_1/1` under `call_1`); they count
+//! in the step through the call's own fraction, which includes them.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::tools::{Progress, ProgressSink, ProgressUpdate};
+use crate::tools::{Progress, ProgressSink, ProgressUpdate, SubTask};
 
 /// Locks `mutex`; a panic while it was held leaves nothing here half-updated that matters.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -72,7 +74,7 @@ impl StepProgress {
             sink: Arc::new(CallSink {
                 step: Arc::clone(self),
                 index,
-                call: Mutex::new(Some(call)),
+                call: Arc::new(Mutex::new(Some(call))),
             }),
         }
     }
@@ -119,12 +121,14 @@ impl CallProgress {
     }
 }
 
+/// The call's own progress; `None` once the call is closed. Held while forwarding, so that
+/// closing waits for a report in flight.
+type OpenCall = Arc<Mutex<Option<Progress>>>;
+
 struct CallSink {
     step: Arc<StepProgress>,
     index: usize,
-    /// The call's own progress; `None` once the call is closed. Held while forwarding, so that
-    /// closing waits for a report in flight.
-    call: Mutex<Option<Progress>>,
+    call: OpenCall,
 }
 
 impl ProgressSink for CallSink {
@@ -138,6 +142,37 @@ impl ProgressSink for CallSink {
         if let Some(fraction) = fraction.filter(|f| !f.is_nan()) {
             self.step.set(self.index, fraction);
         }
+    }
+
+    fn task(&self, task: &SubTask) -> Arc<dyn ProgressSink> {
+        let sink = lock(&self.call).as_ref().map(|call| call.sink().task(task));
+        Arc::new(TaskSink {
+            call: Arc::clone(&self.call),
+            sink,
+        })
+    }
+}
+
+/// A sub-task of a call: its reports pass through while the call is open.
+struct TaskSink {
+    call: OpenCall,
+    /// `None` when it was made after the call closed.
+    sink: Option<Arc<dyn ProgressSink>>,
+}
+
+impl ProgressSink for TaskSink {
+    fn report(&self, update: ProgressUpdate) {
+        let call = lock(&self.call);
+        if let (Some(_), Some(sink)) = (call.as_ref(), &self.sink) {
+            sink.report(update);
+        }
+    }
+
+    fn task(&self, task: &SubTask) -> Arc<dyn ProgressSink> {
+        Arc::new(TaskSink {
+            call: Arc::clone(&self.call),
+            sink: self.sink.as_ref().map(|sink| sink.task(task)),
+        })
     }
 }
 

@@ -1,12 +1,11 @@
-//! `toolstream agent "prompt"`: the model's text as it streams, and a bar per tool call.
+//! `toolstream agent "prompt"`: the model's text as it streams, and the tree of bars of the run,
+//! its tool calls and their sub-tasks.
 
-use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use futures::StreamExt;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::Value;
 use toolstream::json_proto::value_to_json;
 use toolstream::pb;
@@ -17,6 +16,7 @@ use toolstream::pb::tool_service_client::ToolServiceClient;
 use super::AgentArgs;
 use super::client::connect;
 use super::output::{event_json, status_exit};
+use super::tree::ProgressTree;
 
 pub(super) async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let mut client = ToolServiceClient::new(connect(&args.client.addr).await?);
@@ -49,24 +49,16 @@ pub(super) async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The terminal view: streamed text above, one bar per tool call below it.
+/// The terminal view: streamed text above, the tree of bars below it (the run, each tool call,
+/// each call's sub-tasks).
 struct AgentView {
-    bars: MultiProgress,
-    calls: HashMap<String, ProgressBar>,
-    style: ProgressStyle,
+    tree: ProgressTree,
 }
 
 impl AgentView {
     fn new() -> Self {
-        let style = ProgressStyle::with_template(
-            "  {prefix:.bold} [{bar:30.cyan/blue}] {percent:>3}% {wide_msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
         AgentView {
-            bars: MultiProgress::new(),
-            calls: HashMap::new(),
-            style,
+            tree: ProgressTree::new("agent"),
         }
     }
 
@@ -74,43 +66,27 @@ impl AgentView {
         match event.event {
             Some(Event::Message(message)) => {
                 // Text goes above the bars; `suspend` keeps them from tearing it.
-                self.bars.suspend(|| {
+                self.tree.suspend(|| {
                     print!("{}", message.text);
                     let _ = std::io::stdout().flush();
                 });
             }
             Some(Event::ToolCallStarted(call)) => {
-                let bar = self.bars.add(ProgressBar::new(1000));
-                bar.set_style(self.style.clone());
-                bar.set_prefix(format!("{} ({})", call.tool, call.call_id));
-                self.calls.insert(call.call_id, bar);
+                self.tree
+                    .call_started(&call.call_id, &call.tool, &call.parent_call_id);
             }
-            Some(Event::Progress(progress)) => {
-                if let Some(bar) = self.calls.get(&progress.call_id) {
-                    if let Some(fraction) = progress.progress {
-                        bar.set_position((fraction.clamp(0.0, 1.0) * 1000.0).round() as u64);
-                    }
-                    if let Some(status) = progress.status {
-                        bar.set_message(status);
-                    }
-                }
-            }
+            Some(Event::Progress(progress)) => self.tree.show(&progress),
             Some(Event::ToolCallFinished(call)) => {
-                if let Some(bar) = self.calls.remove(&call.call_id) {
-                    match call.outcome {
-                        Some(Outcome::Error(error)) => {
-                            bar.abandon_with_message(format!("failed: {error}"))
-                        }
-                        _ => {
-                            bar.set_position(1000);
-                            bar.finish_with_message("done");
-                        }
-                    }
-                }
+                let error = match &call.outcome {
+                    Some(Outcome::Error(error)) => Some(error.as_str()),
+                    _ => None,
+                };
+                self.tree.call_finished(&call.call_id, error);
             }
             Some(Event::Result(result)) => {
+                self.tree.finish();
                 let answer = result.value.map_or(Value::Null, value_to_json);
-                self.bars.suspend(|| {
+                self.tree.suspend(|| {
                     // The text already streamed; end its line. A non-string result is printed.
                     match answer {
                         Value::String(_) => println!(),
@@ -118,7 +94,11 @@ impl AgentView {
                     }
                 });
             }
-            Some(Event::Started(_) | Event::Gap(_) | Event::Heartbeat(_)) | None => {}
+            Some(Event::Gap(gap)) => self.tree.note(&format!(
+                "note: events {} to {} are no longer held by the server ({})",
+                gap.from_sequence, gap.to_sequence, gap.reason
+            )),
+            Some(Event::Started(_) | Event::Heartbeat(_)) | None => {}
         }
     }
 }

@@ -6,6 +6,7 @@ mod client;
 mod output;
 mod runs;
 mod serve;
+mod tree;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,66 +1,16 @@
-//! How client subcommands show a run: a progress bar on a terminal, JSON lines otherwise.
+//! How client subcommands show a run: a tree of progress bars on a terminal ([`ProgressTree`]),
+//! JSON lines otherwise.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use toolstream::json_proto::value_to_json;
 use toolstream::pb;
 use toolstream::pb::run_event::Event;
 
-/// Resolution of the bar: progress is a fraction, shown in thousandths.
-const BAR_STEPS: u64 = 1000;
-
-/// A progress bar on stderr for one run.
-pub(super) struct ProgressView {
-    bar: ProgressBar,
-}
-
-impl ProgressView {
-    pub(super) fn new(tool: &str) -> Self {
-        let bar = ProgressBar::new(BAR_STEPS);
-        let style = ProgressStyle::with_template(
-            "{spinner:.green} {prefix:.bold} [{bar:40.cyan/blue}] {percent:>3}% {wide_msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-        bar.set_style(style);
-        bar.set_prefix(tool.to_owned());
-        bar.enable_steady_tick(Duration::from_millis(120));
-        ProgressView { bar }
-    }
-
-    /// Names the bar after what runs, once the stream says (a watcher may start without it).
-    pub(super) fn set_label(&self, label: &str) {
-        self.bar.set_prefix(label.to_owned());
-    }
-
-    /// A line above the bar, for something the user should notice.
-    pub(super) fn note(&self, line: &str) {
-        self.bar.println(line);
-    }
-
-    pub(super) fn show(&self, progress: &pb::Progress) {
-        if let Some(fraction) = progress.progress {
-            self.bar
-                .set_position((fraction.clamp(0.0, 1.0) * BAR_STEPS as f64).round() as u64);
-        }
-        if let Some(status) = &progress.status {
-            self.bar.set_message(status.clone());
-        }
-    }
-
-    pub(super) fn finish(&self) {
-        self.bar.finish();
-    }
-
-    pub(super) fn abandon(&self) {
-        self.bar.abandon();
-    }
-}
+use super::tree::ProgressTree;
 
 /// One event as a JSON line: the canonical proto3 JSON of the `RunEvent`, exactly what the
 /// HTTP routes and the WebSocket send (the event's kind is the one key among `started`,
@@ -98,16 +48,17 @@ pub(super) fn run_json(run: &pb::Run) -> String {
 /// Shows one stream of a run to its end (the caller's own stream, or a watcher's) and picks the
 /// exit code: 0 after the `result` event, the status's code when the stream ends with one.
 ///
-/// On a terminal: a bar named `label` (renamed after the tool once the `started` event says),
-/// a note for events the server no longer holds, then the result as pretty JSON; heartbeats
-/// only keep the stream open and show nothing. Otherwise every event is a JSON line.
+/// On a terminal: a tree of bars whose top is named `label` (renamed after the tool once the
+/// `started` event says), a bar per sub-task or tool call under it, a note for events the server
+/// no longer holds, then the result as pretty JSON; heartbeats only keep the stream open and show
+/// nothing. Otherwise every event is a JSON line.
 pub(super) async fn follow(
     mut events: tonic::Streaming<pb::RunEvent>,
     label: &str,
 ) -> anyhow::Result<ExitCode> {
-    let view = std::io::stdout()
+    let mut view = std::io::stdout()
         .is_terminal()
-        .then(|| ProgressView::new(label));
+        .then(|| ProgressTree::new(label));
     let mut run_id = String::new();
     while let Some(item) = events.next().await {
         let event = match item {
@@ -122,7 +73,7 @@ pub(super) async fn follow(
         if run_id.is_empty() {
             run_id.clone_from(&event.run_id);
         }
-        let Some(view) = &view else {
+        let Some(view) = &mut view else {
             print_line(event_json(&event))?;
             if matches!(event.event, Some(Event::Result(_))) {
                 return Ok(ExitCode::SUCCESS);
@@ -134,6 +85,16 @@ pub(super) async fn follow(
                 view.set_label(&started.tool);
             }
             Some(Event::Progress(progress)) => view.show(&progress),
+            Some(Event::ToolCallStarted(call)) => {
+                view.call_started(&call.call_id, &call.tool, &call.parent_call_id);
+            }
+            Some(Event::ToolCallFinished(call)) => {
+                let error = match &call.outcome {
+                    Some(pb::tool_call_finished::Outcome::Error(error)) => Some(error.as_str()),
+                    _ => None,
+                };
+                view.call_finished(&call.call_id, error);
+            }
             Some(Event::Gap(gap)) => view.note(&format!(
                 "note: events {} to {} are no longer held by the server ({}); \
                  going on with the next one",

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use serde_json::Value;
 
-use crate::tools::ProgressUpdate;
+use crate::tools::{ProgressUpdate, SubTask};
 
 /// One event of a run.
 pub struct RunEvent {
@@ -84,12 +84,15 @@ impl std::fmt::Debug for RunEvent {
 pub enum EventKind {
     /// The run started; always first.
     Started(RunStarted),
-    /// Progress of the run, or of a tool call inside an agent run.
+    /// Progress of the run, of a tool call inside an agent run, or of a sub-task of either.
     Progress {
-        /// Which call reported it; empty at the top level.
+        /// Which call (or sub-task) reported it; empty at the top level.
         call: CallTag,
         /// The report.
         update: ProgressUpdate,
+        /// The server's estimate of the seconds the call has left, made as the report entered
+        /// the log (see `eta`); `None` while unknown or for indeterminate progress.
+        eta_seconds: Option<f64>,
     },
     /// The run's result; always last.
     Result(Value),
@@ -153,14 +156,15 @@ pub enum CallArguments {
     Raw(String),
 }
 
-/// Names the tool call an event belongs to. Empty fields mean the top level.
+/// Names the tool call (or sub-task) an event belongs to. Empty fields mean the top level.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallTag {
-    /// The call's id.
+    /// The call's id. A sub-task's is its parent's id, `/`, and its own (`call_1/2/1`); at the
+    /// top level of a run, its own alone (`2/1`).
     pub call_id: Arc<str>,
-    /// The tool it calls.
+    /// The tool it calls; a sub-task's label.
     pub tool: Arc<str>,
-    /// The call it was made from, when calls nest.
+    /// The call it was made from, when calls nest (a sub-task, a relayed remote node).
     pub parent_call_id: Arc<str>,
 }
 
@@ -180,6 +184,27 @@ impl CallTag {
             call_id: call_id.into(),
             tool: tool.into(),
             parent_call_id: Arc::from(""),
+        }
+    }
+
+    /// The tag of `task`, a sub-task of this call: its ids are made absolute by putting this
+    /// call's id before them, so they are unique in the run whatever made them.
+    pub fn sub_task(&self, task: &SubTask) -> CallTag {
+        let absolute = |relative: &str| -> Arc<str> {
+            if self.call_id.is_empty() {
+                Arc::from(relative)
+            } else {
+                Arc::from(format!("{}/{relative}", self.call_id))
+            }
+        };
+        CallTag {
+            call_id: absolute(&task.id),
+            tool: Arc::clone(&task.label),
+            parent_call_id: if task.parent.is_empty() {
+                Arc::clone(&self.call_id)
+            } else {
+                absolute(&task.parent)
+            },
         }
     }
 }

@@ -13,6 +13,9 @@
 //! - **`max_events`.** Past it the oldest events are evicted; a reader that still needed them gets
 //!   one `Gap` event naming the range (never a silent hole). The run's `started` event and its last
 //!   event are never evicted.
+//!
+//! Progress is also where the server estimates the time each call has left ([`super::eta`]): the
+//! estimate is made once, as a report enters the log, and travels with the event.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,8 +26,9 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::RunError;
+use super::eta::Eta;
 use super::event::{CallTag, EventKind, RunEvent};
-use crate::tools::{ProgressSink, ProgressUpdate};
+use crate::tools::{ProgressSink, ProgressUpdate, SubTask};
 
 /// How a run ended.
 #[derive(Debug, Clone)]
@@ -59,8 +63,12 @@ pub(crate) struct LogState {
     pub(crate) started: Option<Arc<RunEvent>>,
     /// The latest progress of the top level.
     top_progress: Option<Arc<RunEvent>>,
-    /// The latest progress of each tool call, by call id.
+    /// The latest progress of each tool call (and sub-task), by call id.
     call_progress: HashMap<Arc<str>, Arc<RunEvent>>,
+    /// The top level's rate of progress, for its estimate of the time left.
+    top_eta: Eta,
+    /// Each call's rate of progress, by call id.
+    call_eta: HashMap<Arc<str>, Eta>,
     /// Held progress events that a newer one of the same call supersedes.
     superseded: usize,
     pub(crate) end: Option<RunEnd>,
@@ -89,6 +97,8 @@ impl RunLog {
                 started: None,
                 top_progress: None,
                 call_progress: HashMap::new(),
+                top_eta: Eta::default(),
+                call_eta: HashMap::new(),
                 superseded: 0,
                 end: None,
                 end_time: None,
@@ -115,13 +125,25 @@ impl RunLog {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Logs progress of `call`. Never waits.
+    /// Logs progress of `call`, with the time it has left estimated from its reports so far
+    /// ([`Eta`]). Never waits.
     pub(crate) fn push_progress(&self, call: &CallTag, update: ProgressUpdate) {
-        let kind = EventKind::Progress {
-            call: call.clone(),
-            update,
-        };
-        let _ = self.append(kind, None);
+        let _ = self.append_with(
+            |state, at| {
+                let fraction = update.fraction;
+                let eta = if call.call_id.is_empty() {
+                    &mut state.top_eta
+                } else {
+                    state.call_eta.entry(Arc::clone(&call.call_id)).or_default()
+                };
+                EventKind::Progress {
+                    call: call.clone(),
+                    eta_seconds: eta.observe(at, fraction),
+                    update,
+                }
+            },
+            None,
+        );
     }
 
     /// Logs an event; fails once the run ended. Never waits.
@@ -166,6 +188,15 @@ impl RunLog {
     }
 
     fn append(&self, kind: EventKind, end: Option<RunEnd>) -> Result<(), RunEnded> {
+        self.append_with(|_, _| kind, end)
+    }
+
+    /// Logs the event `make` makes, under the lock, from the log's state and the event's time.
+    fn append_with(
+        &self,
+        make: impl FnOnce(&mut LogState, SystemTime) -> EventKind,
+        end: Option<RunEnd>,
+    ) -> Result<(), RunEnded> {
         let ends = end.is_some();
         let wakers = {
             let mut state = self.lock();
@@ -175,6 +206,7 @@ impl RunLog {
             let sequence = state.next_sequence;
             state.next_sequence += 1;
             let timestamp = SystemTime::now();
+            let kind = make(&mut state, timestamp);
             let event = Arc::new(RunEvent::new(
                 Arc::clone(&self.run_id),
                 sequence,
@@ -372,13 +404,20 @@ fn is_superseded(
     latest.is_some_and(|latest| latest.sequence > event.sequence)
 }
 
-/// Progress reported by a tool, tagged with the call it belongs to.
+/// Progress reported by a tool, tagged with the call (or sub-task) it belongs to.
 pub(crate) struct CallProgress {
     pub(crate) log: Arc<RunLog>,
     pub(crate) call: CallTag,
 }
 
 impl ProgressSink for CallProgress {
+    fn task(&self, task: &SubTask) -> Arc<dyn ProgressSink> {
+        Arc::new(CallProgress {
+            log: Arc::clone(&self.log),
+            call: self.call.sub_task(task),
+        })
+    }
+
     fn report(&self, mut update: ProgressUpdate) {
         if let Some(fraction) = update.fraction {
             // Out-of-range progress is a tool bug: clamp it rather than forward garbage.

@@ -3,12 +3,14 @@
 //! A run has an id, a task, and a log ([`log`]) that numbers and timestamps its events; every
 //! stream of the run (the caller's and each watcher's) is a reader ([`reader`]) with its own
 //! cursor, which gets progress coalesced when it falls behind. The engine keeps a table of runs
-//! ([`runs`]) for lookup, listing, watching and cancelling by id, enforces the limit on
-//! concurrent runs and each run's deadline, cancels a run when its caller goes away (unless the
-//! run was started to continue without one), and drains at shutdown. A panicking run ends with an
+//! ([`runs`]) for lookup, listing, watching and cancelling by id, estimates each call's time left
+//! from its progress ([`eta`]), enforces the limit on concurrent runs and each run's deadline,
+//! cancels a run when its caller goes away (unless the run was started to continue without one),
+//! and drains at shutdown. A panicking run ends with an
 //! error; the server goes on. The engine knows nothing of gRPC.
 
 mod error;
+mod eta;
 mod event;
 mod log;
 mod reader;
@@ -320,6 +322,11 @@ where
             None => std::future::pending().await,
         }
     };
+    // Pinned here, not in the select, so that a run that ends without its body (cancelled, past
+    // its deadline) drops the body only after its end is logged: what the body does as it is
+    // dropped (a tool's sub-tasks count as finished when their handles go) cannot look like
+    // progress of a run that was stopped.
+    let mut body = Box::pin(AssertUnwindSafe(body).catch_unwind());
     let outcome = tokio::select! {
         biased;
         _ = record.cancel.cancelled() => Err(if shutdown.is_cancelled() {
@@ -331,7 +338,7 @@ where
             }
         }),
         limit = deadline_passed => Err(RunError::DeadlineExceeded(limit)),
-        outcome = AssertUnwindSafe(body).catch_unwind() => outcome.unwrap_or_else(|panic| {
+        outcome = &mut body => outcome.unwrap_or_else(|panic| {
             Err(RunError::Panicked { what: label, message: panic_message(&*panic) })
         }),
     };
@@ -343,6 +350,7 @@ where
     // The permit goes first, so that whoever sees the run's end also sees it no longer counted.
     drop(permit);
     record.log.finish(outcome);
+    drop(body);
     runs.finished(&record);
 }
 

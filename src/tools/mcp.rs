@@ -19,7 +19,8 @@
 //! logged as skipped), and is read to its end whatever it holds.
 //!
 //! Each call carries a progress token; the server's progress notifications become progress events
-//! (fraction = progress / total when the total is known; status = the message). They are taken off
+//! of the call (fraction = progress / total when the total is known; status = the message). MCP
+//! progress has no tree: it stays the call's own progress, tagged as the call's. They are taken off
 //! the transport as they are read ([`ProgressTap`]), before rmcp sees them: rmcp handles each
 //! notification on a task of its own but hands a call's response over directly, so progress
 //! routed from its handler could arrive out of order, or after the call ended (the final

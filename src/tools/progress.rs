@@ -1,6 +1,26 @@
-//! The handle through which a tool reports progress.
+//! The handle through which a tool reports progress, and the sub-tasks it can split its work into.
+//!
+//! A [`Progress`] handle reports for one node of a tree: the call itself (the handle a tool is
+//! given) or a sub-task made with [`Progress::child`], to any depth. A sub-task's reports reach
+//! the client as progress of a node of its own (the sink tags them, see [`ProgressSink::task`])
+//! and roll up into its parent's fraction, which is reported too:
+//!
+//! ```text
+//! parent = own + Σ weight × fraction / max(1, Σ weight)        (at most 1)
+//! ```
+//!
+//! where `own` is the fraction the parent itself last reported (0 if none), and a child's fraction
+//! is what it last reported, 0 before it reports, 1 once it finished ([`Progress::finish`], or its
+//! last handle dropped). Weights that add up to at most 1 are shares of the parent (children of
+//! weight `1/n` fill it exactly); larger sums are normalised, so weights can be sizes (bytes) when
+//! every child is made before the total matters.
+//!
+//! A handle with no sub-tasks (the common case, and the hot path: a tool reporting millions of
+//! times) passes each report straight to its sink; the tree's bookkeeping starts with the first
+//! child.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value};
 use tokio::time::Instant;
@@ -46,30 +66,250 @@ impl ProgressUpdate {
             data: object,
         }
     }
+
+    /// Whether it says nothing: no fraction, no status, no data.
+    pub fn is_empty(&self) -> bool {
+        self.fraction.is_none() && self.status.is_none() && self.data.is_empty()
+    }
+}
+
+/// A sub-task, named relative to the call (or sub-task) a sink reports for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubTask {
+    /// Its id, unique among the sub-tasks of the sink's call: `"2"`, or a path such as `"2/1"`
+    /// for a relayed tree.
+    pub id: Arc<str>,
+    /// The id of the sub-task it belongs to, relative in the same way; empty: the sink's call.
+    pub parent: Arc<str>,
+    /// What it is, for people (a file name, "item 3").
+    pub label: Arc<str>,
 }
 
 /// Where progress goes. The engine implements it for each run (and each tool call of an agent).
 pub trait ProgressSink: Send + Sync + 'static {
     /// Accepts one update. Must never block: a slow client must not slow the tool.
     fn report(&self, update: ProgressUpdate);
+
+    /// A sink for a sub-task of this sink's call, whose reports are tagged as that sub-task's.
+    /// The default drops them: a sink that follows only the call's own progress (the call's
+    /// fraction still includes its sub-tasks).
+    fn task(&self, task: &SubTask) -> Arc<dyn ProgressSink> {
+        let _ = task;
+        Arc::new(Discard)
+    }
+}
+
+/// Drops every update.
+struct Discard;
+
+impl ProgressSink for Discard {
+    fn report(&self, _: ProgressUpdate) {}
 }
 
 /// A cheap, cloneable handle a tool reports its progress through. Reporting never blocks and never
 /// fails: when the client reads slower than the tool reports, older unsent progress is replaced.
 ///
+/// A handle reports for its call, or for a sub-task of it made with [`child`](Self::child); see
+/// the [module docs](self) for how a sub-task's progress rolls up. A sub-task is complete when
+/// [`finish`](Self::finish) is called or its last handle is dropped.
+///
 /// It also tells the tool when its run must end ([`deadline`](Self::deadline)), for a tool that
 /// passes work on and should pass the deadline on with it.
 #[derive(Clone)]
 pub struct Progress {
-    sink: Arc<dyn ProgressSink>,
+    node: Arc<Node>,
     deadline: Option<Instant>,
+}
+
+/// One node of a call's progress tree: the call itself, a sub-task, or a relayed node.
+struct Node {
+    sink: Arc<dyn ProgressSink>,
+    /// The node this one rolls up into; `None` for a call and for relayed nodes.
+    parent: Option<Parent>,
+    /// Set once the node has children: its reports then carry its rolled-up fraction.
+    has_children: AtomicBool,
+    /// The fraction the node itself last reported, as `f64` bits (0.0 before any).
+    own: AtomicU64,
+    tree: Mutex<Tree>,
+}
+
+struct Parent {
+    node: Arc<Node>,
+    /// This node's place among its parent's children.
+    index: usize,
+}
+
+/// The bookkeeping of a node with children, or of a sub-task.
+#[derive(Default)]
+struct Tree {
+    children: Vec<Child>,
+    /// The sum of the children's weights.
+    weights: f64,
+    /// The sum of the finished children's weights.
+    finished_weights: f64,
+    /// The sum of weight × fraction over the children still going.
+    going: f64,
+    /// How many children are still going.
+    unfinished: usize,
+    /// The node's latest status since it has children, repeated when a child moves it.
+    status: Option<String>,
+    /// The fraction last reported for this node.
+    shown: Option<f64>,
+    /// A finished sub-task reports nothing more.
+    finished: bool,
+}
+
+struct Child {
+    weight: f64,
+    fraction: f64,
+    finished: bool,
+}
+
+impl Node {
+    fn new(sink: Arc<dyn ProgressSink>, parent: Option<Parent>) -> Arc<Self> {
+        Arc::new(Node {
+            sink,
+            parent,
+            has_children: AtomicBool::new(false),
+            own: AtomicU64::new(0.0f64.to_bits()),
+            tree: Mutex::new(Tree::default()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tree> {
+        // Every update leaves the tree consistent before anything can panic.
+        self.tree
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reports for this node. Inlined: it is the hot path of a tool with no sub-tasks.
+    #[inline]
+    fn report(&self, update: ProgressUpdate) {
+        if let Some(fraction) = update.fraction.filter(|f| !f.is_nan()) {
+            self.own
+                .store(fraction.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+        }
+        if self.parent.is_none() && !self.has_children.load(Ordering::Acquire) {
+            // A call with no sub-tasks: nothing to roll up.
+            self.sink.report(update);
+        } else {
+            self.report_in_tree(update);
+        }
+    }
+
+    /// Reports for a node with children or a parent, rolling up.
+    fn report_in_tree(&self, mut update: ProgressUpdate) {
+        // Held while reporting (and rolling up), so that the node's reports reach the client in
+        // the order their fractions were decided.
+        let mut tree = self.lock();
+        if tree.finished {
+            return;
+        }
+        if self.has_children.load(Ordering::Acquire) {
+            if update.status.is_some() {
+                tree.status.clone_from(&update.status);
+            }
+            update.fraction = Some(self.rolled_up(&tree));
+        }
+        let shown = update.fraction.filter(|f| !f.is_nan());
+        self.sink.report(update);
+        if let Some(fraction) = shown {
+            tree.shown = Some(fraction);
+            if let Some(parent) = &self.parent {
+                parent
+                    .node
+                    .child_moved(parent.index, fraction.clamp(0.0, 1.0), false);
+            }
+        }
+    }
+
+    /// This node's fraction: its own plus its children's share.
+    fn rolled_up(&self, tree: &Tree) -> f64 {
+        let own = f64::from_bits(self.own.load(Ordering::Relaxed));
+        // Once every child finished, their share is exact (no rounding left from the sums of
+        // their moves), so that shares adding up to 1 reach exactly 1.
+        let share = if tree.unfinished == 0 {
+            tree.weights / tree.weights.max(1.0)
+        } else {
+            (tree.finished_weights + tree.going) / tree.weights.max(1.0)
+        };
+        (own + share).clamp(0.0, 1.0)
+    }
+
+    /// Child `index` is now at `fraction` (or finished): reports this node's new fraction, and
+    /// so on up the tree.
+    fn child_moved(&self, index: usize, fraction: f64, finished: bool) {
+        let mut tree = self.lock();
+        let Some(child) = tree.children.get_mut(index) else {
+            return;
+        };
+        if child.finished {
+            return;
+        }
+        let (weight, before) = (child.weight, child.fraction);
+        if finished {
+            child.fraction = 1.0;
+            child.finished = true;
+            tree.finished_weights += weight;
+            tree.going -= weight * before;
+            tree.unfinished -= 1;
+            if tree.unfinished == 0 {
+                tree.going = 0.0;
+            }
+        } else {
+            child.fraction = fraction;
+            tree.going += weight * (fraction - before);
+        }
+        if tree.finished {
+            return;
+        }
+        let rolled = self.rolled_up(&tree);
+        if tree.shown == Some(rolled) {
+            return;
+        }
+        tree.shown = Some(rolled);
+        self.sink.report(ProgressUpdate {
+            fraction: Some(rolled),
+            status: tree.status.clone(),
+            data: Map::new(),
+        });
+        if let Some(parent) = &self.parent {
+            parent.node.child_moved(parent.index, rolled, false);
+        }
+    }
+
+    /// A sub-task is complete: its last report says 1.0, and it counts fully in its parent.
+    fn finish(&self) {
+        let Some(parent) = &self.parent else {
+            return;
+        };
+        let mut tree = self.lock();
+        if tree.finished {
+            return;
+        }
+        tree.finished = true;
+        tree.shown = Some(1.0);
+        self.sink.report(ProgressUpdate {
+            fraction: Some(1.0),
+            ..ProgressUpdate::default()
+        });
+        parent.node.child_moved(parent.index, 1.0, true);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // The last handle of a sub-task is gone: the sub-task is done.
+        self.finish();
+    }
 }
 
 impl Progress {
     /// A handle that sends its updates to `sink`, with no deadline.
     pub fn new(sink: Arc<dyn ProgressSink>) -> Self {
         Progress {
-            sink,
+            node: Node::new(sink, None),
             deadline: None,
         }
     }
@@ -88,10 +328,6 @@ impl Progress {
 
     /// A handle that drops every update, for running a tool outside a run.
     pub fn discard() -> Self {
-        struct Discard;
-        impl ProgressSink for Discard {
-            fn report(&self, _: ProgressUpdate) {}
-        }
         Progress::new(Arc::new(Discard))
     }
 
@@ -112,7 +348,8 @@ impl Progress {
         });
     }
 
-    /// Reports a status line with no fraction (indeterminate progress).
+    /// Reports a status line with no fraction (indeterminate progress). On a handle with
+    /// sub-tasks the report still carries the fraction they add up to.
     pub fn status(&self, status: impl Into<String>) {
         self.update(ProgressUpdate {
             status: Some(status.into()),
@@ -121,8 +358,81 @@ impl Progress {
     }
 
     /// Reports a full update, extra data included.
+    #[inline]
     pub fn update(&self, update: ProgressUpdate) {
-        self.sink.report(update);
+        self.node.report(update);
+    }
+
+    /// A handle for a sub-task of this one, named `label`, standing for `weight` of this
+    /// handle's progress (a weight that is not a positive number counts as 0).
+    ///
+    /// The sub-task shows at once, as a node of its own under this one; its reports roll up into
+    /// this handle's fraction, which is reported with each change (see the [module docs](self)).
+    /// It is complete, and counts fully, when [`finish`](Self::finish) is called or its last
+    /// handle is dropped.
+    pub fn child(&self, label: impl Into<String>, weight: f64) -> Progress {
+        let weight = if weight.is_finite() && weight > 0.0 {
+            weight
+        } else {
+            0.0
+        };
+        let index = {
+            let mut tree = self.node.lock();
+            tree.children.push(Child {
+                weight,
+                fraction: 0.0,
+                finished: false,
+            });
+            tree.weights += weight;
+            tree.unfinished += 1;
+            self.node.has_children.store(true, Ordering::Release);
+            tree.children.len() - 1
+        };
+        let sink = self.node.sink.task(&SubTask {
+            id: Arc::from((index + 1).to_string()),
+            parent: Arc::from(""),
+            label: Arc::from(label.into()),
+        });
+        // Announced before it reports, so it shows (and weighs) from the start.
+        sink.report(ProgressUpdate::default());
+        Progress {
+            node: Node::new(
+                sink,
+                Some(Parent {
+                    node: Arc::clone(&self.node),
+                    index,
+                }),
+            ),
+            deadline: self.deadline,
+        }
+    }
+
+    /// Marks this sub-task complete: it reports 1.0 and counts fully in its parent; nothing it
+    /// reports later (through any clone) is sent. On the handle of a call itself it does
+    /// nothing: a call completes with its result.
+    pub fn finish(self) {
+        self.node.finish();
+    }
+
+    /// A handle for a node of a tree made elsewhere and relayed here (a remote run's sub-tasks):
+    /// its reports are tagged `id`, under `parent` (empty: this handle's node), both relative to
+    /// this handle, and labelled `label`. Unlike a [`child`](Self::child), it does not roll up:
+    /// the relayed tree's top level already includes it.
+    pub fn relayed(&self, id: &str, parent: &str, label: &str) -> Progress {
+        let sink = self.node.sink.task(&SubTask {
+            id: Arc::from(id),
+            parent: Arc::from(parent),
+            label: Arc::from(label),
+        });
+        Progress {
+            node: Node::new(sink, None),
+            deadline: self.deadline,
+        }
+    }
+
+    /// The sink this handle reports to (for sinks that wrap another call's handle).
+    pub(crate) fn sink(&self) -> &Arc<dyn ProgressSink> {
+        &self.node.sink
     }
 }
 
@@ -136,6 +446,240 @@ impl std::fmt::Debug for Progress {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Records every report of a tree as `(node, fraction, status)`, the node named by its path
+    /// of sub-task ids ("" for the call, "2/1" for the first sub-task of the second).
+    #[derive(Clone, Default)]
+    struct Recorder {
+        path: String,
+        seen: Arc<Mutex<Vec<Report>>>,
+    }
+
+    /// `(node, fraction, status)`.
+    type Report = (String, Option<f64>, Option<String>);
+
+    impl ProgressSink for Recorder {
+        fn report(&self, update: ProgressUpdate) {
+            self.seen
+                .lock()
+                .unwrap()
+                .push((self.path.clone(), update.fraction, update.status));
+        }
+
+        fn task(&self, task: &SubTask) -> Arc<dyn ProgressSink> {
+            assert!(
+                task.parent.is_empty(),
+                "a child is named relative to its parent"
+            );
+            let path = if self.path.is_empty() {
+                task.id.to_string()
+            } else {
+                format!("{}/{}", self.path, task.id)
+            };
+            Arc::new(Recorder {
+                path,
+                seen: Arc::clone(&self.seen),
+            })
+        }
+    }
+
+    impl Recorder {
+        /// The fractions reported for `node`, in order.
+        fn fractions(&self, node: &str) -> Vec<f64> {
+            self.seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(path, ..)| path == node)
+                .filter_map(|(_, fraction, _)| *fraction)
+                .collect()
+        }
+
+        fn last(&self, node: &str) -> f64 {
+            *self.fractions(node).last().expect("a fraction")
+        }
+
+        /// Every node reported, in the order first seen.
+        fn nodes(&self) -> Vec<String> {
+            let mut nodes: Vec<String> = Vec::new();
+            for (path, ..) in self.seen.lock().unwrap().iter() {
+                if !nodes.contains(path) {
+                    nodes.push(path.clone());
+                }
+            }
+            nodes
+        }
+    }
+
+    fn tree() -> (Recorder, Progress) {
+        let recorder = Recorder::default();
+        let progress = Progress::new(Arc::new(recorder.clone()));
+        (recorder, progress)
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn a_handle_without_children_passes_reports_through() {
+        let (seen, progress) = tree();
+        progress.report(0.25, "a quarter");
+        progress.status("thinking");
+        progress.fraction(1.5);
+        assert_eq!(
+            seen.seen.lock().unwrap().clone(),
+            [
+                ("".into(), Some(0.25), Some("a quarter".into())),
+                ("".into(), None, Some("thinking".into())),
+                // Out of range is the engine's to clamp, with a warning.
+                ("".into(), Some(1.5), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn children_roll_up_into_their_parent_by_weight() {
+        let (seen, progress) = tree();
+        let a = progress.child("a", 0.5);
+        let b = progress.child("b", 0.3);
+        let _c = progress.child("c", 0.2);
+        assert_eq!(seen.nodes(), ["1", "2", "3"], "announced when made");
+        a.fraction(0.5);
+        assert!(close(seen.last(""), 0.25));
+        b.fraction(1.0);
+        assert!(close(seen.last(""), 0.55));
+        a.fraction(1.0);
+        assert!(close(seen.last(""), 0.8));
+        assert_eq!(seen.fractions("1"), [0.5, 1.0]);
+        assert_eq!(seen.fractions("2"), [1.0]);
+    }
+
+    #[test]
+    fn weights_above_one_are_normalised_and_the_parent_adds_its_own_share() {
+        let (seen, progress) = tree();
+        // Sizes as weights: 300 and 100 bytes.
+        let big = progress.child("big", 300.0);
+        let small = progress.child("small", 100.0);
+        big.fraction(0.5);
+        assert!(close(seen.last(""), 0.375));
+        small.finish();
+        assert!(close(seen.last(""), 0.625));
+
+        // A parent that did a tenth itself before splitting the rest in two.
+        let (seen, progress) = tree();
+        progress.report(0.1, "prepared");
+        let a = progress.child("a", 0.45);
+        let _b = progress.child("b", 0.45);
+        a.fraction(1.0);
+        assert!(close(seen.last(""), 0.55));
+        progress.status("still going");
+        let last = seen.seen.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(
+            last.1,
+            Some(seen.last("")),
+            "a status carries the rolled-up fraction"
+        );
+        assert!(close(last.1.unwrap(), 0.55));
+    }
+
+    #[test]
+    fn three_levels_roll_up_to_the_top() {
+        let (seen, progress) = tree();
+        let a = progress.child("a", 0.5);
+        let _b = progress.child("b", 0.5);
+        let a1 = a.child("a1", 0.5);
+        let a2 = a.child("a2", 0.5);
+        let a11 = a1.child("a11", 1.0);
+        a11.fraction(0.5);
+        assert!(close(seen.last("1/1/1"), 0.5));
+        assert!(close(seen.last("1/1"), 0.5));
+        assert!(close(seen.last("1"), 0.25));
+        assert!(close(seen.last(""), 0.125));
+        drop(a11);
+        assert!(
+            close(seen.last("1/1/1"), 1.0),
+            "a dropped child reports 1.0"
+        );
+        assert!(close(seen.last(""), 0.25));
+        a2.fraction(1.0);
+        assert!(close(seen.last("1"), 1.0));
+        assert!(close(seen.last(""), 0.5));
+        assert_eq!(
+            seen.nodes(),
+            ["1", "2", "1/1", "1/2", "1/1/1", ""].map(String::from),
+            "every node is tagged by its own path"
+        );
+    }
+
+    #[test]
+    fn children_finishing_out_of_order_and_one_that_never_reports() {
+        let (seen, progress) = tree();
+        let first = progress.child("first", 0.25);
+        let silent = progress.child("silent", 0.25);
+        let third = progress.child("third", 0.5);
+        first.fraction(0.5);
+        third.finish();
+        assert!(close(seen.last(""), 0.625));
+        // The silent child counts 0 until it finishes, then fully.
+        assert!(seen.fractions("2").is_empty());
+        drop(silent);
+        assert!(close(seen.last(""), 0.875));
+        assert_eq!(seen.fractions("2"), [1.0]);
+        first.finish();
+        assert!(close(seen.last(""), 1.0));
+        let top = seen.fractions("");
+        assert!(top.windows(2).all(|w| w[0] <= w[1]), "{top:?}");
+    }
+
+    #[test]
+    fn a_finished_child_reports_nothing_more_through_any_clone() {
+        let (seen, progress) = tree();
+        let child = progress.child("c", 1.0);
+        let kept = child.clone();
+        child.finish();
+        kept.report(0.2, "too late");
+        assert_eq!(seen.fractions("1"), [1.0]);
+        assert_eq!(seen.fractions(""), [1.0]);
+        // The clone going away finishes nothing twice.
+        drop(kept);
+        assert_eq!(seen.fractions(""), [1.0]);
+    }
+
+    #[test]
+    fn the_seeds_nested_example_gives_the_seeds_numbers() {
+        let (seen, progress) = tree();
+        let items = 4;
+        let mut expected = Vec::new();
+        for i in 0..items {
+            let sub = progress.child(format!("item {}", i + 1), 1.0 / items as f64);
+            for j in 0..3 {
+                // The seed: base_progress + sub_progress / len(items).
+                expected.push(i as f64 / items as f64 + (j + 1) as f64 / 3.0 / items as f64);
+                sub.report(
+                    (j + 1) as f64 / 3.0,
+                    format!("Item {}, step {}", i + 1, j + 1),
+                );
+            }
+        }
+        let top = seen.fractions("");
+        assert_eq!(top.len(), expected.len(), "{top:?}");
+        assert!(
+            top.iter().zip(&expected).all(|(a, b)| close(*a, *b)),
+            "{top:?}"
+        );
+        assert_eq!(seen.nodes().len(), items + 1);
+    }
+
+    #[test]
+    fn relayed_nodes_are_tagged_but_do_not_roll_up() {
+        let (seen, progress) = tree();
+        let node = progress.relayed("7", "", "remote file");
+        node.fraction(0.5);
+        drop(node);
+        assert_eq!(seen.fractions("7"), [0.5]);
+        assert!(seen.fractions("").is_empty());
+    }
 
     #[test]
     fn from_object_splits_progress_status_and_data() {

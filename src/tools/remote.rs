@@ -23,10 +23,16 @@
 //! drops the forwarded call, which cancels the remote run. The run's deadline is also sent as the
 //! call's `grpc-timeout`, so the remote ends its run on time by itself even when the cancellation
 //! cannot reach it. Messages both ways may be as large as this server's `max_message_bytes`.
-//! `RemoteTool::error` says how the remote's error codes are mapped.
+//! The remote run's progress tree is kept: its top level is this call's progress, and its
+//! sub-tasks become nodes of this call, with the remote's call ids prefixed by this call's (so two
+//! calls relaying the same remote ids stay apart) and the remote's top-level sub-tasks under this
+//! call. Their fractions are not rolled up again: the remote's top level already includes them.
+//! The time left is estimated again here, from what arrives. `RemoteTool::error` says how the
+//! remote's error codes are mapped.
 
 mod relist;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -268,6 +274,9 @@ impl RemoteTool {
             request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         }
         let mut client = self.remote.client.clone();
+        // The remote run's sub-tasks, by the remote's call id: each relayed as a node of this
+        // call, under this call for the remote's top level.
+        let mut relayed: HashMap<String, Progress> = HashMap::new();
         let mut events = client
             .run_tool(request)
             .await
@@ -279,11 +288,23 @@ impl RemoteTool {
             .map_err(|status| self.error(status))?
         {
             match event.event {
-                Some(pb::run_event::Event::Progress(remote)) => progress.update(ProgressUpdate {
-                    fraction: remote.progress,
-                    status: remote.status,
-                    data: remote.data.map(struct_to_json).unwrap_or_default(),
-                }),
+                Some(pb::run_event::Event::Progress(remote)) => {
+                    let update = ProgressUpdate {
+                        fraction: remote.progress,
+                        status: remote.status,
+                        data: remote.data.map(struct_to_json).unwrap_or_default(),
+                    };
+                    if remote.call_id.is_empty() {
+                        progress.update(update);
+                    } else {
+                        relayed
+                            .entry(remote.call_id)
+                            .or_insert_with_key(|id| {
+                                progress.relayed(id, &remote.parent_call_id, &remote.tool)
+                            })
+                            .update(update);
+                    }
+                }
                 Some(pb::run_event::Event::Result(result)) => {
                     return Ok(result.value.map_or(Value::Null, value_to_json));
                 }

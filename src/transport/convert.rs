@@ -91,6 +91,7 @@ pub(crate) fn watch_from(request: &pb::WatchRunRequest) -> engine::ReadFrom {
 pub(crate) fn progress(
     call: &engine::CallTag,
     update: &crate::tools::ProgressUpdate,
+    eta_seconds: Option<f64>,
 ) -> pb::Progress {
     pb::Progress {
         progress: update.fraction,
@@ -99,6 +100,7 @@ pub(crate) fn progress(
         call_id: call.call_id.to_string(),
         tool: call.tool.to_string(),
         parent_call_id: call.parent_call_id.to_string(),
+        eta_seconds,
     }
 }
 
@@ -118,7 +120,11 @@ impl From<&engine::RunEvent> for pb::RunEvent {
                     .deadline
                     .map_or(0, |d| d.as_millis().min(u64::MAX as u128) as u64),
             }),
-            EventKind::Progress { call, update } => Event::Progress(progress(&call, &update)),
+            EventKind::Progress {
+                call,
+                update,
+                eta_seconds,
+            } => Event::Progress(progress(&call, &update, eta_seconds)),
             EventKind::Result(value) => Event::Result(pb::Result {
                 value: Some(json_to_value(value)),
             }),

@@ -64,7 +64,11 @@ pub(crate) fn run_to_wire(run: RunSnapshot) -> pb::Run {
             .progress
             .iter()
             .filter_map(|event| match &event.kind {
-                EventKind::Progress { call, update } => Some(progress(call, update)),
+                EventKind::Progress {
+                    call,
+                    update,
+                    eta_seconds,
+                } => Some(progress(call, update, *eta_seconds)),
                 _ => None,
             })
             .collect(),

@@ -263,3 +263,91 @@ pub fn endless_tool(stopped: Arc<std::sync::atomic::AtomicBool>) -> Arc<dyn Tool
         },
     ))
 }
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct NestedArgs {
+    items: u32,
+    /// Each step a sub-task of its item (reporting 0.5, then done), for a tree three deep.
+    #[serde(default)]
+    deep: bool,
+}
+
+/// A tool named `nested`: the seed's "Nested Progress" example written with sub-tasks (one per
+/// item, weight 1/items, three steps each), with no arithmetic. With `deep`, each step is a
+/// sub-task of its item.
+pub fn nested_tool() -> Arc<dyn Tool> {
+    use toolstream::tools::native::tool_fn;
+    use toolstream::tools::{Progress, ToolError};
+    Arc::new(tool_fn(
+        "nested",
+        "The seed's nested progress example.",
+        |args: NestedArgs, progress: Progress| async move {
+            let items = args.items.max(1);
+            for i in 0..items {
+                let sub = progress.child(format!("item {}", i + 1), 1.0 / f64::from(items));
+                for j in 0..3 {
+                    let status = format!("Item {}, step {}", i + 1, j + 1);
+                    if args.deep {
+                        let step = sub.child(format!("step {}", j + 1), 1.0 / 3.0);
+                        step.report(0.5, status);
+                        step.finish();
+                    } else {
+                        sub.report(f64::from(j + 1) / 3.0, status);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+            Ok::<_, ToolError>("All done")
+        },
+    ))
+}
+
+/// The seed's overall numbers for `items` items of three steps: `i/n + (j+1)/3/n`.
+pub fn seed_fractions(items: u32) -> Vec<f64> {
+    let n = f64::from(items);
+    (0..items)
+        .flat_map(|i| (0..3).map(move |j| f64::from(i) / n + f64::from(j + 1) / 3.0 / n))
+        .collect()
+}
+
+/// One progress event as `(call_id, parent_call_id, tool, progress, status)`.
+pub type Node = (String, String, String, Option<f64>, Option<String>);
+
+/// The progress events of a run, as [`Node`]s, in order.
+pub fn progress_nodes(events: &[toolstream::pb::RunEvent]) -> Vec<Node> {
+    events
+        .iter()
+        .filter_map(|event| match &event.event {
+            Some(toolstream::pb::run_event::Event::Progress(p)) => Some((
+                p.call_id.clone(),
+                p.parent_call_id.clone(),
+                p.tool.clone(),
+                p.progress,
+                p.status.clone(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The fractions reported for node `call_id`, in order, each change once (a change smaller than
+/// rounding is none: the later value stands).
+pub fn fractions_of(nodes: &[Node], call_id: &str) -> Vec<f64> {
+    let mut fractions: Vec<f64> = Vec::new();
+    for fraction in nodes
+        .iter()
+        .filter(|node| node.0 == call_id)
+        .filter_map(|node| node.3)
+    {
+        match fractions.last_mut() {
+            Some(last) if (*last - fraction).abs() < 1e-9 => *last = fraction,
+            _ => fractions.push(fraction),
+        }
+    }
+    fractions
+}
+
+/// Whether two lists of fractions are equal but for rounding.
+pub fn same_fractions(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
+}

@@ -205,20 +205,22 @@ class RunStarted(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., tool: _Optional[str] = ..., model: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., max_steps: _Optional[int] = ..., options: _Optional[_Union[RunOptions, _Mapping]] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("progress", "status", "data", "call_id", "tool", "parent_call_id")
+    __slots__ = ("progress", "status", "data", "call_id", "tool", "parent_call_id", "eta_seconds")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
     PARENT_CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
     progress: float
     status: str
     data: _struct_pb2.Struct
     call_id: str
     tool: str
     parent_call_id: str
-    def __init__(self, progress: _Optional[float] = ..., status: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., call_id: _Optional[str] = ..., tool: _Optional[str] = ..., parent_call_id: _Optional[str] = ...) -> None: ...
+    eta_seconds: float
+    def __init__(self, progress: _Optional[float] = ..., status: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., call_id: _Optional[str] = ..., tool: _Optional[str] = ..., parent_call_id: _Optional[str] = ..., eta_seconds: _Optional[float] = ...) -> None: ...
 
 class Result(_message.Message):
     __slots__ = ("value",)

@@ -146,7 +146,7 @@ pub fn checksum(root: Confinement) -> impl Tool {
     tool_fn(
         "checksum",
         "Computes the SHA-256 (or SHA-512) of files under the server's root directory, reporting \
-         progress by bytes. Returns {\"files\": [{\"path\", \"sha256\", \"bytes\"}], \"total_bytes\"}.",
+         progress by bytes, each file as a sub-task. Returns {\"files\": [{\"path\", \"sha256\", \"bytes\"}], \"total_bytes\"}.",
         move |args: ChecksumArgs, progress: Progress| {
             let root = root.clone();
             async move { hash_files(&root, args, &progress).await }
@@ -154,11 +154,15 @@ pub fn checksum(root: Confinement) -> impl Tool {
     )
 }
 
+/// A file to hash: the path as given, where it resolved, and its size.
+struct File {
+    path: String,
+    resolved: PathBuf,
+    len: u64,
+}
+
 /// Every path resolved inside the root, with the total size of the files.
-fn resolve_all(
-    root: &Confinement,
-    paths: &[String],
-) -> Result<(Vec<(String, PathBuf)>, u64), ToolError> {
+fn resolve_all(root: &Confinement, paths: &[String]) -> Result<(Vec<File>, u64), ToolError> {
     let mut files = Vec::with_capacity(paths.len());
     let mut total: u64 = 0;
     for path in paths {
@@ -167,11 +171,18 @@ fn resolve_all(
             .map_err(|e| ToolError::Failed(format!("cannot read {path:?}: {e}")))?
             .len();
         total += len;
-        files.push((path.clone(), resolved));
+        files.push(File {
+            path: path.clone(),
+            resolved,
+            len,
+        });
     }
     Ok((files, total))
 }
 
+/// Hashes the files one after the other. Each file is a sub-task of the run, weighted by its
+/// share of the bytes (an equal share when every file is empty), reporting the bytes it has
+/// read; the run's own fraction is theirs rolled up, and its status names the file being read.
 async fn hash_files(
     root: &Confinement,
     args: ChecksumArgs,
@@ -188,17 +199,32 @@ async fn hash_files(
             .map_err(|e| ToolError::Internal(format!("resolving the paths failed: {e}")))??
     };
 
+    let count = files.len();
     let mut done: u64 = 0;
-    let mut results = Vec::with_capacity(files.len());
+    let mut results = Vec::with_capacity(count);
     let mut buf = vec![0u8; CHUNK];
-    for (index, (path, resolved)) in files.iter().enumerate() {
-        let mut file = tokio::fs::File::open(resolved)
+    for (index, file) in files.iter().enumerate() {
+        let path = &file.path;
+        let weight = if total == 0 {
+            1.0 / count as f64
+        } else {
+            file.len as f64 / total as f64
+        };
+        let file_progress = progress.child(path.clone(), weight);
+        report(
+            progress,
+            None,
+            Some(format!("hashing {path} ({}/{count})", index + 1)),
+            done,
+            total,
+        );
+        let mut reader = tokio::fs::File::open(&file.resolved)
             .await
             .map_err(|e| ToolError::Failed(format!("cannot open {path:?}: {e}")))?;
         let mut hasher = Hasher::new(args.algorithm);
         let mut bytes: u64 = 0;
         loop {
-            let n = file
+            let n = reader
                 .read(&mut buf)
                 .await
                 .map_err(|e| ToolError::Failed(format!("cannot read {path:?}: {e}")))?;
@@ -208,11 +234,11 @@ async fn hash_files(
             hasher.update(&buf[..n]);
             bytes += n as u64;
             done += n as u64;
-            report(progress, path, index, files.len(), done, total);
+            // A file that grew since it was measured stays at 1.0 until it is read.
+            let fraction = (bytes as f64 / file.len.max(1) as f64).min(1.0);
+            report(&file_progress, Some(fraction), None, bytes, file.len);
         }
-        if bytes == 0 {
-            report(progress, path, index, files.len(), done, total);
-        }
+        file_progress.finish();
         let mut digest = Map::new();
         digest.insert(args.algorithm.name().to_owned(), json!(hasher.hex()));
         results.push(FileDigest {
@@ -221,22 +247,31 @@ async fn hash_files(
             bytes,
         });
     }
+    report(
+        progress,
+        None,
+        Some(format!("hashed {count} files")),
+        done,
+        total,
+    );
     Ok(json!({ "files": results, "total_bytes": done }))
 }
 
-fn report(progress: &Progress, path: &str, index: usize, count: usize, done: u64, total: u64) {
-    let fraction = if total == 0 {
-        1.0
-    } else {
-        done as f64 / total as f64
-    };
+/// Reports bytes read out of bytes to read. The run's own reports give no fraction: theirs is
+/// the files' rolled up.
+fn report(
+    progress: &Progress,
+    fraction: Option<f64>,
+    status: Option<String>,
+    done: u64,
+    total: u64,
+) {
     let mut data = Map::new();
     data.insert("bytes_done".into(), json!(done));
     data.insert("bytes_total".into(), json!(total));
-    data.insert("file".into(), json!(path));
     progress.update(ProgressUpdate {
-        fraction: Some(fraction),
-        status: Some(format!("hashing {path} ({}/{count})", index + 1)),
+        fraction,
+        status,
         data,
     });
 }

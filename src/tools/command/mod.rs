@@ -1,8 +1,9 @@
 //! Command tools: a program in any language, started once per run, speaking JSON lines.
 //!
 //! The arguments go to the tool's stdin as one JSON object, then stdin is closed. The tool writes
-//! one JSON object per line to stdout ([`protocol`]): progress as it works, then `{"result": ...}`
-//! or `{"error": "..."}`, and exits. Its stderr goes to the log ([`stderr`]). The process runs in a
+//! one JSON object per line to stdout ([`protocol`]): progress as it works (its own, or of
+//! sub-tasks it names, which become [`Progress::child`] handles), then `{"result": ...}` or
+//! `{"error": "..."}`, and exits. Its stderr goes to the log ([`stderr`]). The process runs in a
 //! process group of its own that is stopped, SIGTERM then SIGKILL, whenever the run ends without it
 //! ([`ProcessGroup`]): cancelled, past a deadline, or failed on a protocol error. When the server
 //! shuts down, [`crate::tools::processes::stop_all`] waits until every such group is killed and
@@ -17,7 +18,7 @@ mod entry;
 mod protocol;
 mod stderr;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -28,11 +29,11 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
-use self::protocol::Message;
+use self::protocol::{Message, TaskLine};
 use self::stderr::StderrTail;
 use super::lines::{Line, LineReader};
 use super::process_group::ProcessGroup;
-use super::{Progress, Tool, ToolError, ToolSpec};
+use super::{Progress, ProgressUpdate, Tool, ToolError, ToolSpec};
 
 /// Time between SIGTERM and SIGKILL when a tool is stopped.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
@@ -183,6 +184,7 @@ impl CommandTool {
         progress: &Progress,
     ) -> Result<Option<Ending>, ToolError> {
         let mut ending: Option<Ending> = None;
+        let mut tasks = SubTasks::default();
         let mut number = 0u64;
         while let Some(line) = stdout
             .next_line()
@@ -215,11 +217,21 @@ impl CommandTool {
                 )));
             }
             match message {
-                Message::Progress(update) => progress.update(update),
+                Message::Progress { task: None, update } => progress.update(update),
+                Message::Progress {
+                    task: Some(task),
+                    update,
+                } => tasks.report(progress, *task, update).map_err(|reason| {
+                    ToolError::Internal(format!(
+                        "output line {number} breaks the protocol, {reason}: {}",
+                        protocol::preview(bytes)
+                    ))
+                })?,
                 Message::Result(value) => ending = Some(Ending::Result(value)),
                 Message::Error(error) => ending = Some(Ending::Error(error)),
             }
         }
+        // Sub-tasks still open end with the output (their handles go here), before the result.
         Ok(ending)
     }
 
@@ -253,6 +265,69 @@ impl Tool for CommandTool {
                 })
         }
         .boxed()
+    }
+}
+
+/// The sub-tasks a tool's output made, by the tool's names for them.
+#[derive(Default)]
+struct SubTasks {
+    tasks: HashMap<String, SubTaskState>,
+}
+
+enum SubTaskState {
+    Open(Progress),
+    Done,
+}
+
+impl SubTasks {
+    /// Applies a sub-task's line: makes the sub-task on its first line (under its parent, as a
+    /// [`Progress::child`]), reports the rest, and finishes it on `done`.
+    fn report(
+        &mut self,
+        progress: &Progress,
+        task: TaskLine,
+        update: ProgressUpdate,
+    ) -> Result<(), String> {
+        let handle = match self.tasks.get(&task.id) {
+            Some(SubTaskState::Open(handle)) => handle.clone(),
+            Some(SubTaskState::Done) => {
+                return Err(format!("task {:?} is named after it was done", task.id));
+            }
+            None => {
+                let parent = match task.parent.as_str() {
+                    "" => progress,
+                    parent => match self.tasks.get(parent) {
+                        Some(SubTaskState::Open(handle)) => handle,
+                        Some(SubTaskState::Done) => {
+                            return Err(format!(
+                                "task {:?} names task {parent:?} as its parent after it was done",
+                                task.id
+                            ));
+                        }
+                        None => {
+                            return Err(format!(
+                                "task {:?} names task {parent:?} as its parent, which no earlier \
+                                 line made",
+                                task.id
+                            ));
+                        }
+                    },
+                };
+                let label = task.label.clone().unwrap_or_else(|| task.id.clone());
+                let handle = parent.child(label, task.weight.unwrap_or(1.0));
+                self.tasks
+                    .insert(task.id.clone(), SubTaskState::Open(handle.clone()));
+                handle
+            }
+        };
+        if !update.is_empty() {
+            handle.update(update);
+        }
+        if task.done {
+            self.tasks.insert(task.id, SubTaskState::Done);
+            handle.finish();
+        }
+        Ok(())
     }
 }
 

@@ -2,20 +2,29 @@
 //!
 //! - `{"result": ...}`: the tool's result (the last line);
 //! - `{"error": "..."}`: the tool failed with that message (the last line);
-//! - any other object: progress, `{"progress": 0.4, "status": "...", ...extra}`.
+//! - any other object: progress, `{"progress": 0.4, "status": "...", ...extra}`, of the tool or,
+//!   with a `task` object, of one of its sub-tasks:
+//!   `{"task": {"id": "t3", "parent": "t1", "label": "item 3", "weight": 0.25, "done": true}, ...}`
+//!   (only `id` is required; see docs/command-tools.md).
 //!
 //! A `result` key makes a line the result and an `error` key the error, whatever else it holds;
-//! so progress data cannot use those two keys.
+//! so progress data cannot use those two keys. A `task` that is not an object with a string `id`
+//! stays in the data.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::tools::ProgressUpdate;
 
 /// One line of a tool's output.
 #[derive(Debug, PartialEq)]
 pub enum Message {
-    /// A progress report.
-    Progress(ProgressUpdate),
+    /// A progress report, of the tool itself or of one of its sub-tasks.
+    Progress {
+        /// The sub-task it is about; `None`: the tool itself. Boxed: most lines have none.
+        task: Option<Box<TaskLine>>,
+        /// The report.
+        update: ProgressUpdate,
+    },
     /// The result; the run succeeds with it when the tool then exits cleanly.
     Result(Value),
     /// The tool's own error message.
@@ -37,7 +46,69 @@ pub fn parse(line: &[u8]) -> Result<Message, String> {
             other => other.to_string(),
         }));
     }
-    Ok(Message::Progress(ProgressUpdate::from_object(object)))
+    let task = match object.get("task") {
+        Some(Value::Object(task)) if matches!(task.get("id"), Some(Value::String(_))) => {
+            let Some(Value::Object(task)) = object.remove("task") else {
+                unreachable!("matched above")
+            };
+            Some(Box::new(TaskLine::from_object(task)?))
+        }
+        _ => None,
+    };
+    Ok(Message::Progress {
+        task,
+        update: ProgressUpdate::from_object(object),
+    })
+}
+
+/// The `task` of a progress line: which sub-task it is about, and how to make it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskLine {
+    /// The tool's name for the sub-task.
+    pub id: String,
+    /// The sub-task it belongs to; empty: the tool itself. Read when the sub-task is made.
+    pub parent: String,
+    /// What the client sees; `None`: the id. Read when the sub-task is made.
+    pub label: Option<String>,
+    /// Its share of its parent; `None`: 1. Read when the sub-task is made.
+    pub weight: Option<f64>,
+    /// The sub-task is complete.
+    pub done: bool,
+}
+
+impl TaskLine {
+    fn from_object(mut task: Map<String, Value>) -> Result<Self, String> {
+        let text = |task: &mut Map<String, Value>, key: &str| match task.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text)),
+            Some(other) => Err(format!("task.{key} must be a string, not {other}")),
+        };
+        let id = text(&mut task, "id")?.unwrap_or_default();
+        let parent = text(&mut task, "parent")?.unwrap_or_default();
+        let label = text(&mut task, "label")?;
+        let weight = match task.remove("weight") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) if n.as_f64().is_some_and(|w| w >= 0.0) => n.as_f64(),
+            Some(other) => return Err(format!("task.weight must be a number >= 0, not {other}")),
+        };
+        let done = match task.remove("done") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(done)) => done,
+            Some(other) => return Err(format!("task.done must be true or false, not {other}")),
+        };
+        if let Some(key) = task.keys().next() {
+            return Err(format!(
+                "task has an unknown key {key:?} (known: id, parent, label, weight, done)"
+            ));
+        }
+        Ok(TaskLine {
+            id,
+            parent,
+            label,
+            weight,
+            done,
+        })
+    }
 }
 
 /// The start of a line, made readable for an error message.
@@ -59,13 +130,70 @@ mod tests {
 
     #[test]
     fn progress_lines_keep_their_extra_data() {
-        let Ok(Message::Progress(update)) = parse(br#"{"progress":0.5,"status":"half","n":3}"#)
+        let Ok(Message::Progress { task: None, update }) =
+            parse(br#"{"progress":0.5,"status":"half","n":3}"#)
         else {
-            panic!("not progress");
+            panic!("not progress of the tool");
         };
         assert_eq!(update.fraction, Some(0.5));
         assert_eq!(update.status.as_deref(), Some("half"));
         assert_eq!(update.data.get("n"), Some(&json!(3)));
+    }
+
+    #[test]
+    fn task_objects_name_a_sub_task() {
+        let Ok(Message::Progress {
+            task: Some(task),
+            update,
+        }) = parse(
+            br#"{"task":{"id":"t3","parent":"t1","label":"item 3","weight":0.25},"progress":0.5,"n":1}"#,
+        )
+        else {
+            panic!("not progress of a sub-task");
+        };
+        assert_eq!(
+            *task,
+            TaskLine {
+                id: "t3".into(),
+                parent: "t1".into(),
+                label: Some("item 3".into()),
+                weight: Some(0.25),
+                done: false,
+            }
+        );
+        assert_eq!(update.fraction, Some(0.5));
+        assert_eq!(update.data.get("n"), Some(&json!(1)));
+        assert!(!update.data.contains_key("task"));
+
+        let Ok(Message::Progress {
+            task: Some(task),
+            update,
+        }) = parse(br#"{"task":{"id":"t3","done":true}}"#)
+        else {
+            panic!("not progress of a sub-task");
+        };
+        assert!(task.done && task.parent.is_empty() && task.label.is_none());
+        assert!(update.is_empty());
+    }
+
+    #[test]
+    fn a_task_that_is_not_a_sub_task_stays_data_and_a_bad_one_is_refused() {
+        for line in [&br#"{"task":"download"}"#[..], br#"{"task":{"name":"x"}}"#] {
+            let Ok(Message::Progress { task: None, update }) = parse(line) else {
+                panic!("not progress of the tool");
+            };
+            assert!(update.data.contains_key("task"));
+        }
+        assert!(
+            parse(br#"{"task":{"id":"t","weight":-1}}"#)
+                .unwrap_err()
+                .contains("task.weight")
+        );
+        assert!(
+            parse(br#"{"task":{"id":"t","wieght":1}}"#)
+                .unwrap_err()
+                .contains("unknown key \"wieght\"")
+        );
     }
 
     #[test]
