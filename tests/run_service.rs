@@ -99,6 +99,18 @@ fn kinds(events: &[pb::RunEvent]) -> Vec<&'static str> {
         .collect()
 }
 
+/// A server with the `endless` test tool, and the flag it sets once a run stopped it.
+async fn endless_server() -> (TestServer, Arc<AtomicBool>) {
+    let stopped = Arc::new(AtomicBool::new(false));
+    let root = std::env::current_dir().unwrap();
+    let server = TestServer::start_with(
+        registry_with(&root, vec![endless_tool(Arc::clone(&stopped))]),
+        Limits::default(),
+    )
+    .await;
+    (server, stopped)
+}
+
 fn run_id_of(response: &tonic::Response<tonic::Streaming<pb::RunEvent>>) -> String {
     response
         .metadata()
@@ -139,13 +151,7 @@ async fn a_detached_run_finishes_after_its_caller_left_and_get_run_has_its_resul
 
 #[tokio::test]
 async fn by_default_the_caller_leaving_cancels_the_run() {
-    let stopped = Arc::new(AtomicBool::new(false));
-    let root = std::env::current_dir().unwrap();
-    let server = TestServer::start_with(
-        registry_with(&root, vec![endless_tool(Arc::clone(&stopped))]),
-        Limits::default(),
-    )
-    .await;
+    let (server, stopped) = endless_server().await;
     let response = server
         .client()
         .await
@@ -329,13 +335,7 @@ async fn from_latest_starts_with_started_and_the_latest_progress_then_goes_live(
 
 #[tokio::test]
 async fn cancel_run_ends_every_watcher_with_cancelled_and_is_idempotent() {
-    let stopped = Arc::new(AtomicBool::new(false));
-    let root = std::env::current_dir().unwrap();
-    let server = TestServer::start_with(
-        registry_with(&root, vec![endless_tool(Arc::clone(&stopped))]),
-        Limits::default(),
-    )
-    .await;
+    let (server, stopped) = endless_server().await;
     let response = server
         .client()
         .await
