@@ -54,9 +54,11 @@ pub fn status_from_run_error(error: RunError) -> Status {
         RunError::Panicked { .. } | RunError::Internal(_) => Status::internal(message),
         RunError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
         RunError::Busy { .. } => Status::resource_exhausted(message),
-        RunError::ShuttingDown | RunError::Interrupted | RunError::Unavailable(_) => {
-            Status::unavailable(message)
-        }
+        RunError::ShuttingDown
+        | RunError::Interrupted
+        | RunError::Unavailable(_)
+        | RunError::StoreUnavailable { .. }
+        | RunError::ReplicaLost { .. } => Status::unavailable(message),
         RunError::Cancelled | RunError::CancelRequested => Status::cancelled(message),
         RunError::FailedPrecondition(_) => Status::failed_precondition(message),
     }
@@ -106,13 +108,15 @@ impl Stream for WireEvents {
     }
 }
 
-/// The streaming response for a started run, with its id in the initial metadata.
-pub(crate) fn stream_response(handle: RunHandle) -> Response<WireEvents> {
+/// The streaming response for a started run, with its id in the initial metadata. Answers once
+/// the run is recorded in the run store, so that every replica knows the id the caller gets.
+pub(crate) async fn stream_response(mut handle: RunHandle) -> Result<Response<WireEvents>, Status> {
+    handle.stored().await.map_err(status_from_run_error)?;
     let mut response = Response::new(WireEvents::new(handle.events));
     if let Ok(value) = MetadataValue::try_from(&*handle.run_id) {
         response.metadata_mut().insert("x-run-id", value);
     }
-    response
+    Ok(response)
 }
 
 #[tonic::async_trait]
@@ -155,7 +159,7 @@ impl ToolService for ToolServiceImpl {
                 deadline,
             })
             .map_err(status_from_run_error)?;
-        Ok(stream_response(handle))
+        stream_response(handle).await
     }
 
     type RunAgentStream = WireEvents;
@@ -178,7 +182,7 @@ impl ToolService for ToolServiceImpl {
                 deadline,
             })
             .map_err(status_from_run_error)?;
-        Ok(stream_response(handle))
+        stream_response(handle).await
     }
 }
 
