@@ -37,11 +37,12 @@ fn detached(tool: &str, arguments: serde_json::Value) -> pb::RunToolRequest {
     request
 }
 
-/// A replica named `name` on `redis`, with a short lease.
+/// A replica named `name` on `redis`. (A lease of a few seconds: short enough for the sweeper
+/// to run often, long enough that a busy test machine never makes a live replica look lost.)
 async fn replica(redis: &RedisServer, name: &str, limits: Limits) -> TestServer {
     let root = std::env::current_dir().unwrap();
     let store = StoreConfig {
-        lease: Duration::from_secs(1),
+        lease: Duration::from_secs(5),
         ..redis_store(redis, name)
     };
     TestServer::start_with_store(registry_with(&root, vec![]), limits, &store).await

@@ -339,17 +339,52 @@ where
         label,
         body,
     } = task;
-    // With a shared store, the run's work starts once every replica can find the run.
+    // With a shared store, the run's work starts once every replica can find the run. (Boxed,
+    // as below: runs of the memory store carry none of this in their task.)
     let refused = match &mut publication {
-        Some(publication) => publication.wait_created().await.err(),
+        Some(publication) => Box::pin(publication.wait_created()).await.err(),
         None => None,
     };
-    let outcome = match refused {
-        Some(error) => {
-            tracing::warn!(%error, "the run store cannot record the run; it does not start");
-            Err(error)
+    let outcome = if let Some(error) = refused {
+        drop(body);
+        tracing::warn!(%error, "the run store cannot record the run; it does not start");
+        Err(error)
+    } else {
+        tracing::debug!("run started");
+        let deadline_passed = async {
+            match deadline {
+                Some((limit, at)) => {
+                    tokio::time::sleep_until(at).await;
+                    limit
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            biased;
+            _ = record.cancel.cancelled() => Err(if shutdown.is_cancelled() {
+                RunError::Interrupted
+            } else {
+                match record.cancel_reason() {
+                    Some(CancelReason::Requested) => RunError::CancelRequested,
+                    Some(CancelReason::Elsewhere) => record
+                        .ended_elsewhere()
+                        .cloned()
+                        .unwrap_or(RunError::Cancelled),
+                    _ => RunError::Cancelled,
+                }
+            }),
+            limit = deadline_passed => Err(RunError::DeadlineExceeded(limit)),
+            outcome = AssertUnwindSafe(body).catch_unwind() => outcome.unwrap_or_else(|panic| {
+                Err(RunError::Panicked { what: label, message: panic_message(&*panic) })
+            }),
+        };
+        match &outcome {
+            Ok(_) => tracing::info!("run finished"),
+            Err(error) if error.is_cancellation() => tracing::info!(%error, "run cancelled"),
+            Err(error) => tracing::warn!(%error, "run failed"),
         }
-        None => run_body(&record, &shutdown, deadline, label, body).await,
+        outcome
     };
     // The permit goes first, so that whoever sees the run's end also sees it no longer counted.
     drop(permit);
@@ -360,59 +395,12 @@ where
             // caller who saw the result finds the run ended on every replica.
             let timestamp = SystemTime::now();
             if let Some(sequence) = record.log.seal() {
-                publication.publish_end(&outcome, sequence, timestamp).await;
+                Box::pin(publication.publish_end(&outcome, sequence, timestamp)).await;
             }
             record.log.finish_at(outcome, timestamp);
         }
     }
     store.local().finished(&record);
-}
-
-async fn run_body<Fut>(
-    record: &RunRecord,
-    shutdown: &CancellationToken,
-    deadline: Option<(Duration, Instant)>,
-    label: String,
-    body: Fut,
-) -> Result<Value, RunError>
-where
-    Fut: Future<Output = Result<Value, RunError>> + Send,
-{
-    tracing::debug!("run started");
-    let deadline_passed = async {
-        match deadline {
-            Some((limit, at)) => {
-                tokio::time::sleep_until(at).await;
-                limit
-            }
-            None => std::future::pending().await,
-        }
-    };
-    let outcome = tokio::select! {
-        biased;
-        _ = record.cancel.cancelled() => Err(if shutdown.is_cancelled() {
-            RunError::Interrupted
-        } else {
-            match record.cancel_reason() {
-                Some(CancelReason::Requested) => RunError::CancelRequested,
-                Some(CancelReason::Elsewhere) => record
-                    .ended_elsewhere()
-                    .cloned()
-                    .unwrap_or(RunError::Cancelled),
-                _ => RunError::Cancelled,
-            }
-        }),
-        limit = deadline_passed => Err(RunError::DeadlineExceeded(limit)),
-        outcome = AssertUnwindSafe(body).catch_unwind() => outcome.unwrap_or_else(|panic| {
-            Err(RunError::Panicked { what: label, message: panic_message(&*panic) })
-        }),
-    };
-    match &outcome {
-        Ok(_) => tracing::info!("run finished"),
-        Err(error) if error.is_cancellation() => tracing::info!(%error, "run cancelled"),
-        Err(error) => tracing::warn!(%error, "run failed"),
-    }
-    outcome
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

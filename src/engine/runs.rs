@@ -105,7 +105,7 @@ pub(crate) struct RunRecord {
     pub(crate) cancel: CancellationToken,
     cancel_reason: AtomicU8,
     /// How the run store says the run ended, when it ended there first.
-    ended_elsewhere: OnceLock<RunError>,
+    ended_elsewhere: OnceLock<Box<RunError>>,
     ordinal: u64,
 }
 
@@ -132,13 +132,13 @@ impl RunRecord {
 
     /// Ends the run with `error`, the end the run store already holds for it.
     pub(crate) fn end_elsewhere(&self, error: RunError) {
-        let _ = self.ended_elsewhere.set(error);
+        let _ = self.ended_elsewhere.set(Box::new(error));
         self.cancel(CancelReason::Elsewhere);
     }
 
     /// The end the run store holds, when the run was ended there (see [`Self::end_elsewhere`]).
     pub(crate) fn ended_elsewhere(&self) -> Option<&RunError> {
-        self.ended_elsewhere.get()
+        self.ended_elsewhere.get().map(|error| &**error)
     }
 
     /// The run's id.

@@ -32,9 +32,10 @@ const BLOCK_MARGIN: Duration = Duration::from_secs(2);
 /// A stream entry: its id and fields.
 type Entry = (String, HashMap<String, String>);
 
-/// How long a blocking read waits for new entries before the follower checks on the run.
+/// How long a blocking read waits for new entries before the follower checks on the run (and
+/// its owner's lease: see [`super::replica`]).
 pub(super) fn block_time(lease: Duration) -> Duration {
-    (lease / 2).clamp(Duration::from_millis(50), Duration::from_secs(2))
+    (lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(2))
 }
 
 /// This replica's log of run `run_id` (described by `record`), executing elsewhere: the one its

@@ -1,14 +1,17 @@
 //! A replica among others: its lease (which is also the store's health check), the sweeper that
 //! ends the runs of lost replicas, and the listener for cancel requests from other replicas.
 //!
-//! - **Lease.** Every third of the lease time (at most every second) the replica sets its lease
-//!   key with the lease time as expiry. Success means the store is reachable (health SERVING, new
-//!   runs taken); failure means it is not (health NOT_SERVING, new runs UNAVAILABLE naming the
-//!   store) until a renewal succeeds again.
-//! - **Sweeper.** Every half lease (at most every 5 s) each replica looks for replicas whose lease
-//!   lapsed and ends their running runs with UNAVAILABLE naming them (a script that does nothing
-//!   if the run ended or the lease came back), so a dead replica leaves no run RUNNING. It also
-//!   drops expired runs from the index.
+//! - **Lease.** The replica's lease key expires two thirds of the lease time (`[runs] lease_secs`)
+//!   after it was last set, and the replica sets it every sixth of the lease time (at most every
+//!   second), so three renewals in a row can fail before it lapses. Success means the store is
+//!   reachable (health SERVING, new runs taken); failure means it is not (health NOT_SERVING, new
+//!   runs UNAVAILABLE naming the store) until a renewal succeeds again.
+//! - **Sweeper.** Every quarter of the lease time (at most every 5 s) each replica looks for
+//!   replicas whose lease lapsed and ends their running runs with UNAVAILABLE naming them (a
+//!   script that does nothing if the run ended or the lease came back), so a dead replica leaves
+//!   no run RUNNING. A follower of a silent run checks its owner as often. Either way a dead
+//!   replica's runs end within the lease time: its key lapses within two thirds of it, and is
+//!   noticed within a quarter more. The sweeper also drops expired runs from the index.
 //! - **Cancel requests.** A CancelRun on another replica pushes the run id onto this replica's
 //!   cancel list; the replica blocks on that list (its own connection) and cancels the run.
 
@@ -41,14 +44,19 @@ pub(super) fn host_name() -> String {
     }
 }
 
+/// How long the lease key lives after each renewal.
+fn lease_key_ttl(lease: Duration) -> Duration {
+    lease * 2 / 3
+}
+
 /// How often the lease is renewed (and the store's health checked).
 fn renew_interval(lease: Duration) -> Duration {
-    (lease / 3).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    (lease / 6).clamp(Duration::from_millis(20), Duration::from_secs(1))
 }
 
 /// How often lost replicas are looked for.
 fn sweep_interval(lease: Duration) -> Duration {
-    (lease / 2).clamp(Duration::from_millis(100), Duration::from_secs(5))
+    (lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
 }
 
 /// Starts the replica's background tasks; they stop with the store.
@@ -133,7 +141,7 @@ impl Shared {
             .arg(self.keys.lease(&self.replica))
             .arg(now)
             .arg("PX")
-            .arg(millis(self.lease))
+            .arg(millis(lease_key_ttl(self.lease)))
             .ignore()
             .cmd("ZADD")
             .arg(self.keys.replicas())
