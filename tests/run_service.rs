@@ -166,7 +166,12 @@ async fn by_default_the_caller_leaving_cancels_the_run(backend: Backend) {
         .unwrap();
     let run_id = run_id_of(&response);
     let mut stream = response.into_inner();
-    stream.message().await.unwrap().unwrap();
+    // The tool is running once its first progress arrived (with a shared store the run starts
+    // once it is recorded, so `started` alone does not say so).
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(first.event, Some(Event::Started(_))));
+    let progress = stream.message().await.unwrap().unwrap();
+    assert!(matches!(progress.event, Some(Event::Progress(_))));
     drop(stream);
 
     let mut client = runs(&server).await;
@@ -372,6 +377,9 @@ async fn cancel_run_ends_every_watcher_with_cancelled_and_is_idempotent(backend:
     let run_id = run_id_of(&response);
     let mut caller = response.into_inner();
     caller.message().await.unwrap().unwrap();
+    // The tool runs: its first progress arrived.
+    let progress = caller.message().await.unwrap().unwrap();
+    assert!(matches!(progress.event, Some(Event::Progress(_))));
 
     let mut watchers = Vec::new();
     for _ in 0..3 {

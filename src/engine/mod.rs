@@ -228,7 +228,7 @@ impl Engine {
                 permit,
                 record,
                 store: Arc::clone(&self.store),
-                publication,
+                publication: publication.map(Box::new),
                 shutdown: self.shutdown.clone(),
                 deadline,
                 label,
@@ -318,7 +318,7 @@ struct RunTask<Fut> {
     permit: OwnedSemaphorePermit,
     record: Arc<RunRecord>,
     store: Arc<dyn RunStore>,
-    publication: Option<Publication>,
+    publication: Option<Box<Publication>>,
     shutdown: CancellationToken,
     deadline: Option<(Duration, Instant)>,
     label: String,
@@ -339,16 +339,19 @@ where
         label,
         body,
     } = task;
-    // With a shared store, the run's work starts once every replica can find the run. (Boxed,
-    // as below: runs of the memory store carry none of this in their task.)
-    let refused = match &mut publication {
-        Some(publication) => Box::pin(publication.wait_created()).await.err(),
+    // With a shared store, the run's work starts once every replica can find the run. (The
+    // store's steps are boxed, so that a run of the memory store carries none of their state.)
+    let refused = match publication.as_deref_mut() {
+        Some(publication) => Box::pin(publication.wait_created())
+            .await
+            .err()
+            .map(Box::new),
         None => None,
     };
     let outcome = if let Some(error) = refused {
         drop(body);
         tracing::warn!(%error, "the run store cannot record the run; it does not start");
-        Err(error)
+        Err(*error)
     } else {
         tracing::debug!("run started");
         let deadline_passed = async {
@@ -390,17 +393,23 @@ where
     drop(permit);
     match publication {
         None => record.log.finish(outcome),
-        Some(mut publication) => {
-            // Readers see the end once the store has it (or gave up waiting for it), so that a
-            // caller who saw the result finds the run ended on every replica.
-            let timestamp = SystemTime::now();
-            if let Some(sequence) = record.log.seal() {
-                Box::pin(publication.publish_end(&outcome, sequence, timestamp)).await;
-            }
-            record.log.finish_at(outcome, timestamp);
-        }
+        Some(publication) => Box::pin(publish_then_finish(publication, &record, outcome)).await,
     }
     store.local().finished(&record);
+}
+
+/// Ends a published run: readers see the end once the store has it (or gave up waiting for it),
+/// so that a caller who saw the result finds the run ended on every replica.
+async fn publish_then_finish(
+    mut publication: Box<Publication>,
+    record: &RunRecord,
+    outcome: Result<Value, RunError>,
+) {
+    let timestamp = SystemTime::now();
+    if let Some(sequence) = record.log.seal() {
+        publication.publish_end(&outcome, sequence, timestamp).await;
+    }
+    record.log.finish_at(outcome, timestamp);
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
