@@ -196,7 +196,8 @@ pub struct StoreConfig {
     pub url: String,
     /// Every Redis key starts with this, so several fleets can share one Redis.
     pub key_prefix: String,
-    /// A replica that has not renewed its lease for this long is lost: its runs end UNAVAILABLE.
+    /// A dead replica's runs end UNAVAILABLE within this long of its last lease renewal (its
+    /// lease lapses after two thirds of it; see `docs/replicas.md`).
     pub lease: Duration,
     /// The start of this replica's id (a random suffix follows); default: the host name.
     pub replica_name: Option<String>,

@@ -74,6 +74,13 @@ pub struct RunHandle {
 }
 
 impl RunHandle {
+    /// Whether the run is recorded in the run store already (always with the in-memory store).
+    pub fn is_stored(&self) -> bool {
+        self.stored
+            .as_ref()
+            .is_none_or(|created| matches!(*created.borrow(), Some(Ok(()))))
+    }
+
     /// Waits until the run is recorded in the run store, so that every replica knows it (at once
     /// with the in-memory store). Fails when the store cannot record it: the run then ends with
     /// that error without doing anything.

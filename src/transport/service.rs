@@ -108,15 +108,21 @@ impl Stream for WireEvents {
     }
 }
 
-/// The streaming response for a started run, with its id in the initial metadata. Answers once
-/// the run is recorded in the run store, so that every replica knows the id the caller gets.
-pub(crate) async fn stream_response(mut handle: RunHandle) -> Result<Response<WireEvents>, Status> {
+/// Waits until a started run is recorded in the run store, so that every replica knows the id
+/// its caller gets. (Boxed where awaited: a handler of a run already recorded, as every run of
+/// the memory store is, carries none of this.)
+pub(crate) async fn stored(mut handle: RunHandle) -> Result<RunHandle, Status> {
     handle.stored().await.map_err(status_from_run_error)?;
+    Ok(handle)
+}
+
+/// The streaming response for a started run, with its id in the initial metadata.
+pub(crate) fn stream_response(handle: RunHandle) -> Response<WireEvents> {
     let mut response = Response::new(WireEvents::new(handle.events));
     if let Ok(value) = MetadataValue::try_from(&*handle.run_id) {
         response.metadata_mut().insert("x-run-id", value);
     }
-    Ok(response)
+    response
 }
 
 #[tonic::async_trait]
@@ -159,7 +165,12 @@ impl ToolService for ToolServiceImpl {
                 deadline,
             })
             .map_err(status_from_run_error)?;
-        stream_response(handle).await
+        let handle = if handle.is_stored() {
+            handle
+        } else {
+            Box::pin(stored(handle)).await?
+        };
+        Ok(stream_response(handle))
     }
 
     type RunAgentStream = WireEvents;
@@ -182,7 +193,12 @@ impl ToolService for ToolServiceImpl {
                 deadline,
             })
             .map_err(status_from_run_error)?;
-        stream_response(handle).await
+        let handle = if handle.is_stored() {
+            handle
+        } else {
+            Box::pin(stored(handle)).await?
+        };
+        Ok(stream_response(handle))
     }
 }
 
