@@ -128,7 +128,8 @@ impl ToolService for BareService {
         request: Request<pb::RunToolRequest>,
     ) -> Result<Response<Self::RunToolStream>, Status> {
         let request = request.into_inner();
-        let arguments = struct_to_json(request.arguments.unwrap_or_default());
+        let arguments =
+            serde_json::Value::Object(struct_to_json(request.arguments.unwrap_or_default()));
         let count = arguments["count"].as_u64().unwrap_or(0);
         let interval = Duration::from_micros(arguments["interval_us"].as_u64().unwrap_or(0));
         let minimal = arguments["minimal"].as_bool().unwrap_or(false);
