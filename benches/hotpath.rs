@@ -780,7 +780,7 @@ impl FleetStats {
 /// received in it, and the server process's CPU time over it (`/proc/<pid>/stat`, so the
 /// clients' own CPU is not counted).
 async fn fleet(kind: &str, seconds: f64) -> FleetStats {
-    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     let server = ServerProcess::start(kind, None);
     let tool = if kind == "bare" { "bare" } else { "paced" };
     let (runs, interval_us) = (FLEET_RUNS, FLEET_INTERVAL_US);
@@ -789,11 +789,14 @@ async fn fleet(kind: &str, seconds: f64) -> FleetStats {
     let count = (3600.0 * 1e6 / interval_us as f64) as u64;
     let opened = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    // Set after the window: each stream ends at its next event (the client leaves).
+    let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..runs)
         .map(|i| {
             let mut client = ToolServiceClient::new(channels[i % channels.len()].clone());
             let request = request(tool, json!({"count": count, "interval_us": interval_us}));
             let (opened, errors) = (Arc::clone(&opened), Arc::clone(&errors));
+            let stop = Arc::clone(&stop);
             let phase = Duration::from_micros(interval_us * i as u64 / runs as u64);
             tokio::spawn(async move {
                 tokio::time::sleep(phase).await;
@@ -820,6 +823,9 @@ async fn fleet(kind: &str, seconds: f64) -> FleetStats {
                         let received = unix_now();
                         samples.push((received, received - timestamp_secs(&event)));
                     }
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                 }
                 samples
             })
@@ -837,9 +843,7 @@ async fn fleet(kind: &str, seconds: f64) -> FleetStats {
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let (to, cpu_after) = (unix_now(), process_cpu_secs(pid));
     let mut latencies = Vec::new();
-    for task in &tasks {
-        task.abort();
-    }
+    stop.store(true, Ordering::Relaxed);
     for task in tasks {
         if let Ok(samples) = task.await {
             latencies.extend(
