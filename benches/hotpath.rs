@@ -477,23 +477,33 @@ async fn read_stream(
     stats
 }
 
+/// What a throughput measure saw.
+#[derive(Default, Clone, Copy)]
+struct Throughput {
+    /// Events delivered per second.
+    per_sec: f64,
+    delivered: u64,
+    /// The sum of each stream's last sequence.
+    produced: u64,
+    errors: u64,
+    /// The server process's CPU time per delivered event (µs): less noisy than events/s on a
+    /// shared machine, as it does not count time the server waited for a core.
+    cpu_us: f64,
+}
+
 /// Delivered events per second over `streams` concurrent streams of `count` events each, spread
 /// over up to 8 connections.
-async fn throughput(
-    addr: SocketAddr,
-    tool: &str,
-    streams: usize,
-    count: u64,
-) -> (f64, u64, u64, u64) {
+async fn throughput(server: &ServerProcess, tool: &str, streams: usize, count: u64) -> Throughput {
     let mut channels = Vec::new();
     for _ in 0..streams.clamp(1, 8) {
-        channels.push(channel(addr).await);
+        channels.push(channel(server.addr).await);
     }
     let arguments = match tool {
         "ticks" => json!({"count": count, "interval_ms": 0}),
         "minimal" => json!({"count": count, "interval_us": 0, "minimal": true}),
         _ => json!({"count": count, "interval_us": 0}),
     };
+    let cpu_before = process_cpu_secs(server.child.id());
     let start = Instant::now();
     let runs: Vec<_> = (0..streams)
         .map(|i| {
@@ -501,17 +511,18 @@ async fn throughput(
             tokio::spawn(read_stream(client, request(tool, arguments.clone()), None))
         })
         .collect();
-    let mut delivered = 0;
-    let mut produced = 0;
-    let mut errors = 0;
+    let mut total = Throughput::default();
     for run in runs {
         let stats = run.await.expect("stream task");
-        delivered += stats.delivered;
-        produced += stats.produced;
-        errors += stats.errors;
+        total.delivered += stats.delivered;
+        total.produced += stats.produced;
+        total.errors += stats.errors;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    (delivered as f64 / elapsed, delivered, produced, errors)
+    total.per_sec = total.delivered as f64 / elapsed;
+    total.cpu_us =
+        (process_cpu_secs(server.child.id()) - cpu_before) * 1e6 / total.delivered.max(1) as f64;
+    total
 }
 
 /// Latency percentiles (µs) of progress events, emit → receive, at one event per millisecond.
@@ -946,8 +957,8 @@ async fn run(quick: bool) {
     let ts = ServerProcess::start("toolstream", Some(&lines_path));
 
     // Warm both up.
-    let _ = throughput(bare.addr, "bare", 1, 10_000).await;
-    let _ = throughput(ts.addr, "ticks", 1, 10_000).await;
+    let _ = throughput(&bare, "bare", 1, 10_000).await;
+    let _ = throughput(&ts, "ticks", 1, 10_000).await;
 
     println!(
         "toolstream hot-path benchmark ({} mode)",
@@ -959,47 +970,49 @@ async fn run(quick: bool) {
         "measure", "bare tonic", "toolstream", "ratio"
     );
 
-    let (bare_1, bare_delivered_1, _, _) = throughput(bare.addr, "bare", 1, single).await;
-    let (ts_1, delivered_1, produced_1, errors_1) = throughput(ts.addr, "ticks", 1, single).await;
-    let ratio_1 = ts_1 / bare_1;
-    println!(
-        "{:<44} {:>14.0} {:>14.0} {:>8.2}",
-        "events/s delivered, 1 stream", bare_1, ts_1, ratio_1
-    );
-    println!(
-        "{:<44} {:>14} {:>14}",
-        "  events delivered / produced",
-        format!("{bare_delivered_1}/{}", single + 1),
-        format!("{delivered_1}/{produced_1}")
-    );
-
-    let (bare_64, bare_delivered_64, _, _) = throughput(bare.addr, "bare", 64, per_stream).await;
-    let (ts_64, delivered_64, produced_64, errors_64) =
-        throughput(ts.addr, "ticks", 64, per_stream).await;
-    let ratio_64 = ts_64 / bare_64;
-    println!(
-        "{:<44} {:>14.0} {:>14.0} {:>8.2}",
-        "events/s delivered, 64 streams", bare_64, ts_64, ratio_64
-    );
-    println!(
-        "{:<44} {:>14} {:>14}",
-        "  events delivered / produced",
-        format!("{bare_delivered_64}/{}", 64 * (per_stream + 1)),
-        format!("{delivered_64}/{produced_64}")
-    );
-
+    let bare_1 = throughput(&bare, "bare", 1, single).await;
+    let ts_1 = throughput(&ts, "ticks", 1, single).await;
+    let bare_64 = throughput(&bare, "bare", 64, per_stream).await;
+    let ts_64 = throughput(&ts, "ticks", 64, per_stream).await;
     // The physical limit: the same transport sending minimal messages.
-    let (min_1, _, _, _) = throughput(bare.addr, "minimal", 1, single).await;
-    let (min_64, _, _, _) = throughput(bare.addr, "minimal", 64, per_stream).await;
-    let (ratio_min_1, ratio_min_64) = (ts_1 / min_1, ts_64 / min_64);
-    println!(
-        "{:<44} {:>14.0} {:>14.0} {:>8.2}",
-        "events/s, 1 stream, bare of 64-byte messages", min_1, ts_1, ratio_min_1
-    );
-    println!(
-        "{:<44} {:>14.0} {:>14.0} {:>8.2}",
-        "events/s, 64 streams, bare of 64-byte msgs", min_64, ts_64, ratio_min_64
-    );
+    let min_1 = throughput(&bare, "minimal", 1, single).await;
+    let min_64 = throughput(&bare, "minimal", 64, per_stream).await;
+    let ratio_1 = ts_1.per_sec / bare_1.per_sec;
+    let ratio_64 = ts_64.per_sec / bare_64.per_sec;
+    let (ratio_min_1, ratio_min_64) =
+        (ts_1.per_sec / min_1.per_sec, ts_64.per_sec / min_64.per_sec);
+    for (streams, bare, min, ts, ratio, ratio_min) in [
+        (1, bare_1, min_1, ts_1, ratio_1, ratio_min_1),
+        (64, bare_64, min_64, ts_64, ratio_64, ratio_min_64),
+    ] {
+        let count = if streams == 1 { single } else { per_stream };
+        println!(
+            "{:<44} {:>14.0} {:>14.0} {:>8.2}",
+            format!("events/s delivered, {streams} stream(s)"),
+            bare.per_sec,
+            ts.per_sec,
+            ratio
+        );
+        println!(
+            "{:<44} {:>14} {:>14}",
+            "  events delivered / produced",
+            format!("{}/{}", bare.delivered, streams * (count + 1)),
+            format!("{}/{}", ts.delivered, ts.produced)
+        );
+        println!(
+            "{:<44} {:>14.0} {:>14} {:>8.2}",
+            "  bare of 64-byte messages: events/s", min.per_sec, "", ratio_min
+        );
+        println!(
+            "{:<44} {:>14.2} {:>14.2}",
+            "  server CPU per delivered event (µs)", bare.cpu_us, ts.cpu_us
+        );
+        println!(
+            "{:<44} {:>14.2}",
+            "  64-byte messages: server CPU/event (µs)", min.cpu_us
+        );
+    }
+    let (errors_1, errors_64) = (ts_1.errors, ts_64.errors);
 
     let (bare_p50, bare_p99, bare_p999) = latency(bare.addr, "bare", latency_events).await;
     let (ts_p50, ts_p99, ts_p999) = latency(ts.addr, "paced", latency_events).await;

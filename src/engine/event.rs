@@ -4,8 +4,6 @@ use std::any::Any;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-
 use serde_json::Value;
 
 use crate::tools::{ProgressUpdate, SubTask};
@@ -21,7 +19,7 @@ pub struct RunEvent {
     /// What happened.
     pub kind: EventKind,
     /// The event as gRPC sends it (encoded bytes), made by the first reader that needs it.
-    wire: OnceLock<Bytes>,
+    wire: OnceLock<Box<[u8]>>,
     /// The event in one other form (the web's JSON text), made by the first reader that needs it.
     other: OnceLock<Box<dyn Any + Send + Sync>>,
 }
@@ -39,11 +37,12 @@ impl RunEvent {
         }
     }
 
-    /// The event's wire encoding, made by `encode` on first use and shared (a reference count,
-    /// not a copy) by every reader after that: a logged event is encoded once however many
-    /// streams send it. The engine does not know the encoding; the transport does.
-    pub fn wire(&self, encode: impl FnOnce(&RunEvent) -> Bytes) -> Bytes {
-        self.wire.get_or_init(|| encode(self)).clone()
+    /// The event's wire encoding, made by `encode` on first use and kept with the event: a
+    /// logged event is encoded once however many streams send it, and a stream sending it holds
+    /// the event (one reference count), not a copy of the bytes. The engine does not know the
+    /// encoding; the transport does.
+    pub fn wire(&self, encode: impl FnOnce(&RunEvent) -> Vec<u8>) -> &[u8] {
+        self.wire.get_or_init(|| encode(self).into_boxed_slice())
     }
 
     /// The event in one other transport form `T` (the web's JSON text), made by `make` on first

@@ -5,7 +5,9 @@
 
 use std::marker::PhantomData;
 
-use bytes::{BufMut, Bytes};
+use std::sync::Arc;
+
+use bytes::BufMut;
 use tonic::Status;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 
@@ -13,29 +15,35 @@ use super::convert::timestamp;
 use crate::engine::{EventKind, RunEvent};
 use crate::pb;
 
-/// A `RunEvent` message already encoded.
+/// A run's event on its way to the wire: the event itself (shared with the log and every other
+/// stream), whose encoding is made once and written as it is.
 #[derive(Debug, Clone)]
-pub struct EncodedEvent(pub Bytes);
+pub struct EncodedEvent(Arc<RunEvent>);
 
 impl EncodedEvent {
-    /// The event's encoding, made once per event and shared.
-    pub fn of(event: &RunEvent) -> Self {
-        EncodedEvent(event.wire(encode))
+    /// The event, to be sent in its one encoding.
+    pub fn of(event: Arc<RunEvent>) -> Self {
+        EncodedEvent(event)
+    }
+
+    /// The event's encoding, made by the first stream that sends it.
+    pub fn bytes(&self) -> &[u8] {
+        self.0.wire(encode)
     }
 }
 
 /// The event's protobuf encoding: progress straight from the engine's event (the hot path), any
 /// other event through the generated message.
-fn encode(event: &RunEvent) -> Bytes {
+fn encode(event: &RunEvent) -> Vec<u8> {
     encode_progress(event)
-        .unwrap_or_else(|| Bytes::from(prost::Message::encode_to_vec(&pb::RunEvent::from(event))))
+        .unwrap_or_else(|| prost::Message::encode_to_vec(&pb::RunEvent::from(event)))
 }
 
 /// A progress event without extra data, encoded straight from the engine's event: the fields in
 /// the order and the form prost writes them (a test holds the two to the same bytes), into one
 /// buffer of the exact size, with no message built first (so no copy of the run id, the call's
 /// tag or the status). `None` for other events and for progress with extra data.
-fn encode_progress(event: &RunEvent) -> Option<Bytes> {
+fn encode_progress(event: &RunEvent) -> Option<Vec<u8>> {
     let EventKind::Progress {
         call,
         update,
@@ -84,7 +92,7 @@ fn encode_progress(event: &RunEvent) -> Option<Bytes> {
         put_double(&mut buf, 7, *eta);
     }
     debug_assert_eq!(buf.len(), len, "the length computed is the length written");
-    Some(Bytes::from(buf))
+    Some(buf)
 }
 
 // Protobuf's wire format, for the fields above: every tag is below 16, so each key is one byte.
@@ -196,7 +204,7 @@ impl Encoder for EncodedEventEncoder {
     type Error = Status;
 
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        dst.put_slice(&item.0);
+        dst.put_slice(item.bytes());
         Ok(())
     }
 }
@@ -213,14 +221,15 @@ mod tests {
             std::time::SystemTime::UNIX_EPOCH,
             crate::engine::EventKind::Message("hi".into()),
         );
-        let first = EncodedEvent::of(&event);
-        let second = EncodedEvent::of(&event);
+        let event = Arc::new(event);
+        let first = EncodedEvent::of(Arc::clone(&event));
+        let second = EncodedEvent::of(event);
         assert_eq!(
-            first.0.as_ptr(),
-            second.0.as_ptr(),
+            first.bytes().as_ptr(),
+            second.bytes().as_ptr(),
             "shared, not re-encoded"
         );
-        let decoded: pb::RunEvent = prost::Message::decode(first.0).unwrap();
+        let decoded: pb::RunEvent = prost::Message::decode(first.bytes()).unwrap();
         assert_eq!(decoded.sequence, 7);
         assert_eq!(decoded.run_id, "r");
     }
@@ -282,7 +291,7 @@ mod tests {
     fn progress_is_encoded_to_the_bytes_prost_writes() {
         for event in progress_events() {
             let expected = prost::Message::encode_to_vec(&pb::RunEvent::from(&event));
-            assert_eq!(encode(&event).as_ref(), expected.as_slice(), "{event:?}");
+            assert_eq!(encode(&event), expected, "{event:?}");
         }
     }
 }
