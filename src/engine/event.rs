@@ -85,8 +85,9 @@ pub enum EventKind {
     Started(RunStarted),
     /// Progress of the run, of a tool call inside an agent run, or of a sub-task of either.
     Progress {
-        /// Which call (or sub-task) reported it; empty at the top level.
-        call: CallTag,
+        /// Which call (or sub-task) reported it; empty at the top level. Shared by every report
+        /// of the call: logging progress copies no part of it.
+        call: Arc<CallTag>,
         /// The report.
         update: ProgressUpdate,
         /// The server's estimate of the seconds the call has left, made as the report entered
@@ -138,9 +139,10 @@ impl EventKind {
     /// The call a progress or tool-call event belongs to.
     pub fn call(&self) -> Option<&CallTag> {
         match self {
-            EventKind::Progress { call, .. }
-            | EventKind::ToolCallStarted { call, .. }
-            | EventKind::ToolCallFinished { call, .. } => Some(call),
+            EventKind::Progress { call, .. } => Some(call),
+            EventKind::ToolCallStarted { call, .. } | EventKind::ToolCallFinished { call, .. } => {
+                Some(call)
+            }
             _ => None,
         }
     }

@@ -271,7 +271,7 @@ mod tests {
                             sequence,
                             *time,
                             EventKind::Progress {
-                                call: call.clone(),
+                                call: Arc::new(call.clone()),
                                 update: ProgressUpdate {
                                     fraction,
                                     status: status.clone(),
