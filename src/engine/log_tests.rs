@@ -28,7 +28,7 @@ fn reader(log: &Arc<RunLog>, budget: usize) -> EventStream {
         ReadFrom::After(0),
         &RunOptions::default(),
         budget,
-        None,
+        None, Arc::new(super::NoObserver),
     )
 }
 
@@ -154,7 +154,7 @@ async fn from_latest_gives_started_then_the_latest_progress_of_each_call() {
         ReadFrom::Latest,
         &RunOptions::default(),
         8,
-        None,
+        None, Arc::new(super::NoObserver),
     );
     let first = stream.next().await.unwrap().unwrap();
     assert!(matches!(first.kind, EventKind::Started(_)));
@@ -180,7 +180,7 @@ fn throttled(log: &Arc<RunLog>, interval_ms: u64) -> EventStream {
             ..RunOptions::default()
         },
         64,
-        None,
+        None, Arc::new(super::NoObserver),
     )
 }
 
@@ -282,7 +282,7 @@ async fn a_silent_run_gets_heartbeats_and_they_are_not_logged() {
             ..RunOptions::default()
         },
         8,
-        None,
+        None, Arc::new(super::NoObserver),
     );
     assert_eq!(stream.next().await.unwrap().unwrap().sequence, 1);
     let beats = drain_for(&mut stream, Duration::from_millis(350)).await;
@@ -378,7 +378,7 @@ proptest! {
                 Op::Join(after) => {
                     let after = u64::from(*after).min(next_sequence - 1);
                     let stream = EventStream::new(
-                        Arc::clone(&log), ReadFrom::After(after), &RunOptions::default(), budget, None,
+                        Arc::clone(&log), ReadFrom::After(after), &RunOptions::default(), budget, None, Arc::new(super::NoObserver),
                     );
                     readers.push((stream, Observed { start_after: after, items: Vec::new(), ended: false }));
                 }

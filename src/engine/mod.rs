@@ -13,6 +13,7 @@ mod error;
 mod eta;
 mod event;
 mod log;
+mod observe;
 mod reader;
 mod runs;
 
@@ -39,6 +40,7 @@ pub use event::{
     CallArguments, CallTag, EventKind, OnDisconnect, RunEvent, RunOptions, RunStarted,
 };
 pub use log::RunEnded;
+pub use observe::{NoObserver, RunObserver};
 pub use reader::{EventStream, ReadFrom};
 pub use runs::{RunFilter, RunPage, RunSnapshot, RunState};
 
@@ -79,11 +81,22 @@ pub struct Engine {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     runs: Arc<RunTable>,
+    /// Told of every run's start and end and every stream's end (metrics, traces).
+    observer: Arc<dyn RunObserver>,
 }
 
 impl Engine {
     /// An engine over `registry`.
     pub fn new(registry: Arc<ToolRegistry>, limits: Limits) -> Arc<Self> {
+        Self::observed(registry, limits, Arc::new(NoObserver))
+    }
+
+    /// An engine over `registry` that tells `observer` of its runs and streams.
+    pub fn observed(
+        registry: Arc<ToolRegistry>,
+        limits: Limits,
+        observer: Arc<dyn RunObserver>,
+    ) -> Arc<Self> {
         Arc::new(Engine {
             registry,
             limits,
@@ -92,6 +105,7 @@ impl Engine {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             runs: Arc::new(RunTable::new(limits.retention, limits.max_runs)),
+            observer,
         })
     }
 
@@ -154,6 +168,7 @@ impl Engine {
         } else {
             format!("tool {:?}", started.tool)
         };
+        let tool = started.tool.clone();
         let options = started.options;
         let record = self.runs.insert(
             started.tool.clone(),
@@ -173,6 +188,7 @@ impl Engine {
             &options,
             self.limits.event_buffer,
             cancel_on_drop,
+            Arc::clone(&self.observer),
         );
 
         let context = RunContext {
@@ -183,7 +199,17 @@ impl Engine {
             // by run_to_end.
             deadline: deadline.map(|(_, at)| at),
         };
-        let span = tracing::info_span!("run", run_id = %run_id, target = %label);
+        // The run's span: a child of the request's (and so of the caller's trace, see
+        // `crate::telemetry::traces`); `grpc.code` is recorded as the run ends.
+        let span = tracing::info_span!(
+            "run",
+            otel.name = "run",
+            run.id = %run_id,
+            tool = if agent { "<agent>" } else { tool.as_str() },
+            grpc.code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        self.observer.run_started(&tool);
         self.tasks.spawn(
             run_to_end(RunTask {
                 permit,
@@ -192,6 +218,8 @@ impl Engine {
                 shutdown: self.shutdown.clone(),
                 deadline,
                 label,
+                tool,
+                observer: Arc::clone(&self.observer),
                 body: body(context),
             })
             .instrument(span),
@@ -230,6 +258,7 @@ impl Engine {
             options,
             self.limits.event_buffer,
             None,
+            Arc::clone(&self.observer),
         ))
     }
 
@@ -296,6 +325,9 @@ struct RunTask<Fut> {
     shutdown: CancellationToken,
     deadline: Option<(Duration, Instant)>,
     label: String,
+    /// The tool's name; empty for an agent run.
+    tool: String,
+    observer: Arc<dyn RunObserver>,
     body: Fut,
 }
 
@@ -310,8 +342,11 @@ where
         shutdown,
         deadline,
         label,
+        tool,
+        observer,
         body,
     } = task;
+    let started = Instant::now();
     tracing::debug!("run started");
     let deadline_passed = async {
         match deadline {
@@ -347,6 +382,10 @@ where
         Err(error) if error.is_cancellation() => tracing::info!(%error, "run cancelled"),
         Err(error) => tracing::warn!(%error, "run failed"),
     }
+    // Counted before the end is visible, so that whoever sees the run's end sees it counted.
+    observer.run_finished(&tool, outcome.as_ref().map(|_| ()), started.elapsed());
+    let logged = record.log.lock().last_sequence();
+    observer.events_produced(logged + u64::from(outcome.is_ok()));
     // The permit goes first, so that whoever sees the run's end also sees it no longer counted.
     drop(permit);
     record.log.finish(outcome);

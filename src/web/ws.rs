@@ -34,6 +34,7 @@ use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
 use futures::Stream;
 use serde_json::Value;
 use tokio_stream::{StreamExt, StreamMap};
@@ -72,13 +73,19 @@ pub(super) async fn upgrade(
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
             let sessions = state.sessions.clone();
-            sessions.tracker.track_future(async move {
-                tokio::select! {
-                    () = Session::new(socket, state).run() => {}
-                    // The server's close timeout passed: no goodbye.
-                    () = sessions.stopped.cancelled() => {}
+            // The session's runs belong to the upgrade request's span (and so to its caller's
+            // trace), though the session outlives the request.
+            let span = tracing::Span::current();
+            sessions.tracker.track_future(
+                async move {
+                    tokio::select! {
+                        () = Session::new(socket, state).run() => {}
+                        // The server's close timeout passed: no goodbye.
+                        () = sessions.stopped.cancelled() => {}
+                    }
                 }
-            })
+                .instrument(span),
+            )
         })
 }
 
