@@ -52,7 +52,11 @@ async fn metrics_count_calls_runs_and_events_by_method_tool_and_code() {
         .await
         .expect("RunTool endless")
         .into_inner();
-    stream.message().await.expect("first event").expect("an event");
+    stream
+        .message()
+        .await
+        .expect("first event")
+        .expect("an event");
     drop(stream);
     eventually(Duration::from_secs(10), "the endless tool stopped", || {
         stopped.load(Ordering::SeqCst)
@@ -61,7 +65,10 @@ async fn metrics_count_calls_runs_and_events_by_method_tool_and_code() {
 
     // One unary call over gRPC-Web (an empty ListToolsRequest in one frame).
     let reply = http()
-        .post(format!("{}/toolstream.v1.ToolService/ListTools", server.url()))
+        .post(format!(
+            "{}/toolstream.v1.ToolService/ListTools",
+            server.url()
+        ))
         .header("content-type", "application/grpc-web+proto")
         .header("accept", "application/grpc-web+proto")
         .header("x-grpc-web", "1")
@@ -89,12 +96,14 @@ async fn metrics_count_calls_runs_and_events_by_method_tool_and_code() {
     }
 
     let url = format!("{}/metrics", server.url());
-    let output = tokio::task::spawn_blocking(move || {
-        run_python("metrics_check.py", &[&url, UNKNOWN_TOOL])
-    })
-    .await
-    .unwrap();
-    assert!(output.contains("ok: the unknown tool's name is no label value"), "{output}");
+    let output =
+        tokio::task::spawn_blocking(move || run_python("metrics_check.py", &[&url, UNKNOWN_TOOL]))
+            .await
+            .unwrap();
+    assert!(
+        output.contains("ok: the unknown tool's name is no label value"),
+        "{output}"
+    );
 }
 
 #[tokio::test]
@@ -106,9 +115,18 @@ async fn metrics_are_plain_text_beside_the_other_routes() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
     let text = response.text().await.unwrap();
-    assert!(text.contains("# TYPE toolstream_runs_active gauge"), "{text}");
+    assert!(
+        text.contains("# TYPE toolstream_runs_active gauge"),
+        "{text}"
+    );
     assert!(text.contains("toolstream_runs_active 0"), "{text}");
 }

@@ -18,8 +18,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use serde_json::json;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
@@ -159,10 +159,18 @@ async fn a_callers_trace_reaches_the_run_and_the_remote_toolstream_and_is_flushe
     let mut request = Request::new(common::run_request("remote.ticks", json!({"count": 3})));
     request.metadata_mut().insert(
         "traceparent",
-        format!("00-{TRACE_ID}-00f067aa0ba902b7-01").parse().unwrap(),
+        format!("00-{TRACE_ID}-00f067aa0ba902b7-01")
+            .parse()
+            .unwrap(),
     );
     let response = client.run_tool(request).await.unwrap();
-    let run_id = response.metadata()["x-run-id"].to_str().unwrap().to_owned();
+    let run_id = response
+        .metadata()
+        .get("x-run-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     let (events, status) = common::collect(response.into_inner()).await;
     assert!(status.is_none(), "{status:?}");
     assert!(common::result_value(events.last().unwrap()).is_some());
@@ -214,7 +222,10 @@ async fn a_callers_trace_reaches_the_run_and_the_remote_toolstream_and_is_flushe
         .find(|s| s.trace_id == HTTP_TRACE_ID)
         .unwrap_or_else(|| panic!("no run span in the HTTP caller's trace: {spans:#?}"));
     assert_eq!(http_run.service, "toolstream-front");
-    assert_eq!(http_run.attributes.get("tool").map(String::as_str), Some("ticks"));
+    assert_eq!(
+        http_run.attributes.get("tool").map(String::as_str),
+        Some("ticks")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,9 +238,10 @@ async fn shutdown_ends_when_the_collector_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let served = serve(dir.path(), &[], &otel_env(&gone, "toolstream-alone")).serving();
     let (events, status) = {
-        let mut client = toolstream::pb::tool_service_client::ToolServiceClient::connect(
-            format!("http://{}", served.addr),
-        )
+        let mut client = toolstream::pb::tool_service_client::ToolServiceClient::connect(format!(
+            "http://{}",
+            served.addr
+        ))
         .await
         .unwrap();
         let response = client

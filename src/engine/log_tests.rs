@@ -28,7 +28,8 @@ fn reader(log: &Arc<RunLog>, budget: usize) -> EventStream {
         ReadFrom::After(0),
         &RunOptions::default(),
         budget,
-        None, Arc::new(super::NoObserver),
+        None,
+        Arc::new(super::NoObserver),
     )
 }
 
@@ -154,7 +155,8 @@ async fn from_latest_gives_started_then_the_latest_progress_of_each_call() {
         ReadFrom::Latest,
         &RunOptions::default(),
         8,
-        None, Arc::new(super::NoObserver),
+        None,
+        Arc::new(super::NoObserver),
     );
     let first = stream.next().await.unwrap().unwrap();
     assert!(matches!(first.kind, EventKind::Started(_)));
@@ -180,7 +182,8 @@ fn throttled(log: &Arc<RunLog>, interval_ms: u64) -> EventStream {
             ..RunOptions::default()
         },
         64,
-        None, Arc::new(super::NoObserver),
+        None,
+        Arc::new(super::NoObserver),
     )
 }
 
@@ -282,7 +285,8 @@ async fn a_silent_run_gets_heartbeats_and_they_are_not_logged() {
             ..RunOptions::default()
         },
         8,
-        None, Arc::new(super::NoObserver),
+        None,
+        Arc::new(super::NoObserver),
     );
     assert_eq!(stream.next().await.unwrap().unwrap().sequence, 1);
     let beats = drain_for(&mut stream, Duration::from_millis(350)).await;

@@ -51,7 +51,9 @@ pub struct Traces {
 }
 
 fn variable(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.trim().is_empty())
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
 }
 
 impl Traces {
@@ -59,7 +61,8 @@ impl Traces {
     /// turn the SDK or the trace exporter off). Call it inside the Tokio runtime: spans are
     /// exported from a task on it.
     pub fn from_env() -> Result<Option<Traces>, TracesError> {
-        let disabled = variable("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        let disabled = variable("OTEL_SDK_DISABLED")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
             || variable("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
         let endpoint = variable("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .or_else(|| variable("OTEL_EXPORTER_OTLP_ENDPOINT"));

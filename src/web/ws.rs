@@ -34,11 +34,11 @@ use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::{IntoResponse, Response};
-use tracing::Instrument;
 use futures::Stream;
 use serde_json::Value;
 use tokio_stream::{StreamExt, StreamMap};
 use tonic::Code;
+use tracing::Instrument;
 
 use super::WebState;
 use super::error::ApiError;
