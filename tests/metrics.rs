@@ -130,3 +130,36 @@ async fn metrics_are_plain_text_beside_the_other_routes() {
     );
     assert!(text.contains("toolstream_runs_active 0"), "{text}");
 }
+
+#[tokio::test]
+async fn the_grafana_dashboard_reads_only_metrics_the_server_serves() {
+    let server = TestServer::start().await;
+    // A call and a run, so that labelled families have samples.
+    let (_, status) = run_tool(&server, "ticks", json!({"count": 1})).await;
+    assert!(status.is_none(), "{status:?}");
+    let text = metrics_text(&server).await;
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/grafana-dashboard.json"
+    ))
+    .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("valid JSON");
+    let mut names = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("toolstream_") || word.starts_with("grpc_server_") {
+                    names.push(word.to_owned());
+                }
+            }
+        }
+    }
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        assert!(
+            text.lines().any(|line| line.starts_with(&name)),
+            "the dashboard reads {name}, which /metrics does not serve"
+        );
+    }
+}
