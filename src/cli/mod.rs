@@ -88,6 +88,15 @@ struct ServeArgs {
     /// Log format [default: human].
     #[arg(long, env = "TOOLSTREAM_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// Where runs are kept: "memory", or a Redis shared by several replicas
+    /// (redis://host:port/db) [default: memory].
+    #[arg(
+        long,
+        env = "TOOLSTREAM_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    store: Option<String>,
 }
 
 /// Where a client subcommand connects.

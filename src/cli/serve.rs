@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use futures::FutureExt;
 use toolstream::config::{Config, LogFormat, Overrides};
+use toolstream::engine::Store;
 use toolstream::server::{Server, shutdown_signal};
 use toolstream::telemetry::traces::Traces;
 use toolstream::tools::from_config::build_registry;
@@ -29,6 +30,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             api_key: args.api_key,
             api_key_file: args.api_key_file,
             max_steps: args.max_steps,
+            store: args.store,
         },
     )?;
     // Traces are on when an OTEL_EXPORTER_OTLP_* endpoint is set (docs/operations.md).
@@ -65,6 +67,7 @@ async fn serve_until(
 ) -> anyhow::Result<()> {
     let registry = build_registry(&config).await?;
     let tools: Vec<String> = registry.specs().into_iter().map(|spec| spec.name).collect();
+    let store = Store::open(&config.store, &config.limits).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -72,10 +75,13 @@ async fn serve_until(
         listen = %listener.local_addr()?,
         root = %config.root.display(),
         tools = ?tools,
+        store = store.name(),
+        replica = store.replica().unwrap_or("-"),
         "toolstream serving"
     );
     Server::new(registry, config.limits)
         .with_http(config.http)
+        .with_store(store)
         .with_model(&config.model)?
         .serve(listener, shutdown)
         .await?;

@@ -2,11 +2,12 @@
 //!
 //! A run has an id, a task, and a log ([`log`]) that numbers and timestamps its events; every
 //! stream of the run (the caller's and each watcher's) is a reader ([`reader`]) with its own
-//! cursor, which gets progress coalesced when it falls behind. The engine keeps a table of runs
-//! ([`runs`]) for lookup, listing, watching and cancelling by id, estimates each call's time left
-//! from its progress ([`eta`]), enforces the limit on concurrent runs and each run's deadline,
-//! cancels a run when its caller goes away (unless the run was started to continue without one),
-//! and drains at shutdown. A panicking run ends with an
+//! cursor, which gets progress coalesced when it falls behind. The engine keeps its runs in a
+//! table ([`runs`]) inside a run store ([`store`]: in memory, or shared by several replicas
+//! through Redis) for lookup, listing, watching and cancelling by id, estimates each call's time
+//! left from its progress ([`eta`]), enforces the limit on concurrent runs and each run's
+//! deadline, cancels a run when its caller goes away (unless the run was started to continue
+//! without one), and drains at shutdown. A panicking run ends with an
 //! error; the server goes on. The engine knows nothing of gRPC.
 
 mod error;
@@ -16,6 +17,7 @@ mod log;
 mod observe;
 mod reader;
 mod runs;
+mod store;
 
 #[cfg(test)]
 mod log_tests;
@@ -24,11 +26,11 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -43,11 +45,13 @@ pub use log::RunEnded;
 pub use observe::{NoObserver, RunObserver};
 pub use reader::{EventStream, ReadFrom};
 pub use runs::{RunFilter, RunPage, RunSnapshot, RunState};
+pub use store::{Store, StoreError};
 
 use crate::registry::ToolRegistry;
 use crate::tools::{Progress, ToolError};
 use log::{CallProgress, RunLog};
-use runs::{CancelReason, RunRecord, RunTable};
+use runs::{CancelReason, RunRecord};
+use store::{Publication, RunStore};
 
 /// A request to run one tool.
 #[derive(Debug, Clone)]
@@ -69,6 +73,27 @@ pub struct RunHandle {
     /// Its events; dropping this cancels the run unless it was started with
     /// [`OnDisconnect::Continue`].
     pub events: EventStream,
+    /// With a shared run store: set once the run is recorded there.
+    stored: Option<watch::Receiver<Option<Result<(), RunError>>>>,
+}
+
+impl RunHandle {
+    /// Whether the run is recorded in the run store already (always with the in-memory store).
+    pub fn is_stored(&self) -> bool {
+        self.stored
+            .as_ref()
+            .is_none_or(|created| matches!(*created.borrow(), Some(Ok(()))))
+    }
+
+    /// Waits until the run is recorded in the run store, so that every replica knows it (at once
+    /// with the in-memory store). Fails when the store cannot record it: the run then ends with
+    /// that error without doing anything.
+    pub async fn stored(&mut self) -> Result<(), RunError> {
+        match &mut self.stored {
+            None => Ok(()),
+            Some(created) => store::wait_created(created).await,
+        }
+    }
 }
 
 /// Runs tools and agents, and holds their runs.
@@ -80,21 +105,28 @@ pub struct Engine {
     /// Cancelled when draining gives up: every run still going is cancelled.
     shutdown: CancellationToken,
     tasks: TaskTracker,
-    runs: Arc<RunTable>,
+    store: Arc<dyn RunStore>,
     /// Told of every run's start and end and every stream's end (metrics, traces).
     observer: Arc<dyn RunObserver>,
 }
 
 impl Engine {
-    /// An engine over `registry`.
+    /// An engine over `registry`, keeping its runs in memory.
     pub fn new(registry: Arc<ToolRegistry>, limits: Limits) -> Arc<Self> {
-        Self::observed(registry, limits, Arc::new(NoObserver))
+        Self::with_store(registry, limits, Store::memory(&limits))
     }
 
-    /// An engine over `registry` that tells `observer` of its runs and streams.
-    pub fn observed(
+    /// An engine over `registry`, keeping its runs in `store`.
+    pub fn with_store(registry: Arc<ToolRegistry>, limits: Limits, store: Store) -> Arc<Self> {
+        Self::with_observer(registry, limits, store, Arc::new(NoObserver))
+    }
+
+    /// An engine over `registry`, keeping its runs in `store`, that tells `observer` of its runs
+    /// and of its streams' ends (the server's metrics and traces).
+    pub fn with_observer(
         registry: Arc<ToolRegistry>,
         limits: Limits,
+        store: Store,
         observer: Arc<dyn RunObserver>,
     ) -> Arc<Self> {
         Arc::new(Engine {
@@ -104,9 +136,24 @@ impl Engine {
             accepting: AtomicBool::new(true),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            runs: Arc::new(RunTable::new(limits.retention, limits.max_runs)),
+            store: store.0,
             observer,
         })
+    }
+
+    /// The run store, as configured (`memory`, or its URL without a password).
+    pub fn store_name(&self) -> &str {
+        self.store.name()
+    }
+
+    /// This replica's id in a shared run store.
+    pub fn replica(&self) -> Option<&str> {
+        self.store.replica()
+    }
+
+    /// Whether the run store can be reached; changes as it comes and goes (health follows it).
+    pub fn store_health(&self) -> watch::Receiver<bool> {
+        self.store.health()
     }
 
     /// The tools this engine runs.
@@ -148,6 +195,7 @@ impl Engine {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(RunError::ShuttingDown);
         }
+        self.store.admit()?;
         let permit = Arc::clone(&self.permits)
             .try_acquire_owned()
             .map_err(|_| RunError::Busy {
@@ -170,7 +218,7 @@ impl Engine {
         };
         let tool = started.tool.clone();
         let options = started.options;
-        let record = self.runs.insert(
+        let record = self.store.local().insert(
             started.tool.clone(),
             agent,
             Arc::clone(&log),
@@ -178,6 +226,8 @@ impl Engine {
         );
         // Only RunError::... can fail here, and the log is new.
         let _ = log.push(EventKind::Started(started));
+        let publication = self.store.publish(&record);
+        let stored = publication.as_ref().map(|p| p.created.clone());
         let cancel_on_drop = match options.on_disconnect {
             OnDisconnect::Cancel => Some(Arc::clone(&record)),
             OnDisconnect::Continue => None,
@@ -188,8 +238,8 @@ impl Engine {
             &options,
             self.limits.event_buffer,
             cancel_on_drop,
-            Arc::clone(&self.observer),
-        );
+        )
+        .observed(Arc::clone(&self.observer));
 
         let context = RunContext {
             log: Arc::clone(&log),
@@ -214,7 +264,8 @@ impl Engine {
             run_to_end(RunTask {
                 permit,
                 record,
-                runs: Arc::clone(&self.runs),
+                store: Arc::clone(&self.store),
+                publication: publication.map(Box::new),
                 shutdown: self.shutdown.clone(),
                 deadline,
                 label,
@@ -224,69 +275,50 @@ impl Engine {
             })
             .instrument(span),
         );
-        Ok(RunHandle { run_id, events })
+        Ok(RunHandle {
+            run_id,
+            events,
+            stored,
+        })
     }
 
-    /// A run's state now. [`RunError::UnknownRun`] for an unknown or expired id.
-    pub fn get_run(&self, run_id: &str) -> Result<RunSnapshot, RunError> {
-        Ok(self.record(run_id)?.snapshot())
+    /// A run's state now, wherever it executes. [`RunError::UnknownRun`] for an unknown or
+    /// expired id.
+    pub async fn get_run(&self, run_id: &str) -> Result<RunSnapshot, RunError> {
+        self.store.get(run_id).await
     }
 
     /// A page of runs, newest first.
-    pub fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, RunError> {
-        self.runs.list(filter)
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, RunError> {
+        self.store.list(filter).await
     }
 
-    /// A new stream of a run's events from `from`, with its own delivery options. Dropping it
-    /// never affects the run.
-    pub fn watch_run(
+    /// A new stream of a run's events from `from`, with its own delivery options, wherever the
+    /// run executes. Dropping it never affects the run.
+    pub async fn watch_run(
         &self,
         run_id: &str,
         from: ReadFrom,
         options: &RunOptions,
     ) -> Result<EventStream, RunError> {
-        let record = self.record(run_id)?;
-        if let ReadFrom::After(after) = from {
-            let last = record.log.lock().last_sequence();
-            if after > last {
-                return Err(RunError::CursorPastEnd { after, last });
-            }
-        }
-        Ok(EventStream::new(
-            Arc::clone(&record.log),
-            from,
-            options,
-            self.limits.event_buffer,
-            None,
-            Arc::clone(&self.observer),
-        ))
+        let events = self.store.watch(run_id, from, options).await?;
+        Ok(events.observed(Arc::clone(&self.observer)))
     }
 
-    /// Cancels a run for everyone; a run that already ended is returned unchanged.
+    /// Cancels a run for everyone, wherever it executes; a run that already ended is returned
+    /// unchanged.
     pub async fn cancel_run(&self, run_id: &str) -> Result<RunSnapshot, RunError> {
-        let record = self.record(run_id)?;
-        if record.log.lock().end.is_none() {
-            record.cancel(CancelReason::Requested);
-            // The run's task ends it at once (dropping the tool's future); answer with the final
-            // state. The bound only guards against a run whose task cannot be scheduled.
-            let _ = tokio::time::timeout(Duration::from_secs(5), record.log.wait_end()).await;
-        }
-        Ok(record.snapshot())
+        self.store.cancel(run_id).await
     }
 
     /// How many events a run's log holds now (for tests and diagnostics: it stays within
     /// `max_events_per_run`, and near `2 × event_buffer` plus one per call for a run whose
     /// events are mostly progress, whatever its readers do).
     pub fn held_events(&self, run_id: &str) -> Option<usize> {
-        self.runs
+        self.store
+            .local()
             .get(run_id)
             .map(|record| record.log.lock().events.len())
-    }
-
-    fn record(&self, run_id: &str) -> Result<Arc<RunRecord>, RunError> {
-        self.runs
-            .get(run_id)
-            .ok_or_else(|| RunError::UnknownRun(run_id.to_owned()))
     }
 
     /// Whether new runs are taken (false once shutdown began).
@@ -300,20 +332,24 @@ impl Engine {
     }
 
     /// Waits up to `grace` for runs in progress (detached ones included) to finish, then cancels
-    /// the rest and waits for them to stop. Returns how many runs had to be cancelled.
+    /// the rest and waits for them to stop; then leaves the run store (a shared one gets up to
+    /// `grace` more for the runs' ends). Returns how many runs had to be cancelled.
     pub async fn drain(&self, grace: Duration) -> usize {
         self.stop_accepting();
         self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_ok() {
-            return 0;
-        }
-        let cancelled = self.runs.running().len();
-        tracing::warn!(
-            cancelled,
-            "grace period over; cancelling the runs still in progress"
-        );
-        self.shutdown.cancel();
-        self.tasks.wait().await;
+        let cancelled = if tokio::time::timeout(grace, self.tasks.wait()).await.is_ok() {
+            0
+        } else {
+            let cancelled = self.store.local().running().len();
+            tracing::warn!(
+                cancelled,
+                "grace period over; cancelling the runs still in progress"
+            );
+            self.shutdown.cancel();
+            self.tasks.wait().await;
+            cancelled
+        };
+        self.store.close(grace).await;
         cancelled
     }
 }
@@ -321,7 +357,8 @@ impl Engine {
 struct RunTask<Fut> {
     permit: OwnedSemaphorePermit,
     record: Arc<RunRecord>,
-    runs: Arc<RunTable>,
+    store: Arc<dyn RunStore>,
+    publication: Option<Box<Publication>>,
     shutdown: CancellationToken,
     deadline: Option<(Duration, Instant)>,
     label: String,
@@ -338,7 +375,8 @@ where
     let RunTask {
         permit,
         record,
-        runs,
+        store,
+        mut publication,
         shutdown,
         deadline,
         label,
@@ -347,50 +385,86 @@ where
         body,
     } = task;
     let started = Instant::now();
-    tracing::debug!("run started");
-    let deadline_passed = async {
-        match deadline {
-            Some((limit, at)) => {
-                tokio::time::sleep_until(at).await;
-                limit
-            }
-            None => std::future::pending().await,
-        }
+    // With a shared store, the run's work starts once every replica can find the run. (The
+    // store's steps are boxed, so that a run of the memory store carries none of their state.)
+    let refused = match publication.as_deref_mut() {
+        Some(publication) => Box::pin(publication.wait_created())
+            .await
+            .err()
+            .map(Box::new),
+        None => None,
     };
     // Pinned here, not in the select, so that a run that ends without its body (cancelled, past
     // its deadline) drops the body only after its end is logged: what the body does as it is
     // dropped (a tool's sub-tasks count as finished when their handles go) cannot look like
     // progress of a run that was stopped.
     let mut body = Box::pin(AssertUnwindSafe(body).catch_unwind());
-    let outcome = tokio::select! {
-        biased;
-        _ = record.cancel.cancelled() => Err(if shutdown.is_cancelled() {
-            RunError::Interrupted
-        } else {
-            match record.cancel_reason() {
-                Some(CancelReason::Requested) => RunError::CancelRequested,
-                _ => RunError::Cancelled,
+    let outcome = if let Some(error) = refused {
+        tracing::warn!(%error, "the run store cannot record the run; it does not start");
+        Err(*error)
+    } else {
+        tracing::debug!("run started");
+        let deadline_passed = async {
+            match deadline {
+                Some((limit, at)) => {
+                    tokio::time::sleep_until(at).await;
+                    limit
+                }
+                None => std::future::pending().await,
             }
-        }),
-        limit = deadline_passed => Err(RunError::DeadlineExceeded(limit)),
-        outcome = &mut body => outcome.unwrap_or_else(|panic| {
-            Err(RunError::Panicked { what: label, message: panic_message(&*panic) })
-        }),
+        };
+        let outcome = tokio::select! {
+            biased;
+            _ = record.cancel.cancelled() => Err(if shutdown.is_cancelled() {
+                RunError::Interrupted
+            } else {
+                match record.cancel_reason() {
+                    Some(CancelReason::Requested) => RunError::CancelRequested,
+                    Some(CancelReason::Elsewhere) => record
+                        .ended_elsewhere()
+                        .cloned()
+                        .unwrap_or(RunError::Cancelled),
+                    _ => RunError::Cancelled,
+                }
+            }),
+            limit = deadline_passed => Err(RunError::DeadlineExceeded(limit)),
+            outcome = &mut body => outcome.unwrap_or_else(|panic| {
+                Err(RunError::Panicked { what: label, message: panic_message(&*panic) })
+            }),
+        };
+        match &outcome {
+            Ok(_) => tracing::info!("run finished"),
+            Err(error) if error.is_cancellation() => tracing::info!(%error, "run cancelled"),
+            Err(error) => tracing::warn!(%error, "run failed"),
+        }
+        outcome
     };
-    match &outcome {
-        Ok(_) => tracing::info!("run finished"),
-        Err(error) if error.is_cancellation() => tracing::info!(%error, "run cancelled"),
-        Err(error) => tracing::warn!(%error, "run failed"),
-    }
     // Counted before the end is visible, so that whoever sees the run's end sees it counted.
     observer.run_finished(&tool, outcome.as_ref().map(|_| ()), started.elapsed());
     let logged = record.log.lock().last_sequence();
     observer.events_produced(logged + u64::from(outcome.is_ok()));
     // The permit goes first, so that whoever sees the run's end also sees it no longer counted.
     drop(permit);
-    record.log.finish(outcome);
+    match publication {
+        None => record.log.finish(outcome),
+        Some(publication) => Box::pin(publish_then_finish(publication, &record, outcome)).await,
+    }
     drop(body);
-    runs.finished(&record);
+    store.local().finished(&record);
+}
+
+/// Ends a published run: readers see the end once the store has it (or gave up waiting for it),
+/// so that a caller who saw the result finds the run ended on every replica.
+async fn publish_then_finish(
+    mut publication: Box<Publication>,
+    record: &RunRecord,
+    outcome: Result<Value, RunError>,
+) {
+    let timestamp = SystemTime::now();
+    if let Some(sequence) = record.log.seal() {
+        publication.publish_end(&outcome, sequence, timestamp).await;
+    }
+    record.log.finish_at(outcome, timestamp);
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -55,8 +55,9 @@ pub struct EventStream {
     cancel_on_drop: Option<Arc<RunRecord>>,
     waker_slot: Option<(u64, usize)>,
     done: bool,
-    /// Told once, when the stream is dropped, what it delivered and skipped.
-    observer: Arc<dyn RunObserver>,
+    /// Told once, when the stream is dropped, what it delivered and skipped (streams the engine
+    /// hands out have one; the store's own readers do not count).
+    observer: Option<Arc<dyn RunObserver>>,
     /// The run's events this stream handed out (gaps and heartbeats are not the run's).
     delivered: u64,
     /// Progress events this stream passed over because newer progress replaced them.
@@ -83,7 +84,6 @@ impl EventStream {
         options: &RunOptions,
         lag_budget: usize,
         cancel_on_drop: Option<Arc<RunRecord>>,
-        observer: Arc<dyn RunObserver>,
     ) -> Self {
         let mut taken = VecDeque::new();
         let next = {
@@ -92,6 +92,9 @@ impl EventStream {
             // A stream always ends with the run's terminal event, even for a cursor past it.
             let limit = state.result().map_or(after_last, |result| result.sequence);
             match from {
+                // A live log of a run executing elsewhere may lag behind a cursor from the run's
+                // own stream: the events it has not read yet are still to come.
+                ReadFrom::After(sequence) if state.end.is_none() => sequence.saturating_add(1),
                 ReadFrom::After(sequence) => sequence.saturating_add(1).min(limit),
                 ReadFrom::Latest => {
                     taken.extend(state.started.iter().cloned());
@@ -130,10 +133,16 @@ impl EventStream {
             cancel_on_drop,
             waker_slot: None,
             done: false,
-            observer,
+            observer: None,
             delivered: 0,
             coalesced: 0,
         }
+    }
+
+    /// The stream, telling `observer` at its end what it delivered and skipped.
+    pub(crate) fn observed(mut self, observer: Arc<dyn RunObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The run this stream reads.
@@ -225,6 +234,12 @@ impl Stream for EventStream {
                         Poll::Ready(Some(Err(error.clone())))
                     }
                     Some(RunEnd::Succeeded) => {
+                        // Here the result was not delivered (delivering it ends the stream): the
+                        // cursor was past it. The stream still ends with it.
+                        if let Some(result) = state.result().cloned() {
+                            drop(state);
+                            return this.deliver(result);
+                        }
                         this.done = true;
                         Poll::Ready(None)
                     }
@@ -307,8 +322,10 @@ impl Stream for EventStream {
 
 impl Drop for EventStream {
     fn drop(&mut self) {
-        if self.delivered > 0 || self.coalesced > 0 {
-            self.observer.stream_ended(self.delivered, self.coalesced);
+        if let Some(observer) = &self.observer
+            && (self.delivered > 0 || self.coalesced > 0)
+        {
+            observer.stream_ended(self.delivered, self.coalesced);
         }
         if let Some(record) = &self.cancel_on_drop {
             // The caller went away: a run still going ends with it.

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -91,6 +91,9 @@ pub(crate) enum CancelReason {
     CallerLeft = 1,
     /// CancelRun.
     Requested = 2,
+    /// The run store ended it (its replica was declared lost while it could not reach the
+    /// store); the error is [`RunRecord::ended_elsewhere`].
+    Elsewhere = 3,
 }
 
 /// A run in the table.
@@ -101,6 +104,8 @@ pub(crate) struct RunRecord {
     pub(crate) log: Arc<RunLog>,
     pub(crate) cancel: CancellationToken,
     cancel_reason: AtomicU8,
+    /// How the run store says the run ended, when it ended there first.
+    ended_elsewhere: OnceLock<Box<RunError>>,
     ordinal: u64,
 }
 
@@ -120,8 +125,25 @@ impl RunRecord {
         match self.cancel_reason.load(Ordering::Acquire) {
             1 => Some(CancelReason::CallerLeft),
             2 => Some(CancelReason::Requested),
+            3 => Some(CancelReason::Elsewhere),
             _ => None,
         }
+    }
+
+    /// Ends the run with `error`, the end the run store already holds for it.
+    pub(crate) fn end_elsewhere(&self, error: RunError) {
+        let _ = self.ended_elsewhere.set(Box::new(error));
+        self.cancel(CancelReason::Elsewhere);
+    }
+
+    /// The end the run store holds, when the run was ended there (see [`Self::end_elsewhere`]).
+    pub(crate) fn ended_elsewhere(&self) -> Option<&RunError> {
+        self.ended_elsewhere.get().map(|error| &**error)
+    }
+
+    /// The run's id.
+    pub(crate) fn run_id(&self) -> &Arc<str> {
+        self.log.run_id()
     }
 
     pub(crate) fn snapshot(&self) -> RunSnapshot {
@@ -219,6 +241,7 @@ impl RunTable {
             log,
             cancel,
             cancel_reason: AtomicU8::new(0),
+            ended_elsewhere: OnceLock::new(),
             ordinal,
         });
         state
@@ -244,21 +267,8 @@ impl RunTable {
 
     /// A page of runs, newest first.
     pub(crate) fn list(&self, filter: &RunFilter) -> Result<RunPage, RunError> {
-        let before = if filter.page_token.is_empty() {
-            u64::MAX
-        } else {
-            decode_page_token(&filter.page_token).ok_or_else(|| {
-                RunError::InvalidArguments(format!(
-                    "page_token {:?} is not one this server issued; pass the \
-                     next_page_token of the previous page, or nothing for the first page",
-                    filter.page_token
-                ))
-            })?
-        };
-        let page_size = match filter.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        };
+        let before = filter.before()?;
+        let page_size = filter.effective_page_size();
         let candidates: Vec<Arc<RunRecord>> = {
             let mut state = self.lock();
             self.evict(&mut state);
@@ -315,8 +325,37 @@ impl RunTable {
     }
 }
 
+impl RunFilter {
+    /// The ordinal the page starts below (from the page token).
+    pub(crate) fn before(&self) -> Result<u64, RunError> {
+        if self.page_token.is_empty() {
+            return Ok(u64::MAX);
+        }
+        decode_page_token(&self.page_token).ok_or_else(|| {
+            RunError::InvalidArguments(format!(
+                "page_token {:?} is not one this server issued; pass the \
+                 next_page_token of the previous page, or nothing for the first page",
+                self.page_token
+            ))
+        })
+    }
+
+    /// How many runs the page holds at most.
+    pub(crate) fn effective_page_size(&self) -> usize {
+        match self.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        }
+    }
+
+    /// Whether a run of `tool` in `state` belongs in the page.
+    pub(crate) fn accepts(&self, tool: &str, state: RunState) -> bool {
+        self.tool.as_ref().is_none_or(|t| t == tool) && self.state.is_none_or(|s| s == state)
+    }
+}
+
 /// Page tokens are opaque to clients: the ordinal the next page starts below, in hex with a tag.
-fn encode_page_token(before: u64) -> String {
+pub(crate) fn encode_page_token(before: u64) -> String {
     format!("r{before:x}")
 }
 

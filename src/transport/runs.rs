@@ -88,6 +88,7 @@ impl RunService for RunServiceImpl {
         let run = self
             .engine
             .get_run(run_id(&request.run_id)?)
+            .await
             .map_err(status_from_run_error)?;
         Ok(Response::new(run_to_wire(run)))
     }
@@ -112,6 +113,7 @@ impl RunService for RunServiceImpl {
                 page_size: request.page_size as usize,
                 page_token: request.page_token,
             })
+            .await
             .map_err(status_from_run_error)?;
         Ok(Response::new(pb::ListRunsResponse {
             runs: page.runs.into_iter().map(run_to_wire).collect(),
@@ -134,6 +136,7 @@ impl RunService for RunServiceImpl {
                 from,
                 &run_options(request.options),
             )
+            .await
             .map_err(status_from_run_error)?;
         Ok(Response::new(WireEvents::new(events)))
     }

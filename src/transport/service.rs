@@ -56,9 +56,11 @@ pub fn status_from_run_error(error: RunError) -> Status {
         RunError::Panicked { .. } | RunError::Internal(_) => Status::internal(message),
         RunError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
         RunError::Busy { .. } => Status::resource_exhausted(message),
-        RunError::ShuttingDown | RunError::Interrupted | RunError::Unavailable(_) => {
-            Status::unavailable(message)
-        }
+        RunError::ShuttingDown
+        | RunError::Interrupted
+        | RunError::Unavailable(_)
+        | RunError::StoreUnavailable { .. }
+        | RunError::ReplicaLost { .. } => Status::unavailable(message),
         RunError::Cancelled | RunError::CancelRequested => Status::cancelled(message),
         RunError::FailedPrecondition(_) => Status::failed_precondition(message),
     }
@@ -112,6 +114,14 @@ impl Stream for WireEvents {
     }
 }
 
+/// Waits until a started run is recorded in the run store, so that every replica knows the id
+/// its caller gets. (Boxed where awaited: a handler of a run already recorded, as every run of
+/// the memory store is, carries none of this.)
+pub(crate) async fn stored(mut handle: RunHandle) -> Result<RunHandle, Status> {
+    handle.stored().await.map_err(status_from_run_error)?;
+    Ok(handle)
+}
+
 /// The streaming response for a started run, with its id in the initial metadata.
 pub(crate) fn stream_response(handle: RunHandle) -> Response<WireEvents> {
     let mut response = Response::new(WireEvents::new(handle.events));
@@ -154,6 +164,11 @@ impl ToolService for ToolServiceImpl {
             .engine
             .run_tool(tool_run_request(request.into_inner(), deadline))
             .map_err(status_from_run_error)?;
+        let handle = if handle.is_stored() {
+            handle
+        } else {
+            Box::pin(stored(handle)).await?
+        };
         Ok(stream_response(handle))
     }
 
@@ -168,6 +183,11 @@ impl ToolService for ToolServiceImpl {
             .agent
             .start(agent_request(request.into_inner(), deadline))
             .map_err(status_from_run_error)?;
+        let handle = if handle.is_stored() {
+            handle
+        } else {
+            Box::pin(stored(handle)).await?
+        };
         Ok(stream_response(handle))
     }
 }

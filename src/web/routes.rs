@@ -93,26 +93,28 @@ fn wants_run(headers: &HeaderMap) -> bool {
 }
 
 /// The response to a started run: its events as SSE, or (detached) the `Run` with 202.
-fn started(state: &WebState, handle: RunHandle, detached: bool) -> Response {
-    let RunHandle { run_id, events } = handle;
+/// Answers once the run is recorded in the run store, so that every replica knows its id.
+async fn started(
+    state: &WebState,
+    mut handle: RunHandle,
+    detached: bool,
+) -> Result<Response, ApiError> {
+    handle.stored().await?;
+    let RunHandle { run_id, events, .. } = handle;
     if !detached {
-        return sse_response(&run_id, events, state.http.keep_alive);
+        return Ok(sse_response(&run_id, events, state.http.keep_alive));
     }
     // Started with ON_DISCONNECT_CONTINUE: dropping the stream leaves the run going.
     drop(events);
-    match state.engine.get_run(&run_id) {
-        Ok(run) => {
-            let mut response = json_response(StatusCode::ACCEPTED, &run_to_wire(run));
-            if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{run_id}")) {
-                response.headers_mut().insert(header::LOCATION, location);
-            }
-            if let Ok(value) = HeaderValue::from_str(&run_id) {
-                response.headers_mut().insert("x-run-id", value);
-            }
-            response
-        }
-        Err(error) => ApiError::from(error).into_response(),
+    let run = state.engine.get_run(&run_id).await?;
+    let mut response = json_response(StatusCode::ACCEPTED, &run_to_wire(run));
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{run_id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
     }
+    if let Ok(value) = HeaderValue::from_str(&run_id) {
+        response.headers_mut().insert("x-run-id", value);
+    }
+    Ok(response)
 }
 
 fn detach(options: &mut Option<pb::RunOptions>) {
@@ -151,7 +153,7 @@ pub(super) async fn run_tool(
     let handle = state
         .engine
         .run_tool(tool_run_request(request, deadline(&headers)))?;
-    Ok(started(&state, handle, detached))
+    started(&state, handle, detached).await
 }
 
 /// `POST /v1/agent/runs`, body `{"prompt", "tools", "model", "maxSteps", "systemPrompt",
@@ -169,7 +171,7 @@ pub(super) async fn run_agent(
     let handle = state
         .agent
         .start(agent_request(request, deadline(&headers)))?;
-    Ok(started(&state, handle, detached))
+    started(&state, handle, detached).await
 }
 
 /// `GET /v1/runs?state=&tool=&pageSize=&pageToken=`: ListRunsResponse. `state` takes the enum's
@@ -275,7 +277,8 @@ pub(super) async fn run_events(
     // A watcher leaving never affects the run.
     let events = state
         .engine
-        .watch_run(&run_id, from, &run_options(Some(options)))?;
+        .watch_run(&run_id, from, &run_options(Some(options)))
+        .await?;
     Ok(sse_response(&run_id, events, state.http.keep_alive))
 }
 
