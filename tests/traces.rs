@@ -164,13 +164,7 @@ async fn a_callers_trace_reaches_the_run_and_the_remote_toolstream_and_is_flushe
             .unwrap(),
     );
     let response = client.run_tool(request).await.unwrap();
-    let run_id = response
-        .metadata()
-        .get("x-run-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let run_id = common::x_run_id(response.metadata());
     let (events, status) = common::collect(response.into_inner()).await;
     assert!(status.is_none(), "{status:?}");
     assert!(common::result_value(events.last().unwrap()).is_some());
