@@ -23,6 +23,7 @@ use crate::agent::openai::OpenAiProvider;
 use crate::agent::{
     Agent, AgentSettings, DEFAULT_MAX_PARALLEL_CALLS, DEFAULT_MAX_STEPS, ModelProvider,
 };
+use crate::auth::{AuthConfig, Authenticator};
 use crate::config::{HttpConfig, Limits, ModelConfig};
 use crate::engine::Engine;
 use crate::listener::{self, Sessions};
@@ -30,6 +31,7 @@ use crate::pb;
 use crate::pb::encoded::run_service_server::RunServiceServer;
 use crate::pb::encoded::tool_service_server::ToolServiceServer;
 use crate::registry::ToolRegistry;
+use crate::tls::ServerTls;
 use crate::tools::from_config::BuildError;
 use crate::transport::{RunServiceImpl, ToolServiceImpl};
 use crate::web::{self, WebState};
@@ -56,6 +58,9 @@ pub enum ServeError {
     /// Reflection could not be built from the descriptors.
     #[error("cannot build server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The transport failed.
     #[error("server error: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -67,6 +72,8 @@ pub struct Server {
     limits: Limits,
     agent: AgentSettings,
     http: HttpConfig,
+    tls: Option<Arc<ServerTls>>,
+    auth: AuthConfig,
 }
 
 impl Server {
@@ -78,7 +85,22 @@ impl Server {
             limits,
             agent: AgentSettings::default(),
             http: HttpConfig::default(),
+            tls: None,
+            auth: AuthConfig::default(),
         }
+    }
+
+    /// Serves every protocol over TLS with `tls` (its files are watched for new certificates
+    /// while the server runs).
+    pub fn with_tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(Arc::new(tls));
+        self
+    }
+
+    /// Requires credentials as `auth` says (off unless it names tokens or client certificates).
+    pub fn with_auth(mut self, auth: AuthConfig) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// Sets the HTTP side: CORS origins, keep-alives, WebSocket bounds.
@@ -129,7 +151,13 @@ impl Server {
             limits,
             agent,
             http,
+            tls,
+            auth,
         } = self;
+        warn_if_exposed(&listener, tls.is_some(), &auth);
+        if let Some(tls) = &tls {
+            ServerTls::keep_current(tls);
+        }
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in SERVICE_NAMES {
             health
@@ -178,6 +206,7 @@ impl Server {
                 max_message_bytes: limits.max_message_bytes,
                 sessions: sessions.clone(),
             },
+            Arc::new(Authenticator::new(auth)),
         );
 
         // Progress is many small messages: Nagle's algorithm would hold them back.
@@ -210,8 +239,32 @@ impl Server {
 
         // Graceful close waits for every stream to drain, which a client that stopped reading
         // never lets happen: once the runs ended, connections get CLOSE_TIMEOUT, then are dropped.
-        listener::serve(incoming, app, &limits, sessions, drain, CLOSE_TIMEOUT).await;
+        listener::serve(incoming, tls, app, &limits, sessions, drain, CLOSE_TIMEOUT).await;
         Ok(())
+    }
+}
+
+/// Logs a warning when the server is reachable from other machines without auth (anyone can run
+/// every tool) or with tokens but without TLS (tokens cross the network in clear).
+fn warn_if_exposed(listener: &TcpListener, tls: bool, auth: &AuthConfig) {
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    if addr.ip().is_loopback() {
+        return;
+    }
+    if !auth.is_enabled() {
+        tracing::warn!(
+            listen = %addr,
+            "auth is off and the server listens beyond loopback: anyone who can reach {addr} can \
+             run every tool and see every run; configure [[auth.tokens]] (docs/operations.md)"
+        );
+    } else if !tls {
+        tracing::warn!(
+            listen = %addr,
+            "auth is on but TLS is off: bearer tokens cross the network in clear; set \
+             --tls-cert and --tls-key"
+        );
     }
 }
 

@@ -6,6 +6,7 @@ use anyhow::Context;
 use futures::FutureExt;
 use toolstream::config::{Config, LogFormat, Overrides};
 use toolstream::server::{Server, shutdown_signal};
+use toolstream::tls::ServerTls;
 use toolstream::tools::from_config::build_registry;
 use tracing_subscriber::EnvFilter;
 
@@ -26,6 +27,9 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             api_key: args.api_key,
             api_key_file: args.api_key_file,
             max_steps: args.max_steps,
+            tls_cert: args.tls_cert,
+            tls_key: args.tls_key,
+            tls_client_ca: args.tls_client_ca,
         },
     )?;
     init_logs(config.log_format);
@@ -59,13 +63,31 @@ async fn serve_until(
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let tls = match &config.tls {
+        Some(files) => Some(ServerTls::load(files.clone())?),
+        None => None,
+    };
+    let principals: Vec<&str> = config
+        .auth
+        .tokens
+        .iter()
+        .map(|token| &*token.principal.name)
+        .collect();
     tracing::info!(
         listen = %listener.local_addr()?,
         root = %config.root.display(),
         tools = ?tools,
+        tls = tls.is_some(),
+        mtls = tls.as_ref().is_some_and(ServerTls::requires_client_cert),
+        auth = config.auth.is_enabled(),
+        principals = ?principals,
         "toolstream serving"
     );
-    Server::new(registry, config.limits)
+    let mut server = Server::new(registry, config.limits).with_auth(config.auth.clone());
+    if let Some(tls) = tls {
+        server = server.with_tls(tls);
+    }
+    server
         .with_http(config.http)
         .with_model(&config.model)?
         .serve(listener, shutdown)

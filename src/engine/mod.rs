@@ -58,6 +58,8 @@ pub struct ToolRunRequest {
     pub options: RunOptions,
     /// How long the client waits, from now.
     pub deadline: Option<Duration>,
+    /// The principal the run belongs to (`None` with auth off).
+    pub owner: Option<Arc<str>>,
 }
 
 /// A started run: its id, and its caller's stream of events.
@@ -79,6 +81,8 @@ pub struct Engine {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     runs: Arc<RunTable>,
+    /// Runs in progress per principal, for `[auth] max_runs_per_principal`.
+    owners: Arc<OwnerRuns>,
 }
 
 impl Engine {
@@ -92,6 +96,7 @@ impl Engine {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             runs: Arc::new(RunTable::new(limits.retention, limits.max_runs)),
+            owners: Arc::new(OwnerRuns::default()),
         })
     }
 
@@ -114,6 +119,7 @@ impl Engine {
             tool: name.clone(),
             options: request.options,
             deadline: request.deadline,
+            owner: request.owner,
             ..RunStarted::default()
         };
         self.start_run(started, move |run| async move {
@@ -134,11 +140,21 @@ impl Engine {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(RunError::ShuttingDown);
         }
+        // The principal's slot first: a principal at its limit must not take a server-wide
+        // permit, even for a moment.
+        let owner_slot = match (&started.owner, self.limits.max_runs_per_principal) {
+            (Some(owner), Some(limit)) => Some(OwnerRuns::take(&self.owners, owner, limit)?),
+            _ => None,
+        };
         let permit = Arc::clone(&self.permits)
             .try_acquire_owned()
             .map_err(|_| RunError::Busy {
                 limit: self.limits.max_concurrent_runs,
             })?;
+        let permit = RunPermit {
+            _server: permit,
+            _owner: owner_slot,
+        };
 
         let run_id: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
         let log = RunLog::new(
@@ -158,6 +174,7 @@ impl Engine {
         let record = self.runs.insert(
             started.tool.clone(),
             agent,
+            started.owner.clone(),
             Arc::clone(&log),
             cancel.clone(),
         );
@@ -289,8 +306,58 @@ impl Engine {
     }
 }
 
+/// What a run holds while it is in progress: its place under the server's limit and, with a
+/// per-principal limit, under its principal's. Both are given back when the run ends.
+struct RunPermit {
+    _server: OwnedSemaphorePermit,
+    _owner: Option<OwnerSlot>,
+}
+
+/// How many runs each principal has in progress.
+#[derive(Default)]
+struct OwnerRuns {
+    counts: std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>,
+}
+
+impl OwnerRuns {
+    /// One more run for `owner`, unless it has `limit` in progress already.
+    fn take(runs: &Arc<OwnerRuns>, owner: &Arc<str>, limit: usize) -> Result<OwnerSlot, RunError> {
+        let mut counts = runs.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(Arc::clone(owner)).or_insert(0);
+        if *count >= limit {
+            return Err(RunError::PrincipalBusy {
+                principal: owner.to_string(),
+                limit,
+            });
+        }
+        *count += 1;
+        Ok(OwnerSlot {
+            runs: Arc::clone(runs),
+            owner: Arc::clone(owner),
+        })
+    }
+}
+
+/// One run of a principal in progress; counted until dropped.
+struct OwnerSlot {
+    runs: Arc<OwnerRuns>,
+    owner: Arc<str>,
+}
+
+impl Drop for OwnerSlot {
+    fn drop(&mut self) {
+        let mut counts = self.runs.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.owner) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.owner);
+            }
+        }
+    }
+}
+
 struct RunTask<Fut> {
-    permit: OwnedSemaphorePermit,
+    permit: RunPermit,
     record: Arc<RunRecord>,
     runs: Arc<RunTable>,
     shutdown: CancellationToken,

@@ -59,6 +59,8 @@ pub struct RunSnapshot {
     pub result: Option<Value>,
     /// The error its streams ended with, when it failed or was cancelled.
     pub error: Option<RunError>,
+    /// The principal it belongs to (`None`: started with auth off).
+    pub owner: Option<Arc<str>>,
 }
 
 /// Which runs ListRuns returns.
@@ -72,6 +74,8 @@ pub struct RunFilter {
     pub page_size: usize,
     /// Where the previous page ended; empty for the first page.
     pub page_token: String,
+    /// Only runs of this principal (`None`: anyone's).
+    pub owner: Option<Arc<str>>,
 }
 
 /// A page of runs, newest first.
@@ -97,6 +101,7 @@ pub(crate) enum CancelReason {
 pub(crate) struct RunRecord {
     pub(crate) tool: String,
     pub(crate) agent: bool,
+    pub(crate) owner: Option<Arc<str>>,
     pub(crate) create_time: SystemTime,
     pub(crate) log: Arc<RunLog>,
     pub(crate) cancel: CancellationToken,
@@ -161,6 +166,7 @@ impl RunRecord {
             progress,
             result,
             error,
+            owner: self.owner.clone(),
         }
     }
 }
@@ -205,6 +211,7 @@ impl RunTable {
         &self,
         tool: String,
         agent: bool,
+        owner: Option<Arc<str>>,
         log: Arc<RunLog>,
         cancel: CancellationToken,
     ) -> Arc<RunRecord> {
@@ -215,6 +222,7 @@ impl RunTable {
         let record = Arc::new(RunRecord {
             tool,
             agent,
+            owner,
             create_time: SystemTime::now(),
             log,
             cancel,
@@ -267,6 +275,7 @@ impl RunTable {
                 .range(..before)
                 .rev()
                 .filter(|(_, record)| filter.tool.as_ref().is_none_or(|tool| &record.tool == tool))
+                .filter(|(_, record)| filter.owner.is_none() || record.owner == filter.owner)
                 .map(|(_, record)| Arc::clone(record))
                 .collect()
         };

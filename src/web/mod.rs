@@ -34,10 +34,13 @@ use tonic_health::server::HealthService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::agent::Agent;
+use crate::auth::{Access, Authenticator};
 use crate::config::HttpConfig;
 use crate::engine::Engine;
 use crate::listener::Sessions;
 use crate::transport::{RunServiceImpl, ToolServiceImpl};
+
+pub(crate) use error::ApiError;
 
 /// What every handler reaches.
 #[derive(Clone)]
@@ -55,9 +58,22 @@ pub(crate) struct WebState {
     pub(crate) sessions: Sessions,
 }
 
-/// The whole application: `grpc` (the gRPC services' router) with the web routes beside it and
-/// CORS around both when `[http] cors_origins` names any.
-pub(crate) fn router(grpc: Router, state: WebState) -> Router {
+/// The caller's [`Access`], as the auth layer recorded it.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Access {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Access::of_http(&parts.extensions))
+    }
+}
+
+/// The whole application: `grpc` (the gRPC services' router) with the web routes beside it, the
+/// auth layer around both (`crate::auth::layer`), and CORS outside it when `[http] cors_origins`
+/// names any (a preflight carries no credentials).
+pub(crate) fn router(grpc: Router, state: WebState, auth: Arc<Authenticator>) -> Router {
     let cors = cors_layer(&state.http.cors_origins);
     let web = Router::new()
         .route("/", get(page::index))
@@ -78,7 +94,13 @@ pub(crate) fn router(grpc: Router, state: WebState) -> Router {
         .with_state(state);
     // The gRPC router has a fallback (UNIMPLEMENTED) and the web one none, so they merge; the
     // fallback is then replaced by one that answers gRPC and HTTP clients each in their terms.
-    let app = grpc.merge(web).fallback(routes::not_found);
+    let app =
+        grpc.merge(web)
+            .fallback(routes::not_found)
+            .layer(axum::middleware::from_fn_with_state(
+                auth,
+                crate::auth::layer::authenticate,
+            ));
     match cors {
         Some(cors) => app.layer(cors),
         None => app,
