@@ -15,6 +15,11 @@
 //! url = "https://api.openai.com/v1"
 //! api_key_file = "/run/secrets/model-key"   # or api_key_env = "OPENAI_API_KEY"
 //!
+//! [runs]
+//! store = "redis://127.0.0.1:6379/0"        # default "memory"; see docs/replicas.md
+//! key_prefix = "toolstream:"
+//! lease_secs = 10
+//!
 //! [http]
 //! cors_origins = ["https://app.example.com"]   # none by default: same origin only
 //! keep_alive_secs = 15                          # SSE comment lines and WebSocket pings
@@ -102,6 +107,10 @@ struct RunsFile {
     retention_secs: Option<u64>,
     max_runs: Option<usize>,
     max_events_per_run: Option<usize>,
+    store: Option<String>,
+    key_prefix: Option<String>,
+    lease_secs: Option<u64>,
+    replica_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,6 +279,108 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     /// `--tls-client-ca` / `TOOLSTREAM_TLS_CLIENT_CA`.
     pub tls_client_ca: Option<PathBuf>,
+    /// `--store` / `TOOLSTREAM_STORE`.
+    pub store: Option<String>,
+}
+
+/// The default `[runs] key_prefix`.
+pub const DEFAULT_KEY_PREFIX: &str = "toolstream:";
+/// The default `[runs] lease_secs`.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// Where runs are kept: `memory` (this process only) or a Redis shared by several replicas.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `memory`, or `redis://[:password@]host:port/db` (also `redis+unix:///path`).
+    pub url: String,
+    /// Every Redis key starts with this, so several fleets can share one Redis.
+    pub key_prefix: String,
+    /// A dead replica's runs end UNAVAILABLE within this long of its last lease renewal (its
+    /// lease lapses after two thirds of it; see `docs/replicas.md`).
+    pub lease: Duration,
+    /// The start of this replica's id (a random suffix follows); default: the host name.
+    pub replica_name: Option<String>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "memory".to_owned(),
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            lease: DEFAULT_LEASE,
+            replica_name: None,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// A Redis store at `url` with the default settings.
+    pub fn redis(url: impl Into<String>) -> Self {
+        StoreConfig {
+            url: url.into(),
+            ..StoreConfig::default()
+        }
+    }
+
+    /// Whether runs stay in this process's memory.
+    pub fn is_memory(&self) -> bool {
+        self.url == "memory"
+    }
+
+    /// The URL without its password, for logs and error messages.
+    pub fn redacted_url(&self) -> String {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return self.url.clone();
+        };
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        match rest[..authority_end].rfind('@') {
+            Some(at) => {
+                let user = rest[..at].split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***{}", &rest[at..])
+            }
+            None => self.url.clone(),
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        const SCHEMES: [&str; 3] = ["redis://", "redis+unix://", "unix://"];
+        if self.url.starts_with("rediss://") {
+            return Err(ConfigError::Invalid {
+                key: "runs.store",
+                message: "TLS to Redis (rediss://) is not built in; use redis:// on a trusted \
+                          network or through a TLS tunnel"
+                    .into(),
+            });
+        }
+        if !self.is_memory() && !SCHEMES.iter().any(|scheme| self.url.starts_with(scheme)) {
+            return Err(ConfigError::Invalid {
+                key: "runs.store",
+                message: format!(
+                    "{:?} is neither \"memory\" nor a Redis URL like redis://127.0.0.1:6379/0 \
+                     (set by --store, TOOLSTREAM_STORE or [runs] store)",
+                    self.redacted_url()
+                ),
+            });
+        }
+        if self.lease.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "runs.lease_secs",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.redacted_url())
+            .field("key_prefix", &self.key_prefix)
+            .field("lease", &self.lease)
+            .field("replica_name", &self.replica_name)
+            .finish()
+    }
 }
 
 /// Limits of the server.
@@ -336,6 +447,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[[tools]]` entries of the config file, in order.
     pub tools: Vec<toml::Table>,
+    /// Where runs are kept.
+    pub store: StoreConfig,
     /// The config file, when one was given (relative paths in it are relative to its directory).
     pub path: Option<PathBuf>,
 }
@@ -411,6 +524,22 @@ impl Config {
                 message: "must be at least 1 (leave it out for no per-principal limit)".into(),
             });
         }
+        let store = StoreConfig {
+            url: overrides
+                .store
+                .or(file.runs.store)
+                .unwrap_or_else(|| StoreConfig::default().url),
+            key_prefix: file
+                .runs
+                .key_prefix
+                .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned()),
+            lease: file
+                .runs
+                .lease_secs
+                .map_or(DEFAULT_LEASE, Duration::from_secs),
+            replica_name: file.runs.replica_name,
+        };
+        store.check()?;
         if limits.max_events_per_run < 2 {
             return Err(ConfigError::Invalid {
                 key: "runs.max_events_per_run",
@@ -514,6 +643,7 @@ impl Config {
             tls,
             auth,
             tools: file.tools,
+            store,
             path: path.map(Path::to_owned),
         })
     }
@@ -792,6 +922,42 @@ mod tests {
         };
         let message = Config::load(None, overrides).unwrap_err().to_string();
         assert!(message.contains("--api-key-file"), "{message}");
+    }
+
+    #[test]
+    fn the_run_store_comes_from_the_flag_or_the_file_and_hides_its_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("toolstream.toml");
+        std::fs::write(
+            &path,
+            "[runs]\nstore = \"redis://:secret@10.0.0.1:6379/2\"\nkey_prefix = \"ts:\"\n\
+             lease_secs = 3\nreplica_name = \"web\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), Overrides::default()).unwrap();
+        assert_eq!(config.store.key_prefix, "ts:");
+        assert_eq!(config.store.lease, Duration::from_secs(3));
+        assert_eq!(config.store.replica_name.as_deref(), Some("web"));
+        assert_eq!(config.store.redacted_url(), "redis://:***@10.0.0.1:6379/2");
+        assert!(!format!("{:?}", config.store).contains("secret"));
+
+        let overrides = Overrides {
+            store: Some("memory".into()),
+            ..Overrides::default()
+        };
+        let config = Config::load(Some(&path), overrides).unwrap();
+        assert!(config.store.is_memory());
+        assert_eq!(
+            Config::load(None, Overrides::default()).unwrap().store.url,
+            "memory"
+        );
+
+        let overrides = Overrides {
+            store: Some("postgres://db".into()),
+            ..Overrides::default()
+        };
+        let message = Config::load(None, overrides).unwrap_err().to_string();
+        assert!(message.contains("runs.store"), "{message}");
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //! 2. [`registry`]: name → tool, with each tool's JSON Schemas; validates arguments before a run.
 //! 3. [`engine`]: one run per call, held as a resource: its log of events (sequence numbers,
 //!    coalescing, gaps, the estimate of each call's time left) read by any number of streams, the
-//!    table of runs (lookup, listing, retention, cancellation), deadlines, the limit on concurrent
-//!    runs, graceful draining.
+//!    table of runs (lookup, listing, retention, cancellation), the run store those live in
+//!    (memory, or Redis shared by several replicas), deadlines, the limit on concurrent runs,
+//!    graceful draining.
 //! 4. [`agent`]: a language model that calls tools, as a run of the engine; the model behind a
 //!    [`agent::ModelProvider`] trait, with an OpenAI-compatible implementation.
 //! 5. [`transport`]: the tonic services (`ToolService`, `RunService`), thin adapters between the

@@ -6,6 +6,8 @@
 //! Kubernetes stop sending work; `/healthz` answers 503), the engine refuses new runs with
 //! UNAVAILABLE, runs in progress get the grace period to finish, the rest are cancelled, and then
 //! connections are closed (WebSockets with a close frame).
+//!
+//! Health also follows the run store: NOT_SERVING while a shared store cannot be reached.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthService;
+use tonic_health::server::{HealthReporter, HealthService};
 use tonic_web::GrpcWebLayer;
 use tower::Layer;
 
@@ -25,7 +27,7 @@ use crate::agent::{
 };
 use crate::auth::{AuthConfig, Authenticator};
 use crate::config::{HttpConfig, Limits, ModelConfig};
-use crate::engine::Engine;
+use crate::engine::{Engine, Store};
 use crate::listener::{self, Sessions};
 use crate::pb;
 use crate::pb::encoded::run_service_server::RunServiceServer;
@@ -109,6 +111,12 @@ impl Server {
         self
     }
 
+    /// Keeps runs in `store` (the in-memory store otherwise).
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.engine = Engine::with_store(Arc::clone(self.engine.registry()), self.limits, store);
+        self
+    }
+
     /// Lets RunAgent use the model `config` describes (no URL: RunAgent stays unavailable).
     pub fn with_model(self, config: &ModelConfig) -> Result<Self, ServeError> {
         let provider: Option<Arc<dyn ModelProvider>> = match &config.url {
@@ -164,6 +172,13 @@ impl Server {
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
         }
+        // Set once shutdown began: health then stays NOT_SERVING whatever the store does.
+        let shutting_down = Arc::new(tokio::sync::Mutex::new(false));
+        tokio::spawn(follow_store_health(
+            engine.store_health(),
+            health.clone(),
+            Arc::clone(&shutting_down),
+        ));
 
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -222,13 +237,10 @@ impl Server {
                 active_runs = engine.active_runs(),
                 "shutting down: no new runs, draining"
             );
-            health
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            for name in SERVICE_NAMES {
-                health
-                    .set_service_status(name, ServingStatus::NotServing)
-                    .await;
+            {
+                let mut shutting_down = shutting_down.lock().await;
+                *shutting_down = true;
+                set_health(&health, ServingStatus::NotServing).await;
             }
             // Every run ends here, so every stream of one (gRPC, SSE, WebSocket) ends with it.
             let cancelled = engine.drain(grace).await;
@@ -265,6 +277,40 @@ fn warn_if_exposed(listener: &TcpListener, tls: bool, auth: &AuthConfig) {
             "auth is on but TLS is off: bearer tokens cross the network in clear; set \
              --tls-cert and --tls-key"
         );
+    }
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        health.set_service_status(name, status).await;
+    }
+}
+
+/// Health follows the run store: NOT_SERVING while it cannot be reached, SERVING again when it
+/// can, until shutdown begins.
+async fn follow_store_health(
+    mut store: tokio::sync::watch::Receiver<bool>,
+    health: HealthReporter,
+    shutting_down: Arc<tokio::sync::Mutex<bool>>,
+) {
+    loop {
+        let reachable = *store.borrow_and_update();
+        {
+            let shutting_down = shutting_down.lock().await;
+            if *shutting_down {
+                return;
+            }
+            let status = if reachable {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_health(&health, status).await;
+        }
+        if store.changed().await.is_err() {
+            return;
+        }
     }
 }
 

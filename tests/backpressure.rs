@@ -55,7 +55,7 @@ async fn a_stalled_reader_leaves_the_run_log_within_its_bound() {
         most_held <= bound && held <= bound,
         "the log held {most_held} events (now {held}); bound {bound}"
     );
-    let run = server.engine.get_run(&run_id).unwrap();
+    let run = server.engine.get_run(&run_id).await.unwrap();
     assert_eq!(run.last_sequence, count + 2);
     // The stalled reader still gets the result.
     let (events, status) = collect(stream).await;

@@ -1,5 +1,9 @@
 //! RunService: runs outlive their connection; anyone can look one up, list, watch from a cursor or
 //! the latest state, and cancel it; the log behind it is bounded and says when events are gone.
+//!
+//! A conformance suite: every case runs against each run store (`memory::…` and `redis::…`).
+//! With Redis, runs execute on one replica and every RunService call goes to another replica
+//! sharing the same redis-server, so the cases hold for the fleet, not just for one process.
 
 mod common;
 
@@ -8,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{
-    TestServer, collect, endless_tool, eventually, registry_with, result_value, run_request,
+    Backend, Fleet, collect, endless_tool, eventually, registry_with, result_value, run_request,
 };
 use serde_json::json;
 use tonic::Code;
@@ -23,8 +27,15 @@ use toolstream::pb::{
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn runs(server: &TestServer) -> RunServiceClient<Channel> {
-    RunServiceClient::new(server.channel().await)
+/// The servers of a case with the built-in tools.
+async fn fleet(backend: Backend) -> Fleet {
+    let root = std::env::current_dir().unwrap();
+    Fleet::start(backend, || registry_with(&root, vec![]), Limits::default()).await
+}
+
+/// A RunService client (on another replica than the runs' with Redis).
+async fn runs(fleet: &Fleet) -> RunServiceClient<Channel> {
+    RunServiceClient::new(fleet.observer().channel().await)
 }
 
 fn detached(tool: &str, arguments: serde_json::Value) -> pb::RunToolRequest {
@@ -99,12 +110,13 @@ fn kinds(events: &[pb::RunEvent]) -> Vec<&'static str> {
         .collect()
 }
 
-/// A server with the `endless` test tool, and the flag it sets once a run stopped it.
-async fn endless_server() -> (TestServer, Arc<AtomicBool>) {
+/// The servers of a case with the `endless` test tool, and the flag it sets once a run stopped it.
+async fn endless_fleet(backend: Backend) -> (Fleet, Arc<AtomicBool>) {
     let stopped = Arc::new(AtomicBool::new(false));
     let root = std::env::current_dir().unwrap();
-    let server = TestServer::start_with(
-        registry_with(&root, vec![endless_tool(Arc::clone(&stopped))]),
+    let server = Fleet::start(
+        backend,
+        || registry_with(&root, vec![endless_tool(Arc::clone(&stopped))]),
         Limits::default(),
     )
     .await;
@@ -121,9 +133,10 @@ fn run_id_of(response: &tonic::Response<tonic::Streaming<pb::RunEvent>>) -> Stri
         .to_owned()
 }
 
-#[tokio::test]
-async fn a_detached_run_finishes_after_its_caller_left_and_get_run_has_its_result() {
-    let server = TestServer::start().await;
+async fn a_detached_run_finishes_after_its_caller_left_and_get_run_has_its_result(
+    backend: Backend,
+) {
+    let server = fleet(backend).await;
     let response = server
         .client()
         .await
@@ -149,9 +162,8 @@ async fn a_detached_run_finishes_after_its_caller_left_and_get_run_has_its_resul
     assert_eq!(run.error_code, 0);
 }
 
-#[tokio::test]
-async fn by_default_the_caller_leaving_cancels_the_run() {
-    let (server, stopped) = endless_server().await;
+async fn by_default_the_caller_leaving_cancels_the_run(backend: Backend) {
+    let (server, stopped) = endless_fleet(backend).await;
     let response = server
         .client()
         .await
@@ -160,7 +172,12 @@ async fn by_default_the_caller_leaving_cancels_the_run() {
         .unwrap();
     let run_id = run_id_of(&response);
     let mut stream = response.into_inner();
-    stream.message().await.unwrap().unwrap();
+    // The tool is running once its first progress arrived (with a shared store the run starts
+    // once it is recorded, so `started` alone does not say so).
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(matches!(first.event, Some(Event::Started(_))));
+    let progress = stream.message().await.unwrap().unwrap();
+    assert!(matches!(progress.event, Some(Event::Progress(_))));
     drop(stream);
 
     let mut client = runs(&server).await;
@@ -170,9 +187,8 @@ async fn by_default_the_caller_leaving_cancels_the_run() {
     eventually(WAIT, "the tool to stop", || stopped.load(Ordering::SeqCst)).await;
 }
 
-#[tokio::test]
-async fn watching_from_a_cursor_completes_the_history_without_duplicates() {
-    let server = TestServer::start().await;
+async fn watching_from_a_cursor_completes_the_history_without_duplicates(backend: Backend) {
+    let server = fleet(backend).await;
     let response = server
         .client()
         .await
@@ -208,9 +224,8 @@ async fn watching_from_a_cursor_completes_the_history_without_duplicates() {
     assert!(all.iter().all(|e| e.run_id == run_id));
 }
 
-#[tokio::test]
-async fn a_finished_run_replays_in_full_and_a_failed_run_ends_with_its_status() {
-    let server = TestServer::start().await;
+async fn a_finished_run_replays_in_full_and_a_failed_run_ends_with_its_status(backend: Backend) {
+    let server = fleet(backend).await;
     let (events, status) =
         common::run_tool(&server, "ticks", json!({"count": 5, "interval_ms": 0})).await;
     assert!(status.is_none());
@@ -228,7 +243,25 @@ async fn a_finished_run_replays_in_full_and_a_failed_run_ends_with_its_status() 
         .map(|e| e.sequence)
         .zip(kinds(&replay))
         .collect();
-    assert_eq!(original, replayed);
+    // Every event but progress, and the last progress (the newest of a call is never coalesced
+    // away), with the sequences the run gave them.
+    let kept = |events: &[(u64, &'static str)]| -> Vec<(u64, &'static str)> {
+        let last_progress = events.iter().rev().find(|(_, k)| *k == "progress").copied();
+        events
+            .iter()
+            .copied()
+            .filter(|e| e.1 != "progress" || Some(*e) == last_progress)
+            .collect()
+    };
+    assert_eq!(kept(&original), kept(&replayed));
+    assert!(
+        replayed.iter().all(|e| original.contains(e)),
+        "{replayed:?}"
+    );
+    if backend == Backend::Memory {
+        // One process holds every event; a shared store may coalesce progress it is sent.
+        assert_eq!(original, replayed);
+    }
 
     // A cursor at the end still gets the terminal event; one past it is refused.
     let last = events.last().unwrap().sequence;
@@ -277,9 +310,8 @@ async fn a_finished_run_replays_in_full_and_a_failed_run_ends_with_its_status() 
     assert_eq!(kinds(&replay)[0], "started");
 }
 
-#[tokio::test]
-async fn from_latest_starts_with_started_and_the_latest_progress_then_goes_live() {
-    let server = TestServer::start().await;
+async fn from_latest_starts_with_started_and_the_latest_progress_then_goes_live(backend: Backend) {
+    let server = fleet(backend).await;
     let response = server
         .client()
         .await
@@ -333,9 +365,8 @@ async fn from_latest_starts_with_started_and_the_latest_progress_then_goes_live(
     assert_eq!(cancelled.state(), RunState::Cancelled);
 }
 
-#[tokio::test]
-async fn cancel_run_ends_every_watcher_with_cancelled_and_is_idempotent() {
-    let (server, stopped) = endless_server().await;
+async fn cancel_run_ends_every_watcher_with_cancelled_and_is_idempotent(backend: Backend) {
+    let (server, stopped) = endless_fleet(backend).await;
     let response = server
         .client()
         .await
@@ -345,6 +376,9 @@ async fn cancel_run_ends_every_watcher_with_cancelled_and_is_idempotent() {
     let run_id = run_id_of(&response);
     let mut caller = response.into_inner();
     caller.message().await.unwrap().unwrap();
+    // The tool runs: its first progress arrived.
+    let progress = caller.message().await.unwrap().unwrap();
+    assert!(matches!(progress.event, Some(Event::Progress(_))));
 
     let mut watchers = Vec::new();
     for _ in 0..3 {
@@ -412,9 +446,8 @@ async fn cancel_run_ends_every_watcher_with_cancelled_and_is_idempotent() {
     );
 }
 
-#[tokio::test]
-async fn a_watcher_leaving_does_not_cancel_the_run() {
-    let server = TestServer::start().await;
+async fn a_watcher_leaving_does_not_cancel_the_run(backend: Backend) {
+    let server = fleet(backend).await;
     let response = server
         .client()
         .await
@@ -435,9 +468,8 @@ async fn a_watcher_leaving_does_not_cancel_the_run() {
     );
 }
 
-#[tokio::test]
-async fn unknown_runs_are_not_found_naming_the_id() {
-    let server = TestServer::start().await;
+async fn unknown_runs_are_not_found_naming_the_id(backend: Backend) {
+    let server = fleet(backend).await;
     let mut client = runs(&server).await;
     let status = get(&mut client, "nope-123").await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
@@ -455,9 +487,8 @@ async fn unknown_runs_are_not_found_naming_the_id() {
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn list_runs_is_newest_first_paged_and_filtered() {
-    let server = TestServer::start().await;
+async fn list_runs_is_newest_first_paged_and_filtered(backend: Backend) {
+    let server = fleet(backend).await;
     let mut ids = Vec::new();
     for count in 1..=5 {
         let (events, _) =
@@ -519,14 +550,13 @@ async fn list_runs_is_newest_first_paged_and_filtered() {
     assert_eq!(bad.code(), Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn finished_runs_expire_after_the_retention_time_and_beyond_max_runs() {
+async fn finished_runs_expire_after_the_retention_time_and_beyond_max_runs(backend: Backend) {
     let root = std::env::current_dir().unwrap();
     let limits = Limits {
         retention: Duration::from_millis(300),
         ..Limits::default()
     };
-    let server = TestServer::start_with(registry_with(&root, vec![]), limits).await;
+    let server = Fleet::start(backend, || registry_with(&root, vec![]), limits).await;
     let (events, _) =
         common::run_tool(&server, "ticks", json!({"count": 1, "interval_ms": 0})).await;
     let run_id = events[0].run_id.clone();
@@ -548,7 +578,7 @@ async fn finished_runs_expire_after_the_retention_time_and_beyond_max_runs() {
         max_runs: 2,
         ..Limits::default()
     };
-    let server = TestServer::start_with(registry_with(&root, vec![]), limits).await;
+    let server = Fleet::start(backend, || registry_with(&root, vec![]), limits).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         let (events, _) =
@@ -565,15 +595,14 @@ async fn finished_runs_expire_after_the_retention_time_and_beyond_max_runs() {
     get(&mut client, &ids[2]).await.expect("kept");
 }
 
-#[tokio::test]
-async fn a_log_past_its_bound_tells_a_late_reader_with_one_gap() {
+async fn a_log_past_its_bound_tells_a_late_reader_with_one_gap(backend: Backend) {
     let root = std::env::current_dir().unwrap();
     let limits = Limits {
         max_events_per_run: 4,
         event_buffer: 4,
         ..Limits::default()
     };
-    let server = TestServer::start_with(registry_with(&root, vec![]), limits).await;
+    let server = Fleet::start(backend, || registry_with(&root, vec![]), limits).await;
     let (events, status) =
         common::run_tool(&server, "ticks", json!({"count": 500, "interval_ms": 0})).await;
     assert!(status.is_none());
@@ -605,9 +634,8 @@ async fn a_log_past_its_bound_tells_a_late_reader_with_one_gap() {
     );
 }
 
-#[tokio::test]
-async fn a_silent_tool_gets_heartbeats_that_are_not_stored() {
-    let server = TestServer::start().await;
+async fn a_silent_tool_gets_heartbeats_that_are_not_stored(backend: Backend) {
+    let server = fleet(backend).await;
     let mut request = run_request("ticks", json!({"count": 2, "interval_ms": 600}));
     request.options = Some(RunOptions {
         heartbeat_interval_ms: 50,
@@ -656,9 +684,8 @@ async fn a_silent_tool_gets_heartbeats_that_are_not_stored() {
     );
 }
 
-#[tokio::test]
-async fn a_slow_watcher_beside_a_fast_one_gets_coalesced_progress_and_the_result() {
-    let server = TestServer::start().await;
+async fn a_slow_watcher_beside_a_fast_one_gets_coalesced_progress_and_the_result(backend: Backend) {
+    let server = fleet(backend).await;
     let response = server
         .client()
         .await
@@ -701,9 +728,8 @@ async fn a_slow_watcher_beside_a_fast_one_gets_coalesced_progress_and_the_result
     assert!(sequences.windows(2).all(|w| w[0] < w[1]));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_watchers_of_one_run_all_get_the_result() {
-    let server = TestServer::start().await;
+async fn a_thousand_watchers_of_one_run_all_get_the_result(backend: Backend) {
+    let server = fleet(backend).await;
     let response = server
         .client()
         .await
@@ -715,7 +741,7 @@ async fn a_thousand_watchers_of_one_run_all_get_the_result() {
     // Ten connections, a hundred streams each.
     let mut watchers = Vec::new();
     for _ in 0..10 {
-        let channel = server.channel().await;
+        let channel = server.observer().channel().await;
         for _ in 0..100 {
             let mut client = RunServiceClient::new(channel.clone());
             let run_id = run_id.clone();
@@ -737,13 +763,12 @@ async fn a_thousand_watchers_of_one_run_all_get_the_result() {
     }
 }
 
-#[tokio::test]
-async fn health_and_reflection_know_the_run_service() {
+async fn health_and_reflection_know_the_run_service(backend: Backend) {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
-    let server = TestServer::start().await;
-    let mut health = HealthClient::new(server.channel().await);
+    let server = fleet(backend).await;
+    let mut health = HealthClient::new(server.observer().channel().await);
     let status = health
         .check(HealthCheckRequest {
             service: "toolstream.v1.RunService".into(),
@@ -754,3 +779,43 @@ async fn health_and_reflection_know_the_run_service() {
         .status();
     assert_eq!(status, ServingStatus::Serving);
 }
+
+/// Each case, once per run store.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backend::Memory).await
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backend::Redis).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    a_detached_run_finishes_after_its_caller_left_and_get_run_has_its_result,
+    by_default_the_caller_leaving_cancels_the_run,
+    watching_from_a_cursor_completes_the_history_without_duplicates,
+    a_finished_run_replays_in_full_and_a_failed_run_ends_with_its_status,
+    from_latest_starts_with_started_and_the_latest_progress_then_goes_live,
+    cancel_run_ends_every_watcher_with_cancelled_and_is_idempotent,
+    a_watcher_leaving_does_not_cancel_the_run,
+    unknown_runs_are_not_found_naming_the_id,
+    list_runs_is_newest_first_paged_and_filtered,
+    finished_runs_expire_after_the_retention_time_and_beyond_max_runs,
+    a_log_past_its_bound_tells_a_late_reader_with_one_gap,
+    a_silent_tool_gets_heartbeats_that_are_not_stored,
+    a_slow_watcher_beside_a_fast_one_gets_coalesced_progress_and_the_result,
+    a_thousand_watchers_of_one_run_all_get_the_result,
+    health_and_reflection_know_the_run_service,
+);

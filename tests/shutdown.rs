@@ -185,7 +185,7 @@ async fn a_detached_run_is_cancelled_after_the_grace_period_and_its_state_says_w
         .unwrap()
         .to_owned();
     drop(response);
-    let run = server.engine.get_run(&run_id).unwrap();
+    let run = server.engine.get_run(&run_id).await.unwrap();
     assert_eq!(
         run.state,
         toolstream::engine::RunState::Running,
@@ -198,7 +198,7 @@ async fn a_detached_run_is_cancelled_after_the_grace_period_and_its_state_says_w
         .expect("shutdown ends")
         .unwrap()
         .unwrap();
-    let run = server.engine.get_run(&run_id).unwrap();
+    let run = server.engine.get_run(&run_id).await.unwrap();
     assert_eq!(run.state, toolstream::engine::RunState::Cancelled);
     let error = run.error.expect("the reason");
     assert!(error.to_string().contains("shut down"), "{error}");

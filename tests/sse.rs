@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::web::{Frame, SseReader, event_key, http, snake};
-use common::{TestServer, endless_tool, eventually, registry_with};
+use common::{TestServer, endless_tool, eventually, eventually_async, registry_with, run_is};
 use model::{StandIn, text, tool_calls};
 use serde_json::{Value, json};
 use toolstream::agent::AgentSettings;
@@ -345,14 +345,10 @@ async fn accept_json_starts_a_detached_run_that_can_be_watched_and_resumed() {
     // The caller is gone (the response ended) and the run goes on to its end.
     let engine = Arc::clone(&server.engine);
     let id = run_id.clone();
-    eventually(
+    eventually_async(
         Duration::from_secs(30),
         "the detached run to succeed",
-        || {
-            engine
-                .get_run(&id)
-                .is_ok_and(|run| run.state == RunState::Succeeded)
-        },
+        || run_is(&engine, &id, RunState::Succeeded),
     )
     .await;
     let run: Value = http()
@@ -485,7 +481,7 @@ async fn closing_the_http_response_cancels_the_run() {
     })
     .await;
     assert_eq!(
-        server.engine.get_run(&run_id).unwrap().state,
+        server.engine.get_run(&run_id).await.unwrap().state,
         RunState::Cancelled
     );
 }
@@ -506,11 +502,9 @@ async fn a_slow_http_reader_gets_coalesced_progress_and_the_log_stays_bounded() 
     // The reader stops reading while the tool runs: the tool is not slowed, nothing piles up.
     let engine = Arc::clone(&server.engine);
     let mut most_held = 0;
-    eventually(Duration::from_secs(120), "the run to finish", || {
+    eventually_async(Duration::from_secs(120), "the run to finish", || {
         most_held = most_held.max(engine.held_events(&run_id).unwrap_or(0));
-        engine
-            .get_run(&run_id)
-            .is_ok_and(|run| run.state == RunState::Succeeded)
+        run_is(&engine, &run_id, RunState::Succeeded)
     })
     .await;
     assert!(most_held <= 1000, "the log held {most_held} events");

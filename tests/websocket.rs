@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::web::event_key;
-use common::{TestServer, endless_tool, eventually, registry_with};
+use common::{TestServer, endless_tool, eventually, eventually_async, registry_with, run_is};
 use futures::{SinkExt, StreamExt};
 use model::{StandIn, text, tool_calls};
 use serde_json::{Value, json};
@@ -257,7 +257,7 @@ async fn watch_replays_a_run_and_cancel_stops_only_the_watch() {
         }
     }
     assert_eq!(
-        server.engine.get_run(&endless_id).unwrap().state,
+        server.engine.get_run(&endless_id).await.unwrap().state,
         RunState::Running
     );
     assert!(!stopped.load(Ordering::SeqCst));
@@ -429,10 +429,8 @@ async fn closing_the_socket_cancels_its_runs() {
     })
     .await;
     let engine = Arc::clone(&server.engine);
-    eventually(Duration::from_secs(10), "the run to be cancelled", || {
-        engine
-            .get_run(&run_id)
-            .is_ok_and(|run| run.state == RunState::Cancelled)
+    eventually_async(Duration::from_secs(10), "the run to be cancelled", || {
+        run_is(&engine, &run_id, RunState::Cancelled)
     })
     .await;
 }

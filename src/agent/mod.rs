@@ -69,7 +69,7 @@ pub struct AgentRequest {
     /// The client's deadline, from now.
     pub deadline: Option<Duration>,
     /// The principal the run belongs to (`None` with auth off).
-    pub owner: Option<Arc<str>>,
+    pub principal: Option<Arc<str>>,
 }
 
 /// Starts agent runs on an engine.
@@ -136,7 +136,7 @@ impl Agent {
             max_steps,
             options: request.options,
             deadline: request.deadline,
-            owner: request.owner,
+            principal: request.principal,
             ..RunStarted::default()
         };
         let conversation = run::Conversation {

@@ -188,7 +188,7 @@ impl Access {
     }
 
     /// The principal runs started by this call belong to.
-    pub fn owner(&self) -> Option<Arc<str>> {
+    pub fn principal(&self) -> Option<Arc<str>> {
         match self {
             Access::Open => None,
             Access::Principal(principal) => Some(Arc::clone(&principal.name)),
@@ -229,7 +229,7 @@ impl Access {
         mut request: ToolRunRequest,
     ) -> Result<RunHandle, RunError> {
         self.check_tool(&request.tool)?;
-        request.owner = self.owner();
+        request.principal = self.principal();
         engine.run_tool(request)
     }
 
@@ -262,7 +262,7 @@ impl Access {
                 }
             }
         }
-        request.owner = self.owner();
+        request.principal = self.principal();
         agent.start(request)
     }
 
@@ -270,13 +270,13 @@ impl Access {
     fn sees(&self, run: &RunSnapshot) -> bool {
         match self {
             Access::Open => true,
-            Access::Principal(principal) => run.owner.as_deref() == Some(&*principal.name),
+            Access::Principal(principal) => run.principal.as_deref() == Some(&*principal.name),
         }
     }
 
     /// GetRun: another principal's run is NOT_FOUND, exactly like an unknown id.
-    pub fn get_run(&self, engine: &Engine, run_id: &str) -> Result<RunSnapshot, RunError> {
-        let run = engine.get_run(run_id)?;
+    pub async fn get_run(&self, engine: &Engine, run_id: &str) -> Result<RunSnapshot, RunError> {
+        let run = engine.get_run(run_id).await?;
         if !self.sees(&run) {
             return Err(RunError::UnknownRun(run_id.to_owned()));
         }
@@ -284,28 +284,32 @@ impl Access {
     }
 
     /// WatchRun of a run the call may see.
-    pub fn watch_run(
+    pub async fn watch_run(
         &self,
         engine: &Engine,
         run_id: &str,
         from: ReadFrom,
         options: &RunOptions,
     ) -> Result<EventStream, RunError> {
-        // A run's owner never changes, so checking first is as good as checking together.
-        self.get_run(engine, run_id)?;
-        engine.watch_run(run_id, from, options)
+        // A run's principal never changes, so checking first is as good as checking together.
+        self.get_run(engine, run_id).await?;
+        engine.watch_run(run_id, from, options).await
     }
 
     /// CancelRun of a run the call may see.
     pub async fn cancel_run(&self, engine: &Engine, run_id: &str) -> Result<RunSnapshot, RunError> {
-        self.get_run(engine, run_id)?;
+        self.get_run(engine, run_id).await?;
         engine.cancel_run(run_id).await
     }
 
     /// ListRuns of the runs the call may see.
-    pub fn list_runs(&self, engine: &Engine, mut filter: RunFilter) -> Result<RunPage, RunError> {
-        filter.owner = self.owner();
-        engine.list_runs(&filter)
+    pub async fn list_runs(
+        &self,
+        engine: &Engine,
+        mut filter: RunFilter,
+    ) -> Result<RunPage, RunError> {
+        filter.principal = self.principal();
+        engine.list_runs(&filter).await
     }
 }
 

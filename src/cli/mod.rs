@@ -98,6 +98,15 @@ struct ServeArgs {
     /// Mutual TLS: clients need a certificate signed by a CA of this PEM file.
     #[arg(long, env = "TOOLSTREAM_TLS_CLIENT_CA", value_name = "FILE")]
     tls_client_ca: Option<PathBuf>,
+    /// Where runs are kept: "memory", or a Redis shared by several replicas
+    /// (redis://host:port/db) [default: memory].
+    #[arg(
+        long,
+        env = "TOOLSTREAM_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    store: Option<String>,
 }
 
 /// Where a client subcommand connects.

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use futures::FutureExt;
 use toolstream::config::{Config, LogFormat, Overrides};
+use toolstream::engine::Store;
 use toolstream::server::{Server, shutdown_signal};
 use toolstream::tls::ServerTls;
 use toolstream::tools::from_config::build_registry;
@@ -30,6 +31,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tls_cert: args.tls_cert,
             tls_key: args.tls_key,
             tls_client_ca: args.tls_client_ca,
+            store: args.store,
         },
     )?;
     init_logs(config.log_format);
@@ -60,6 +62,7 @@ async fn serve_until(
 ) -> anyhow::Result<()> {
     let registry = build_registry(&config).await?;
     let tools: Vec<String> = registry.specs().into_iter().map(|spec| spec.name).collect();
+    let store = Store::open(&config.store, &config.limits).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -81,6 +84,8 @@ async fn serve_until(
         mtls = tls.as_ref().is_some_and(ServerTls::requires_client_cert),
         auth = config.auth.is_enabled(),
         principals = ?principals,
+        store = store.name(),
+        replica = store.replica().unwrap_or("-"),
         "toolstream serving"
     );
     let mut server = Server::new(registry, config.limits).with_auth(config.auth.clone());
@@ -89,6 +94,7 @@ async fn serve_until(
     }
     server
         .with_http(config.http)
+        .with_store(store)
         .with_model(&config.model)?
         .serve(listener, shutdown)
         .await?;

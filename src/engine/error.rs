@@ -86,6 +86,26 @@ pub enum RunError {
     /// Something the run depends on cannot be reached.
     #[error("{0}")]
     Unavailable(String),
+    /// The run store (shared by the replicas) cannot be reached.
+    #[error(
+        "the run store {store} cannot be reached ({reason}); retry later or on another replica"
+    )]
+    StoreUnavailable {
+        /// The store, as configured (without a password).
+        store: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The replica executing the run stopped renewing its lease: it crashed, was killed or lost
+    /// the run store. How the run would have ended is unknown.
+    #[error(
+        "the replica {replica:?} running this run stopped renewing its lease (it crashed, was \
+         killed or lost the run store); the run's outcome is unknown: start it again"
+    )]
+    ReplicaLost {
+        /// The lost replica's id.
+        replica: String,
+    },
     /// Something broke inside the server or in what it talks to.
     #[error("{0}")]
     Internal(String),

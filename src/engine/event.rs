@@ -247,5 +247,5 @@ pub struct RunStarted {
     /// The deadline, from the start.
     pub deadline: Option<Duration>,
     /// The principal the run belongs to (`None` with auth off); never sent on the wire.
-    pub owner: Option<Arc<str>>,
+    pub principal: Option<Arc<str>>,
 }

@@ -16,6 +16,11 @@
 //!
 //! Progress is also where the server estimates the time each call has left ([`super::eta`]): the
 //! estimate is made once, as a report enters the log, and travels with the event.
+//!
+//! A log is also how a replica follows a run that executes on another replica (see
+//! [`super::store`]): the events read from the run store are [`replicate`](RunLog::replicate)d
+//! into a log of its own, with their original sequences and timestamps, and its readers work
+//! exactly as they do for a local run.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -73,6 +78,8 @@ pub(crate) struct LogState {
     superseded: usize,
     pub(crate) end: Option<RunEnd>,
     pub(crate) end_time: Option<SystemTime>,
+    /// The run's work is over and its end is being published: nothing but the end is logged.
+    sealed: bool,
     /// Readers waiting for the next event; a reader remembers its slot for the current
     /// generation, so re-registering is O(1) however many readers there are.
     wakers: Wakers,
@@ -102,6 +109,7 @@ impl RunLog {
                 superseded: 0,
                 end: None,
                 end_time: None,
+                sealed: false,
                 wakers: Wakers::default(),
                 generation: 0,
             }),
@@ -143,20 +151,31 @@ impl RunLog {
                 }
             },
             None,
+            None,
         );
     }
 
     /// Logs an event; fails once the run ended. Never waits.
     pub(crate) fn push(&self, kind: EventKind) -> Result<(), RunEnded> {
-        self.append(kind, None)
+        self.append(kind, None, None)
     }
 
     /// Ends the run: with its result as the last event, or with an error after the logged events.
     /// Only the first call counts.
     pub(crate) fn finish(&self, outcome: Result<Value, RunError>) {
+        self.finish_at(outcome, SystemTime::now());
+    }
+
+    /// [`finish`](Self::finish) with the end's timestamp chosen by the caller (the one already
+    /// published to the run store).
+    pub(crate) fn finish_at(&self, outcome: Result<Value, RunError>, timestamp: SystemTime) {
         match outcome {
             Ok(value) => {
-                let _ = self.append(EventKind::Result(value), Some(RunEnd::Succeeded));
+                let _ = self.append(
+                    EventKind::Result(value),
+                    Some(RunEnd::Succeeded),
+                    Some(timestamp),
+                );
             }
             Err(error) => {
                 let wakers = {
@@ -165,13 +184,64 @@ impl RunLog {
                         return;
                     }
                     state.end = Some(RunEnd::Failed(error));
-                    state.end_time = Some(SystemTime::now());
+                    state.end_time = Some(timestamp);
                     state.take_wakers()
                 };
                 wakers.wake();
                 self.ended.notify_waiters();
             }
         }
+    }
+
+    /// Stops logging anything but the end, and returns the sequence the end's `result` event will
+    /// have (`None` when the run already ended). The run's work is over; its end is published to
+    /// the run store before readers see it, so that whoever saw the end finds it in the store.
+    pub(crate) fn seal(&self) -> Option<u64> {
+        let mut state = self.lock();
+        if state.end.is_some() {
+            return None;
+        }
+        state.sealed = true;
+        Some(state.next_sequence)
+    }
+
+    /// Adds an event of a run executing on another replica, with the sequence and timestamp it
+    /// got there; a `result` event ends the run. Events at or below the last one held are
+    /// ignored (a replayed read), so are events after the end.
+    pub(crate) fn replicate(&self, event: RunEvent) {
+        let end = matches!(event.kind, EventKind::Result(_)).then_some(RunEnd::Succeeded);
+        let ends = end.is_some();
+        let wakers = {
+            let mut state = self.lock();
+            if state.end.is_some() || event.sequence < state.next_sequence {
+                return;
+            }
+            state.next_sequence = event.sequence + 1;
+            let timestamp = event.timestamp;
+            self.log_event(&mut state, Arc::new(event), end, timestamp);
+            state.take_wakers()
+        };
+        wakers.wake();
+        if ends {
+            self.ended.notify_waiters();
+        }
+    }
+
+    /// Notes that every event up to `sequence` that the log does not hold is gone for good (a
+    /// replica following a run learns it from the run store), so readers get a `Gap` for them.
+    pub(crate) fn mark_evicted(&self, sequence: u64) {
+        let wakers = {
+            let mut state = self.lock();
+            if sequence <= state.evicted_through {
+                return;
+            }
+            state.evicted_through = sequence;
+            if sequence >= state.next_sequence {
+                state.next_sequence = sequence + 1;
+            }
+            state.take_wakers()
+        };
+        wakers.wake();
     }
 
     /// Completes once the run has ended.
@@ -187,25 +257,33 @@ impl RunLog {
         }
     }
 
-    fn append(&self, kind: EventKind, end: Option<RunEnd>) -> Result<(), RunEnded> {
-        self.append_with(|_, _| kind, end)
+    fn append(
+        &self,
+        kind: EventKind,
+        end: Option<RunEnd>,
+        timestamp: Option<SystemTime>,
+    ) -> Result<(), RunEnded> {
+        self.append_with(|_, _| kind, end, timestamp)
     }
 
-    /// Logs the event `make` makes, under the lock, from the log's state and the event's time.
+    /// Logs the event `make` makes, under the lock, from the log's state and the event's time
+    /// (`timestamp`, or now).
     fn append_with(
         &self,
         make: impl FnOnce(&mut LogState, SystemTime) -> EventKind,
         end: Option<RunEnd>,
+        timestamp: Option<SystemTime>,
     ) -> Result<(), RunEnded> {
         let ends = end.is_some();
         let wakers = {
             let mut state = self.lock();
-            if state.end.is_some() {
+            // A sealed run takes only its end.
+            if state.end.is_some() || (state.sealed && !ends) {
                 return Err(RunEnded);
             }
             let sequence = state.next_sequence;
             state.next_sequence += 1;
-            let timestamp = SystemTime::now();
+            let timestamp = timestamp.unwrap_or_else(SystemTime::now);
             let kind = make(&mut state, timestamp);
             let event = Arc::new(RunEvent::new(
                 Arc::clone(&self.run_id),
@@ -213,28 +291,7 @@ impl RunLog {
                 timestamp,
                 kind,
             ));
-            match &event.kind {
-                EventKind::Started(_) => state.started = Some(Arc::clone(&event)),
-                EventKind::Progress { call, .. } => {
-                    let previous = if call.call_id.is_empty() {
-                        state.top_progress.replace(Arc::clone(&event))
-                    } else {
-                        state
-                            .call_progress
-                            .insert(Arc::clone(&call.call_id), Arc::clone(&event))
-                    };
-                    if previous.is_some_and(|p| state.holds(p.sequence)) {
-                        state.superseded += 1;
-                    }
-                }
-                _ => {}
-            }
-            state.events.push_back(event);
-            if end.is_some() {
-                state.end = end;
-                state.end_time = Some(timestamp);
-            }
-            self.compact(&mut state);
+            self.log_event(&mut state, event, end, timestamp);
             state.take_wakers()
         };
         wakers.wake();
@@ -242,6 +299,40 @@ impl RunLog {
             self.ended.notify_waiters();
         }
         Ok(())
+    }
+
+    /// Holds a numbered event: remembers the started event and the latest progress of each
+    /// call, notes the end, and keeps the log within its bounds.
+    #[inline]
+    fn log_event(
+        &self,
+        state: &mut LogState,
+        event: Arc<RunEvent>,
+        end: Option<RunEnd>,
+        timestamp: SystemTime,
+    ) {
+        match &event.kind {
+            EventKind::Started(_) => state.started = Some(Arc::clone(&event)),
+            EventKind::Progress { call, .. } => {
+                let previous = if call.call_id.is_empty() {
+                    state.top_progress.replace(Arc::clone(&event))
+                } else {
+                    state
+                        .call_progress
+                        .insert(Arc::clone(&call.call_id), Arc::clone(&event))
+                };
+                if previous.is_some_and(|p| state.holds(p.sequence)) {
+                    state.superseded += 1;
+                }
+            }
+            _ => {}
+        }
+        state.events.push_back(event);
+        if end.is_some() {
+            state.end = end;
+            state.end_time = Some(timestamp);
+        }
+        self.compact(state);
     }
 
     /// Keeps the log within its bounds (see the module docs). Superseded progress is dropped in

@@ -103,6 +103,93 @@ async fn an_error_follows_the_logged_events_for_every_reader_then_the_stream_end
 }
 
 #[tokio::test]
+async fn a_sealed_log_takes_only_its_end_which_has_the_sequence_seal_gave() {
+    let log = RunLog::new("r".into(), 8, 100);
+    log.push(EventKind::Message("x".into())).unwrap();
+    assert_eq!(log.seal(), Some(2));
+    assert!(
+        log.push(EventKind::Message("after the work ended".into()))
+            .is_err()
+    );
+    log.push_progress(&CallTag::top(), progress(0.5));
+    let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(7);
+    log.finish_at(Ok(json!("done")), at);
+    let events: Vec<Arc<RunEvent>> = reader(&log, 8).map(Result::unwrap).collect().await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].sequence, 2);
+    assert_eq!(events[1].timestamp, at);
+    assert_eq!(log.seal(), None);
+}
+
+#[tokio::test]
+async fn a_replicated_log_keeps_the_sequences_it_is_given_and_says_what_is_gone() {
+    let log = RunLog::new("r".into(), 8, 100);
+    let event = |sequence: u64, kind: EventKind| {
+        RunEvent::new("r".into(), sequence, std::time::SystemTime::now(), kind)
+    };
+    log.replicate(event(1, EventKind::Started(Default::default())));
+    log.mark_evicted(9);
+    log.replicate(event(10, EventKind::Message("ten".into())));
+    // Coalesced away by the writer: not a gap.
+    log.replicate(event(12, EventKind::Message("twelve".into())));
+    // A replayed read adds nothing.
+    log.replicate(event(10, EventKind::Message("ten again".into())));
+    let mut late = reader(&log, 8);
+    log.replicate(event(13, EventKind::Result(json!(1))));
+    let mut seen = Vec::new();
+    while let Some(event) = late.next().await {
+        seen.push(event.unwrap());
+    }
+    let kinds: Vec<(u64, bool)> = seen
+        .iter()
+        .map(|e| (e.sequence, matches!(e.kind, EventKind::Gap { .. })))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![(1, false), (0, true), (10, false), (12, false), (13, false)]
+    );
+    let EventKind::Gap { from, to, .. } = &seen[1].kind else {
+        unreachable!()
+    };
+    assert_eq!((*from, *to), (2, 9));
+}
+
+#[tokio::test]
+async fn a_cursor_past_a_followed_log_still_ends_with_the_result() {
+    // A follower's log may lag behind a cursor taken from the run's own stream.
+    let log = RunLog::new("r".into(), 8, 100);
+    log.replicate(RunEvent::new(
+        "r".into(),
+        1,
+        std::time::SystemTime::now(),
+        EventKind::Started(Default::default()),
+    ));
+    let mut stream = EventStream::new(
+        Arc::clone(&log),
+        ReadFrom::After(5),
+        &RunOptions::default(),
+        8,
+        None,
+    );
+    for sequence in 2..=5 {
+        log.replicate(RunEvent::new(
+            "r".into(),
+            sequence,
+            std::time::SystemTime::now(),
+            EventKind::Message(format!("{sequence}")),
+        ));
+    }
+    log.replicate(RunEvent::new(
+        "r".into(),
+        6,
+        std::time::SystemTime::now(),
+        EventKind::Result(json!(null)),
+    ));
+    let events: Vec<u64> = (&mut stream).map(|e| e.unwrap().sequence).collect().await;
+    assert_eq!(events, vec![6]);
+}
+
+#[tokio::test]
 async fn evicted_events_are_announced_by_one_gap() {
     let log = RunLog::new("r".into(), 4, 5);
     for i in 0..20 {

@@ -2,11 +2,12 @@
 //!
 //! A run has an id, a task, and a log ([`log`]) that numbers and timestamps its events; every
 //! stream of the run (the caller's and each watcher's) is a reader ([`reader`]) with its own
-//! cursor, which gets progress coalesced when it falls behind. The engine keeps a table of runs
-//! ([`runs`]) for lookup, listing, watching and cancelling by id, estimates each call's time left
-//! from its progress ([`eta`]), enforces the limit on concurrent runs and each run's deadline,
-//! cancels a run when its caller goes away (unless the run was started to continue without one),
-//! and drains at shutdown. A panicking run ends with an
+//! cursor, which gets progress coalesced when it falls behind. The engine keeps its runs in a
+//! table ([`runs`]) inside a run store ([`store`]: in memory, or shared by several replicas
+//! through Redis) for lookup, listing, watching and cancelling by id, estimates each call's time
+//! left from its progress ([`eta`]), enforces the limit on concurrent runs and each run's
+//! deadline, cancels a run when its caller goes away (unless the run was started to continue
+//! without one), and drains at shutdown. A panicking run ends with an
 //! error; the server goes on. The engine knows nothing of gRPC.
 
 mod error;
@@ -15,6 +16,7 @@ mod event;
 mod log;
 mod reader;
 mod runs;
+mod store;
 
 #[cfg(test)]
 mod log_tests;
@@ -23,11 +25,11 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,11 +43,13 @@ pub use event::{
 pub use log::RunEnded;
 pub use reader::{EventStream, ReadFrom};
 pub use runs::{RunFilter, RunPage, RunSnapshot, RunState};
+pub use store::{Store, StoreError};
 
 use crate::registry::ToolRegistry;
 use crate::tools::{Progress, ToolError};
 use log::{CallProgress, RunLog};
-use runs::{CancelReason, RunRecord, RunTable};
+use runs::{CancelReason, RunRecord};
+use store::{Publication, RunStore};
 
 /// A request to run one tool.
 #[derive(Debug, Clone)]
@@ -59,7 +63,7 @@ pub struct ToolRunRequest {
     /// How long the client waits, from now.
     pub deadline: Option<Duration>,
     /// The principal the run belongs to (`None` with auth off).
-    pub owner: Option<Arc<str>>,
+    pub principal: Option<Arc<str>>,
 }
 
 /// A started run: its id, and its caller's stream of events.
@@ -69,6 +73,27 @@ pub struct RunHandle {
     /// Its events; dropping this cancels the run unless it was started with
     /// [`OnDisconnect::Continue`].
     pub events: EventStream,
+    /// With a shared run store: set once the run is recorded there.
+    stored: Option<watch::Receiver<Option<Result<(), RunError>>>>,
+}
+
+impl RunHandle {
+    /// Whether the run is recorded in the run store already (always with the in-memory store).
+    pub fn is_stored(&self) -> bool {
+        self.stored
+            .as_ref()
+            .is_none_or(|created| matches!(*created.borrow(), Some(Ok(()))))
+    }
+
+    /// Waits until the run is recorded in the run store, so that every replica knows it (at once
+    /// with the in-memory store). Fails when the store cannot record it: the run then ends with
+    /// that error without doing anything.
+    pub async fn stored(&mut self) -> Result<(), RunError> {
+        match &mut self.stored {
+            None => Ok(()),
+            Some(created) => store::wait_created(created).await,
+        }
+    }
 }
 
 /// Runs tools and agents, and holds their runs.
@@ -80,14 +105,19 @@ pub struct Engine {
     /// Cancelled when draining gives up: every run still going is cancelled.
     shutdown: CancellationToken,
     tasks: TaskTracker,
-    runs: Arc<RunTable>,
-    /// Runs in progress per principal, for `[auth] max_runs_per_principal`.
-    owners: Arc<OwnerRuns>,
+    store: Arc<dyn RunStore>,
+    /// Runs in progress on this replica per principal, for `[auth] max_runs_per_principal`.
+    principals: Arc<PrincipalRuns>,
 }
 
 impl Engine {
-    /// An engine over `registry`.
+    /// An engine over `registry`, keeping its runs in memory.
     pub fn new(registry: Arc<ToolRegistry>, limits: Limits) -> Arc<Self> {
+        Self::with_store(registry, limits, Store::memory(&limits))
+    }
+
+    /// An engine over `registry`, keeping its runs in `store`.
+    pub fn with_store(registry: Arc<ToolRegistry>, limits: Limits, store: Store) -> Arc<Self> {
         Arc::new(Engine {
             registry,
             limits,
@@ -95,9 +125,24 @@ impl Engine {
             accepting: AtomicBool::new(true),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            runs: Arc::new(RunTable::new(limits.retention, limits.max_runs)),
-            owners: Arc::new(OwnerRuns::default()),
+            store: store.0,
+            principals: Arc::new(PrincipalRuns::default()),
         })
+    }
+
+    /// The run store, as configured (`memory`, or its URL without a password).
+    pub fn store_name(&self) -> &str {
+        self.store.name()
+    }
+
+    /// This replica's id in a shared run store.
+    pub fn replica(&self) -> Option<&str> {
+        self.store.replica()
+    }
+
+    /// Whether the run store can be reached; changes as it comes and goes (health follows it).
+    pub fn store_health(&self) -> watch::Receiver<bool> {
+        self.store.health()
     }
 
     /// The tools this engine runs.
@@ -119,7 +164,7 @@ impl Engine {
             tool: name.clone(),
             options: request.options,
             deadline: request.deadline,
-            owner: request.owner,
+            principal: request.principal,
             ..RunStarted::default()
         };
         self.start_run(started, move |run| async move {
@@ -140,10 +185,13 @@ impl Engine {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(RunError::ShuttingDown);
         }
+        self.store.admit()?;
         // The principal's slot first: a principal at its limit must not take a server-wide
         // permit, even for a moment.
-        let owner_slot = match (&started.owner, self.limits.max_runs_per_principal) {
-            (Some(owner), Some(limit)) => Some(OwnerRuns::take(&self.owners, owner, limit)?),
+        let principal_slot = match (&started.principal, self.limits.max_runs_per_principal) {
+            (Some(principal), Some(limit)) => {
+                Some(PrincipalRuns::take(&self.principals, principal, limit)?)
+            }
             _ => None,
         };
         let permit = Arc::clone(&self.permits)
@@ -153,7 +201,7 @@ impl Engine {
             })?;
         let permit = RunPermit {
             _server: permit,
-            _owner: owner_slot,
+            _principal: principal_slot,
         };
 
         let run_id: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
@@ -171,15 +219,17 @@ impl Engine {
             format!("tool {:?}", started.tool)
         };
         let options = started.options;
-        let record = self.runs.insert(
+        let record = self.store.local().insert(
             started.tool.clone(),
             agent,
-            started.owner.clone(),
+            started.principal.clone(),
             Arc::clone(&log),
             cancel.clone(),
         );
         // Only RunError::... can fail here, and the log is new.
         let _ = log.push(EventKind::Started(started));
+        let publication = self.store.publish(&record);
+        let stored = publication.as_ref().map(|p| p.created.clone());
         let cancel_on_drop = match options.on_disconnect {
             OnDisconnect::Cancel => Some(Arc::clone(&record)),
             OnDisconnect::Continue => None,
@@ -205,7 +255,8 @@ impl Engine {
             run_to_end(RunTask {
                 permit,
                 record,
-                runs: Arc::clone(&self.runs),
+                store: Arc::clone(&self.store),
+                publication: publication.map(Box::new),
                 shutdown: self.shutdown.clone(),
                 deadline,
                 label,
@@ -213,68 +264,49 @@ impl Engine {
             })
             .instrument(span),
         );
-        Ok(RunHandle { run_id, events })
+        Ok(RunHandle {
+            run_id,
+            events,
+            stored,
+        })
     }
 
-    /// A run's state now. [`RunError::UnknownRun`] for an unknown or expired id.
-    pub fn get_run(&self, run_id: &str) -> Result<RunSnapshot, RunError> {
-        Ok(self.record(run_id)?.snapshot())
+    /// A run's state now, wherever it executes. [`RunError::UnknownRun`] for an unknown or
+    /// expired id.
+    pub async fn get_run(&self, run_id: &str) -> Result<RunSnapshot, RunError> {
+        self.store.get(run_id).await
     }
 
     /// A page of runs, newest first.
-    pub fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, RunError> {
-        self.runs.list(filter)
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, RunError> {
+        self.store.list(filter).await
     }
 
-    /// A new stream of a run's events from `from`, with its own delivery options. Dropping it
-    /// never affects the run.
-    pub fn watch_run(
+    /// A new stream of a run's events from `from`, with its own delivery options, wherever the
+    /// run executes. Dropping it never affects the run.
+    pub async fn watch_run(
         &self,
         run_id: &str,
         from: ReadFrom,
         options: &RunOptions,
     ) -> Result<EventStream, RunError> {
-        let record = self.record(run_id)?;
-        if let ReadFrom::After(after) = from {
-            let last = record.log.lock().last_sequence();
-            if after > last {
-                return Err(RunError::CursorPastEnd { after, last });
-            }
-        }
-        Ok(EventStream::new(
-            Arc::clone(&record.log),
-            from,
-            options,
-            self.limits.event_buffer,
-            None,
-        ))
+        self.store.watch(run_id, from, options).await
     }
 
-    /// Cancels a run for everyone; a run that already ended is returned unchanged.
+    /// Cancels a run for everyone, wherever it executes; a run that already ended is returned
+    /// unchanged.
     pub async fn cancel_run(&self, run_id: &str) -> Result<RunSnapshot, RunError> {
-        let record = self.record(run_id)?;
-        if record.log.lock().end.is_none() {
-            record.cancel(CancelReason::Requested);
-            // The run's task ends it at once (dropping the tool's future); answer with the final
-            // state. The bound only guards against a run whose task cannot be scheduled.
-            let _ = tokio::time::timeout(Duration::from_secs(5), record.log.wait_end()).await;
-        }
-        Ok(record.snapshot())
+        self.store.cancel(run_id).await
     }
 
     /// How many events a run's log holds now (for tests and diagnostics: it stays within
     /// `max_events_per_run`, and near `2 × event_buffer` plus one per call for a run whose
     /// events are mostly progress, whatever its readers do).
     pub fn held_events(&self, run_id: &str) -> Option<usize> {
-        self.runs
+        self.store
+            .local()
             .get(run_id)
             .map(|record| record.log.lock().events.len())
-    }
-
-    fn record(&self, run_id: &str) -> Result<Arc<RunRecord>, RunError> {
-        self.runs
-            .get(run_id)
-            .ok_or_else(|| RunError::UnknownRun(run_id.to_owned()))
     }
 
     /// Whether new runs are taken (false once shutdown began).
@@ -288,20 +320,24 @@ impl Engine {
     }
 
     /// Waits up to `grace` for runs in progress (detached ones included) to finish, then cancels
-    /// the rest and waits for them to stop. Returns how many runs had to be cancelled.
+    /// the rest and waits for them to stop; then leaves the run store (a shared one gets up to
+    /// `grace` more for the runs' ends). Returns how many runs had to be cancelled.
     pub async fn drain(&self, grace: Duration) -> usize {
         self.stop_accepting();
         self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_ok() {
-            return 0;
-        }
-        let cancelled = self.runs.running().len();
-        tracing::warn!(
-            cancelled,
-            "grace period over; cancelling the runs still in progress"
-        );
-        self.shutdown.cancel();
-        self.tasks.wait().await;
+        let cancelled = if tokio::time::timeout(grace, self.tasks.wait()).await.is_ok() {
+            0
+        } else {
+            let cancelled = self.store.local().running().len();
+            tracing::warn!(
+                cancelled,
+                "grace period over; cancelling the runs still in progress"
+            );
+            self.shutdown.cancel();
+            self.tasks.wait().await;
+            cancelled
+        };
+        self.store.close(grace).await;
         cancelled
     }
 }
@@ -310,47 +346,51 @@ impl Engine {
 /// per-principal limit, under its principal's. Both are given back when the run ends.
 struct RunPermit {
     _server: OwnedSemaphorePermit,
-    _owner: Option<OwnerSlot>,
+    _principal: Option<PrincipalSlot>,
 }
 
 /// How many runs each principal has in progress.
 #[derive(Default)]
-struct OwnerRuns {
+struct PrincipalRuns {
     counts: std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>,
 }
 
-impl OwnerRuns {
-    /// One more run for `owner`, unless it has `limit` in progress already.
-    fn take(runs: &Arc<OwnerRuns>, owner: &Arc<str>, limit: usize) -> Result<OwnerSlot, RunError> {
+impl PrincipalRuns {
+    /// One more run for `principal`, unless it has `limit` in progress already.
+    fn take(
+        runs: &Arc<PrincipalRuns>,
+        principal: &Arc<str>,
+        limit: usize,
+    ) -> Result<PrincipalSlot, RunError> {
         let mut counts = runs.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(Arc::clone(owner)).or_insert(0);
+        let count = counts.entry(Arc::clone(principal)).or_insert(0);
         if *count >= limit {
             return Err(RunError::PrincipalBusy {
-                principal: owner.to_string(),
+                principal: principal.to_string(),
                 limit,
             });
         }
         *count += 1;
-        Ok(OwnerSlot {
+        Ok(PrincipalSlot {
             runs: Arc::clone(runs),
-            owner: Arc::clone(owner),
+            principal: Arc::clone(principal),
         })
     }
 }
 
 /// One run of a principal in progress; counted until dropped.
-struct OwnerSlot {
-    runs: Arc<OwnerRuns>,
-    owner: Arc<str>,
+struct PrincipalSlot {
+    runs: Arc<PrincipalRuns>,
+    principal: Arc<str>,
 }
 
-impl Drop for OwnerSlot {
+impl Drop for PrincipalSlot {
     fn drop(&mut self) {
         let mut counts = self.runs.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = counts.get_mut(&self.owner) {
+        if let Some(count) = counts.get_mut(&self.principal) {
             *count -= 1;
             if *count == 0 {
-                counts.remove(&self.owner);
+                counts.remove(&self.principal);
             }
         }
     }
@@ -359,7 +399,8 @@ impl Drop for OwnerSlot {
 struct RunTask<Fut> {
     permit: RunPermit,
     record: Arc<RunRecord>,
-    runs: Arc<RunTable>,
+    store: Arc<dyn RunStore>,
+    publication: Option<Box<Publication>>,
     shutdown: CancellationToken,
     deadline: Option<(Duration, Instant)>,
     label: String,
@@ -373,52 +414,89 @@ where
     let RunTask {
         permit,
         record,
-        runs,
+        store,
+        mut publication,
         shutdown,
         deadline,
         label,
         body,
     } = task;
-    tracing::debug!("run started");
-    let deadline_passed = async {
-        match deadline {
-            Some((limit, at)) => {
-                tokio::time::sleep_until(at).await;
-                limit
-            }
-            None => std::future::pending().await,
-        }
+    // With a shared store, the run's work starts once every replica can find the run. (The
+    // store's steps are boxed, so that a run of the memory store carries none of their state.)
+    let refused = match publication.as_deref_mut() {
+        Some(publication) => Box::pin(publication.wait_created())
+            .await
+            .err()
+            .map(Box::new),
+        None => None,
     };
     // Pinned here, not in the select, so that a run that ends without its body (cancelled, past
     // its deadline) drops the body only after its end is logged: what the body does as it is
     // dropped (a tool's sub-tasks count as finished when their handles go) cannot look like
     // progress of a run that was stopped.
     let mut body = Box::pin(AssertUnwindSafe(body).catch_unwind());
-    let outcome = tokio::select! {
-        biased;
-        _ = record.cancel.cancelled() => Err(if shutdown.is_cancelled() {
-            RunError::Interrupted
-        } else {
-            match record.cancel_reason() {
-                Some(CancelReason::Requested) => RunError::CancelRequested,
-                _ => RunError::Cancelled,
+    let outcome = if let Some(error) = refused {
+        tracing::warn!(%error, "the run store cannot record the run; it does not start");
+        Err(*error)
+    } else {
+        tracing::debug!("run started");
+        let deadline_passed = async {
+            match deadline {
+                Some((limit, at)) => {
+                    tokio::time::sleep_until(at).await;
+                    limit
+                }
+                None => std::future::pending().await,
             }
-        }),
-        limit = deadline_passed => Err(RunError::DeadlineExceeded(limit)),
-        outcome = &mut body => outcome.unwrap_or_else(|panic| {
-            Err(RunError::Panicked { what: label, message: panic_message(&*panic) })
-        }),
+        };
+        let outcome = tokio::select! {
+            biased;
+            _ = record.cancel.cancelled() => Err(if shutdown.is_cancelled() {
+                RunError::Interrupted
+            } else {
+                match record.cancel_reason() {
+                    Some(CancelReason::Requested) => RunError::CancelRequested,
+                    Some(CancelReason::Elsewhere) => record
+                        .ended_elsewhere()
+                        .cloned()
+                        .unwrap_or(RunError::Cancelled),
+                    _ => RunError::Cancelled,
+                }
+            }),
+            limit = deadline_passed => Err(RunError::DeadlineExceeded(limit)),
+            outcome = &mut body => outcome.unwrap_or_else(|panic| {
+                Err(RunError::Panicked { what: label, message: panic_message(&*panic) })
+            }),
+        };
+        match &outcome {
+            Ok(_) => tracing::info!("run finished"),
+            Err(error) if error.is_cancellation() => tracing::info!(%error, "run cancelled"),
+            Err(error) => tracing::warn!(%error, "run failed"),
+        }
+        outcome
     };
-    match &outcome {
-        Ok(_) => tracing::info!("run finished"),
-        Err(error) if error.is_cancellation() => tracing::info!(%error, "run cancelled"),
-        Err(error) => tracing::warn!(%error, "run failed"),
-    }
     // The permit goes first, so that whoever sees the run's end also sees it no longer counted.
     drop(permit);
-    record.log.finish(outcome);
+    match publication {
+        None => record.log.finish(outcome),
+        Some(publication) => Box::pin(publish_then_finish(publication, &record, outcome)).await,
+    }
     drop(body);
-    runs.finished(&record);
+    store.local().finished(&record);
+}
+
+/// Ends a published run: readers see the end once the store has it (or gave up waiting for it),
+/// so that a caller who saw the result finds the run ended on every replica.
+async fn publish_then_finish(
+    mut publication: Box<Publication>,
+    record: &RunRecord,
+    outcome: Result<Value, RunError>,
+) {
+    let timestamp = SystemTime::now();
+    if let Some(sequence) = record.log.seal() {
+        publication.publish_end(&outcome, sequence, timestamp).await;
+    }
+    record.log.finish_at(outcome, timestamp);
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

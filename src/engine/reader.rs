@@ -84,6 +84,9 @@ impl EventStream {
             // A stream always ends with the run's terminal event, even for a cursor past it.
             let limit = state.result().map_or(after_last, |result| result.sequence);
             match from {
+                // A live log of a run executing elsewhere may lag behind a cursor from the run's
+                // own stream: the events it has not read yet are still to come.
+                ReadFrom::After(sequence) if state.end.is_none() => sequence.saturating_add(1),
                 ReadFrom::After(sequence) => sequence.saturating_add(1).min(limit),
                 ReadFrom::Latest => {
                     taken.extend(state.started.iter().cloned());
@@ -213,6 +216,12 @@ impl Stream for EventStream {
                         Poll::Ready(Some(Err(error.clone())))
                     }
                     Some(RunEnd::Succeeded) => {
+                        // Here the result was not delivered (delivering it ends the stream): the
+                        // cursor was past it. The stream still ends with it.
+                        if let Some(result) = state.result().cloned() {
+                            drop(state);
+                            return this.deliver(result);
+                        }
                         this.done = true;
                         Poll::Ready(None)
                     }

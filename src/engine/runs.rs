@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -60,7 +60,7 @@ pub struct RunSnapshot {
     /// The error its streams ended with, when it failed or was cancelled.
     pub error: Option<RunError>,
     /// The principal it belongs to (`None`: started with auth off).
-    pub owner: Option<Arc<str>>,
+    pub principal: Option<Arc<str>>,
 }
 
 /// Which runs ListRuns returns.
@@ -75,7 +75,7 @@ pub struct RunFilter {
     /// Where the previous page ended; empty for the first page.
     pub page_token: String,
     /// Only runs of this principal (`None`: anyone's).
-    pub owner: Option<Arc<str>>,
+    pub principal: Option<Arc<str>>,
 }
 
 /// A page of runs, newest first.
@@ -95,17 +95,22 @@ pub(crate) enum CancelReason {
     CallerLeft = 1,
     /// CancelRun.
     Requested = 2,
+    /// The run store ended it (its replica was declared lost while it could not reach the
+    /// store); the error is [`RunRecord::ended_elsewhere`].
+    Elsewhere = 3,
 }
 
 /// A run in the table.
 pub(crate) struct RunRecord {
     pub(crate) tool: String,
     pub(crate) agent: bool,
-    pub(crate) owner: Option<Arc<str>>,
+    pub(crate) principal: Option<Arc<str>>,
     pub(crate) create_time: SystemTime,
     pub(crate) log: Arc<RunLog>,
     pub(crate) cancel: CancellationToken,
     cancel_reason: AtomicU8,
+    /// How the run store says the run ended, when it ended there first.
+    ended_elsewhere: OnceLock<Box<RunError>>,
     ordinal: u64,
 }
 
@@ -125,8 +130,25 @@ impl RunRecord {
         match self.cancel_reason.load(Ordering::Acquire) {
             1 => Some(CancelReason::CallerLeft),
             2 => Some(CancelReason::Requested),
+            3 => Some(CancelReason::Elsewhere),
             _ => None,
         }
+    }
+
+    /// Ends the run with `error`, the end the run store already holds for it.
+    pub(crate) fn end_elsewhere(&self, error: RunError) {
+        let _ = self.ended_elsewhere.set(Box::new(error));
+        self.cancel(CancelReason::Elsewhere);
+    }
+
+    /// The end the run store holds, when the run was ended there (see [`Self::end_elsewhere`]).
+    pub(crate) fn ended_elsewhere(&self) -> Option<&RunError> {
+        self.ended_elsewhere.get().map(|error| &**error)
+    }
+
+    /// The run's id.
+    pub(crate) fn run_id(&self) -> &Arc<str> {
+        self.log.run_id()
     }
 
     pub(crate) fn snapshot(&self) -> RunSnapshot {
@@ -166,7 +188,7 @@ impl RunRecord {
             progress,
             result,
             error,
-            owner: self.owner.clone(),
+            principal: self.principal.clone(),
         }
     }
 }
@@ -211,7 +233,7 @@ impl RunTable {
         &self,
         tool: String,
         agent: bool,
-        owner: Option<Arc<str>>,
+        principal: Option<Arc<str>>,
         log: Arc<RunLog>,
         cancel: CancellationToken,
     ) -> Arc<RunRecord> {
@@ -222,11 +244,12 @@ impl RunTable {
         let record = Arc::new(RunRecord {
             tool,
             agent,
-            owner,
+            principal,
             create_time: SystemTime::now(),
             log,
             cancel,
             cancel_reason: AtomicU8::new(0),
+            ended_elsewhere: OnceLock::new(),
             ordinal,
         });
         state
@@ -252,21 +275,8 @@ impl RunTable {
 
     /// A page of runs, newest first.
     pub(crate) fn list(&self, filter: &RunFilter) -> Result<RunPage, RunError> {
-        let before = if filter.page_token.is_empty() {
-            u64::MAX
-        } else {
-            decode_page_token(&filter.page_token).ok_or_else(|| {
-                RunError::InvalidArguments(format!(
-                    "page_token {:?} is not one this server issued; pass the \
-                     next_page_token of the previous page, or nothing for the first page",
-                    filter.page_token
-                ))
-            })?
-        };
-        let page_size = match filter.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        };
+        let before = filter.before()?;
+        let page_size = filter.effective_page_size();
         let candidates: Vec<Arc<RunRecord>> = {
             let mut state = self.lock();
             self.evict(&mut state);
@@ -275,7 +285,7 @@ impl RunTable {
                 .range(..before)
                 .rev()
                 .filter(|(_, record)| filter.tool.as_ref().is_none_or(|tool| &record.tool == tool))
-                .filter(|(_, record)| filter.owner.is_none() || record.owner == filter.owner)
+                .filter(|(_, record)| filter.accepts_principal(record.principal.as_deref()))
                 .map(|(_, record)| Arc::clone(record))
                 .collect()
         };
@@ -324,8 +334,44 @@ impl RunTable {
     }
 }
 
+impl RunFilter {
+    /// The ordinal the page starts below (from the page token).
+    pub(crate) fn before(&self) -> Result<u64, RunError> {
+        if self.page_token.is_empty() {
+            return Ok(u64::MAX);
+        }
+        decode_page_token(&self.page_token).ok_or_else(|| {
+            RunError::InvalidArguments(format!(
+                "page_token {:?} is not one this server issued; pass the \
+                 next_page_token of the previous page, or nothing for the first page",
+                self.page_token
+            ))
+        })
+    }
+
+    /// How many runs the page holds at most.
+    pub(crate) fn effective_page_size(&self) -> usize {
+        match self.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        }
+    }
+
+    /// Whether a run of `principal` belongs in the page (`principal` is `None` with auth off).
+    pub(crate) fn accepts_principal(&self, principal: Option<&str>) -> bool {
+        self.principal
+            .as_deref()
+            .is_none_or(|wanted| principal == Some(wanted))
+    }
+
+    /// Whether a run of `tool` in `state` belongs in the page.
+    pub(crate) fn accepts(&self, tool: &str, state: RunState) -> bool {
+        self.tool.as_ref().is_none_or(|t| t == tool) && self.state.is_none_or(|s| s == state)
+    }
+}
+
 /// Page tokens are opaque to clients: the ordinal the next page starts below, in hex with a tag.
-fn encode_page_token(before: u64) -> String {
+pub(crate) fn encode_page_token(before: u64) -> String {
     format!("r{before:x}")
 }
 

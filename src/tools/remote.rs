@@ -384,13 +384,15 @@ mod tests {
     use super::*;
 
     fn tool() -> RemoteTool {
-        let channel = Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let channel =
+            tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
         let remote = Arc::new(Remote {
             endpoint: Arc::from("http://127.0.0.1:1"),
             prefix: String::new(),
             client: ToolServiceClient::new(channel),
             relist_every: DEFAULT_RELIST,
             relist_now: Notify::new(),
+            authorization: None,
         });
         RemoteTool {
             spec: ToolSpec {

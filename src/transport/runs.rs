@@ -90,6 +90,7 @@ impl RunService for RunServiceImpl {
         let request = request.into_inner();
         let run = access
             .get_run(&self.engine, run_id(&request.run_id)?)
+            .await
             .map_err(status_from_run_error)?;
         Ok(Response::new(run_to_wire(run)))
     }
@@ -115,9 +116,10 @@ impl RunService for RunServiceImpl {
                     tool: (!request.tool.is_empty()).then_some(request.tool),
                     page_size: request.page_size as usize,
                     page_token: request.page_token,
-                    owner: None,
+                    principal: None,
                 },
             )
+            .await
             .map_err(status_from_run_error)?;
         Ok(Response::new(pb::ListRunsResponse {
             runs: page.runs.into_iter().map(run_to_wire).collect(),
@@ -141,6 +143,7 @@ impl RunService for RunServiceImpl {
                 from,
                 &run_options(request.options),
             )
+            .await
             .map_err(status_from_run_error)?;
         Ok(Response::new(WireEvents::new(events)))
     }

@@ -60,9 +60,11 @@ pub fn status_from_run_error(error: RunError) -> Status {
             Status::resource_exhausted(message)
         }
         RunError::PermissionDenied(_) => Status::permission_denied(message),
-        RunError::ShuttingDown | RunError::Interrupted | RunError::Unavailable(_) => {
-            Status::unavailable(message)
-        }
+        RunError::ShuttingDown
+        | RunError::Interrupted
+        | RunError::Unavailable(_)
+        | RunError::StoreUnavailable { .. }
+        | RunError::ReplicaLost { .. } => Status::unavailable(message),
         RunError::Cancelled | RunError::CancelRequested => Status::cancelled(message),
         RunError::FailedPrecondition(_) => Status::failed_precondition(message),
     }
@@ -116,6 +118,14 @@ impl Stream for WireEvents {
     }
 }
 
+/// Waits until a started run is recorded in the run store, so that every replica knows the id
+/// its caller gets. (Boxed where awaited: a handler of a run already recorded, as every run of
+/// the memory store is, carries none of this.)
+pub(crate) async fn stored(mut handle: RunHandle) -> Result<RunHandle, Status> {
+    handle.stored().await.map_err(status_from_run_error)?;
+    Ok(handle)
+}
+
 /// The streaming response for a started run, with its id in the initial metadata.
 pub(crate) fn stream_response(handle: RunHandle) -> Response<WireEvents> {
     let mut response = Response::new(WireEvents::new(handle.events));
@@ -159,6 +169,11 @@ impl ToolService for ToolServiceImpl {
                 tool_run_request(request.into_inner(), deadline),
             )
             .map_err(status_from_run_error)?;
+        let handle = if handle.is_stored() {
+            handle
+        } else {
+            Box::pin(stored(handle)).await?
+        };
         Ok(stream_response(handle))
     }
 
@@ -173,6 +188,11 @@ impl ToolService for ToolServiceImpl {
         let handle = access
             .run_agent(&self.agent, agent_request(request.into_inner(), deadline))
             .map_err(status_from_run_error)?;
+        let handle = if handle.is_stored() {
+            handle
+        } else {
+            Box::pin(stored(handle)).await?
+        };
         Ok(stream_response(handle))
     }
 }

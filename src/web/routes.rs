@@ -94,26 +94,29 @@ fn wants_run(headers: &HeaderMap) -> bool {
 }
 
 /// The response to a started run: its events as SSE, or (detached) the `Run` with 202.
-fn started(state: &WebState, access: &Access, handle: RunHandle, detached: bool) -> Response {
-    let RunHandle { run_id, events } = handle;
+/// Answers once the run is recorded in the run store, so that every replica knows its id.
+async fn started(
+    state: &WebState,
+    access: &Access,
+    mut handle: RunHandle,
+    detached: bool,
+) -> Result<Response, ApiError> {
+    handle.stored().await?;
+    let RunHandle { run_id, events, .. } = handle;
     if !detached {
-        return sse_response(&run_id, events, state.http.keep_alive);
+        return Ok(sse_response(&run_id, events, state.http.keep_alive));
     }
     // Started with ON_DISCONNECT_CONTINUE: dropping the stream leaves the run going.
     drop(events);
-    match access.get_run(&state.engine, &run_id) {
-        Ok(run) => {
-            let mut response = json_response(StatusCode::ACCEPTED, &run_to_wire(run));
-            if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{run_id}")) {
-                response.headers_mut().insert(header::LOCATION, location);
-            }
-            if let Ok(value) = HeaderValue::from_str(&run_id) {
-                response.headers_mut().insert("x-run-id", value);
-            }
-            response
-        }
-        Err(error) => ApiError::from(error).into_response(),
+    let run = access.get_run(&state.engine, &run_id).await?;
+    let mut response = json_response(StatusCode::ACCEPTED, &run_to_wire(run));
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{run_id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
     }
+    if let Ok(value) = HeaderValue::from_str(&run_id) {
+        response.headers_mut().insert("x-run-id", value);
+    }
+    Ok(response)
 }
 
 fn detach(options: &mut Option<pb::RunOptions>) {
@@ -162,7 +165,7 @@ pub(super) async fn run_tool(
         detach(&mut request.options);
     }
     let handle = access.run_tool(&state.engine, tool_run_request(request, deadline(&headers)))?;
-    Ok(started(&state, &access, handle, detached))
+    started(&state, &access, handle, detached).await
 }
 
 /// `POST /v1/agent/runs`, body `{"prompt", "tools", "model", "maxSteps", "systemPrompt",
@@ -179,7 +182,7 @@ pub(super) async fn run_agent(
         detach(&mut request.options);
     }
     let handle = access.run_agent(&state.agent, agent_request(request, deadline(&headers)))?;
-    Ok(started(&state, &access, handle, detached))
+    started(&state, &access, handle, detached).await
 }
 
 /// `GET /v1/runs?state=&tool=&pageSize=&pageToken=`: ListRunsResponse. `state` takes the enum's
@@ -293,7 +296,9 @@ pub(super) async fn run_events(
         return Err(ApiError::invalid_argument("the run id is empty"));
     }
     // A watcher leaving never affects the run.
-    let events = access.watch_run(&state.engine, &run_id, from, &run_options(Some(options)))?;
+    let events = access
+        .watch_run(&state.engine, &run_id, from, &run_options(Some(options)))
+        .await?;
     Ok(sse_response(&run_id, events, state.http.keep_alive))
 }
 

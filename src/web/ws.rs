@@ -165,7 +165,7 @@ impl Session {
 
     /// Handles one text message; a malformed one is answered with an error frame.
     async fn command(&mut self, text: &str) -> Result<(), Gone> {
-        match self.start(text) {
+        match self.start(text).await {
             Ok(None) => Ok(()),
             Ok(Some(frame)) => self.send(frame).await,
             Err((id, error)) => self.send(error_frame(id.as_deref(), &error)).await,
@@ -173,7 +173,7 @@ impl Session {
     }
 
     /// Starts (or cancels) what the message asks; returns a frame to send at once, if any.
-    fn start(&mut self, text: &str) -> Result<Option<String>, (Option<String>, ApiError)> {
+    async fn start(&mut self, text: &str) -> Result<Option<String>, (Option<String>, ApiError)> {
         let refuse = |id: Option<&str>, error: ApiError| (id.map(str::to_owned), error);
         let value: Value = serde_json::from_str(text).map_err(|e| {
             refuse(
@@ -233,14 +233,16 @@ impl Session {
         }
         let call = self
             .begin(&id, &kind, fields)
+            .await
             .map_err(|error| (Some(id.clone()), error))?;
         self.calls.insert(id, call);
         Ok(None)
     }
 
-    /// Starts the call `kind` that the message `fields` describe.
-    fn begin(
-        &self,
+    /// Starts the call `kind` that the message `fields` describe. (`&mut`: the socket in `self`
+    /// is not `Sync`, and this waits for the run store.)
+    async fn begin(
+        &mut self,
         id: &str,
         kind: &str,
         mut fields: serde_json::Map<String, Value>,
@@ -264,16 +266,18 @@ impl Session {
         let (run_id, events, watch) = match kind {
             "run_tool" => {
                 let request: pb::RunToolRequest = from_json_value(Value::Object(fields))?;
-                let handle = self
+                let mut handle = self
                     .access
                     .run_tool(engine, tool_run_request(request, None))?;
+                handle.stored().await?;
                 (handle.run_id, handle.events, false)
             }
             "run_agent" => {
                 let request: pb::RunAgentRequest = from_json_value(Value::Object(fields))?;
-                let handle = self
+                let mut handle = self
                     .access
                     .run_agent(&self.state.agent, agent_request(request, None))?;
+                handle.stored().await?;
                 (handle.run_id, handle.events, false)
             }
             "watch" => {
@@ -286,12 +290,15 @@ impl Session {
                         "a watch needs \"runId\": the id from the started event or x-run-id",
                     ));
                 }
-                let events = self.access.watch_run(
-                    engine,
-                    &request.run_id,
-                    watch_from(&request),
-                    &run_options(request.options),
-                )?;
+                let events = self
+                    .access
+                    .watch_run(
+                        engine,
+                        &request.run_id,
+                        watch_from(&request),
+                        &run_options(request.options),
+                    )
+                    .await?;
                 (Arc::from(request.run_id), events, true)
             }
             other => {

@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod certs;
+pub mod redis_server;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -15,8 +16,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
-use toolstream::config::Limits;
-use toolstream::engine::Engine;
+use toolstream::config::{Limits, StoreConfig};
+use toolstream::engine::{Engine, Store};
 use toolstream::pb::tool_service_client::ToolServiceClient;
 use toolstream::registry::ToolRegistry;
 use toolstream::server::{ServeError, Server};
@@ -53,6 +54,19 @@ impl TestServer {
     /// Starts a server over `registry` with `limits`.
     pub async fn start_with(registry: ToolRegistry, limits: Limits) -> TestServer {
         Self::serve(Server::new(registry, limits)).await
+    }
+
+    /// Starts a server over `registry` with `limits`, keeping its runs in the store `store`
+    /// describes.
+    pub async fn start_with_store(
+        registry: ToolRegistry,
+        limits: Limits,
+        store: &StoreConfig,
+    ) -> TestServer {
+        let store = Store::open(store, &limits)
+            .await
+            .expect("open the run store");
+        Self::serve(Server::new(registry, limits).with_store(store)).await
     }
 
     /// Starts a server built by the caller (with an agent, say).
@@ -131,6 +145,33 @@ pub async fn eventually(limit: Duration, what: &str, mut condition: impl FnMut()
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// [`eventually`] with a condition that has to wait for something (a run store).
+pub async fn eventually_async<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    while !condition().await {
+        if start.elapsed() > limit {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether run `run_id` of `engine` is known and in `state`.
+pub async fn run_is(
+    engine: &toolstream::engine::Engine,
+    run_id: &str,
+    state: toolstream::engine::RunState,
+) -> bool {
+    engine
+        .get_run(run_id)
+        .await
+        .is_ok_and(|run| run.state == state)
 }
 
 /// Runs `python3 tests/python/<script> <args>` and returns its output, failing the test with the
@@ -351,4 +392,75 @@ pub fn fractions_of(nodes: &[Node], call_id: &str) -> Vec<f64> {
 /// Whether two lists of fractions are equal but for rounding.
 pub fn same_fractions(a: &[f64], b: &[f64]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
+}
+
+/// Which run store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One server, runs in its memory.
+    Memory,
+    /// Two replicas sharing a real redis-server: runs execute on the first, RunService calls go
+    /// to the second.
+    Redis,
+}
+
+/// The servers of a test: `runner` executes runs (ToolService); RunService calls go to
+/// [`Fleet::observer`] (the runner itself with the memory store, another replica with Redis).
+pub struct Fleet {
+    pub runner: TestServer,
+    pub other: Option<TestServer>,
+    pub redis: Option<redis_server::RedisServer>,
+}
+
+/// The run store of a test replica on `redis` (replica ids start with `name`).
+pub fn redis_store(redis: &redis_server::RedisServer, name: &str) -> StoreConfig {
+    StoreConfig {
+        key_prefix: "test:".into(),
+        replica_name: Some(name.into()),
+        ..StoreConfig::redis(redis.url())
+    }
+}
+
+impl Fleet {
+    /// Starts the servers for `backend`, each over a registry from `registry`.
+    pub async fn start(
+        backend: Backend,
+        registry: impl Fn() -> ToolRegistry,
+        limits: Limits,
+    ) -> Fleet {
+        match backend {
+            Backend::Memory => Fleet {
+                runner: TestServer::start_with(registry(), limits).await,
+                other: None,
+                redis: None,
+            },
+            Backend::Redis => {
+                let redis = redis_server::RedisServer::start();
+                let runner =
+                    TestServer::start_with_store(registry(), limits, &redis_store(&redis, "a"))
+                        .await;
+                let other =
+                    TestServer::start_with_store(registry(), limits, &redis_store(&redis, "b"))
+                        .await;
+                Fleet {
+                    runner,
+                    other: Some(other),
+                    redis: Some(redis),
+                }
+            }
+        }
+    }
+
+    /// Where RunService calls go.
+    pub fn observer(&self) -> &TestServer {
+        self.other.as_ref().unwrap_or(&self.runner)
+    }
+}
+
+impl std::ops::Deref for Fleet {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.runner
+    }
 }

@@ -37,8 +37,9 @@ class ToolServiceStub(object):
     (the tool reported an error), INTERNAL (the tool panicked or broke its protocol),
     PERMISSION_DENIED (a file tool was given a path outside its root), DEADLINE_EXCEEDED (the
     `grpc-timeout` passed), RESOURCE_EXHAUSTED (the server's limit on concurrent runs is reached),
-    UNAVAILABLE (the server is shutting down, or a remote tool or model endpoint cannot be reached
-    or is overloaded), FAILED_PRECONDITION (RunAgent with no model configured, a model endpoint that
+    UNAVAILABLE (the server is shutting down, its run store cannot be reached, the replica running
+    the run stopped renewing its lease, or a remote tool or model endpoint cannot be reached or is
+    overloaded), FAILED_PRECONDITION (RunAgent with no model configured, a model endpoint that
     refuses the request, or an agent that used all its steps without answering).
     """
 
@@ -77,8 +78,9 @@ class ToolServiceServicer(object):
     (the tool reported an error), INTERNAL (the tool panicked or broke its protocol),
     PERMISSION_DENIED (a file tool was given a path outside its root), DEADLINE_EXCEEDED (the
     `grpc-timeout` passed), RESOURCE_EXHAUSTED (the server's limit on concurrent runs is reached),
-    UNAVAILABLE (the server is shutting down, or a remote tool or model endpoint cannot be reached
-    or is overloaded), FAILED_PRECONDITION (RunAgent with no model configured, a model endpoint that
+    UNAVAILABLE (the server is shutting down, its run store cannot be reached, the replica running
+    the run stopped renewing its lease, or a remote tool or model endpoint cannot be reached or is
+    overloaded), FAILED_PRECONDITION (RunAgent with no model configured, a model endpoint that
     refuses the request, or an agent that used all its steps without answering).
     """
 
@@ -143,8 +145,9 @@ class ToolService(object):
     (the tool reported an error), INTERNAL (the tool panicked or broke its protocol),
     PERMISSION_DENIED (a file tool was given a path outside its root), DEADLINE_EXCEEDED (the
     `grpc-timeout` passed), RESOURCE_EXHAUSTED (the server's limit on concurrent runs is reached),
-    UNAVAILABLE (the server is shutting down, or a remote tool or model endpoint cannot be reached
-    or is overloaded), FAILED_PRECONDITION (RunAgent with no model configured, a model endpoint that
+    UNAVAILABLE (the server is shutting down, its run store cannot be reached, the replica running
+    the run stopped renewing its lease, or a remote tool or model endpoint cannot be reached or is
+    overloaded), FAILED_PRECONDITION (RunAgent with no model configured, a model endpoint that
     refuses the request, or an agent that used all its steps without answering).
     """
 

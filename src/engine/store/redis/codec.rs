@@ -1,0 +1,646 @@
+//! What the Redis store writes: events and errors as JSON (readable with `redis-cli`), and the
+//! run's record as the fields of a hash.
+//!
+//! The stored forms are their own types, kept apart from the engine's, so that the format is
+//! fixed here and the engine's types can change without breaking a fleet mid-upgrade.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::engine::event::{CallArguments, CallTag, EventKind, OnDisconnect, RunEvent};
+use crate::engine::runs::{RunSnapshot, RunState};
+use crate::engine::{RunError, RunOptions, RunStarted};
+use crate::tools::{ProgressUpdate, ToolError};
+
+/// The record field holding the latest progress of the call with this id (empty: the top level).
+pub(super) const PROGRESS_FIELD: &str = "p:";
+
+#[derive(Serialize, Deserialize)]
+struct StoredEvent {
+    /// The sequence.
+    s: u64,
+    /// When, in nanoseconds since the Unix epoch.
+    t: u64,
+    /// What.
+    e: StoredKind,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct StoredCall {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    tool: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    parent: String,
+}
+
+impl StoredCall {
+    fn is_top(&self) -> bool {
+        self.id.is_empty() && self.tool.is_empty() && self.parent.is_empty()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum StoredKind {
+    Started {
+        #[serde(default)]
+        tool: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        model: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tools: Vec<String>,
+        #[serde(default)]
+        max_steps: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_progress_interval_ns: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        heartbeat_interval_ns: Option<u64>,
+        #[serde(default)]
+        continue_without_caller: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ns: Option<u64>,
+    },
+    Progress {
+        #[serde(default, skip_serializing_if = "StoredCall::is_top")]
+        call: StoredCall,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        progress: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        data: Map<String, Value>,
+        /// The executing replica's estimate of the seconds left.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        eta: Option<f64>,
+    },
+    Result {
+        value: Value,
+    },
+    ToolCallStarted {
+        call: StoredCall,
+        arguments: StoredArguments,
+    },
+    ToolCallFinished {
+        call: StoredCall,
+        outcome: StoredOutcome,
+    },
+    Message {
+        text: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StoredArguments {
+    Object(Map<String, Value>),
+    Raw(String),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StoredOutcome {
+    Ok(Value),
+    Error(String),
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Nanoseconds since the Unix epoch.
+pub(super) fn unix_nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, nanos)
+}
+
+/// Milliseconds since the Unix epoch.
+pub(super) fn unix_millis(time: SystemTime) -> u64 {
+    unix_nanos(time) / 1_000_000
+}
+
+fn from_unix_nanos(nanos: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(nanos)
+}
+
+fn call_to_stored(call: &CallTag) -> StoredCall {
+    StoredCall {
+        id: call.call_id.to_string(),
+        tool: call.tool.to_string(),
+        parent: call.parent_call_id.to_string(),
+    }
+}
+
+fn call_from_stored(call: StoredCall) -> CallTag {
+    CallTag {
+        call_id: Arc::from(call.id),
+        tool: Arc::from(call.tool),
+        parent_call_id: Arc::from(call.parent),
+    }
+}
+
+/// The event as stored; `None` for gaps and heartbeats, which are never stored.
+pub(super) fn encode_event(event: &RunEvent) -> Option<String> {
+    let kind = match &event.kind {
+        EventKind::Started(started) => StoredKind::Started {
+            tool: started.tool.clone(),
+            model: started.model.clone(),
+            tools: started.tools.clone(),
+            max_steps: started.max_steps,
+            min_progress_interval_ns: started.options.min_progress_interval.map(nanos),
+            heartbeat_interval_ns: started.options.heartbeat_interval.map(nanos),
+            continue_without_caller: started.options.on_disconnect == OnDisconnect::Continue,
+            deadline_ns: started.deadline.map(nanos),
+        },
+        EventKind::Progress {
+            call,
+            update,
+            eta_seconds,
+        } => StoredKind::Progress {
+            call: call_to_stored(call),
+            progress: update.fraction,
+            status: update.status.clone(),
+            data: update.data.clone(),
+            eta: *eta_seconds,
+        },
+        EventKind::Result(value) => StoredKind::Result {
+            value: value.clone(),
+        },
+        EventKind::ToolCallStarted { call, arguments } => StoredKind::ToolCallStarted {
+            call: call_to_stored(call),
+            arguments: match arguments {
+                CallArguments::Object(object) => StoredArguments::Object(object.clone()),
+                CallArguments::Raw(text) => StoredArguments::Raw(text.clone()),
+            },
+        },
+        EventKind::ToolCallFinished { call, outcome } => StoredKind::ToolCallFinished {
+            call: call_to_stored(call),
+            outcome: match outcome {
+                Ok(value) => StoredOutcome::Ok(value.clone()),
+                Err(message) => StoredOutcome::Error(message.clone()),
+            },
+        },
+        EventKind::Message(text) => StoredKind::Message { text: text.clone() },
+        EventKind::Gap { .. } | EventKind::Heartbeat { .. } => return None,
+    };
+    let stored = StoredEvent {
+        s: event.sequence,
+        t: unix_nanos(event.timestamp),
+        e: kind,
+    };
+    serde_json::to_string(&stored).ok()
+}
+
+/// An event of run `run_id` read back from the store.
+pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, String> {
+    let stored: StoredEvent = serde_json::from_str(text)
+        .map_err(|e| format!("run {run_id}: an event in the run store is not readable ({e})"))?;
+    let kind = match stored.e {
+        StoredKind::Started {
+            tool,
+            model,
+            tools,
+            max_steps,
+            min_progress_interval_ns,
+            heartbeat_interval_ns,
+            continue_without_caller,
+            deadline_ns,
+        } => EventKind::Started(RunStarted {
+            tool,
+            model,
+            tools,
+            max_steps,
+            options: RunOptions {
+                min_progress_interval: min_progress_interval_ns.map(Duration::from_nanos),
+                on_disconnect: if continue_without_caller {
+                    OnDisconnect::Continue
+                } else {
+                    OnDisconnect::Cancel
+                },
+                heartbeat_interval: heartbeat_interval_ns.map(Duration::from_nanos),
+            },
+            deadline: deadline_ns.map(Duration::from_nanos),
+            // Kept in the run's record (its `principal` field), not in its events.
+            principal: None,
+        }),
+        StoredKind::Progress {
+            call,
+            progress,
+            status,
+            data,
+            eta,
+        } => EventKind::Progress {
+            eta_seconds: eta,
+            call: call_from_stored(call),
+            update: ProgressUpdate {
+                fraction: progress,
+                status,
+                data,
+            },
+        },
+        StoredKind::Result { value } => EventKind::Result(value),
+        StoredKind::ToolCallStarted { call, arguments } => EventKind::ToolCallStarted {
+            call: call_from_stored(call),
+            arguments: match arguments {
+                StoredArguments::Object(object) => CallArguments::Object(object),
+                StoredArguments::Raw(text) => CallArguments::Raw(text),
+            },
+        },
+        StoredKind::ToolCallFinished { call, outcome } => EventKind::ToolCallFinished {
+            call: call_from_stored(call),
+            outcome: match outcome {
+                StoredOutcome::Ok(value) => Ok(value),
+                StoredOutcome::Error(message) => Err(message),
+            },
+        },
+        StoredKind::Message { text } => EventKind::Message(text),
+    };
+    Ok(RunEvent::new(
+        Arc::clone(run_id),
+        stored.s,
+        from_unix_nanos(stored.t),
+        kind,
+    ))
+}
+
+/// A run's error as stored: the same variant (so every replica ends its streams with the same
+/// status code and message).
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "error", rename_all = "snake_case")]
+enum StoredError {
+    UnknownTool {
+        name: String,
+    },
+    InvalidArguments {
+        message: String,
+    },
+    Tool {
+        tool: String,
+        kind: StoredToolError,
+        message: String,
+    },
+    Panicked {
+        what: String,
+        message: String,
+    },
+    DeadlineExceeded {
+        limit_ns: u64,
+    },
+    Busy {
+        limit: usize,
+    },
+    ShuttingDown,
+    Interrupted,
+    Cancelled,
+    CancelRequested,
+    CursorPastEnd {
+        after: u64,
+        last: u64,
+    },
+    UnknownRun {
+        run_id: String,
+    },
+    FailedPrecondition {
+        message: String,
+    },
+    Unavailable {
+        message: String,
+    },
+    StoreUnavailable {
+        store: String,
+        reason: String,
+    },
+    ReplicaLost {
+        replica: String,
+    },
+    PrincipalBusy {
+        principal: String,
+        limit: usize,
+    },
+    PermissionDenied {
+        message: String,
+    },
+    Internal {
+        message: String,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StoredToolError {
+    Failed,
+    Internal,
+    InvalidArguments,
+    PermissionDenied,
+    NotFound,
+    Unavailable,
+    DeadlineExceeded,
+    OutOfRange,
+}
+
+pub(super) fn encode_error(error: &RunError) -> String {
+    let stored = match error.clone() {
+        RunError::UnknownTool(name) => StoredError::UnknownTool { name },
+        RunError::InvalidArguments(message) => StoredError::InvalidArguments { message },
+        RunError::Tool { tool, error } => {
+            let (kind, message) = match error {
+                ToolError::Failed(m) => (StoredToolError::Failed, m),
+                ToolError::Internal(m) => (StoredToolError::Internal, m),
+                ToolError::InvalidArguments(m) => (StoredToolError::InvalidArguments, m),
+                ToolError::PermissionDenied(m) => (StoredToolError::PermissionDenied, m),
+                ToolError::NotFound(m) => (StoredToolError::NotFound, m),
+                ToolError::Unavailable(m) => (StoredToolError::Unavailable, m),
+                ToolError::DeadlineExceeded(m) => (StoredToolError::DeadlineExceeded, m),
+                ToolError::OutOfRange(m) => (StoredToolError::OutOfRange, m),
+            };
+            StoredError::Tool {
+                tool,
+                kind,
+                message,
+            }
+        }
+        RunError::Panicked { what, message } => StoredError::Panicked { what, message },
+        RunError::DeadlineExceeded(limit) => StoredError::DeadlineExceeded {
+            limit_ns: nanos(limit),
+        },
+        RunError::Busy { limit } => StoredError::Busy { limit },
+        RunError::ShuttingDown => StoredError::ShuttingDown,
+        RunError::Interrupted => StoredError::Interrupted,
+        RunError::Cancelled => StoredError::Cancelled,
+        RunError::CancelRequested => StoredError::CancelRequested,
+        RunError::CursorPastEnd { after, last } => StoredError::CursorPastEnd { after, last },
+        RunError::UnknownRun(run_id) => StoredError::UnknownRun { run_id },
+        RunError::FailedPrecondition(message) => StoredError::FailedPrecondition { message },
+        RunError::Unavailable(message) => StoredError::Unavailable { message },
+        RunError::StoreUnavailable { store, reason } => {
+            StoredError::StoreUnavailable { store, reason }
+        }
+        RunError::ReplicaLost { replica } => StoredError::ReplicaLost { replica },
+        RunError::PrincipalBusy { principal, limit } => {
+            StoredError::PrincipalBusy { principal, limit }
+        }
+        RunError::PermissionDenied(message) => StoredError::PermissionDenied { message },
+        RunError::Internal(message) => StoredError::Internal { message },
+    };
+    serde_json::to_string(&stored).unwrap_or_else(|_| String::from(r#"{"error":"cancelled"}"#))
+}
+
+pub(super) fn decode_error(text: &str) -> RunError {
+    let Ok(stored) = serde_json::from_str::<StoredError>(text) else {
+        return RunError::Internal(format!(
+            "the run ended with an error this replica cannot read: {text}"
+        ));
+    };
+    match stored {
+        StoredError::UnknownTool { name } => RunError::UnknownTool(name),
+        StoredError::InvalidArguments { message } => RunError::InvalidArguments(message),
+        StoredError::Tool {
+            tool,
+            kind,
+            message,
+        } => RunError::Tool {
+            tool,
+            error: match kind {
+                StoredToolError::Failed => ToolError::Failed(message),
+                StoredToolError::Internal => ToolError::Internal(message),
+                StoredToolError::InvalidArguments => ToolError::InvalidArguments(message),
+                StoredToolError::PermissionDenied => ToolError::PermissionDenied(message),
+                StoredToolError::NotFound => ToolError::NotFound(message),
+                StoredToolError::Unavailable => ToolError::Unavailable(message),
+                StoredToolError::DeadlineExceeded => ToolError::DeadlineExceeded(message),
+                StoredToolError::OutOfRange => ToolError::OutOfRange(message),
+            },
+        },
+        StoredError::Panicked { what, message } => RunError::Panicked { what, message },
+        StoredError::DeadlineExceeded { limit_ns } => {
+            RunError::DeadlineExceeded(Duration::from_nanos(limit_ns))
+        }
+        StoredError::Busy { limit } => RunError::Busy { limit },
+        StoredError::ShuttingDown => RunError::ShuttingDown,
+        StoredError::Interrupted => RunError::Interrupted,
+        StoredError::Cancelled => RunError::Cancelled,
+        StoredError::CancelRequested => RunError::CancelRequested,
+        StoredError::CursorPastEnd { after, last } => RunError::CursorPastEnd { after, last },
+        StoredError::UnknownRun { run_id } => RunError::UnknownRun(run_id),
+        StoredError::FailedPrecondition { message } => RunError::FailedPrecondition(message),
+        StoredError::Unavailable { message } => RunError::Unavailable(message),
+        StoredError::StoreUnavailable { store, reason } => {
+            RunError::StoreUnavailable { store, reason }
+        }
+        StoredError::ReplicaLost { replica } => RunError::ReplicaLost { replica },
+        StoredError::PrincipalBusy { principal, limit } => {
+            RunError::PrincipalBusy { principal, limit }
+        }
+        StoredError::PermissionDenied { message } => RunError::PermissionDenied(message),
+        StoredError::Internal { message } => RunError::Internal(message),
+    }
+}
+
+/// The `state` field of a run's record.
+pub(super) fn state_name(state: RunState) -> &'static str {
+    match state {
+        RunState::Running => "running",
+        RunState::Succeeded => "succeeded",
+        RunState::Failed => "failed",
+        RunState::Cancelled => "cancelled",
+    }
+}
+
+fn state_from_name(name: &str) -> Option<RunState> {
+    Some(match name {
+        "running" => RunState::Running,
+        "succeeded" => RunState::Succeeded,
+        "failed" => RunState::Failed,
+        "cancelled" => RunState::Cancelled,
+        _ => return None,
+    })
+}
+
+/// A run's record as read from its hash.
+#[derive(Debug, Clone)]
+pub(super) struct StoredRecord {
+    pub(super) tool: String,
+    pub(super) agent: bool,
+    pub(super) create_ns: u64,
+    pub(super) owner: String,
+    /// The principal the run belongs to; empty with auth off.
+    pub(super) principal: String,
+    pub(super) state: RunState,
+    pub(super) end_ns: Option<u64>,
+    pub(super) last_sequence: u64,
+    pub(super) started: String,
+    /// The latest progress of each call (stored events).
+    pub(super) progress: Vec<String>,
+    pub(super) result: Option<String>,
+    pub(super) error: Option<String>,
+}
+
+impl StoredRecord {
+    /// The record in `fields`; `None` for a missing (or unreadable) record.
+    pub(super) fn parse(mut fields: HashMap<String, String>) -> Option<StoredRecord> {
+        let number = |fields: &HashMap<String, String>, name: &str| {
+            fields.get(name).and_then(|value| value.parse::<u64>().ok())
+        };
+        let state = state_from_name(fields.get("state")?)?;
+        let progress = fields
+            .iter()
+            .filter(|(name, _)| name.starts_with(PROGRESS_FIELD))
+            .map(|(_, value)| value.clone())
+            .collect();
+        Some(StoredRecord {
+            agent: fields.get("agent").is_some_and(|a| a == "1"),
+            create_ns: number(&fields, "create_ns").unwrap_or(0),
+            end_ns: number(&fields, "end_ns"),
+            last_sequence: number(&fields, "last_sequence").unwrap_or(0),
+            tool: fields.remove("tool").unwrap_or_default(),
+            owner: fields.remove("owner").unwrap_or_default(),
+            principal: fields.remove("principal").unwrap_or_default(),
+            started: fields.remove("started").unwrap_or_default(),
+            result: fields.remove("result"),
+            error: fields.remove("error"),
+            state,
+            progress,
+        })
+    }
+
+    /// The run as a resource.
+    pub(super) fn snapshot(&self, run_id: &str) -> RunSnapshot {
+        let run_id: Arc<str> = Arc::from(run_id);
+        let mut progress: Vec<Arc<RunEvent>> = self
+            .progress
+            .iter()
+            .filter_map(|text| decode_event(&run_id, text).ok())
+            .filter(|event| event.kind.is_progress())
+            .map(Arc::new)
+            .collect();
+        // The top level first, then the calls in the order they last reported.
+        progress.sort_by_key(|event| match &event.kind {
+            EventKind::Progress { call, .. } => (!call.call_id.is_empty(), event.sequence),
+            _ => (true, event.sequence),
+        });
+        RunSnapshot {
+            run_id,
+            state: self.state,
+            tool: self.tool.clone(),
+            agent: self.agent,
+            create_time: from_unix_nanos(self.create_ns),
+            end_time: self.end_ns.map(from_unix_nanos),
+            last_sequence: self.last_sequence,
+            progress,
+            result: self
+                .result
+                .as_deref()
+                .and_then(|text| serde_json::from_str(text).ok()),
+            error: self.error.as_deref().map(decode_error),
+            principal: (!self.principal.is_empty()).then(|| Arc::from(self.principal.as_str())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn round_trip(kind: EventKind) -> EventKind {
+        let run_id: Arc<str> = Arc::from("r");
+        let event = RunEvent::new(Arc::clone(&run_id), 7, SystemTime::now(), kind);
+        let text = encode_event(&event).expect("stored");
+        let back = decode_event(&run_id, &text).expect("readable");
+        assert_eq!(back.sequence, 7);
+        assert_eq!(back.timestamp, event.timestamp);
+        back.kind
+    }
+
+    #[test]
+    fn events_survive_the_store() {
+        let started = RunStarted {
+            tool: "ticks".into(),
+            options: RunOptions {
+                min_progress_interval: Some(Duration::from_millis(5)),
+                on_disconnect: OnDisconnect::Continue,
+                heartbeat_interval: None,
+            },
+            deadline: Some(Duration::from_secs(3)),
+            ..RunStarted::default()
+        };
+        let EventKind::Started(back) = round_trip(EventKind::Started(started.clone())) else {
+            panic!("not started");
+        };
+        assert_eq!(back.tool, "ticks");
+        assert_eq!(back.options, started.options);
+        assert_eq!(back.deadline, started.deadline);
+
+        let call = CallTag {
+            call_id: "c1".into(),
+            tool: "checksum".into(),
+            parent_call_id: "c0".into(),
+        };
+        let mut data = Map::new();
+        data.insert("bytes".into(), json!(12));
+        let EventKind::Progress {
+            call: c,
+            update,
+            eta_seconds,
+        } = round_trip(EventKind::Progress {
+            call: call.clone(),
+            update: ProgressUpdate {
+                fraction: Some(0.5),
+                status: Some("half".into()),
+                data,
+            },
+            eta_seconds: Some(2.5),
+        })
+        else {
+            panic!("not progress");
+        };
+        assert_eq!(c, call);
+        assert_eq!(eta_seconds, Some(2.5));
+        assert_eq!(update.fraction, Some(0.5));
+        assert_eq!(update.data["bytes"], json!(12));
+
+        let EventKind::ToolCallFinished { outcome, .. } = round_trip(EventKind::ToolCallFinished {
+            call,
+            outcome: Ok(Value::Null),
+        }) else {
+            panic!("not finished");
+        };
+        assert_eq!(outcome, Ok(Value::Null));
+        assert!(
+            encode_event(&RunEvent::new(
+                "r".into(),
+                0,
+                SystemTime::now(),
+                EventKind::Heartbeat { last_sequence: 1 }
+            ))
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn errors_keep_their_variant_and_message() {
+        for error in [
+            RunError::CancelRequested,
+            RunError::Tool {
+                tool: "t".into(),
+                error: ToolError::PermissionDenied("outside the root".into()),
+            },
+            RunError::DeadlineExceeded(Duration::from_millis(1500)),
+            RunError::ReplicaLost {
+                replica: "a-1".into(),
+            },
+        ] {
+            let back = decode_error(&encode_error(&error));
+            assert_eq!(back.to_string(), error.to_string());
+            assert_eq!(
+                std::mem::discriminant(&back),
+                std::mem::discriminant(&error)
+            );
+        }
+        assert!(matches!(decode_error("garbage"), RunError::Internal(_)));
+    }
+}

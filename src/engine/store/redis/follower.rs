@@ -1,0 +1,261 @@
+//! Following a run that executes on another replica: its events, read from Redis into a log of
+//! this replica, which every watcher of the run here reads with its own cursor (coalescing,
+//! throttling, gaps and heartbeats work as for a local run).
+//!
+//! A follower first replays the run's stream (XRANGE, in chunks), then follows it live with
+//! XREAD BLOCK on a connection of its own (a blocked connection serves nobody else). The stream
+//! holds at most `max_events_per_run` entries: when the oldest are gone (the record's
+//! `evicted_through` says how far), the follower's log says so, and its readers get a `Gap`.
+//! A follower ends with the run (its `result` entry, or its `end` entry with the error); it stops
+//! when its last watcher left; when Redis fails, its watchers end with UNAVAILABLE naming the
+//! store. While the run is silent, the follower checks the owner's lease and ends the run as lost
+//! when it lapsed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use redis::AsyncConnectionConfig;
+
+use super::codec::{self, StoredRecord};
+use super::keys::entry_sequence;
+use super::{CONNECT_TIMEOUT, Shared};
+use crate::engine::RunError;
+use crate::engine::log::RunLog;
+use crate::engine::runs::RunState;
+
+/// Entries read per call.
+const CHUNK: usize = 512;
+/// How much longer than its BLOCK time a blocking read may take before it counts as failed.
+const BLOCK_MARGIN: Duration = Duration::from_secs(2);
+
+/// A stream entry: its id and fields.
+type Entry = (String, HashMap<String, String>);
+
+/// How long a blocking read waits for new entries before the follower checks on the run (and
+/// its owner's lease: see [`super::replica`]).
+pub(super) fn block_time(lease: Duration) -> Duration {
+    (lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(2))
+}
+
+/// This replica's log of run `run_id` (described by `record`), executing elsewhere: the one its
+/// watchers here already read, or a new one, replayed from the store and followed from then on.
+pub(super) async fn follow(
+    shared: &Arc<Shared>,
+    run_id: &str,
+    record: &StoredRecord,
+) -> Result<Arc<RunLog>, RunError> {
+    let mut followers = shared.followers.lock().await;
+    followers.retain(|_, log| log.strong_count() > 0);
+    if let Some(log) = followers.get(run_id).and_then(Weak::upgrade) {
+        return Ok(log);
+    }
+    let log = RunLog::new(
+        Arc::from(run_id),
+        shared.limits.event_buffer,
+        shared.limits.max_events_per_run,
+    );
+    let started = codec::decode_event(log.run_id(), &record.started).map_err(RunError::Internal)?;
+    log.replicate(started);
+    let mut last_id = "1-0".to_owned();
+    loop {
+        let entries: Vec<Entry> = redis::cmd("XRANGE")
+            .arg(shared.keys.events(run_id))
+            .arg(format!("({last_id}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(CHUNK)
+            .query_async(&mut shared.conn())
+            .await
+            .map_err(|e| shared.unavailable(e))?;
+        let count = entries.len();
+        if apply(shared, &log, entries, &mut last_id)
+            .await
+            .map_err(|e| shared.unavailable(e))?
+            || count < CHUNK
+        {
+            break;
+        }
+    }
+    if log.lock().end.is_none() && record.state != RunState::Running {
+        end_as_recorded(&log, record);
+    }
+    followers.insert(run_id.to_owned(), Arc::downgrade(&log));
+    drop(followers);
+    if log.lock().end.is_none() {
+        tokio::spawn(live(
+            Arc::clone(shared),
+            Arc::downgrade(&log),
+            run_id.to_owned(),
+            last_id,
+        ));
+    }
+    Ok(log)
+}
+
+/// Follows the run live until it ends, its last watcher leaves, or Redis fails.
+async fn live(shared: Arc<Shared>, log: Weak<RunLog>, run_id: String, mut last_id: String) {
+    let block = block_time(shared.lease);
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(block + BLOCK_MARGIN));
+    let mut conn = match shared
+        .client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+    {
+        Ok(conn) => conn,
+        Err(error) => return fail(&shared, &log, error).await,
+    };
+    let key = shared.keys.events(&run_id);
+    loop {
+        if log.strong_count() == 0 {
+            return;
+        }
+        let mut command = redis::cmd("XREAD");
+        command
+            .arg("COUNT")
+            .arg(CHUNK)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(&last_id);
+        let read = command.query_async::<Option<Vec<(String, Vec<Entry>)>>>(&mut conn);
+        let reply = tokio::select! {
+            reply = read => reply,
+            () = shared.stop.cancelled() => {
+                if let Some(log) = log.upgrade() {
+                    log.finish(Err(RunError::ShuttingDown));
+                }
+                return;
+            }
+        };
+        let Some(strong) = log.upgrade() else {
+            return;
+        };
+        let outcome = match reply {
+            Ok(Some(streams)) => {
+                let entries = streams
+                    .into_iter()
+                    .next()
+                    .map(|(_, entries)| entries)
+                    .unwrap_or_default();
+                apply(&shared, &strong, entries, &mut last_id).await
+            }
+            Ok(None) => check(&shared, &strong, &run_id, &mut last_id).await,
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(error) => return fail(&shared, &log, error).await,
+        }
+    }
+}
+
+/// Adds `entries` to the log. Returns whether the run ended.
+async fn apply(
+    shared: &Shared,
+    log: &RunLog,
+    entries: Vec<Entry>,
+    last_id: &mut String,
+) -> redis::RedisResult<bool> {
+    let Some(first) = entries.first().and_then(|(id, _)| entry_sequence(id)) else {
+        return Ok(false);
+    };
+    let expected = log.lock().next_sequence;
+    if first > expected {
+        // Events between were coalesced away by the writer, or evicted from the stream: the
+        // record says how far eviction went.
+        let evicted: Option<u64> = redis::cmd("HGET")
+            .arg(shared.keys.record(log.run_id()))
+            .arg("evicted_through")
+            .query_async(&mut shared.conn())
+            .await?;
+        if let Some(evicted) = evicted.filter(|e| *e >= expected) {
+            log.mark_evicted(evicted.min(first - 1));
+        }
+    }
+    for (id, fields) in entries {
+        *last_id = id;
+        if let Some(stored) = fields.get("e") {
+            match codec::decode_event(log.run_id(), stored) {
+                Ok(event) => log.replicate(event),
+                Err(reason) => tracing::warn!(%reason, "skipped an unreadable event"),
+            }
+        } else if let Some(error) = fields.get("end") {
+            log.finish(Err(codec::decode_error(error)));
+        }
+        if log.lock().end.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The run was silent for a while: checks that it still runs (and its owner lives). Returns
+/// whether it ended.
+async fn check(
+    shared: &Shared,
+    log: &RunLog,
+    run_id: &str,
+    last_id: &mut String,
+) -> redis::RedisResult<bool> {
+    let fields: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(shared.keys.record(run_id))
+        .query_async(&mut shared.conn())
+        .await?;
+    let Some(record) = StoredRecord::parse(fields) else {
+        log.finish(Err(RunError::UnknownRun(run_id.to_owned())));
+        return Ok(true);
+    };
+    if record.state == RunState::Running {
+        if !shared.lease_alive(&record.owner).await? {
+            // The end entry it writes is read next.
+            shared.declare_lost(run_id, &record.owner).await?;
+        }
+        return Ok(false);
+    }
+    // It ended: what is left to read, then the end as recorded.
+    let entries: Vec<Entry> = redis::cmd("XRANGE")
+        .arg(shared.keys.events(run_id))
+        .arg(format!("({last_id}"))
+        .arg("+")
+        .query_async(&mut shared.conn())
+        .await?;
+    if !apply(shared, log, entries, last_id).await? {
+        end_as_recorded(log, &record);
+    }
+    Ok(true)
+}
+
+/// Ends the log as the record says the run ended (when its end entry was not read).
+fn end_as_recorded(log: &RunLog, record: &StoredRecord) {
+    let outcome = match (&record.error, &record.result) {
+        (Some(error), _) => Err(codec::decode_error(error)),
+        (None, Some(result)) => Ok(serde_json::from_str(result).unwrap_or_default()),
+        (None, None) => Err(RunError::Internal(
+            "the run ended without a recorded result or error".into(),
+        )),
+    };
+    let end = record.end_ns.map_or_else(SystemTime::now, |ns| {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(ns)
+    });
+    log.finish_at(outcome, end);
+}
+
+/// Redis failed: the follower's watchers end with UNAVAILABLE, and a new watcher starts afresh.
+async fn fail(shared: &Shared, log: &Weak<RunLog>, error: redis::RedisError) {
+    tracing::warn!(%error, store = %shared.name, "lost the run store while following a run");
+    if let Some(strong) = log.upgrade() {
+        strong.finish(Err(shared.unavailable(error)));
+        let mut followers = shared.followers.lock().await;
+        if followers
+            .get(&**strong.run_id())
+            .is_some_and(|held| held.ptr_eq(log))
+        {
+            followers.remove(&**strong.run_id());
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The Redis keys of a fleet, all under one prefix (`[runs] key_prefix`, default `toolstream:`),
+//! so that several fleets (or tests) can share one Redis.
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `{p}run:{id}` | hash | the run's record: state, tool, times, owner, latest progress per call, result or error |
+//! | `{p}run:{id}:events` | stream | the run's events, entry id `<sequence>-0`; a failed run's end is `<last>-1` |
+//! | `{p}runs` | sorted set | every run by ordinal (fleet-wide creation order): ListRuns, newest first |
+//! | `{p}finished` | sorted set | finished runs by end time: `max_runs` and retention housekeeping |
+//! | `{p}ordinal` | string | the counter ordinals come from |
+//! | `{p}replicas` | sorted set | replicas by last lease renewal, for finding the lost ones |
+//! | `{p}replica:{r}` | string | replica `r`'s lease: it exists while `r` is alive |
+//! | `{p}replica:{r}:runs` | set | the runs `r` executes |
+//! | `{p}replica:{r}:cancel` | list | run ids whose cancellation was asked of `r` from elsewhere |
+
+/// Key names under one prefix.
+#[derive(Debug, Clone)]
+pub(super) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(super) fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(super) fn record(&self, run_id: &str) -> String {
+        format!("{}run:{run_id}", self.prefix)
+    }
+
+    pub(super) fn events(&self, run_id: &str) -> String {
+        format!("{}run:{run_id}:events", self.prefix)
+    }
+
+    pub(super) fn index(&self) -> String {
+        format!("{}runs", self.prefix)
+    }
+
+    pub(super) fn finished(&self) -> String {
+        format!("{}finished", self.prefix)
+    }
+
+    pub(super) fn ordinal(&self) -> String {
+        format!("{}ordinal", self.prefix)
+    }
+
+    pub(super) fn replicas(&self) -> String {
+        format!("{}replicas", self.prefix)
+    }
+
+    pub(super) fn lease(&self, replica: &str) -> String {
+        format!("{}replica:{replica}", self.prefix)
+    }
+
+    pub(super) fn replica_runs(&self, replica: &str) -> String {
+        format!("{}replica:{replica}:runs", self.prefix)
+    }
+
+    pub(super) fn cancels(&self, replica: &str) -> String {
+        format!("{}replica:{replica}:cancel", self.prefix)
+    }
+}
+
+/// The id of the stream entry holding the event with `sequence`.
+pub(super) fn entry_id(sequence: u64) -> String {
+    format!("{sequence}-0")
+}
+
+/// The sequence an entry id stands for (`<sequence>-<n>`).
+pub(super) fn entry_sequence(id: &str) -> Option<u64> {
+    id.split_once('-')?.0.parse().ok()
+}

@@ -1,0 +1,507 @@
+//! The Redis run store (`redis://host:port/db`): the runs of every replica that shares one Redis.
+//!
+//! - **Writing** ([`writer`]): the replica that executes a run records it (a hash, an entry in the
+//!   index) before the run's work starts, then a writer task mirrors the run's in-memory log to a
+//!   Redis stream in batches (one script call per batch; progress coalesced per call within a
+//!   batch, never other events), and publishes the run's end (terminal event and final state
+//!   together, exactly once) before the run's own readers see it.
+//! - **Reading** ([`follower`]): GetRun and ListRuns read the records and the index; WatchRun of a
+//!   run executing elsewhere replays the stream with XRANGE and follows it with XREAD BLOCK on a
+//!   connection of its own, into a log of this replica that all its watchers of that run read.
+//! - **Replicas** ([`replica`]): each replica renews a lease; a replica whose lease lapsed is
+//!   lost, and any replica ends its runs with UNAVAILABLE naming it. Cancel requests for a run
+//!   reach its owner through a list it blocks on. The lease renewal is also the health check.
+//!
+//! Every key expires: a running run's keys a day after its last write (its writer refreshes them),
+//! a finished run's after the retention time. See `docs/replicas.md` for the keys and failures.
+
+mod codec;
+mod follower;
+mod keys;
+mod replica;
+mod scripts;
+#[cfg(test)]
+mod test_redis;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::{Publication, RunStore, StoreError, cancel_local, watch_local};
+use crate::config::{Limits, StoreConfig};
+use crate::engine::RunError;
+use crate::engine::event::RunOptions;
+use crate::engine::log::RunLog;
+use crate::engine::reader::{EventStream, ReadFrom};
+use crate::engine::runs::{
+    RunFilter, RunPage, RunRecord, RunSnapshot, RunState, RunTable, encode_page_token,
+};
+use codec::StoredRecord;
+use keys::Keys;
+
+/// A running run's keys expire this long after its writer last refreshed them (it does at least
+/// every quarter of this), so that a fleet that vanished leaves nothing forever.
+const RUNNING_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a Redis call may take before it counts as a failure.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting to Redis may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long CancelRun of a run executing elsewhere waits for it to end.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
+/// The Redis store of one replica.
+pub(crate) struct RedisStore {
+    shared: Arc<Shared>,
+    /// The writer tasks of this replica's runs.
+    writers: TaskTracker,
+    /// Stops the background tasks (lease, sweeper, cancel listener, followers).
+    stop: CancellationToken,
+}
+
+/// What the store's tasks share.
+pub(super) struct Shared {
+    /// The store as configured, without a password.
+    name: String,
+    /// This replica's id.
+    replica: String,
+    client: redis::Client,
+    /// The connection for everything that does not block (multiplexed, reconnecting).
+    conn: ConnectionManager,
+    keys: Keys,
+    lease: Duration,
+    limits: Limits,
+    /// The runs this replica executes.
+    local: RunTable,
+    health: watch::Sender<bool>,
+    /// Why the store was last unreachable.
+    last_error: Mutex<String>,
+    /// This replica's logs of runs executing elsewhere, shared by their watchers here.
+    followers: tokio::sync::Mutex<HashMap<String, Weak<RunLog>>>,
+    stop: CancellationToken,
+}
+
+impl RedisStore {
+    /// Opens the store: connects lazily, checks it once (a store that cannot be reached opens
+    /// unhealthy), and starts the replica's background tasks.
+    pub(crate) async fn open(
+        config: &StoreConfig,
+        limits: &Limits,
+    ) -> Result<Arc<RedisStore>, StoreError> {
+        let name = config.redacted_url();
+        let invalid = |reason: String| StoreError::Invalid {
+            store: name.clone(),
+            reason,
+        };
+        let client =
+            redis::Client::open(config.url.as_str()).map_err(|e| invalid(e.to_string()))?;
+        let conn = ConnectionManager::new_lazy_with_config(
+            client.clone(),
+            ConnectionManagerConfig::new()
+                .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500)),
+        )
+        .map_err(|e| invalid(e.to_string()))?;
+        let replica = format!(
+            "{}-{}",
+            config
+                .replica_name
+                .clone()
+                .unwrap_or_else(replica::host_name),
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
+        let stop = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            name,
+            replica,
+            client,
+            conn,
+            keys: Keys::new(&config.key_prefix),
+            lease: config.lease,
+            limits: *limits,
+            local: RunTable::new(limits.retention, limits.max_runs),
+            health: watch::Sender::new(false),
+            last_error: Mutex::new("not checked yet".into()),
+            followers: tokio::sync::Mutex::new(HashMap::new()),
+            stop: stop.clone(),
+        });
+        shared.renew_lease().await;
+        if !*shared.health.borrow() {
+            tracing::warn!(
+                store = %shared.name,
+                reason = %shared.last_error(),
+                "the run store cannot be reached yet: health NOT_SERVING until it can"
+            );
+        }
+        replica::spawn(&shared);
+        Ok(Arc::new(RedisStore {
+            shared,
+            writers: TaskTracker::new(),
+            stop,
+        }))
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Milliseconds in a duration, for PEXPIRE and friends.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+impl Shared {
+    fn last_error(&self) -> String {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The error a client gets when the store fails.
+    fn unavailable(&self, reason: impl std::fmt::Display) -> RunError {
+        RunError::StoreUnavailable {
+            store: self.name.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Keys of the index and other fleet-wide sets outlive every run they name.
+    fn index_ttl(&self) -> u64 {
+        millis(RUNNING_TTL + self.limits.retention)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// A run's record, `None` when there is none.
+    async fn read_record(&self, run_id: &str) -> Result<Option<StoredRecord>, RunError> {
+        let fields: HashMap<String, String> = self
+            .conn()
+            .hgetall(self.keys.record(run_id))
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(StoredRecord::parse(fields))
+    }
+
+    /// Whether `replica` holds its lease.
+    async fn lease_alive(&self, replica: &str) -> redis::RedisResult<bool> {
+        self.conn().exists(self.keys.lease(replica)).await
+    }
+
+    /// Ends `run_id` with UNAVAILABLE naming `owner`, if it still runs there and `owner`'s lease
+    /// lapsed. Returns whether it did.
+    async fn declare_lost(&self, run_id: &str, owner: &str) -> redis::RedisResult<bool> {
+        let now = SystemTime::now();
+        let error = codec::encode_error(&RunError::ReplicaLost {
+            replica: owner.to_owned(),
+        });
+        let reply: String = scripts::DECLARE_LOST
+            .key(self.keys.record(run_id))
+            .key(self.keys.events(run_id))
+            .key(self.keys.index())
+            .key(self.keys.finished())
+            .key(self.keys.replica_runs(owner))
+            .key(self.keys.lease(owner))
+            .arg(run_id)
+            .arg(owner)
+            .arg(codec::unix_nanos(now))
+            .arg(error)
+            .arg(millis(self.limits.retention))
+            .arg(self.limits.max_runs)
+            .arg(self.keys.prefix())
+            .arg(self.index_ttl())
+            .arg(codec::unix_millis(now))
+            .invoke_async(&mut self.conn())
+            .await?;
+        let lost = reply == "lost";
+        if lost {
+            tracing::warn!(
+                run_id,
+                replica = owner,
+                "the replica running this run stopped renewing its lease: the run ended UNAVAILABLE"
+            );
+        }
+        Ok(lost)
+    }
+
+    /// The record of a run, with a run whose owner is lost ended first.
+    async fn settle(&self, run_id: &str, record: StoredRecord) -> Result<StoredRecord, RunError> {
+        if record.state != RunState::Running || record.owner == self.replica {
+            return Ok(record);
+        }
+        let alive = self
+            .lease_alive(&record.owner)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        if alive {
+            return Ok(record);
+        }
+        self.declare_lost(run_id, &record.owner)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(self.read_record(run_id).await?.unwrap_or(record))
+    }
+
+    /// A run's record, or NOT_FOUND.
+    async fn existing(&self, run_id: &str) -> Result<StoredRecord, RunError> {
+        self.read_record(run_id)
+            .await?
+            .ok_or_else(|| RunError::UnknownRun(run_id.to_owned()))
+    }
+
+    async fn get(&self, run_id: &str) -> Result<RunSnapshot, RunError> {
+        if let Some(record) = self.local.get(run_id) {
+            return Ok(record.snapshot());
+        }
+        let record = self.existing(run_id).await?;
+        Ok(self.settle(run_id, record).await?.snapshot(run_id))
+    }
+
+    async fn list(&self, filter: &RunFilter) -> Result<RunPage, RunError> {
+        let mut before = filter.before()?;
+        let page_size = filter.effective_page_size();
+        let chunk = (page_size + 1).clamp(32, 1000);
+        let mut runs = Vec::with_capacity(page_size.min(chunk));
+        let mut next_page_token = String::new();
+        let mut owners_alive: HashMap<String, bool> = HashMap::new();
+        'pages: loop {
+            let max = if before == u64::MAX {
+                "+inf".to_owned()
+            } else {
+                format!("({before}")
+            };
+            let ids: Vec<(String, f64)> = self
+                .conn()
+                .zrevrangebyscore_limit_withscores(
+                    self.keys.index(),
+                    max,
+                    "-inf",
+                    0,
+                    chunk as isize,
+                )
+                .await
+                .map_err(|e| self.unavailable(e))?;
+            if ids.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for (id, _) in &ids {
+                pipe.hgetall(self.keys.record(id));
+            }
+            let records: Vec<HashMap<String, String>> = pipe
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| self.unavailable(e))?;
+            let mut expired = Vec::new();
+            for ((id, score), fields) in ids.iter().zip(records) {
+                let ordinal = *score as u64;
+                before = ordinal;
+                let snapshot = if let Some(local) = self.local.get(id) {
+                    // This replica's own runs: fresher from memory.
+                    local.snapshot()
+                } else {
+                    let Some(mut record) = StoredRecord::parse(fields) else {
+                        expired.push(id.clone());
+                        continue;
+                    };
+                    if record.state == RunState::Running && record.owner != self.replica {
+                        let alive = match owners_alive.get(&record.owner) {
+                            Some(alive) => *alive,
+                            None => {
+                                let alive = self
+                                    .lease_alive(&record.owner)
+                                    .await
+                                    .map_err(|e| self.unavailable(e))?;
+                                owners_alive.insert(record.owner.clone(), alive);
+                                alive
+                            }
+                        };
+                        if !alive {
+                            record = self.settle(id, record).await?;
+                        }
+                    }
+                    record.snapshot(id)
+                };
+                if !filter.accepts(&snapshot.tool, snapshot.state)
+                    || !filter.accepts_principal(snapshot.principal.as_deref())
+                {
+                    continue;
+                }
+                if runs.len() == page_size {
+                    next_page_token = encode_page_token(ordinal + 1);
+                    break 'pages;
+                }
+                runs.push(snapshot);
+            }
+            if !expired.is_empty() {
+                let _: redis::RedisResult<()> = self.conn().zrem(self.keys.index(), expired).await;
+            }
+            if ids.len() < chunk {
+                break;
+            }
+        }
+        Ok(RunPage {
+            runs,
+            next_page_token,
+        })
+    }
+
+    async fn watch(
+        self: &Arc<Self>,
+        run_id: &str,
+        from: ReadFrom,
+        options: &RunOptions,
+    ) -> Result<EventStream, RunError> {
+        if let Some(record) = self.local.get(run_id) {
+            return watch_local(&record, from, options, self.limits.event_buffer);
+        }
+        let record = self.existing(run_id).await?;
+        let record = self.settle(run_id, record).await?;
+        if let ReadFrom::After(after) = from {
+            // The store may lag behind a cursor from the owner's stream while the run goes on;
+            // once it ended, the store has every event.
+            if record.state != RunState::Running && after > record.last_sequence {
+                return Err(RunError::CursorPastEnd {
+                    after,
+                    last: record.last_sequence,
+                });
+            }
+        }
+        let log = follower::follow(self, run_id, &record).await?;
+        Ok(EventStream::new(
+            log,
+            from,
+            options,
+            self.limits.event_buffer,
+            None,
+        ))
+    }
+
+    async fn cancel(self: &Arc<Self>, run_id: &str) -> Result<RunSnapshot, RunError> {
+        if let Some(record) = self.local.get(run_id) {
+            return Ok(cancel_local(&record).await);
+        }
+        let record = self.existing(run_id).await?;
+        let record = self.settle(run_id, record).await?;
+        if record.state != RunState::Running {
+            return Ok(record.snapshot(run_id));
+        }
+        let reply: String = scripts::REQUEST_CANCEL
+            .key(self.keys.record(run_id))
+            .key(self.keys.cancels(&record.owner))
+            .arg(run_id)
+            .arg(&record.owner)
+            .arg(millis(RUNNING_TTL))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        if reply == "requested" {
+            // Follow the run until its owner ended it (or was declared lost), within bounds.
+            let log = follower::follow(self, run_id, &record).await?;
+            let _ = tokio::time::timeout(CANCEL_WAIT, log.wait_end()).await;
+        }
+        let record = self.existing(run_id).await?;
+        Ok(self.settle(run_id, record).await?.snapshot(run_id))
+    }
+}
+
+impl RunStore for RedisStore {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn replica(&self) -> Option<&str> {
+        Some(&self.shared.replica)
+    }
+
+    fn health(&self) -> watch::Receiver<bool> {
+        self.shared.health.subscribe()
+    }
+
+    fn admit(&self) -> Result<(), RunError> {
+        if *self.shared.health.borrow() {
+            Ok(())
+        } else {
+            Err(self.shared.unavailable(self.shared.last_error()))
+        }
+    }
+
+    fn local(&self) -> &RunTable {
+        &self.shared.local
+    }
+
+    fn publish(&self, record: &Arc<RunRecord>) -> Option<Publication> {
+        let (created_tx, created) = watch::channel(None);
+        let (end_tx, end) = oneshot::channel();
+        let span = tracing::info_span!("run store writer", run_id = %record.run_id());
+        self.writers.spawn(
+            writer::mirror(
+                Arc::clone(&self.shared),
+                Arc::clone(record),
+                created_tx,
+                end,
+            )
+            .instrument(span),
+        );
+        Some(Publication::new(
+            created,
+            end_tx,
+            self.shared.health.subscribe(),
+        ))
+    }
+
+    fn get<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<RunSnapshot, RunError>> {
+        Box::pin(self.shared.get(run_id))
+    }
+
+    fn list<'a>(&'a self, filter: &'a RunFilter) -> BoxFuture<'a, Result<RunPage, RunError>> {
+        Box::pin(self.shared.list(filter))
+    }
+
+    fn watch<'a>(
+        &'a self,
+        run_id: &'a str,
+        from: ReadFrom,
+        options: &'a RunOptions,
+    ) -> BoxFuture<'a, Result<EventStream, RunError>> {
+        Box::pin(self.shared.watch(run_id, from, options))
+    }
+
+    fn cancel<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<RunSnapshot, RunError>> {
+        Box::pin(self.shared.cancel(run_id))
+    }
+
+    fn close(&self, grace: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.writers.close();
+            if tokio::time::timeout(grace, self.writers.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "the run store did not take every run's end in time; other replicas will \
+                     end those runs UNAVAILABLE"
+                );
+            }
+            self.stop.cancel();
+            self.shared.leave().await;
+        })
+    }
+}

@@ -1,0 +1,232 @@
+//! A replica among others: its lease (which is also the store's health check), the sweeper that
+//! ends the runs of lost replicas, and the listener for cancel requests from other replicas.
+//!
+//! - **Lease.** The replica's lease key expires two thirds of the lease time (`[runs] lease_secs`)
+//!   after it was last set, and the replica sets it every sixth of the lease time (at most every
+//!   second), so three renewals in a row can fail before it lapses. Success means the store is
+//!   reachable (health SERVING, new runs taken); failure means it is not (health NOT_SERVING, new
+//!   runs UNAVAILABLE naming the store) until a renewal succeeds again.
+//! - **Sweeper.** Every quarter of the lease time (at most every 5 s) each replica looks for
+//!   replicas whose lease lapsed and ends their running runs with UNAVAILABLE naming them (a
+//!   script that does nothing if the run ended or the lease came back), so a dead replica leaves
+//!   no run RUNNING. A follower of a silent run checks its owner as often. Either way a dead
+//!   replica's runs end within the lease time: its key lapses within two thirds of it, and is
+//!   noticed within a quarter more. The sweeper also drops expired runs from the index.
+//! - **Cancel requests.** A CancelRun on another replica pushes the run id onto this replica's
+//!   cancel list; the replica blocks on that list (its own connection) and cancels the run.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use redis::{AsyncCommands, AsyncConnectionConfig};
+
+use super::codec;
+use super::follower::block_time;
+use super::{CONNECT_TIMEOUT, Shared, millis, scripts};
+use crate::engine::runs::CancelReason;
+
+/// The replica's host name, the default start of its id.
+pub(super) fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+    let status = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    let name = if status == 0 {
+        let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
+        String::from_utf8_lossy(&buffer[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    if name.is_empty() {
+        "toolstream".to_owned()
+    } else {
+        name
+    }
+}
+
+/// How long the lease key lives after each renewal.
+fn lease_key_ttl(lease: Duration) -> Duration {
+    lease * 2 / 3
+}
+
+/// How often the lease is renewed (and the store's health checked).
+fn renew_interval(lease: Duration) -> Duration {
+    (lease / 6).clamp(Duration::from_millis(20), Duration::from_secs(1))
+}
+
+/// How often lost replicas are looked for.
+fn sweep_interval(lease: Duration) -> Duration {
+    (lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
+}
+
+/// Starts the replica's background tasks; they stop with the store.
+pub(super) fn spawn(shared: &Arc<Shared>) {
+    tokio::spawn(renew_lease(Arc::clone(shared)));
+    tokio::spawn(sweep(Arc::clone(shared)));
+    tokio::spawn(listen_for_cancels(Arc::clone(shared)));
+}
+
+async fn renew_lease(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(renew_interval(shared.lease));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shared.stop.cancelled() => return,
+            _ = tick.tick() => shared.renew_lease().await,
+        }
+    }
+}
+
+async fn sweep(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(sweep_interval(shared.lease));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shared.stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !*shared.health.borrow() {
+            continue;
+        }
+        if let Err(error) = shared.sweep_once().await {
+            tracing::debug!(%error, "sweeping for lost replicas failed");
+        }
+    }
+}
+
+async fn listen_for_cancels(shared: Arc<Shared>) {
+    let block = block_time(shared.lease);
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(block + Duration::from_secs(2)));
+    let key = shared.keys.cancels(&shared.replica);
+    loop {
+        let connected = tokio::select! {
+            () = shared.stop.cancelled() => return,
+            connected = shared.client.get_multiplexed_async_connection_with_config(&config) => connected,
+        };
+        let Ok(mut conn) = connected else {
+            tokio::select! {
+                () = shared.stop.cancelled() => return,
+                () = tokio::time::sleep(renew_interval(shared.lease)) => continue,
+            }
+        };
+        loop {
+            let popped: redis::RedisResult<Option<[String; 2]>> = tokio::select! {
+                () = shared.stop.cancelled() => return,
+                popped = conn.blpop(&key, block.as_secs_f64()) => popped,
+            };
+            match popped {
+                Ok(Some([_, run_id])) => {
+                    if let Some(record) = shared.local.get(&run_id)
+                        && record.log.lock().end.is_none()
+                    {
+                        tracing::info!(run_id, "cancelled through CancelRun on another replica");
+                        record.cancel(CancelReason::Requested);
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Renews this replica's lease; the outcome is the store's health.
+    pub(super) async fn renew_lease(&self) {
+        let now = codec::unix_millis(SystemTime::now());
+        let renewed: redis::RedisResult<()> = redis::pipe()
+            .cmd("SET")
+            .arg(self.keys.lease(&self.replica))
+            .arg(now)
+            .arg("PX")
+            .arg(millis(lease_key_ttl(self.lease)))
+            .ignore()
+            .cmd("ZADD")
+            .arg(self.keys.replicas())
+            .arg(now)
+            .arg(&self.replica)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(self.keys.replicas())
+            .arg(self.index_ttl())
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(self.keys.replica_runs(&self.replica))
+            .arg(self.index_ttl())
+            .ignore()
+            .query_async(&mut self.conn())
+            .await;
+        match renewed {
+            Ok(()) => {
+                let recovered = self
+                    .health
+                    .send_if_modified(|up| !std::mem::replace(up, true));
+                if recovered {
+                    tracing::info!(store = %self.name, replica = %self.replica, "the run store is reachable: SERVING");
+                }
+            }
+            Err(error) => {
+                *self
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = error.to_string();
+                let lost = self
+                    .health
+                    .send_if_modified(|up| std::mem::replace(up, false));
+                if lost {
+                    tracing::warn!(
+                        store = %self.name,
+                        %error,
+                        "the run store cannot be reached: NOT_SERVING, new runs refused"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Ends the runs of replicas whose lease lapsed, and forgets expired runs in the index.
+    async fn sweep_once(&self) -> redis::RedisResult<()> {
+        let replicas: Vec<String> = self.conn().zrange(self.keys.replicas(), 0, -1).await?;
+        for replica in replicas.iter().filter(|r| **r != self.replica) {
+            if self.lease_alive(replica).await? {
+                continue;
+            }
+            let runs: HashSet<String> = self
+                .conn()
+                .smembers(self.keys.replica_runs(replica))
+                .await?;
+            for run_id in &runs {
+                self.declare_lost(run_id, replica).await?;
+            }
+            let left: usize = self.conn().scard(self.keys.replica_runs(replica)).await?;
+            if left == 0 {
+                let _: usize = self.conn().zrem(self.keys.replicas(), replica).await?;
+            }
+        }
+        let expired_before = SystemTime::now()
+            .checked_sub(self.limits.retention)
+            .map_or(0, codec::unix_millis);
+        let _: usize = scripts::FORGET_EXPIRED
+            .key(self.keys.finished())
+            .key(self.keys.index())
+            .arg(expired_before)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Leaves the fleet at shutdown: the lease goes at once, so runs whose end could not be
+    /// written are ended by the other replicas without waiting for it to lapse.
+    pub(super) async fn leave(&self) {
+        let left: redis::RedisResult<()> = redis::pipe()
+            .del(self.keys.lease(&self.replica))
+            .ignore()
+            .query_async(&mut self.conn())
+            .await;
+        if let Err(error) = left {
+            tracing::debug!(%error, "cannot release the lease; it lapses on its own");
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The Lua scripts that change a run in Redis. Each is atomic (Redis runs a script alone), and
+//! each checks the run's state first: only the owner writes a running run's events, and a run
+//! ends exactly once (its owner publishing its end and another replica declaring the owner lost
+//! cannot both happen). One script call is one round trip, however many events it carries.
+//!
+//! Scripts touch keys derived from the prefix when they evict old runs (beyond `max_runs`): they
+//! are meant for a standalone Redis (or one primary), not Redis Cluster.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Functions shared by the scripts.
+const PRELUDE: &str = r#"
+-- Why a write to the run is refused: 'missing' (no record), 'ended' (not running, or owned by
+-- another replica), or nil.
+local function refused(record, owner)
+  local state = redis.call('HGET', record, 'state')
+  if not state then return 'missing' end
+  if state ~= 'running' or redis.call('HGET', record, 'owner') ~= owner then return 'ended' end
+  return nil
+end
+
+-- Appends the entries in ARGV from `first` (a count, then id/payload pairs). An id not above the
+-- stream's last is refused by XADD: a replayed or duplicated write adds nothing.
+local function append_entries(stream, first)
+  local n = tonumber(ARGV[first])
+  local added = 0
+  for i = 0, n - 1 do
+    local reply = redis.pcall('XADD', stream, ARGV[first + 1 + 2 * i], 'e', ARGV[first + 2 + 2 * i])
+    if type(reply) ~= 'table' or not reply.err then added = added + 1 end
+  end
+  return added, first + 1 + 2 * n
+end
+
+-- Drops the entries up to sequence `through` (gone from the writer's log before it could write
+-- them), then the oldest beyond `maxlen`; returns the highest sequence now gone.
+local function trim(stream, through, maxlen)
+  local gone = through
+  if through > 0 then redis.call('XTRIM', stream, 'MINID', (through + 1) .. '-0') end
+  local over = redis.call('XLEN', stream) - maxlen
+  if over > 0 then
+    local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', over)
+    local seq = tonumber(string.match(oldest[#oldest][1], '^(%d+)-'))
+    if seq > gone then gone = seq end
+    redis.call('XTRIM', stream, 'MAXLEN', maxlen)
+  end
+  return gone
+end
+
+-- Raises the record's counters and sets the latest progress fields (ARGV from `first`, pairs).
+local function update_record(record, last_sequence, gone, first)
+  if gone > tonumber(redis.call('HGET', record, 'evicted_through') or '0') then
+    redis.call('HSET', record, 'evicted_through', gone)
+  end
+  if last_sequence > tonumber(redis.call('HGET', record, 'last_sequence') or '0') then
+    redis.call('HSET', record, 'last_sequence', last_sequence)
+  end
+  for j = first, #ARGV, 2 do redis.call('HSET', record, ARGV[j], ARGV[j + 1]) end
+end
+
+-- What every end does: the run's keys expire after the retention time, the run leaves its
+-- replica's set and joins the finished ones, and the oldest finished beyond `max_runs` go.
+local function ended(record, stream, index, finished, replica_runs, id, end_ms, retention,
+                     index_ttl, prefix, max_runs)
+  redis.call('PEXPIRE', record, retention)
+  redis.call('PEXPIRE', stream, retention)
+  redis.call('SREM', replica_runs, id)
+  redis.call('ZADD', finished, end_ms, id)
+  redis.call('PEXPIRE', finished, index_ttl)
+  local over = redis.call('ZCARD', finished) - max_runs
+  if over > 0 then
+    local gone = redis.call('ZPOPMIN', finished, over)
+    for i = 1, #gone, 2 do
+      redis.call('DEL', prefix .. 'run:' .. gone[i], prefix .. 'run:' .. gone[i] .. ':events')
+      redis.call('ZREM', index, gone[i])
+    end
+  end
+end
+"#;
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+/// Records a new run (or records it again, after the store lost it).
+///
+/// KEYS: record, events, index, ordinal, replica runs.
+/// ARGV: run id, owner, tool, agent (0/1), create_ns, principal, started event, ttl_ms,
+/// index_ttl_ms, last_sequence, evicted_through.
+/// Returns `created`, or `exists` when this owner already recorded it (a retried write).
+pub(super) static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'owner') == ARGV[2] then return 'exists' end
+  return redis.error_reply('run id ' .. ARGV[1] .. ' is taken by another replica')
+end
+local ordinal = redis.call('INCR', KEYS[4])
+redis.call('PEXPIRE', KEYS[4], ARGV[9])
+redis.call('HSET', KEYS[1], 'tool', ARGV[3], 'agent', ARGV[4], 'create_ns', ARGV[5],
+  'owner', ARGV[2], 'principal', ARGV[6], 'ordinal', ordinal, 'state', 'running',
+  'last_sequence', ARGV[10], 'evicted_through', ARGV[11], 'started', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
+redis.pcall('XADD', KEYS[2], '1-0', 'e', ARGV[7])
+redis.call('PEXPIRE', KEYS[2], ARGV[8])
+redis.call('ZADD', KEYS[3], ordinal, ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[9])
+redis.call('SADD', KEYS[5], ARGV[1])
+redis.call('PEXPIRE', KEYS[5], ARGV[9])
+return 'created'
+"#,
+    )
+});
+
+/// Appends a batch of a running run's events.
+///
+/// KEYS: record, events.
+/// ARGV: owner, maxlen, ttl_ms, last_sequence, evicted_through, then the entries (count, then
+/// id/payload pairs), then the latest progress fields (field/payload pairs).
+/// Returns `{'ok', added}`, `{'missing', ''}` or `{'ended', error}`.
+pub(super) static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local why = refused(KEYS[1], ARGV[1])
+if why then return {why, redis.call('HGET', KEYS[1], 'error') or ''} end
+local added, next_arg = append_entries(KEYS[2], 6)
+local gone = trim(KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[2]))
+update_record(KEYS[1], tonumber(ARGV[4]), gone, next_arg)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return {'ok', tostring(added)}
+"#,
+    )
+});
+
+/// Ends a run: its last events, its terminal event (the `result` entry, or for an error an
+/// `end` entry `<last>-1`) and the record's final state, together.
+///
+/// KEYS: record, events, index, finished, replica runs.
+/// ARGV: owner, maxlen, retention_ms, last_sequence, evicted_through, state, end_ns, result
+/// ('' for none), error ('' for none), max_runs, prefix, run id, index_ttl_ms, end_ms, then the
+/// entries and the progress fields as for APPEND.
+/// Returns `{'ok', added}`, `{'missing', ''}` or `{'ended', error}`.
+pub(super) static FINISH: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local why = refused(KEYS[1], ARGV[1])
+if why then return {why, redis.call('HGET', KEYS[1], 'error') or ''} end
+local added, next_arg = append_entries(KEYS[2], 15)
+if ARGV[9] ~= '' then redis.pcall('XADD', KEYS[2], ARGV[4] .. '-1', 'end', ARGV[9]) end
+local gone = trim(KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[2]))
+update_record(KEYS[1], tonumber(ARGV[4]), gone, next_arg)
+redis.call('HSET', KEYS[1], 'state', ARGV[6], 'end_ns', ARGV[7], 'last_sequence', ARGV[4])
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[8]) end
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[9]) end
+ended(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[12], ARGV[14], ARGV[3], ARGV[13],
+  ARGV[11], tonumber(ARGV[10]))
+return {'ok', tostring(added)}
+"#,
+    )
+});
+
+/// Ends a run whose owner's lease lapsed, with the owner's error, unless the run ended or the
+/// owner renewed its lease meanwhile.
+///
+/// KEYS: record, events, index, finished, owner's runs, owner's lease.
+/// ARGV: run id, owner, end_ns, error, retention_ms, max_runs, prefix, index_ttl_ms, end_ms.
+/// Returns `lost`, `alive` or `ended`.
+pub(super) static DECLARE_LOST: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'running' or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then
+  redis.call('SREM', KEYS[5], ARGV[1])
+  return 'ended'
+end
+if redis.call('EXISTS', KEYS[6]) == 1 then return 'alive' end
+local last = redis.call('HGET', KEYS[1], 'last_sequence') or '0'
+redis.pcall('XADD', KEYS[2], last .. '-1', 'end', ARGV[4])
+redis.call('HSET', KEYS[1], 'state', 'failed', 'end_ns', ARGV[3], 'error', ARGV[4])
+ended(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[9], ARGV[5], ARGV[8],
+  ARGV[7], tonumber(ARGV[6]))
+return 'lost'
+"#,
+    )
+});
+
+/// Asks a running run's owner to cancel it.
+///
+/// KEYS: record, owner's cancel list.
+/// ARGV: run id, owner, ttl_ms.
+/// Returns `requested`, `ended` or `missing`.
+pub(super) static REQUEST_CANCEL: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local why = refused(KEYS[1], ARGV[2])
+if why then return why end
+redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 'requested'
+"#,
+    )
+});
+
+/// Forgets, in the index, finished runs whose keys expired.
+///
+/// KEYS: finished, index. ARGV: the end time (ms) before which runs expired.
+/// Returns how many it forgot.
+pub(super) static FORGET_EXPIRED: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 500)
+for _, id in ipairs(gone) do
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[1], id)
+end
+return #gone
+"#,
+    )
+});

@@ -1,0 +1,524 @@
+//! The writer of a run this replica executes: records the run, mirrors its log to Redis in
+//! batches, and publishes its end.
+//!
+//! The writer reads the run's log like any reader (so a slow Redis never slows the run: the
+//! writer falls behind and gets progress coalesced, and a gap when it fell further behind than
+//! the log holds). Each batch is what the log holds when the previous write returned, so batches
+//! grow with the rate of events and the round trip, and one script call writes each. Within a
+//! batch only the newest progress of each call is written (the gap in `sequence` shows it); other
+//! events are always written. Each entry's id is its sequence, so a write that is retried after a
+//! lost reply adds nothing twice.
+//!
+//! When Redis fails, the writer retries the same batch (with backoff) until it succeeds: the run
+//! goes on meanwhile, its caller and local watchers see nothing of it, and the writer catches up
+//! when Redis is back. If the store says the run already ended (another replica declared this one
+//! lost while it could not reach Redis), the run ends here the same way.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{oneshot, watch};
+
+use super::codec::{self, PROGRESS_FIELD};
+use super::keys::entry_id;
+use super::{RUNNING_TTL, Shared, millis, scripts};
+use crate::engine::RunError;
+use crate::engine::event::{EventKind, RunEvent, RunOptions};
+use crate::engine::reader::{EventStream, ReadFrom};
+use crate::engine::runs::{RunRecord, RunState};
+use crate::engine::store::PublishEnd;
+
+/// The most events one script call carries.
+const MAX_BATCH: usize = 512;
+/// The longest wait between two attempts at a write that failed.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// What identifies a run in its record.
+pub(super) struct Header {
+    run_id: Arc<str>,
+    tool: String,
+    agent: bool,
+    create_ns: u64,
+    /// The principal the run belongs to; empty with auth off.
+    principal: String,
+    /// The started event, stored.
+    started: String,
+}
+
+/// Records the run, then mirrors it until it ends. `created` learns whether the run could be
+/// recorded (the run starts only if it was); `end` brings the run's end.
+pub(super) async fn mirror(
+    shared: Arc<Shared>,
+    record: Arc<RunRecord>,
+    created: watch::Sender<Option<Result<(), RunError>>>,
+    end: oneshot::Receiver<PublishEnd>,
+) {
+    let started = record.log.lock().started.clone();
+    let Some(started) = started.as_deref().and_then(codec::encode_event) else {
+        created.send_replace(Some(Err(RunError::Internal(
+            "the run has no started event to record".into(),
+        ))));
+        return;
+    };
+    let header = Header {
+        run_id: Arc::clone(record.run_id()),
+        tool: record.tool.clone(),
+        agent: record.agent,
+        create_ns: codec::unix_nanos(record.create_time),
+        principal: record.principal.as_deref().unwrap_or_default().to_owned(),
+        started,
+    };
+    if let Err(error) = shared.create(&header, 1, 0).await {
+        tracing::warn!(%error, "cannot record the run in the run store");
+        created.send_replace(Some(Err(shared.unavailable(error))));
+        return;
+    }
+    created.send_replace(Some(Ok(())));
+    let events = EventStream::new(
+        Arc::clone(&record.log),
+        ReadFrom::After(1),
+        &RunOptions::default(),
+        shared.limits.event_buffer,
+        None,
+    );
+    Writer {
+        shared,
+        record,
+        header,
+        events,
+        written: 1,
+    }
+    .run(end)
+    .await;
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    record: Arc<RunRecord>,
+    header: Header,
+    /// The writer's reader of the run's log.
+    events: EventStream,
+    /// The last sequence stored.
+    written: u64,
+}
+
+/// Events to write together.
+#[derive(Default)]
+struct Batch {
+    /// Sequence and stored event; `None` where newer progress of the same call replaced it.
+    entries: Vec<Option<(u64, String)>>,
+    /// The newest progress of each call: its index in `entries`.
+    progress: HashMap<Arc<str>, usize>,
+    last_sequence: u64,
+    /// Events up to this sequence left the log before the writer read them.
+    evicted_through: u64,
+}
+
+impl Batch {
+    fn add(&mut self, event: &RunEvent) {
+        if let EventKind::Gap { to, .. } = event.kind {
+            self.evicted_through = self.evicted_through.max(to);
+            self.last_sequence = self.last_sequence.max(to);
+            return;
+        }
+        let Some(stored) = codec::encode_event(event) else {
+            return;
+        };
+        self.last_sequence = event.sequence;
+        if let EventKind::Progress { call, .. } = &event.kind {
+            let index = self.entries.len();
+            if let Some(previous) = self.progress.insert(Arc::clone(&call.call_id), index) {
+                self.entries[previous] = None;
+            }
+        }
+        self.entries.push(Some((event.sequence, stored)));
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn first_sequence(&self) -> Option<u64> {
+        self.entries.iter().flatten().map(|(s, _)| *s).next()
+    }
+}
+
+/// How a run ends in its record.
+struct EndWrite {
+    state: RunState,
+    end_ns: u64,
+    end_ms: u64,
+    result: String,
+    error: String,
+}
+
+/// What the store answered a write.
+#[derive(Debug, PartialEq, Eq)]
+enum Reply {
+    /// Written; how many entries were new (a replayed entry is refused).
+    Written(u64),
+    /// The record is gone (the store lost it, or it expired).
+    Missing,
+    /// The run already ended in the store; its error.
+    Ended(String),
+}
+
+impl Writer {
+    async fn run(mut self, mut end: oneshot::Receiver<PublishEnd>) {
+        // Keeps a silent run's keys from expiring.
+        let mut refresh = tokio::time::interval(RUNNING_TTL / 4);
+        refresh.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                request = &mut end => {
+                    if let Ok(request) = request {
+                        self.finish(request).await;
+                    }
+                    return;
+                }
+                item = self.events.next() => {
+                    let Some(Ok(event)) = item else {
+                        // The log ended without an end to publish (cannot happen: the run
+                        // publishes before it ends); wait for one anyway.
+                        if let Ok(request) = end.await {
+                            self.finish(request).await;
+                        }
+                        return;
+                    };
+                    let mut batch = Batch::default();
+                    batch.add(&event);
+                    self.fill(&mut batch);
+                    if !self.store(batch, None).await {
+                        return;
+                    }
+                }
+                _ = refresh.tick() => {
+                    if !self.store(Batch::default(), None).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds what the log holds now, up to a batch.
+    fn fill(&mut self, batch: &mut Batch) {
+        while batch.len() < MAX_BATCH {
+            match self.events.next().now_or_never() {
+                Some(Some(Ok(event))) if !matches!(event.kind, EventKind::Result(_)) => {
+                    batch.add(&event)
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Writes the run's last events and its end.
+    async fn finish(&mut self, request: PublishEnd) {
+        // The run is sealed: everything it logged is in the log now.
+        let mut batch = Batch::default();
+        loop {
+            self.fill(&mut batch);
+            if batch.len() < MAX_BATCH {
+                break;
+            }
+            if !self.store(std::mem::take(&mut batch), None).await {
+                let _ = request.done.send(());
+                return;
+            }
+        }
+        let end = match &request.outcome {
+            Ok(value) => {
+                batch.add(&RunEvent::new(
+                    Arc::clone(&self.header.run_id),
+                    request.sequence,
+                    request.timestamp,
+                    EventKind::Result(value.clone()),
+                ));
+                EndWrite {
+                    state: RunState::Succeeded,
+                    end_ns: codec::unix_nanos(request.timestamp),
+                    end_ms: codec::unix_millis(request.timestamp),
+                    result: serde_json::to_string(value).unwrap_or_else(|_| "null".into()),
+                    error: String::new(),
+                }
+            }
+            Err(error) => {
+                batch.last_sequence = batch.last_sequence.max(request.sequence - 1);
+                EndWrite {
+                    state: if error.is_cancellation() {
+                        RunState::Cancelled
+                    } else {
+                        RunState::Failed
+                    },
+                    end_ns: codec::unix_nanos(request.timestamp),
+                    end_ms: codec::unix_millis(request.timestamp),
+                    result: String::new(),
+                    error: codec::encode_error(error),
+                }
+            }
+        };
+        self.store(batch, Some(&end)).await;
+        let _ = request.done.send(());
+    }
+
+    /// Writes `batch` (and the end, if given), retrying until the store takes it. Returns false
+    /// when the run already ended in the store: the run then ends here the same way.
+    async fn store(&mut self, batch: Batch, end: Option<&EndWrite>) -> bool {
+        let mut delay = Duration::from_millis(50);
+        let mut failing = false;
+        loop {
+            match self.shared.write(&self.header.run_id, &batch, end).await {
+                Ok(Reply::Written(_)) => {
+                    if failing {
+                        tracing::info!("the run store took the run's events again");
+                    }
+                    self.written = self.written.max(batch.last_sequence);
+                    return true;
+                }
+                Ok(Reply::Ended(error)) => {
+                    let error = if error.is_empty() {
+                        RunError::ReplicaLost {
+                            replica: self.shared.replica.clone(),
+                        }
+                    } else {
+                        codec::decode_error(&error)
+                    };
+                    tracing::warn!(%error, "the run store ended this run while it went on here");
+                    self.record.end_elsewhere(error);
+                    return false;
+                }
+                Ok(Reply::Missing) => {
+                    // The store lost the run (restarted empty, or its keys expired): record it
+                    // again; the events it held before this batch are gone.
+                    let kept_from = batch.first_sequence().unwrap_or(self.written + 1);
+                    let gone = kept_from.saturating_sub(1).max(1);
+                    tracing::warn!("the run store lost this run's record; recording it again");
+                    if let Err(error) = self.shared.create(&self.header, gone, gone).await {
+                        tracing::debug!(%error, "cannot record the run again yet");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(MAX_RETRY_DELAY);
+                    }
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(%error, "cannot write the run's events to the run store; retrying");
+                        failing = true;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Records a run (again, with `last_sequence` and `evicted_through`, after the store lost it).
+    pub(super) async fn create(
+        &self,
+        header: &Header,
+        last_sequence: u64,
+        evicted_through: u64,
+    ) -> redis::RedisResult<()> {
+        let run_id = &*header.run_id;
+        let _: String = scripts::CREATE
+            .key(self.keys.record(run_id))
+            .key(self.keys.events(run_id))
+            .key(self.keys.index())
+            .key(self.keys.ordinal())
+            .key(self.keys.replica_runs(&self.replica))
+            .arg(run_id)
+            .arg(&self.replica)
+            .arg(&header.tool)
+            .arg(if header.agent { "1" } else { "0" })
+            .arg(header.create_ns)
+            // The principal that started the run (empty while authentication is off).
+            .arg(&header.principal)
+            .arg(&header.started)
+            .arg(millis(RUNNING_TTL))
+            .arg(self.index_ttl())
+            .arg(last_sequence)
+            .arg(evicted_through)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Writes one batch of a run's events, with its end when given, in one script call.
+    async fn write(
+        &self,
+        run_id: &str,
+        batch: &Batch,
+        end: Option<&EndWrite>,
+    ) -> redis::RedisResult<Reply> {
+        let script = if end.is_some() {
+            &*scripts::FINISH
+        } else {
+            &*scripts::APPEND
+        };
+        let mut call = script.prepare_invoke();
+        call.key(self.keys.record(run_id))
+            .key(self.keys.events(run_id));
+        let ttl = match end {
+            Some(_) => millis(self.limits.retention),
+            None => millis(RUNNING_TTL),
+        };
+        call.arg(&self.replica)
+            .arg(self.limits.max_events_per_run)
+            .arg(ttl)
+            .arg(batch.last_sequence)
+            .arg(batch.evicted_through);
+        if let Some(end) = end {
+            call.key(self.keys.index())
+                .key(self.keys.finished())
+                .key(self.keys.replica_runs(&self.replica));
+            call.arg(codec::state_name(end.state))
+                .arg(end.end_ns)
+                .arg(&end.result)
+                .arg(&end.error)
+                .arg(self.limits.max_runs)
+                .arg(self.keys.prefix())
+                .arg(run_id)
+                .arg(self.index_ttl())
+                .arg(end.end_ms);
+        }
+        let entries: Vec<&(u64, String)> = batch.entries.iter().flatten().collect();
+        call.arg(entries.len());
+        for (sequence, stored) in &entries {
+            call.arg(entry_id(*sequence)).arg(stored);
+        }
+        for (call_id, index) in &batch.progress {
+            if let Some(Some((_, stored))) = batch.entries.get(*index) {
+                call.arg(format!("{PROGRESS_FIELD}{call_id}")).arg(stored);
+            }
+        }
+        let reply: Vec<String> = call.invoke_async(&mut self.conn()).await?;
+        Ok(match reply.first().map(String::as_str) {
+            Some("missing") => Reply::Missing,
+            Some("ended") => Reply::Ended(reply.get(1).cloned().unwrap_or_default()),
+            _ => Reply::Written(reply.get(1).and_then(|n| n.parse().ok()).unwrap_or(0)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use redis::AsyncCommands;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config::{Limits, StoreConfig};
+    use crate::engine::RunStarted;
+    use crate::engine::log::RunLog;
+    use crate::engine::store::redis::RedisStore;
+    use crate::engine::store::redis::test_redis::TestRedis;
+
+    fn message(sequence: u64, text: &str) -> RunEvent {
+        RunEvent::new(
+            "run-1".into(),
+            sequence,
+            SystemTime::now(),
+            EventKind::Message(text.into()),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_batch_written_twice_is_stored_once_and_a_run_ends_once() {
+        let redis = TestRedis::start();
+        let config = StoreConfig {
+            key_prefix: "unit:".into(),
+            replica_name: Some("w".into()),
+            ..StoreConfig::redis(redis.url())
+        };
+        let store = RedisStore::open(&config, &Limits::default()).await.unwrap();
+        let shared = &store.shared;
+        let log = RunLog::new("run-1".into(), 8, 100);
+        log.push(EventKind::Started(RunStarted {
+            tool: "t".into(),
+            ..RunStarted::default()
+        }))
+        .unwrap();
+        let record = shared
+            .local
+            .insert("t".into(), false, None, log, CancellationToken::new());
+        let header = Header {
+            run_id: Arc::clone(record.run_id()),
+            tool: "t".into(),
+            agent: false,
+            create_ns: 1,
+            principal: String::new(),
+            started: codec::encode_event(record.log.lock().started.as_deref().unwrap()).unwrap(),
+        };
+        shared.create(&header, 1, 0).await.unwrap();
+        // A create retried after a lost reply is no second run.
+        shared.create(&header, 1, 0).await.unwrap();
+        let index: usize = shared.conn().zcard(shared.keys.index()).await.unwrap();
+        assert_eq!(index, 1);
+
+        let mut batch = Batch::default();
+        for (sequence, text) in [(2, "a"), (3, "b"), (4, "c")] {
+            batch.add(&message(sequence, text));
+        }
+        let written = shared.write("run-1", &batch, None).await.unwrap();
+        assert_eq!(written, Reply::Written(3));
+        // The same batch again (its reply was lost, say): nothing is added twice.
+        let again = shared.write("run-1", &batch, None).await.unwrap();
+        assert_eq!(again, Reply::Written(0));
+        // An older batch replayed after a newer one: refused too, and nothing goes backwards.
+        let mut older = Batch::default();
+        older.add(&message(2, "a"));
+        assert_eq!(
+            shared.write("run-1", &older, None).await.unwrap(),
+            Reply::Written(0)
+        );
+        let events = shared.keys.events("run-1");
+        let length: usize = shared.conn().xlen(&events).await.unwrap();
+        assert_eq!(length, 4, "started and three messages");
+        let last: u64 = shared
+            .conn()
+            .hget(shared.keys.record("run-1"), "last_sequence")
+            .await
+            .unwrap();
+        assert_eq!(last, 4);
+
+        // The end is written once; after it nothing is.
+        let end = EndWrite {
+            state: RunState::Succeeded,
+            end_ns: 2,
+            end_ms: 0,
+            result: "7".into(),
+            error: String::new(),
+        };
+        let mut last_batch = Batch::default();
+        last_batch.add(&RunEvent::new(
+            "run-1".into(),
+            5,
+            SystemTime::now(),
+            EventKind::Result(serde_json::json!(7)),
+        ));
+        let ended = shared
+            .write("run-1", &last_batch, Some(&end))
+            .await
+            .unwrap();
+        assert_eq!(ended, Reply::Written(1));
+        let twice = shared
+            .write("run-1", &last_batch, Some(&end))
+            .await
+            .unwrap();
+        assert!(matches!(twice, Reply::Ended(_)), "{twice:?}");
+        let late = shared.write("run-1", &batch, None).await.unwrap();
+        assert!(matches!(late, Reply::Ended(_)), "{late:?}");
+        assert!(!shared.declare_lost("run-1", "w").await.unwrap());
+        let stored = shared.read_record("run-1").await.unwrap().unwrap();
+        assert_eq!(stored.state, RunState::Succeeded);
+        let snapshot = stored.snapshot("run-1");
+        assert_eq!(snapshot.last_sequence, 5);
+        assert_eq!(snapshot.result, Some(serde_json::json!(7)));
+    }
+}
