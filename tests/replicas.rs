@@ -543,3 +543,128 @@ async fn a_replica_that_shuts_down_writes_its_runs_ends_before_it_leaves() {
         "{leases:?}"
     );
 }
+
+/// A replica with auth: tokens `alpha-token` (principal "ann") and `beta-token` ("ben").
+async fn replica_with_auth(redis: &RedisServer, name: &str) -> TestServer {
+    use std::sync::Arc;
+    use toolstream::auth::{AuthConfig, Principal, TokenEntry, ToolScope, token_digest};
+    let root = std::env::current_dir().unwrap();
+    let limits = Limits::default();
+    let store = StoreConfig {
+        lease: Duration::from_secs(5),
+        ..redis_store(redis, name)
+    };
+    let store = toolstream::engine::Store::open(&store, &limits)
+        .await
+        .expect("open the run store");
+    let entry = |principal: &str, token: &str| TokenEntry {
+        sha256: token_digest(token),
+        principal: Arc::new(Principal {
+            name: Arc::from(principal),
+            tools: ToolScope::All,
+        }),
+    };
+    let auth = AuthConfig {
+        tokens: vec![entry("ann", "alpha-token"), entry("ben", "beta-token")],
+        ..AuthConfig::default()
+    };
+    TestServer::serve(
+        toolstream::server::Server::new(registry_with(&root, vec![]), limits)
+            .with_store(store)
+            .with_auth(auth),
+    )
+    .await
+}
+
+fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn a_run_belongs_to_its_principal_on_every_replica() {
+    let redis = RedisServer::start();
+    let a = replica_with_auth(&redis, "alpha").await;
+    let b = replica_with_auth(&redis, "beta").await;
+    let response = a
+        .client()
+        .await
+        .run_tool(bearer(
+            "alpha-token",
+            detached("ticks", json!({"count": 1000000, "interval_ms": 5})),
+        ))
+        .await
+        .expect("ann's RunTool on A");
+    let run_id = response
+        .metadata()
+        .get("x-run-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut stream = response.into_inner();
+    stream.message().await.unwrap().expect("started");
+
+    // On B, through the store: ben gets NOT_FOUND on every call, and ListRuns hides the run.
+    let mut through_b = runs(&b).await;
+    let status = through_b
+        .get_run(bearer(
+            "beta-token",
+            GetRunRequest {
+                run_id: run_id.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "GetRun: {status:?}");
+    let status = through_b
+        .watch_run(bearer(
+            "beta-token",
+            WatchRunRequest {
+                run_id: run_id.clone(),
+                ..WatchRunRequest::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "WatchRun: {status:?}");
+    let status = through_b
+        .cancel_run(bearer(
+            "beta-token",
+            CancelRunRequest {
+                run_id: run_id.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "CancelRun: {status:?}");
+    let listed = through_b
+        .list_runs(bearer("beta-token", ListRunsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.runs.is_empty(), "{:?}", listed.runs);
+
+    // Ann sees and cancels it on B.
+    let listed = through_b
+        .list_runs(bearer("alpha-token", ListRunsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.runs.len(), 1);
+    assert_eq!(listed.runs[0].run_id, run_id);
+    let cancelled = through_b
+        .cancel_run(bearer(
+            "alpha-token",
+            CancelRunRequest {
+                run_id: run_id.clone(),
+            },
+        ))
+        .await
+        .expect("ann's CancelRun on B")
+        .into_inner();
+    assert_eq!(cancelled.state(), RunState::Cancelled);
+}

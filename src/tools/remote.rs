@@ -384,8 +384,7 @@ mod tests {
     use super::*;
 
     fn tool() -> RemoteTool {
-        let channel =
-            tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
         let remote = Arc::new(Remote {
             endpoint: Arc::from("http://127.0.0.1:1"),
             prefix: String::new(),
