@@ -1022,4 +1022,102 @@ mod tests {
             .to_string();
         assert!(message.contains("model.max_parallel_calls"), "{message}");
     }
+
+    #[test]
+    fn tls_paths_in_the_file_are_relative_to_it_and_must_come_in_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("toolstream.toml");
+        std::fs::write(
+            &path,
+            "[server]\ntls_cert = \"tls/s.pem\"\ntls_key = \"tls/s.key\"\n\
+             tls_client_ca = \"/etc/ca.pem\"\n",
+        )
+        .unwrap();
+        let tls = Config::load(Some(&path), Overrides::default())
+            .unwrap()
+            .tls
+            .unwrap();
+        assert_eq!(tls.cert, dir.path().join("tls/s.pem"));
+        assert_eq!(tls.key, dir.path().join("tls/s.key"));
+        assert_eq!(tls.client_ca.as_deref(), Some(Path::new("/etc/ca.pem")));
+
+        let overrides = Overrides {
+            tls_cert: Some("flag.pem".into()),
+            ..Overrides::default()
+        };
+        let tls = Config::load(Some(&path), overrides).unwrap().tls.unwrap();
+        assert_eq!(tls.cert, Path::new("flag.pem"));
+
+        for (text, key) in [
+            ("[server]\ntls_cert = \"a\"\n", "server.tls_key"),
+            ("[server]\ntls_key = \"a\"\n", "server.tls_cert"),
+            ("[server]\ntls_client_ca = \"a\"\n", "server.tls_client_ca"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let message = Config::load(Some(&path), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(key), "{message}");
+        }
+    }
+
+    #[test]
+    fn tokens_are_read_as_digests_and_bad_entries_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("toolstream.toml");
+        // SAFETY (edition 2024): no other test of this binary reads this variable.
+        unsafe { std::env::set_var("TOOLSTREAM_CONFIG_TEST_TOKEN", "from-env") };
+        std::fs::write(
+            &path,
+            format!(
+                "[auth]\nmax_runs_per_principal = 3\n\n[[auth.tokens]]\nname = \"a\"\n\
+                 sha256 = \"{}\"\ntools = [\"ticks\"]\n\n[[auth.tokens]]\nname = \"b\"\n\
+                 token_env = \"TOOLSTREAM_CONFIG_TEST_TOKEN\"\n",
+                "AB".repeat(32)
+            ),
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), Overrides::default()).unwrap();
+        assert!(config.auth.is_enabled());
+        assert_eq!(config.limits.max_runs_per_principal, Some(3));
+        let tokens = &config.auth.tokens;
+        assert_eq!(tokens[0].sha256, [0xab; 32]);
+        assert!(tokens[0].principal.tools.allows("ticks"));
+        assert!(!tokens[0].principal.tools.allows("checksum"));
+        assert_eq!(tokens[1].sha256, token_digest("from-env"));
+        assert_eq!(tokens[1].principal.tools, ToolScope::All);
+        assert!(!format!("{config:?}").contains("from-env"));
+
+        for (entry, expected) in [
+            ("name = \"x\"\nsha256 = \"abc\"", "64 hex digits"),
+            (
+                "name = \"x\"\ntoken_env = \"TOOLSTREAM_UNSET_FOR_TEST\"",
+                "not set",
+            ),
+            ("name = \"x\"", "exactly one of sha256"),
+            (
+                "name = \"\"\ntoken_env = \"TOOLSTREAM_CONFIG_TEST_TOKEN\"",
+                "empty `name`",
+            ),
+            ("name = \"x\"\ntoken = \"plain\"", "token"),
+        ] {
+            std::fs::write(&path, format!("[[auth.tokens]]\n{entry}\n")).unwrap();
+            let message = Config::load(Some(&path), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(expected), "{entry}: {message}");
+        }
+        std::fs::write(&path, "[auth]\nmax_runs_per_principal = 0\n").unwrap();
+        let message = Config::load(Some(&path), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("max_runs_per_principal"), "{message}");
+        std::fs::write(&path, "[auth]\nprincipal_from_client_cert = true\n").unwrap();
+        let message = Config::load(Some(&path), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("tls_client_ca"), "{message}");
+        let config = Config::load(None, Overrides::default()).unwrap();
+        assert!(!config.auth.is_enabled() && config.tls.is_none());
+    }
 }

@@ -316,3 +316,87 @@ async fn a_client_certificate_names_the_principal_that_owns_its_runs() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
 }
+
+#[test]
+fn the_cli_and_remote_tools_reach_a_server_with_tls_and_a_token() {
+    use common::binary::{serve, toolstream};
+    let pki = TestPki::new();
+    let dir = pki.dir.path();
+    std::fs::write(
+        dir.join("secured.toml"),
+        "[server]\ntls_cert = \"server.pem\"\ntls_key = \"server.key\"\n\
+         tls_client_ca = \"ca.pem\"\n\n[[auth.tokens]]\nname = \"cli\"\n\
+         token_env = \"SECURED_TOKEN\"\n",
+    )
+    .unwrap();
+    let secured = serve(
+        dir,
+        &["--config", "secured.toml"],
+        &[("SECURED_TOKEN", "cli-token-31337")],
+    )
+    .serving();
+    let https = format!("https://{}", secured.addr);
+    let ca = pki.ca_file.to_str().unwrap().to_owned();
+    let cert = pki.path("alice.pem").to_str().unwrap().to_owned();
+    let key = pki.path("alice.key").to_str().unwrap().to_owned();
+
+    let listed = toolstream(dir, &["tools", "--addr", &https, "--tls-ca", &ca])
+        .args(["--tls-cert", &cert, "--tls-key", &key])
+        .env("TOOLSTREAM_TOKEN", "cli-token-31337")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success() && stdout.contains("ticks"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+
+    let no_token = toolstream(dir, &["tools", "--addr", &https, "--tls-ca", &ca])
+        .args(["--tls-cert", &cert, "--tls-key", &key])
+        .output()
+        .unwrap();
+    assert!(!no_token.status.success());
+    let stderr = String::from_utf8_lossy(&no_token.stderr);
+    assert!(
+        stderr.contains("UNAUTHENTICATED") || stderr.contains("Unauthenticated"),
+        "{stderr}"
+    );
+
+    // A second server federates the first: its [[tools]] entry names the CA, a client
+    // certificate and the token's variable; it lists the remote's tools under a prefix.
+    std::fs::write(
+        dir.join("front.toml"),
+        format!(
+            "[[tools]]\nkind = \"grpc\"\nendpoint = \"{https}\"\nprefix = \"secured.\"\n\
+             tls_ca = \"ca.pem\"\ntls_cert = \"alice.pem\"\ntls_key = \"alice.key\"\n\
+             token_env = \"REMOTE_TOKEN\"\n"
+        ),
+    )
+    .unwrap();
+    let front = serve(
+        dir,
+        &["--config", "front.toml"],
+        &[("REMOTE_TOKEN", "cli-token-31337")],
+    )
+    .serving();
+    let listed = front.client(dir, &["tools"]);
+    let stdout = String::from_utf8_lossy(&listed.stdout);
+    assert!(stdout.contains("secured.ticks"), "{stdout}");
+    let ran = front.client(
+        dir,
+        &[
+            "run",
+            "secured.ticks",
+            "--arg",
+            "count=2",
+            "--arg",
+            "interval_ms=1",
+        ],
+    );
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+}
