@@ -383,7 +383,7 @@ async fn another_principal_gets_not_found_on_every_run_service_call() {
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "CancelRun: {status:?}");
     let beta_run = start_endless(&channel, BETA).await;
-    assert_eq!(list_runs(&channel, BETA).await, [beta_run.clone()]);
+    assert_eq!(list_runs(&channel, BETA).await, std::slice::from_ref(&beta_run));
 
     // Its owner sees it, still running: beta's CancelRun did nothing.
     let run = runs
@@ -397,7 +397,7 @@ async fn another_principal_gets_not_found_on_every_run_service_call() {
         .expect("alpha's GetRun")
         .into_inner();
     assert_eq!(run.state, pb::RunState::Running as i32);
-    assert_eq!(list_runs(&channel, ALPHA).await, [run_id.clone()]);
+    assert_eq!(list_runs(&channel, ALPHA).await, std::slice::from_ref(&run_id));
     let mut watch = runs
         .watch_run(as_(
             Some(ALPHA),
