@@ -10,7 +10,7 @@ mod model;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use common::{TestServer, collect, endless_tool, registry_with, run_request};
+use common::{TestServer, collect, endless_tool, registry_with, run_request, with_token};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tonic::Code;
@@ -68,17 +68,6 @@ async fn server() -> TestServer {
     server_with(Limits::default(), None).await
 }
 
-/// `message` with `authorization: Bearer <token>` (none for `None`).
-fn as_<T>(token: Option<&str>, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Some(token) = token {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    }
-    request
-}
-
 fn detached(tool: &str) -> pb::RunToolRequest {
     let mut request = run_request(tool, json!({}));
     request.options = Some(pb::RunOptions {
@@ -91,7 +80,7 @@ fn detached(tool: &str) -> pb::RunToolRequest {
 /// Starts `endless` as `token`, detached; returns its run id.
 async fn start_endless(channel: &Channel, token: &str) -> String {
     let response = ToolServiceClient::new(channel.clone())
-        .run_tool(as_(Some(token), detached("endless")))
+        .run_tool(with_token(Some(token), detached("endless")))
         .await
         .expect("RunTool endless");
     response
@@ -105,7 +94,7 @@ async fn start_endless(channel: &Channel, token: &str) -> String {
 
 async fn list_tools(channel: &Channel, token: Option<&str>) -> Result<Vec<String>, tonic::Status> {
     let response = ToolServiceClient::new(channel.clone())
-        .list_tools(as_(token, pb::ListToolsRequest {}))
+        .list_tools(with_token(token, pb::ListToolsRequest {}))
         .await?;
     Ok(response
         .into_inner()
@@ -117,7 +106,7 @@ async fn list_tools(channel: &Channel, token: Option<&str>) -> Result<Vec<String
 
 async fn list_runs(channel: &Channel, token: &str) -> Vec<String> {
     RunServiceClient::new(channel.clone())
-        .list_runs(as_(Some(token), pb::ListRunsRequest::default()))
+        .list_runs(with_token(Some(token), pb::ListRunsRequest::default()))
         .await
         .expect("ListRuns")
         .into_inner()
@@ -161,7 +150,10 @@ async fn calls_without_a_valid_token_are_unauthenticated() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     let status = runs
-        .get_run(as_(Some("wrong"), pb::GetRunRequest { run_id: "x".into() }))
+        .get_run(with_token(
+            Some("wrong"),
+            pb::GetRunRequest { run_id: "x".into() },
+        ))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
@@ -262,7 +254,7 @@ async fn a_token_sees_and_runs_only_its_tools() {
     assert!(alpha.iter().any(|t| t == "checksum"), "{alpha:?}");
 
     let status = ToolServiceClient::new(channel.clone())
-        .run_tool(as_(
+        .run_tool(with_token(
             Some(BETA),
             run_request("checksum", json!({"paths": ["Cargo.toml"]})),
         ))
@@ -273,7 +265,7 @@ async fn a_token_sees_and_runs_only_its_tools() {
 
     let (events, status) = collect(
         ToolServiceClient::new(channel.clone())
-            .run_tool(as_(
+            .run_tool(with_token(
                 Some(BETA),
                 run_request("ticks", json!({"count": 1, "interval_ms": 0})),
             ))
@@ -320,7 +312,7 @@ async fn an_agent_is_offered_only_the_tools_of_its_token() {
     };
     let (_, status) = collect(
         ToolServiceClient::new(channel.clone())
-            .run_agent(as_(Some(BETA), request(vec![])))
+            .run_agent(with_token(Some(BETA), request(vec![])))
             .await
             .expect("beta's agent")
             .into_inner(),
@@ -338,7 +330,7 @@ async fn an_agent_is_offered_only_the_tools_of_its_token() {
     assert_eq!(offered, ["endless", "ticks"]);
 
     let status = ToolServiceClient::new(channel)
-        .run_agent(as_(Some(BETA), request(vec!["checksum".into()])))
+        .run_agent(with_token(Some(BETA), request(vec!["checksum".into()])))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
@@ -351,43 +343,20 @@ async fn another_principal_gets_not_found_on_every_run_service_call() {
     let run_id = start_endless(&channel, ALPHA).await;
     let mut runs = RunServiceClient::new(channel.clone());
 
-    let status = runs
-        .get_run(as_(
-            Some(BETA),
-            pb::GetRunRequest {
-                run_id: run_id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound, "GetRun: {status:?}");
-    let status = runs
-        .watch_run(as_(
-            Some(BETA),
-            pb::WatchRunRequest {
-                run_id: run_id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound, "WatchRun: {status:?}");
-    let status = runs
-        .cancel_run(as_(
-            Some(BETA),
-            pb::CancelRunRequest {
-                run_id: run_id.clone(),
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound, "CancelRun: {status:?}");
+    assert_eq!(
+        common::run_service_codes(&channel, BETA, &run_id).await,
+        [Code::NotFound; 3],
+        "GetRun, WatchRun, CancelRun of another principal's run"
+    );
     let beta_run = start_endless(&channel, BETA).await;
-    assert_eq!(list_runs(&channel, BETA).await, std::slice::from_ref(&beta_run));
+    assert_eq!(
+        list_runs(&channel, BETA).await,
+        std::slice::from_ref(&beta_run)
+    );
 
     // Its owner sees it, still running: beta's CancelRun did nothing.
     let run = runs
-        .get_run(as_(
+        .get_run(with_token(
             Some(ALPHA),
             pb::GetRunRequest {
                 run_id: run_id.clone(),
@@ -397,9 +366,12 @@ async fn another_principal_gets_not_found_on_every_run_service_call() {
         .expect("alpha's GetRun")
         .into_inner();
     assert_eq!(run.state, pb::RunState::Running as i32);
-    assert_eq!(list_runs(&channel, ALPHA).await, std::slice::from_ref(&run_id));
+    assert_eq!(
+        list_runs(&channel, ALPHA).await,
+        std::slice::from_ref(&run_id)
+    );
     let mut watch = runs
-        .watch_run(as_(
+        .watch_run(with_token(
             Some(ALPHA),
             pb::WatchRunRequest {
                 run_id: run_id.clone(),
@@ -412,7 +384,7 @@ async fn another_principal_gets_not_found_on_every_run_service_call() {
     assert!(watch.message().await.unwrap().is_some());
     for (token, id) in [(ALPHA, run_id), (BETA, beta_run)] {
         let run = runs
-            .cancel_run(as_(Some(token), pb::CancelRunRequest { run_id: id }))
+            .cancel_run(with_token(Some(token), pb::CancelRunRequest { run_id: id }))
             .await
             .expect("the owner's CancelRun")
             .into_inner();
@@ -539,7 +511,7 @@ async fn a_principal_at_its_run_limit_gets_resource_exhausted_naming_it() {
     let first = start_endless(&channel, ALPHA).await;
 
     let status = ToolServiceClient::new(channel.clone())
-        .run_tool(as_(Some(ALPHA), detached("endless")))
+        .run_tool(with_token(Some(ALPHA), detached("endless")))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
@@ -553,14 +525,17 @@ async fn a_principal_at_its_run_limit_gets_resource_exhausted_naming_it() {
     // Once alpha's run ends, alpha may start another.
     let mut runs = RunServiceClient::new(channel.clone());
     for (token, run_id) in [(ALPHA, first), (BETA, beta)] {
-        runs.cancel_run(as_(Some(token), pb::CancelRunRequest { run_id }))
+        runs.cancel_run(with_token(Some(token), pb::CancelRunRequest { run_id }))
             .await
             .expect("cancel");
     }
     let again = start_endless(&channel, ALPHA).await;
-    runs.cancel_run(as_(Some(ALPHA), pb::CancelRunRequest { run_id: again }))
-        .await
-        .expect("cancel");
+    runs.cancel_run(with_token(
+        Some(ALPHA),
+        pb::CancelRunRequest { run_id: again },
+    ))
+    .await
+    .expect("cancel");
 }
 
 #[test]
@@ -635,7 +610,7 @@ fn tokens_never_appear_in_the_server_log() {
 
 async fn collect_or_status(channel: &Channel, token: &str) -> Result<(), tonic::Status> {
     let stream = ToolServiceClient::new(channel.clone())
-        .run_tool(as_(
+        .run_tool(with_token(
             Some(token),
             run_request("ticks", json!({"count": 1, "interval_ms": 0})),
         ))

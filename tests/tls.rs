@@ -46,6 +46,17 @@ async fn python_tls_client(port: String, dir: String, mode: &'static str) -> Str
         .expect("python")
 }
 
+/// Whether a connection (or, once connected, its first call) failed.
+async fn refused(channel: Result<tonic::transport::Channel, tonic::transport::Error>) -> bool {
+    match channel {
+        Err(_) => true,
+        Ok(channel) => ToolServiceClient::new(channel)
+            .list_tools(pb::ListToolsRequest {})
+            .await
+            .is_err(),
+    }
+}
+
 async fn tls_server(pki: &TestPki, mtls: bool, extra: Vec<Arc<dyn Tool>>) -> TestServer {
     let root = std::env::current_dir().unwrap();
     let server =
@@ -72,14 +83,10 @@ async fn grpc_clients_reach_the_server_over_tls_and_plaintext_fails() {
         .unwrap()
         .connect()
         .await;
-    let refused = match plain {
-        Err(_) => true,
-        Ok(channel) => ToolServiceClient::new(channel)
-            .list_tools(pb::ListToolsRequest {})
-            .await
-            .is_err(),
-    };
-    assert!(refused, "plaintext gRPC against the TLS port must fail");
+    assert!(
+        refused(plain).await,
+        "plaintext gRPC against the TLS port must fail"
+    );
 
     let port = server.addr.port().to_string();
     let dir = pki.dir.path().to_str().unwrap().to_owned();
@@ -105,14 +112,8 @@ async fn mutual_tls_takes_a_certificate_of_the_ca_and_refuses_others_at_the_hand
         .expect("a client of the CA is served");
 
     for client in [None, Some("mallory")] {
-        let refused = match pki.channel(server.addr, client).await {
-            Err(_) => true,
-            Ok(channel) => ToolServiceClient::new(channel)
-                .list_tools(pb::ListToolsRequest {})
-                .await
-                .is_err(),
-        };
-        assert!(refused, "{client:?} must be refused");
+        let channel = pki.channel(server.addr, client).await;
+        assert!(refused(channel).await, "{client:?} must be refused");
     }
 
     let port = server.addr.port().to_string();
