@@ -414,25 +414,13 @@ async fn another_principal_gets_not_found_on_the_http_routes_and_the_websocket()
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["code"], "NOT_FOUND");
     }
-    let listed: Value = http
-        .get(format!("{base}/v1/runs"))
-        .bearer_auth(BETA)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list_as = |token: &'static str| {
+        let request = http.get(format!("{base}/v1/runs")).bearer_auth(token);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let listed = list_as(BETA).await;
     assert!(listed.get("runs").is_none(), "{listed}");
-    let listed: Value = http
-        .get(format!("{base}/v1/runs"))
-        .bearer_auth(ALPHA)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = list_as(ALPHA).await;
     assert_eq!(listed["runs"][0]["runId"], run_id.as_str(), "{listed}");
 
     // EventSource cannot set headers: the owner's token in the query opens the stream, and the

@@ -57,6 +57,30 @@ async fn refused(channel: Result<tonic::transport::Channel, tonic::transport::Er
     }
 }
 
+/// A server with the built-in tools over `tls`.
+async fn serve_tls(tls: toolstream::tls::ServerTls) -> TestServer {
+    let root = std::env::current_dir().unwrap();
+    TestServer::serve(Server::new(registry_with(&root, vec![]), Limits::default()).with_tls(tls))
+        .await
+}
+
+/// Waits until a new connection to `addr` is shown the certificate with subject CN `cn`;
+/// returns its serial.
+async fn wait_for_certificate(addr: std::net::SocketAddr, ca_pem: &str, cn: &str) -> String {
+    let start = tokio::time::Instant::now();
+    loop {
+        let (seen, serial, _) = served_certificate(addr, ca_pem, &[b"h2"]).await;
+        if seen == cn {
+            return serial;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{cn} was never served (still {seen})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn tls_server(pki: &TestPki, mtls: bool, extra: Vec<Arc<dyn Tool>>) -> TestServer {
     let root = std::env::current_dir().unwrap();
     let server =
@@ -187,18 +211,10 @@ async fn a_replaced_certificate_serves_new_connections_while_an_open_stream_comp
     std::fs::rename(&key, &pki.server_key).unwrap();
     std::fs::rename(&cert, &pki.server_cert).unwrap();
 
-    let mut seen = (String::new(), String::new());
-    let start = tokio::time::Instant::now();
-    while seen.0 != "server-2" {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the new certificate was never served (still {seen:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let (cn, serial, _) = served_certificate(server.addr, &pki.ca.pem, &[b"h2"]).await;
-        seen = (cn, serial);
-    }
-    assert_eq!(seen.1, "02");
+    assert_eq!(
+        wait_for_certificate(server.addr, &pki.ca.pem, "server-2").await,
+        "02"
+    );
 
     // The old connection and its stream were left alone: the run ends and its result arrives.
     gate.notify_one();
@@ -224,14 +240,7 @@ async fn a_broken_new_pair_is_refused_and_the_certificate_in_use_kept() {
     std::fs::write(&pki.server_cert, "not a certificate").unwrap();
     assert!(!tls.reload_if_changed());
 
-    let server = TestServer::serve(
-        Server::new(
-            registry_with(&std::env::current_dir().unwrap(), vec![]),
-            Limits::default(),
-        )
-        .with_tls(tls),
-    )
-    .await;
+    let server = serve_tls(tls).await;
     let (cn, _, _) = served_certificate(server.addr, &pki.ca.pem, &[b"h2"]).await;
     assert_eq!(cn, "server-1", "the certificate in use was kept");
 
@@ -239,15 +248,10 @@ async fn a_broken_new_pair_is_refused_and_the_certificate_in_use_kept() {
     let (cert, key) = other.write(pki.dir.path(), "fixed");
     std::fs::rename(&cert, &pki.server_cert).unwrap();
     std::fs::rename(&key, &pki.server_key).unwrap();
-    let addr = server.addr;
-    let ca = pki.ca.pem.clone();
-    let mut cn = String::new();
-    let start = tokio::time::Instant::now();
-    while cn != "server-x" {
-        assert!(start.elapsed() < Duration::from_secs(20), "never reloaded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        cn = served_certificate(addr, &ca, &[b"h2"]).await.0;
-    }
+    assert_eq!(
+        wait_for_certificate(server.addr, &pki.ca.pem, "server-x").await,
+        "09"
+    );
 }
 
 #[tokio::test]
@@ -256,14 +260,7 @@ async fn a_stalled_handshake_is_closed_after_the_handshake_timeout() {
     let tls = pki
         .server_tls(false)
         .with_handshake_timeout(Duration::from_millis(200));
-    let server = TestServer::serve(
-        Server::new(
-            registry_with(&std::env::current_dir().unwrap(), vec![]),
-            Limits::default(),
-        )
-        .with_tls(tls),
-    )
-    .await;
+    let server = serve_tls(tls).await;
     // Connect and say nothing: the server gives up on the handshake and closes.
     let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let mut buffer = [0u8; 64];
