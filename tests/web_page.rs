@@ -2,7 +2,8 @@
 //! by selenium; `.ci/run` installs them): the tools' forms, a `ticks` run reaching 100% with its
 //! result, the browser's own `EventSource` reading a run's SSE, an error shown, the runs list
 //! with resume and cancel, and an agent run with its streamed text and a bar per tool call
-//! (against the stand-in model of the agent tests).
+//! (against the stand-in model of the agent tests). With auth on, the page asks for a token and
+//! then works as before (its WebSocket and an `EventSource` carry it as `?access_token=`).
 //!
 //! Without a browser the test fails and says how to install one; set
 //! `TOOLSTREAM_SKIP_BROWSER_TESTS=1` to skip it on a machine that cannot have one.
