@@ -361,16 +361,22 @@ impl ClientTls {
     }
 }
 
-/// A tonic endpoint for `address`: `https://` (or any [`ClientTls`] setting) means TLS, verified
-/// with `tls`; an address without a scheme is `http://`.
-pub fn endpoint(address: &str, tls: &ClientTls) -> Result<tonic::transport::Endpoint, String> {
-    let address = if address.contains("://") {
+/// `address` with its scheme: as given, or `https://` when TLS settings are given, else
+/// `http://`.
+pub fn with_scheme(address: &str, tls: &ClientTls) -> String {
+    if address.contains("://") {
         address.to_owned()
     } else if tls.is_set() {
         format!("https://{address}")
     } else {
         format!("http://{address}")
-    };
+    }
+}
+
+/// A tonic endpoint for `address`: `https://` (or any [`ClientTls`] setting) means TLS, verified
+/// with `tls`; an address without a scheme is `http://`.
+pub fn endpoint(address: &str, tls: &ClientTls) -> Result<tonic::transport::Endpoint, String> {
+    let address = with_scheme(address, tls);
     let mut endpoint = tonic::transport::Endpoint::from_shared(address.clone())
         .map_err(|e| format!("{address:?} is not a server address like http://host:port: {e}"))?;
     if address.starts_with("https://") {

@@ -30,8 +30,8 @@ pub(super) async fn connect(args: &ClientArgs) -> anyhow::Result<Connection> {
         cert: args.tls_cert.clone(),
         key: args.tls_key.clone(),
     };
-    let addr = &args.addr;
-    let channel = toolstream::tls::endpoint(addr, &tls)
+    let addr = toolstream::tls::with_scheme(&args.addr, &tls);
+    let channel = toolstream::tls::endpoint(&addr, &tls)
         .map_err(anyhow::Error::msg)?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
