@@ -80,7 +80,7 @@ pub(crate) fn router(grpc: Router, state: WebState, auth: Arc<Authenticator>) ->
         .route("/assets/{file}", get(page::asset))
         .route("/healthz", get(routes::healthz))
         // `GET /metrics` (Prometheus text, DESIGN.md "Operations") belongs here, beside
-        // `/healthz`: a plain route on this router, outside any auth.
+        // `/healthz`: a plain route on this router; the auth layer leaves it open.
         .route("/v1/tools", get(routes::list_tools))
         .route("/v1/tools/{name}/runs", post(routes::run_tool))
         .route("/v1/agent/runs", post(routes::run_agent))
