@@ -25,6 +25,7 @@ use crate::agent::openai::OpenAiProvider;
 use crate::agent::{
     Agent, AgentSettings, DEFAULT_MAX_PARALLEL_CALLS, DEFAULT_MAX_STEPS, ModelProvider,
 };
+use crate::auth::{AuthConfig, Authenticator};
 use crate::config::{HttpConfig, Limits, ModelConfig};
 use crate::engine::{Engine, Store};
 use crate::listener::{self, Sessions};
@@ -35,6 +36,7 @@ use crate::registry::ToolRegistry;
 use crate::telemetry::grpc::GrpcMetricsLayer;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::traces::TraceContextLayer;
+use crate::tls::ServerTls;
 use crate::tools::from_config::BuildError;
 use crate::transport::{RunServiceImpl, ToolServiceImpl};
 use crate::web::{self, WebState};
@@ -61,6 +63,9 @@ pub enum ServeError {
     /// Reflection could not be built from the descriptors.
     #[error("cannot build server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The transport failed.
     #[error("server error: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -73,6 +78,8 @@ pub struct Server {
     limits: Limits,
     agent: AgentSettings,
     http: HttpConfig,
+    tls: Option<Arc<ServerTls>>,
+    auth: AuthConfig,
 }
 
 impl Server {
@@ -91,7 +98,22 @@ impl Server {
             limits,
             agent: AgentSettings::default(),
             http: HttpConfig::default(),
+            tls: None,
+            auth: AuthConfig::default(),
         }
+    }
+
+    /// Serves every protocol over TLS with `tls` (its files are watched for new certificates
+    /// while the server runs).
+    pub fn with_tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(Arc::new(tls));
+        self
+    }
+
+    /// Requires credentials as `auth` says (off unless it names tokens or client certificates).
+    pub fn with_auth(mut self, auth: AuthConfig) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// Sets the HTTP side: CORS origins, keep-alives, WebSocket bounds.
@@ -154,7 +176,13 @@ impl Server {
             limits,
             agent,
             http,
+            tls,
+            auth,
         } = self;
+        warn_if_exposed(&listener, tls.is_some(), &auth);
+        if let Some(tls) = &tls {
+            ServerTls::keep_current(tls);
+        }
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in SERVICE_NAMES {
             health
@@ -213,6 +241,7 @@ impl Server {
                 sessions: sessions.clone(),
                 metrics,
             },
+            Arc::new(Authenticator::new(auth)),
         )
         // Outside everything: every request (gRPC, gRPC-Web, HTTP, SSE, WebSocket upgrades) joins
         // its caller's trace when traces are on.
@@ -245,8 +274,32 @@ impl Server {
 
         // Graceful close waits for every stream to drain, which a client that stopped reading
         // never lets happen: once the runs ended, connections get CLOSE_TIMEOUT, then are dropped.
-        listener::serve(incoming, app, &limits, sessions, drain, CLOSE_TIMEOUT).await;
+        listener::serve(incoming, tls, app, &limits, sessions, drain, CLOSE_TIMEOUT).await;
         Ok(())
+    }
+}
+
+/// Logs a warning when the server is reachable from other machines without auth (anyone can run
+/// every tool) or with tokens but without TLS (tokens cross the network in clear).
+fn warn_if_exposed(listener: &TcpListener, tls: bool, auth: &AuthConfig) {
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    if addr.ip().is_loopback() {
+        return;
+    }
+    if !auth.is_enabled() {
+        tracing::warn!(
+            listen = %addr,
+            "auth is off and the server listens beyond loopback: anyone who can reach {addr} can \
+             run every tool and see every run; configure [[auth.tokens]] (docs/operations.md)"
+        );
+    } else if !tls {
+        tracing::warn!(
+            listen = %addr,
+            "auth is on but TLS is off: bearer tokens cross the network in clear; set \
+             --tls-cert and --tls-key"
+        );
     }
 }
 

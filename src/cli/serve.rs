@@ -8,6 +8,7 @@ use toolstream::config::{Config, LogFormat, Overrides};
 use toolstream::engine::Store;
 use toolstream::server::{Server, shutdown_signal};
 use toolstream::telemetry::traces::Traces;
+use toolstream::tls::ServerTls;
 use toolstream::tools::from_config::build_registry;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -30,6 +31,9 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             api_key: args.api_key,
             api_key_file: args.api_key_file,
             max_steps: args.max_steps,
+            tls_cert: args.tls_cert,
+            tls_key: args.tls_key,
+            tls_client_ca: args.tls_client_ca,
             store: args.store,
         },
     )?;
@@ -71,15 +75,33 @@ async fn serve_until(
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let tls = match &config.tls {
+        Some(files) => Some(ServerTls::load(files.clone())?),
+        None => None,
+    };
+    let principals: Vec<&str> = config
+        .auth
+        .tokens
+        .iter()
+        .map(|token| &*token.principal.name)
+        .collect();
     tracing::info!(
         listen = %listener.local_addr()?,
         root = %config.root.display(),
         tools = ?tools,
+        tls = tls.is_some(),
+        mtls = tls.as_ref().is_some_and(ServerTls::requires_client_cert),
+        auth = config.auth.is_enabled(),
+        principals = ?principals,
         store = store.name(),
         replica = store.replica().unwrap_or("-"),
         "toolstream serving"
     );
-    Server::new(registry, config.limits)
+    let mut server = Server::new(registry, config.limits).with_auth(config.auth.clone());
+    if let Some(tls) = tls {
+        server = server.with_tls(tls);
+    }
+    server
         .with_http(config.http)
         .with_store(store)
         .with_model(&config.model)?

@@ -64,6 +64,8 @@ pub struct ToolRunRequest {
     pub options: RunOptions,
     /// How long the client waits, from now.
     pub deadline: Option<Duration>,
+    /// The principal the run belongs to (`None` with auth off).
+    pub principal: Option<Arc<str>>,
 }
 
 /// A started run: its id, and its caller's stream of events.
@@ -108,6 +110,8 @@ pub struct Engine {
     store: Arc<dyn RunStore>,
     /// Told of every run's start and end and every stream's end (metrics, traces).
     observer: Arc<dyn RunObserver>,
+    /// Runs in progress on this replica per principal, for `[auth] max_runs_per_principal`.
+    principals: Arc<PrincipalRuns>,
 }
 
 impl Engine {
@@ -138,6 +142,7 @@ impl Engine {
             tasks: TaskTracker::new(),
             store: store.0,
             observer,
+            principals: Arc::new(PrincipalRuns::default()),
         })
     }
 
@@ -175,6 +180,7 @@ impl Engine {
             tool: name.clone(),
             options: request.options,
             deadline: request.deadline,
+            principal: request.principal,
             ..RunStarted::default()
         };
         self.start_run(started, move |run| async move {
@@ -196,11 +202,23 @@ impl Engine {
             return Err(RunError::ShuttingDown);
         }
         self.store.admit()?;
+        // The principal's slot first: a principal at its limit must not take a server-wide
+        // permit, even for a moment.
+        let principal_slot = match (&started.principal, self.limits.max_runs_per_principal) {
+            (Some(principal), Some(limit)) => {
+                Some(PrincipalRuns::take(&self.principals, principal, limit)?)
+            }
+            _ => None,
+        };
         let permit = Arc::clone(&self.permits)
             .try_acquire_owned()
             .map_err(|_| RunError::Busy {
                 limit: self.limits.max_concurrent_runs,
             })?;
+        let permit = RunPermit {
+            _server: permit,
+            _principal: principal_slot,
+        };
 
         let run_id: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
         let log = RunLog::new(
@@ -221,6 +239,7 @@ impl Engine {
         let record = self.store.local().insert(
             started.tool.clone(),
             agent,
+            started.principal.clone(),
             Arc::clone(&log),
             cancel.clone(),
         );
@@ -354,8 +373,62 @@ impl Engine {
     }
 }
 
+/// What a run holds while it is in progress: its place under the server's limit and, with a
+/// per-principal limit, under its principal's. Both are given back when the run ends.
+struct RunPermit {
+    _server: OwnedSemaphorePermit,
+    _principal: Option<PrincipalSlot>,
+}
+
+/// How many runs each principal has in progress.
+#[derive(Default)]
+struct PrincipalRuns {
+    counts: std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>,
+}
+
+impl PrincipalRuns {
+    /// One more run for `principal`, unless it has `limit` in progress already.
+    fn take(
+        runs: &Arc<PrincipalRuns>,
+        principal: &Arc<str>,
+        limit: usize,
+    ) -> Result<PrincipalSlot, RunError> {
+        let mut counts = runs.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(Arc::clone(principal)).or_insert(0);
+        if *count >= limit {
+            return Err(RunError::PrincipalBusy {
+                principal: principal.to_string(),
+                limit,
+            });
+        }
+        *count += 1;
+        Ok(PrincipalSlot {
+            runs: Arc::clone(runs),
+            principal: Arc::clone(principal),
+        })
+    }
+}
+
+/// One run of a principal in progress; counted until dropped.
+struct PrincipalSlot {
+    runs: Arc<PrincipalRuns>,
+    principal: Arc<str>,
+}
+
+impl Drop for PrincipalSlot {
+    fn drop(&mut self) {
+        let mut counts = self.runs.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.principal) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.principal);
+            }
+        }
+    }
+}
+
 struct RunTask<Fut> {
-    permit: OwnedSemaphorePermit,
+    permit: RunPermit,
     record: Arc<RunRecord>,
     store: Arc<dyn RunStore>,
     publication: Option<Box<Publication>>,

@@ -43,6 +43,7 @@ use tracing::Instrument;
 use super::WebState;
 use super::error::ApiError;
 use super::events::event_json;
+use crate::auth::Access;
 use crate::engine::{EventKind, EventStream};
 use crate::json_proto::from_json_value;
 use crate::pb;
@@ -54,6 +55,7 @@ const MAX_ID_BYTES: usize = 256;
 /// `GET /v1/ws`: upgrades to a session.
 pub(super) async fn upgrade(
     State(state): State<WebState>,
+    access: Access,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let upgrade = match upgrade {
@@ -79,7 +81,7 @@ pub(super) async fn upgrade(
             sessions.tracker.track_future(
                 async move {
                     tokio::select! {
-                        () = Session::new(socket, state).run() => {}
+                        () = Session::new(socket, state, access).run() => {}
                         // The server's close timeout passed: no goodbye.
                         () = sessions.stopped.cancelled() => {}
                     }
@@ -96,15 +98,18 @@ struct Gone;
 struct Session {
     socket: WebSocket,
     state: WebState,
+    /// Who opened the socket: every call on it is theirs.
+    access: Access,
     /// Runs and watches in flight, by the client's id.
     calls: StreamMap<String, Call>,
 }
 
 impl Session {
-    fn new(socket: WebSocket, state: WebState) -> Self {
+    fn new(socket: WebSocket, state: WebState, access: Access) -> Self {
         Session {
             socket,
             state,
+            access,
             calls: StreamMap::new(),
         }
     }
@@ -268,13 +273,17 @@ impl Session {
         let (run_id, events, watch) = match kind {
             "run_tool" => {
                 let request: pb::RunToolRequest = from_json_value(Value::Object(fields))?;
-                let mut handle = engine.run_tool(tool_run_request(request, None))?;
+                let mut handle = self
+                    .access
+                    .run_tool(engine, tool_run_request(request, None))?;
                 handle.stored().await?;
                 (handle.run_id, handle.events, false)
             }
             "run_agent" => {
                 let request: pb::RunAgentRequest = from_json_value(Value::Object(fields))?;
-                let mut handle = self.state.agent.start(agent_request(request, None))?;
+                let mut handle = self
+                    .access
+                    .run_agent(&self.state.agent, agent_request(request, None))?;
                 handle.stored().await?;
                 (handle.run_id, handle.events, false)
             }
@@ -288,8 +297,10 @@ impl Session {
                         "a watch needs \"runId\": the id from the started event or x-run-id",
                     ));
                 }
-                let events = engine
+                let events = self
+                    .access
                     .watch_run(
+                        engine,
                         &request.run_id,
                         watch_from(&request),
                         &run_options(request.options),
