@@ -24,6 +24,24 @@
 //! cors_origins = ["https://app.example.com"]   # none by default: same origin only
 //! keep_alive_secs = 15                          # SSE comment lines and WebSocket pings
 //! ws_max_runs = 64                              # runs and watches in flight per WebSocket
+//!
+//! [server]
+//! tls_cert = "tls/server.pem"     # TLS on the one port (reloaded when the files change)
+//! tls_key = "tls/server.key"
+//! tls_client_ca = "tls/ca.pem"    # mTLS: clients need a certificate this CA signed
+//!
+//! [auth]
+//! max_runs_per_principal = 100
+//! principal_from_client_cert = false   # with mTLS: a client certificate's subject CN
+//!
+//! [[auth.tokens]]
+//! name = "ci"
+//! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+//! tools = ["checksum", "ticks"]       # absent or ["*"]: every tool
+//!
+//! [[auth.tokens]]
+//! name = "dashboard"
+//! token_env = "DASHBOARD_TOKEN"       # the token itself, from the environment
 //! ```
 //!
 //! Relative paths in the file (`root`, `[model] api_key_file`, a command's `cwd`…) are relative to
@@ -35,6 +53,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::auth::{AuthConfig, Principal, TokenEntry, ToolScope, token_digest};
+use crate::tls::TlsFiles;
 
 /// Default address: loopback only, so a fresh install exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -102,6 +123,36 @@ struct HttpFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ServerFile {
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    #[serde(default)]
+    tokens: Vec<TokenFile>,
+    max_runs_per_principal: Option<usize>,
+    #[serde(default)]
+    principal_from_client_cert: bool,
+    client_cert_tools: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    name: String,
+    /// Hex SHA-256 of the token.
+    sha256: Option<String>,
+    /// The environment variable holding the token.
+    token_env: Option<String>,
+    tools: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ConfigFile {
     listen: Option<String>,
     root: Option<PathBuf>,
@@ -114,6 +165,10 @@ struct ConfigFile {
     runs: RunsFile,
     #[serde(default)]
     http: HttpFile,
+    #[serde(default)]
+    server: ServerFile,
+    #[serde(default)]
+    auth: AuthFile,
     /// `[[tools]]` entries, checked by the tool sources that read them.
     #[serde(default)]
     tools: Vec<toml::Table>,
@@ -218,6 +273,12 @@ pub struct Overrides {
     pub api_key_file: Option<PathBuf>,
     /// `--max-steps` / `TOOLSTREAM_MAX_STEPS`.
     pub max_steps: Option<u32>,
+    /// `--tls-cert` / `TOOLSTREAM_TLS_CERT`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key` / `TOOLSTREAM_TLS_KEY`.
+    pub tls_key: Option<PathBuf>,
+    /// `--tls-client-ca` / `TOOLSTREAM_TLS_CLIENT_CA`.
+    pub tls_client_ca: Option<PathBuf>,
     /// `--store` / `TOOLSTREAM_STORE`.
     pub store: Option<String>,
 }
@@ -344,6 +405,9 @@ pub struct Limits {
     /// The most events one run's log holds; past it the oldest are evicted (readers that needed
     /// them get a `gap` event).
     pub max_events_per_run: usize,
+    /// Runs in progress at once per principal (`[auth] max_runs_per_principal`); `None`: no
+    /// limit besides `max_concurrent_runs`.
+    pub max_runs_per_principal: Option<usize>,
 }
 
 impl Default for Limits {
@@ -357,6 +421,7 @@ impl Default for Limits {
             retention: Duration::from_secs(600),
             max_runs: 10_000,
             max_events_per_run: 10_000,
+            max_runs_per_principal: None,
         }
     }
 }
@@ -376,6 +441,10 @@ pub struct Config {
     pub model: ModelConfig,
     /// The HTTP side: CORS, keep-alives, WebSocket bounds.
     pub http: HttpConfig,
+    /// TLS on the listener (`[server] tls_*`, `--tls-*`); `None`: plaintext.
+    pub tls: Option<TlsFiles>,
+    /// Who may call and what they may do (`[auth]`); off unless it names tokens.
+    pub auth: AuthConfig,
     /// `[[tools]]` entries of the config file, in order.
     pub tools: Vec<toml::Table>,
     /// Where runs are kept.
@@ -447,7 +516,14 @@ impl Config {
                 .runs
                 .max_events_per_run
                 .unwrap_or(defaults.max_events_per_run),
+            max_runs_per_principal: file.auth.max_runs_per_principal,
         };
+        if limits.max_runs_per_principal == Some(0) {
+            return Err(ConfigError::Invalid {
+                key: "auth.max_runs_per_principal",
+                message: "must be at least 1 (leave it out for no per-principal limit)".into(),
+            });
+        }
         let store = StoreConfig {
             url: overrides
                 .store
@@ -546,6 +622,17 @@ impl Config {
             });
         }
         let http = http_config(file.http)?;
+        let from_file = |path: Option<PathBuf>| path.map(|path| relative_to(base_dir, path));
+        let tls = tls_files(
+            overrides
+                .tls_cert
+                .or_else(|| from_file(file.server.tls_cert)),
+            overrides.tls_key.or_else(|| from_file(file.server.tls_key)),
+            overrides
+                .tls_client_ca
+                .or_else(|| from_file(file.server.tls_client_ca)),
+        )?;
+        let auth = auth_config(file.auth, tls.as_ref())?;
         Ok(Config {
             listen,
             root,
@@ -553,6 +640,8 @@ impl Config {
             limits,
             model,
             http,
+            tls,
+            auth,
             tools: file.tools,
             store,
             path: path.map(Path::to_owned),
@@ -623,6 +712,122 @@ fn http_config(file: HttpFile) -> Result<HttpConfig, ConfigError> {
         keep_alive,
         ws_max_runs,
     })
+}
+
+/// The TLS files, checked for completeness: a certificate needs its key, a client CA needs both.
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        })),
+        (None, None) if client_ca.is_none() => Ok(None),
+        (None, None) => Err(ConfigError::Invalid {
+            key: "server.tls_client_ca",
+            message: "client certificates need TLS: set tls_cert and tls_key too (--tls-cert, \
+                      --tls-key)"
+                .into(),
+        }),
+        (Some(_), None) => Err(ConfigError::Invalid {
+            key: "server.tls_key",
+            message: "tls_cert is set but tls_key is not: give the certificate's private key \
+                      (--tls-key or [server] tls_key)"
+                .into(),
+        }),
+        (None, Some(_)) => Err(ConfigError::Invalid {
+            key: "server.tls_cert",
+            message: "tls_key is set but tls_cert is not: give the certificate (--tls-cert or \
+                      [server] tls_cert)"
+                .into(),
+        }),
+    }
+}
+
+/// `[auth]` checked, each token's digest read or computed (a `token_env` variable is read here,
+/// once, and only its digest kept).
+fn auth_config(file: AuthFile, tls: Option<&TlsFiles>) -> Result<AuthConfig, ConfigError> {
+    let mut tokens = Vec::with_capacity(file.tokens.len());
+    for entry in file.tokens {
+        if entry.name.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "auth.tokens",
+                message: "an entry has an empty `name`; the name is the principal runs belong to"
+                    .into(),
+            });
+        }
+        let name = entry.name;
+        let sha256 = match (entry.sha256, entry.token_env) {
+            (Some(hex), None) => parse_digest(&hex).ok_or_else(|| ConfigError::Invalid {
+                key: "auth.tokens",
+                message: format!(
+                    "entry {name:?}: sha256 must be 64 hex digits (the output of \
+                     `printf %s TOKEN | sha256sum`)"
+                ),
+            })?,
+            (None, Some(variable)) => match std::env::var(&variable) {
+                Ok(token) if !token.is_empty() => token_digest(&token),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "auth.tokens",
+                        message: format!(
+                            "entry {name:?}: token_env names {variable:?}, which is not set or \
+                             empty"
+                        ),
+                    });
+                }
+            },
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "auth.tokens",
+                    message: format!(
+                        "entry {name:?} needs exactly one of sha256 (the token's hex SHA-256) \
+                         and token_env (the environment variable holding it); a token itself \
+                         never goes in the file"
+                    ),
+                });
+            }
+        };
+        tokens.push(TokenEntry {
+            sha256,
+            principal: std::sync::Arc::new(Principal {
+                name: std::sync::Arc::from(name),
+                tools: ToolScope::from_list(entry.tools),
+            }),
+        });
+    }
+    if file.principal_from_client_cert && tls.is_none_or(|tls| tls.client_ca.is_none()) {
+        return Err(ConfigError::Invalid {
+            key: "auth.principal_from_client_cert",
+            message: "needs client certificates: set [server] tls_client_ca (--tls-client-ca) \
+                      with tls_cert and tls_key"
+                .into(),
+        });
+    }
+    Ok(AuthConfig {
+        tokens,
+        principal_from_client_cert: file.principal_from_client_cert,
+        client_cert_tools: file
+            .client_cert_tools
+            .map(|tools| ToolScope::from_list(Some(tools))),
+    })
+}
+
+/// 64 hex digits as 32 bytes.
+fn parse_digest(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (i, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(digest)
 }
 
 /// The most runs the engine can count (tokio's `Semaphore::MAX_PERMITS`).
@@ -816,5 +1021,103 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(message.contains("model.max_parallel_calls"), "{message}");
+    }
+
+    #[test]
+    fn tls_paths_in_the_file_are_relative_to_it_and_must_come_in_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("toolstream.toml");
+        std::fs::write(
+            &path,
+            "[server]\ntls_cert = \"tls/s.pem\"\ntls_key = \"tls/s.key\"\n\
+             tls_client_ca = \"/etc/ca.pem\"\n",
+        )
+        .unwrap();
+        let tls = Config::load(Some(&path), Overrides::default())
+            .unwrap()
+            .tls
+            .unwrap();
+        assert_eq!(tls.cert, dir.path().join("tls/s.pem"));
+        assert_eq!(tls.key, dir.path().join("tls/s.key"));
+        assert_eq!(tls.client_ca.as_deref(), Some(Path::new("/etc/ca.pem")));
+
+        let overrides = Overrides {
+            tls_cert: Some("flag.pem".into()),
+            ..Overrides::default()
+        };
+        let tls = Config::load(Some(&path), overrides).unwrap().tls.unwrap();
+        assert_eq!(tls.cert, Path::new("flag.pem"));
+
+        for (text, key) in [
+            ("[server]\ntls_cert = \"a\"\n", "server.tls_key"),
+            ("[server]\ntls_key = \"a\"\n", "server.tls_cert"),
+            ("[server]\ntls_client_ca = \"a\"\n", "server.tls_client_ca"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let message = Config::load(Some(&path), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(key), "{message}");
+        }
+    }
+
+    #[test]
+    fn tokens_are_read_as_digests_and_bad_entries_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("toolstream.toml");
+        // SAFETY (edition 2024): no other test of this binary reads this variable.
+        unsafe { std::env::set_var("TOOLSTREAM_CONFIG_TEST_TOKEN", "from-env") };
+        std::fs::write(
+            &path,
+            format!(
+                "[auth]\nmax_runs_per_principal = 3\n\n[[auth.tokens]]\nname = \"a\"\n\
+                 sha256 = \"{}\"\ntools = [\"ticks\"]\n\n[[auth.tokens]]\nname = \"b\"\n\
+                 token_env = \"TOOLSTREAM_CONFIG_TEST_TOKEN\"\n",
+                "AB".repeat(32)
+            ),
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), Overrides::default()).unwrap();
+        assert!(config.auth.is_enabled());
+        assert_eq!(config.limits.max_runs_per_principal, Some(3));
+        let tokens = &config.auth.tokens;
+        assert_eq!(tokens[0].sha256, [0xab; 32]);
+        assert!(tokens[0].principal.tools.allows("ticks"));
+        assert!(!tokens[0].principal.tools.allows("checksum"));
+        assert_eq!(tokens[1].sha256, token_digest("from-env"));
+        assert_eq!(tokens[1].principal.tools, ToolScope::All);
+        assert!(!format!("{config:?}").contains("from-env"));
+
+        for (entry, expected) in [
+            ("name = \"x\"\nsha256 = \"abc\"", "64 hex digits"),
+            (
+                "name = \"x\"\ntoken_env = \"TOOLSTREAM_UNSET_FOR_TEST\"",
+                "not set",
+            ),
+            ("name = \"x\"", "exactly one of sha256"),
+            (
+                "name = \"\"\ntoken_env = \"TOOLSTREAM_CONFIG_TEST_TOKEN\"",
+                "empty `name`",
+            ),
+            ("name = \"x\"\ntoken = \"plain\"", "token"),
+        ] {
+            std::fs::write(&path, format!("[[auth.tokens]]\n{entry}\n")).unwrap();
+            let message = Config::load(Some(&path), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(expected), "{entry}: {message}");
+        }
+        std::fs::write(&path, "[auth]\nmax_runs_per_principal = 0\n").unwrap();
+        let message = Config::load(Some(&path), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("max_runs_per_principal"), "{message}");
+        std::fs::write(&path, "[auth]\nprincipal_from_client_cert = true\n").unwrap();
+        let message = Config::load(Some(&path), Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("tls_client_ca"), "{message}");
+        let config = Config::load(None, Overrides::default()).unwrap();
+        assert!(!config.auth.is_enabled() && config.tls.is_none());
     }
 }

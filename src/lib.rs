@@ -21,13 +21,18 @@
 //!    back, and writes the canonical proto3 JSON. `web` (`src/web/`) is its sibling for HTTP:
 //!    JSON routes, SSE, the WebSocket and the page.
 //! 6. [`server`]: the listening server with health, reflection, gRPC-Web and shutdown; `listener`
-//!    (`src/listener.rs`) serves gRPC and HTTP/1.1 on one port with the HTTP/2 settings;
+//!    (`src/listener.rs`) serves gRPC and HTTP/1.1 on one port with the HTTP/2 settings, over
+//!    TLS when configured ([`tls`]); [`auth`] says who calls and what they may do;
 //!    [`config`] says how it is configured. The `toolstream` binary (`src/main.rs`, `src/cli/`)
 //!    only parses flags and calls this library.
+//! 7. [`telemetry`]: what operators see besides logs: the Prometheus metrics at `/metrics` (fed by
+//!    the engine's [`engine::RunObserver`] hooks and a tower layer around the gRPC services) and
+//!    OpenTelemetry traces, with W3C trace context in and out.
 //!
 //! Dependencies point one way: transport (gRPC and web) → agent → engine → registry → tools.
 
 pub mod agent;
+pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod json_proto;
@@ -35,6 +40,8 @@ mod listener;
 pub mod pb;
 pub mod registry;
 pub mod server;
+pub mod telemetry;
+pub mod tls;
 pub mod tools;
 pub mod transport;
 mod web;

@@ -6,6 +6,11 @@
 //! hyper-util's builder, set the way the gRPC server was: TCP_NODELAY and TCP keepalive (tonic's
 //! `TcpIncoming`), HTTP/2 windows, stream limit, keepalive pings and reset-stream limits.
 //!
+//! TLS ([`crate::tls`]): with it, each connection's handshake runs on the connection's own task
+//! (a slow or stalled client never holds up the accept loop) and is given up after the
+//! handshake timeout; ALPN then says HTTP/2 or HTTP/1.1. The subject CN of a verified client
+//! certificate goes into every request's extensions ([`ClientCertName`]).
+//!
 //! Closing: when `stop` completes the listener stops accepting and asks every connection to close
 //! gracefully (HTTP/2 GOAWAY; HTTP/1.1 closes after the response in flight), while `sessions`
 //! (upgraded connections, which hyper no longer tracks) are told to close too. A client that
@@ -13,6 +18,7 @@
 //! open is dropped.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -21,10 +27,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
+use tower::ServiceExt;
 
 use crate::config::Limits;
+use crate::tls::{ClientCertName, ServerTls, common_name};
 
 /// How long an HTTP/1.1 client may take to send a request's headers (slow-loris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -64,10 +74,77 @@ fn connection_builder(limits: &Limits) -> Builder<TokioExecutor> {
     builder
 }
 
+/// What serving one accepted connection needs.
+struct Connection {
+    builder: Builder<TokioExecutor>,
+    app: axum::Router,
+    graceful: hyper_util::server::graceful::Watcher,
+    stopped: CancellationToken,
+}
+
+impl Connection {
+    /// The TLS handshake, within the handshake timeout, then the connection.
+    async fn handshake(self, stream: TcpStream, tls: Arc<ServerTls>) {
+        let peer = stream.peer_addr().ok();
+        let accepted = tokio::select! {
+            accepted = tokio::time::timeout(tls.handshake_timeout(), tls.acceptor().accept(stream)) => accepted,
+            () = self.stopped.cancelled() => return,
+        };
+        let stream = match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(?peer, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(?peer, "TLS handshake timed out; connection closed");
+                return;
+            }
+        };
+        let client_cert = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(common_name)
+            .map(ClientCertName);
+        self.serve(stream, client_cert).await;
+    }
+
+    /// HTTP/1.1 or HTTP/2 on `stream` until it closes, the server closes it, or the close
+    /// timeout passes.
+    async fn serve<S>(self, stream: S, client_cert: Option<ClientCertName>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let app = self.app.into_service::<Incoming>();
+        let service = app.map_request(move |mut request: hyper::Request<Incoming>| {
+            if let Some(name) = &client_cert {
+                request.extensions_mut().insert(name.clone());
+            }
+            request
+        });
+        let service = TowerToHyperService::new(service);
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = self.graceful.watch(connection.into_owned());
+        tokio::select! {
+            served = connection => {
+                if let Err(error) = served {
+                    tracing::debug!(error = %error, "connection ended with an error");
+                }
+            }
+            () = self.stopped.cancelled() => {}
+        }
+    }
+}
+
 /// Serves `app` on the connections of `incoming` until `stop` completes, then closes them (see
 /// the module doc). Returns whether everything closed within `close_timeout`.
 pub(crate) async fn serve(
     incoming: TcpIncoming,
+    tls: Option<Arc<ServerTls>>,
     app: axum::Router,
     limits: &Limits,
     sessions: Sessions,
@@ -92,22 +169,20 @@ pub(crate) async fn serve(
                 None => break,
             },
         };
-        let service = TowerToHyperService::new(app.clone().into_service::<Incoming>());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        let stopped = sessions.stopped.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                served = connection => {
-                    if let Err(error) = served {
-                        tracing::debug!(error = %error, "connection ended with an error");
-                    }
-                }
-                () = stopped.cancelled() => {}
+        let connection = Connection {
+            builder: builder.clone(),
+            app: app.clone(),
+            graceful: graceful.watcher(),
+            stopped: sessions.stopped.clone(),
+        };
+        match &tls {
+            None => {
+                tokio::spawn(connection.serve(stream, None));
             }
-        });
+            Some(tls) => {
+                tokio::spawn(connection.handshake(stream, Arc::clone(tls)));
+            }
+        }
     }
 
     sessions.closing.cancel();

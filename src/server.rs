@@ -25,6 +25,7 @@ use crate::agent::openai::OpenAiProvider;
 use crate::agent::{
     Agent, AgentSettings, DEFAULT_MAX_PARALLEL_CALLS, DEFAULT_MAX_STEPS, ModelProvider,
 };
+use crate::auth::{AuthConfig, Authenticator};
 use crate::config::{HttpConfig, Limits, ModelConfig};
 use crate::engine::{Engine, Store};
 use crate::listener::{self, Sessions};
@@ -32,6 +33,10 @@ use crate::pb;
 use crate::pb::encoded::run_service_server::RunServiceServer;
 use crate::pb::encoded::tool_service_server::ToolServiceServer;
 use crate::registry::ToolRegistry;
+use crate::telemetry::grpc::GrpcMetricsLayer;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traces::TraceContextLayer;
+use crate::tls::ServerTls;
 use crate::tools::from_config::BuildError;
 use crate::transport::{RunServiceImpl, ToolServiceImpl};
 use crate::web::{self, WebState};
@@ -58,6 +63,9 @@ pub enum ServeError {
     /// Reflection could not be built from the descriptors.
     #[error("cannot build server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The transport failed.
     #[error("server error: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -66,21 +74,46 @@ pub enum ServeError {
 /// A server ready to serve: the engine and the limits it runs with.
 pub struct Server {
     engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
     limits: Limits,
     agent: AgentSettings,
     http: HttpConfig,
+    tls: Option<Arc<ServerTls>>,
+    auth: AuthConfig,
 }
 
 impl Server {
     /// A server running the tools of `registry`.
     pub fn new(registry: ToolRegistry, limits: Limits) -> Self {
-        let engine = Engine::new(Arc::new(registry), limits);
+        let metrics = Arc::new(Metrics::new());
+        let engine = Engine::with_observer(
+            Arc::new(registry),
+            limits,
+            Store::memory(&limits),
+            metrics.clone(),
+        );
         Server {
             engine,
+            metrics,
             limits,
             agent: AgentSettings::default(),
             http: HttpConfig::default(),
+            tls: None,
+            auth: AuthConfig::default(),
         }
+    }
+
+    /// Serves every protocol over TLS with `tls` (its files are watched for new certificates
+    /// while the server runs).
+    pub fn with_tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(Arc::new(tls));
+        self
+    }
+
+    /// Requires credentials as `auth` says (off unless it names tokens or client certificates).
+    pub fn with_auth(mut self, auth: AuthConfig) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// Sets the HTTP side: CORS origins, keep-alives, WebSocket bounds.
@@ -91,7 +124,12 @@ impl Server {
 
     /// Keeps runs in `store` (the in-memory store otherwise).
     pub fn with_store(mut self, store: Store) -> Self {
-        self.engine = Engine::with_store(Arc::clone(self.engine.registry()), self.limits, store);
+        self.engine = Engine::with_observer(
+            Arc::clone(self.engine.registry()),
+            self.limits,
+            store,
+            self.metrics.clone(),
+        );
         self
     }
 
@@ -134,10 +172,17 @@ impl Server {
     ) -> Result<(), ServeError> {
         let Server {
             engine,
+            metrics,
             limits,
             agent,
             http,
+            tls,
+            auth,
         } = self;
+        warn_if_exposed(&listener, tls.is_some(), &auth);
+        if let Some(tls) = &tls {
+            ServerTls::keep_current(tls);
+        }
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in SERVICE_NAMES {
             health
@@ -172,12 +217,14 @@ impl Server {
             .max_encoding_message_size(limits.max_message_bytes);
 
         // gRPC-Web wraps each service it serves, never the whole router: it answers 400 to any
-        // HTTP/1.1 request that is not gRPC-Web, which would shadow the web routes.
-        let grpc = Routes::new(GrpcWebLayer::new().layer(health_service))
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(GrpcWebLayer::new().layer(tools))
-            .add_service(GrpcWebLayer::new().layer(runs))
+        // HTTP/1.1 request that is not gRPC-Web, which would shadow the web routes. The metrics
+        // layer sits inside it, so gRPC-Web calls are counted as the gRPC calls they become.
+        let metered = GrpcMetricsLayer::new(Arc::clone(metrics.grpc()));
+        let grpc = Routes::new(GrpcWebLayer::new().layer(metered.layer(health_service)))
+            .add_service(metered.layer(reflection_v1))
+            .add_service(metered.layer(reflection_v1alpha))
+            .add_service(GrpcWebLayer::new().layer(metered.layer(tools)))
+            .add_service(GrpcWebLayer::new().layer(metered.layer(runs)))
             .prepare()
             .into_axum_router();
         let sessions = Sessions::default();
@@ -192,8 +239,13 @@ impl Server {
                 http: Arc::new(http),
                 max_message_bytes: limits.max_message_bytes,
                 sessions: sessions.clone(),
+                metrics,
             },
-        );
+            Arc::new(Authenticator::new(auth)),
+        )
+        // Outside everything: every request (gRPC, gRPC-Web, HTTP, SSE, WebSocket upgrades) joins
+        // its caller's trace when traces are on.
+        .layer(TraceContextLayer);
 
         // Progress is many small messages: Nagle's algorithm would hold them back.
         let incoming = TcpIncoming::from(listener)
@@ -222,8 +274,32 @@ impl Server {
 
         // Graceful close waits for every stream to drain, which a client that stopped reading
         // never lets happen: once the runs ended, connections get CLOSE_TIMEOUT, then are dropped.
-        listener::serve(incoming, app, &limits, sessions, drain, CLOSE_TIMEOUT).await;
+        listener::serve(incoming, tls, app, &limits, sessions, drain, CLOSE_TIMEOUT).await;
         Ok(())
+    }
+}
+
+/// Logs a warning when the server is reachable from other machines without auth (anyone can run
+/// every tool) or with tokens but without TLS (tokens cross the network in clear).
+fn warn_if_exposed(listener: &TcpListener, tls: bool, auth: &AuthConfig) {
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    if addr.ip().is_loopback() {
+        return;
+    }
+    if !auth.is_enabled() {
+        tracing::warn!(
+            listen = %addr,
+            "auth is off and the server listens beyond loopback: anyone who can reach {addr} can \
+             run every tool and see every run; configure [[auth.tokens]] (docs/operations.md)"
+        );
+    } else if !tls {
+        tracing::warn!(
+            listen = %addr,
+            "auth is on but TLS is off: bearer tokens cross the network in clear; set \
+             --tls-cert and --tls-key"
+        );
     }
 }
 

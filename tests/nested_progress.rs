@@ -348,6 +348,7 @@ async fn a_cancelled_runs_sub_tasks_do_not_count_as_finished() {
             arguments: None,
             options: Default::default(),
             deadline: None,
+            principal: None,
         })
         .unwrap();
     tokio::time::timeout(Duration::from_secs(60), reported.notified())

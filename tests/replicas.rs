@@ -8,7 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::redis_server::RedisServer;
-use common::{TestServer, collect, redis_store, registry_with, result_value, run_request};
+use common::{
+    TestServer, collect, redis_store, registry_with, result_value, run_request, with_token,
+};
 use redis::AsyncCommands;
 use serde_json::json;
 use tonic::Code;
@@ -542,4 +544,96 @@ async fn a_replica_that_shuts_down_writes_its_runs_ends_before_it_leaves() {
             .all(|key| key.ends_with(":runs") || key.ends_with(":cancel")),
         "{leases:?}"
     );
+}
+
+/// A replica with auth: tokens `alpha-token` (principal "ann") and `beta-token` ("ben").
+async fn replica_with_auth(redis: &RedisServer, name: &str) -> TestServer {
+    use std::sync::Arc;
+    use toolstream::auth::{AuthConfig, Principal, TokenEntry, ToolScope, token_digest};
+    let root = std::env::current_dir().unwrap();
+    let limits = Limits::default();
+    let store = StoreConfig {
+        lease: Duration::from_secs(5),
+        ..redis_store(redis, name)
+    };
+    let store = toolstream::engine::Store::open(&store, &limits)
+        .await
+        .expect("open the run store");
+    let entry = |principal: &str, token: &str| TokenEntry {
+        sha256: token_digest(token),
+        principal: Arc::new(Principal {
+            name: Arc::from(principal),
+            tools: ToolScope::All,
+        }),
+    };
+    let auth = AuthConfig {
+        tokens: vec![entry("ann", "alpha-token"), entry("ben", "beta-token")],
+        ..AuthConfig::default()
+    };
+    TestServer::serve(
+        toolstream::server::Server::new(registry_with(&root, vec![]), limits)
+            .with_store(store)
+            .with_auth(auth),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_run_belongs_to_its_principal_on_every_replica() {
+    let redis = RedisServer::start();
+    let a = replica_with_auth(&redis, "alpha").await;
+    let b = replica_with_auth(&redis, "beta").await;
+    let response = a
+        .client()
+        .await
+        .run_tool(with_token(
+            Some("alpha-token"),
+            detached("ticks", json!({"count": 1000000, "interval_ms": 5})),
+        ))
+        .await
+        .expect("ann's RunTool on A");
+    let run_id = response
+        .metadata()
+        .get("x-run-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut stream = response.into_inner();
+    stream.message().await.unwrap().expect("started");
+
+    // On B, through the store: ben gets NOT_FOUND on every call, and ListRuns hides the run.
+    let mut through_b = runs(&b).await;
+    let b_channel = b.channel().await;
+    assert_eq!(
+        common::run_service_codes(&b_channel, "beta-token", &run_id).await,
+        [Code::NotFound; 3],
+        "GetRun, WatchRun, CancelRun of another principal's run through B"
+    );
+    let listed = through_b
+        .list_runs(with_token(Some("beta-token"), ListRunsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.runs.is_empty(), "{:?}", listed.runs);
+
+    // Ann sees and cancels it on B.
+    let listed = through_b
+        .list_runs(with_token(Some("alpha-token"), ListRunsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.runs.len(), 1);
+    assert_eq!(listed.runs[0].run_id, run_id);
+    let cancelled = through_b
+        .cancel_run(with_token(
+            Some("alpha-token"),
+            CancelRunRequest {
+                run_id: run_id.clone(),
+            },
+        ))
+        .await
+        .expect("ann's CancelRun on B")
+        .into_inner();
+    assert_eq!(cancelled.state(), RunState::Cancelled);
 }

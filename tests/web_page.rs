@@ -2,7 +2,8 @@
 //! by selenium; `.ci/run` installs them): the tools' forms, a `ticks` run reaching 100% with its
 //! result, the browser's own `EventSource` reading a run's SSE, an error shown, the runs list
 //! with resume and cancel, and an agent run with its streamed text and a bar per tool call
-//! (against the stand-in model of the agent tests).
+//! (against the stand-in model of the agent tests). With auth on, the page asks for a token and
+//! then works as before (its WebSocket and an `EventSource` carry it as `?access_token=`).
 //!
 //! Without a browser the test fails and says how to install one; set
 //! `TOOLSTREAM_SKIP_BROWSER_TESTS=1` to skip it on a machine that cannot have one.
@@ -62,6 +63,41 @@ async fn the_page_runs_a_tool_from_its_form_and_shows_progress_results_errors_an
     .unwrap();
     assert!(
         output.contains("browser page: all checks passed"),
+        "{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_on_the_page_asks_for_a_token_and_then_runs_tools_over_its_websocket() {
+    use toolstream::auth::{AuthConfig, Principal, TokenEntry, ToolScope, token_digest};
+    if std::env::var_os("TOOLSTREAM_SKIP_BROWSER_TESTS").is_some_and(|v| v == "1") {
+        eprintln!("skipped: TOOLSTREAM_SKIP_BROWSER_TESTS=1");
+        return;
+    }
+    let token = "page-token-0f9e8d";
+    let auth = AuthConfig {
+        tokens: vec![TokenEntry {
+            sha256: token_digest(token),
+            principal: Arc::new(Principal {
+                name: Arc::from("page"),
+                tools: ToolScope::All,
+            }),
+        }],
+        ..AuthConfig::default()
+    };
+    let root = std::env::current_dir().unwrap();
+    let server = TestServer::serve(
+        Server::new(registry_with(&root, vec![]), Limits::default()).with_auth(auth),
+    )
+    .await;
+    let url = server.url();
+    let output = tokio::task::spawn_blocking(move || {
+        common::run_python("browser_page_auth.py", &[&url, token])
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.contains("browser page with auth: all checks passed"),
         "{output}"
     );
 }

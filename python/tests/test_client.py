@@ -341,6 +341,27 @@ def test_tls_and_bearer_token(start_worker: Callable[..., Any]) -> None:
             plaintext.tools()
 
 
+def test_a_toolstream_server_with_tls_and_tokens(start_server: Callable[..., Any]) -> None:
+    import hashlib
+
+    certs = HERE / "certs"
+    digest = hashlib.sha256(b"py-token").hexdigest()
+    server = start_server(
+        f'[server]\ntls_cert = "{certs / "server.pem"}"\ntls_key = "{certs / "server.key"}"\n\n'
+        f'[[auth.tokens]]\nname = "py"\nsha256 = "{digest}"\ntools = ["ticks"]\n'
+    )
+    port = server.addr.rsplit(":", 1)[1]
+    ca = certs / "ca.pem"
+    with Client(f"https://localhost:{port}", root_certificates=ca, token="py-token") as client:
+        assert [tool.name for tool in client.tools()] == ["ticks"]
+        assert client.run("ticks", count=2, interval_ms=0).result == {"count": 2}
+        with pytest.raises(toolstream.PermissionDenied):
+            client.run("checksum", paths=["Cargo.toml"]).result
+    with Client(f"https://localhost:{port}", root_certificates=ca) as anonymous:
+        with pytest.raises(toolstream.Unauthenticated):
+            anonymous.tools()
+
+
 def test_client_reads_its_address_from_the_environment(
     server_addr: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -68,6 +68,8 @@ pub struct AgentRequest {
     pub options: RunOptions,
     /// The client's deadline, from now.
     pub deadline: Option<Duration>,
+    /// The principal the run belongs to (`None` with auth off).
+    pub principal: Option<Arc<str>>,
 }
 
 /// Starts agent runs on an engine.
@@ -84,6 +86,11 @@ impl Agent {
     /// An agent running its tools on `engine`.
     pub fn new(engine: Arc<Engine>, settings: AgentSettings) -> Self {
         Agent { engine, settings }
+    }
+
+    /// The engine its runs run on.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     /// Checks the request and starts the run. Fails before anything runs when no model is
@@ -129,6 +136,7 @@ impl Agent {
             max_steps,
             options: request.options,
             deadline: request.deadline,
+            principal: request.principal,
             ..RunStarted::default()
         };
         let conversation = run::Conversation {

@@ -19,7 +19,7 @@ use super::output::{event_json, status_exit};
 use super::tree::ProgressTree;
 
 pub(super) async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let mut client = ToolServiceClient::new(connect(&args.client.addr).await?);
+    let mut client = ToolServiceClient::new(connect(&args.client).await?);
     let mut request = tonic::Request::new(pb::RunAgentRequest {
         prompt: args.prompt,
         tools: args.tools,

@@ -7,33 +7,69 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde_json::{Map, Value};
-use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use toolstream::json_proto::json_to_struct;
 use toolstream::pb;
 use toolstream::pb::tool_service_client::ToolServiceClient;
+use toolstream::tls::ClientTls;
 
 use super::output::{follow, print_line, status_exit};
-use super::{HealthArgs, RunArgs, ToolsArgs};
+use super::{ClientArgs, HealthArgs, RunArgs, ToolsArgs};
 
-pub(super) async fn connect(addr: &str) -> anyhow::Result<Channel> {
-    let addr = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
+/// A connection to the server `args` name, over TLS for an `https://` address (or any TLS
+/// flag), with the bearer token on every call when one is given.
+pub(super) async fn connect(args: &ClientArgs) -> anyhow::Result<Connection> {
+    let tls = ClientTls {
+        ca: args.tls_ca.clone(),
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
     };
-    Endpoint::from_shared(addr.clone())
-        .with_context(|| format!("{addr:?} is not a server address"))?
+    let addr = toolstream::tls::with_scheme(&args.addr, &tls);
+    let channel = toolstream::tls::endpoint(&addr, &tls)
+        .map_err(anyhow::Error::msg)?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .connect()
         .await
-        .with_context(|| format!("cannot connect to {addr}; is `toolstream serve` running there?"))
+        .with_context(|| {
+            format!("cannot connect to {addr}; is `toolstream serve` running there?")
+        })?;
+    let authorization = match &args.token {
+        Some(token) => Some(
+            MetadataValue::try_from(format!("Bearer {token}"))
+                .context("--token (TOOLSTREAM_TOKEN) holds characters a header cannot carry")?,
+        ),
+        None => None,
+    };
+    Ok(InterceptedService::new(channel, Bearer(authorization)))
+}
+
+/// What the client subcommands call through.
+pub(super) type Connection = InterceptedService<Channel, Bearer>;
+
+/// Puts `authorization: Bearer <token>` on every call.
+#[derive(Clone)]
+pub(super) struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 pub(super) async fn tools(args: ToolsArgs) -> anyhow::Result<ExitCode> {
-    let mut client = ToolServiceClient::new(connect(&args.client.addr).await?);
+    let mut client = ToolServiceClient::new(connect(&args.client).await?);
     let response = match client.list_tools(pb::ListToolsRequest {}).await {
         Ok(response) => response.into_inner(),
         Err(status) => return Ok(status_exit(&status)),
@@ -96,7 +132,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         None => parse_args(&args.args)?,
     };
-    let mut client = ToolServiceClient::new(connect(&args.client.addr).await?);
+    let mut client = ToolServiceClient::new(connect(&args.client).await?);
     let on_disconnect = if args.detach {
         pb::OnDisconnect::Continue
     } else {
@@ -148,7 +184,7 @@ async fn detach(
 }
 
 pub(super) async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
-    let mut client = HealthClient::new(connect(&args.client.addr).await?);
+    let mut client = HealthClient::new(connect(&args.client).await?);
     let response = client
         .check(tonic_health::pb::HealthCheckRequest {
             service: args.service.clone(),

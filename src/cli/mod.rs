@@ -88,6 +88,16 @@ struct ServeArgs {
     /// Log format [default: human].
     #[arg(long, env = "TOOLSTREAM_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// Serve TLS with this PEM certificate chain (with --tls-key); reloaded when the file
+    /// changes.
+    #[arg(long, env = "TOOLSTREAM_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "TOOLSTREAM_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: clients need a certificate signed by a CA of this PEM file.
+    #[arg(long, env = "TOOLSTREAM_TLS_CLIENT_CA", value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
     /// Where runs are kept: "memory", or a Redis shared by several replicas
     /// (redis://host:port/db) [default: memory].
     #[arg(
@@ -109,6 +119,19 @@ struct ClientArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     addr: String,
+    /// Bearer token sent with every call (servers with [[auth.tokens]]).
+    #[arg(long, env = "TOOLSTREAM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM CA certificates to verify the server with (TLS; default: the system's roots for
+    /// an https:// address).
+    #[arg(long, env = "TOOLSTREAM_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with --tls-key).
+    #[arg(long, env = "TOOLSTREAM_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "TOOLSTREAM_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

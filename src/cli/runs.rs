@@ -13,7 +13,7 @@ use super::output::{follow, print_line, run_json, seconds, state_name, status_ex
 use super::{RunIdArgs, RunsArgs, StateArg, WatchArgs};
 
 pub(super) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
-    let mut client = RunServiceClient::new(connect(&args.client.addr).await?);
+    let mut client = RunServiceClient::new(connect(&args.client).await?);
     let state = match args.state {
         None => pb::RunState::Unspecified,
         Some(StateArg::Running) => pb::RunState::Running,
@@ -64,7 +64,7 @@ pub(super) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
-    let mut client = RunServiceClient::new(connect(&args.client.addr).await?);
+    let mut client = RunServiceClient::new(connect(&args.client).await?);
     let request = pb::WatchRunRequest {
         run_id: args.run_id.clone(),
         after_sequence: args.after,
@@ -82,7 +82,7 @@ pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) async fn get(args: RunIdArgs) -> anyhow::Result<ExitCode> {
-    let mut client = RunServiceClient::new(connect(&args.client.addr).await?);
+    let mut client = RunServiceClient::new(connect(&args.client).await?);
     let request = pb::GetRunRequest {
         run_id: args.run_id.clone(),
     };
@@ -100,7 +100,7 @@ pub(super) async fn get(args: RunIdArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) async fn cancel(args: RunIdArgs) -> anyhow::Result<ExitCode> {
-    let mut client = RunServiceClient::new(connect(&args.client.addr).await?);
+    let mut client = RunServiceClient::new(connect(&args.client).await?);
     let request = pb::CancelRunRequest {
         run_id: args.run_id.clone(),
     };

@@ -39,6 +39,20 @@ pub enum RunError {
         /// The limit.
         limit: usize,
     },
+    /// The caller's principal has its limit of runs in progress (`[auth] max_runs_per_principal`).
+    #[error(
+        "{principal:?} has {limit} runs in progress, the most [auth] max_runs_per_principal allows; \
+         wait for one to end"
+    )]
+    PrincipalBusy {
+        /// The principal.
+        principal: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// The caller may not do this (a tool its token does not list).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The server is draining and takes no new runs.
     #[error("the server is shutting down and takes no new runs; retry on another instance")]
     ShuttingDown,

@@ -247,4 +247,6 @@ pub struct RunStarted {
     pub options: RunOptions,
     /// The deadline, from the start.
     pub deadline: Option<Duration>,
+    /// The principal the run belongs to (`None` with auth off); never sent on the wire.
+    pub principal: Option<Arc<str>>,
 }

@@ -14,6 +14,7 @@ mod error;
 mod eta;
 mod event;
 mod log;
+mod observe;
 mod reader;
 mod runs;
 mod store;
@@ -41,6 +42,7 @@ pub use event::{
     CallArguments, CallTag, EventKind, OnDisconnect, RunEvent, RunOptions, RunStarted,
 };
 pub use log::RunEnded;
+pub use observe::{NoObserver, RunObserver};
 pub use reader::{EventStream, ReadFrom};
 pub use runs::{RunFilter, RunPage, RunSnapshot, RunState};
 pub use store::{Store, StoreError};
@@ -62,6 +64,8 @@ pub struct ToolRunRequest {
     pub options: RunOptions,
     /// How long the client waits, from now.
     pub deadline: Option<Duration>,
+    /// The principal the run belongs to (`None` with auth off).
+    pub principal: Option<Arc<str>>,
 }
 
 /// A started run: its id, and its caller's stream of events.
@@ -104,6 +108,10 @@ pub struct Engine {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     store: Arc<dyn RunStore>,
+    /// Told of every run's start and end and every stream's end (metrics, traces).
+    observer: Arc<dyn RunObserver>,
+    /// Runs in progress on this replica per principal, for `[auth] max_runs_per_principal`.
+    principals: Arc<PrincipalRuns>,
 }
 
 impl Engine {
@@ -114,6 +122,17 @@ impl Engine {
 
     /// An engine over `registry`, keeping its runs in `store`.
     pub fn with_store(registry: Arc<ToolRegistry>, limits: Limits, store: Store) -> Arc<Self> {
+        Self::with_observer(registry, limits, store, Arc::new(NoObserver))
+    }
+
+    /// An engine over `registry`, keeping its runs in `store`, that tells `observer` of its runs
+    /// and of its streams' ends (the server's metrics and traces).
+    pub fn with_observer(
+        registry: Arc<ToolRegistry>,
+        limits: Limits,
+        store: Store,
+        observer: Arc<dyn RunObserver>,
+    ) -> Arc<Self> {
         Arc::new(Engine {
             registry,
             limits,
@@ -122,6 +141,8 @@ impl Engine {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             store: store.0,
+            observer,
+            principals: Arc::new(PrincipalRuns::default()),
         })
     }
 
@@ -159,6 +180,7 @@ impl Engine {
             tool: name.clone(),
             options: request.options,
             deadline: request.deadline,
+            principal: request.principal,
             ..RunStarted::default()
         };
         self.start_run(started, move |run| async move {
@@ -180,11 +202,23 @@ impl Engine {
             return Err(RunError::ShuttingDown);
         }
         self.store.admit()?;
+        // The principal's slot first: a principal at its limit must not take a server-wide
+        // permit, even for a moment.
+        let principal_slot = match (&started.principal, self.limits.max_runs_per_principal) {
+            (Some(principal), Some(limit)) => {
+                Some(PrincipalRuns::take(&self.principals, principal, limit)?)
+            }
+            _ => None,
+        };
         let permit = Arc::clone(&self.permits)
             .try_acquire_owned()
             .map_err(|_| RunError::Busy {
                 limit: self.limits.max_concurrent_runs,
             })?;
+        let permit = RunPermit {
+            _server: permit,
+            _principal: principal_slot,
+        };
 
         let run_id: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
         let log = RunLog::new(
@@ -200,10 +234,12 @@ impl Engine {
         } else {
             format!("tool {:?}", started.tool)
         };
+        let tool = started.tool.clone();
         let options = started.options;
         let record = self.store.local().insert(
             started.tool.clone(),
             agent,
+            started.principal.clone(),
             Arc::clone(&log),
             cancel.clone(),
         );
@@ -221,7 +257,8 @@ impl Engine {
             &options,
             self.limits.event_buffer,
             cancel_on_drop,
-        );
+        )
+        .observed(Arc::clone(&self.observer));
 
         let context = RunContext {
             log: Arc::clone(&log),
@@ -231,7 +268,17 @@ impl Engine {
             // by run_to_end.
             deadline: deadline.map(|(_, at)| at),
         };
-        let span = tracing::info_span!("run", run_id = %run_id, target = %label);
+        // The run's span: a child of the request's (and so of the caller's trace, see
+        // `crate::telemetry::traces`); `grpc.code` is recorded as the run ends.
+        let span = tracing::info_span!(
+            "run",
+            otel.name = "run",
+            run.id = %run_id,
+            tool = if agent { "<agent>" } else { tool.as_str() },
+            grpc.code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        self.observer.run_started(&tool);
         self.tasks.spawn(
             run_to_end(RunTask {
                 permit,
@@ -241,6 +288,8 @@ impl Engine {
                 shutdown: self.shutdown.clone(),
                 deadline,
                 label,
+                tool,
+                observer: Arc::clone(&self.observer),
                 body: body(context),
             })
             .instrument(span),
@@ -271,7 +320,8 @@ impl Engine {
         from: ReadFrom,
         options: &RunOptions,
     ) -> Result<EventStream, RunError> {
-        self.store.watch(run_id, from, options).await
+        let events = self.store.watch(run_id, from, options).await?;
+        Ok(events.observed(Arc::clone(&self.observer)))
     }
 
     /// Cancels a run for everyone, wherever it executes; a run that already ended is returned
@@ -323,14 +373,71 @@ impl Engine {
     }
 }
 
+/// What a run holds while it is in progress: its place under the server's limit and, with a
+/// per-principal limit, under its principal's. Both are given back when the run ends.
+struct RunPermit {
+    _server: OwnedSemaphorePermit,
+    _principal: Option<PrincipalSlot>,
+}
+
+/// How many runs each principal has in progress.
+#[derive(Default)]
+struct PrincipalRuns {
+    counts: std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>,
+}
+
+impl PrincipalRuns {
+    /// One more run for `principal`, unless it has `limit` in progress already.
+    fn take(
+        runs: &Arc<PrincipalRuns>,
+        principal: &Arc<str>,
+        limit: usize,
+    ) -> Result<PrincipalSlot, RunError> {
+        let mut counts = runs.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(Arc::clone(principal)).or_insert(0);
+        if *count >= limit {
+            return Err(RunError::PrincipalBusy {
+                principal: principal.to_string(),
+                limit,
+            });
+        }
+        *count += 1;
+        Ok(PrincipalSlot {
+            runs: Arc::clone(runs),
+            principal: Arc::clone(principal),
+        })
+    }
+}
+
+/// One run of a principal in progress; counted until dropped.
+struct PrincipalSlot {
+    runs: Arc<PrincipalRuns>,
+    principal: Arc<str>,
+}
+
+impl Drop for PrincipalSlot {
+    fn drop(&mut self) {
+        let mut counts = self.runs.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.principal) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.principal);
+            }
+        }
+    }
+}
+
 struct RunTask<Fut> {
-    permit: OwnedSemaphorePermit,
+    permit: RunPermit,
     record: Arc<RunRecord>,
     store: Arc<dyn RunStore>,
     publication: Option<Box<Publication>>,
     shutdown: CancellationToken,
     deadline: Option<(Duration, Instant)>,
     label: String,
+    /// The tool's name; empty for an agent run.
+    tool: String,
+    observer: Arc<dyn RunObserver>,
     body: Fut,
 }
 
@@ -346,8 +453,11 @@ where
         shutdown,
         deadline,
         label,
+        tool,
+        observer,
         body,
     } = task;
+    let started = Instant::now();
     // With a shared store, the run's work starts once every replica can find the run. (The
     // store's steps are boxed, so that a run of the memory store carries none of their state.)
     let refused = match publication.as_deref_mut() {
@@ -402,6 +512,10 @@ where
         }
         outcome
     };
+    // Counted before the end is visible, so that whoever sees the run's end sees it counted.
+    observer.run_finished(&tool, outcome.as_ref().map(|_| ()), started.elapsed());
+    let logged = record.log.lock().last_sequence();
+    observer.events_produced(logged + u64::from(outcome.is_ok()));
     // The permit goes first, so that whoever sees the run's end also sees it no longer counted.
     drop(permit);
     match publication {

@@ -59,6 +59,8 @@ pub struct RunSnapshot {
     pub result: Option<Value>,
     /// The error its streams ended with, when it failed or was cancelled.
     pub error: Option<RunError>,
+    /// The principal it belongs to (`None`: started with auth off).
+    pub principal: Option<Arc<str>>,
 }
 
 /// Which runs ListRuns returns.
@@ -72,6 +74,8 @@ pub struct RunFilter {
     pub page_size: usize,
     /// Where the previous page ended; empty for the first page.
     pub page_token: String,
+    /// Only runs of this principal (`None`: anyone's).
+    pub principal: Option<Arc<str>>,
 }
 
 /// A page of runs, newest first.
@@ -100,6 +104,7 @@ pub(crate) enum CancelReason {
 pub(crate) struct RunRecord {
     pub(crate) tool: String,
     pub(crate) agent: bool,
+    pub(crate) principal: Option<Arc<str>>,
     pub(crate) create_time: SystemTime,
     pub(crate) log: Arc<RunLog>,
     pub(crate) cancel: CancellationToken,
@@ -183,6 +188,7 @@ impl RunRecord {
             progress,
             result,
             error,
+            principal: self.principal.clone(),
         }
     }
 }
@@ -227,6 +233,7 @@ impl RunTable {
         &self,
         tool: String,
         agent: bool,
+        principal: Option<Arc<str>>,
         log: Arc<RunLog>,
         cancel: CancellationToken,
     ) -> Arc<RunRecord> {
@@ -237,6 +244,7 @@ impl RunTable {
         let record = Arc::new(RunRecord {
             tool,
             agent,
+            principal,
             create_time: SystemTime::now(),
             log,
             cancel,
@@ -277,6 +285,7 @@ impl RunTable {
                 .range(..before)
                 .rev()
                 .filter(|(_, record)| filter.tool.as_ref().is_none_or(|tool| &record.tool == tool))
+                .filter(|(_, record)| filter.accepts_principal(record.principal.as_deref()))
                 .map(|(_, record)| Arc::clone(record))
                 .collect()
         };
@@ -346,6 +355,13 @@ impl RunFilter {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         }
+    }
+
+    /// Whether a run of `principal` belongs in the page (`principal` is `None` with auth off).
+    pub(crate) fn accepts_principal(&self, principal: Option<&str>) -> bool {
+        self.principal
+            .as_deref()
+            .is_none_or(|wanted| principal == Some(wanted))
     }
 
     /// Whether a run of `tool` in `state` belongs in the page.

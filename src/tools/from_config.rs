@@ -86,7 +86,7 @@ pub async fn load_entries(
             "grpc" => {
                 // A remote's tools may change while the server runs: they are a set of their
                 // own, kept current in the background.
-                let remote = remote::from_entry(entry, limits.max_message_bytes)
+                let remote = remote::from_entry(entry, base_dir, limits.max_message_bytes)
                     .await
                     .map_err(fail)?;
                 let set = registry

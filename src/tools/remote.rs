@@ -8,6 +8,12 @@
 //! endpoint = "http://127.0.0.1:50052"
 //! prefix = "remote."            # optional: tool names become remote.<name>
 //! relist_secs = 10              # optional: how often the remote's tools are listed again
+//! # TLS (an https:// endpoint): the CA to verify it with (default: the system's roots), and a
+//! # client certificate for mTLS; paths relative to the config file
+//! tls_ca = "tls/ca.pem"
+//! tls_cert = "tls/client.pem"
+//! tls_key = "tls/client.key"
+//! token_env = "REMOTE_TOKEN"    # optional: sent as `authorization: Bearer` (a remote with auth)
 //! ```
 //!
 //! The remote's tool list is read when the server starts: a remote that cannot be listed then
@@ -42,13 +48,15 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
 
 use super::{Progress, ProgressUpdate, Tool, ToolError, ToolKind, ToolSpec};
 use crate::json_proto::{json_to_struct, struct_to_json, value_to_json};
 use crate::pb;
 use crate::pb::tool_service_client::ToolServiceClient;
 use crate::registry::ToolSet;
+use crate::tls::ClientTls;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,6 +70,11 @@ struct RemoteEntry {
     connect_timeout_secs: Option<u64>,
     /// Seconds between two listings of the remote's tools.
     relist_secs: Option<u64>,
+    tls_ca: Option<std::path::PathBuf>,
+    tls_cert: Option<std::path::PathBuf>,
+    tls_key: Option<std::path::PathBuf>,
+    /// The environment variable holding the bearer token for the remote.
+    token_env: Option<String>,
 }
 
 /// How long a listing of the remote's tools may take.
@@ -98,6 +111,7 @@ impl RemoteSource {
 /// remote may be up to `max_message_bytes` (this server's `[limits] max_message_bytes`).
 pub async fn from_entry(
     entry: &toml::Table,
+    base_dir: &std::path::Path,
     max_message_bytes: usize,
 ) -> Result<RemoteSource, String> {
     let entry: RemoteEntry = entry
@@ -110,8 +124,29 @@ pub async fn from_entry(
         None => DEFAULT_RELIST,
     };
     let endpoint = entry.endpoint.trim_end_matches('/').to_owned();
-    let channel = Endpoint::from_shared(endpoint.clone())
-        .map_err(|e| format!("endpoint {endpoint:?} is not a URL like http://host:port: {e}"))?
+    let tls = ClientTls {
+        ca: entry.tls_ca,
+        cert: entry.tls_cert,
+        key: entry.tls_key,
+    }
+    .relative_to(base_dir);
+    let authorization = match &entry.token_env {
+        None => None,
+        Some(variable) => {
+            let token = std::env::var(variable)
+                .ok()
+                .filter(|token| !token.is_empty())
+                .ok_or_else(|| {
+                    format!("token_env names {variable:?}, which is not set or empty")
+                })?;
+            Some(
+                MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                    format!("the token in {variable:?} holds characters a header cannot carry")
+                })?,
+            )
+        }
+    };
+    let channel = crate::tls::endpoint(&endpoint, &tls)?
         .connect_timeout(Duration::from_secs(entry.connect_timeout_secs.unwrap_or(5)))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
@@ -128,6 +163,7 @@ pub async fn from_entry(
         client,
         relist_every,
         relist_now: Notify::new(),
+        authorization,
     });
     let tools = remote.list().await?;
     Ok(RemoteSource { remote, tools })
@@ -142,12 +178,27 @@ struct Remote {
     relist_every: Duration,
     /// Woken by a run that found the remote unreachable or without its tool.
     relist_now: Notify,
+    /// `authorization: Bearer <token>` for every call (`token_env`).
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl Remote {
+    /// A request to the remote, with the bearer token when the entry has one.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        request
+    }
 }
 
 impl Remote {
     /// Lists the remote's tools, as tools of this server.
     async fn list(self: &Arc<Self>) -> Result<Vec<Arc<dyn Tool>>, String> {
-        let mut request = tonic::Request::new(pb::ListToolsRequest {});
+        let mut request = self.request(pb::ListToolsRequest {});
         request.set_timeout(LIST_TIMEOUT);
         let listed = self
             .client
@@ -263,7 +314,7 @@ impl RemoteTool {
                 "arguments must be a JSON object".into(),
             ));
         };
-        let mut request = tonic::Request::new(pb::RunToolRequest {
+        let mut request = self.remote.request(pb::RunToolRequest {
             tool: self.remote_name.clone(),
             arguments: Some(json_to_struct(arguments)),
             options: None,
@@ -273,6 +324,8 @@ impl RemoteTool {
         if let Some(deadline) = progress.deadline() {
             request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         }
+        // The remote run joins this run's trace.
+        crate::telemetry::traces::inject_metadata(request.metadata_mut());
         let mut client = self.remote.client.clone();
         // The remote run's sub-tasks, by the remote's call id: each relayed as a node of this
         // call, under this call for the remote's top level.
@@ -333,13 +386,14 @@ mod tests {
     use super::*;
 
     fn tool() -> RemoteTool {
-        let channel = Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
         let remote = Arc::new(Remote {
             endpoint: Arc::from("http://127.0.0.1:1"),
             prefix: String::new(),
             client: ToolServiceClient::new(channel),
             relist_every: DEFAULT_RELIST,
             relist_now: Notify::new(),
+            authorization: None,
         });
         RemoteTool {
             spec: ToolSpec {

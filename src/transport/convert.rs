@@ -60,6 +60,7 @@ pub(crate) fn tool_run_request(
             .map(|a| serde_json::Value::Object(struct_to_json(a))),
         options: run_options(request.options),
         deadline,
+        principal: None,
     }
 }
 
@@ -76,6 +77,7 @@ pub(crate) fn agent_request(
         max_steps: request.max_steps,
         options: run_options(request.options),
         deadline,
+        principal: None,
     }
 }
 

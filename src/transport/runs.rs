@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::auth::Access;
+
 use super::convert::{progress, run_options, timestamp, watch_from};
 use super::service::{WireEvents, status_from_run_error};
 use crate::engine::{Engine, EventKind, RunFilter, RunSnapshot, RunState};
@@ -84,10 +86,10 @@ impl RunService for RunServiceImpl {
         &self,
         request: Request<pb::GetRunRequest>,
     ) -> Result<Response<pb::Run>, Status> {
+        let access = Access::of_grpc(&request);
         let request = request.into_inner();
-        let run = self
-            .engine
-            .get_run(run_id(&request.run_id)?)
+        let run = access
+            .get_run(&self.engine, run_id(&request.run_id)?)
             .await
             .map_err(status_from_run_error)?;
         Ok(Response::new(run_to_wire(run)))
@@ -97,6 +99,7 @@ impl RunService for RunServiceImpl {
         &self,
         request: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let access = Access::of_grpc(&request);
         let request = request.into_inner();
         let state = match request.state() {
             pb::RunState::Unspecified => None,
@@ -105,14 +108,17 @@ impl RunService for RunServiceImpl {
             pb::RunState::Failed => Some(RunState::Failed),
             pb::RunState::Cancelled => Some(RunState::Cancelled),
         };
-        let page = self
-            .engine
-            .list_runs(&RunFilter {
-                state,
-                tool: (!request.tool.is_empty()).then_some(request.tool),
-                page_size: request.page_size as usize,
-                page_token: request.page_token,
-            })
+        let page = access
+            .list_runs(
+                &self.engine,
+                RunFilter {
+                    state,
+                    tool: (!request.tool.is_empty()).then_some(request.tool),
+                    page_size: request.page_size as usize,
+                    page_token: request.page_token,
+                    principal: None,
+                },
+            )
             .await
             .map_err(status_from_run_error)?;
         Ok(Response::new(pb::ListRunsResponse {
@@ -127,11 +133,12 @@ impl RunService for RunServiceImpl {
         &self,
         request: Request<pb::WatchRunRequest>,
     ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let access = Access::of_grpc(&request);
         let request = request.into_inner();
         let from = watch_from(&request);
-        let events = self
-            .engine
+        let events = access
             .watch_run(
+                &self.engine,
                 run_id(&request.run_id)?,
                 from,
                 &run_options(request.options),
@@ -145,10 +152,10 @@ impl RunService for RunServiceImpl {
         &self,
         request: Request<pb::CancelRunRequest>,
     ) -> Result<Response<pb::Run>, Status> {
+        let access = Access::of_grpc(&request);
         let request = request.into_inner();
-        let run = self
-            .engine
-            .cancel_run(run_id(&request.run_id)?)
+        let run = access
+            .cancel_run(&self.engine, run_id(&request.run_id)?)
             .await
             .map_err(status_from_run_error)?;
         Ok(Response::new(run_to_wire(run)))

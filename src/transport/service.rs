@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{agent_request, tool_run_request};
 use super::wire::EncodedEvent;
 use crate::agent::Agent;
+use crate::auth::Access;
 use crate::engine::{Engine, EventStream, RunError, RunHandle};
 use crate::json_proto::json_to_struct;
 use crate::pb;
@@ -55,7 +56,10 @@ pub fn status_from_run_error(error: RunError) -> Status {
         },
         RunError::Panicked { .. } | RunError::Internal(_) => Status::internal(message),
         RunError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
-        RunError::Busy { .. } => Status::resource_exhausted(message),
+        RunError::Busy { .. } | RunError::PrincipalBusy { .. } => {
+            Status::resource_exhausted(message)
+        }
+        RunError::PermissionDenied(_) => Status::permission_denied(message),
         RunError::ShuttingDown
         | RunError::Interrupted
         | RunError::Unavailable(_)
@@ -131,12 +135,10 @@ pub(crate) fn stream_response(handle: RunHandle) -> Response<WireEvents> {
 impl ToolService for ToolServiceImpl {
     async fn list_tools(
         &self,
-        _request: Request<pb::ListToolsRequest>,
+        request: Request<pb::ListToolsRequest>,
     ) -> Result<Response<pb::ListToolsResponse>, Status> {
-        let tools = self
-            .engine
-            .registry()
-            .specs()
+        let tools = Access::of_grpc(&request)
+            .tool_specs(&self.engine)
             .into_iter()
             .map(|spec| pb::Tool {
                 input_schema: as_struct(&spec.input_schema),
@@ -156,9 +158,12 @@ impl ToolService for ToolServiceImpl {
         request: Request<pb::RunToolRequest>,
     ) -> Result<Response<Self::RunToolStream>, Status> {
         let deadline = grpc_timeout(request.metadata());
-        let handle = self
-            .engine
-            .run_tool(tool_run_request(request.into_inner(), deadline))
+        let access = Access::of_grpc(&request);
+        let handle = access
+            .run_tool(
+                &self.engine,
+                tool_run_request(request.into_inner(), deadline),
+            )
             .map_err(status_from_run_error)?;
         let handle = if handle.is_stored() {
             handle
@@ -175,9 +180,9 @@ impl ToolService for ToolServiceImpl {
         request: Request<pb::RunAgentRequest>,
     ) -> Result<Response<Self::RunAgentStream>, Status> {
         let deadline = grpc_timeout(request.metadata());
-        let handle = self
-            .agent
-            .start(agent_request(request.into_inner(), deadline))
+        let access = Access::of_grpc(&request);
+        let handle = access
+            .run_agent(&self.agent, agent_request(request.into_inner(), deadline))
             .map_err(status_from_run_error)?;
         let handle = if handle.is_stored() {
             handle

@@ -8,7 +8,7 @@
 //! is adapted at the edge ([`sse`], [`ws`]), read lazily so that a slow HTTP reader gets progress
 //! coalesced exactly like a slow gRPC reader. Each event's JSON is made once, however many read it.
 //!
-//! - [`routes`]: the JSON routes, `/healthz`, and the fallbacks.
+//! - [`routes`]: the JSON routes, `/healthz`, `/metrics`, and the fallbacks.
 //! - [`sse`]: a run's events as an SSE response.
 //! - [`ws`]: the `/v1/ws` protocol.
 //! - [`page`]: `GET /`, plain HTML and JavaScript embedded in the binary.
@@ -34,10 +34,14 @@ use tonic_health::server::HealthService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::agent::Agent;
+use crate::auth::{Access, Authenticator};
 use crate::config::HttpConfig;
 use crate::engine::Engine;
 use crate::listener::Sessions;
+use crate::telemetry::metrics::Metrics;
 use crate::transport::{RunServiceImpl, ToolServiceImpl};
+
+pub(crate) use error::ApiError;
 
 /// What every handler reaches.
 #[derive(Clone)]
@@ -53,18 +57,34 @@ pub(crate) struct WebState {
     /// The largest request body or WebSocket message read.
     pub(crate) max_message_bytes: usize,
     pub(crate) sessions: Sessions,
+    /// What `GET /metrics` renders.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
-/// The whole application: `grpc` (the gRPC services' router) with the web routes beside it and
-/// CORS around both when `[http] cors_origins` names any.
-pub(crate) fn router(grpc: Router, state: WebState) -> Router {
+/// The caller's [`Access`], as the auth layer recorded it.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Access {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Access::of_http(&parts.extensions))
+    }
+}
+
+/// The whole application: `grpc` (the gRPC services' router) with the web routes beside it, the
+/// auth layer around both (`crate::auth::layer`), and CORS outside it when `[http] cors_origins`
+/// names any (a preflight carries no credentials).
+pub(crate) fn router(grpc: Router, state: WebState, auth: Arc<Authenticator>) -> Router {
     let cors = cors_layer(&state.http.cors_origins);
     let web = Router::new()
         .route("/", get(page::index))
         .route("/assets/{file}", get(page::asset))
         .route("/healthz", get(routes::healthz))
-        // `GET /metrics` (Prometheus text, DESIGN.md "Operations") belongs here, beside
-        // `/healthz`: a plain route on this router, outside any auth.
+        // Prometheus text, beside `/healthz`: a plain route on this router; the auth layer
+        // leaves it open.
+        .route("/metrics", get(routes::metrics))
         .route("/v1/tools", get(routes::list_tools))
         .route("/v1/tools/{name}/runs", post(routes::run_tool))
         .route("/v1/agent/runs", post(routes::run_agent))
@@ -78,7 +98,13 @@ pub(crate) fn router(grpc: Router, state: WebState) -> Router {
         .with_state(state);
     // The gRPC router has a fallback (UNIMPLEMENTED) and the web one none, so they merge; the
     // fallback is then replaced by one that answers gRPC and HTTP clients each in their terms.
-    let app = grpc.merge(web).fallback(routes::not_found);
+    let app =
+        grpc.merge(web)
+            .fallback(routes::not_found)
+            .layer(axum::middleware::from_fn_with_state(
+                auth,
+                crate::auth::layer::authenticate,
+            ));
     match cors {
         Some(cors) => app.layer(cors),
         None => app,

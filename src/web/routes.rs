@@ -17,6 +17,7 @@ use tonic_health::pb::health_server::Health;
 use super::WebState;
 use super::error::ApiError;
 use super::sse::sse_response;
+use crate::auth::Access;
 use crate::engine::{ReadFrom, RunHandle};
 use crate::json_proto::{from_json, from_json_value, to_json};
 use crate::pb;
@@ -96,6 +97,7 @@ fn wants_run(headers: &HeaderMap) -> bool {
 /// Answers once the run is recorded in the run store, so that every replica knows its id.
 async fn started(
     state: &WebState,
+    access: &Access,
     mut handle: RunHandle,
     detached: bool,
 ) -> Result<Response, ApiError> {
@@ -106,7 +108,7 @@ async fn started(
     }
     // Started with ON_DISCONNECT_CONTINUE: dropping the stream leaves the run going.
     drop(events);
-    let run = state.engine.get_run(&run_id).await?;
+    let run = access.get_run(&state.engine, &run_id).await?;
     let mut response = json_response(StatusCode::ACCEPTED, &run_to_wire(run));
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{run_id}")) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -124,16 +126,28 @@ fn detach(options: &mut Option<pb::RunOptions>) {
 }
 
 /// `GET /v1/tools`: ListToolsResponse.
-pub(super) async fn list_tools(State(state): State<WebState>) -> Result<Response, ApiError> {
-    let tools = ToolService::list_tools(&state.tools, Request::new(pb::ListToolsRequest {}))
-        .await?
-        .into_inner();
+/// A request to the gRPC service on behalf of an HTTP caller with `access`.
+fn grpc_request<T>(access: Access, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.extensions_mut().insert(access);
+    request
+}
+
+pub(super) async fn list_tools(
+    State(state): State<WebState>,
+    access: Access,
+) -> Result<Response, ApiError> {
+    let tools =
+        ToolService::list_tools(&state.tools, grpc_request(access, pb::ListToolsRequest {}))
+            .await?
+            .into_inner();
     Ok(json_response(StatusCode::OK, &tools))
 }
 
 /// `POST /v1/tools/{name}/runs`, body `{"arguments": {...}, "options": {...}}`.
 pub(super) async fn run_tool(
     State(state): State<WebState>,
+    access: Access,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -150,16 +164,15 @@ pub(super) async fn run_tool(
     if detached {
         detach(&mut request.options);
     }
-    let handle = state
-        .engine
-        .run_tool(tool_run_request(request, deadline(&headers)))?;
-    started(&state, handle, detached).await
+    let handle = access.run_tool(&state.engine, tool_run_request(request, deadline(&headers)))?;
+    started(&state, &access, handle, detached).await
 }
 
 /// `POST /v1/agent/runs`, body `{"prompt", "tools", "model", "maxSteps", "systemPrompt",
 /// "options"}`.
 pub(super) async fn run_agent(
     State(state): State<WebState>,
+    access: Access,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -168,16 +181,15 @@ pub(super) async fn run_agent(
     if detached {
         detach(&mut request.options);
     }
-    let handle = state
-        .agent
-        .start(agent_request(request, deadline(&headers)))?;
-    started(&state, handle, detached).await
+    let handle = access.run_agent(&state.agent, agent_request(request, deadline(&headers)))?;
+    started(&state, &access, handle, detached).await
 }
 
 /// `GET /v1/runs?state=&tool=&pageSize=&pageToken=`: ListRunsResponse. `state` takes the enum's
 /// name (`RUN_STATE_RUNNING`), its short form (`running`) or its number.
 pub(super) async fn list_runs(
     State(state): State<WebState>,
+    access: Access,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let mut fields = Map::new();
@@ -197,7 +209,7 @@ pub(super) async fn list_runs(
         fields.insert(key, Value::String(value));
     }
     let request: pb::ListRunsRequest = from_json_value(Value::Object(fields))?;
-    let page = RunService::list_runs(&state.runs, Request::new(request))
+    let page = RunService::list_runs(&state.runs, grpc_request(access, request))
         .await?
         .into_inner();
     Ok(json_response(StatusCode::OK, &page))
@@ -206,22 +218,30 @@ pub(super) async fn list_runs(
 /// `GET /v1/runs/{id}`: Run.
 pub(super) async fn get_run(
     State(state): State<WebState>,
+    access: Access,
     Path(run_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let run = RunService::get_run(&state.runs, Request::new(pb::GetRunRequest { run_id }))
-        .await?
-        .into_inner();
+    let run = RunService::get_run(
+        &state.runs,
+        grpc_request(access, pb::GetRunRequest { run_id }),
+    )
+    .await?
+    .into_inner();
     Ok(json_response(StatusCode::OK, &run))
 }
 
 /// `POST /v1/runs/{id}/cancel`: CancelRun, answers the Run.
 pub(super) async fn cancel_run(
     State(state): State<WebState>,
+    access: Access,
     Path(run_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let run = RunService::cancel_run(&state.runs, Request::new(pb::CancelRunRequest { run_id }))
-        .await?
-        .into_inner();
+    let run = RunService::cancel_run(
+        &state.runs,
+        grpc_request(access, pb::CancelRunRequest { run_id }),
+    )
+    .await?
+    .into_inner();
     Ok(json_response(StatusCode::OK, &run))
 }
 
@@ -230,6 +250,7 @@ pub(super) async fn cancel_run(
 /// start). `?minProgressIntervalMs=` and `?heartbeatIntervalMs=` are the watcher's options.
 pub(super) async fn run_events(
     State(state): State<WebState>,
+    access: Access,
     Path(run_id): Path<String>,
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -275,9 +296,8 @@ pub(super) async fn run_events(
         return Err(ApiError::invalid_argument("the run id is empty"));
     }
     // A watcher leaving never affects the run.
-    let events = state
-        .engine
-        .watch_run(&run_id, from, &run_options(Some(options)))
+    let events = access
+        .watch_run(&state.engine, &run_id, from, &run_options(Some(options)))
         .await?;
     Ok(sse_response(&run_id, events, state.http.keep_alive))
 }
@@ -305,6 +325,19 @@ pub(super) async fn healthz(State(state): State<WebState>) -> Response {
             HeaderValue::from_static("application/json"),
         )],
         serde_json::json!({"status": status.as_str_name()}).to_string(),
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: every metric in the Prometheus text format (`docs/operations.md` lists them).
+pub(super) async fn metrics(State(state): State<WebState>) -> Response {
+    let text = state.metrics.render(state.engine.active_runs());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(prometheus_client::encoding::prometheus_text::CONTENT_TYPE),
+        )],
+        text,
     )
         .into_response()
 }

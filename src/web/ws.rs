@@ -38,10 +38,12 @@ use futures::Stream;
 use serde_json::Value;
 use tokio_stream::{StreamExt, StreamMap};
 use tonic::Code;
+use tracing::Instrument;
 
 use super::WebState;
 use super::error::ApiError;
 use super::events::event_json;
+use crate::auth::Access;
 use crate::engine::{EventKind, EventStream};
 use crate::json_proto::from_json_value;
 use crate::pb;
@@ -53,6 +55,7 @@ const MAX_ID_BYTES: usize = 256;
 /// `GET /v1/ws`: upgrades to a session.
 pub(super) async fn upgrade(
     State(state): State<WebState>,
+    access: Access,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let upgrade = match upgrade {
@@ -72,13 +75,19 @@ pub(super) async fn upgrade(
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
             let sessions = state.sessions.clone();
-            sessions.tracker.track_future(async move {
-                tokio::select! {
-                    () = Session::new(socket, state).run() => {}
-                    // The server's close timeout passed: no goodbye.
-                    () = sessions.stopped.cancelled() => {}
+            // The session's runs belong to the upgrade request's span (and so to its caller's
+            // trace), though the session outlives the request.
+            let span = tracing::Span::current();
+            sessions.tracker.track_future(
+                async move {
+                    tokio::select! {
+                        () = Session::new(socket, state, access).run() => {}
+                        // The server's close timeout passed: no goodbye.
+                        () = sessions.stopped.cancelled() => {}
+                    }
                 }
-            })
+                .instrument(span),
+            )
         })
 }
 
@@ -89,15 +98,18 @@ struct Gone;
 struct Session {
     socket: WebSocket,
     state: WebState,
+    /// Who opened the socket: every call on it is theirs.
+    access: Access,
     /// Runs and watches in flight, by the client's id.
     calls: StreamMap<String, Call>,
 }
 
 impl Session {
-    fn new(socket: WebSocket, state: WebState) -> Self {
+    fn new(socket: WebSocket, state: WebState, access: Access) -> Self {
         Session {
             socket,
             state,
+            access,
             calls: StreamMap::new(),
         }
     }
@@ -261,13 +273,17 @@ impl Session {
         let (run_id, events, watch) = match kind {
             "run_tool" => {
                 let request: pb::RunToolRequest = from_json_value(Value::Object(fields))?;
-                let mut handle = engine.run_tool(tool_run_request(request, None))?;
+                let mut handle = self
+                    .access
+                    .run_tool(engine, tool_run_request(request, None))?;
                 handle.stored().await?;
                 (handle.run_id, handle.events, false)
             }
             "run_agent" => {
                 let request: pb::RunAgentRequest = from_json_value(Value::Object(fields))?;
-                let mut handle = self.state.agent.start(agent_request(request, None))?;
+                let mut handle = self
+                    .access
+                    .run_agent(&self.state.agent, agent_request(request, None))?;
                 handle.stored().await?;
                 (handle.run_id, handle.events, false)
             }
@@ -281,8 +297,10 @@ impl Session {
                         "a watch needs \"runId\": the id from the started event or x-run-id",
                     ));
                 }
-                let events = engine
+                let events = self
+                    .access
                     .watch_run(
+                        engine,
                         &request.run_id,
                         watch_from(&request),
                         &run_options(request.options),

@@ -25,6 +25,9 @@ pub fn toolstream(cwd: &Path, args: &[&str]) -> Command {
 pub struct Served {
     pub child: Child,
     pub addr: String,
+    /// Everything the server logged, start-up included, as it arrives.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Served {
@@ -34,6 +37,21 @@ impl Served {
             .env("TOOLSTREAM_ADDR", &self.addr)
             .output()
             .expect("run client subcommand")
+    }
+}
+
+impl Served {
+    /// Stops the server (SIGTERM, then waits for it to exit) and returns all it logged.
+    pub fn stop_and_log(mut self) -> String {
+        // SAFETY: signalling our own child by its pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        self.log.lock().unwrap().clone()
     }
 }
 
@@ -91,9 +109,26 @@ pub fn serve_on(listen: &str, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -
             && log["fields"]["message"] == "toolstream serving"
         {
             let addr = log["fields"]["listen"].as_str().unwrap().to_owned();
+            stderr.push_str(&line);
+            stderr.push('\n');
             // Keep draining the log so the server never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
-            return Start::Serving(Served { child, addr });
+            let kept = std::sync::Arc::new(std::sync::Mutex::new(stderr));
+            let reader = {
+                let kept = std::sync::Arc::clone(&kept);
+                std::thread::spawn(move || {
+                    for line in lines.map_while(Result::ok) {
+                        let mut kept = kept.lock().unwrap();
+                        kept.push_str(&line);
+                        kept.push('\n');
+                    }
+                })
+            };
+            return Start::Serving(Served {
+                child,
+                addr,
+                log: kept,
+                reader: Some(reader),
+            });
         }
         stderr.push_str(&line);
         stderr.push('\n');

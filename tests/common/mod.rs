@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod certs;
 pub mod redis_server;
 pub mod web;
 
@@ -462,4 +463,59 @@ impl std::ops::Deref for Fleet {
     fn deref(&self) -> &TestServer {
         &self.runner
     }
+}
+
+/// The run id a RunTool/RunAgent response carries in its `x-run-id` metadata.
+pub fn x_run_id(metadata: &tonic::metadata::MetadataMap) -> String {
+    metadata
+        .get("x-run-id")
+        .expect("x-run-id metadata")
+        .to_str()
+        .expect("an ASCII run id")
+        .to_owned()
+}
+
+/// `message` with `authorization: Bearer <token>` (none for `None`).
+pub fn with_token<T>(token: Option<&str>, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request
+}
+
+/// The codes GetRun, WatchRun and CancelRun of `run_id` answer `token` with on `channel` (`Ok`
+/// for a call that was served). A principal that does not own the run gets NOT_FOUND on all.
+pub async fn run_service_codes(channel: &Channel, token: &str, run_id: &str) -> [tonic::Code; 3] {
+    use toolstream::pb::{CancelRunRequest, GetRunRequest, WatchRunRequest};
+    let mut runs = toolstream::pb::run_service_client::RunServiceClient::new(channel.clone());
+    let code =
+        |result: Result<(), tonic::Status>| result.map_or_else(|s| s.code(), |()| tonic::Code::Ok);
+    let run_id = run_id.to_owned();
+    let get = runs
+        .get_run(with_token(
+            Some(token),
+            GetRunRequest {
+                run_id: run_id.clone(),
+            },
+        ))
+        .await
+        .map(drop);
+    let watch = runs
+        .watch_run(with_token(
+            Some(token),
+            WatchRunRequest {
+                run_id: run_id.clone(),
+                ..WatchRunRequest::default()
+            },
+        ))
+        .await
+        .map(drop);
+    let cancel = runs
+        .cancel_run(with_token(Some(token), CancelRunRequest { run_id }))
+        .await
+        .map(drop);
+    [code(get), code(watch), code(cancel)]
 }

@@ -7,6 +7,11 @@
 //                                  stall the page after a few runs
 // - GET /v1/runs, POST .../cancel  the runs list, cancel
 //
+// With auth on (docs/operations.md, "Auth"), the page asks for a token when a route answers 401,
+// keeps it in sessionStorage (this tab only, gone when it closes) and sends it as
+// `Authorization: Bearer` on every fetch; a browser's WebSocket cannot set headers, so /v1/ws
+// gets it as `?access_token=` (the server takes it out of the URI before anything logs it).
+//
 // Every payload is the canonical proto3 JSON of the contract's messages (camelCase names,
 // 64-bit integers as strings). Text from the server only ever goes into textContent.
 "use strict";
@@ -48,10 +53,48 @@ async function apiError(response) {
   return new ApiError(`HTTP ${response.status}`, text || response.statusText, response.status);
 }
 
+const TOKEN_KEY = "toolstream.token";
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+// Shows the token form, saying why.
+function askForToken(message) {
+  const form = document.getElementById("token-form");
+  form.hidden = false;
+  document.getElementById("token-why").textContent = message;
+  document.getElementById("token").focus();
+}
+
 async function api(path, options) {
-  const response = await fetch(path, options);
+  const headers = new Headers((options && options.headers) || {});
+  if (token()) headers.set("Authorization", `Bearer ${token()}`);
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401) {
+    const error = await apiError(response);
+    askForToken(token() ? "The token was refused." : "This server needs a token.");
+    throw error;
+  }
   if (!response.ok) throw await apiError(response);
   return response.json();
+}
+
+function setUpTokenForm() {
+  const form = document.getElementById("token-form");
+  form.hidden = !token();
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = document.getElementById("token").value.trim();
+    if (value) sessionStorage.setItem(TOKEN_KEY, value);
+    else sessionStorage.removeItem(TOKEN_KEY);
+    document.getElementById("token").value = "";
+    document.getElementById("token-why").textContent = value ? "Token set for this tab." : "";
+    // A socket opened with the old token serves the old principal: open a new one.
+    channel.reset();
+    loadTools();
+    refreshRuns();
+  });
 }
 
 function showError(error) {
@@ -375,20 +418,29 @@ class Channel {
 
   open() {
     if (this.socket) return this.socket;
-    this.socket = new Promise((resolve, reject) => {
+    const opened = new Promise((resolve, reject) => {
       const scheme = location.protocol === "https:" ? "wss" : "ws";
-      const ws = new WebSocket(`${scheme}://${location.host}/v1/ws`);
+      const auth = token() ? `?access_token=${encodeURIComponent(token())}` : "";
+      const ws = new WebSocket(`${scheme}://${location.host}/v1/ws${auth}`);
       ws.onopen = () => resolve(ws);
       ws.onmessage = (message) => this.dispatch(JSON.parse(message.data));
       ws.onclose = (event) => {
-        this.socket = null;
+        if (this.socket === opened) this.socket = null;
         reject(new Error("cannot open the WebSocket /v1/ws"));
         const reason = event.reason || `the WebSocket closed (${event.code})`;
         for (const view of this.calls.values()) view.onLost(reason);
         this.calls.clear();
       };
     });
+    this.socket = opened;
     return this.socket;
+  }
+
+  // Closes the socket (after the token changed); the next call opens a new one.
+  reset() {
+    const socket = this.socket;
+    this.socket = null;
+    if (socket) socket.then((ws) => ws.close(), () => {});
   }
 
   async call(message, view) {
@@ -523,6 +575,7 @@ function setUpAgentForm() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  setUpTokenForm();
   setUpAgentForm();
   document.getElementById("runs-refresh").addEventListener("click", refreshRuns);
   document.getElementById("runs-state").addEventListener("change", refreshRuns);

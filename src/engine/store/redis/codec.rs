@@ -224,6 +224,8 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
                 heartbeat_interval: heartbeat_interval_ns.map(Duration::from_nanos),
             },
             deadline: deadline_ns.map(Duration::from_nanos),
+            // Kept in the run's record (its `principal` field), not in its events.
+            principal: None,
         }),
         StoredKind::Progress {
             call,
@@ -315,6 +317,13 @@ enum StoredError {
     ReplicaLost {
         replica: String,
     },
+    PrincipalBusy {
+        principal: String,
+        limit: usize,
+    },
+    PermissionDenied {
+        message: String,
+    },
     Internal {
         message: String,
     },
@@ -371,6 +380,10 @@ pub(super) fn encode_error(error: &RunError) -> String {
             StoredError::StoreUnavailable { store, reason }
         }
         RunError::ReplicaLost { replica } => StoredError::ReplicaLost { replica },
+        RunError::PrincipalBusy { principal, limit } => {
+            StoredError::PrincipalBusy { principal, limit }
+        }
+        RunError::PermissionDenied(message) => StoredError::PermissionDenied { message },
         RunError::Internal(message) => StoredError::Internal { message },
     };
     serde_json::to_string(&stored).unwrap_or_else(|_| String::from(r#"{"error":"cancelled"}"#))
@@ -419,6 +432,10 @@ pub(super) fn decode_error(text: &str) -> RunError {
             RunError::StoreUnavailable { store, reason }
         }
         StoredError::ReplicaLost { replica } => RunError::ReplicaLost { replica },
+        StoredError::PrincipalBusy { principal, limit } => {
+            RunError::PrincipalBusy { principal, limit }
+        }
+        StoredError::PermissionDenied { message } => RunError::PermissionDenied(message),
         StoredError::Internal { message } => RunError::Internal(message),
     }
 }
@@ -450,6 +467,8 @@ pub(super) struct StoredRecord {
     pub(super) agent: bool,
     pub(super) create_ns: u64,
     pub(super) owner: String,
+    /// The principal the run belongs to; empty with auth off.
+    pub(super) principal: String,
     pub(super) state: RunState,
     pub(super) end_ns: Option<u64>,
     pub(super) last_sequence: u64,
@@ -479,6 +498,7 @@ impl StoredRecord {
             last_sequence: number(&fields, "last_sequence").unwrap_or(0),
             tool: fields.remove("tool").unwrap_or_default(),
             owner: fields.remove("owner").unwrap_or_default(),
+            principal: fields.remove("principal").unwrap_or_default(),
             started: fields.remove("started").unwrap_or_default(),
             result: fields.remove("result"),
             error: fields.remove("error"),
@@ -516,6 +536,7 @@ impl StoredRecord {
                 .as_deref()
                 .and_then(|text| serde_json::from_str(text).ok()),
             error: self.error.as_deref().map(decode_error),
+            principal: (!self.principal.is_empty()).then(|| Arc::from(self.principal.as_str())),
         }
     }
 }

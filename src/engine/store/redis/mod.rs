@@ -339,7 +339,9 @@ impl Shared {
                     }
                     record.snapshot(id)
                 };
-                if !filter.accepts(&snapshot.tool, snapshot.state) {
+                if !filter.accepts(&snapshot.tool, snapshot.state)
+                    || !filter.accepts_principal(snapshot.principal.as_deref())
+                {
                     continue;
                 }
                 if runs.len() == page_size {

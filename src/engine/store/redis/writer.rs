@@ -41,6 +41,8 @@ pub(super) struct Header {
     tool: String,
     agent: bool,
     create_ns: u64,
+    /// The principal the run belongs to; empty with auth off.
+    principal: String,
     /// The started event, stored.
     started: String,
 }
@@ -65,6 +67,7 @@ pub(super) async fn mirror(
         tool: record.tool.clone(),
         agent: record.agent,
         create_ns: codec::unix_nanos(record.create_time),
+        principal: record.principal.as_deref().unwrap_or_default().to_owned(),
         started,
     };
     if let Err(error) = shared.create(&header, 1, 0).await {
@@ -334,7 +337,7 @@ impl Shared {
             .arg(if header.agent { "1" } else { "0" })
             .arg(header.create_ns)
             // The principal that started the run (empty while authentication is off).
-            .arg("")
+            .arg(&header.principal)
             .arg(&header.started)
             .arg(millis(RUNNING_TTL))
             .arg(self.index_ttl())
@@ -443,12 +446,13 @@ mod tests {
         .unwrap();
         let record = shared
             .local
-            .insert("t".into(), false, log, CancellationToken::new());
+            .insert("t".into(), false, None, log, CancellationToken::new());
         let header = Header {
             run_id: Arc::clone(record.run_id()),
             tool: "t".into(),
             agent: false,
             create_ns: 1,
+            principal: String::new(),
             started: codec::encode_event(record.log.lock().started.as_deref().unwrap()).unwrap(),
         };
         shared.create(&header, 1, 0).await.unwrap();
