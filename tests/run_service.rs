@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::runs::{detached, get, run_id_of, wait_for_state, watch};
 use common::{
     Backend, Fleet, collect, endless_tool, eventually, registry_with, result_value, run_request,
 };
@@ -21,8 +22,7 @@ use toolstream::config::Limits;
 use toolstream::pb::run_event::Event;
 use toolstream::pb::run_service_client::RunServiceClient;
 use toolstream::pb::{
-    self, CancelRunRequest, GetRunRequest, ListRunsRequest, OnDisconnect, RunOptions, RunState,
-    WatchRunRequest,
+    self, CancelRunRequest, ListRunsRequest, RunOptions, RunState, WatchRunRequest,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -36,63 +36,6 @@ async fn fleet(backend: Backend) -> Fleet {
 /// A RunService client (on another replica than the runs' with Redis).
 async fn runs(fleet: &Fleet) -> RunServiceClient<Channel> {
     RunServiceClient::new(fleet.observer().channel().await)
-}
-
-fn detached(tool: &str, arguments: serde_json::Value) -> pb::RunToolRequest {
-    let mut request = run_request(tool, arguments);
-    request.options = Some(RunOptions {
-        on_disconnect: OnDisconnect::Continue as i32,
-        ..RunOptions::default()
-    });
-    request
-}
-
-async fn get(
-    client: &mut RunServiceClient<Channel>,
-    run_id: &str,
-) -> Result<pb::Run, tonic::Status> {
-    client
-        .get_run(GetRunRequest {
-            run_id: run_id.to_owned(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-/// Polls GetRun until the run is in `state`.
-async fn wait_for_state(
-    client: &mut RunServiceClient<Channel>,
-    run_id: &str,
-    state: RunState,
-) -> pb::Run {
-    let start = tokio::time::Instant::now();
-    loop {
-        let run = get(client, run_id).await.expect("GetRun");
-        if run.state() == state {
-            return run;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "run {run_id} never reached {state:?}: {run:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn watch(
-    client: &mut RunServiceClient<Channel>,
-    run_id: &str,
-    after_sequence: u64,
-) -> tonic::Streaming<pb::RunEvent> {
-    client
-        .watch_run(WatchRunRequest {
-            run_id: run_id.to_owned(),
-            after_sequence,
-            ..WatchRunRequest::default()
-        })
-        .await
-        .expect("WatchRun")
-        .into_inner()
 }
 
 fn kinds(events: &[pb::RunEvent]) -> Vec<&'static str> {
@@ -121,16 +64,6 @@ async fn endless_fleet(backend: Backend) -> (Fleet, Arc<AtomicBool>) {
     )
     .await;
     (server, stopped)
-}
-
-fn run_id_of(response: &tonic::Response<tonic::Streaming<pb::RunEvent>>) -> String {
-    response
-        .metadata()
-        .get("x-run-id")
-        .expect("x-run-id")
-        .to_str()
-        .unwrap()
-        .to_owned()
 }
 
 async fn a_detached_run_finishes_after_its_caller_left_and_get_run_has_its_result(

@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod redis_server;
+pub mod runs;
 pub mod web;
 
 use std::net::SocketAddr;
