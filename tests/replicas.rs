@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::redis_server::RedisServer;
-use common::runs::{detached, get, run_id_of, wait_for_run, watch, watch_in_background};
+use common::runs::{cancel, detached, get, run_id_of, wait_for_run, watch, watch_in_background};
 use common::{TestServer, collect, redis_store, registry_with, result_value, run_request};
 use redis::AsyncCommands;
 use serde_json::json;
@@ -21,7 +21,7 @@ use toolstream::config::{Limits, StoreConfig};
 use toolstream::pb::run_event::Event;
 use toolstream::pb::run_service_client::RunServiceClient;
 use toolstream::pb::tool_service_client::ToolServiceClient;
-use toolstream::pb::{CancelRunRequest, ListRunsRequest, RunState};
+use toolstream::pb::{ListRunsRequest, RunState};
 
 /// Generous: the limit of every wait-until loop (never a timing assertion).
 const WAIT: Duration = Duration::from_secs(30);
@@ -107,13 +107,7 @@ async fn a_run_on_one_replica_is_got_listed_watched_and_cancelled_through_anothe
     assert!(matches!(live.event, Some(Event::Progress(_))));
     let watcher = tokio::spawn(collect(watcher));
 
-    let cancelled = through_b
-        .cancel_run(CancelRunRequest {
-            run_id: run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cancelled = cancel(&mut through_b, &run_id).await.unwrap();
     assert_eq!(cancelled.state(), RunState::Cancelled);
     assert_eq!(cancelled.error_code, Code::Cancelled as i32);
     assert!(
@@ -233,13 +227,7 @@ async fn without_redis_health_is_not_serving_and_new_runs_are_unavailable_then_i
         run.state() == RunState::Running
     })
     .await;
-    let cancelled = through_b
-        .cancel_run(CancelRunRequest {
-            run_id: run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cancelled = cancel(&mut through_b, &run_id).await.unwrap();
     assert_eq!(cancelled.state(), RunState::Cancelled);
 }
 

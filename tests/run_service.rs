@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::runs::{detached, get, run_id_of, wait_for_state, watch};
+use common::runs::{cancel, detached, get, run_id_of, wait_for_state, watch};
 use common::{
     Backend, Fleet, collect, endless_tool, eventually, registry_with, result_value, run_request,
 };
@@ -288,13 +288,7 @@ async fn from_latest_starts_with_started_and_the_latest_progress_then_goes_live(
     assert!(live.sequence > latest.sequence);
     drop(stream);
 
-    let cancelled = client
-        .cancel_run(CancelRunRequest {
-            run_id: run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cancelled = cancel(&mut client, &run_id).await.unwrap();
     assert_eq!(cancelled.state(), RunState::Cancelled);
 }
 
@@ -321,13 +315,7 @@ async fn cancel_run_ends_every_watcher_with_cancelled_and_is_idempotent(backend:
         watchers.push(tokio::spawn(collect(stream)));
     }
     let mut client = runs(&server).await;
-    let run = client
-        .cancel_run(CancelRunRequest {
-            run_id: run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = cancel(&mut client, &run_id).await.unwrap();
     assert_eq!(run.state(), RunState::Cancelled);
     assert_eq!(run.error_code, Code::Cancelled as i32);
     assert!(
@@ -344,25 +332,13 @@ async fn cancel_run_ends_every_watcher_with_cancelled_and_is_idempotent(backend:
     assert_eq!(status.expect("a status").code(), Code::Cancelled);
     eventually(WAIT, "the tool to stop", || stopped.load(Ordering::SeqCst)).await;
 
-    let again = client
-        .cancel_run(CancelRunRequest {
-            run_id: run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let again = cancel(&mut client, &run_id).await.unwrap();
     assert_eq!(again, run, "a second CancelRun changes nothing");
 
     // A run that already succeeded stays SUCCEEDED.
     let (events, _) =
         common::run_tool(&server, "ticks", json!({"count": 1, "interval_ms": 0})).await;
-    let done = client
-        .cancel_run(CancelRunRequest {
-            run_id: events[0].run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let done = cancel(&mut client, &events[0].run_id).await.unwrap();
     assert_eq!(done.state(), RunState::Succeeded);
 
     let unknown = client

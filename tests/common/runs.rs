@@ -7,7 +7,8 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use toolstream::pb::run_service_client::RunServiceClient;
 use toolstream::pb::{
-    self, GetRunRequest, OnDisconnect, RunOptions, RunState, RunToolRequest, WatchRunRequest,
+    self, CancelRunRequest, GetRunRequest, OnDisconnect, RunOptions, RunState, RunToolRequest,
+    WatchRunRequest,
 };
 
 use super::{collect, run_request};
@@ -43,6 +44,19 @@ pub async fn get(
 ) -> Result<pb::Run, tonic::Status> {
     client
         .get_run(GetRunRequest {
+            run_id: run_id.to_owned(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// CancelRun.
+pub async fn cancel(
+    client: &mut RunServiceClient<Channel>,
+    run_id: &str,
+) -> Result<pb::Run, tonic::Status> {
+    client
+        .cancel_run(CancelRunRequest {
             run_id: run_id.to_owned(),
         })
         .await
