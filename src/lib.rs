@@ -24,6 +24,9 @@
 //!    (`src/listener.rs`) serves gRPC and HTTP/1.1 on one port with the HTTP/2 settings;
 //!    [`config`] says how it is configured. The `toolstream` binary (`src/main.rs`, `src/cli/`)
 //!    only parses flags and calls this library.
+//! 7. [`telemetry`]: what operators see besides logs: the Prometheus metrics at `/metrics` (fed by
+//!    the engine's [`engine::RunObserver`] hooks and a tower layer around the gRPC services) and
+//!    OpenTelemetry traces, with W3C trace context in and out.
 //!
 //! Dependencies point one way: transport (gRPC and web) → agent → engine → registry → tools.
 
@@ -35,6 +38,7 @@ mod listener;
 pub mod pb;
 pub mod registry;
 pub mod server;
+pub mod telemetry;
 pub mod tools;
 pub mod transport;
 mod web;

@@ -32,6 +32,9 @@ use crate::pb;
 use crate::pb::encoded::run_service_server::RunServiceServer;
 use crate::pb::encoded::tool_service_server::ToolServiceServer;
 use crate::registry::ToolRegistry;
+use crate::telemetry::grpc::GrpcMetricsLayer;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traces::TraceContextLayer;
 use crate::tools::from_config::BuildError;
 use crate::transport::{RunServiceImpl, ToolServiceImpl};
 use crate::web::{self, WebState};
@@ -66,6 +69,7 @@ pub enum ServeError {
 /// A server ready to serve: the engine and the limits it runs with.
 pub struct Server {
     engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
     limits: Limits,
     agent: AgentSettings,
     http: HttpConfig,
@@ -74,9 +78,16 @@ pub struct Server {
 impl Server {
     /// A server running the tools of `registry`.
     pub fn new(registry: ToolRegistry, limits: Limits) -> Self {
-        let engine = Engine::new(Arc::new(registry), limits);
+        let metrics = Arc::new(Metrics::new());
+        let engine = Engine::with_observer(
+            Arc::new(registry),
+            limits,
+            Store::memory(&limits),
+            metrics.clone(),
+        );
         Server {
             engine,
+            metrics,
             limits,
             agent: AgentSettings::default(),
             http: HttpConfig::default(),
@@ -91,7 +102,12 @@ impl Server {
 
     /// Keeps runs in `store` (the in-memory store otherwise).
     pub fn with_store(mut self, store: Store) -> Self {
-        self.engine = Engine::with_store(Arc::clone(self.engine.registry()), self.limits, store);
+        self.engine = Engine::with_observer(
+            Arc::clone(self.engine.registry()),
+            self.limits,
+            store,
+            self.metrics.clone(),
+        );
         self
     }
 
@@ -134,6 +150,7 @@ impl Server {
     ) -> Result<(), ServeError> {
         let Server {
             engine,
+            metrics,
             limits,
             agent,
             http,
@@ -172,12 +189,14 @@ impl Server {
             .max_encoding_message_size(limits.max_message_bytes);
 
         // gRPC-Web wraps each service it serves, never the whole router: it answers 400 to any
-        // HTTP/1.1 request that is not gRPC-Web, which would shadow the web routes.
-        let grpc = Routes::new(GrpcWebLayer::new().layer(health_service))
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(GrpcWebLayer::new().layer(tools))
-            .add_service(GrpcWebLayer::new().layer(runs))
+        // HTTP/1.1 request that is not gRPC-Web, which would shadow the web routes. The metrics
+        // layer sits inside it, so gRPC-Web calls are counted as the gRPC calls they become.
+        let metered = GrpcMetricsLayer::new(Arc::clone(metrics.grpc()));
+        let grpc = Routes::new(GrpcWebLayer::new().layer(metered.layer(health_service)))
+            .add_service(metered.layer(reflection_v1))
+            .add_service(metered.layer(reflection_v1alpha))
+            .add_service(GrpcWebLayer::new().layer(metered.layer(tools)))
+            .add_service(GrpcWebLayer::new().layer(metered.layer(runs)))
             .prepare()
             .into_axum_router();
         let sessions = Sessions::default();
@@ -192,8 +211,12 @@ impl Server {
                 http: Arc::new(http),
                 max_message_bytes: limits.max_message_bytes,
                 sessions: sessions.clone(),
+                metrics,
             },
-        );
+        )
+        // Outside everything: every request (gRPC, gRPC-Web, HTTP, SSE, WebSocket upgrades) joins
+        // its caller's trace when traces are on.
+        .layer(TraceContextLayer);
 
         // Progress is many small messages: Nagle's algorithm would hold them back.
         let incoming = TcpIncoming::from(listener)

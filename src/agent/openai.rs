@@ -75,6 +75,12 @@ impl ModelProvider for OpenAiProvider {
         if let Some(key) = &self.api_key {
             http = http.bearer_auth(key);
         }
+        // The model call joins the run's trace.
+        let mut trace = reqwest::header::HeaderMap::new();
+        crate::telemetry::traces::inject_headers(&mut trace);
+        if !trace.is_empty() {
+            http = http.headers(trace);
+        }
         let connect = async move {
             let response = http.send().await.map_err(|e| ModelError::Unreachable {
                 endpoint: endpoint.clone(),

@@ -7,8 +7,11 @@ use futures::FutureExt;
 use toolstream::config::{Config, LogFormat, Overrides};
 use toolstream::engine::Store;
 use toolstream::server::{Server, shutdown_signal};
+use toolstream::telemetry::traces::Traces;
 use toolstream::tools::from_config::build_registry;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use super::ServeArgs;
 
@@ -30,7 +33,9 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             store: args.store,
         },
     )?;
-    init_logs(config.log_format);
+    // Traces are on when an OTEL_EXPORTER_OTLP_* endpoint is set (docs/operations.md).
+    let traces = Traces::from_env()?;
+    init_logs(config.log_format, traces.as_ref());
 
     // Listen for SIGTERM and SIGINT before any tool process starts: a signal while MCP servers
     // start must end in a shutdown that stops them, not kill toolstream and orphan them.
@@ -47,6 +52,10 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // The server stops its tool processes as it shuts down; this catches those started before
     // a failure (an MCP server of an earlier entry when a later entry is wrong).
     toolstream::tools::processes::stop_all(grace).await;
+    if let Some(traces) = traces {
+        // Bounded: a collector that is gone cannot hold the exit up.
+        traces.shutdown(TRACES_FLUSH_LIMIT).await;
+    }
     served?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -82,14 +91,21 @@ async fn serve_until(
 /// Without RUST_LOG: `info`, but rmcp only from `warn` (it logs every message at `info`).
 const DEFAULT_LOG_FILTER: &str = "info,rmcp=warn";
 
-fn init_logs(format: LogFormat) {
+/// How long the spans still buffered at exit may take to reach the collector.
+const TRACES_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Logs to stderr as `RUST_LOG` says; spans to the trace exporter too when `traces` is on (its
+/// layer filters on its own, so `RUST_LOG` changes the logs, not the traces).
+fn init_logs(format: LogFormat, traces: Option<&Traces>) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Human => logs.boxed(),
+        LogFormat::Json => logs.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(traces.map(Traces::layer))
+        .init();
 }

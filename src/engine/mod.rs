@@ -14,6 +14,7 @@ mod error;
 mod eta;
 mod event;
 mod log;
+mod observe;
 mod reader;
 mod runs;
 mod store;
@@ -41,6 +42,7 @@ pub use event::{
     CallArguments, CallTag, EventKind, OnDisconnect, RunEvent, RunOptions, RunStarted,
 };
 pub use log::RunEnded;
+pub use observe::{NoObserver, RunObserver};
 pub use reader::{EventStream, ReadFrom};
 pub use runs::{RunFilter, RunPage, RunSnapshot, RunState};
 pub use store::{Store, StoreError};
@@ -104,6 +106,8 @@ pub struct Engine {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     store: Arc<dyn RunStore>,
+    /// Told of every run's start and end and every stream's end (metrics, traces).
+    observer: Arc<dyn RunObserver>,
 }
 
 impl Engine {
@@ -114,6 +118,17 @@ impl Engine {
 
     /// An engine over `registry`, keeping its runs in `store`.
     pub fn with_store(registry: Arc<ToolRegistry>, limits: Limits, store: Store) -> Arc<Self> {
+        Self::with_observer(registry, limits, store, Arc::new(NoObserver))
+    }
+
+    /// An engine over `registry`, keeping its runs in `store`, that tells `observer` of its runs
+    /// and of its streams' ends (the server's metrics and traces).
+    pub fn with_observer(
+        registry: Arc<ToolRegistry>,
+        limits: Limits,
+        store: Store,
+        observer: Arc<dyn RunObserver>,
+    ) -> Arc<Self> {
         Arc::new(Engine {
             registry,
             limits,
@@ -122,6 +137,7 @@ impl Engine {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             store: store.0,
+            observer,
         })
     }
 
@@ -200,6 +216,7 @@ impl Engine {
         } else {
             format!("tool {:?}", started.tool)
         };
+        let tool = started.tool.clone();
         let options = started.options;
         let record = self.store.local().insert(
             started.tool.clone(),
@@ -221,7 +238,8 @@ impl Engine {
             &options,
             self.limits.event_buffer,
             cancel_on_drop,
-        );
+        )
+        .observed(Arc::clone(&self.observer));
 
         let context = RunContext {
             log: Arc::clone(&log),
@@ -231,7 +249,17 @@ impl Engine {
             // by run_to_end.
             deadline: deadline.map(|(_, at)| at),
         };
-        let span = tracing::info_span!("run", run_id = %run_id, target = %label);
+        // The run's span: a child of the request's (and so of the caller's trace, see
+        // `crate::telemetry::traces`); `grpc.code` is recorded as the run ends.
+        let span = tracing::info_span!(
+            "run",
+            otel.name = "run",
+            run.id = %run_id,
+            tool = if agent { "<agent>" } else { tool.as_str() },
+            grpc.code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        self.observer.run_started(&tool);
         self.tasks.spawn(
             run_to_end(RunTask {
                 permit,
@@ -241,6 +269,8 @@ impl Engine {
                 shutdown: self.shutdown.clone(),
                 deadline,
                 label,
+                tool,
+                observer: Arc::clone(&self.observer),
                 body: body(context),
             })
             .instrument(span),
@@ -271,7 +301,8 @@ impl Engine {
         from: ReadFrom,
         options: &RunOptions,
     ) -> Result<EventStream, RunError> {
-        self.store.watch(run_id, from, options).await
+        let events = self.store.watch(run_id, from, options).await?;
+        Ok(events.observed(Arc::clone(&self.observer)))
     }
 
     /// Cancels a run for everyone, wherever it executes; a run that already ended is returned
@@ -331,6 +362,9 @@ struct RunTask<Fut> {
     shutdown: CancellationToken,
     deadline: Option<(Duration, Instant)>,
     label: String,
+    /// The tool's name; empty for an agent run.
+    tool: String,
+    observer: Arc<dyn RunObserver>,
     body: Fut,
 }
 
@@ -346,8 +380,11 @@ where
         shutdown,
         deadline,
         label,
+        tool,
+        observer,
         body,
     } = task;
+    let started = Instant::now();
     // With a shared store, the run's work starts once every replica can find the run. (The
     // store's steps are boxed, so that a run of the memory store carries none of their state.)
     let refused = match publication.as_deref_mut() {
@@ -402,6 +439,10 @@ where
         }
         outcome
     };
+    // Counted before the end is visible, so that whoever sees the run's end sees it counted.
+    observer.run_finished(&tool, outcome.as_ref().map(|_| ()), started.elapsed());
+    let logged = record.log.lock().last_sequence();
+    observer.events_produced(logged + u64::from(outcome.is_ok()));
     // The permit goes first, so that whoever sees the run's end also sees it no longer counted.
     drop(permit);
     match publication {

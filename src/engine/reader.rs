@@ -24,6 +24,7 @@ use tokio::time::{Instant, Sleep};
 use super::RunError;
 use super::event::{EventKind, RunEvent, RunOptions};
 use super::log::{RunEnd, RunLog};
+use super::observe::RunObserver;
 use super::runs::{CancelReason, RunRecord};
 
 /// Events taken from the log per lock: the run and its readers contend once per batch, not once
@@ -54,6 +55,13 @@ pub struct EventStream {
     cancel_on_drop: Option<Arc<RunRecord>>,
     waker_slot: Option<(u64, usize)>,
     done: bool,
+    /// Told once, when the stream is dropped, what it delivered and skipped (streams the engine
+    /// hands out have one; the store's own readers do not count).
+    observer: Option<Arc<dyn RunObserver>>,
+    /// The run's events this stream handed out (gaps and heartbeats are not the run's).
+    delivered: u64,
+    /// Progress events this stream passed over because newer progress replaced them.
+    coalesced: u64,
 }
 
 struct Throttle {
@@ -125,7 +133,16 @@ impl EventStream {
             cancel_on_drop,
             waker_slot: None,
             done: false,
+            observer: None,
+            delivered: 0,
+            coalesced: 0,
         }
+    }
+
+    /// The stream, telling `observer` at its end what it delivered and skipped.
+    pub(crate) fn observed(mut self, observer: Arc<dyn RunObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The run this stream reads.
@@ -137,6 +154,7 @@ impl EventStream {
         if matches!(event.kind, EventKind::Result(_)) {
             self.done = true;
         }
+        self.delivered += u64::from(event.sequence != 0);
         if let Some(heartbeat) = &mut self.heartbeat {
             heartbeat.last_sent = Instant::now();
         }
@@ -238,8 +256,11 @@ impl Stream for EventStream {
                     if event.sequence != this.next && this.next <= state.evicted_through {
                         break; // evicted events lie between: the gap comes first
                     }
+                    // Sequences between are progress the log already dropped as superseded.
+                    this.coalesced += event.sequence - this.next;
                     this.next = event.sequence + 1;
                     if lagging && event.kind.is_progress() && state.is_superseded(event) {
+                        this.coalesced += 1;
                         continue;
                     }
                     this.taken.push_back(Arc::clone(event));
@@ -265,6 +286,7 @@ impl Stream for EventStream {
                     .filter(|due| *due > now);
                 let superseded = state.is_superseded(event);
                 if superseded && (lagging || due.is_some()) {
+                    this.coalesced += event.sequence + 1 - this.next;
                     this.next = event.sequence + 1;
                     continue;
                 }
@@ -290,6 +312,7 @@ impl Stream for EventStream {
                 break;
             }
             if let Some(event) = chosen {
+                this.coalesced += event.sequence - this.next;
                 this.next = event.sequence + 1;
                 return this.deliver(event);
             }
@@ -299,6 +322,11 @@ impl Stream for EventStream {
 
 impl Drop for EventStream {
     fn drop(&mut self) {
+        if let Some(observer) = &self.observer
+            && (self.delivered > 0 || self.coalesced > 0)
+        {
+            observer.stream_ended(self.delivered, self.coalesced);
+        }
         if let Some(record) = &self.cancel_on_drop {
             // The caller went away: a run still going ends with it.
             if record.log.lock().end.is_none() {

@@ -110,6 +110,12 @@ impl Drop for Registration {
     }
 }
 
+/// How many tool process groups are alive now (registered and not yet reaped): the
+/// `toolstream_tool_processes` gauge.
+pub fn live_groups() -> usize {
+    PROCESSES.groups().len()
+}
+
 /// Runs `task` (which stops or watches a group and holds its [`Registration`]) on the current
 /// runtime, tracked. Outside a runtime the task is dropped, so its registration kills the group.
 pub(crate) fn spawn(task: impl Future<Output = ()> + Send + 'static) {

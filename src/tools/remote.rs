@@ -273,6 +273,8 @@ impl RemoteTool {
         if let Some(deadline) = progress.deadline() {
             request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         }
+        // The remote run joins this run's trace.
+        crate::telemetry::traces::inject_metadata(request.metadata_mut());
         let mut client = self.remote.client.clone();
         // The remote run's sub-tasks, by the remote's call id: each relayed as a node of this
         // call, under this call for the remote's top level.

@@ -8,7 +8,7 @@
 //! is adapted at the edge ([`sse`], [`ws`]), read lazily so that a slow HTTP reader gets progress
 //! coalesced exactly like a slow gRPC reader. Each event's JSON is made once, however many read it.
 //!
-//! - [`routes`]: the JSON routes, `/healthz`, and the fallbacks.
+//! - [`routes`]: the JSON routes, `/healthz`, `/metrics`, and the fallbacks.
 //! - [`sse`]: a run's events as an SSE response.
 //! - [`ws`]: the `/v1/ws` protocol.
 //! - [`page`]: `GET /`, plain HTML and JavaScript embedded in the binary.
@@ -37,6 +37,7 @@ use crate::agent::Agent;
 use crate::config::HttpConfig;
 use crate::engine::Engine;
 use crate::listener::Sessions;
+use crate::telemetry::metrics::Metrics;
 use crate::transport::{RunServiceImpl, ToolServiceImpl};
 
 /// What every handler reaches.
@@ -53,6 +54,8 @@ pub(crate) struct WebState {
     /// The largest request body or WebSocket message read.
     pub(crate) max_message_bytes: usize,
     pub(crate) sessions: Sessions,
+    /// What `GET /metrics` renders.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// The whole application: `grpc` (the gRPC services' router) with the web routes beside it and
@@ -63,8 +66,8 @@ pub(crate) fn router(grpc: Router, state: WebState) -> Router {
         .route("/", get(page::index))
         .route("/assets/{file}", get(page::asset))
         .route("/healthz", get(routes::healthz))
-        // `GET /metrics` (Prometheus text, DESIGN.md "Operations") belongs here, beside
-        // `/healthz`: a plain route on this router, outside any auth.
+        // Prometheus text, beside `/healthz`: a plain route on this router, outside any auth.
+        .route("/metrics", get(routes::metrics))
         .route("/v1/tools", get(routes::list_tools))
         .route("/v1/tools/{name}/runs", post(routes::run_tool))
         .route("/v1/agent/runs", post(routes::run_agent))

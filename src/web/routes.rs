@@ -309,6 +309,19 @@ pub(super) async fn healthz(State(state): State<WebState>) -> Response {
         .into_response()
 }
 
+/// `GET /metrics`: every metric in the Prometheus text format (`docs/operations.md` lists them).
+pub(super) async fn metrics(State(state): State<WebState>) -> Response {
+    let text = state.metrics.render(state.engine.active_runs());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(prometheus_client::encoding::prometheus_text::CONTENT_TYPE),
+        )],
+        text,
+    )
+        .into_response()
+}
+
 /// No route: gRPC clients get UNIMPLEMENTED in their terms, others a 404 in JSON.
 pub(super) async fn not_found(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     let grpc = headers

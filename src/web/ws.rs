@@ -38,6 +38,7 @@ use futures::Stream;
 use serde_json::Value;
 use tokio_stream::{StreamExt, StreamMap};
 use tonic::Code;
+use tracing::Instrument;
 
 use super::WebState;
 use super::error::ApiError;
@@ -72,13 +73,19 @@ pub(super) async fn upgrade(
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
             let sessions = state.sessions.clone();
-            sessions.tracker.track_future(async move {
-                tokio::select! {
-                    () = Session::new(socket, state).run() => {}
-                    // The server's close timeout passed: no goodbye.
-                    () = sessions.stopped.cancelled() => {}
+            // The session's runs belong to the upgrade request's span (and so to its caller's
+            // trace), though the session outlives the request.
+            let span = tracing::Span::current();
+            sessions.tracker.track_future(
+                async move {
+                    tokio::select! {
+                        () = Session::new(socket, state).run() => {}
+                        // The server's close timeout passed: no goodbye.
+                        () = sessions.stopped.cancelled() => {}
+                    }
                 }
-            })
+                .instrument(span),
+            )
         })
 }
 

@@ -464,3 +464,13 @@ impl std::ops::Deref for Fleet {
         &self.runner
     }
 }
+
+/// The run id a RunTool/RunAgent response carries in its `x-run-id` metadata.
+pub fn x_run_id(metadata: &tonic::metadata::MetadataMap) -> String {
+    metadata
+        .get("x-run-id")
+        .expect("x-run-id metadata")
+        .to_str()
+        .expect("an ASCII run id")
+        .to_owned()
+}

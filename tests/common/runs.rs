@@ -28,13 +28,7 @@ pub fn detached(tool: &str, arguments: serde_json::Value) -> RunToolRequest {
 
 /// The run id a RunTool response carries in its initial metadata (`x-run-id`).
 pub fn run_id_of(response: &tonic::Response<tonic::Streaming<pb::RunEvent>>) -> String {
-    response
-        .metadata()
-        .get("x-run-id")
-        .expect("x-run-id")
-        .to_str()
-        .unwrap()
-        .to_owned()
+    super::x_run_id(response.metadata())
 }
 
 /// GetRun.

@@ -1,0 +1,41 @@
+//! What the engine tells whoever watches it (the server's metrics and traces): when a run starts
+//! and ends, and how many events runs produced and streams delivered or coalesced.
+//!
+//! Nothing here is called per event. A run reports its count of events once, as it ends; a stream
+//! (a reader of a run's log) counts what it delivered and skipped in plain fields of its own and
+//! reports them once, when it is dropped. So watching costs the hot path nothing measurable.
+
+use std::time::Duration;
+
+use super::RunError;
+
+/// Watches the engine's runs. Every method has an empty default, so an observer implements only
+/// what it wants.
+pub trait RunObserver: Send + Sync + 'static {
+    /// A run started. `tool` is a tool of the registry, or empty for an agent run.
+    fn run_started(&self, tool: &str) {
+        let _ = tool;
+    }
+
+    /// A run is ending, after `elapsed`, with `outcome`; called from inside the run's span, just
+    /// before the run's end is visible to its streams.
+    fn run_finished(&self, tool: &str, outcome: Result<(), &RunError>, elapsed: Duration) {
+        let _ = (tool, outcome, elapsed);
+    }
+
+    /// A run that is ending produced `count` events (its last sequence).
+    fn events_produced(&self, count: u64) {
+        let _ = count;
+    }
+
+    /// A stream of a run ended, having delivered `delivered` of the run's events and skipped
+    /// `coalesced` progress events that newer progress of the same call replaced.
+    fn stream_ended(&self, delivered: u64, coalesced: u64) {
+        let _ = (delivered, coalesced);
+    }
+}
+
+/// Watches nothing: the engine's observer unless one is given.
+pub struct NoObserver;
+
+impl RunObserver for NoObserver {}

@@ -1,0 +1,204 @@
+//! The Prometheus metrics of one server, rendered in the Prometheus text format (0.0.4) at
+//! `GET /metrics`.
+//!
+//! Cardinality stays bounded: a `tool` label is only ever a tool of the registry (a run exists
+//! only once its tool was found, so a name a client made up never becomes a label), agent runs are
+//! labelled `tool="<agent>"` (no tool name can contain `<`), and a `code` is one of the seventeen
+//! gRPC code names. The gRPC metrics ([`super::grpc`]) label only methods the server serves.
+//!
+//! Counting costs the hot path nothing measurable: the engine reports each run once as it starts
+//! and once as it ends, and each stream once as it ends ([`RunObserver`]); gauges of things that
+//! exist anyway (runs in progress, tool process groups) are read when `/metrics` is scraped.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::grpc::GrpcMetrics;
+use crate::engine::{RunError, RunObserver};
+
+/// The `tool` label of agent runs.
+pub const AGENT_LABEL: &str = "<agent>";
+
+/// Upper bounds (seconds) of the run duration histogram: runs last from milliseconds to an hour.
+const RUN_DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabels {
+    tool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    tool: String,
+    code: &'static str,
+}
+
+fn run_duration_histogram() -> Histogram {
+    Histogram::new(RUN_DURATION_BUCKETS)
+}
+
+/// Every metric of one server, and the registry that renders them.
+pub struct Metrics {
+    registry: Registry,
+    /// The gRPC server metrics, shared with the layers around the gRPC services.
+    grpc: std::sync::Arc<GrpcMetrics>,
+    runs_active: Gauge,
+    tool_processes: Gauge,
+    runs_started: Family<ToolLabels, Counter>,
+    runs_finished: Family<OutcomeLabels, Counter>,
+    run_duration: Family<ToolLabels, Histogram, fn() -> Histogram>,
+    events_produced: Counter,
+    events_delivered: Counter,
+    events_coalesced: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A new set of metrics, all zero.
+    pub fn new() -> Self {
+        let grpc = std::sync::Arc::new(GrpcMetrics::default());
+        let metrics = Metrics {
+            registry: Registry::default(),
+            grpc,
+            runs_active: Gauge::default(),
+            tool_processes: Gauge::default(),
+            runs_started: Family::default(),
+            runs_finished: Family::default(),
+            run_duration: Family::new_with_constructor(run_duration_histogram),
+            events_produced: Counter::default(),
+            events_delivered: Counter::default(),
+            events_coalesced: Counter::default(),
+        };
+        metrics.registered()
+    }
+
+    fn registered(mut self) -> Self {
+        self.grpc.register(&mut self.registry);
+        let registry = &mut self.registry;
+        registry.register(
+            "toolstream_runs_active",
+            "Runs in progress (tool and agent runs)",
+            self.runs_active.clone(),
+        );
+        registry.register(
+            "toolstream_runs_started",
+            "Runs started, by tool (<agent> for agent runs)",
+            self.runs_started.clone(),
+        );
+        registry.register(
+            "toolstream_runs_finished",
+            "Runs ended, by tool and gRPC code (OK for a result)",
+            self.runs_finished.clone(),
+        );
+        registry.register(
+            "toolstream_run_duration_seconds",
+            "Time from a run's start to its end, by tool",
+            self.run_duration.clone(),
+        );
+        registry.register(
+            "toolstream_events_produced",
+            "Events runs produced (the sum of their last sequence numbers)",
+            self.events_produced.clone(),
+        );
+        registry.register(
+            "toolstream_events_delivered",
+            "Run events handed to streams (gRPC, SSE, WebSocket), counted when each stream ends",
+            self.events_delivered.clone(),
+        );
+        registry.register(
+            "toolstream_events_coalesced",
+            "Progress events streams skipped because newer progress of the same call replaced them, counted when each stream ends",
+            self.events_coalesced.clone(),
+        );
+        registry.register(
+            "toolstream_tool_processes",
+            "Tool process groups alive (command tools' runs and MCP servers)",
+            self.tool_processes.clone(),
+        );
+        self
+    }
+
+    /// The gRPC server metrics, for [`super::grpc::GrpcMetricsLayer`].
+    pub fn grpc(&self) -> &std::sync::Arc<GrpcMetrics> {
+        &self.grpc
+    }
+
+    /// The metrics in the Prometheus text format, with the gauges read now: `active_runs` runs in
+    /// progress, and the live tool process groups.
+    pub fn render(&self, active_runs: usize) -> String {
+        self.runs_active.set(gauge_value(active_runs));
+        self.tool_processes
+            .set(gauge_value(crate::tools::processes::live_groups()));
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+fn gauge_value(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+fn tool_label(tool: &str) -> String {
+    if tool.is_empty() {
+        AGENT_LABEL.to_owned()
+    } else {
+        tool.to_owned()
+    }
+}
+
+/// The gRPC code a run's outcome ends its streams with, by name.
+fn outcome_code(outcome: Result<(), &RunError>) -> &'static str {
+    match outcome {
+        Ok(()) => super::code_name(tonic::Code::Ok),
+        Err(error) => {
+            super::code_name(crate::transport::status_from_run_error(error.clone()).code())
+        }
+    }
+}
+
+impl RunObserver for Metrics {
+    fn run_started(&self, tool: &str) {
+        self.runs_started
+            .get_or_create(&ToolLabels {
+                tool: tool_label(tool),
+            })
+            .inc();
+    }
+
+    fn run_finished(&self, tool: &str, outcome: Result<(), &RunError>, elapsed: Duration) {
+        let code = outcome_code(outcome);
+        // Called inside the run's span: its outcome goes on the span too.
+        super::traces::record_outcome(&tracing::Span::current(), code);
+        let tool = tool_label(tool);
+        self.run_duration
+            .get_or_create(&ToolLabels { tool: tool.clone() })
+            .observe(elapsed.as_secs_f64());
+        self.runs_finished
+            .get_or_create(&OutcomeLabels { tool, code })
+            .inc();
+    }
+
+    fn events_produced(&self, count: u64) {
+        self.events_produced.inc_by(count);
+    }
+
+    fn stream_ended(&self, delivered: u64, coalesced: u64) {
+        self.events_delivered.inc_by(delivered);
+        self.events_coalesced.inc_by(coalesced);
+    }
+}

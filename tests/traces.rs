@@ -1,0 +1,262 @@
+//! OpenTelemetry traces: `toolstream serve` configured by `OTEL_*` variables exports its spans over
+//! OTLP/gRPC to a collector (here a `TraceService` served by the test), a caller's `traceparent`
+//! makes the run's span part of the caller's trace (gRPC metadata or HTTP headers), a remote tool
+//! call carries the trace to the remote toolstream, spans are flushed at shutdown, and shutdown
+//! ends even when the collector is gone.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::binary::{Served, serve};
+use common::web::http;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use serde_json::json;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+/// One span the collector received: its service, name, trace id (hex) and string attributes.
+#[derive(Debug, Clone)]
+struct Received {
+    service: String,
+    name: String,
+    trace_id: String,
+    attributes: HashMap<String, String>,
+}
+
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<Mutex<Vec<Received>>>,
+}
+
+fn strings(attributes: &[KeyValue]) -> HashMap<String, String> {
+    attributes
+        .iter()
+        .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            AnyValue::StringValue(s) => Some((kv.key.clone(), s.clone())),
+            AnyValue::IntValue(i) => Some((kv.key.clone(), i.to_string())),
+            AnyValue::BoolValue(b) => Some((kv.key.clone(), b.to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource_spans in request.into_inner().resource_spans {
+            let resource = resource_spans
+                .resource
+                .map(|r| strings(&r.attributes))
+                .unwrap_or_default();
+            let service = resource.get("service.name").cloned().unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                for span in scope.spans {
+                    spans.push(Received {
+                        service: service.clone(),
+                        name: span.name.clone(),
+                        trace_id: hex(&span.trace_id),
+                        attributes: strings(&span.attributes),
+                    });
+                }
+            }
+        }
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl Collector {
+    /// Serves the collector on an ephemeral port; returns its `http://` endpoint.
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let service = TraceServiceServer::new(self.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        endpoint
+    }
+
+    fn spans(&self) -> Vec<Received> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+/// Sends SIGTERM and waits for the process to exit, failing the test if it never does.
+async fn terminate(mut served: Served) {
+    let pid = served.child.id() as libc::pid_t;
+    // SAFETY: signalling a child process this test started and has not reaped.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let limit = tokio::time::Instant::now() + Duration::from_secs(60);
+    while served.child.try_wait().unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < limit,
+            "toolstream did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn otel_env<'a>(endpoint: &'a str, service: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_SERVICE_NAME", service),
+    ]
+}
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const HTTP_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_trace_reaches_the_run_and_the_remote_toolstream_and_is_flushed_at_shutdown() {
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let remote = serve(dir.path(), &[], &otel_env(&endpoint, "toolstream-remote")).serving();
+    let config = dir.path().join("front.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[tools]]\nkind = \"grpc\"\nendpoint = \"http://{}\"\nprefix = \"remote.\"\n",
+            remote.addr
+        ),
+    )
+    .unwrap();
+    let front = serve(
+        dir.path(),
+        &["--config", config.to_str().unwrap()],
+        &otel_env(&endpoint, "toolstream-front"),
+    )
+    .serving();
+
+    // gRPC, with the caller's traceparent in the metadata.
+    let mut client = toolstream::pb::tool_service_client::ToolServiceClient::connect(format!(
+        "http://{}",
+        front.addr
+    ))
+    .await
+    .unwrap();
+    let mut request = Request::new(common::run_request("remote.ticks", json!({"count": 3})));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-00f067aa0ba902b7-01")
+            .parse()
+            .unwrap(),
+    );
+    let response = client.run_tool(request).await.unwrap();
+    let run_id = common::x_run_id(response.metadata());
+    let (events, status) = common::collect(response.into_inner()).await;
+    assert!(status.is_none(), "{status:?}");
+    assert!(common::result_value(events.last().unwrap()).is_some());
+
+    // HTTP (the SSE route), with the traceparent as a header.
+    let sse = http()
+        .post(format!("http://{}/v1/tools/ticks/runs", front.addr))
+        .header(
+            "traceparent",
+            format!("00-{HTTP_TRACE_ID}-b7ad6b7169203331-01"),
+        )
+        .json(&json!({"arguments": {"count": 2}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(sse.status().is_success(), "{}", sse.status());
+    let body = sse.text().await.unwrap();
+    assert!(body.contains("event: result"), "{body}");
+
+    // The default export delay is 5 s: the spans arrive because shutdown flushes them.
+    terminate(front).await;
+    terminate(remote).await;
+
+    let spans = collector.spans();
+    let runs: Vec<&Received> = spans.iter().filter(|s| s.name == "run").collect();
+    let front_run = runs
+        .iter()
+        .find(|s| s.service == "toolstream-front" && s.trace_id == TRACE_ID)
+        .unwrap_or_else(|| panic!("no run span in the caller's trace: {spans:#?}"));
+    assert_eq!(front_run.attributes.get("run.id"), Some(&run_id));
+    assert_eq!(
+        front_run.attributes.get("tool").map(String::as_str),
+        Some("remote.ticks")
+    );
+    assert_eq!(
+        front_run.attributes.get("grpc.code").map(String::as_str),
+        Some("OK")
+    );
+    let remote_run = runs
+        .iter()
+        .find(|s| s.service == "toolstream-remote" && s.trace_id == TRACE_ID)
+        .unwrap_or_else(|| panic!("the remote run is not in the caller's trace: {spans:#?}"));
+    assert_eq!(
+        remote_run.attributes.get("tool").map(String::as_str),
+        Some("ticks")
+    );
+    let http_run = runs
+        .iter()
+        .find(|s| s.trace_id == HTTP_TRACE_ID)
+        .unwrap_or_else(|| panic!("no run span in the HTTP caller's trace: {spans:#?}"));
+    assert_eq!(http_run.service, "toolstream-front");
+    assert_eq!(
+        http_run.attributes.get("tool").map(String::as_str),
+        Some("ticks")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_when_the_collector_is_gone() {
+    // A port nothing listens on any more.
+    let gone = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve(dir.path(), &[], &otel_env(&gone, "toolstream-alone")).serving();
+    let (events, status) = {
+        let mut client = toolstream::pb::tool_service_client::ToolServiceClient::connect(format!(
+            "http://{}",
+            served.addr
+        ))
+        .await
+        .unwrap();
+        let response = client
+            .run_tool(common::run_request("ticks", json!({"count": 2})))
+            .await
+            .unwrap();
+        common::collect(response.into_inner()).await
+    };
+    assert!(status.is_none(), "{status:?}");
+    assert!(!events.is_empty());
+    terminate(served).await;
+}
+
+#[test]
+fn without_an_endpoint_no_exporter_is_made() {
+    // The library's own check, from this process's environment (the test runner sets no OTEL_*).
+    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
+        && std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
+    {
+        let traces = toolstream::telemetry::traces::Traces::from_env().unwrap();
+        assert!(traces.is_none());
+        assert!(!toolstream::telemetry::traces::enabled());
+    }
+}
