@@ -1,6 +1,6 @@
 //! Several replicas sharing runs through Redis, measured: a real `redis-server` (no persistence)
 //! and two replicas (`a` runs the tools, `b` only watches) served from this process with the
-//! Redis store, and Rust tonic clients.
+//! Redis store, and Rust tonic clients (started with the integration tests' helpers).
 //!
 //! `cargo bench --bench replicas` (add `-- --quick` for a shorter run; about 20 s and 1 minute
 //! once built). It measures:
@@ -23,31 +23,26 @@
 //! redis_bytes_per_run=R redis_bytes_per_event=E redis_bytes_run_base=B`
 //! (`redis_bytes_per_run` for a run of 500 events; `redis_bytes_per_event` per stream entry).
 
-#[allow(dead_code)]
-#[path = "../tests/common/redis_server.rs"]
-mod redis_server;
+// The integration tests' helpers: a redis-server, servers in this process, RunService calls.
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use redis_server::RedisServer;
+use common::redis_server::RedisServer;
+use common::runs::{run_id_of, watch};
+use common::{TestServer, redis_store, registry_with, run_request};
 use serde_json::json;
-use tonic::transport::{Channel, Endpoint};
-use toolstream::config::{Limits, StoreConfig};
-use toolstream::engine::Store;
-use toolstream::json_proto::json_to_struct;
+use toolstream::config::Limits;
 use toolstream::pb::run_event::Event;
 use toolstream::pb::run_service_client::RunServiceClient;
-use toolstream::pb::tool_service_client::ToolServiceClient;
-use toolstream::pb::{OnDisconnect, RunEvent, RunOptions, RunToolRequest, WatchRunRequest};
 use toolstream::registry::ToolRegistry;
-use toolstream::server::Server;
-use toolstream::tools::builtin::{builtin_tools, confine_to};
 use toolstream::tools::native::tool_fn;
 use toolstream::tools::{Progress, ToolError};
 
-const PREFIX: &str = "bench:";
+/// The key prefix of the replicas' store (`common::redis_store`).
+const PREFIX: &str = "test:";
 
 #[derive(serde::Deserialize, schemars::JsonSchema)]
 struct PacedArgs {
@@ -58,11 +53,6 @@ struct PacedArgs {
 /// The built-in tools and `paced`, which reports `count` times at `per_sec` a second on a tokio
 /// interval (a late tick is made up, so the average rate holds).
 fn registry() -> ToolRegistry {
-    let mut registry = ToolRegistry::new();
-    let root = std::env::current_dir().expect("cwd");
-    for tool in builtin_tools(confine_to(&root).expect("root")) {
-        registry.register(tool).expect("builtin");
-    }
     let paced = tool_fn(
         "paced",
         "Reports `count` times at `per_sec` a second.",
@@ -76,68 +66,29 @@ fn registry() -> ToolRegistry {
             Ok::<_, ToolError>(json!({"count": args.count}))
         },
     );
-    registry.register(Arc::new(paced)).expect("paced");
-    registry
+    let root = std::env::current_dir().expect("cwd");
+    registry_with(&root, vec![Arc::new(paced)])
 }
 
-/// Starts a replica named `name` on `redis` in this process; its address.
-async fn replica(redis: &RedisServer, name: &str) -> SocketAddr {
-    let limits = Limits::default();
-    let store = StoreConfig {
-        key_prefix: PREFIX.into(),
-        replica_name: Some(name.into()),
-        ..StoreConfig::redis(redis.url())
-    };
-    let store = Store::open(&store, &limits).await.expect("open the store");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let server = Server::new(registry(), limits).with_store(store);
-    tokio::spawn(server.serve(listener, std::future::pending()));
-    addr
-}
-
-async fn channel(addr: SocketAddr) -> Channel {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect")
-}
-
-fn request(tool: &str, arguments: serde_json::Value, detached: bool) -> RunToolRequest {
-    let serde_json::Value::Object(arguments) = arguments else {
-        unreachable!("arguments are an object");
-    };
-    RunToolRequest {
-        tool: tool.into(),
-        arguments: Some(json_to_struct(arguments)),
-        options: detached.then(|| RunOptions {
-            on_disconnect: OnDisconnect::Continue as i32,
-            ..RunOptions::default()
-        }),
-    }
+/// Starts a replica named `name` on `redis` in this process.
+async fn replica(redis: &RedisServer, name: &str) -> TestServer {
+    TestServer::start_with_store(registry(), Limits::default(), &redis_store(redis, name)).await
 }
 
 /// Starts `tool` on `a`: its run id, and a task reading the caller's stream to its end that
 /// returns the last sequence and when it arrived.
 async fn start(
-    a: SocketAddr,
+    a: &TestServer,
     tool: &str,
     arguments: serde_json::Value,
-    detached: bool,
 ) -> (String, tokio::task::JoinHandle<(u64, Instant)>) {
-    let response = ToolServiceClient::new(channel(a).await)
-        .run_tool(request(tool, arguments, detached))
+    let response = a
+        .client()
+        .await
+        .run_tool(run_request(tool, arguments))
         .await
         .expect("RunTool");
-    let run_id = response
-        .metadata()
-        .get("x-run-id")
-        .and_then(|id| id.to_str().ok())
-        .expect("x-run-id")
-        .to_owned();
+    let run_id = run_id_of(&response);
     let mut stream = response.into_inner();
     let caller = tokio::spawn(async move {
         let mut last = 0;
@@ -150,15 +101,8 @@ async fn start(
 }
 
 /// WatchRun of `run_id` on `b` from the start.
-async fn watch(b: SocketAddr, run_id: &str) -> tonic::Streaming<RunEvent> {
-    RunServiceClient::new(channel(b).await)
-        .watch_run(WatchRunRequest {
-            run_id: run_id.into(),
-            ..WatchRunRequest::default()
-        })
-        .await
-        .expect("WatchRun")
-        .into_inner()
+async fn watch_on(b: &TestServer, run_id: &str) -> tonic::Streaming<toolstream::pb::RunEvent> {
+    watch(&mut RunServiceClient::new(b.channel().await), run_id, 0).await
 }
 
 struct Throughput {
@@ -168,11 +112,10 @@ struct Throughput {
     delivered_per_s: f64,
 }
 
-async fn throughput(a: SocketAddr, b: SocketAddr, count: u64) -> Throughput {
+async fn throughput(a: &TestServer, b: &TestServer, count: u64) -> Throughput {
     let begin = Instant::now();
-    let (run_id, caller) =
-        start(a, "ticks", json!({"count": count, "interval_ms": 0}), false).await;
-    let mut watcher = watch(b, &run_id).await;
+    let (run_id, caller) = start(a, "ticks", json!({"count": count, "interval_ms": 0})).await;
+    let mut watcher = watch_on(b, &run_id).await;
     let mut delivered = 0u64;
     while let Some(event) = watcher.message().await.expect("the watcher's stream") {
         if event.sequence > 0 {
@@ -190,9 +133,9 @@ async fn throughput(a: SocketAddr, b: SocketAddr, count: u64) -> Throughput {
 }
 
 /// Milliseconds from each progress event's timestamp to its arrival on `b`, sorted.
-async fn latencies(a: SocketAddr, b: SocketAddr, count: u64) -> Vec<f64> {
-    let (run_id, caller) = start(a, "paced", json!({"count": count, "per_sec": 1000}), false).await;
-    let mut watcher = watch(b, &run_id).await;
+async fn latencies(a: &TestServer, b: &TestServer, count: u64) -> Vec<f64> {
+    let (run_id, caller) = start(a, "paced", json!({"count": count, "per_sec": 1000})).await;
+    let mut watcher = watch_on(b, &run_id).await;
     let mut millis = Vec::with_capacity(count as usize);
     while let Some(event) = watcher.message().await.expect("the watcher's stream") {
         let received = SystemTime::now();
@@ -236,7 +179,7 @@ struct Footprint {
 /// Redis memory per finished run of `ticks` with `count` events: `runs` runs, 10 at a time.
 async fn footprint(
     redis: &RedisServer,
-    a: SocketAddr,
+    a: &TestServer,
     runs: usize,
     count: u64,
     interval_ms: u64,
@@ -248,7 +191,7 @@ async fn footprint(
         let mut callers = Vec::new();
         for _ in wave * 10..((wave + 1) * 10).min(runs) {
             let arguments = json!({"count": count, "interval_ms": interval_ms});
-            let (run_id, caller) = start(a, "ticks", arguments, false).await;
+            let (run_id, caller) = start(a, "ticks", arguments).await;
             run_ids.push(run_id);
             callers.push(caller);
         }
@@ -294,13 +237,15 @@ async fn run(quick: bool) {
     let a = replica(&redis, "a").await;
     let b = replica(&redis, "b").await;
     println!(
-        "replicas bench ({}): redis-server {} (no persistence), replicas a={a} b={b}, in this \
+        "replicas bench ({}): redis-server {} (no persistence), replicas a={} b={}, in this \
          process",
         if quick { "quick" } else { "full" },
-        redis.url()
+        redis.url(),
+        a.addr,
+        b.addr
     );
 
-    let flow = throughput(a, b, events).await;
+    let flow = throughput(&a, &b, events).await;
     println!(
         "throughput, ticks count={events} on a, watched on b: produced {} events ({:.0}/s), \
          b received {} ({:.0}/s, {:.3}% of them: one call's progress coalesced per write)",
@@ -311,7 +256,7 @@ async fn run(quick: bool) {
         100.0 * flow.delivered as f64 / flow.produced as f64
     );
 
-    let millis = latencies(a, b, latency_events).await;
+    let millis = latencies(&a, &b, latency_events).await;
     let (p50, p99, p999) = (
         percentile(&millis, 0.50),
         percentile(&millis, 0.99),
@@ -323,8 +268,8 @@ async fn run(quick: bool) {
         millis.len()
     );
 
-    let small = footprint(&redis, a, runs, 1, 0).await;
-    let large = footprint(&redis, a, runs, 500, 1).await;
+    let small = footprint(&redis, &a, runs, 1, 0).await;
+    let large = footprint(&redis, &a, runs, 500, 1).await;
     let per_entry = (large.bytes_per_run - small.bytes_per_run)
         / (large.entries_per_run - small.entries_per_run);
     let base = small.bytes_per_run - per_entry * small.entries_per_run;
