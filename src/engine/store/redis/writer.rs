@@ -417,7 +417,7 @@ mod tests {
     use crate::engine::RunStarted;
     use crate::engine::log::RunLog;
     use crate::engine::store::redis::RedisStore;
-    use crate::engine::store::redis::test_redis::TestRedis;
+    use crate::engine::store::redis::test_redis::RedisServer;
 
     fn message(sequence: u64, text: &str) -> RunEvent {
         RunEvent::new(
@@ -430,7 +430,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_written_twice_is_stored_once_and_a_run_ends_once() {
-        let redis = TestRedis::start();
+        let redis = RedisServer::start();
         let config = StoreConfig {
             key_prefix: "unit:".into(),
             replica_name: Some("w".into()),
