@@ -10,7 +10,8 @@ use std::time::Duration;
 use common::redis_server::RedisServer;
 use common::runs::{cancel, detached, get, run_id_of, wait_for_run, watch, watch_in_background};
 use common::{
-    TestServer, collect, redis_store, registry_with, result_value, run_request, with_token,
+    TestServer, collect, eventually_async, redis_store, registry_with, result_value, run_request,
+    with_token,
 };
 use redis::AsyncCommands;
 use serde_json::json;
@@ -464,6 +465,43 @@ async fn a_replica_that_shuts_down_writes_its_runs_ends_before_it_leaves() {
             .all(|key| key.ends_with(":runs") || key.ends_with(":cancel")),
         "{leases:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_just_reached_the_store_does_not_take_a_live_one_for_lost() {
+    let redis = RedisServer::start();
+    let a = replica(&redis, "steady", Limits::default()).await;
+    let run_id = start_detached(
+        &mut a.client().await,
+        json!({"count": 1000000, "interval_ms": 10}),
+    )
+    .await;
+    // A's lease lapses as every lease does when the store was out for longer than it: A is
+    // alive and takes it back at its next renewal.
+    let mut conn = redis.connection().await;
+    let leases: Vec<String> = conn.keys("test:replica:steady-*").await.unwrap();
+    let lease = leases
+        .iter()
+        .find(|key| !key.ends_with(":runs") && !key.ends_with(":cancel"))
+        .expect("A's lease key")
+        .clone();
+    let _: usize = conn.del(&lease).await.unwrap();
+
+    // C has reached the store only now: it does not judge A before A could renew.
+    let c = replica(&redis, "newcomer", Limits::default()).await;
+    let mut through_c = runs(&c).await;
+    let run = get(&mut through_c, &run_id).await.unwrap();
+    assert_eq!(run.state(), RunState::Running, "{run:?}");
+    eventually_async(WAIT, "A to renew its lease", || {
+        let mut conn = conn.clone();
+        let lease = lease.clone();
+        async move { conn.exists::<_, bool>(&lease).await.unwrap() }
+    })
+    .await;
+    let run = get(&mut through_c, &run_id).await.unwrap();
+    assert_eq!(run.state(), RunState::Running, "{run:?}");
+    let cancelled = cancel(&mut through_c, &run_id).await.unwrap();
+    assert_eq!(cancelled.state(), RunState::Cancelled);
 }
 
 /// A replica with auth: tokens `alpha-token` (principal "ann") and `beta-token` ("ben").
