@@ -504,6 +504,37 @@ async fn a_replica_that_just_reached_the_store_does_not_take_a_live_one_for_lost
     assert_eq!(cancelled.state(), RunState::Cancelled);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_run_is_recorded_again_as_soon_as_an_emptied_store_is_back() {
+    let mut redis = RedisServer::start();
+    let a = replica(&redis, "alpha", Limits::default()).await;
+    let b = replica(&redis, "beta", Limits::default()).await;
+    // Silent after its start: its next progress is ten minutes away.
+    let run_id = start_detached(
+        &mut a.client().await,
+        json!({"count": 2, "interval_ms": 600000}),
+    )
+    .await;
+    let mut through_b = runs(&b).await;
+    assert_eq!(
+        get(&mut through_b, &run_id).await.unwrap().state(),
+        RunState::Running
+    );
+
+    redis.kill();
+    wait_for_health(&a, ServingStatus::NotServing).await;
+    redis.restart();
+    wait_for_health(&a, ServingStatus::Serving).await;
+
+    // Without a write of its own to notice the loss, the run is recorded again on recovery.
+    wait_for_run(&mut through_b, &run_id, "was recorded again", |run| {
+        run.state() == RunState::Running
+    })
+    .await;
+    let cancelled = cancel(&mut through_b, &run_id).await.unwrap();
+    assert_eq!(cancelled.state(), RunState::Cancelled);
+}
+
 /// A replica with auth: tokens `alpha-token` (principal "ann") and `beta-token` ("ben").
 async fn replica_with_auth(redis: &RedisServer, name: &str) -> TestServer {
     use std::sync::Arc;
