@@ -8,8 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::redis_server::RedisServer;
+use common::runs::{cancel, detached, get, run_id_of, wait_for_run, watch, watch_in_background};
 use common::{
-    TestServer, collect, redis_store, registry_with, result_value, run_request, with_token,
+    TestServer, collect, eventually_async, redis_store, registry_with, result_value, run_request,
+    with_token,
 };
 use redis::AsyncCommands;
 use serde_json::json;
@@ -22,22 +24,10 @@ use toolstream::config::{Limits, StoreConfig};
 use toolstream::pb::run_event::Event;
 use toolstream::pb::run_service_client::RunServiceClient;
 use toolstream::pb::tool_service_client::ToolServiceClient;
-use toolstream::pb::{
-    self, CancelRunRequest, GetRunRequest, ListRunsRequest, OnDisconnect, RunOptions, RunState,
-    WatchRunRequest,
-};
+use toolstream::pb::{CancelRunRequest, ListRunsRequest, RunState};
 
 /// Generous: the limit of every wait-until loop (never a timing assertion).
 const WAIT: Duration = Duration::from_secs(30);
-
-fn detached(tool: &str, arguments: serde_json::Value) -> pb::RunToolRequest {
-    let mut request = run_request(tool, arguments);
-    request.options = Some(RunOptions {
-        on_disconnect: OnDisconnect::Continue as i32,
-        ..RunOptions::default()
-    });
-    request
-}
 
 /// A replica named `name` on `redis`. (A lease of a few seconds: short enough for the sweeper
 /// to run often, long enough that a busy test machine never makes a live replica look lost.)
@@ -63,61 +53,10 @@ async fn start_detached(
         .run_tool(detached("ticks", arguments))
         .await
         .expect("RunTool");
-    let run_id = response
-        .metadata()
-        .get("x-run-id")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let run_id = run_id_of(&response);
     let mut stream = response.into_inner();
     stream.message().await.unwrap().expect("the started event");
     run_id
-}
-
-async fn get(
-    client: &mut RunServiceClient<Channel>,
-    run_id: &str,
-) -> Result<pb::Run, tonic::Status> {
-    client
-        .get_run(GetRunRequest {
-            run_id: run_id.to_owned(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn watch(
-    client: &mut RunServiceClient<Channel>,
-    run_id: &str,
-) -> tonic::Streaming<pb::RunEvent> {
-    client
-        .watch_run(WatchRunRequest {
-            run_id: run_id.to_owned(),
-            ..WatchRunRequest::default()
-        })
-        .await
-        .expect("WatchRun")
-        .into_inner()
-}
-
-/// Polls GetRun until `check` accepts the run.
-async fn wait_for_run(
-    client: &mut RunServiceClient<Channel>,
-    run_id: &str,
-    what: &str,
-    check: impl Fn(&pb::Run) -> bool,
-) -> pb::Run {
-    let start = tokio::time::Instant::now();
-    loop {
-        if let Ok(run) = get(client, run_id).await
-            && check(&run)
-        {
-            return run;
-        }
-        assert!(start.elapsed() < WAIT, "run {run_id} never {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn health(server: &TestServer) -> ServingStatus {
@@ -164,20 +103,14 @@ async fn a_run_on_one_replica_is_got_listed_watched_and_cancelled_through_anothe
     assert_eq!(listed.runs.len(), 1);
     assert_eq!(listed.runs[0].run_id, run_id);
 
-    let mut watcher = watch(&mut through_b, &run_id).await;
+    let mut watcher = watch(&mut through_b, &run_id, 0).await;
     let first = watcher.message().await.unwrap().unwrap();
     assert!(matches!(first.event, Some(Event::Started(_))));
     let live = watcher.message().await.unwrap().unwrap();
     assert!(matches!(live.event, Some(Event::Progress(_))));
     let watcher = tokio::spawn(collect(watcher));
 
-    let cancelled = through_b
-        .cancel_run(CancelRunRequest {
-            run_id: run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cancelled = cancel(&mut through_b, &run_id).await.unwrap();
     assert_eq!(cancelled.state(), RunState::Cancelled);
     assert_eq!(cancelled.error_code, Code::Cancelled as i32);
     assert!(
@@ -217,9 +150,7 @@ async fn a_killed_replica_s_runs_end_unavailable_naming_it() {
         .unwrap();
     let run_id = start_detached(&mut tools, json!({"count": 1000000, "interval_ms": 10})).await;
     let mut through_b = runs(&b).await;
-    let mut watcher = watch(&mut through_b, &run_id).await;
-    watcher.message().await.unwrap().expect("the started event");
-    let watcher = tokio::spawn(collect(watcher));
+    let watcher = watch_in_background(&mut through_b, &run_id).await;
 
     a.child.kill().expect("kill the replica");
     a.child.wait().unwrap();
@@ -234,7 +165,7 @@ async fn a_killed_replica_s_runs_end_unavailable_naming_it() {
     assert_eq!(run.error_message, status.message());
     assert!(run.end_time.is_some());
     // A watcher that comes later replays the run and ends the same way.
-    let (replay, status) = collect(watch(&mut through_b, &run_id).await).await;
+    let (replay, status) = collect(watch(&mut through_b, &run_id, 0).await).await;
     assert!(matches!(replay[0].event, Some(Event::Started(_))));
     assert_eq!(status.expect("a status").message(), run.error_message);
 }
@@ -251,9 +182,7 @@ async fn without_redis_health_is_not_serving_and_new_runs_are_unavailable_then_i
     )
     .await;
     let mut through_b = runs(&b).await;
-    let mut watcher = watch(&mut through_b, &run_id).await;
-    watcher.message().await.unwrap().unwrap();
-    let watcher = tokio::spawn(collect(watcher));
+    let watcher = watch_in_background(&mut through_b, &run_id).await;
     assert_eq!(health(&b).await, ServingStatus::Serving);
 
     redis.kill();
@@ -301,13 +230,7 @@ async fn without_redis_health_is_not_serving_and_new_runs_are_unavailable_then_i
         run.state() == RunState::Running
     })
     .await;
-    let cancelled = through_b
-        .cancel_run(CancelRunRequest {
-            run_id: run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cancelled = cancel(&mut through_b, &run_id).await.unwrap();
     assert_eq!(cancelled.state(), RunState::Cancelled);
 }
 
@@ -408,7 +331,7 @@ async fn a_run_s_stream_is_bounded_and_a_replay_past_the_bound_starts_with_a_gap
         "the stream holds {length} entries, past MAXLEN 8"
     );
 
-    let (replay, status) = collect(watch(&mut runs(&b).await, &run_id).await).await;
+    let (replay, status) = collect(watch(&mut runs(&b).await, &run_id, 0).await).await;
     assert!(status.is_none(), "{status:?}");
     assert!(matches!(replay[0].event, Some(Event::Started(_))));
     let Some(Event::Gap(gap)) = &replay[1].event else {
@@ -517,9 +440,7 @@ async fn a_replica_that_shuts_down_writes_its_runs_ends_before_it_leaves() {
     )
     .await;
     let mut through_b = runs(&b).await;
-    let mut watcher = watch(&mut through_b, &run_id).await;
-    watcher.message().await.unwrap().unwrap();
-    let watcher = tokio::spawn(collect(watcher));
+    let watcher = watch_in_background(&mut through_b, &run_id).await;
 
     a.begin_shutdown().await.unwrap().unwrap();
 
@@ -544,6 +465,74 @@ async fn a_replica_that_shuts_down_writes_its_runs_ends_before_it_leaves() {
             .all(|key| key.ends_with(":runs") || key.ends_with(":cancel")),
         "{leases:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_just_reached_the_store_does_not_take_a_live_one_for_lost() {
+    let redis = RedisServer::start();
+    let a = replica(&redis, "steady", Limits::default()).await;
+    let run_id = start_detached(
+        &mut a.client().await,
+        json!({"count": 1000000, "interval_ms": 10}),
+    )
+    .await;
+    // A's lease lapses as every lease does when the store was out for longer than it: A is
+    // alive and takes it back at its next renewal.
+    let mut conn = redis.connection().await;
+    let leases: Vec<String> = conn.keys("test:replica:steady-*").await.unwrap();
+    let lease = leases
+        .iter()
+        .find(|key| !key.ends_with(":runs") && !key.ends_with(":cancel"))
+        .expect("A's lease key")
+        .clone();
+    let _: usize = conn.del(&lease).await.unwrap();
+
+    // C has reached the store only now: it does not judge A before A could renew.
+    let c = replica(&redis, "newcomer", Limits::default()).await;
+    let mut through_c = runs(&c).await;
+    let run = get(&mut through_c, &run_id).await.unwrap();
+    assert_eq!(run.state(), RunState::Running, "{run:?}");
+    eventually_async(WAIT, "A to renew its lease", || {
+        let mut conn = conn.clone();
+        let lease = lease.clone();
+        async move { conn.exists::<_, bool>(&lease).await.unwrap() }
+    })
+    .await;
+    let run = get(&mut through_c, &run_id).await.unwrap();
+    assert_eq!(run.state(), RunState::Running, "{run:?}");
+    let cancelled = cancel(&mut through_c, &run_id).await.unwrap();
+    assert_eq!(cancelled.state(), RunState::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_run_is_recorded_again_as_soon_as_an_emptied_store_is_back() {
+    let mut redis = RedisServer::start();
+    let a = replica(&redis, "alpha", Limits::default()).await;
+    let b = replica(&redis, "beta", Limits::default()).await;
+    // Silent after its start: its next progress is ten minutes away.
+    let run_id = start_detached(
+        &mut a.client().await,
+        json!({"count": 2, "interval_ms": 600000}),
+    )
+    .await;
+    let mut through_b = runs(&b).await;
+    assert_eq!(
+        get(&mut through_b, &run_id).await.unwrap().state(),
+        RunState::Running
+    );
+
+    redis.kill();
+    wait_for_health(&a, ServingStatus::NotServing).await;
+    redis.restart();
+    wait_for_health(&a, ServingStatus::Serving).await;
+
+    // Without a write of its own to notice the loss, the run is recorded again on recovery.
+    wait_for_run(&mut through_b, &run_id, "was recorded again", |run| {
+        run.state() == RunState::Running
+    })
+    .await;
+    let cancelled = cancel(&mut through_b, &run_id).await.unwrap();
+    assert_eq!(cancelled.state(), RunState::Cancelled);
 }
 
 /// A replica with auth: tokens `alpha-token` (principal "ann") and `beta-token` ("ben").

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::runs::{cancel, detached, get, run_id_of, wait_for_state, watch};
 use common::{
     Backend, Fleet, collect, endless_tool, eventually, registry_with, result_value, run_request,
 };
@@ -21,8 +22,7 @@ use toolstream::config::Limits;
 use toolstream::pb::run_event::Event;
 use toolstream::pb::run_service_client::RunServiceClient;
 use toolstream::pb::{
-    self, CancelRunRequest, GetRunRequest, ListRunsRequest, OnDisconnect, RunOptions, RunState,
-    WatchRunRequest,
+    self, CancelRunRequest, ListRunsRequest, RunOptions, RunState, WatchRunRequest,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -36,63 +36,6 @@ async fn fleet(backend: Backend) -> Fleet {
 /// A RunService client (on another replica than the runs' with Redis).
 async fn runs(fleet: &Fleet) -> RunServiceClient<Channel> {
     RunServiceClient::new(fleet.observer().channel().await)
-}
-
-fn detached(tool: &str, arguments: serde_json::Value) -> pb::RunToolRequest {
-    let mut request = run_request(tool, arguments);
-    request.options = Some(RunOptions {
-        on_disconnect: OnDisconnect::Continue as i32,
-        ..RunOptions::default()
-    });
-    request
-}
-
-async fn get(
-    client: &mut RunServiceClient<Channel>,
-    run_id: &str,
-) -> Result<pb::Run, tonic::Status> {
-    client
-        .get_run(GetRunRequest {
-            run_id: run_id.to_owned(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-/// Polls GetRun until the run is in `state`.
-async fn wait_for_state(
-    client: &mut RunServiceClient<Channel>,
-    run_id: &str,
-    state: RunState,
-) -> pb::Run {
-    let start = tokio::time::Instant::now();
-    loop {
-        let run = get(client, run_id).await.expect("GetRun");
-        if run.state() == state {
-            return run;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "run {run_id} never reached {state:?}: {run:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn watch(
-    client: &mut RunServiceClient<Channel>,
-    run_id: &str,
-    after_sequence: u64,
-) -> tonic::Streaming<pb::RunEvent> {
-    client
-        .watch_run(WatchRunRequest {
-            run_id: run_id.to_owned(),
-            after_sequence,
-            ..WatchRunRequest::default()
-        })
-        .await
-        .expect("WatchRun")
-        .into_inner()
 }
 
 fn kinds(events: &[pb::RunEvent]) -> Vec<&'static str> {
@@ -121,16 +64,6 @@ async fn endless_fleet(backend: Backend) -> (Fleet, Arc<AtomicBool>) {
     )
     .await;
     (server, stopped)
-}
-
-fn run_id_of(response: &tonic::Response<tonic::Streaming<pb::RunEvent>>) -> String {
-    response
-        .metadata()
-        .get("x-run-id")
-        .expect("x-run-id")
-        .to_str()
-        .unwrap()
-        .to_owned()
 }
 
 async fn a_detached_run_finishes_after_its_caller_left_and_get_run_has_its_result(
@@ -355,13 +288,7 @@ async fn from_latest_starts_with_started_and_the_latest_progress_then_goes_live(
     assert!(live.sequence > latest.sequence);
     drop(stream);
 
-    let cancelled = client
-        .cancel_run(CancelRunRequest {
-            run_id: run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cancelled = cancel(&mut client, &run_id).await.unwrap();
     assert_eq!(cancelled.state(), RunState::Cancelled);
 }
 
@@ -388,13 +315,7 @@ async fn cancel_run_ends_every_watcher_with_cancelled_and_is_idempotent(backend:
         watchers.push(tokio::spawn(collect(stream)));
     }
     let mut client = runs(&server).await;
-    let run = client
-        .cancel_run(CancelRunRequest {
-            run_id: run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let run = cancel(&mut client, &run_id).await.unwrap();
     assert_eq!(run.state(), RunState::Cancelled);
     assert_eq!(run.error_code, Code::Cancelled as i32);
     assert!(
@@ -411,25 +332,13 @@ async fn cancel_run_ends_every_watcher_with_cancelled_and_is_idempotent(backend:
     assert_eq!(status.expect("a status").code(), Code::Cancelled);
     eventually(WAIT, "the tool to stop", || stopped.load(Ordering::SeqCst)).await;
 
-    let again = client
-        .cancel_run(CancelRunRequest {
-            run_id: run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let again = cancel(&mut client, &run_id).await.unwrap();
     assert_eq!(again, run, "a second CancelRun changes nothing");
 
     // A run that already succeeded stays SUCCEEDED.
     let (events, _) =
         common::run_tool(&server, "ticks", json!({"count": 1, "interval_ms": 0})).await;
-    let done = client
-        .cancel_run(CancelRunRequest {
-            run_id: events[0].run_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let done = cancel(&mut client, &events[0].run_id).await.unwrap();
     assert_eq!(done.state(), RunState::Succeeded);
 
     let unknown = client

@@ -6,6 +6,7 @@
 pub mod binary;
 pub mod certs;
 pub mod redis_server;
+pub mod runs;
 pub mod web;
 
 use std::net::SocketAddr;

@@ -1,5 +1,7 @@
 //! A real `redis-server` for a test: started on a free port with no persistence, killed when
 //! dropped. Tests that need it fail with a message saying how to install it, never skip.
+//! The Redis store's unit tests use this file too (`src/engine/store/redis/mod.rs` includes it by
+//! path), so it depends only on crates the library and its tests both have.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -20,7 +20,11 @@ mod follower;
 mod keys;
 mod replica;
 mod scripts;
+// The unit tests start their redis-server with the integration tests' helper: one file for both
+// (unit tests cannot reach `tests/common` as a module any other way).
 #[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../../../tests/common/redis_server.rs"]
 mod test_redis;
 mod writer;
 
@@ -82,6 +86,8 @@ pub(super) struct Shared {
     /// The runs this replica executes.
     local: RunTable,
     health: watch::Sender<bool>,
+    /// Since when the store has been reachable without a break (`None` while it is not).
+    reachable_since: Mutex<Option<tokio::time::Instant>>,
     /// Why the store was last unreachable.
     last_error: Mutex<String>,
     /// This replica's logs of runs executing elsewhere, shared by their watchers here.
@@ -131,6 +137,7 @@ impl RedisStore {
             limits: *limits,
             local: RunTable::new(limits.retention, limits.max_runs),
             health: watch::Sender::new(false),
+            reachable_since: Mutex::new(None),
             last_error: Mutex::new("not checked yet".into()),
             followers: tokio::sync::Mutex::new(HashMap::new()),
             stop: stop.clone(),
@@ -207,7 +214,14 @@ impl Shared {
 
     /// Ends `run_id` with UNAVAILABLE naming `owner`, if it still runs there and `owner`'s lease
     /// lapsed. Returns whether it did.
+    ///
+    /// Only a replica that has reached the store for a whole lease time judges others: after an
+    /// outage of the store every lease may have lapsed, and live replicas need a renewal (at most
+    /// a second) to take theirs back before anyone is taken for lost.
     async fn declare_lost(&self, run_id: &str, owner: &str) -> redis::RedisResult<bool> {
+        if !self.reachable_for(self.lease) {
+            return Ok(false);
+        }
         let now = SystemTime::now();
         let error = codec::encode_error(&RunError::ReplicaLost {
             replica: owner.to_owned(),

@@ -11,7 +11,9 @@
 //!   script that does nothing if the run ended or the lease came back), so a dead replica leaves
 //!   no run RUNNING. A follower of a silent run checks its owner as often. Either way a dead
 //!   replica's runs end within the lease time: its key lapses within two thirds of it, and is
-//!   noticed within a quarter more. The sweeper also drops expired runs from the index.
+//!   noticed within a quarter more. The sweeper also drops expired runs from the index. Only a
+//!   replica that has reached the store for a whole lease time takes another for lost, so after
+//!   an outage of the store (every lease lapsed) live replicas renew before anyone judges them.
 //! - **Cancel requests.** A CancelRun on another replica pushes the run id onto this replica's
 //!   cancel list; the replica blocks on that list (its own connection) and cancels the run.
 
@@ -160,6 +162,10 @@ impl Shared {
             .await;
         match renewed {
             Ok(()) => {
+                self.reachable_since
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .get_or_insert_with(tokio::time::Instant::now);
                 let recovered = self
                     .health
                     .send_if_modified(|up| !std::mem::replace(up, true));
@@ -172,6 +178,10 @@ impl Shared {
                     .last_error
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner()) = error.to_string();
+                *self
+                    .reachable_since
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
                 let lost = self
                     .health
                     .send_if_modified(|up| std::mem::replace(up, false));
@@ -184,6 +194,14 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Whether the store has been reachable without a break for at least `time`.
+    pub(super) fn reachable_for(&self, time: Duration) -> bool {
+        self.reachable_since
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some_and(|since| since.elapsed() >= time)
     }
 
     /// Ends the runs of replicas whose lease lapsed, and forgets expired runs in the index.

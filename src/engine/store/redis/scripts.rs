@@ -22,13 +22,18 @@ local function refused(record, owner)
 end
 
 -- Appends the entries in ARGV from `first` (a count, then id/payload pairs). An id not above the
--- stream's last is refused by XADD: a replayed or duplicated write adds nothing.
+-- stream's last is refused by XADD: a replayed or duplicated write adds nothing. Any other error
+-- (out of memory) fails the script, so the writer retries the batch.
 local function append_entries(stream, first)
   local n = tonumber(ARGV[first])
   local added = 0
   for i = 0, n - 1 do
     local reply = redis.pcall('XADD', stream, ARGV[first + 1 + 2 * i], 'e', ARGV[first + 2 + 2 * i])
-    if type(reply) ~= 'table' or not reply.err then added = added + 1 end
+    if type(reply) == 'table' and reply.err then
+      if not string.find(reply.err, 'equal or smaller', 1, true) then error(reply) end
+    else
+      added = added + 1
+    end
   end
   return added, first + 1 + 2 * n
 end

@@ -170,6 +170,11 @@ impl Writer {
         // Keeps a silent run's keys from expiring.
         let mut refresh = tokio::time::interval(RUNNING_TTL / 4);
         refresh.tick().await;
+        // When the store comes back, a silent run checks its record at once: the store may have
+        // come back empty (the run is recorded again), or the fleet may have taken this replica
+        // for lost meanwhile (the run ends here the same way).
+        let mut store_health = self.shared.health.subscribe();
+        store_health.mark_unchanged();
         loop {
             tokio::select! {
                 biased;
@@ -197,6 +202,12 @@ impl Writer {
                 }
                 _ = refresh.tick() => {
                     if !self.store(Batch::default(), None).await {
+                        return;
+                    }
+                }
+                Ok(()) = store_health.changed() => {
+                    let reachable = *store_health.borrow_and_update();
+                    if reachable && !self.store(Batch::default(), None).await {
                         return;
                     }
                 }
@@ -417,7 +428,7 @@ mod tests {
     use crate::engine::RunStarted;
     use crate::engine::log::RunLog;
     use crate::engine::store::redis::RedisStore;
-    use crate::engine::store::redis::test_redis::TestRedis;
+    use crate::engine::store::redis::test_redis::RedisServer;
 
     fn message(sequence: u64, text: &str) -> RunEvent {
         RunEvent::new(
@@ -430,7 +441,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_written_twice_is_stored_once_and_a_run_ends_once() {
-        let redis = TestRedis::start();
+        let redis = RedisServer::start();
         let config = StoreConfig {
             key_prefix: "unit:".into(),
             replica_name: Some("w".into()),
