@@ -7,12 +7,18 @@
 //! same `RunEvent` messages from a task through a channel, the idiomatic tonic stream, with the
 //! same HTTP/2 settings: the ratio is the engine's cost, not the message's.
 //!
-//! Beside the comparison it measures fan-out: one detached run watched by 1,000 WatchRun streams.
+//! Against the same transport at its simplest, it also measures a bare stream of 64-byte
+//! messages (the physical limit of this stack on this machine); fan-out (one detached run watched
+//! by 1,000 WatchRun streams, against a bare broadcast producer); a fleet (10,000 runs each
+//! reporting ten times a second, over 100 connections, against the bare producer: latency and
+//! server CPU per event); and memory per open stream and per watcher.
 //!
 //! The last line is machine-readable:
 //! `bench: ratio_1=R1 ratio_64=R64 p99_overhead_us=U rss_per_stream_kb=K slow_reader_tool_slowdown=S
-//! fanout_events_per_s=F fanout_rss_growth_kb=G`
+//! fanout_events_per_s=F fanout_rss_growth_kb=G ratio_min_1=M1 ratio_min_64=M64 ratio_fanout=RF
+//! fleet_p50_ms=L50 fleet_p99_ms=L99 fleet_cpu_ratio=C rss_per_watcher_kb=W`
 
+use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -28,6 +34,7 @@ use toolstream::config::Limits;
 use toolstream::json_proto::{json_to_struct, struct_to_json};
 use toolstream::pb::run_event::Event;
 use toolstream::pb::run_service_client::RunServiceClient;
+use toolstream::pb::run_service_server::{RunService, RunServiceServer};
 use toolstream::pb::tool_service_client::ToolServiceClient;
 use toolstream::pb::tool_service_server::{ToolService, ToolServiceServer};
 use toolstream::pb::{self, RunEvent};
@@ -40,10 +47,70 @@ use toolstream::tools::{Progress, ToolError};
 // ---------------------------------------------------------------------------------------------
 // The servers under test (child processes).
 
-/// The bare service: `RunTool` streams `count` progress events, `interval_us` apart (0: as fast as
-/// the channel takes them), then a result. No engine, no registry, no validation.
-#[derive(Clone)]
-struct BareService;
+/// The bare services, the idiomatic tonic way and nothing more (no engine, no registry, no
+/// validation):
+/// - `RunTool` streams `count` progress events, `interval_us` apart (0: as fast as the channel
+///   takes them), then a result, from a task through a channel of 64. With `minimal`, each event
+///   is a bare 64-byte message (a fixed string and the sequence) instead of our progress shape.
+/// - `RunTool` of the tool `fanout` starts one producer of `count` progress events `interval_us`
+///   apart into a broadcast channel, once `watchers` receivers subscribed; `WatchRun` subscribes
+///   to it (any run id), each watcher encoding its own copy of each event.
+#[derive(Clone, Default)]
+struct BareService {
+    fan: Arc<std::sync::Mutex<Option<tokio::sync::broadcast::Sender<RunEvent>>>>,
+}
+
+/// The run id of the minimal messages: with the sequence (up to 3 bytes of varint for the quick
+/// runs' counts) and two field tags and a length, a message of 64 bytes.
+const MINIMAL_PAYLOAD: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+
+/// A progress event shaped like toolstream's: run id, sequence, timestamp, fraction, status.
+fn bare_progress(run_id: &str, i: u64, count: u64) -> RunEvent {
+    RunEvent {
+        run_id: run_id.to_owned(),
+        sequence: i,
+        timestamp: Some(now()),
+        event: Some(Event::Progress(pb::Progress {
+            progress: Some(i as f64 / count as f64),
+            status: Some(format!("tick {i}/{count}")),
+            ..pb::Progress::default()
+        })),
+    }
+}
+
+fn bare_result(run_id: &str, count: u64) -> RunEvent {
+    RunEvent {
+        run_id: run_id.to_owned(),
+        sequence: count + 1,
+        timestamp: Some(now()),
+        event: Some(Event::Result(pb::Result {
+            value: Some(toolstream::json_proto::json_to_value(
+                json!({"count": count}),
+            )),
+        })),
+    }
+}
+
+impl BareService {
+    /// Starts the broadcast producer of the fan-out measure.
+    fn start_fan_out(&self, watchers: usize, count: u64, interval: Duration) {
+        let (sender, _) = tokio::sync::broadcast::channel(1024);
+        *self.fan.lock().expect("fan lock") = Some(sender.clone());
+        let fan = Arc::clone(&self.fan);
+        tokio::spawn(async move {
+            while sender.receiver_count() < watchers {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let mut ticker = tokio::time::interval(interval.max(Duration::from_micros(1)));
+            for i in 1..=count {
+                ticker.tick().await;
+                let _ = sender.send(bare_progress("bare", i, count));
+            }
+            let _ = sender.send(bare_result("bare", count));
+            fan.lock().expect("fan lock").take();
+        });
+    }
+}
 
 #[tonic::async_trait]
 impl ToolService for BareService {
@@ -60,10 +127,18 @@ impl ToolService for BareService {
         &self,
         request: Request<pb::RunToolRequest>,
     ) -> Result<Response<Self::RunToolStream>, Status> {
-        let arguments = struct_to_json(request.into_inner().arguments.unwrap_or_default());
+        let request = request.into_inner();
+        let arguments =
+            serde_json::Value::Object(struct_to_json(request.arguments.unwrap_or_default()));
         let count = arguments["count"].as_u64().unwrap_or(0);
         let interval = Duration::from_micros(arguments["interval_us"].as_u64().unwrap_or(0));
+        let minimal = arguments["minimal"].as_bool().unwrap_or(false);
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        if request.tool == "fanout" {
+            let watchers = arguments["watchers"].as_u64().unwrap_or(0) as usize;
+            self.start_fan_out(watchers, count, interval);
+            return Ok(Response::new(ReceiverStream::new(receiver)));
+        }
         tokio::spawn(async move {
             let run_id = "bare".to_owned();
             let mut ticker = (!interval.is_zero()).then(|| tokio::time::interval(interval));
@@ -71,31 +146,20 @@ impl ToolService for BareService {
                 if let Some(ticker) = ticker.as_mut() {
                     ticker.tick().await;
                 }
-                let event = RunEvent {
-                    run_id: run_id.clone(),
-                    sequence: i,
-                    timestamp: Some(now()),
-                    event: Some(Event::Progress(pb::Progress {
-                        progress: Some(i as f64 / count as f64),
-                        status: Some(format!("tick {i}/{count}")),
-                        ..pb::Progress::default()
-                    })),
+                let event = if minimal {
+                    RunEvent {
+                        run_id: MINIMAL_PAYLOAD.to_owned(),
+                        sequence: i,
+                        ..RunEvent::default()
+                    }
+                } else {
+                    bare_progress(&run_id, i, count)
                 };
                 if sender.send(Ok(event)).await.is_err() {
                     return;
                 }
             }
-            let result = RunEvent {
-                run_id,
-                sequence: count + 1,
-                timestamp: Some(now()),
-                event: Some(Event::Result(pb::Result {
-                    value: Some(toolstream::json_proto::json_to_value(
-                        json!({"count": count}),
-                    )),
-                })),
-            };
-            let _ = sender.send(Ok(result)).await;
+            let _ = sender.send(Ok(bare_result(&run_id, count))).await;
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
@@ -106,6 +170,55 @@ impl ToolService for BareService {
         &self,
         _: Request<pb::RunAgentRequest>,
     ) -> Result<Response<Self::RunAgentStream>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+}
+
+type BareWatch = std::pin::Pin<Box<dyn futures::Stream<Item = Result<RunEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RunService for BareService {
+    async fn get_run(&self, _: Request<pb::GetRunRequest>) -> Result<Response<pb::Run>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+
+    async fn list_runs(
+        &self,
+        _: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
+
+    type WatchRunStream = BareWatch;
+
+    async fn watch_run(
+        &self,
+        _: Request<pb::WatchRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let receiver = self
+            .fan
+            .lock()
+            .expect("fan lock")
+            .as_ref()
+            .map(|sender| sender.subscribe())
+            .ok_or_else(|| Status::not_found("no fan-out producer"))?;
+        // A watcher that lags skips what the channel no longer holds, like a coalescing reader.
+        let events = futures::stream::unfold(receiver, |mut receiver| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(event) => return Some((Ok(event), receiver)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn cancel_run(
+        &self,
+        _: Request<pb::CancelRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
         Err(Status::unimplemented("bare"))
     }
 }
@@ -181,6 +294,8 @@ fn serve(kind: &str, lines_file: Option<String>) {
             .await;
         };
         if kind == "bare" {
+            // One state for both services: WatchRun subscribes to the producer RunTool started.
+            let bare = BareService::default();
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             tonic::transport::Server::builder()
@@ -189,7 +304,8 @@ fn serve(kind: &str, lines_file: Option<String>) {
                 .max_concurrent_streams(16_384)
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-                .add_service(ToolServiceServer::new(BareService))
+                .add_service(ToolServiceServer::new(bare.clone()))
+                .add_service(RunServiceServer::new(bare))
                 .serve_with_incoming_shutdown(incoming, stop)
                 .await
                 .expect("bare server");
@@ -361,23 +477,33 @@ async fn read_stream(
     stats
 }
 
+/// What a throughput measure saw.
+#[derive(Default, Clone, Copy)]
+struct Throughput {
+    /// Events delivered per second.
+    per_sec: f64,
+    delivered: u64,
+    /// The sum of each stream's last sequence.
+    produced: u64,
+    errors: u64,
+    /// The server process's CPU time per delivered event (µs): less noisy than events/s on a
+    /// shared machine, as it does not count time the server waited for a core.
+    cpu_us: f64,
+}
+
 /// Delivered events per second over `streams` concurrent streams of `count` events each, spread
 /// over up to 8 connections.
-async fn throughput(
-    addr: SocketAddr,
-    tool: &str,
-    streams: usize,
-    count: u64,
-) -> (f64, u64, u64, u64) {
+async fn throughput(server: &ServerProcess, tool: &str, streams: usize, count: u64) -> Throughput {
     let mut channels = Vec::new();
     for _ in 0..streams.clamp(1, 8) {
-        channels.push(channel(addr).await);
+        channels.push(channel(server.addr).await);
     }
-    let arguments = if tool == "ticks" {
-        json!({"count": count, "interval_ms": 0})
-    } else {
-        json!({"count": count, "interval_us": 0})
+    let arguments = match tool {
+        "ticks" => json!({"count": count, "interval_ms": 0}),
+        "minimal" => json!({"count": count, "interval_us": 0, "minimal": true}),
+        _ => json!({"count": count, "interval_us": 0}),
     };
+    let cpu_before = process_cpu_secs(server.child.id());
     let start = Instant::now();
     let runs: Vec<_> = (0..streams)
         .map(|i| {
@@ -385,17 +511,18 @@ async fn throughput(
             tokio::spawn(read_stream(client, request(tool, arguments.clone()), None))
         })
         .collect();
-    let mut delivered = 0;
-    let mut produced = 0;
-    let mut errors = 0;
+    let mut total = Throughput::default();
     for run in runs {
         let stats = run.await.expect("stream task");
-        delivered += stats.delivered;
-        produced += stats.produced;
-        errors += stats.errors;
+        total.delivered += stats.delivered;
+        total.produced += stats.produced;
+        total.errors += stats.errors;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    (delivered as f64 / elapsed, delivered, produced, errors)
+    total.per_sec = total.delivered as f64 / elapsed;
+    total.cpu_us =
+        (process_cpu_secs(server.child.id()) - cpu_before) * 1e6 / total.delivered.max(1) as f64;
+    total
 }
 
 /// Latency percentiles (µs) of progress events, emit → receive, at one event per millisecond.
@@ -417,40 +544,65 @@ async fn latency(addr: SocketAddr, tool: &str, count: u64) -> (f64, f64, f64) {
     (at(0.50), at(0.99), at(0.999))
 }
 
-/// RSS per stream with `streams` idle-but-open streams, and whether all of them opened.
-async fn memory_per_stream(server: &ServerProcess, streams: usize) -> (f64, u64) {
-    let mut channels = Vec::new();
-    for _ in 0..50 {
-        channels.push(channel(server.addr).await);
+/// `count` connections to `addr`, given a moment to settle.
+async fn channels(addr: SocketAddr, count: usize) -> Vec<Channel> {
+    let mut channels = Vec::with_capacity(count);
+    for _ in 0..count {
+        channels.push(channel(addr).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
+    channels
+}
+
+/// Starts a run that goes on without its caller (`ON_DISCONNECT_CONTINUE`) and leaves it; its id
+/// (from `x-run-id`; the bare server sends none and ignores it).
+async fn start_detached(channel: &Channel, tool: &str, arguments: serde_json::Value) -> String {
+    let mut start = request(tool, arguments);
+    start.options = Some(pb::RunOptions {
+        on_disconnect: pb::OnDisconnect::Continue as i32,
+        ..pb::RunOptions::default()
+    });
+    let response = ToolServiceClient::new(channel.clone())
+        .run_tool(start)
+        .await
+        .expect("start the watched run");
+    response
+        .metadata()
+        .get("x-run-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("bare")
+        .to_owned()
+}
+
+/// Server RSS growth per stream (KiB) with `streams` streams held open, each opened by `open` (with
+/// its index) and counted once its first event arrived; and the streams that did not open.
+async fn rss_per_open_stream<F, Fut>(server: &ServerProcess, streams: usize, open: F) -> (f64, u64)
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<Response<tonic::Streaming<RunEvent>>, Status>> + Send + 'static,
+{
     let baseline = server.memory_kb("VmRSS:");
     let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel::<bool>(streams);
-    let mut holders = Vec::with_capacity(streams);
-    for i in 0..streams {
-        let mut client = ToolServiceClient::new(channels[i % channels.len()].clone());
-        let opened = opened_tx.clone();
-        holders.push(tokio::spawn(async move {
-            let response = client
-                .run_tool(request(
-                    "ticks",
-                    json!({"count": 1, "interval_ms": 600_000}),
-                ))
-                .await;
-            match response {
-                Ok(response) => {
-                    let mut events = response.into_inner();
-                    let first = events.next().await;
-                    let _ = opened.send(matches!(first, Some(Ok(_)))).await;
-                    // Hold the stream open until the task is aborted.
-                    let _ = events.next().await;
+    let holders: Vec<_> = (0..streams)
+        .map(|i| {
+            let response = open(i);
+            let opened = opened_tx.clone();
+            tokio::spawn(async move {
+                match response.await {
+                    Ok(response) => {
+                        let mut events = response.into_inner();
+                        let first = events.next().await;
+                        let _ = opened.send(matches!(first, Some(Ok(_)))).await;
+                        // Hold the stream open until the task is aborted.
+                        let _ = events.next().await;
+                    }
+                    Err(_) => {
+                        let _ = opened.send(false).await;
+                    }
                 }
-                Err(_) => {
-                    let _ = opened.send(false).await;
-                }
-            }
-        }));
-    }
+            })
+        })
+        .collect();
     let mut errors = 0;
     for _ in 0..streams {
         if !opened_rx.recv().await.unwrap_or(false) {
@@ -466,6 +618,23 @@ async fn memory_per_stream(server: &ServerProcess, streams: usize) -> (f64, u64)
         loaded.saturating_sub(baseline) as f64 / streams as f64,
         errors,
     )
+}
+
+/// RSS per stream with `streams` idle-but-open streams, and how many did not open.
+async fn memory_per_stream(server: &ServerProcess, streams: usize) -> (f64, u64) {
+    let channels = channels(server.addr, 50).await;
+    rss_per_open_stream(server, streams, |i| {
+        let mut client = ToolServiceClient::new(channels[i % channels.len()].clone());
+        async move {
+            client
+                .run_tool(request(
+                    "ticks",
+                    json!({"count": 1, "interval_ms": 600_000}),
+                ))
+                .await
+        }
+    })
+    .await
 }
 
 /// What one watcher of the fan-out saw.
@@ -500,39 +669,24 @@ struct FanOutStats {
     server_cpu_secs: f64,
 }
 
-/// One detached run of `ticks` (`count` events, `interval_ms` apart) watched by `watchers` WatchRun
-/// streams from its first event, spread over `connections` connections, each reading as fast as
-/// it can. The server's RSS is sampled every 20 ms while the watchers are attached.
+/// One detached run of `paced` (`count` events, `interval_us` apart) watched by `watchers`
+/// WatchRun streams from its first event, spread over `connections` connections, each reading as
+/// fast as it can; on the bare server (`bare`), its broadcast producer instead. The server's RSS
+/// is sampled every 20 ms while the watchers are attached.
 async fn fan_out(
     server: &ServerProcess,
+    bare: bool,
     watchers: usize,
     connections: usize,
     count: u64,
-    interval_ms: u64,
+    interval_us: u64,
 ) -> FanOutStats {
-    let mut channels = Vec::new();
-    for _ in 0..connections {
-        channels.push(channel(server.addr).await);
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    // Start the run detached and leave: from here on only the watchers read it.
-    let mut start = request("ticks", json!({"count": count, "interval_ms": interval_ms}));
-    start.options = Some(pb::RunOptions {
-        on_disconnect: pb::OnDisconnect::Continue as i32,
-        ..pb::RunOptions::default()
-    });
-    let response = ToolServiceClient::new(channels[0].clone())
-        .run_tool(start)
-        .await
-        .expect("start the watched run");
-    let run_id = response
-        .metadata()
-        .get("x-run-id")
-        .and_then(|value| value.to_str().ok())
-        .expect("x-run-id")
-        .to_owned();
-    drop(response);
+    let channels = channels(server.addr, connections).await;
+    // Start the run detached and leave: from here on only the watchers read it. The bare
+    // server's producer waits for its watchers to subscribe, as it has no history to replay.
+    let arguments = json!({"count": count, "interval_us": interval_us, "watchers": watchers});
+    let tool = if bare { "fanout" } else { "paced" };
+    let run_id = start_detached(&channels[0], tool, arguments).await;
 
     let pid = server.child.id();
     let rss_before_kb = process_memory_kb(pid, "VmRSS:");
@@ -609,6 +763,143 @@ async fn fan_out(
     total
 }
 
+/// What the fleet measure saw.
+struct FleetStats {
+    /// Tool emits (the event's timestamp) → client receives, over the window (ms).
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Progress events received during the window.
+    events: u64,
+    /// Server CPU (user + system) during the window.
+    server_cpu_secs: f64,
+    /// The window's length (s).
+    seconds: f64,
+    /// Streams that failed to open or ended early.
+    errors: u64,
+}
+
+impl FleetStats {
+    fn cpu_secs_per_million(&self) -> f64 {
+        self.server_cpu_secs * 1e6 / self.events.max(1) as f64
+    }
+}
+
+/// A fleet on a fresh server of `kind`: [`FLEET_RUNS`] concurrent runs, each reporting every
+/// [`FLEET_INTERVAL_US`] (toolstream's `paced`, or the bare producer), over [`FLEET_CONNECTIONS`]
+/// connections, the runs' phases spread evenly over one interval. Once every stream has its
+/// first event and a second has passed, a window of `seconds`: the latency of each progress event
+/// received in it, and the server process's CPU time over it (`/proc/<pid>/stat`, so the
+/// clients' own CPU is not counted).
+async fn fleet(kind: &str, seconds: f64) -> FleetStats {
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    let server = ServerProcess::start(kind, None);
+    let tool = if kind == "bare" { "bare" } else { "paced" };
+    let (runs, interval_us) = (FLEET_RUNS, FLEET_INTERVAL_US);
+    let channels = channels(server.addr, FLEET_CONNECTIONS).await;
+    // Enough events for any plausible start-up time; the streams are dropped after the window.
+    let count = (3600.0 * 1e6 / interval_us as f64) as u64;
+    let opened = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    // Set after the window: each stream ends at its next event (the client leaves).
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..runs)
+        .map(|i| {
+            let mut client = ToolServiceClient::new(channels[i % channels.len()].clone());
+            let request = request(tool, json!({"count": count, "interval_us": interval_us}));
+            let (opened, errors) = (Arc::clone(&opened), Arc::clone(&errors));
+            let stop = Arc::clone(&stop);
+            let phase = Duration::from_micros(interval_us * i as u64 / runs as u64);
+            tokio::spawn(async move {
+                tokio::time::sleep(phase).await;
+                // (received at, latency), both in seconds.
+                let mut samples: Vec<(f64, f64)> = Vec::new();
+                let mut events = match client.run_tool(request).await {
+                    Ok(response) => response.into_inner(),
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        return samples;
+                    }
+                };
+                let mut first = true;
+                while let Some(event) = events.next().await {
+                    let Ok(event) = event else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    };
+                    if first {
+                        first = false;
+                        opened.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if matches!(event.event, Some(Event::Progress(_))) {
+                        let received = unix_now();
+                        samples.push((received, received - timestamp_secs(&event)));
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                samples
+            })
+        })
+        .collect();
+    let waited = Instant::now();
+    while opened.load(Ordering::Relaxed) + (errors.load(Ordering::Relaxed) as usize) < runs
+        && waited.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = server.child.id();
+    let (from, cpu_before) = (unix_now(), process_cpu_secs(pid));
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    let (to, cpu_after) = (unix_now(), process_cpu_secs(pid));
+    let mut latencies = Vec::new();
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        if let Ok(samples) = task.await {
+            latencies.extend(
+                samples
+                    .into_iter()
+                    .filter(|(received, _)| (from..to).contains(received))
+                    .map(|(_, latency)| latency),
+            );
+        }
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(f64::NAN, |latency| latency * 1e3)
+    };
+    FleetStats {
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+        events: latencies.len() as u64,
+        server_cpu_secs: cpu_after - cpu_before,
+        seconds: to - from,
+        errors: errors.load(Ordering::Relaxed) + (runs - opened.load(Ordering::Relaxed)) as u64,
+    }
+}
+
+/// RSS per watcher: a fresh server, one detached run that stays silent for ten minutes after its
+/// `started` event, and `watchers` WatchRun streams of it over 50 connections; (RSS with them −
+/// RSS before) / watchers, and the watchers that did not get the `started` event.
+async fn memory_per_watcher(server: &ServerProcess, watchers: usize) -> (f64, u64) {
+    let channels = channels(server.addr, 50).await;
+    let arguments = json!({"count": 1, "interval_ms": 600_000});
+    let run_id = start_detached(&channels[0], "ticks", arguments).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    rss_per_open_stream(server, watchers, |i| {
+        let mut client = RunServiceClient::new(channels[i % channels.len()].clone());
+        let request = pb::WatchRunRequest {
+            run_id: run_id.clone(),
+            ..pb::WatchRunRequest::default()
+        };
+        async move { client.watch_run(request).await }
+    })
+    .await
+}
+
 // ---------------------------------------------------------------------------------------------
 
 fn main() {
@@ -631,6 +922,11 @@ fn main() {
 /// Watchers of the fan-out run, and the events it produces in quick mode (one per millisecond).
 const WATCHERS: usize = 1_000;
 const FAN_COUNT: u64 = 2_000;
+
+/// The fleet: concurrent runs, each reporting every 100 ms, over this many connections.
+const FLEET_RUNS: usize = 10_000;
+const FLEET_CONNECTIONS: usize = 100;
+const FLEET_INTERVAL_US: u64 = 100_000;
 
 async fn run(quick: bool) {
     let single = if quick { 200_000 } else { 1_000_000 };
@@ -661,8 +957,8 @@ async fn run(quick: bool) {
     let ts = ServerProcess::start("toolstream", Some(&lines_path));
 
     // Warm both up.
-    let _ = throughput(bare.addr, "bare", 1, 10_000).await;
-    let _ = throughput(ts.addr, "ticks", 1, 10_000).await;
+    let _ = throughput(&bare, "bare", 1, 10_000).await;
+    let _ = throughput(&ts, "ticks", 1, 10_000).await;
 
     println!(
         "toolstream hot-path benchmark ({} mode)",
@@ -674,34 +970,49 @@ async fn run(quick: bool) {
         "measure", "bare tonic", "toolstream", "ratio"
     );
 
-    let (bare_1, bare_delivered_1, _, _) = throughput(bare.addr, "bare", 1, single).await;
-    let (ts_1, delivered_1, produced_1, errors_1) = throughput(ts.addr, "ticks", 1, single).await;
-    let ratio_1 = ts_1 / bare_1;
-    println!(
-        "{:<44} {:>14.0} {:>14.0} {:>8.2}",
-        "events/s delivered, 1 stream", bare_1, ts_1, ratio_1
-    );
-    println!(
-        "{:<44} {:>14} {:>14}",
-        "  events delivered / produced",
-        format!("{bare_delivered_1}/{}", single + 1),
-        format!("{delivered_1}/{produced_1}")
-    );
-
-    let (bare_64, bare_delivered_64, _, _) = throughput(bare.addr, "bare", 64, per_stream).await;
-    let (ts_64, delivered_64, produced_64, errors_64) =
-        throughput(ts.addr, "ticks", 64, per_stream).await;
-    let ratio_64 = ts_64 / bare_64;
-    println!(
-        "{:<44} {:>14.0} {:>14.0} {:>8.2}",
-        "events/s delivered, 64 streams", bare_64, ts_64, ratio_64
-    );
-    println!(
-        "{:<44} {:>14} {:>14}",
-        "  events delivered / produced",
-        format!("{bare_delivered_64}/{}", 64 * (per_stream + 1)),
-        format!("{delivered_64}/{produced_64}")
-    );
+    let bare_1 = throughput(&bare, "bare", 1, single).await;
+    let ts_1 = throughput(&ts, "ticks", 1, single).await;
+    let bare_64 = throughput(&bare, "bare", 64, per_stream).await;
+    let ts_64 = throughput(&ts, "ticks", 64, per_stream).await;
+    // The physical limit: the same transport sending minimal messages.
+    let min_1 = throughput(&bare, "minimal", 1, single).await;
+    let min_64 = throughput(&bare, "minimal", 64, per_stream).await;
+    let ratio_1 = ts_1.per_sec / bare_1.per_sec;
+    let ratio_64 = ts_64.per_sec / bare_64.per_sec;
+    let (ratio_min_1, ratio_min_64) =
+        (ts_1.per_sec / min_1.per_sec, ts_64.per_sec / min_64.per_sec);
+    for (streams, bare, min, ts, ratio, ratio_min) in [
+        (1, bare_1, min_1, ts_1, ratio_1, ratio_min_1),
+        (64, bare_64, min_64, ts_64, ratio_64, ratio_min_64),
+    ] {
+        let count = if streams == 1 { single } else { per_stream };
+        println!(
+            "{:<44} {:>14.0} {:>14.0} {:>8.2}",
+            format!("events/s delivered, {streams} stream(s)"),
+            bare.per_sec,
+            ts.per_sec,
+            ratio
+        );
+        println!(
+            "{:<44} {:>14} {:>14}",
+            "  events delivered / produced",
+            format!("{}/{}", bare.delivered, streams * (count + 1)),
+            format!("{}/{}", ts.delivered, ts.produced)
+        );
+        println!(
+            "{:<44} {:>14.0} {:>14} {:>8.2}",
+            "  bare of 64-byte messages: events/s", min.per_sec, "", ratio_min
+        );
+        println!(
+            "{:<44} {:>14.2} {:>14.2}",
+            "  server CPU per delivered event (µs)", bare.cpu_us, ts.cpu_us
+        );
+        println!(
+            "{:<44} {:>14.2}",
+            "  64-byte messages: server CPU/event (µs)", min.cpu_us
+        );
+    }
+    let (errors_1, errors_64) = (ts_1.errors, ts_64.errors);
 
     let (bare_p50, bare_p99, bare_p999) = latency(bare.addr, "bare", latency_events).await;
     let (ts_p50, ts_p99, ts_p999) = latency(ts.addr, "paced", latency_events).await;
@@ -733,32 +1044,44 @@ async fn run(quick: bool) {
 
     // Slow consumer, on a fresh server so its peak memory is this test's: the tool's run time
     // (server clock, started → result) with a fast reader and with one 100× slower than the tool.
+    // The run lasts about a second (a run of a few tens of milliseconds measured the scheduler's
+    // mood, not the engine); the pairs alternate and the figure is the ratio of the sums.
     let fresh = ServerProcess::start("toolstream", None);
-    let slow_count: u64 = if quick { 100_000 } else { 400_000 };
-    let fast = read_stream(
-        ToolServiceClient::new(channel(fresh.addr).await),
-        request("ticks", json!({"count": slow_count, "interval_ms": 0})),
-        None,
-    )
-    .await;
-    let fast_time = fast.result_at - fast.started_at;
-    // The reader pauses 100 times as long per event as the tool takes to produce one.
-    let pause = Duration::from_secs_f64((fast_time / slow_count as f64 * 100.0).max(1e-6));
-    let slow = read_stream(
-        ToolServiceClient::new(channel(fresh.addr).await),
-        request("ticks", json!({"count": slow_count, "interval_ms": 0})),
-        Some(pause),
-    )
-    .await;
-    let slow_time = slow.result_at - slow.started_at;
+    let slow_count: u64 = if quick { 2_000_000 } else { 5_000_000 };
+    let pairs = if quick { 2 } else { 3 };
+    let (mut fast_time, mut slow_time) = (0.0, 0.0);
+    let mut slow = StreamStats::default();
+    for _ in 0..pairs {
+        let fast = read_stream(
+            ToolServiceClient::new(channel(fresh.addr).await),
+            request("ticks", json!({"count": slow_count, "interval_ms": 0})),
+            None,
+        )
+        .await;
+        let fast_run = fast.result_at - fast.started_at;
+        fast_time += fast_run;
+        // The reader pauses 100 times as long per event as the tool takes to produce one.
+        let pause = Duration::from_secs_f64((fast_run / slow_count as f64 * 100.0).max(1e-6));
+        slow = read_stream(
+            ToolServiceClient::new(channel(fresh.addr).await),
+            request("ticks", json!({"count": slow_count, "interval_ms": 0})),
+            Some(pause),
+        )
+        .await;
+        slow_time += slow.result_at - slow.started_at;
+    }
     let slowdown = slow_time / fast_time.max(1e-9);
     println!(
         "{:<44} {:>14} {:>14.3}",
-        "slow reader: tool run time, fast reader (s)", "-", fast_time
+        "slow reader: tool run time, fast reader (s)",
+        "-",
+        fast_time / pairs as f64
     );
     println!(
         "{:<44} {:>14} {:>14.3}",
-        "slow reader: tool run time, 100x slower (s)", "-", slow_time
+        "slow reader: tool run time, 100x slower (s)",
+        "-",
+        slow_time / pairs as f64
     );
     println!(
         "{:<44} {:>14} {:>14}",
@@ -789,72 +1112,137 @@ async fn run(quick: bool) {
         format!("{errors_1}/{errors_64}/{idle_errors}")
     );
     drop(idle);
-
-    // Fan-out, on a fresh server: one detached run, a thousand watchers of it over ten
-    // connections. `ticks` asks for an event every millisecond, so the watchers together are
-    // offered up to a million events/s. Below that, the figure is what the server (with these
-    // clients on the same cores) can fan out: its runtime is busy, the tool's timer fires late,
-    // and the run takes longer than `count` milliseconds. Watchers that fall behind would get
-    // progress coalesced (delivered < watchers x produced).
-    let fresh = ServerProcess::start("toolstream", None);
-    let (fan_count, fan_interval_ms) = if quick {
-        (FAN_COUNT, 1)
-    } else {
-        (5 * FAN_COUNT, 1)
-    };
-    let fan = fan_out(&fresh, WATCHERS, 10, fan_count, fan_interval_ms).await;
-    drop(fresh);
-    let fan_rss_kb = fan.rss_peak_kb.saturating_sub(fan.rss_before_kb);
+    let watched = ServerProcess::start("toolstream", None);
+    let (kb_per_watcher, watcher_errors) = memory_per_watcher(&watched, idle_streams).await;
+    drop(watched);
     println!(
-        "{:<44} {:>14} {:>14.0}",
-        format!("fan-out: events/s delivered, {WATCHERS} watchers"),
+        "{:<44} {:>14} {:>14.2}",
+        format!("RSS per watcher, {idle_streams} watchers (KiB)"),
         "-",
-        fan.events_per_sec
+        kb_per_watcher
+    );
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "  watchers without their first event", "-", watcher_errors
+    );
+
+    // Fan-out, on fresh servers: one detached run, a thousand watchers of it over ten
+    // connections, against the bare server's broadcast producer. Both emit an event every
+    // millisecond on the same timer, so the watchers together are offered up to a million
+    // events/s. Below that, the figure is what the server (with these clients on the same cores)
+    // can fan out: its runtime is busy, the producer's timer fires late, and the run takes longer
+    // than `count` milliseconds. Watchers that fall behind would get progress coalesced
+    // (delivered < watchers x produced); bare watchers that lag skip events the same way.
+    let (fan_count, fan_interval_us) = if quick {
+        (FAN_COUNT, 1000)
+    } else {
+        (5 * FAN_COUNT, 1000)
+    };
+    let fresh = ServerProcess::start("bare", None);
+    let bare_fan = fan_out(&fresh, true, WATCHERS, 10, fan_count, fan_interval_us).await;
+    drop(fresh);
+    let fresh = ServerProcess::start("toolstream", None);
+    let fan = fan_out(&fresh, false, WATCHERS, 10, fan_count, fan_interval_us).await;
+    drop(fresh);
+    let ratio_fanout = fan.events_per_sec / bare_fan.events_per_sec.max(1e-9);
+    let fan_rss_kb = fan.rss_peak_kb.saturating_sub(fan.rss_before_kb);
+    let bare_fan_rss_kb = bare_fan.rss_peak_kb.saturating_sub(bare_fan.rss_before_kb);
+    println!(
+        "{:<44} {:>14.0} {:>14.0} {:>8.2}",
+        format!("fan-out: events/s delivered, {WATCHERS} watchers"),
+        bare_fan.events_per_sec,
+        fan.events_per_sec,
+        ratio_fanout
     );
     println!(
         "{:<44} {:>14} {:>14}",
         "  events delivered / watchers x produced",
-        "-",
+        format!(
+            "{}/{}",
+            bare_fan.delivered,
+            WATCHERS as u64 * bare_fan.produced
+        ),
         format!("{}/{}", fan.delivered, WATCHERS as u64 * fan.produced)
     );
     println!(
         "{:<44} {:>14} {:>14}",
-        "  produced (the run's last sequence)", "-", fan.produced
+        "  produced (the run's last sequence)", bare_fan.produced, fan.produced
     );
     println!(
-        "{:<44} {:>14} {:>14.2}",
-        "  first watch to last stream end (s)", "-", fan.seconds
+        "{:<44} {:>14.2} {:>14.2}",
+        "  first watch to last stream end (s)", bare_fan.seconds, fan.seconds
     );
     println!(
-        "{:<44} {:>14} {:>14.2}",
+        "{:<44} {:>14.2} {:>14.2}",
         "  server CPU per delivered event (µs)",
-        "-",
+        bare_fan.server_cpu_secs * 1e6 / bare_fan.delivered.max(1) as f64,
         fan.server_cpu_secs * 1e6 / fan.delivered.max(1) as f64
     );
     println!(
         "{:<44} {:>14} {:>14}",
         "  watchers with the result / gaps / errors",
-        "-",
+        format!("{}/{}/{}", bare_fan.results, bare_fan.gaps, bare_fan.errors),
         format!("{}/{}/{}", fan.results, fan.gaps, fan.errors)
     );
     println!(
         "{:<44} {:>14} {:>14}",
         "  server RSS before / growth (KiB)",
-        "-",
+        format!("{}/{bare_fan_rss_kb}", bare_fan.rss_before_kb),
         format!("{}/{fan_rss_kb}", fan.rss_before_kb)
     );
     println!(
-        "{:<44} {:>14} {:>14.1}",
+        "{:<44} {:>14.1} {:>14.1}",
         "  server RSS growth per watcher (KiB)",
-        "-",
+        bare_fan_rss_kb as f64 / WATCHERS as f64,
         fan_rss_kb as f64 / WATCHERS as f64
+    );
+
+    // The fleet: many runs each reporting a few times a second, as deployments are. Fresh
+    // servers, one after the other.
+    let fleet_seconds = if quick { 5.0 } else { 20.0 };
+    let bare_fleet = fleet("bare", fleet_seconds).await;
+    let ts_fleet = fleet("toolstream", fleet_seconds).await;
+    let fleet_cpu_ratio = ts_fleet.cpu_secs_per_million() / bare_fleet.cpu_secs_per_million();
+    println!(
+        "{:<44} {:>14} {:>14}",
+        format!("fleet: {FLEET_RUNS} runs x 10/s, {fleet_seconds} s window"),
+        "bare tonic",
+        "toolstream"
+    );
+    println!(
+        "{:<44} {:>14.0} {:>14.0}",
+        "  events/s received in the window",
+        bare_fleet.events as f64 / bare_fleet.seconds,
+        ts_fleet.events as f64 / ts_fleet.seconds
+    );
+    println!(
+        "{:<44} {:>14.2} {:>14.2}",
+        "  latency p50 (ms)", bare_fleet.p50_ms, ts_fleet.p50_ms
+    );
+    println!(
+        "{:<44} {:>14.2} {:>14.2}",
+        "  latency p99 (ms)", bare_fleet.p99_ms, ts_fleet.p99_ms
+    );
+    println!(
+        "{:<44} {:>14.2} {:>14.2} {:>8.2}",
+        "  server CPU s per million events",
+        bare_fleet.cpu_secs_per_million(),
+        ts_fleet.cpu_secs_per_million(),
+        fleet_cpu_ratio
+    );
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "  streams failed", bare_fleet.errors, ts_fleet.errors
     );
 
     println!();
     println!(
         "bench: ratio_1={ratio_1:.3} ratio_64={ratio_64:.3} p99_overhead_us={p99_overhead:.0} \
          rss_per_stream_kb={kb_per_stream:.2} slow_reader_tool_slowdown={slowdown:.3} \
-         fanout_events_per_s={:.0} fanout_rss_growth_kb={fan_rss_kb}",
-        fan.events_per_sec
+         fanout_events_per_s={:.0} fanout_rss_growth_kb={fan_rss_kb} \
+         ratio_min_1={ratio_min_1:.3} ratio_min_64={ratio_min_64:.3} \
+         ratio_fanout={ratio_fanout:.3} fleet_p50_ms={:.2} fleet_p99_ms={:.2} \
+         fleet_cpu_ratio={fleet_cpu_ratio:.3} rss_per_watcher_kb={kb_per_watcher:.2}",
+        fan.events_per_sec, ts_fleet.p50_ms, ts_fleet.p99_ms
     );
 }

@@ -4,8 +4,6 @@ use std::any::Any;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-
 use serde_json::Value;
 
 use crate::tools::{ProgressUpdate, SubTask};
@@ -21,7 +19,7 @@ pub struct RunEvent {
     /// What happened.
     pub kind: EventKind,
     /// The event as gRPC sends it (encoded bytes), made by the first reader that needs it.
-    wire: OnceLock<Bytes>,
+    wire: OnceLock<Box<[u8]>>,
     /// The event in one other form (the web's JSON text), made by the first reader that needs it.
     other: OnceLock<Box<dyn Any + Send + Sync>>,
 }
@@ -39,11 +37,12 @@ impl RunEvent {
         }
     }
 
-    /// The event's wire encoding, made by `encode` on first use and shared (a reference count,
-    /// not a copy) by every reader after that: a logged event is encoded once however many
-    /// streams send it. The engine does not know the encoding; the transport does.
-    pub fn wire(&self, encode: impl FnOnce(&RunEvent) -> Bytes) -> Bytes {
-        self.wire.get_or_init(|| encode(self)).clone()
+    /// The event's wire encoding, made by `encode` on first use and kept with the event: a
+    /// logged event is encoded once however many streams send it, and a stream sending it holds
+    /// the event (one reference count), not a copy of the bytes. The engine does not know the
+    /// encoding; the transport does.
+    pub fn wire(&self, encode: impl FnOnce(&RunEvent) -> Vec<u8>) -> &[u8] {
+        self.wire.get_or_init(|| encode(self).into_boxed_slice())
     }
 
     /// The event in one other transport form `T` (the web's JSON text), made by `make` on first
@@ -86,8 +85,9 @@ pub enum EventKind {
     Started(RunStarted),
     /// Progress of the run, of a tool call inside an agent run, or of a sub-task of either.
     Progress {
-        /// Which call (or sub-task) reported it; empty at the top level.
-        call: CallTag,
+        /// Which call (or sub-task) reported it; empty at the top level. Shared by every report
+        /// of the call: logging progress copies no part of it.
+        call: Arc<CallTag>,
         /// The report.
         update: ProgressUpdate,
         /// The server's estimate of the seconds the call has left, made as the report entered
@@ -139,9 +139,10 @@ impl EventKind {
     /// The call a progress or tool-call event belongs to.
     pub fn call(&self) -> Option<&CallTag> {
         match self {
-            EventKind::Progress { call, .. }
-            | EventKind::ToolCallStarted { call, .. }
-            | EventKind::ToolCallFinished { call, .. } => Some(call),
+            EventKind::Progress { call, .. } => Some(call),
+            EventKind::ToolCallStarted { call, .. } | EventKind::ToolCallFinished { call, .. } => {
+                Some(call)
+            }
             _ => None,
         }
     }

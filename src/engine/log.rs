@@ -135,7 +135,7 @@ impl RunLog {
 
     /// Logs progress of `call`, with the time it has left estimated from its reports so far
     /// ([`Eta`]). Never waits.
-    pub(crate) fn push_progress(&self, call: &CallTag, update: ProgressUpdate) {
+    pub(crate) fn push_progress(&self, call: &Arc<CallTag>, update: ProgressUpdate) {
         let _ = self.append_with(
             |state, at| {
                 let fraction = update.fraction;
@@ -145,7 +145,7 @@ impl RunLog {
                     state.call_eta.entry(Arc::clone(&call.call_id)).or_default()
                 };
                 EventKind::Progress {
-                    call: call.clone(),
+                    call: Arc::clone(call),
                     eta_seconds: eta.observe(at, fraction),
                     update,
                 }
@@ -498,14 +498,14 @@ fn is_superseded(
 /// Progress reported by a tool, tagged with the call (or sub-task) it belongs to.
 pub(crate) struct CallProgress {
     pub(crate) log: Arc<RunLog>,
-    pub(crate) call: CallTag,
+    pub(crate) call: Arc<CallTag>,
 }
 
 impl ProgressSink for CallProgress {
     fn task(&self, task: &SubTask) -> Arc<dyn ProgressSink> {
         Arc::new(CallProgress {
             log: Arc::clone(&self.log),
-            call: self.call.sub_task(task),
+            call: Arc::new(self.call.sub_task(task)),
         })
     }
 

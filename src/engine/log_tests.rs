@@ -42,7 +42,7 @@ fn fraction(event: &RunEvent) -> Option<f64> {
 #[tokio::test]
 async fn a_reader_behind_gets_the_newest_progress_and_the_gap_shows_in_sequence() {
     let log = RunLog::new("r".into(), 8, 1000);
-    let top = CallTag::top();
+    let top = Arc::new(CallTag::top());
     log.push(EventKind::Message("hello".into())).unwrap();
     for i in 1..=100 {
         log.push_progress(&top, progress(i as f64 / 100.0));
@@ -62,7 +62,7 @@ async fn a_reader_behind_gets_the_newest_progress_and_the_gap_shows_in_sequence(
 #[tokio::test]
 async fn a_reader_that_keeps_up_sees_every_event() {
     let log = RunLog::new("r".into(), 8, 1000);
-    let top = CallTag::top();
+    let top = Arc::new(CallTag::top());
     let mut stream = reader(&log, 8);
     for i in 1..=100u64 {
         log.push_progress(&top, progress(i as f64 / 100.0));
@@ -74,8 +74,8 @@ async fn a_reader_that_keeps_up_sees_every_event() {
 #[tokio::test]
 async fn progress_of_different_calls_is_coalesced_apart() {
     let log = RunLog::new("r".into(), 1, 1000);
-    let a = CallTag::call("a", "t");
-    let b = CallTag::call("b", "t");
+    let a = Arc::new(CallTag::call("a", "t"));
+    let b = Arc::new(CallTag::call("b", "t"));
     log.push_progress(&a, progress(0.1));
     log.push_progress(&b, progress(0.2));
     log.push_progress(&a, progress(0.3));
@@ -111,7 +111,7 @@ async fn a_sealed_log_takes_only_its_end_which_has_the_sequence_seal_gave() {
         log.push(EventKind::Message("after the work ended".into()))
             .is_err()
     );
-    log.push_progress(&CallTag::top(), progress(0.5));
+    log.push_progress(&Arc::new(CallTag::top()), progress(0.5));
     let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(7);
     log.finish_at(Ok(json!("done")), at);
     let events: Vec<Arc<RunEvent>> = reader(&log, 8).map(Result::unwrap).collect().await;
@@ -231,9 +231,9 @@ async fn evicted_events_are_announced_by_one_gap() {
 async fn from_latest_gives_started_then_the_latest_progress_of_each_call() {
     let log = RunLog::new("r".into(), 8, 100);
     log.push(EventKind::Started(Default::default())).unwrap();
-    let a = CallTag::call("a", "t");
+    let a = Arc::new(CallTag::call("a", "t"));
     for i in 1..=10 {
-        log.push_progress(&CallTag::top(), progress(i as f64 / 10.0));
+        log.push_progress(&Arc::new(CallTag::top()), progress(i as f64 / 10.0));
         log.push_progress(&a, progress(i as f64 / 20.0));
     }
     let mut stream = EventStream::new(
@@ -291,10 +291,10 @@ async fn drain_for(stream: &mut EventStream, advance: Duration) -> Vec<Arc<RunEv
 async fn throttling_is_per_call_and_keeps_each_calls_last_progress_before_it_finishes() {
     let log = RunLog::new("r".into(), 64, 10_000);
     let mut stream = throttled(&log, 100);
-    let busy = CallTag::call("busy", "t");
-    let rare = CallTag::call("rare", "t");
+    let busy = Arc::new(CallTag::call("busy", "t"));
+    let rare = Arc::new(CallTag::call("rare", "t"));
     log.push(EventKind::ToolCallStarted {
-        call: busy.clone(),
+        call: (*busy).clone(),
         arguments: super::CallArguments::Raw(String::new()),
     })
     .unwrap();
@@ -308,7 +308,7 @@ async fn throttling_is_per_call_and_keeps_each_calls_last_progress_before_it_fin
         delivered.extend(drain_for(&mut stream, Duration::from_millis(5)).await);
     }
     log.push(EventKind::ToolCallFinished {
-        call: busy.clone(),
+        call: (*busy).clone(),
         outcome: Ok(json!(1)),
     })
     .unwrap();
@@ -438,7 +438,7 @@ proptest! {
         succeed in any::<bool>(),
     ) {
         let log = RunLog::new("r".into(), budget, max_events);
-        let calls = [CallTag::top(), CallTag::call("a", "t"), CallTag::call("b", "t")];
+        let calls = [Arc::new(CallTag::top()), Arc::new(CallTag::call("a", "t")), Arc::new(CallTag::call("b", "t"))];
         let mut readers: Vec<(EventStream, Observed)> = (0..3)
             .map(|_| (reader(&log, budget), Observed { start_after: 0, items: Vec::new(), ended: false }))
             .collect();

@@ -570,7 +570,7 @@ impl RunContext {
     pub fn call_progress(&self, call: CallTag) -> Progress {
         Progress::new(Arc::new(CallProgress {
             log: Arc::clone(&self.log),
-            call,
+            call: Arc::new(call),
         }))
         .with_deadline(self.deadline)
     }

@@ -110,12 +110,13 @@ impl From<&engine::RunEvent> for pb::RunEvent {
     fn from(event: &engine::RunEvent) -> Self {
         use pb::run_event::Event;
         let run_id = event.run_id.to_string();
-        let body = match event.kind.clone() {
+        // Taken apart by reference: only what goes on the wire is copied.
+        let body = match &event.kind {
             EventKind::Started(started) => Event::Started(pb::RunStarted {
                 run_id: run_id.clone(),
-                tool: started.tool,
-                model: started.model,
-                tools: started.tools,
+                tool: started.tool.clone(),
+                model: started.model.clone(),
+                tools: started.tools.clone(),
                 max_steps: started.max_steps,
                 options: Some(options(started.options)),
                 deadline_ms: started
@@ -126,14 +127,16 @@ impl From<&engine::RunEvent> for pb::RunEvent {
                 call,
                 update,
                 eta_seconds,
-            } => Event::Progress(progress(&call, &update, eta_seconds)),
+            } => Event::Progress(progress(call, update, *eta_seconds)),
             EventKind::Result(value) => Event::Result(pb::Result {
-                value: Some(json_to_value(value)),
+                value: Some(json_to_value(value.clone())),
             }),
             EventKind::ToolCallStarted { call, arguments } => {
                 let (arguments, raw_arguments) = match arguments {
-                    CallArguments::Object(object) => (Some(json_to_struct(object)), String::new()),
-                    CallArguments::Raw(raw) => (None, raw),
+                    CallArguments::Object(object) => {
+                        (Some(json_to_struct(object.clone())), String::new())
+                    }
+                    CallArguments::Raw(raw) => (None, raw.clone()),
                 };
                 Event::ToolCallStarted(pb::ToolCallStarted {
                     call_id: call.call_id.to_string(),
@@ -149,21 +152,21 @@ impl From<&engine::RunEvent> for pb::RunEvent {
                     call_id: call.call_id.to_string(),
                     tool: call.tool.to_string(),
                     outcome: Some(match outcome {
-                        Ok(value) => Outcome::Result(json_to_value(value)),
-                        Err(error) => Outcome::Error(error),
+                        Ok(value) => Outcome::Result(json_to_value(value.clone())),
+                        Err(error) => Outcome::Error(error.clone()),
                     }),
                     parent_call_id: call.parent_call_id.to_string(),
                 })
             }
-            EventKind::Message(text) => Event::Message(pb::MessageDelta { text }),
+            EventKind::Message(text) => Event::Message(pb::MessageDelta { text: text.clone() }),
             EventKind::Gap { from, to, reason } => Event::Gap(pb::Gap {
-                from_sequence: from,
-                to_sequence: to,
-                reason,
+                from_sequence: *from,
+                to_sequence: *to,
+                reason: reason.clone(),
             }),
-            EventKind::Heartbeat { last_sequence } => {
-                Event::Heartbeat(pb::Heartbeat { last_sequence })
-            }
+            EventKind::Heartbeat { last_sequence } => Event::Heartbeat(pb::Heartbeat {
+                last_sequence: *last_sequence,
+            }),
         };
         pb::RunEvent {
             run_id,

@@ -109,11 +109,7 @@ impl Stream for WireEvents {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.events).poll_next(cx).map(|item| {
-            item.map(|event| {
-                event
-                    .map(|event| EncodedEvent::of(&event))
-                    .map_err(status_from_run_error)
-            })
+            item.map(|event| event.map(EncodedEvent::of).map_err(status_from_run_error))
         })
     }
 }

@@ -5,26 +5,167 @@
 
 use std::marker::PhantomData;
 
-use bytes::{BufMut, Bytes};
+use std::sync::Arc;
+
+use bytes::BufMut;
 use tonic::Status;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 
-use crate::engine::RunEvent;
+use super::convert::timestamp;
+use crate::engine::{EventKind, RunEvent};
 use crate::pb;
 
-/// A `RunEvent` message already encoded.
+/// A run's event on its way to the wire: the event itself (shared with the log and every other
+/// stream), whose encoding is made once and written as it is.
 #[derive(Debug, Clone)]
-pub struct EncodedEvent(pub Bytes);
+pub struct EncodedEvent(Arc<RunEvent>);
 
 impl EncodedEvent {
-    /// The event's encoding, made once per event and shared.
-    pub fn of(event: &RunEvent) -> Self {
-        EncodedEvent(
-            event.wire(|event| {
-                Bytes::from(prost::Message::encode_to_vec(&pb::RunEvent::from(event)))
-            }),
-        )
+    /// The event, to be sent in its one encoding.
+    pub fn of(event: Arc<RunEvent>) -> Self {
+        EncodedEvent(event)
     }
+
+    /// The event's encoding, made by the first stream that sends it.
+    pub fn bytes(&self) -> &[u8] {
+        self.0.wire(encode)
+    }
+}
+
+/// The event's protobuf encoding: progress straight from the engine's event (the hot path), any
+/// other event through the generated message.
+fn encode(event: &RunEvent) -> Vec<u8> {
+    encode_progress(event)
+        .unwrap_or_else(|| prost::Message::encode_to_vec(&pb::RunEvent::from(event)))
+}
+
+/// A progress event without extra data, encoded straight from the engine's event: the fields in
+/// the order and the form prost writes them (a test holds the two to the same bytes), into one
+/// buffer of the exact size, with no message built first (so no copy of the run id, the call's
+/// tag or the status). `None` for other events and for progress with extra data.
+fn encode_progress(event: &RunEvent) -> Option<Vec<u8>> {
+    let EventKind::Progress {
+        call,
+        update,
+        eta_seconds,
+    } = &event.kind
+    else {
+        return None;
+    };
+    if !update.data.is_empty() {
+        return None;
+    }
+    let time = timestamp(event.timestamp);
+    let (seconds, nanos) = (time.seconds as u64, i64::from(time.nanos) as u64);
+    let time_len = uint_len(seconds) + uint_len(nanos);
+    let texts = [
+        (4, &*call.call_id),
+        (5, &*call.tool),
+        (6, &*call.parent_call_id),
+    ];
+    let progress_len = update.fraction.map_or(0, |_| DOUBLE_LEN)
+        + update.status.as_deref().map_or(0, str_len)
+        + texts.iter().map(|(_, text)| text_len(text)).sum::<usize>()
+        + eta_seconds.map_or(0, |_| DOUBLE_LEN);
+    let len = text_len(&event.run_id)
+        + uint_len(event.sequence)
+        + nested_len(time_len)
+        + nested_len(progress_len);
+
+    let mut buf = Vec::with_capacity(len);
+    put_text(&mut buf, 1, &event.run_id);
+    put_uint(&mut buf, 2, event.sequence);
+    put_nested(&mut buf, 3, time_len);
+    put_uint(&mut buf, 1, seconds);
+    put_uint(&mut buf, 2, nanos);
+    put_nested(&mut buf, 11, progress_len);
+    if let Some(fraction) = update.fraction {
+        put_double(&mut buf, 1, fraction);
+    }
+    if let Some(status) = &update.status {
+        put_str(&mut buf, 2, status);
+    }
+    for (tag, text) in texts {
+        put_text(&mut buf, tag, text);
+    }
+    if let Some(eta) = eta_seconds {
+        put_double(&mut buf, 7, *eta);
+    }
+    debug_assert_eq!(buf.len(), len, "the length computed is the length written");
+    Some(buf)
+}
+
+// Protobuf's wire format, for the fields above: every tag is below 16, so each key is one byte.
+const VARINT: u8 = 0;
+const FIXED64: u8 = 1;
+const LENGTH_DELIMITED: u8 = 2;
+/// A `double` field: its key and eight bytes.
+const DOUBLE_LEN: usize = 9;
+
+fn varint_len(value: u64) -> usize {
+    // Seven bits a byte; zero takes one.
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        buf.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    buf.push(value as u8);
+}
+
+fn put_key(buf: &mut Vec<u8>, tag: u8, wire_type: u8) {
+    buf.push(tag << 3 | wire_type);
+}
+
+/// An integer field; proto3 leaves out zero.
+fn uint_len(value: u64) -> usize {
+    if value == 0 { 0 } else { 1 + varint_len(value) }
+}
+
+fn put_uint(buf: &mut Vec<u8>, tag: u8, value: u64) {
+    if value != 0 {
+        put_key(buf, tag, VARINT);
+        put_varint(buf, value);
+    }
+}
+
+/// A string field that is written even when empty (an `optional string`).
+fn str_len(text: &str) -> usize {
+    1 + varint_len(text.len() as u64) + text.len()
+}
+
+fn put_str(buf: &mut Vec<u8>, tag: u8, text: &str) {
+    put_key(buf, tag, LENGTH_DELIMITED);
+    put_varint(buf, text.len() as u64);
+    buf.extend_from_slice(text.as_bytes());
+}
+
+/// A plain string field; proto3 leaves out the empty string.
+fn text_len(text: &str) -> usize {
+    if text.is_empty() { 0 } else { str_len(text) }
+}
+
+fn put_text(buf: &mut Vec<u8>, tag: u8, text: &str) {
+    if !text.is_empty() {
+        put_str(buf, tag, text);
+    }
+}
+
+/// A message field whose body is `len` bytes long (written even when empty: it is set).
+fn nested_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+fn put_nested(buf: &mut Vec<u8>, tag: u8, len: usize) {
+    put_key(buf, tag, LENGTH_DELIMITED);
+    put_varint(buf, len as u64);
+}
+
+fn put_double(buf: &mut Vec<u8>, tag: u8, value: f64) {
+    put_key(buf, tag, FIXED64);
+    buf.extend_from_slice(&value.to_le_bytes());
 }
 
 /// The codec of server-streaming methods: writes [`EncodedEvent`]s, decodes requests `U`.
@@ -63,7 +204,7 @@ impl Encoder for EncodedEventEncoder {
     type Error = Status;
 
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        dst.put_slice(&item.0);
+        dst.put_slice(item.bytes());
         Ok(())
     }
 }
@@ -80,15 +221,77 @@ mod tests {
             std::time::SystemTime::UNIX_EPOCH,
             crate::engine::EventKind::Message("hi".into()),
         );
-        let first = EncodedEvent::of(&event);
-        let second = EncodedEvent::of(&event);
+        let event = Arc::new(event);
+        let first = EncodedEvent::of(Arc::clone(&event));
+        let second = EncodedEvent::of(event);
         assert_eq!(
-            first.0.as_ptr(),
-            second.0.as_ptr(),
+            first.bytes().as_ptr(),
+            second.bytes().as_ptr(),
             "shared, not re-encoded"
         );
-        let decoded: pb::RunEvent = prost::Message::decode(first.0).unwrap();
+        let decoded: pb::RunEvent = prost::Message::decode(first.bytes()).unwrap();
         assert_eq!(decoded.sequence, 7);
         assert_eq!(decoded.run_id, "r");
+    }
+
+    /// Progress events of every shape the fast path takes, and some it leaves to prost.
+    fn progress_events() -> Vec<RunEvent> {
+        use crate::engine::CallTag;
+        use crate::tools::ProgressUpdate;
+        let mut events = Vec::new();
+        let calls = [
+            CallTag::top(),
+            CallTag::call("call_1", "search"),
+            CallTag {
+                call_id: "call_1/2".into(),
+                tool: "a label".into(),
+                parent_call_id: "call_1".into(),
+            },
+        ];
+        let times = [
+            std::time::SystemTime::UNIX_EPOCH,
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(1_700_000_000_123),
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
+        ];
+        let mut data = serde_json::Map::new();
+        data.insert("bytes".into(), serde_json::json!(12));
+        for (i, call) in calls.iter().enumerate() {
+            for (j, time) in times.iter().enumerate() {
+                for (fraction, status, eta) in [
+                    (None, None, None),
+                    (Some(0.0), Some(String::new()), Some(0.0)),
+                    (Some(0.25), Some("tick 1/4".to_owned()), Some(12.5)),
+                    (Some(1.0), Some("é".repeat(100)), None),
+                ] {
+                    for data in [serde_json::Map::new(), data.clone()] {
+                        let run_id = if i == 0 { "" } else { "0123456789abcdef" };
+                        let sequence = [0, 1, 300, u64::MAX][(i + j) % 4];
+                        events.push(RunEvent::new(
+                            run_id.into(),
+                            sequence,
+                            *time,
+                            EventKind::Progress {
+                                call: Arc::new(call.clone()),
+                                update: ProgressUpdate {
+                                    fraction,
+                                    status: status.clone(),
+                                    data,
+                                },
+                                eta_seconds: eta,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn progress_is_encoded_to_the_bytes_prost_writes() {
+        for event in progress_events() {
+            let expected = prost::Message::encode_to_vec(&pb::RunEvent::from(&event));
+            assert_eq!(encode(&event), expected, "{event:?}");
+        }
     }
 }

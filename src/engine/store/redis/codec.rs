@@ -235,7 +235,7 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
             eta,
         } => EventKind::Progress {
             eta_seconds: eta,
-            call: call_from_stored(call),
+            call: Arc::new(call_from_stored(call)),
             update: ProgressUpdate {
                 fraction: progress,
                 status,
@@ -587,7 +587,7 @@ mod tests {
             update,
             eta_seconds,
         } = round_trip(EventKind::Progress {
-            call: call.clone(),
+            call: Arc::new(call.clone()),
             update: ProgressUpdate {
                 fraction: Some(0.5),
                 status: Some("half".into()),
@@ -598,7 +598,7 @@ mod tests {
         else {
             panic!("not progress");
         };
-        assert_eq!(c, call);
+        assert_eq!(*c, call);
         assert_eq!(eta_seconds, Some(2.5));
         assert_eq!(update.fraction, Some(0.5));
         assert_eq!(update.data["bytes"], json!(12));
