@@ -41,6 +41,10 @@ class ToolServiceStub(object):
     the run stopped renewing its lease, or a remote tool or model endpoint cannot be reached or is
     overloaded), FAILED_PRECONDITION (RunAgent with no model configured, a model endpoint that
     refuses the request, or an agent that used all its steps without answering).
+
+    With auth on (`[[auth.tokens]]`): UNAUTHENTICATED without a valid `authorization: Bearer` token,
+    PERMISSION_DENIED for a tool the token may not run (ListTools shows only those it may), and
+    RESOURCE_EXHAUSTED past the principal's limit on concurrent runs.
     """
 
     def __init__(self, channel):
@@ -82,6 +86,10 @@ class ToolServiceServicer(object):
     the run stopped renewing its lease, or a remote tool or model endpoint cannot be reached or is
     overloaded), FAILED_PRECONDITION (RunAgent with no model configured, a model endpoint that
     refuses the request, or an agent that used all its steps without answering).
+
+    With auth on (`[[auth.tokens]]`): UNAUTHENTICATED without a valid `authorization: Bearer` token,
+    PERMISSION_DENIED for a tool the token may not run (ListTools shows only those it may), and
+    RESOURCE_EXHAUSTED past the principal's limit on concurrent runs.
     """
 
     def ListTools(self, request, context):
@@ -149,6 +157,10 @@ class ToolService(object):
     the run stopped renewing its lease, or a remote tool or model endpoint cannot be reached or is
     overloaded), FAILED_PRECONDITION (RunAgent with no model configured, a model endpoint that
     refuses the request, or an agent that used all its steps without answering).
+
+    With auth on (`[[auth.tokens]]`): UNAUTHENTICATED without a valid `authorization: Bearer` token,
+    PERMISSION_DENIED for a tool the token may not run (ListTools shows only those it may), and
+    RESOURCE_EXHAUSTED past the principal's limit on concurrent runs.
     """
 
     @staticmethod
@@ -242,6 +254,9 @@ class RunServiceStub(object):
     RunTool and never misses any other event the log still holds. A finished run is kept for the
     server's retention time (and within its bounds on runs and events kept); after that the run is
     NOT_FOUND.
+
+    With auth on, a run belongs to the principal that started it: another principal gets NOT_FOUND
+    from GetRun, WatchRun and CancelRun, and ListRuns leaves the run out.
     """
 
     def __init__(self, channel):
@@ -281,6 +296,9 @@ class RunServiceServicer(object):
     RunTool and never misses any other event the log still holds. A finished run is kept for the
     server's retention time (and within its bounds on runs and events kept); after that the run is
     NOT_FOUND.
+
+    With auth on, a run belongs to the principal that started it: another principal gets NOT_FOUND
+    from GetRun, WatchRun and CancelRun, and ListRuns leaves the run out.
     """
 
     def GetRun(self, request, context):
@@ -355,6 +373,9 @@ class RunService(object):
     RunTool and never misses any other event the log still holds. A finished run is kept for the
     server's retention time (and within its bounds on runs and events kept); after that the run is
     NOT_FOUND.
+
+    With auth on, a run belongs to the principal that started it: another principal gets NOT_FOUND
+    from GetRun, WatchRun and CancelRun, and ListRuns leaves the run out.
     """
 
     @staticmethod
