@@ -1,6 +1,7 @@
 //! OpenTelemetry traces: `toolstream serve` configured by `OTEL_*` variables exports its spans over
 //! OTLP/gRPC to a collector (here a `TraceService` served by the test), a caller's `traceparent`
-//! makes the run's span part of the caller's trace (gRPC metadata or HTTP headers), a remote tool
+//! makes the run's span part of the caller's trace (gRPC or gRPC-Web metadata, HTTP headers, or a
+//! WebSocket's upgrade request), a remote tool
 //! call carries the trace to the remote toolstream, spans are flushed at shutdown, and shutdown
 //! ends even when the collector is gone.
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use common::binary::{Served, serve};
 use common::web::http;
+use futures::{SinkExt, StreamExt};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -22,6 +24,8 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use serde_json::json;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tonic::{Request, Response, Status};
 
 /// One span the collector received: its service, name, trace id (hex) and string attributes.
@@ -125,6 +129,8 @@ fn otel_env<'a>(endpoint: &'a str, service: &'a str) -> Vec<(&'a str, &'a str)> 
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const HTTP_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const WS_TRACE_ID: &str = "5b8efff798038103d269b633813fc60c";
+const GRPC_WEB_TRACE_ID: &str = "7d1c0a4ee1b2c3d4e5f60718293a4b5c";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callers_trace_reaches_the_run_and_the_remote_toolstream_and_is_flushed_at_shutdown() {
@@ -184,6 +190,62 @@ async fn a_callers_trace_reaches_the_run_and_the_remote_toolstream_and_is_flushe
     let body = sse.text().await.unwrap();
     assert!(body.contains("event: result"), "{body}");
 
+    // gRPC-Web, with the traceparent as a header of the POST.
+    let message = prost::Message::encode_to_vec(&common::run_request("ticks", json!({"count": 2})));
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(&message);
+    let grpc_web = http()
+        .post(format!(
+            "http://{}/toolstream.v1.ToolService/RunTool",
+            front.addr
+        ))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .header(
+            "traceparent",
+            format!("00-{GRPC_WEB_TRACE_ID}-e457b5a2e4d86bd1-01"),
+        )
+        .body(framed)
+        .send()
+        .await
+        .unwrap();
+    assert!(grpc_web.status().is_success(), "{}", grpc_web.status());
+    let body = grpc_web.bytes().await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&body).contains("grpc-status:0"),
+        "the gRPC-Web call did not end OK: {body:?}"
+    );
+
+    // The WebSocket, with the traceparent on the upgrade request: the session's runs join it.
+    let mut upgrade = format!("ws://{}/v1/ws", front.addr)
+        .into_client_request()
+        .unwrap();
+    upgrade.headers_mut().insert(
+        "traceparent",
+        format!("00-{WS_TRACE_ID}-53995c3f42cd8ad8-01")
+            .parse()
+            .unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(upgrade).await.unwrap();
+    let start = json!({"type": "run_tool", "id": "w1", "tool": "ticks", "arguments": {"count": 2}});
+    socket
+        .send(Message::Text(start.to_string().into()))
+        .await
+        .unwrap();
+    loop {
+        let message = socket.next().await.expect("the socket is open").unwrap();
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(frame.get("error").is_none(), "{frame}");
+        if frame["event"].get("result").is_some() {
+            break;
+        }
+    }
+    socket.close(None).await.unwrap();
+
     // The default export delay is 5 s: the spans arrive because shutdown flushes them.
     terminate(front).await;
     terminate(remote).await;
@@ -211,15 +273,23 @@ async fn a_callers_trace_reaches_the_run_and_the_remote_toolstream_and_is_flushe
         remote_run.attributes.get("tool").map(String::as_str),
         Some("ticks")
     );
-    let http_run = runs
-        .iter()
-        .find(|s| s.trace_id == HTTP_TRACE_ID)
-        .unwrap_or_else(|| panic!("no run span in the HTTP caller's trace: {spans:#?}"));
-    assert_eq!(http_run.service, "toolstream-front");
-    assert_eq!(
-        http_run.attributes.get("tool").map(String::as_str),
-        Some("ticks")
-    );
+    // The front's own `ticks` runs, one in each caller's trace.
+    for (trace_id, caller) in [
+        (HTTP_TRACE_ID, "HTTP"),
+        (GRPC_WEB_TRACE_ID, "gRPC-Web"),
+        (WS_TRACE_ID, "WebSocket"),
+    ] {
+        let run = runs
+            .iter()
+            .find(|s| s.trace_id == trace_id)
+            .unwrap_or_else(|| panic!("no run span in the {caller} caller's trace: {spans:#?}"));
+        assert_eq!(run.service, "toolstream-front", "{caller}");
+        assert_eq!(
+            run.attributes.get("tool").map(String::as_str),
+            Some("ticks"),
+            "{caller}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,14 +70,15 @@ pub(super) async fn upgrade(
         }
     };
     let limit = state.max_message_bytes;
+    // The session's runs belong to the upgrade request's span (and so to its caller's trace),
+    // though the session outlives the request. Taken here: the upgrade callback runs later, in a
+    // task of its own, outside the request's span.
+    let span = tracing::Span::current();
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
             let sessions = state.sessions.clone();
-            // The session's runs belong to the upgrade request's span (and so to its caller's
-            // trace), though the session outlives the request.
-            let span = tracing::Span::current();
             sessions.tracker.track_future(
                 async move {
                     tokio::select! {
