@@ -6,6 +6,10 @@
 //! ends even when the collector is gone.
 
 mod common;
+// The agent tests' model stand-in; this file uses only its plain text replies.
+#[allow(dead_code)]
+#[path = "agent_support/model.rs"]
+mod model;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -131,6 +135,7 @@ const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const HTTP_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const WS_TRACE_ID: &str = "5b8efff798038103d269b633813fc60c";
 const GRPC_WEB_TRACE_ID: &str = "7d1c0a4ee1b2c3d4e5f60718293a4b5c";
+const AGENT_TRACE_ID: &str = "9e3f2a1b0c4d5e6f708192a3b4c5d6e7";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callers_trace_reaches_the_run_and_the_remote_toolstream_and_is_flushed_at_shutdown() {
@@ -290,6 +295,60 @@ async fn a_callers_trace_reaches_the_run_and_the_remote_toolstream_and_is_flushe
             "{caller}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_run_carries_the_callers_trace_to_the_model() {
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let model = model::StandIn::start(vec![model::text(&["All ", "done."])]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve(
+        dir.path(),
+        &["--model-url", &model.url, "--model", "standin"],
+        &otel_env(&endpoint, "toolstream-agent"),
+    )
+    .serving();
+
+    let mut client = toolstream::pb::tool_service_client::ToolServiceClient::connect(format!(
+        "http://{}",
+        served.addr
+    ))
+    .await
+    .unwrap();
+    let mut request = Request::new(toolstream::pb::RunAgentRequest {
+        prompt: "Say you are done.".into(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{AGENT_TRACE_ID}-a2fb4a1d1a96d312-01")
+            .parse()
+            .unwrap(),
+    );
+    let response = client.run_agent(request).await.unwrap();
+    let run_id = common::x_run_id(response.metadata());
+    let (events, status) = common::collect(response.into_inner()).await;
+    assert!(status.is_none(), "{status:?}");
+    assert!(common::result_value(events.last().unwrap()).is_some());
+    terminate(served).await;
+
+    // The model call went out inside the run's trace.
+    let sent = model.traceparents();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let traceparent = sent[0]
+        .as_deref()
+        .expect("the model call carries a traceparent");
+    assert!(
+        traceparent.starts_with(&format!("00-{AGENT_TRACE_ID}-")),
+        "{traceparent}"
+    );
+    let spans = collector.spans();
+    let run = spans
+        .iter()
+        .find(|s| s.name == "run" && s.trace_id == AGENT_TRACE_ID)
+        .unwrap_or_else(|| panic!("no agent run span in the caller's trace: {spans:#?}"));
+    assert_eq!(run.attributes.get("run.id"), Some(&run_id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,6 +90,7 @@ struct Script {
     replies: Mutex<VecDeque<Reply>>,
     requests: Mutex<Vec<Value>>,
     authorizations: Mutex<Vec<Option<String>>>,
+    traceparents: Mutex<Vec<Option<String>>>,
 }
 
 /// The running stand-in.
@@ -107,6 +108,7 @@ impl StandIn {
             replies: Mutex::new(replies.into()),
             requests: Mutex::default(),
             authorizations: Mutex::default(),
+            traceparents: Mutex::default(),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(complete))
@@ -129,6 +131,12 @@ impl StandIn {
     pub fn authorizations(&self) -> Vec<Option<String>> {
         self.script.authorizations.lock().unwrap().clone()
     }
+
+    /// The `traceparent` header of each request received so far (`None` when absent).
+    #[allow(dead_code)] // Not every test file that includes this module reads it.
+    pub fn traceparents(&self) -> Vec<Option<String>> {
+        self.script.traceparents.lock().unwrap().clone()
+    }
 }
 
 impl Drop for StandIn {
@@ -144,6 +152,11 @@ async fn complete(State(script): State<Arc<Script>>, headers: HeaderMap, body: S
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
     script.authorizations.lock().unwrap().push(authorization);
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    script.traceparents.lock().unwrap().push(traceparent);
     script.requests.lock().unwrap().push(request);
     let mut reply = script.replies.lock().unwrap().pop_front();
     while let Some(Reply::After(gate, then)) = reply {
