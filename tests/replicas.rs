@@ -71,11 +71,10 @@ async fn health(server: &TestServer) -> ServingStatus {
 }
 
 async fn wait_for_health(server: &TestServer, wanted: ServingStatus) {
-    let start = tokio::time::Instant::now();
-    while health(server).await != wanted {
-        assert!(start.elapsed() < WAIT, "health never became {wanted:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async(WAIT, &format!("health to become {wanted:?}"), || async {
+        health(server).await == wanted
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,37 +273,28 @@ async fn every_key_expires_and_a_finished_run_goes_after_the_retention_time() {
         "a finished run's record expires after the retention time, not {ttl} ms"
     );
 
-    let start = tokio::time::Instant::now();
-    loop {
-        let left: usize = conn
-            .exists(&[
-                format!("test:run:{run_id}"),
-                format!("test:run:{run_id}:events"),
-            ])
-            .await
-            .unwrap();
-        if left == 0 {
-            break;
-        }
-        assert!(start.elapsed() < WAIT, "the run's keys never expired");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_async(WAIT, "the run's keys to expire", || {
+        let mut conn = conn.clone();
+        let keys = [
+            format!("test:run:{run_id}"),
+            format!("test:run:{run_id}:events"),
+        ];
+        async move { conn.exists::<_, usize>(&keys).await.unwrap() == 0 }
+    })
+    .await;
     for server in [&a, &b] {
         let status = get(&mut runs(server).await, &run_id).await.unwrap_err();
         assert_eq!(status.code(), Code::NotFound);
     }
-    let start = tokio::time::Instant::now();
-    loop {
-        let indexed: Option<f64> = conn.zscore("test:runs", &run_id).await.unwrap();
-        if indexed.is_none() {
-            break;
+    eventually_async(WAIT, "the expired run to leave the index", || {
+        let mut conn = conn.clone();
+        let run_id = run_id.clone();
+        async move {
+            let indexed: Option<f64> = conn.zscore("test:runs", &run_id).await.unwrap();
+            indexed.is_none()
         }
-        assert!(
-            start.elapsed() < WAIT,
-            "the expired run stayed in the index"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

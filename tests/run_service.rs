@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::runs::{cancel, detached, get, run_id_of, wait_for_state, watch};
+use common::runs::{cancel, detached, get, run_id_of, wait_for_run, wait_for_state, watch};
 use common::{
-    Backend, Fleet, collect, endless_tool, eventually, registry_with, result_value, run_request,
+    Backend, Fleet, collect, endless_tool, eventually, eventually_async, registry_with,
+    result_value, run_request,
 };
 use serde_json::json;
 use tonic::Code;
@@ -257,14 +258,10 @@ async fn from_latest_starts_with_started_and_the_latest_progress_then_goes_live(
     let run_id = run_id_of(&response);
     drop(response);
     let mut client = runs(&server).await;
-    eventually(WAIT, "some progress", || true).await;
-    loop {
-        let run = get(&mut client, &run_id).await.unwrap();
-        if run.last_sequence > 20 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_run(&mut client, &run_id, "logged 20 events", |run| {
+        run.last_sequence > 20
+    })
+    .await;
     let mut stream = client
         .watch_run(WatchRunRequest {
             run_id: run_id.clone(),
@@ -471,17 +468,16 @@ async fn finished_runs_expire_after_the_retention_time_and_beyond_max_runs(backe
     let run_id = events[0].run_id.clone();
     let mut client = runs(&server).await;
     get(&mut client, &run_id).await.expect("kept for a while");
-    let start = tokio::time::Instant::now();
-    loop {
-        match get(&mut client, &run_id).await {
-            Err(status) => {
-                assert_eq!(status.code(), Code::NotFound);
-                break;
-            }
-            Ok(_) => assert!(start.elapsed() < WAIT, "never expired"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async(WAIT, "the run to expire", || {
+        let mut client = client.clone();
+        let run_id = run_id.clone();
+        async move { get(&mut client, &run_id).await.is_err() }
+    })
+    .await;
+    assert_eq!(
+        get(&mut client, &run_id).await.unwrap_err().code(),
+        Code::NotFound
+    );
 
     let limits = Limits {
         max_runs: 2,
@@ -495,7 +491,6 @@ async fn finished_runs_expire_after_the_retention_time_and_beyond_max_runs(backe
         ids.push(events[0].run_id.clone());
     }
     let mut client = runs(&server).await;
-    eventually(WAIT, "the oldest finished run to be evicted", || true).await;
     assert_eq!(
         get(&mut client, &ids[0]).await.unwrap_err().code(),
         Code::NotFound
