@@ -200,18 +200,24 @@ fn a_command_tool_that_ignores_sigterm_does_not_outlive_the_server() {
     let _ = run.wait();
 }
 
-#[test]
-fn an_mcp_server_that_ignores_sigterm_does_not_outlive_the_server() {
-    let dir = tempfile::tempdir().unwrap();
+/// A config in `dir` with the test MCP server in its stubborn mode: it ignores SIGTERM (a SIGINT
+/// leaves a `sigint` marker), starts a child, and writes both pids to `mcp.pids`.
+fn stubborn_mcp_config(dir: &Path) -> PathBuf {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/mcp_server.py");
-    let config = write_config(
-        dir.path(),
+    write_config(
+        dir,
         &format!(
             "[[tools]]\nkind = \"mcp\"\nprefix = \"py.\"\n\
              command = [\"python3\", {script:?}, {:?}, \"--stubborn\"]\n",
-            dir.path().display().to_string()
+            dir.display().to_string()
         ),
-    );
+    )
+}
+
+#[test]
+fn an_mcp_server_that_ignores_sigterm_does_not_outlive_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = stubborn_mcp_config(dir.path());
     let served = Served::start(&config);
     // The server wrote its pids before it answered the handshake, so before serve listened.
     let pids = read_pids(&dir.path().join("mcp.pids"));
@@ -232,15 +238,7 @@ fn an_mcp_server_that_ignores_sigterm_does_not_outlive_the_server() {
 #[test]
 fn ctrl_c_stops_toolstream_which_stops_its_mcp_server() {
     let dir = tempfile::tempdir().unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/mcp_server.py");
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "[[tools]]\nkind = \"mcp\"\nprefix = \"py.\"\n\
-             command = [\"python3\", {script:?}, {:?}, \"--stubborn\"]\n",
-            dir.path().display().to_string()
-        ),
-    );
+    let config = stubborn_mcp_config(dir.path());
     let served = Served::start(&config);
     let pids = read_pids(&dir.path().join("mcp.pids"));
     let _cleanup = KillOnDrop(pids.clone());
