@@ -6,6 +6,9 @@
 //! sharing the same redis-server, so the cases hold for the fleet, not just for one process.
 
 mod common;
+#[allow(dead_code)] // One case uses part of the stand-in model.
+#[path = "agent_support/model.rs"]
+mod model;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,8 +16,8 @@ use std::time::Duration;
 
 use common::runs::{cancel, detached, get, run_id_of, wait_for_run, wait_for_state, watch};
 use common::{
-    Backend, Fleet, collect, endless_tool, eventually, eventually_async, registry_with,
-    result_value, run_request,
+    Backend, Fleet, TestServer, collect, endless_tool, eventually, eventually_async, redis_store,
+    registry_with, result_value, run_request,
 };
 use serde_json::json;
 use tonic::Code;
@@ -667,6 +670,130 @@ async fn a_thousand_watchers_of_one_run_all_get_the_result(backend: Backend) {
     }
 }
 
+/// The servers of a case whose runner also runs agents, against the stand-in `model`.
+async fn agent_fleet(backend: Backend, model: &model::StandIn) -> Fleet {
+    use toolstream::agent::openai::OpenAiProvider;
+    use toolstream::agent::{AgentSettings, DEFAULT_MAX_PARALLEL_CALLS};
+    use toolstream::server::Server;
+    let root = std::env::current_dir().unwrap();
+    let limits = Limits::default();
+    let settings = AgentSettings {
+        provider: Some(Arc::new(OpenAiProvider::new(&model.url, None).unwrap())),
+        default_model: Some("standin-model".into()),
+        default_max_steps: 4,
+        max_parallel_calls: DEFAULT_MAX_PARALLEL_CALLS,
+    };
+    let server = |store: Option<toolstream::engine::Store>| {
+        let server = Server::new(registry_with(&root, vec![]), limits);
+        match store {
+            Some(store) => server.with_store(store),
+            None => server,
+        }
+    };
+    match backend {
+        Backend::Memory => Fleet {
+            runner: TestServer::serve(server(None).with_agent(settings)).await,
+            other: None,
+            redis: None,
+        },
+        Backend::Redis => {
+            let redis = common::redis_server::RedisServer::start();
+            let open = |name| {
+                let config = redis_store(&redis, name);
+                async move {
+                    toolstream::engine::Store::open(&config, &limits)
+                        .await
+                        .expect("open the run store")
+                }
+            };
+            let runner = server(Some(open("a").await)).with_agent(settings);
+            let other = server(Some(open("b").await));
+            Fleet {
+                runner: TestServer::serve(runner).await,
+                other: Some(TestServer::serve(other).await),
+                redis: Some(redis),
+            }
+        }
+    }
+}
+
+async fn get_run_and_list_runs_show_what_a_run_was_called_with(backend: Backend) {
+    let model = model::StandIn::start(vec![model::text(&["Nothing ", "to do."])]).await;
+    let server = agent_fleet(backend, &model).await;
+    let arguments = json!({"count": 2, "interval_ms": 5});
+    let tool_run = server
+        .client()
+        .await
+        .run_tool(detached("ticks", arguments.clone()))
+        .await
+        .unwrap();
+    let tool_run = run_id_of(&tool_run);
+    let agent_run = server
+        .client()
+        .await
+        .run_agent(pb::RunAgentRequest {
+            prompt: "Say there is nothing to do".into(),
+            options: Some(RunOptions {
+                on_disconnect: pb::OnDisconnect::Continue as i32,
+                ..RunOptions::default()
+            }),
+            ..pb::RunAgentRequest::default()
+        })
+        .await
+        .unwrap();
+    let agent_run = run_id_of(&agent_run);
+
+    // gRPC, on the other replica with Redis.
+    let mut client = runs(&server).await;
+    let run = wait_for_state(&mut client, &tool_run, RunState::Succeeded).await;
+    let recorded = run.arguments.map(toolstream::json_proto::struct_to_json);
+    assert_eq!(
+        recorded.map(serde_json::Value::Object),
+        Some(arguments.clone())
+    );
+    assert_eq!(run.prompt, "");
+    let run = wait_for_state(&mut client, &agent_run, RunState::Succeeded).await;
+    assert_eq!(run.prompt, "Say there is nothing to do");
+    assert!(run.arguments.is_none(), "{:?}", run.arguments);
+    let listed = client
+        .list_runs(ListRunsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .runs;
+    let prompts: Vec<&str> = listed.iter().map(|run| run.prompt.as_str()).collect();
+    assert_eq!(prompts, ["Say there is nothing to do", ""]);
+    assert!(listed[1].arguments.is_some());
+
+    // HTTP JSON.
+    let http = common::web::http();
+    let base = server.observer().url();
+    let get_json = |path: String| {
+        let http = http.clone();
+        async move {
+            let response = http.get(path).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    // The same numbers (a Struct's are doubles, which JSON may write as `2.0`).
+    let same_arguments = |recorded: &serde_json::Value| {
+        ["count", "interval_ms"]
+            .iter()
+            .all(|key| recorded[key].as_f64() == arguments[key].as_f64())
+            && recorded.as_object().map(|o| o.len()) == Some(2)
+    };
+    let run = get_json(format!("{base}/v1/runs/{tool_run}")).await;
+    assert!(same_arguments(&run["arguments"]), "{run}");
+    assert!(run.get("prompt").is_none(), "{run}");
+    let run = get_json(format!("{base}/v1/runs/{agent_run}")).await;
+    assert_eq!(run["prompt"], "Say there is nothing to do");
+    assert!(run.get("arguments").is_none(), "{run}");
+    let page = get_json(format!("{base}/v1/runs")).await;
+    assert!(same_arguments(&page["runs"][1]["arguments"]), "{page}");
+    assert_eq!(page["runs"][0]["prompt"], "Say there is nothing to do");
+}
+
 async fn health_and_reflection_know_the_run_service(backend: Backend) {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus;
@@ -722,4 +849,5 @@ conformance!(
     a_slow_watcher_beside_a_fast_one_gets_coalesced_progress_and_the_result,
     a_thousand_watchers_of_one_run_all_get_the_result,
     health_and_reflection_know_the_run_service,
+    get_run_and_list_runs_show_what_a_run_was_called_with,
 );

@@ -14,6 +14,7 @@ mod common;
 mod model;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::{TestServer, registry_with};
 use model::{StandIn, text, tool_calls};
@@ -21,6 +22,57 @@ use toolstream::agent::openai::OpenAiProvider;
 use toolstream::agent::{AgentSettings, DEFAULT_MAX_PARALLEL_CALLS};
 use toolstream::config::Limits;
 use toolstream::server::Server;
+
+/// Where the browser tests save their screenshots (every state at 1280 and 390 px wide), to be
+/// looked at: `target/page-screenshots/`.
+fn screenshot_dir() -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/page-screenshots");
+    std::fs::create_dir_all(&dir).expect("create the screenshot directory");
+    dir.to_string_lossy().into_owned()
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct ReportArgs {
+    /// How many sources to fetch (a sub-task each, under `fetch`).
+    sources: u32,
+    /// Milliseconds each step takes.
+    step_ms: u64,
+}
+
+/// A tool named `build_report` whose progress is a tree: `fetch` (a sub-task per source), then
+/// `parse` and `render`, each step `step_ms` long. The page draws it nested, with ETAs.
+fn report_tool() -> Arc<dyn toolstream::tools::Tool> {
+    use toolstream::tools::ToolError;
+    use toolstream::tools::native::tool_fn;
+    Arc::new(tool_fn(
+        "build_report",
+        "Fetches `sources` sources, parses them and renders one report; each stage is a \
+         sub-task, and `fetch` has one per source.",
+        |args: ReportArgs, progress: toolstream::tools::Progress| async move {
+            let step = Duration::from_millis(args.step_ms);
+            let sources = args.sources.max(1);
+            let fetch = progress.child("fetch", 0.5);
+            for i in 1..=sources {
+                let source = fetch.child(format!("source {i}"), 1.0 / f64::from(sources));
+                for j in 1..=4 {
+                    tokio::time::sleep(step).await;
+                    source.report(f64::from(j) / 4.0, format!("source {i}: part {j} of 4"));
+                }
+                source.finish();
+            }
+            fetch.finish();
+            for (label, weight) in [("parse", 0.3), ("render", 0.2)] {
+                let stage = progress.child(label, weight);
+                for j in 1..=4 {
+                    tokio::time::sleep(step).await;
+                    stage.report(f64::from(j) / 4.0, format!("{label}: {j} of 4"));
+                }
+                stage.finish();
+            }
+            Ok::<_, ToolError>(serde_json::json!({"sources": sources, "pages": sources * 3}))
+        },
+    ))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_runs_a_tool_from_its_form_and_shows_progress_results_errors_and_agents() {
@@ -36,7 +88,10 @@ async fn the_page_runs_a_tool_from_its_form_and_shows_progress_results_errors_an
         );
     }
     let model = StandIn::start(vec![
-        tool_calls(&[("call_1", "ticks", r#"{"count": 3, "interval_ms": 50}"#)]),
+        tool_calls(&[
+            ("call_1", "ticks", r#"{"count": 3, "interval_ms": 50}"#),
+            ("call_2", "build_report", r#"{"sources": 2, "step_ms": 5}"#),
+        ]),
         text(&["Three ", "ticks ", "done."]),
     ])
     .await;
@@ -48,15 +103,20 @@ async fn the_page_runs_a_tool_from_its_form_and_shows_progress_results_errors_an
         max_parallel_calls: DEFAULT_MAX_PARALLEL_CALLS,
     };
     let server = TestServer::serve(
-        Server::new(registry_with(&root, vec![]), Limits::default()).with_agent(settings),
+        Server::new(registry_with(&root, vec![report_tool()]), Limits::default())
+            .with_agent(settings),
     )
     .await;
     let url = server.url();
+    let screenshots = screenshot_dir();
     let output = tokio::task::spawn_blocking(move || {
         common::run_python_with_env(
             "browser_page.py",
             &[&url],
-            &[("TOOLSTREAM_AGENT_TEST", "1")],
+            &[
+                ("TOOLSTREAM_AGENT_TEST", "1"),
+                ("TOOLSTREAM_SCREENSHOTS", &screenshots),
+            ],
         )
     })
     .await
@@ -91,8 +151,13 @@ async fn with_auth_on_the_page_asks_for_a_token_and_then_runs_tools_over_its_web
     )
     .await;
     let url = server.url();
+    let screenshots = screenshot_dir();
     let output = tokio::task::spawn_blocking(move || {
-        common::run_python("browser_page_auth.py", &[&url, token])
+        common::run_python_with_env(
+            "browser_page_auth.py",
+            &[&url, token],
+            &[("TOOLSTREAM_SCREENSHOTS", &screenshots)],
+        )
     })
     .await
     .unwrap();

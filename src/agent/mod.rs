@@ -131,6 +131,7 @@ impl Agent {
             n => n,
         };
         let started = RunStarted {
+            prompt: request.prompt.clone(),
             model: model.clone(),
             tools: tools.iter().map(|t| t.name.clone()).collect(),
             max_steps,

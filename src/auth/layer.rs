@@ -25,11 +25,13 @@ use crate::web::ApiError;
 const TOKEN_PARAMETER: &str = "access_token";
 
 /// Paths served to anyone: health (gRPC and `/healthz`), reflection, metrics, and the page with
-/// its assets (it asks for the token itself).
+/// its assets and its run view `/runs/{id}` (it asks for the token itself; the run comes from
+/// `/v1/runs/{id}`, which needs one).
 fn is_open(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.Health/")
         || path.starts_with("/grpc.reflection.")
         || path.starts_with("/assets/")
+        || path.starts_with("/runs/")
         || matches!(path, "/" | "/healthz" | "/metrics")
 }
 

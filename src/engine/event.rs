@@ -237,6 +237,12 @@ pub enum OnDisconnect {
 pub struct RunStarted {
     /// RunTool: the tool.
     pub tool: String,
+    /// RunTool: the arguments as the caller sent them (the empty object when it sent none);
+    /// `None` for agent runs. Kept for the run's record (GetRun), never sent in the event.
+    pub arguments: Option<Value>,
+    /// RunAgent: the user's prompt; empty for tool runs. Kept for the run's record (GetRun),
+    /// never sent in the event.
+    pub prompt: String,
     /// RunAgent: the model.
     pub model: String,
     /// RunAgent: the tools the model may call.

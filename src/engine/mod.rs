@@ -178,6 +178,8 @@ impl Engine {
         let name = request.tool;
         let started = RunStarted {
             tool: name.clone(),
+            // Kept for the run's record, as the caller sent them.
+            arguments: Some(arguments.clone()),
             options: request.options,
             deadline: request.deadline,
             principal: request.principal,

@@ -47,6 +47,10 @@ pub struct RunSnapshot {
     pub tool: String,
     /// Whether it is an agent run.
     pub agent: bool,
+    /// A tool run: the arguments it was called with; `None` for agent runs.
+    pub arguments: Option<Value>,
+    /// An agent run: the user's prompt; empty for tool runs.
+    pub prompt: String,
     /// When it started.
     pub create_time: SystemTime,
     /// When it ended.
@@ -177,11 +181,14 @@ impl RunRecord {
             EventKind::Progress { call, .. } => (!call.call_id.is_empty(), event.sequence),
             _ => (true, event.sequence),
         });
+        let (arguments, prompt) = called_with(state.started.as_deref());
         RunSnapshot {
             run_id: Arc::clone(self.log.run_id()),
             state: run_state,
             tool: self.tool.clone(),
             agent: self.agent,
+            arguments,
+            prompt,
             create_time: self.create_time,
             end_time: state.end_time,
             last_sequence: state.last_sequence(),
@@ -190,6 +197,15 @@ impl RunRecord {
             error,
             principal: self.principal.clone(),
         }
+    }
+}
+
+/// What a run was called with, from its started event: a tool run's arguments, an agent run's
+/// prompt.
+pub(crate) fn called_with(started: Option<&RunEvent>) -> (Option<Value>, String) {
+    match started.map(|event| &event.kind) {
+        Some(EventKind::Started(started)) => (started.arguments.clone(), started.prompt.clone()),
+        _ => (None, String::new()),
     }
 }
 

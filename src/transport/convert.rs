@@ -81,6 +81,15 @@ pub(crate) fn agent_request(
     }
 }
 
+/// A run's recorded arguments as a wire `Struct`: they were a JSON object when the run was
+/// accepted (the input schema checked that), so anything else has nothing to show.
+pub(crate) fn arguments_to_wire(arguments: serde_json::Value) -> Option<prost_types::Struct> {
+    match arguments {
+        serde_json::Value::Object(object) => Some(json_to_struct(object)),
+        _ => None,
+    }
+}
+
 /// Where a WatchRun request starts reading.
 pub(crate) fn watch_from(request: &pb::WatchRunRequest) -> engine::ReadFrom {
     if request.from_latest {

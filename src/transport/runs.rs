@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Access;
 
-use super::convert::{progress, run_options, timestamp, watch_from};
+use super::convert::{arguments_to_wire, progress, run_options, timestamp, watch_from};
 use super::service::{WireEvents, status_from_run_error};
 use crate::engine::{Engine, EventKind, RunFilter, RunSnapshot, RunState};
 use crate::json_proto::json_to_value;
@@ -59,6 +59,8 @@ pub(crate) fn run_to_wire(run: RunSnapshot) -> pb::Run {
         state: state_to_wire(run.state) as i32,
         tool: run.tool,
         agent: run.agent,
+        arguments: run.arguments.and_then(arguments_to_wire),
+        prompt: run.prompt,
         create_time: Some(timestamp(run.create_time)),
         end_time: run.end_time.map(timestamp),
         last_sequence: run.last_sequence,

@@ -11,7 +11,8 @@
 //! - [`routes`]: the JSON routes, `/healthz`, `/metrics`, and the fallbacks.
 //! - [`sse`]: a run's events as an SSE response.
 //! - [`ws`]: the `/v1/ws` protocol.
-//! - [`page`]: `GET /`, plain HTML and JavaScript embedded in the binary.
+//! - [`page`]: `GET /` and the run view `GET /runs/{id}`, plain HTML and JavaScript embedded in
+//!   the binary.
 //! - [`error`]: `{"code", "message"}` and the HTTP status of each gRPC code.
 //!
 //! [`router`] puts them beside the gRPC services (each wrapped for gRPC-Web) in one router, with
@@ -80,6 +81,8 @@ pub(crate) fn router(grpc: Router, state: WebState, auth: Arc<Authenticator>) ->
     let cors = cors_layer(&state.http.cors_origins);
     let web = Router::new()
         .route("/", get(page::index))
+        // The run view: the same page, which reads the run's id from its address.
+        .route("/runs/{id}", get(page::index))
         .route("/assets/{file}", get(page::asset))
         .route("/healthz", get(routes::healthz))
         // Prometheus text, beside `/healthz`: a plain route on this router; the auth layer

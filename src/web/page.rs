@@ -1,6 +1,8 @@
 //! `GET /`: a page that lists the tools with forms made from their input schemas, runs them with
-//! live progress bars (agent runs with their streamed text and a bar per tool call), lists runs
-//! with resume and cancel, and shows errors. Plain HTML, CSS and JavaScript, embedded in the
+//! live progress (each run's tree of calls and sub-tasks with their ETAs; agent runs with their
+//! streamed text and each call's arguments and result), lists runs with their state, duration
+//! and error, with resume and cancel, and shows errors. `GET /runs/{id}` is the same page showing
+//! one run (linkable): what it was called with, its facts, its live tree, its result or error. Plain HTML, CSS and JavaScript, embedded in the
 //! binary: no build step, no proxy, nothing fetched from elsewhere. It uses only the public
 //! routes (`/v1/tools`, `/v1/runs…`, and one WebSocket, `/v1/ws`, for every run it starts or
 //! follows), so it doubles as their example.
@@ -15,7 +17,7 @@ const INDEX_HTML: &str = include_str!("page/index.html");
 const APP_JS: &str = include_str!("page/app.js");
 const APP_CSS: &str = include_str!("page/app.css");
 
-/// `GET /`.
+/// `GET /` and `GET /runs/{id}` (the script tells them apart by the address).
 pub(super) async fn index() -> Response {
     asset_response("text/html; charset=utf-8", INDEX_HTML)
 }

@@ -1,39 +1,40 @@
 """The page at `/` against a server with auth on, in a real headless Chromium: the page asks for a
 token (its first call is refused with 401), and once given one it lists the tools, runs `ticks`
 from its form over its WebSocket (`?access_token=`) to 100%, lists the run, and the browser's own
-EventSource reads the run's SSE with `?access_token=`; the token stays in sessionStorage.
+EventSource reads the run's SSE with `?access_token=`; the token stays in sessionStorage. The
+page asking for the token is saved as a screenshot at 1280 and 390 px (browser_page_screens.py).
 
 Usage: browser_page_auth.py http://127.0.0.1:PORT TOKEN
 """
 
-import os
 import sys
-import tempfile
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-URL, TOKEN = sys.argv[1], sys.argv[2]
-CHROMIUM = os.environ.get("TOOLSTREAM_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("TOOLSTREAM_CHROMEDRIVER", "/usr/bin/chromedriver")
-WAIT = 60
+from browser_page_screens import shoot, start_chromium
 
-options = webdriver.ChromeOptions()
-options.binary_location = CHROMIUM
-for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-dev-shm-usage", f"--user-data-dir={tempfile.mkdtemp(prefix='ts-chromium-')}"]:
-    options.add_argument(flag)
-driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+URL, TOKEN = sys.argv[1], sys.argv[2]
+WAIT = 60
+driver = start_chromium()
 wait = WebDriverWait(driver, WAIT)
+problems = []
+
+
+def check(condition, what):
+    if not condition:
+        problems.append(what)
+        print(f"FAILED: {what}", flush=True)
+
 
 try:
     driver.get(URL + "/")
     # Refused without a token: the page asks for one.
     token_form = wait.until(ec.visibility_of_element_located((By.ID, "token-form")))
     assert "needs a token" in driver.find_element(By.ID, "token-why").text
+    shoot(driver, "auth-required", check)
+    token_form = driver.find_element(By.ID, "token-form")
     driver.find_element(By.ID, "token").send_keys(TOKEN)
     token_form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     assert driver.execute_script("return sessionStorage.getItem('toolstream.token')") == TOKEN
@@ -72,6 +73,9 @@ try:
     """, run_id, TOKEN)
     assert seen[0] == "started" and seen[-1] == "result", seen
 
+    if problems:
+        print("browser page with auth: FAILED:\n  " + "\n  ".join(problems))
+        sys.exit(1)
     print("browser page with auth: all checks passed")
 finally:
     driver.quit()

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etoolstream/v1/toolstream.proto\x12\rtoolstream.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"z\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\x12\x13\n\x0b\x66rom_latest\x18\x03 \x01(\x08\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.toolstream.v1.RunOptions\"n\n\x0fListRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.toolstream.v1.RunState\x12\x0c\n\x04tool\x18\x04 \x01(\t\"M\n\x10ListRunsResponse\x12 \n\x04runs\x18\x01 \x03(\x0b\x32\x12.toolstream.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xce\x02\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.toolstream.v1.RunState\x12\x0c\n\x04tool\x18\x03 \x01(\t\x12\r\n\x05\x61gent\x18\x04 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_sequence\x18\x07 \x01(\x04\x12)\n\x08progress\x18\x08 \x03(\x0b\x32\x17.toolstream.v1.Progress\x12&\n\x06result\x18\t \x01(\x0b\x32\x16.google.protobuf.Value\x12\x12\n\nerror_code\x18\n \x01(\x05\x12\x15\n\rerror_message\x18\x0b \x01(\t\"\x12\n\x10ListToolsRequest\"7\n\x11ListToolsResponse\x12\"\n\x05tools\x18\x01 \x03(\x0b\x32\x13.toolstream.v1.Tool\"\x96\x01\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\routput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04kind\x18\x05 \x01(\t\"\x81\x01\n\nRunOptions\x12 \n\x18min_progress_interval_ms\x18\x01 \x01(\r\x12\x32\n\ron_disconnect\x18\x02 \x01(\x0e\x32\x1b.toolstream.v1.OnDisconnect\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\r\"v\n\x0eRunToolRequest\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x07options\x18\x03 \x01(\x0b\x32\x19.toolstream.v1.RunOptions\"\x95\x01\n\x0fRunAgentRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\r\n\x05tools\x18\x02 \x03(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x11\n\tmax_steps\x18\x04 \x01(\r\x12\x15\n\rsystem_prompt\x18\x05 \x01(\t\x12*\n\x07options\x18\x06 \x01(\x0b\x32\x19.toolstream.v1.RunOptions\"\xe6\x03\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07started\x18\n \x01(\x0b\x32\x19.toolstream.v1.RunStartedH\x00\x12+\n\x08progress\x18\x0b \x01(\x0b\x32\x17.toolstream.v1.ProgressH\x00\x12\'\n\x06result\x18\x0c \x01(\x0b\x32\x15.toolstream.v1.ResultH\x00\x12;\n\x11tool_call_started\x18\r \x01(\x0b\x32\x1e.toolstream.v1.ToolCallStartedH\x00\x12=\n\x12tool_call_finished\x18\x0e \x01(\x0b\x32\x1f.toolstream.v1.ToolCallFinishedH\x00\x12.\n\x07message\x18\x0f \x01(\x0b\x32\x1b.toolstream.v1.MessageDeltaH\x00\x12!\n\x03gap\x18\x10 \x01(\x0b\x32\x12.toolstream.v1.GapH\x00\x12-\n\theartbeat\x18\x11 \x01(\x0b\x32\x18.toolstream.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent\"\x9c\x01\n\nRunStarted\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\r\n\x05tools\x18\x04 \x03(\t\x12\x11\n\tmax_steps\x18\x05 \x01(\r\x12*\n\x07options\x18\x06 \x01(\x0b\x32\x19.toolstream.v1.RunOptions\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x07 \x01(\x04\"\xd6\x01\n\x08Progress\x12\x15\n\x08progress\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x06status\x18\x02 \x01(\tH\x01\x88\x01\x01\x12%\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x63\x61ll_id\x18\x04 \x01(\t\x12\x0c\n\x04tool\x18\x05 \x01(\t\x12\x16\n\x0eparent_call_id\x18\x06 \x01(\t\x12\x18\n\x0b\x65ta_seconds\x18\x07 \x01(\x01H\x02\x88\x01\x01\x42\x0b\n\t_progressB\t\n\x07_statusB\x0e\n\x0c_eta_seconds\"/\n\x06Result\x12%\n\x05value\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\"\x8b\x01\n\x0fToolCallStarted\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0eparent_call_id\x18\x04 \x01(\t\x12\x15\n\rraw_arguments\x18\x05 \x01(\t\"\x8f\x01\n\x10ToolCallFinished\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12(\n\x06result\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x0f\n\x05\x65rror\x18\x04 \x01(\tH\x00\x12\x16\n\x0eparent_call_id\x18\x05 \x01(\tB\t\n\x07outcome\"\x1c\n\x0cMessageDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"A\n\x03Gap\x12\x15\n\rfrom_sequence\x18\x01 \x01(\x04\x12\x13\n\x0bto_sequence\x18\x02 \x01(\x04\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\"\n\tHeartbeat\x12\x15\n\rlast_sequence\x18\x01 \x01(\x04*\x84\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_RUNNING\x10\x01\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x02\x12\x14\n\x10RUN_STATE_FAILED\x10\x03\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x04*c\n\x0cOnDisconnect\x12\x1d\n\x19ON_DISCONNECT_UNSPECIFIED\x10\x00\x12\x18\n\x14ON_DISCONNECT_CANCEL\x10\x01\x12\x1a\n\x16ON_DISCONNECT_CONTINUE\x10\x02\x32\xe9\x01\n\x0bToolService\x12N\n\tListTools\x12\x1f.toolstream.v1.ListToolsRequest\x1a .toolstream.v1.ListToolsResponse\x12\x43\n\x07RunTool\x12\x1d.toolstream.v1.RunToolRequest\x1a\x17.toolstream.v1.RunEvent0\x01\x12\x45\n\x08RunAgent\x12\x1e.toolstream.v1.RunAgentRequest\x1a\x17.toolstream.v1.RunEvent0\x01\x32\x9e\x02\n\nRunService\x12:\n\x06GetRun\x12\x1c.toolstream.v1.GetRunRequest\x1a\x12.toolstream.v1.Run\x12K\n\x08ListRuns\x12\x1e.toolstream.v1.ListRunsRequest\x1a\x1f.toolstream.v1.ListRunsResponse\x12\x45\n\x08WatchRun\x12\x1e.toolstream.v1.WatchRunRequest\x1a\x17.toolstream.v1.RunEvent0\x01\x12@\n\tCancelRun\x12\x1f.toolstream.v1.CancelRunRequest\x1a\x12.toolstream.v1.RunBY\n\x11\x64\x65v.toolstream.v1P\x01ZBgithub.com/toolstream/toolstream/gen/go/toolstream/v1;toolstreamv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etoolstream/v1/toolstream.proto\x12\rtoolstream.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\"\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"z\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04\x12\x13\n\x0b\x66rom_latest\x18\x03 \x01(\x08\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.toolstream.v1.RunOptions\"n\n\x0fListRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.toolstream.v1.RunState\x12\x0c\n\x04tool\x18\x04 \x01(\t\"M\n\x10ListRunsResponse\x12 \n\x04runs\x18\x01 \x03(\x0b\x32\x12.toolstream.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8a\x03\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.toolstream.v1.RunState\x12\x0c\n\x04tool\x18\x03 \x01(\t\x12\r\n\x05\x61gent\x18\x04 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_sequence\x18\x07 \x01(\x04\x12)\n\x08progress\x18\x08 \x03(\x0b\x32\x17.toolstream.v1.Progress\x12&\n\x06result\x18\t \x01(\x0b\x32\x16.google.protobuf.Value\x12\x12\n\nerror_code\x18\n \x01(\x05\x12\x15\n\rerror_message\x18\x0b \x01(\t\x12*\n\targuments\x18\x0f \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06prompt\x18\x10 \x01(\t\"\x12\n\x10ListToolsRequest\"7\n\x11ListToolsResponse\x12\"\n\x05tools\x18\x01 \x03(\x0b\x32\x13.toolstream.v1.Tool\"\x96\x01\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\routput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0c\n\x04kind\x18\x05 \x01(\t\"\x81\x01\n\nRunOptions\x12 \n\x18min_progress_interval_ms\x18\x01 \x01(\r\x12\x32\n\ron_disconnect\x18\x02 \x01(\x0e\x32\x1b.toolstream.v1.OnDisconnect\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\r\"v\n\x0eRunToolRequest\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12*\n\targuments\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12*\n\x07options\x18\x03 \x01(\x0b\x32\x19.toolstream.v1.RunOptions\"\x95\x01\n\x0fRunAgentRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\r\n\x05tools\x18\x02 \x03(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x11\n\tmax_steps\x18\x04 \x01(\r\x12\x15\n\rsystem_prompt\x18\x05 \x01(\t\x12*\n\x07options\x18\x06 \x01(\x0b\x32\x19.toolstream.v1.RunOptions\"\xe6\x03\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x07started\x18\n \x01(\x0b\x32\x19.toolstream.v1.RunStartedH\x00\x12+\n\x08progress\x18\x0b \x01(\x0b\x32\x17.toolstream.v1.ProgressH\x00\x12\'\n\x06result\x18\x0c \x01(\x0b\x32\x15.toolstream.v1.ResultH\x00\x12;\n\x11tool_call_started\x18\r \x01(\x0b\x32\x1e.toolstream.v1.ToolCallStartedH\x00\x12=\n\x12tool_call_finished\x18\x0e \x01(\x0b\x32\x1f.toolstream.v1.ToolCallFinishedH\x00\x12.\n\x07message\x18\x0f \x01(\x0b\x32\x1b.toolstream.v1.MessageDeltaH\x00\x12!\n\x03gap\x18\x10 \x01(\x0b\x32\x12.toolstream.v1.GapH\x00\x12-\n\theartbeat\x18\x11 \x01(\x0b\x32\x18.toolstream.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent\"\x9c\x01\n\nRunStarted\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\r\n\x05tools\x18\x04 \x03(\t\x12\x11\n\tmax_steps\x18\x05 \x01(\r\x12*\n\x07options\x18\x06 \x01(\x0b\x32\x19.toolstream.v1.RunOptions\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x07 \x01(\x04\"\xd6\x01\n\x08Progress\x12\x15\n\x08progress\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x06status\x18\x02 \x01(\tH\x01\x88\x01\x01\x12%\n\x04\x64\x61ta\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07\x63\x61ll_id\x18\x04 \x01(\t\x12\x0c\n\x04tool\x18\x05 \x01(\t\x12\x16\n\x0eparent_call_id\x18\x06 \x01(\t\x12\x18\n\x0b\x65ta_seconds\x18\x07 \x01(\x01H\x02\x88\x01\x01\x42\x0b\n\t_progressB\t\n\x07_statusB\x0e\n\x0c_eta_seconds\"/\n\x06Result\x12%\n\x05value\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\"\x8b\x01\n\x0fToolCallStarted\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0eparent_call_id\x18\x04 \x01(\t\x12\x15\n\rraw_arguments\x18\x05 \x01(\t\"\x8f\x01\n\x10ToolCallFinished\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12(\n\x06result\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x0f\n\x05\x65rror\x18\x04 \x01(\tH\x00\x12\x16\n\x0eparent_call_id\x18\x05 \x01(\tB\t\n\x07outcome\"\x1c\n\x0cMessageDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"A\n\x03Gap\x12\x15\n\rfrom_sequence\x18\x01 \x01(\x04\x12\x13\n\x0bto_sequence\x18\x02 \x01(\x04\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\"\n\tHeartbeat\x12\x15\n\rlast_sequence\x18\x01 \x01(\x04*\x84\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_RUNNING\x10\x01\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x02\x12\x14\n\x10RUN_STATE_FAILED\x10\x03\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x04*c\n\x0cOnDisconnect\x12\x1d\n\x19ON_DISCONNECT_UNSPECIFIED\x10\x00\x12\x18\n\x14ON_DISCONNECT_CANCEL\x10\x01\x12\x1a\n\x16ON_DISCONNECT_CONTINUE\x10\x02\x32\xe9\x01\n\x0bToolService\x12N\n\tListTools\x12\x1f.toolstream.v1.ListToolsRequest\x1a .toolstream.v1.ListToolsResponse\x12\x43\n\x07RunTool\x12\x1d.toolstream.v1.RunToolRequest\x1a\x17.toolstream.v1.RunEvent0\x01\x12\x45\n\x08RunAgent\x12\x1e.toolstream.v1.RunAgentRequest\x1a\x17.toolstream.v1.RunEvent0\x01\x32\x9e\x02\n\nRunService\x12:\n\x06GetRun\x12\x1c.toolstream.v1.GetRunRequest\x1a\x12.toolstream.v1.Run\x12K\n\x08ListRuns\x12\x1e.toolstream.v1.ListRunsRequest\x1a\x1f.toolstream.v1.ListRunsResponse\x12\x45\n\x08WatchRun\x12\x1e.toolstream.v1.WatchRunRequest\x1a\x17.toolstream.v1.RunEvent0\x01\x12@\n\tCancelRun\x12\x1f.toolstream.v1.CancelRunRequest\x1a\x12.toolstream.v1.RunBY\n\x11\x64\x65v.toolstream.v1P\x01ZBgithub.com/toolstream/toolstream/gen/go/toolstream/v1;toolstreamv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'toolstream.v1.toolstream_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021dev.toolstream.v1P\001ZBgithub.com/toolstream/toolstream/gen/go/toolstream/v1;toolstreamv1'
-  _globals['_RUNSTATE']._serialized_start=2803
-  _globals['_RUNSTATE']._serialized_end=2935
-  _globals['_ONDISCONNECT']._serialized_start=2937
-  _globals['_ONDISCONNECT']._serialized_end=3036
+  _globals['_RUNSTATE']._serialized_start=2863
+  _globals['_RUNSTATE']._serialized_end=2995
+  _globals['_ONDISCONNECT']._serialized_start=2997
+  _globals['_ONDISCONNECT']._serialized_end=3096
   _globals['_GETRUNREQUEST']._serialized_start=112
   _globals['_GETRUNREQUEST']._serialized_end=143
   _globals['_CANCELRUNREQUEST']._serialized_start=145
@@ -49,39 +49,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTRUNSRESPONSE']._serialized_start=417
   _globals['_LISTRUNSRESPONSE']._serialized_end=494
   _globals['_RUN']._serialized_start=497
-  _globals['_RUN']._serialized_end=831
-  _globals['_LISTTOOLSREQUEST']._serialized_start=833
-  _globals['_LISTTOOLSREQUEST']._serialized_end=851
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=853
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=908
-  _globals['_TOOL']._serialized_start=911
-  _globals['_TOOL']._serialized_end=1061
-  _globals['_RUNOPTIONS']._serialized_start=1064
-  _globals['_RUNOPTIONS']._serialized_end=1193
-  _globals['_RUNTOOLREQUEST']._serialized_start=1195
-  _globals['_RUNTOOLREQUEST']._serialized_end=1313
-  _globals['_RUNAGENTREQUEST']._serialized_start=1316
-  _globals['_RUNAGENTREQUEST']._serialized_end=1465
-  _globals['_RUNEVENT']._serialized_start=1468
-  _globals['_RUNEVENT']._serialized_end=1954
-  _globals['_RUNSTARTED']._serialized_start=1957
-  _globals['_RUNSTARTED']._serialized_end=2113
-  _globals['_PROGRESS']._serialized_start=2116
-  _globals['_PROGRESS']._serialized_end=2330
-  _globals['_RESULT']._serialized_start=2332
-  _globals['_RESULT']._serialized_end=2379
-  _globals['_TOOLCALLSTARTED']._serialized_start=2382
-  _globals['_TOOLCALLSTARTED']._serialized_end=2521
-  _globals['_TOOLCALLFINISHED']._serialized_start=2524
-  _globals['_TOOLCALLFINISHED']._serialized_end=2667
-  _globals['_MESSAGEDELTA']._serialized_start=2669
-  _globals['_MESSAGEDELTA']._serialized_end=2697
-  _globals['_GAP']._serialized_start=2699
-  _globals['_GAP']._serialized_end=2764
-  _globals['_HEARTBEAT']._serialized_start=2766
-  _globals['_HEARTBEAT']._serialized_end=2800
-  _globals['_TOOLSERVICE']._serialized_start=3039
-  _globals['_TOOLSERVICE']._serialized_end=3272
-  _globals['_RUNSERVICE']._serialized_start=3275
-  _globals['_RUNSERVICE']._serialized_end=3561
+  _globals['_RUN']._serialized_end=891
+  _globals['_LISTTOOLSREQUEST']._serialized_start=893
+  _globals['_LISTTOOLSREQUEST']._serialized_end=911
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=913
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=968
+  _globals['_TOOL']._serialized_start=971
+  _globals['_TOOL']._serialized_end=1121
+  _globals['_RUNOPTIONS']._serialized_start=1124
+  _globals['_RUNOPTIONS']._serialized_end=1253
+  _globals['_RUNTOOLREQUEST']._serialized_start=1255
+  _globals['_RUNTOOLREQUEST']._serialized_end=1373
+  _globals['_RUNAGENTREQUEST']._serialized_start=1376
+  _globals['_RUNAGENTREQUEST']._serialized_end=1525
+  _globals['_RUNEVENT']._serialized_start=1528
+  _globals['_RUNEVENT']._serialized_end=2014
+  _globals['_RUNSTARTED']._serialized_start=2017
+  _globals['_RUNSTARTED']._serialized_end=2173
+  _globals['_PROGRESS']._serialized_start=2176
+  _globals['_PROGRESS']._serialized_end=2390
+  _globals['_RESULT']._serialized_start=2392
+  _globals['_RESULT']._serialized_end=2439
+  _globals['_TOOLCALLSTARTED']._serialized_start=2442
+  _globals['_TOOLCALLSTARTED']._serialized_end=2581
+  _globals['_TOOLCALLFINISHED']._serialized_start=2584
+  _globals['_TOOLCALLFINISHED']._serialized_end=2727
+  _globals['_MESSAGEDELTA']._serialized_start=2729
+  _globals['_MESSAGEDELTA']._serialized_end=2757
+  _globals['_GAP']._serialized_start=2759
+  _globals['_GAP']._serialized_end=2824
+  _globals['_HEARTBEAT']._serialized_start=2826
+  _globals['_HEARTBEAT']._serialized_end=2860
+  _globals['_TOOLSERVICE']._serialized_start=3099
+  _globals['_TOOLSERVICE']._serialized_end=3332
+  _globals['_RUNSERVICE']._serialized_start=3335
+  _globals['_RUNSERVICE']._serialized_end=3621
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,9 @@
 //                                  HTTP/1.1 connections per server, so one stream per run would
 //                                  stall the page after a few runs
 // - GET /v1/runs, POST .../cancel  the runs list, cancel
+// - GET /v1/runs/{id}              the run view at /runs/{id} (this same page): what the run was
+//                                  called with, when, and its end; its tree follows live over
+//                                  the WebSocket (a watch from the first event)
 //
 // With auth on (docs/operations.md, "Auth"), the page asks for a token when a route answers 401,
 // keeps it in sessionStorage (this tab only, gone when it closes) and sends it as
@@ -80,9 +83,9 @@ async function api(path, options) {
   return response.json();
 }
 
+// The token form stays hidden until a route answers 401 (`askForToken`).
 function setUpTokenForm() {
   const form = document.getElementById("token-form");
-  form.hidden = !token();
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const value = document.getElementById("token").value.trim();
@@ -92,22 +95,78 @@ function setUpTokenForm() {
     document.getElementById("token-why").textContent = value ? "Token set for this tab." : "";
     // A socket opened with the old token serves the old principal: open a new one.
     channel.reset();
-    loadTools();
-    refreshRuns();
+    start();
   });
 }
 
+// How long an error toast stays (it can be closed sooner); the run it came from keeps the error.
+const TOAST_MS = 8000;
+
 function showError(error) {
+  // A 401 opened the token form, which says why: no toast besides.
+  if (error.status === 401) return;
   const box = document.getElementById("errors");
   const item = el("div", { class: "error" },
     el("span", { text: error.message || String(error) }),
     el("button", { type: "button", class: "close", "aria-label": "dismiss", text: "×",
       onclick: () => item.remove() }));
   box.append(item);
+  setTimeout(() => item.remove(), TOAST_MS);
 }
 
 function percent(fraction) {
   return Math.max(0, Math.min(100, Math.round(fraction * 100)));
+}
+
+// A tool's description with its `code` spans as <code> (text only; nothing else is markup).
+function describe(text) {
+  const box = el("p", { class: "description" });
+  text.split("`").forEach((part, i) => {
+    if (part !== "") box.append(i % 2 === 1 ? el("code", { text: part }) : part);
+  });
+  return box;
+}
+
+// Seconds as people read them: 3.2s, 42s, 2m 05s, 1h 02m.
+function formatSeconds(seconds) {
+  if (!Number.isFinite(seconds) || seconds < 0) return "";
+  if (seconds < 10) return `${seconds.toFixed(1)}s`;
+  if (seconds < 60) return `${Math.round(seconds)}s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes}m ${String(Math.round(seconds % 60)).padStart(2, "0")}s`;
+  return `${Math.floor(minutes / 60)}h ${String(minutes % 60).padStart(2, "0")}m`;
+}
+
+// The server's estimate of a node's time left (Progress.etaSeconds), or "" when unknown.
+function etaText(seconds) {
+  if (seconds === undefined || seconds === null) return "";
+  if (seconds < 1) return "<1s left";
+  return `${formatSeconds(Math.ceil(seconds))} left`;
+}
+
+// A run's duration: from its create time to its end time, or to now while it runs.
+function duration(run) {
+  if (!run.createTime) return "";
+  const end = run.endTime ? new Date(run.endTime) : new Date();
+  return formatSeconds((end - new Date(run.createTime)) / 1000);
+}
+
+// `RUN_STATE_SUCCEEDED` as `succeeded`.
+function shortState(state) {
+  return (state || "RUN_STATE_UNSPECIFIED").replace("RUN_STATE_", "").toLowerCase();
+}
+
+function stateBadge(state) {
+  return el("span", { class: `badge ${state}`, text: state });
+}
+
+// A JSON value for people: a string as itself, anything else as indented JSON.
+function readable(value) {
+  return typeof value === "string" ? value : JSON.stringify(value, null, 2);
+}
+
+function runLink(runId, text) {
+  return el("a", { href: `/runs/${encodeURIComponent(runId)}`, class: "run-link", text });
 }
 
 // ------------------------------------------------------------------------------------------
@@ -147,7 +206,7 @@ function typeOf(schema) {
 function field(name, schema, required) {
   const type = typeOf(schema);
   const id = `f-${Math.random().toString(36).slice(2)}`;
-  const hint = schema.description ? el("small", { class: "hint", text: schema.description }) : null;
+  const hint = schema.description ? el("small", { class: "hint" }, ...describe(schema.description).childNodes) : null;
   const title = el("span", { class: "name", text: name + (required ? " *" : "") });
   let input;
   let read;
@@ -201,7 +260,7 @@ function toolCard(tool) {
   const form = el("form", { class: "card tool", "data-tool": tool.name });
   form.append(el("h3", {}, el("span", { text: tool.name }), " ",
     el("span", { class: "kind", text: tool.kind || "" })));
-  if (tool.description) form.append(el("p", { class: "description", text: tool.description }));
+  if (tool.description) form.append(describe(tool.description));
   for (const [name, property] of Object.entries(properties)) {
     const [label, read] = field(name, resolve(property, schema), required.has(name));
     form.append(label);
@@ -231,47 +290,104 @@ function toolCard(tool) {
     const options = {};
     if (interval.value !== "") options.minProgressIntervalMs = Number(interval.value);
     if (detached.checked) options.onDisconnect = "ON_DISCONNECT_CONTINUE";
-    startRun({ type: "run_tool", tool: tool.name, arguments: args, options }, tool.name);
+    startRun({ type: "run_tool", tool: tool.name, arguments: args, options }, { title: tool.name });
   });
   return form;
 }
 
 // ------------------------------------------------------------------------------------------
-// A run on the page: a panel with a bar (a bar per tool call for agents), text, result, error.
+// A run on the page: a card with its own bar and the tree of its calls and sub-tasks (each node
+// a bar with its ETA and status; an agent's tool calls with their arguments and result), the
+// model's text, the result or the error. On the run view (`detail`), the card also holds what the
+// run was called with and its facts (state, start, duration).
 
 class RunView {
-  constructor(title) {
+  // `title`: the tool's name or "agent". `agent`: an agent run. `toast`: errors of this run also
+  // go to a toast (runs started here). `detail`: the run view at /runs/{id}, with `run` (the Run
+  // from GET /v1/runs/{id}) and `container` (where the card goes; default: the live list).
+  constructor({ title, agent = false, toast = false, detail = false, run = null, container = null }) {
     this.runId = "";
     this.lastSequence = "0";
     this.ended = false;
-    this.calls = new Map();
-    this.bar = progressBar("run");
+    this.agent = agent;
+    this.toast = toast;
+    this.nodes = new Map();
+    this.createTime = run && run.createTime ? new Date(run.createTime) : new Date();
+    // When a run already ended, its end time (a replayed error carries none).
+    this.storedEnd = run && run.endTime ? new Date(run.endTime) : null;
+    this.bar = progressBar("run", "overall");
     this.status = el("div", { class: "status" });
     this.text = el("pre", { class: "text", hidden: true });
     this.callsBox = el("div", { class: "calls" });
     this.result = el("pre", { class: "result", hidden: true });
     this.error = el("div", { class: "run-error", role: "alert", hidden: true });
+    this.badge = stateBadge("running");
     this.idLabel = el("code", { class: "run-id", text: "starting…" });
-    this.cancelButton = el("button", { type: "button", text: "Cancel", disabled: true,
-      onclick: () => this.cancel() });
+    this.elapsed = el("span", { class: "elapsed" });
+    this.cancelButton = el("button", { type: "button", class: "cancel", text: "Cancel",
+      disabled: true, onclick: () => this.cancel() });
     this.resumeButton = el("button", { type: "button", text: "Resume", hidden: true,
       onclick: () => this.resume() });
-    this.root = el("article", { class: "card run", "data-state": "running", "data-title": title },
-      el("header", {}, el("strong", { text: title }), " ", this.idLabel, " ",
-        this.cancelButton, this.resumeButton,
-        el("button", { type: "button", class: "close", "aria-label": "remove", text: "×",
-          onclick: () => this.root.remove() })),
-      this.bar.root, this.status, this.text, this.callsBox, this.result, this.error);
-    const live = document.getElementById("live");
-    live.querySelector(".hint")?.remove();
-    live.prepend(this.root);
+    const header = el("header", {},
+      el(detail ? "h1" : "strong", { class: "title", text: title }), this.badge, this.idLabel,
+      el("span", { class: "actions" }, this.elapsed, this.cancelButton, this.resumeButton,
+        detail ? null : el("button", { type: "button", class: "close", "aria-label": "remove",
+          text: "×", onclick: () => this.remove() })));
+    this.root = el("article", { class: `card run${detail ? " detail" : ""}`,
+      "data-state": "running", "data-title": title }, header);
+    if (detail) this.root.append(...this.details(run));
+    this.root.append(this.bar.root, this.status, this.text, this.callsBox, this.result,
+      this.error);
+    if (container) {
+      container.append(this.root);
+    } else {
+      const live = document.getElementById("live");
+      live.querySelector(".empty")?.remove();
+      live.prepend(this.root);
+    }
+    this.tick = setInterval(() => this.showElapsed(), 1000);
+    this.showElapsed();
+  }
+
+  // The run view's facts and input: state, kind, start, end, duration; arguments or prompt.
+  details(run) {
+    this.stateFact = el("dd", { text: "running" });
+    this.durationFact = el("dd", {});
+    this.endFact = el("dd", { text: run.endTime ? new Date(run.endTime).toLocaleString() : "—" });
+    const facts = el("dl", { class: "facts" },
+      el("div", {}, el("dt", { text: "State" }), this.stateFact),
+      el("div", {}, el("dt", { text: run.agent ? "Agent" : "Tool" }),
+        el("dd", { text: run.agent ? "agent run" : run.tool })),
+      el("div", {}, el("dt", { text: "Started" }),
+        el("dd", { text: new Date(run.createTime).toLocaleString() })),
+      el("div", {}, el("dt", { text: "Ended" }), this.endFact),
+      el("div", {}, el("dt", { text: "Duration" }), this.durationFact));
+    const input = run.agent
+      ? el("pre", { class: "arguments prompt", text: run.prompt || "" })
+      : el("pre", { class: "arguments", text: JSON.stringify(run.arguments || {}, null, 2) });
+    return [facts, el("h3", { text: run.agent ? "Prompt" : "Arguments" }), input,
+      el("h3", { text: "Progress" })];
+  }
+
+  showElapsed() {
+    const seconds = ((this.endTime || new Date()) - this.createTime) / 1000;
+    const text = formatSeconds(seconds);
+    this.elapsed.textContent = text;
+    if (this.durationFact) this.durationFact.textContent = text;
+    if (this.ended) clearInterval(this.tick);
+  }
+
+  remove() {
+    clearInterval(this.tick);
+    this.root.remove();
   }
 
   setRunId(runId) {
     if (!runId || this.runId) return;
     this.runId = runId;
     this.root.dataset.runId = runId;
-    this.idLabel.textContent = runId;
+    this.idLabel.replaceChildren(runLink(runId, runId.slice(0, 8)));
+    this.idLabel.title = runId;
     this.cancelButton.disabled = this.ended;
   }
 
@@ -282,9 +398,9 @@ class RunView {
     switch (name) {
       case "progress": {
         const p = event.progress || {};
-        const target = p.callId ? this.call(p.callId, p.tool) : this.bar;
-        if (p.progress !== undefined) target.set(p.progress);
-        if (p.status !== undefined) (p.callId ? target.status : this.status).textContent = p.status;
+        const target = p.callId ? this.node(p.callId, p.tool, p.parentCallId) : this.bar;
+        target.update(p);
+        if (!p.callId && p.status !== undefined) this.status.textContent = p.status;
         break;
       }
       case "message":
@@ -293,27 +409,38 @@ class RunView {
         break;
       case "tool_call_started": {
         const c = event.toolCallStarted;
-        this.call(c.callId, c.tool);
+        const node = this.node(c.callId, c.tool, c.parentCallId);
+        node.show("arguments", c.arguments !== undefined
+          ? JSON.stringify(c.arguments, null, 2) : c.rawArguments || "");
         break;
       }
       case "tool_call_finished": {
         const c = event.toolCallFinished;
-        const view = this.call(c.callId, c.tool);
+        const node = this.node(c.callId, c.tool, c.parentCallId);
         if (c.error !== undefined) {
-          view.root.classList.add("failed");
-          view.status.textContent = `failed: ${c.error}`;
+          node.fail(c.error);
         } else {
-          view.set(1);
-          view.status.textContent = "done";
+          node.update({ progress: 1, etaSeconds: 0 });
+          node.show("result", readable(c.result));
         }
         break;
       }
-      case "result":
-        this.bar.set(1);
-        this.result.hidden = false;
-        this.result.textContent = JSON.stringify(event.result ? event.result.value : null, null, 2);
-        this.end("succeeded");
+      case "result": {
+        this.bar.update({ progress: 1, etaSeconds: 0 });
+        const value = event.result ? event.result.value : null;
+        // An agent's answer was streamed as its text: shown once, there.
+        if (typeof value === "string" && this.agent) {
+          if (this.text.textContent.trim() === "") {
+            this.text.hidden = false;
+            this.text.textContent = value;
+          }
+        } else {
+          this.result.hidden = false;
+          this.result.textContent = readable(value);
+        }
+        this.end("succeeded", event.timestamp);
         break;
+      }
       case "gap":
         this.status.textContent = `events ${event.gap.fromSequence}–${event.gap.toSequence} are gone: ${event.gap.reason}`;
         break;
@@ -325,7 +452,7 @@ class RunView {
   // `event: error` ({"code", "message"}) or an error before the stream began.
   onError(error) {
     this.error.hidden = false;
-    this.error.textContent = `${error.code}: ${error.message}`;
+    this.error.replaceChildren(el("strong", { text: error.code }), " ", error.message);
     this.end(error.code === "CANCELLED" ? "cancelled" : "failed");
   }
 
@@ -334,27 +461,42 @@ class RunView {
     if (this.ended) return;
     this.status.textContent = `connection lost (${reason}); the run may go on`;
     this.resumeButton.hidden = !this.runId;
-    this.root.dataset.state = "lost";
+    this.setState("lost");
   }
 
-  end(state) {
-    this.ended = true;
+  setState(state) {
     this.root.dataset.state = state;
+    this.badge.className = `badge ${state}`;
+    this.badge.textContent = state;
+    if (this.stateFact) this.stateFact.textContent = state;
+  }
+
+  end(state, timestamp) {
+    this.ended = true;
+    this.endTime = timestamp ? new Date(timestamp) : this.storedEnd || new Date();
+    this.setState(state);
     this.cancelButton.disabled = true;
+    this.cancelButton.hidden = true;
     this.resumeButton.hidden = true;
+    // Nothing is left to wait for: no ETA stays.
+    for (const eta of this.root.querySelectorAll(".eta")) eta.textContent = "";
+    if (this.endFact) this.endFact.textContent = this.endTime.toLocaleString();
+    this.showElapsed();
     scheduleRunsRefresh();
   }
 
-  call(callId, tool) {
-    let view = this.calls.get(callId);
-    if (!view) {
-      view = progressBar("call", `${tool || "call"} (${callId})`);
-      view.status = el("div", { class: "status" });
-      view.root.append(view.status);
-      this.calls.set(callId, view);
-      this.callsBox.append(view.root);
+  // The tree node of a call or sub-task, made on first sight under its parent (made too, if it
+  // is not known yet); the run's top level holds the nodes without a parent.
+  node(callId, label, parentCallId) {
+    let node = this.nodes.get(callId);
+    if (!node) {
+      node = treeNode(callId);
+      this.nodes.set(callId, node);
+      const parent = parentCallId ? this.node(parentCallId, "", "").children : this.callsBox;
+      parent.append(node.root);
     }
-    return view;
+    if (label) node.label(label);
+    return node;
   }
 
   async cancel() {
@@ -371,7 +513,7 @@ class RunView {
   // Follows the run again from the last event seen (after the socket was lost).
   resume() {
     this.resumeButton.hidden = true;
-    this.root.dataset.state = "running";
+    this.setState("running");
     this.status.textContent = "";
     this.follow({ type: "watch", runId: this.runId, after: this.lastSequence });
   }
@@ -382,20 +524,64 @@ class RunView {
   }
 }
 
+// A bar: `update(progress)` takes a Progress message (fraction, status, ETA).
 function progressBar(kind, label) {
   const fill = el("div", { class: "fill" });
-  const pct = el("span", { class: "pct", text: "0%" });
   const bar = el("div", { class: "bar", role: "progressbar", "aria-valuemin": 0,
-    "aria-valuemax": 100, "aria-valuenow": 0 }, fill, pct);
+    "aria-valuemax": 100, "aria-valuenow": 0 }, fill);
+  const pct = el("span", { class: "pct", text: "0%" });
+  const eta = el("span", { class: "eta" });
+  const name = el("span", { class: "label", text: label || "" });
   const root = el("div", { class: `progress ${kind}` },
-    label ? el("div", { class: "label", text: label }) : null, bar);
+    el("div", { class: "line" }, name, el("span", { class: "numbers" }, pct, eta)), bar);
   return {
     root,
-    set(fraction) {
-      const value = percent(fraction);
-      fill.style.width = `${value}%`;
-      pct.textContent = `${value}%`;
-      bar.setAttribute("aria-valuenow", String(value));
+    name,
+    eta,
+    update(p) {
+      if (p.progress !== undefined) {
+        const value = percent(p.progress);
+        fill.style.width = `${value}%`;
+        pct.textContent = `${value}%`;
+        bar.setAttribute("aria-valuenow", String(value));
+      }
+      eta.textContent = p.progress === undefined ? eta.textContent : etaText(p.etaSeconds);
+    },
+  };
+}
+
+// A node of a run's tree: its bar, status, the call's arguments and result, and its children.
+function treeNode(callId) {
+  const bar = progressBar("call", callId);
+  const status = el("div", { class: "status" });
+  const extra = el("div", { class: "extra" });
+  const children = el("div", { class: "children" });
+  const root = el("div", { class: "node", "data-call-id": callId }, bar.root, status, extra,
+    children);
+  return {
+    root,
+    children,
+    label(text) {
+      bar.name.textContent = text;
+      bar.name.title = callId;
+    },
+    update(p) {
+      bar.update(p);
+      if (p.status !== undefined) status.textContent = p.status;
+    },
+    fail(message) {
+      root.classList.add("failed");
+      bar.eta.textContent = "";
+      status.textContent = `failed: ${message}`;
+    },
+    // The call's arguments or result: one line (cut short), the whole when opened.
+    show(what, text) {
+      const line = text.replace(/\s*\n\s*/g, " ");
+      const short = line.length > 90 ? `${line.slice(0, 89)}…` : line;
+      extra.append(el("details", { class: what },
+        el("summary", {}, el("span", { class: "what", text: what }), " ",
+          el("code", { text: short })),
+        el("pre", { text })));
     },
   };
 }
@@ -455,7 +641,10 @@ class Channel {
     if (frame.error) {
       this.calls.delete(frame.id);
       if (view) view.onError(frame.error);
-      if (!view || frame.error.code !== "CANCELLED") showError(new ApiError(frame.error.code, frame.error.message));
+      // A run shows its own error; runs started here say so in a toast too (not a cancel).
+      if (!view || (view.toast && frame.error.code !== "CANCELLED")) {
+        showError(new ApiError(frame.error.code, frame.error.message));
+      }
       return;
     }
     if (!view) return;
@@ -469,8 +658,8 @@ class Channel {
 
 const channel = new Channel();
 
-function startRun(message, title) {
-  new RunView(title).follow(message);
+function startRun(message, options) {
+  new RunView({ ...options, toast: true }).follow(message);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -478,12 +667,53 @@ function startRun(message, title) {
 
 let refreshTimer = null;
 function scheduleRunsRefresh() {
+  if (runPageId()) return;
   clearTimeout(refreshTimer);
   refreshTimer = setTimeout(refreshRuns, 300);
 }
 
-function shortState(state) {
-  return (state || "RUN_STATE_UNSPECIFIED").replace("RUN_STATE_", "").toLowerCase();
+// Follows a run of the list on this page: live from its latest state, or replayed.
+function followListed(run, state) {
+  const view = new RunView({ title: run.agent ? "agent" : run.tool, agent: run.agent, run });
+  view.setRunId(run.runId);
+  view.follow(state === "running"
+    ? { type: "watch", runId: run.runId, fromLatest: true }
+    : { type: "watch", runId: run.runId, after: "0" });
+}
+
+async function cancelListed(run) {
+  try {
+    await api(`/v1/runs/${encodeURIComponent(run.runId)}/cancel`, { method: "POST" });
+  } catch (e) {
+    showError(e);
+  }
+  refreshRuns();
+}
+
+// A row of the runs list (a card at phone width: each cell says what it is).
+function runRow(run) {
+  const state = shortState(run.state);
+  const top = (run.progress || []).find((p) => !p.callId);
+  const progress = state === "succeeded" ? 1 : top && top.progress !== undefined ? top.progress : null;
+  const watch = el("button", { type: "button", text: state === "running" ? "Resume" : "Replay",
+    onclick: () => followListed(run, state) });
+  const cancel = state === "running"
+    ? el("button", { type: "button", text: "Cancel", onclick: () => cancelListed(run) })
+    : null;
+  const cell = (label, attrs, ...children) => el("td", { "data-label": label, ...attrs },
+    ...children);
+  return el("tr", { "data-run-id": run.runId, "data-state": state },
+    cell("run", { class: "id" }, runLink(run.runId, run.runId.slice(0, 8))),
+    cell("what", { class: "what", text: run.agent ? `agent: ${run.prompt || ""}` : run.tool,
+      title: run.agent ? run.prompt : JSON.stringify(run.arguments || {}) }),
+    cell("state", { class: "state" }, stateBadge(state)),
+    cell("progress", { class: "pct", text: progress === null ? "" : `${percent(progress)}%` }),
+    cell("started", { class: "started",
+      text: run.createTime ? new Date(run.createTime).toLocaleTimeString() : "" }),
+    cell("duration", { class: "duration", text: duration(run) }),
+    cell("error", { class: "error-text", title: run.errorMessage || "",
+      text: run.errorMessage || "" }),
+    cell("", { class: "actions" }, watch, cancel));
 }
 
 async function refreshRuns() {
@@ -493,42 +723,33 @@ async function refreshRuns() {
   if (state) query.set("state", state);
   try {
     const page = await api(`/v1/runs?${query}`);
-    const rows = (page.runs || []).map((run) => {
-      const state = shortState(run.state);
-      const top = (run.progress || []).find((p) => !p.callId);
-      const progress = state === "succeeded" ? 1 : top && top.progress !== undefined ? top.progress : null;
-      const watch = el("button", { type: "button", text: state === "running" ? "Resume" : "Replay",
-        onclick: () => {
-          const view = new RunView(run.tool || "agent");
-          view.setRunId(run.runId);
-          view.follow(state === "running"
-            ? { type: "watch", runId: run.runId, fromLatest: true }
-            : { type: "watch", runId: run.runId, after: "0" });
-        } });
-      const cancel = state === "running"
-        ? el("button", { type: "button", text: "Cancel", onclick: async () => {
-          try {
-            await api(`/v1/runs/${encodeURIComponent(run.runId)}/cancel`, { method: "POST" });
-          } catch (e) {
-            showError(e);
-          }
-          refreshRuns();
-        } })
-        : null;
-      return el("tr", { "data-run-id": run.runId, "data-state": state },
-        el("td", {}, el("code", { text: run.runId.slice(0, 8), title: run.runId })),
-        el("td", { text: run.agent ? "agent" : run.tool }),
-        el("td", { class: `state ${state}`, text: state,
-          title: run.errorMessage || "" }),
-        el("td", { text: progress === null ? "" : `${percent(progress)}%` }),
-        el("td", { text: run.createTime ? new Date(run.createTime).toLocaleTimeString() : "" }),
-        el("td", {}, watch, cancel));
-    });
-    document.getElementById("runs").replaceChildren(...rows);
+    document.getElementById("runs").replaceChildren(...(page.runs || []).map(runRow));
   } catch (e) {
     showError(e);
   }
   refreshTimer = setTimeout(refreshRuns, 3000);
+}
+
+// ------------------------------------------------------------------------------------------
+// The run view: /runs/{id}.
+
+async function showRunPage(runId) {
+  document.getElementById("home").hidden = true;
+  const page = document.getElementById("run-view");
+  page.hidden = false;
+  document.title = `run ${runId.slice(0, 8)} · toolstream`;
+  let run;
+  try {
+    run = await api(`/v1/runs/${encodeURIComponent(runId)}`);
+  } catch (e) {
+    page.append(el("p", { class: "run-error", text: e.message }));
+    return;
+  }
+  document.title = `${run.agent ? "agent" : run.tool} ${runId.slice(0, 8)} · toolstream`;
+  const view = new RunView({ title: run.agent ? "agent" : run.tool, agent: run.agent,
+    detail: true, run, container: page });
+  view.setRunId(run.runId);
+  view.follow({ type: "watch", runId: run.runId, after: "0" });
 }
 
 // ------------------------------------------------------------------------------------------
@@ -556,7 +777,9 @@ async function loadTools() {
     checks.replaceChildren(...tools.map((tool) => el("label", { class: "inline" },
       el("input", { type: "checkbox", name: "tools", value: tool.name }), tool.name)));
   } catch (e) {
-    box.textContent = "The tools could not be loaded.";
+    box.textContent = e.status === 401
+      ? "Give a token (above) to see the tools."
+      : "The tools could not be loaded.";
     showError(e);
   }
 }
@@ -570,8 +793,27 @@ function setUpAgentForm() {
     if (data.get("model")) body.model = data.get("model");
     if (data.get("maxSteps")) body.maxSteps = Number(data.get("maxSteps"));
     if (data.get("detached")) body.options = { onDisconnect: "ON_DISCONNECT_CONTINUE" };
-    startRun({ type: "run_agent", ...body }, "agent");
+    startRun({ type: "run_agent", ...body }, { title: "agent", agent: true });
   });
+}
+
+// `/runs/{id}`: that run's id; otherwise null.
+function runPageId() {
+  const match = location.pathname.match(/^\/runs\/([^/]+)\/?$/);
+  return match ? decodeURIComponent(match[1]) : null;
+}
+
+// Loads what the page shows (again, once a token was given).
+function start() {
+  const runId = runPageId();
+  if (runId) {
+    document.getElementById("run-view").querySelector("article")?.remove();
+    document.getElementById("run-view").querySelector(".run-error")?.remove();
+    showRunPage(runId);
+  } else {
+    loadTools();
+    refreshRuns();
+  }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -579,8 +821,7 @@ document.addEventListener("DOMContentLoaded", () => {
   setUpAgentForm();
   document.getElementById("runs-refresh").addEventListener("click", refreshRuns);
   document.getElementById("runs-state").addEventListener("change", refreshRuns);
-  loadTools();
-  refreshRuns();
+  start();
   refreshHealth();
   setInterval(refreshHealth, 10000);
 });

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::engine::event::{CallArguments, CallTag, EventKind, OnDisconnect, RunEvent};
-use crate::engine::runs::{RunSnapshot, RunState};
+use crate::engine::runs::{RunSnapshot, RunState, called_with};
 use crate::engine::{RunError, RunOptions, RunStarted};
 use crate::tools::{ProgressUpdate, ToolError};
 
@@ -51,6 +51,12 @@ enum StoredKind {
     Started {
         #[serde(default)]
         tool: String,
+        /// A tool run's arguments, for its record.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        arguments: Option<Value>,
+        /// An agent run's prompt, for its record.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        prompt: String,
         #[serde(default, skip_serializing_if = "String::is_empty")]
         model: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -148,6 +154,8 @@ pub(super) fn encode_event(event: &RunEvent) -> Option<String> {
     let kind = match &event.kind {
         EventKind::Started(started) => StoredKind::Started {
             tool: started.tool.clone(),
+            arguments: started.arguments.clone(),
+            prompt: started.prompt.clone(),
             model: started.model.clone(),
             tools: started.tools.clone(),
             max_steps: started.max_steps,
@@ -202,6 +210,8 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
     let kind = match stored.e {
         StoredKind::Started {
             tool,
+            arguments,
+            prompt,
             model,
             tools,
             max_steps,
@@ -211,6 +221,8 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
             deadline_ns,
         } => EventKind::Started(RunStarted {
             tool,
+            arguments,
+            prompt,
             model,
             tools,
             max_steps,
@@ -522,11 +534,16 @@ impl StoredRecord {
             EventKind::Progress { call, .. } => (!call.call_id.is_empty(), event.sequence),
             _ => (true, event.sequence),
         });
+        // What the run was called with is in its started event.
+        let started = decode_event(&run_id, &self.started).ok();
+        let (arguments, prompt) = called_with(started.as_ref());
         RunSnapshot {
             run_id,
             state: self.state,
             tool: self.tool.clone(),
             agent: self.agent,
+            arguments,
+            prompt,
             create_time: from_unix_nanos(self.create_ns),
             end_time: self.end_ns.map(from_unix_nanos),
             last_sequence: self.last_sequence,
@@ -560,6 +577,7 @@ mod tests {
     fn events_survive_the_store() {
         let started = RunStarted {
             tool: "ticks".into(),
+            arguments: Some(json!({"count": 3})),
             options: RunOptions {
                 min_progress_interval: Some(Duration::from_millis(5)),
                 on_disconnect: OnDisconnect::Continue,
@@ -572,6 +590,17 @@ mod tests {
             panic!("not started");
         };
         assert_eq!(back.tool, "ticks");
+        assert_eq!(back.arguments, Some(json!({"count": 3})));
+        let EventKind::Started(agent) = round_trip(EventKind::Started(RunStarted {
+            prompt: "Hash Cargo.toml".into(),
+            ..RunStarted::default()
+        })) else {
+            panic!("not started");
+        };
+        assert_eq!(
+            (agent.arguments, agent.prompt.as_str()),
+            (None, "Hash Cargo.toml")
+        );
         assert_eq!(back.options, started.options);
         assert_eq!(back.deadline, started.deadline);
 
