@@ -60,7 +60,7 @@ impl RedisServer {
             .unwrap_or_else(|e| {
                 panic!(
                     "cannot start redis-server ({e}): the Redis run store tests need it on PATH; \
-                     install it (Debian: `apt-get install -y redis-server`; .ci/run does)"
+                     install it (Debian: `apt-get install -y redis-server`; scripts/test does)"
                 )
             });
         self.child = Some(child);
