@@ -38,5 +38,12 @@ async def nested_async(items: int = 3) -> AsyncIterator[Dict[str, Any]]:
     yield {"result": "All done"}
 
 
+@progress
+def orphan() -> Generator[Dict[str, Any], None, str]:
+    """Names a parent sub-task that was never made: the protocol is broken."""
+    yield {"task": {"id": "child", "parent": "nobody"}, "progress": 0.5}
+    return "never"
+
+
 if __name__ == "__main__":
     main(nested)

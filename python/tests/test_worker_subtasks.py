@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Iterator, List, Tuple
 import pytest
 from conftest import HERE, grpc_entry
 
+import toolstream
 from toolstream import Client, ProgressEvent
 from toolstream.worker import Worker
 
@@ -60,7 +61,7 @@ def _fractions(nodes: List[Node], call_id: str) -> List[float]:
 def both(start_worker: Callable[..., Any], start_server: Callable[..., Any]) -> Iterator[Client]:
     """A server with ``cmd.nested`` (a command tool) and ``py.nested`` (the same function in a
     worker)."""
-    worker = start_worker(f"{NESTED}:nested,nested_async")
+    worker = start_worker(f"{NESTED}:nested,nested_async,orphan")
     server = start_server(_command_entry() + grpc_entry(worker.addr, prefix="py."))
     with Client(server.addr) as client:
         yield client
@@ -99,6 +100,12 @@ def test_an_async_tool_gives_the_same_tree(both: Client) -> None:
     assert _parents(worker) == _parents(command)
     top = _fractions(worker, "")
     assert top == sorted(top) and top[-1] == pytest.approx(1.0), top
+
+
+def test_a_sub_task_line_that_breaks_the_protocol_fails_the_call_as_internal(both: Client) -> None:
+    with pytest.raises(toolstream.ToolCrashed) as crashed:
+        both.run("py.orphan").result
+    assert "names task 'nobody' as its parent" in crashed.value.message
 
 
 def _tracked_objects() -> int:

@@ -50,9 +50,15 @@ What runs, and how:
 - At most ``max_concurrency`` calls run at once (a cancelled sync tool holds its place until it
   reaches its next ``yield``); one more is refused with RESOURCE_EXHAUSTED, which a federating
   toolstream server reports as UNAVAILABLE (retry).
+- **Sub-tasks** (``progress.child``, see :class:`toolstream.tool.Task`) give the same progress
+  tree as in a command tool: each is a node of its own (``call_id`` ``"1"``, ``"1/2"``…, its
+  ``parent_call_id``, its label as ``tool``), and the call's own fraction is theirs rolled up
+  (the worker does the roll-up, :mod:`toolstream._progress_tree`, since a federating server
+  relays a remote's nodes as they are). Sub-tasks still open when the tool returns are finished
+  before the result. A call's sub-tasks and tree live only as long as the call.
 - When the caller reads slower than the tool reports, up to 64 reports wait to be sent; past
-  that the newest replaces the newest unsent one (the gap in ``sequence`` shows it), so memory
-  stays bounded and the tool is never slowed.
+  that a report replaces its node's newest unsent one (the gap in ``sequence`` shows it), so
+  memory stays bounded and the tool is never slowed.
 - ``grpc.health.v1.Health`` reports ``""`` and ``toolstream.v1.ToolService`` SERVING, and
   NOT_SERVING once the worker is stopping. RunAgent is UNIMPLEMENTED: agents run on the toolstream
   server, which can call a worker's tools.
