@@ -39,6 +39,7 @@ import inspect
 import json
 import sys
 import traceback
+import uuid
 from typing import (
     Any,
     Callable,
@@ -195,13 +196,14 @@ class CallTasks:
     worker) to send them before the next yielded line. Made per call and dropped with it, so a
     long-lived process holds nothing of calls that ended."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "t") -> None:
+        self._prefix = prefix
         self._made = 0
         self._lines: List[Dict[str, Any]] = []
 
     def _new_id(self) -> str:
         self._made += 1
-        return f"t{self._made}"
+        return f"{self._prefix}{self._made}"
 
     def _announce(self, line: Dict[str, Any]) -> None:
         self._lines.append(line)
@@ -251,15 +253,18 @@ class Task:
     have sub-tasks of its own (``sub.child(...)``), to any depth. The same tool gives the same tree
     as a command tool (``main``) and in a worker (:mod:`toolstream.worker`).
 
-    A sub-task belongs to the call running where it is made. Made outside any call (a tool's
-    generator driven by a test, say) it still works, and its announcements go nowhere.
+    A sub-task belongs to the call running where it is made: make it in the tool's own code (its
+    thread, or its asyncio task), not on a thread the tool started. Made outside any call (a
+    tool's generator driven by a test, say) it still works, and its announcements go nowhere.
     """
 
     def __init__(self, label: str, weight: float = 1.0, parent: "Optional[Task]" = None) -> None:
         if parent is not None:
             tasks = parent._tasks
         else:
-            tasks = _current_call.get() or CallTasks()
+            # Outside a call (or on a thread the tool started), ids that cannot be taken for
+            # those of the call's own sub-tasks.
+            tasks = _current_call.get() or CallTasks(prefix=f"free-{uuid.uuid4().hex[:12]}-")
         self._tasks: CallTasks = tasks
         self.id = tasks._new_id()
         self.label = str(label)
