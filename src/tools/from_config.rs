@@ -97,7 +97,7 @@ pub async fn load_entries(
                     tracing::warn!(
                         source = %remote.label(),
                         %error,
-                        "remote unreachable at start-up: serving without its tools; trying again                          in the background, its tools appear when it answers"
+                        "remote unreachable at start-up: serving without its tools until it answers (retrying in the background)"
                     );
                 }
                 remote.keep_listed(&set);
