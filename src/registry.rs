@@ -98,6 +98,22 @@ pub struct ToolSet {
     label: String,
     tools: RwLock<Arc<BTreeMap<String, Entry>>>,
     claims: Arc<Claims>,
+    /// Why the set's source cannot be listed now (a remote that is down); `None` while it can.
+    unreachable: RwLock<Option<String>>,
+}
+
+/// A [`ToolSet`]'s source as health reports it (`/healthz`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceHealth {
+    /// What the source is: "remote http://127.0.0.1:50052".
+    pub source: String,
+    /// Whether its tools could be listed the last time they were asked for.
+    pub reachable: bool,
+    /// How many of its tools are offered now.
+    pub tools: usize,
+    /// Why it cannot be listed, while it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What [`ToolSet::replace`] changed.
@@ -127,6 +143,26 @@ impl ToolSet {
     /// The names of the set's tools now.
     pub fn names(&self) -> Vec<String> {
         self.current().keys().cloned().collect()
+    }
+
+    /// Records why the set's source cannot be listed now, or (`None`) that it can again.
+    pub fn set_unreachable(&self, reason: Option<String>) {
+        *self.unreachable.write().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    /// The set's source as health reports it.
+    pub fn health(&self) -> SourceHealth {
+        let error = self
+            .unreachable
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        SourceHealth {
+            source: self.label.clone(),
+            reachable: error.is_none(),
+            tools: self.current().len(),
+            error,
+        }
     }
 
     fn current(&self) -> Arc<BTreeMap<String, Entry>> {
@@ -228,10 +264,17 @@ impl ToolRegistry {
             label: label.into(),
             tools: RwLock::new(Arc::new(entries)),
             claims: Arc::clone(&self.claims),
+            unreachable: RwLock::new(None),
         });
         drop(claims);
         self.sets.push(Arc::clone(&set));
         Ok(set)
+    }
+
+    /// The sources whose tools may change while the server runs (remote servers), as health
+    /// reports them, in the order they were registered.
+    pub fn sources(&self) -> Vec<SourceHealth> {
+        self.sets.iter().map(|set| set.health()).collect()
     }
 
     /// The specs of every tool now, sorted by name.

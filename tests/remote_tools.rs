@@ -236,7 +236,7 @@ async fn a_remote_that_went_away_is_unavailable_and_local_tools_still_work() {
 }
 
 #[tokio::test]
-async fn an_unreachable_remote_at_start_up_is_a_config_error_naming_the_entry() {
+async fn an_unreachable_remote_at_start_up_is_a_source_without_tools_but_a_bad_entry_is_an_error() {
     // A socket bound but not listening: the port stays ours (no other test can take it) and
     // every connection to it is refused.
     let reserved = tokio::net::TcpSocket::new_v4().unwrap();
@@ -244,17 +244,31 @@ async fn an_unreachable_remote_at_start_up_is_a_config_error_naming_the_entry() 
     let closed = reserved.local_addr().unwrap();
     let root = std::env::current_dir().unwrap();
     let mut registry = registry_with(&root, vec![]);
-    let error = toolstream::tools::from_config::load_entries(
+    let before = registry.specs().len();
+    // Not an error: the server starts without the remote's tools and lists them when it answers.
+    toolstream::tools::from_config::load_entries(
         &[entry(&format!("http://{closed}"))],
         &root,
         &Limits::default(),
         &mut registry,
     )
     .await
-    .unwrap_err()
-    .to_string();
-    assert!(error.contains("entry 1"), "{error}");
-    assert!(error.contains(&closed.to_string()), "{error}");
+    .expect("an unreachable remote does not stop start-up");
+    assert_eq!(registry.specs().len(), before);
+    let sources = registry.sources();
+    assert_eq!(sources.len(), 1, "{sources:?}");
+    assert!(
+        !sources[0].reachable && sources[0].tools == 0,
+        "{sources:?}"
+    );
+    assert!(
+        sources[0].source.contains(&closed.to_string())
+            && sources[0]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains(&closed.to_string())),
+        "{sources:?}"
+    );
 
     let bad: toml::Table =
         toml::from_str("kind = \"grpc\"\nendpoint = \"x\"\nprefx = \"r.\"\n").unwrap();

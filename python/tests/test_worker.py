@@ -4,6 +4,9 @@ server that notices a worker that crashed or came back with other tools."""
 
 from __future__ import annotations
 
+import json
+import socket
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -237,6 +240,30 @@ def test_a_crashed_worker_is_unavailable_and_noticed_when_it_comes_back_with_oth
         assert "py.typed" not in names
         assert client.run("py.plain", a=5).result == 7
         assert client.run("py.coroutine", text="ab").result == "ba"
+
+
+def test_a_worker_started_after_the_server_is_listed_when_it_answers(
+    start_worker: Callable[..., Any], start_server: Callable[..., Any]
+) -> None:
+    # `python tools.py & toolstream serve`: the server may well come up first.
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        addr = f"127.0.0.1:{free.getsockname()[1]}"
+    server = start_server(grpc_entry(addr, prefix="py."))
+    health = _healthz(server.addr)
+    assert health["status"] == "SERVING"
+    assert health["sources"][0]["reachable"] is False and addr in health["sources"][0]["error"]
+    with Client(server.addr) as client:
+        assert not [t.name for t in client.tools() if t.name.startswith("py.")]
+        start_worker(f"{TOOLS}:plain", listen=addr)
+        wait_until(lambda: _names_if(client, "py.plain"), "the worker's tools to appear")
+        assert client.run("py.plain", a=1).result == 3
+    assert _healthz(server.addr)["sources"][0]["reachable"] is True
+
+
+def _healthz(addr: str) -> Any:
+    with urllib.request.urlopen(f"http://{addr}/healthz", timeout=10) as response:
+        return json.loads(response.read())
 
 
 def _names_if(client: Client, name: str) -> Any:

@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from .tool import progress
 
-__version__ = "0.2.0"
+# The one place the Python package's version is set (pyproject.toml reads it); it is the
+# server's too: Cargo.toml says the same, and tests/test_version.py fails when they drift.
+__version__ = "0.3.0"
 
 if TYPE_CHECKING:
     from .aio import (

@@ -38,7 +38,7 @@ from . import _convert as convert
 from ._connection import Connection, Metadata
 from .client import _RESUMABLE, PathOrBytes, ToolRef, resume_window
 from .errors import Cancelled, RunNotFound, ToolstreamError, Unavailable, from_rpc_error
-from .events import ProgressEvent, Run, RunState, ToolInfo
+from .events import ProgressEvent, Run, RunState, ToolInfo, TopLevelProgress
 from .v1 import toolstream_pb2 as pb
 from .v1 import toolstream_pb2_grpc as pb_grpc
 
@@ -284,7 +284,8 @@ class _Result:
 
 
 class AsyncProgressStream:
-    """The events of one run, for asyncio: ``async for`` yields its progress events; then
+    """The events of one run, for asyncio: ``async for`` yields the progress of the run's top
+    level, each with ``event.progress`` a float (as :class:`toolstream.ProgressStream`); then
     ``await stream.result`` gives its result or raises its error. ``events()`` yields every event
     and raises the run's error at the end. ``await stream.cancel()`` cancels the run;
     ``async with`` closes the stream on leaving (which cancels a run not started with
@@ -313,6 +314,7 @@ class AsyncProgressStream:
         self._last_sequence = after
         self._seen_any = bool(pending)
         self._pending: Deque[ProgressEvent] = collections.deque(pending)
+        self._top = TopLevelProgress()
         self._done = False
         self._result: Any = _UNSET
         self._error: Optional[ToolstreamError] = None
@@ -391,9 +393,9 @@ class AsyncProgressStream:
 
     async def __anext__(self) -> ProgressEvent:
         while True:
-            event = await self._next_event()
-            if event.type == "progress":
-                return event
+            top = self._top.see(await self._next_event())
+            if top is not None:
+                return top
 
     async def events(self) -> AsyncIterator[ProgressEvent]:
         """Every event of the run, then the run's error if it failed."""
@@ -402,6 +404,7 @@ class AsyncProgressStream:
                 event = await self._next_event()
             except StopAsyncIteration:
                 break
+            self._top.see(event)
             yield event
         if self._error is not None:
             raise self._error

@@ -35,7 +35,7 @@ from .errors import (
     Unavailable,
     from_rpc_error,
 )
-from .events import ProgressEvent, Run, RunState, ToolInfo
+from .events import ProgressEvent, Run, RunState, ToolInfo, TopLevelProgress
 from .v1 import toolstream_pb2 as pb
 from .v1 import toolstream_pb2_grpc as pb_grpc
 
@@ -318,9 +318,11 @@ class Client:
 class ProgressStream:
     """The events of one run, as they happen.
 
-    Iterating yields the run's progress events (:class:`ProgressEvent`) until the run ends;
-    then ``result`` holds its result, or raises its error. ``events()`` yields every event
-    instead (typed by ``event.type``) and raises the run's error at the end::
+    Iterating yields the progress of the run's top level (:class:`ProgressEvent`: the tool's own
+    progress, or the agent's) until the run ends, each with ``event.progress`` a float (the
+    latest known fraction, 0.0 before the first); then ``result`` holds its result, or raises
+    its error. ``events()`` yields every event instead (typed by ``event.type``: sub-tasks, an
+    agent's tool calls and all) and raises the run's error at the end::
 
         stream = client.run("batch_process", items=my_items)
         for event in stream:
@@ -355,6 +357,7 @@ class ProgressStream:
         self._last_sequence = after
         self._seen_any = bool(pending)
         self._pending: Deque[ProgressEvent] = collections.deque(pending)
+        self._top = TopLevelProgress()
         self._lock = threading.Lock()
         self._done = False
         self._result: Any = _UNSET
@@ -431,9 +434,9 @@ class ProgressStream:
 
     def __next__(self) -> ProgressEvent:
         while True:
-            event = self._next_event()
-            if event.type == "progress":
-                return event
+            top = self._top.see(self._next_event())
+            if top is not None:
+                return top
 
     def events(self) -> Iterator[ProgressEvent]:
         """Every event of the run (``started``, ``progress``, ``result``, and in agent runs
@@ -444,6 +447,7 @@ class ProgressStream:
                 event = self._next_event()
             except StopIteration:
                 break
+            self._top.see(event)
             yield event
         if self._error is not None:
             raise self._error

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import enum
 from dataclasses import dataclass, field
@@ -34,8 +35,10 @@ class ProgressEvent:
     The seed's fields come first and mean what they meant there; the others say where the event
     sits in the run:
 
-    - ``progress``: fraction done, 0.0 to 1.0; ``None`` when the tool reported only a status (and
-      on events that are not progress).
+    - ``progress``: fraction done, 0.0 to 1.0; ``None`` when the tool reported only a status, on
+      the report that announces a sub-task, and on events that are not progress. Iterating a
+      stream (``for event in stream``) yields the run's top level only, where it is always a
+      float (the latest known fraction; 0.0 before the first).
     - ``status``: what the tool is doing now, or ``None``.
     - ``data``: every other key the tool reported with the progress (``{"items_processed": 100}``).
       On a ``result`` event, the result (as in the seed's ``event.data``); on ``tool_call_started``
@@ -46,8 +49,11 @@ class ProgressEvent:
     - ``sequence``: the event's position in the run, from 1 (0 on gap and heartbeat events). A gap
       between two events means progress was coalesced because the reader was slower than the tool.
     - ``run_id``: the run.
-    - ``call_id``, ``tool``, ``parent_call_id``: in agent runs, the tool call the event belongs to
-      (``None`` at the agent's own level). ``tool`` is also set on ``started`` for a tool run.
+    - ``call_id``, ``tool``, ``parent_call_id``: the node of the run's progress tree the event
+      belongs to, ``None`` at the run's top level (the tool's own progress, or the agent's): in
+      agent runs a tool call (``tool`` its tool); a sub-task of a tool (``tool`` its label, such
+      as a file name; ``parent_call_id`` the node it belongs to, ``None`` under the top level).
+      ``tool`` is also set on ``started`` for a tool run.
     - ``text``: ``message`` events, the model's text; ``error``: a ``tool_call_finished`` whose
       call failed; ``result``: the value of a ``result`` or successful ``tool_call_finished``.
     """
@@ -83,6 +89,27 @@ class ProgressEvent:
             if value is not None:
                 out[name] = value
         return out
+
+
+class TopLevelProgress:
+    """What iterating a run's stream yields, shared by the sync and async streams: the run's
+    top-level progress events only (not those of an agent's tool calls or a tool's sub-tasks),
+    each with ``progress`` a float: the latest top-level fraction known, 0.0 before the first.
+    Fed every event the stream reads, in order."""
+
+    __slots__ = ("fraction",)
+
+    def __init__(self) -> None:
+        self.fraction = 0.0
+
+    def see(self, event: ProgressEvent) -> Optional[ProgressEvent]:
+        """``event`` as iterating yields it, or ``None`` when iterating skips it."""
+        if event.type != "progress" or event.call_id is not None:
+            return None
+        if event.progress is None:
+            return dataclasses.replace(event, progress=self.fraction)
+        self.fraction = event.progress
+        return event
 
 
 @dataclass(frozen=True)

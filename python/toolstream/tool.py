@@ -33,16 +33,30 @@ installed. The same functions can be served many at a time, in one long-lived pr
 :func:`toolstream.worker.serve`.
 """
 
+import contextlib
+import contextvars
 import inspect
-import itertools
 import json
 import sys
 import traceback
-from typing import Any, Callable, Dict, List, Mapping, Optional, TextIO, TypeVar, Union, overload
+import uuid
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    TextIO,
+    TypeVar,
+    Union,
+    overload,
+)
 
 from .schema import coerce_arguments, describe, json_default
 
-__all__ = ["progress", "main", "run", "child", "Task"]
+__all__ = ["progress", "main", "run", "child", "Task", "CallTasks"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -106,21 +120,25 @@ def run(fn: Callable[..., Any], arguments: Dict[str, Any], out: TextIO) -> Any:
     """Calls ``fn(**arguments)``, writing each progress report to ``out`` as a JSON line, and
     returns its result. A yielded dict with a ``result`` key is the result too (the generator is
     closed there). Exceptions propagate."""
-    outcome = fn(**coerce_arguments(fn, arguments))
-    if not inspect.isgenerator(outcome):
-        return outcome
-    while True:
-        try:
-            report = next(outcome)
-        except StopIteration as stop:
-            _write_task_lines(out)
-            return stop.value
-        _write_task_lines(out)
-        line = _progress_line(report)
-        if "result" in line:
-            outcome.close()
-            return line["result"]
-        _write(out, line)
+    tasks = CallTasks()
+    with tasks.current():
+        outcome = fn(**coerce_arguments(fn, arguments))
+        if not inspect.isgenerator(outcome):
+            return outcome
+        while True:
+            try:
+                report = next(outcome)
+            except StopIteration as stop:
+                for line in tasks.take():
+                    _write(out, line)
+                return stop.value
+            for line in tasks.take():
+                _write(out, line)
+            line = _progress_line(report)
+            if "result" in line:
+                outcome.close()
+                return line["result"]
+            _write(out, line)
 
 
 def _read_arguments(stdin: TextIO) -> Dict[str, Any]:
@@ -169,17 +187,57 @@ def main(fn: Callable[..., Any]) -> None:
     sys.exit(0)
 
 
-
 # Sub-tasks ---------------------------------------------------------------------------------------
+
+
+class CallTasks:
+    """The sub-tasks of one call of a tool: how they are numbered, and the lines they announce
+    (made, finished) that no yield carries, waiting for whoever runs the call (``run``, or a
+    worker) to send them before the next yielded line. Made per call and dropped with it, so a
+    long-lived process holds nothing of calls that ended."""
+
+    def __init__(self, prefix: str = "t") -> None:
+        self._prefix = prefix
+        self._made = 0
+        self._lines: List[Dict[str, Any]] = []
+
+    def _new_id(self) -> str:
+        self._made += 1
+        return f"{self._prefix}{self._made}"
+
+    def _announce(self, line: Dict[str, Any]) -> None:
+        self._lines.append(line)
+
+    def take(self) -> List[Dict[str, Any]]:
+        """The lines announced since the last ``take``, in order."""
+        lines, self._lines = self._lines, []
+        return lines
+
+    @contextlib.contextmanager
+    def current(self) -> Iterator["CallTasks"]:
+        """Within the block (on this thread, or this asyncio task), ``progress.child`` makes
+        sub-tasks of this call."""
+        token = _current_call.set(self)
+        try:
+            yield self
+        finally:
+            _current_call.reset(token)
+
+
+# The call running on this thread or asyncio task: a context variable, so that calls running at
+# once in one worker (each on a thread or task of its own) keep their sub-tasks apart.
+_current_call: "contextvars.ContextVar[Optional[CallTasks]]" = contextvars.ContextVar(
+    "toolstream_call_tasks", default=None
+)
 
 
 class Task:
     """A sub-task of the tool's run, made by ``progress.child(label, weight)`` (or ``child``).
 
     Its reports reach the client as progress of a node of its own (named ``label``) under the
-    tool's progress, and roll up into its parent's: toolstream computes the parent's fraction as
-    its finished sub-tasks' weights plus each running sub-task's weight times its fraction, so the
-    tool does no arithmetic. The seed's nested example becomes::
+    tool's progress, and roll up into its parent's: the parent's fraction is its finished
+    sub-tasks' weights plus each running sub-task's weight times its fraction, so the tool does no
+    arithmetic. The seed's nested example becomes::
 
         @progress
         def outer_task(items: list) -> str:
@@ -191,19 +249,29 @@ class Task:
 
     ``report`` returns the line to yield. A sub-task is announced when it is made, so it shows
     (and weighs) even before it reports, and it is complete when its ``with`` block ends or
-    ``finish()`` is called; those two lines are written by ``main`` before the next yielded line.
-    A sub-task can have sub-tasks of its own (``sub.child(...)``), to any depth.
+    ``finish()`` is called; those two lines are sent before the next yielded line. A sub-task can
+    have sub-tasks of its own (``sub.child(...)``), to any depth. The same tool gives the same tree
+    as a command tool (``main``) and in a worker (:mod:`toolstream.worker`).
+
+    A sub-task belongs to the call running where it is made: make it in the tool's own code (its
+    thread, or its asyncio task), not on a thread the tool started. Made outside any call (a
+    tool's generator driven by a test, say) it still works, and its announcements go nowhere.
     """
 
-    _numbers = itertools.count(1)
-
     def __init__(self, label: str, weight: float = 1.0, parent: "Optional[Task]" = None) -> None:
-        self.id = f"t{next(Task._numbers)}"
+        if parent is not None:
+            tasks = parent._tasks
+        else:
+            # Outside a call (or on a thread the tool started), ids that cannot be taken for
+            # those of the call's own sub-tasks.
+            tasks = _current_call.get() or CallTasks(prefix=f"free-{uuid.uuid4().hex[:12]}-")
+        self._tasks: CallTasks = tasks
+        self.id = tasks._new_id()
         self.label = str(label)
         self.weight = float(weight)
         self.parent = parent
         self.finished = False
-        _task_lines.append({"task": self._declaration()})
+        tasks._announce({"task": self._declaration()})
 
     def _declaration(self) -> Dict[str, Any]:
         return {
@@ -235,7 +303,7 @@ class Task:
         counts."""
         if not self.finished:
             self.finished = True
-            _task_lines.append({"task": {"id": self.id, "done": True}})
+            self._tasks._announce({"task": {"id": self.id, "done": True}})
 
     def __enter__(self) -> "Task":
         return self
@@ -250,12 +318,3 @@ def child(label: str, weight: float = 1.0) -> Task:
 
 
 progress.child = child  # type: ignore[attr-defined]
-
-# Lines sub-tasks announce (made, finished) that no yield carries; ``run`` writes them, in order,
-# before the next yielded line and before the result.
-_task_lines: List[Dict[str, Any]] = []
-
-
-def _write_task_lines(out: TextIO) -> None:
-    while _task_lines:
-        _write(out, _task_lines.pop(0))

@@ -50,9 +50,15 @@ What runs, and how:
 - At most ``max_concurrency`` calls run at once (a cancelled sync tool holds its place until it
   reaches its next ``yield``); one more is refused with RESOURCE_EXHAUSTED, which a federating
   toolstream server reports as UNAVAILABLE (retry).
+- **Sub-tasks** (``progress.child``, see :class:`toolstream.tool.Task`) give the same progress
+  tree as in a command tool: each is a node of its own (``call_id`` ``"1"``, ``"1/2"``…, its
+  ``parent_call_id``, its label as ``tool``), and the call's own fraction is theirs rolled up
+  (the worker does the roll-up, :mod:`toolstream._progress_tree`, since a federating server
+  relays a remote's nodes as they are). Sub-tasks still open when the tool returns are finished
+  before the result. A call's sub-tasks and tree live only as long as the call.
 - When the caller reads slower than the tool reports, up to 64 reports wait to be sent; past
-  that the newest replaces the newest unsent one (the gap in ``sequence`` shows it), so memory
-  stays bounded and the tool is never slowed.
+  that a report replaces its node's newest unsent one (the gap in ``sequence`` shows it), so
+  memory stays bounded and the tool is never slowed.
 - ``grpc.health.v1.Health`` reports ``""`` and ``toolstream.v1.ToolService`` SERVING, and
   NOT_SERVING once the worker is stopping. RunAgent is UNIMPLEMENTED: agents run on the toolstream
   server, which can call a worker's tools.
@@ -99,7 +105,8 @@ from grpc_health.v1.health import aio as health_aio
 
 from . import _convert as convert
 from .schema import ArgumentError, coerce_arguments, describe
-from .tool import _progress_line
+from ._progress_tree import NodeReport, ProgressTree, TaskLineError
+from .tool import CallTasks, _progress_line
 from .v1 import toolstream_pb2 as pb
 from .v1 import toolstream_pb2_grpc as pb_grpc
 
@@ -134,8 +141,9 @@ def _tool(fn: Callable[..., Any]) -> _Tool:
 
 class _Outbox:
     """What a running tool has to say, handed from its thread (or task) to the call's handler:
-    progress not yet sent (at most ``limit``; past that the newest replaces the newest unsent,
-    so a slow caller never slows the tool nor grows memory), and the end."""
+    progress not yet sent (at most ``limit``; past that a report replaces its node's newest
+    unsent one, so a slow caller never slows the tool and memory is bounded by the limit plus the
+    tree's nodes), and the end."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: int = 64) -> None:
         self._loop = loop
@@ -143,7 +151,7 @@ class _Outbox:
         self._lock = threading.Lock()
         self._wake = asyncio.Event()
         self._sequence = 1  # 1 is the started event
-        self._progress: Deque[Tuple[int, Dict[str, Any]]] = collections.deque()
+        self._progress: Deque[Tuple[int, NodeReport]] = collections.deque()
         self._end: Optional[Tuple[int, str, Any]] = None
 
     def _notify(self) -> None:
@@ -152,18 +160,27 @@ class _Outbox:
         except RuntimeError:
             pass  # the loop is closed: the worker is gone, nobody is listening
 
-    def progress(self, report: Dict[str, Any]) -> None:
+    def progress(self, reports: Iterable[NodeReport]) -> None:
         with self._lock:
             if self._end is not None:
                 return
-            self._sequence += 1
-            if len(self._progress) >= self._limit:
-                self._progress.pop()
-            self._progress.append((self._sequence, report))
+            for report in reports:
+                self._sequence += 1
+                if len(self._progress) >= self._limit:
+                    self._drop_unsent(report.call_id)
+                self._progress.append((self._sequence, report))
         self._notify()
 
+    def _drop_unsent(self, call_id: str) -> None:
+        """Drops the newest unsent report of node ``call_id``, if any."""
+        for position in range(len(self._progress) - 1, -1, -1):
+            if self._progress[position][1].call_id == call_id:
+                del self._progress[position]
+                return
+
     def end(self, kind: str, payload: Any) -> None:
-        """``kind`` is "result", "error" (payload: the exception) or "cancelled"."""
+        """``kind`` is "result", "error" (payload: the exception), "broken" (payload: how the
+        tool broke the progress protocol) or "cancelled"."""
         with self._lock:
             if self._end is not None:
                 return
@@ -173,7 +190,7 @@ class _Outbox:
 
     async def next(
         self,
-    ) -> Tuple[List[Tuple[int, Dict[str, Any]]], Optional[Tuple[int, str, Any]]]:
+    ) -> Tuple[List[Tuple[int, NodeReport]], Optional[Tuple[int, str, Any]]]:
         """Waits for news: the progress not yet taken, in order, and the end once known."""
         while True:
             with self._lock:
@@ -201,6 +218,10 @@ class _Execution:
         self.tool = tool
         self.arguments = arguments
         self.outbox = outbox
+        # The call's sub-tasks (``progress.child``) and its progress tree: this call's only, and
+        # gone with it.
+        self._tasks = CallTasks()
+        self._tree = ProgressTree()
         self._stop = threading.Event()
         self._task: Optional["asyncio.Task[None]"] = None
         self._finished = finished
@@ -225,20 +246,48 @@ class _Execution:
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
+    def _progress(self, report: Any) -> Optional[Dict[str, Any]]:
+        """Sends what the tool said before this yield (sub-tasks made or finished), then the
+        yielded report; returns the report when it is the result instead."""
+        line = _progress_line(report)
+        lines = self._tasks.take()
+        if "result" not in line:
+            lines.append(line)
+        reports: List[NodeReport] = []
+        for each in lines:
+            reports.extend(self._tree.apply(each))
+        self.outbox.progress(reports)
+        return line if "result" in line else None
+
+    def _result(self, value: Any) -> None:
+        """Ends the call with ``value``, its sub-tasks still open finished first."""
+        reports: List[NodeReport] = []
+        for line in self._tasks.take():
+            reports.extend(self._tree.apply(line))
+        reports.extend(self._tree.finish_all())
+        self.outbox.progress(reports)
+        self.outbox.end("result", value)
+
     def _run_sync(self) -> None:
         try:
-            outcome = self.tool.fn(**self.arguments)
-            if inspect.isgenerator(outcome):
-                self._drive(outcome)
-            elif inspect.isawaitable(outcome) or inspect.isasyncgen(outcome):
-                self.outbox.end(
-                    "error",
-                    TypeError("a sync function returned an awaitable; declare it `async def`"),
-                )
-            else:
-                self.outbox.end("result", outcome)
+            with self._tasks.current():
+                self._call_sync()
+        except TaskLineError as error:
+            self.outbox.end("broken", str(error))
         except BaseException as error:  # noqa: BLE001 - every failure must reach the caller
             self._failed(error)
+
+    def _call_sync(self) -> None:
+        outcome = self.tool.fn(**self.arguments)
+        if inspect.isgenerator(outcome):
+            self._drive(outcome)
+        elif inspect.isawaitable(outcome) or inspect.isasyncgen(outcome):
+            self.outbox.end(
+                "error",
+                TypeError("a sync function returned an awaitable; declare it `async def`"),
+            )
+        else:
+            self._result(outcome)
 
     def _drive(self, generator: Any) -> None:
         """Runs a sync generator step by step, closing it at a ``yield`` once cancelled."""
@@ -251,36 +300,37 @@ class _Execution:
                 try:
                     report = next(generator)
                 except StopIteration as stop:
-                    self.outbox.end("result", stop.value)
+                    self._result(stop.value)
                     return
-                line = _progress_line(report)
-                if "result" in line:
+                final = self._progress(report)
+                if final is not None:
                     generator.close()
-                    self.outbox.end("result", line["result"])
+                    self._result(final["result"])
                     return
-                self.outbox.progress(line)
         finally:
             generator.close()
 
     async def _run_async(self) -> None:
         fn = self.tool.fn
         try:
-            if inspect.isasyncgenfunction(inspect.unwrap(fn)):
-                generator = fn(**self.arguments)
-                try:
-                    async for report in generator:
-                        line = _progress_line(report)
-                        if "result" in line:
-                            self.outbox.end("result", line["result"])
-                            return
-                        self.outbox.progress(line)
-                    self.outbox.end("result", None)
-                finally:
-                    await generator.aclose()
-            else:
-                self.outbox.end("result", await fn(**self.arguments))
+            with self._tasks.current():
+                if inspect.isasyncgenfunction(inspect.unwrap(fn)):
+                    generator = fn(**self.arguments)
+                    try:
+                        async for report in generator:
+                            final = self._progress(report)
+                            if final is not None:
+                                self._result(final["result"])
+                                return
+                        self._result(None)
+                    finally:
+                        await generator.aclose()
+                else:
+                    self._result(await fn(**self.arguments))
         except asyncio.CancelledError:
             self.outbox.end("cancelled", None)
+        except TaskLineError as error:
+            self.outbox.end("broken", str(error))
         except BaseException as error:  # noqa: BLE001
             self._failed(error)
 
@@ -301,11 +351,14 @@ def _error_text(error: BaseException) -> str:
     return f"{name}: {message}" if message else name
 
 
-def _progress_message(report: Dict[str, Any], tool: str) -> pb.Progress:
-    """A reported dict as a Progress message: ``progress`` and ``status`` out, the rest as data.
-    A fraction outside [0, 1] is clamped; NaN is dropped (with a warning)."""
-    data = dict(report)
-    message = pb.Progress()
+def _progress_message(report: NodeReport, tool: str) -> pb.Progress:
+    """A node's report as a Progress message: ``progress`` and ``status`` out, the rest as data,
+    tagged with the node (a sub-task's ``call_id``, ``parent_call_id``, and its label as
+    ``tool``). A fraction outside [0, 1] is clamped; NaN is dropped (with a warning)."""
+    data = dict(report.fields)
+    message = pb.Progress(
+        call_id=report.call_id, parent_call_id=report.parent_call_id, tool=report.label
+    )
     fraction = data.get("progress")
     if isinstance(fraction, (int, float)) and not isinstance(fraction, bool):
         del data["progress"]
@@ -426,6 +479,12 @@ class _ToolService(pb_grpc.ToolServiceServicer):
                     return
                 if kind == "error":
                     await context.abort(grpc.StatusCode.ABORTED, _error_text(payload))
+                    return
+                if kind == "broken":
+                    await context.abort(
+                        grpc.StatusCode.INTERNAL,
+                        f"tool {tool.name!r} reported progress that breaks the protocol: {payload}",
+                    )
                     return
                 await context.abort(grpc.StatusCode.CANCELLED, "the run was cancelled")
                 return

@@ -92,6 +92,14 @@ pub async fn load_entries(
                 let set = registry
                     .register_set(remote.label(), remote.tools())
                     .map_err(|e| fail(e.to_string()))?;
+                if let Some(error) = remote.unreachable() {
+                    // Not fatal: a worker started beside the server may not be up yet.
+                    tracing::warn!(
+                        source = %remote.label(),
+                        %error,
+                        "remote unreachable at start-up: serving without its tools until it answers (retrying in the background)"
+                    );
+                }
                 remote.keep_listed(&set);
                 continue;
             }

@@ -16,11 +16,13 @@
 //! token_env = "REMOTE_TOKEN"    # optional: sent as `authorization: Bearer` (a remote with auth)
 //! ```
 //!
-//! The remote's tool list is read when the server starts: a remote that cannot be listed then
-//! stops `serve` with a message naming the entry. After that the list is kept current
-//! ([`relist`]): it is read again every `relist_secs`, and at once when a run finds the remote
-//! unreachable or without the tool; while the remote is unreachable it is tried again, more and
-//! more slowly up to `relist_secs`, and listed as soon as it answers. So a remote that restarts
+//! The remote's tool list is read when the server starts. A remote that cannot be listed then (a
+//! worker started at the same time and not up yet, or an endpoint with a typo) does not stop
+//! `serve`: the server starts without its tools, the log says which endpoint is down and why, and
+//! `/healthz` lists it as unreachable (see `ToolRegistry::sources`). After that the list is kept
+//! current ([`relist`]): it is read again every `relist_secs`, and at once when a run finds the
+//! remote unreachable or without the tool; while the remote is unreachable it is tried again, more
+//! and more slowly up to `relist_secs`, and listed as soon as it answers. So a remote that restarts
 //! with other tools is noticed: its new tools appear, the ones it no longer has go away. A tool
 //! whose name another tool of this server already has is left out, with a warning in the log.
 //! While the remote is unreachable its last known tools stay listed and their runs fail with
@@ -87,6 +89,8 @@ const DEFAULT_RELIST: Duration = Duration::from_secs(10);
 pub struct RemoteSource {
     remote: Arc<Remote>,
     tools: Vec<Arc<dyn Tool>>,
+    /// Why the remote could not be listed at start-up; `None`: it was.
+    unreachable: Option<String>,
 }
 
 impl RemoteSource {
@@ -95,20 +99,35 @@ impl RemoteSource {
         format!("remote {}", self.remote.endpoint)
     }
 
-    /// The tools the remote listed at start-up.
+    /// The tools the remote listed at start-up (none when it could not be listed).
     pub fn tools(&self) -> Vec<Arc<dyn Tool>> {
         self.tools.clone()
     }
 
+    /// Why the remote could not be listed at start-up, if it could not.
+    pub fn unreachable(&self) -> Option<&str> {
+        self.unreachable.as_deref()
+    }
+
     /// Keeps the tools of `set` (registered with [`tools`](Self::tools)) those the remote lists,
-    /// on a background task that ends when the set is dropped.
+    /// on a background task that ends when the set is dropped. A remote that could not be listed
+    /// at start-up is tried again soon, with back-off, and marked unreachable in `set` meanwhile.
     pub fn keep_listed(self, set: &Arc<ToolSet>) {
-        tokio::spawn(relist::keep_listed(self.remote, Arc::downgrade(set)));
+        set.set_unreachable(self.unreachable.clone());
+        tokio::spawn(relist::keep_listed(
+            self.remote,
+            Arc::downgrade(set),
+            self.unreachable.is_some(),
+        ));
     }
 }
 
 /// Connects to the server of a `[[tools]]` entry and lists its tools. Messages to and from the
 /// remote may be up to `max_message_bytes` (this server's `[limits] max_message_bytes`).
+///
+/// Fails only when the entry itself is wrong (an unknown key, an unusable endpoint or TLS file, a
+/// missing token): a remote that cannot be listed now is a source with no tools yet, listed when
+/// it answers (see [`RemoteSource::unreachable`]).
 pub async fn from_entry(
     entry: &toml::Table,
     base_dir: &std::path::Path,
@@ -165,8 +184,15 @@ pub async fn from_entry(
         relist_now: Notify::new(),
         authorization,
     });
-    let tools = remote.list().await?;
-    Ok(RemoteSource { remote, tools })
+    let (tools, unreachable) = match remote.list().await {
+        Ok(tools) => (tools, None),
+        Err(error) => (Vec::new(), Some(error)),
+    };
+    Ok(RemoteSource {
+        remote,
+        tools,
+        unreachable,
+    })
 }
 
 /// A remote server: how to reach it and how its tools are named here.

@@ -23,6 +23,7 @@ use crate::json_proto::{from_json, from_json_value, to_json};
 use crate::pb;
 use crate::pb::encoded::run_service_server::RunService;
 use crate::pb::encoded::tool_service_server::ToolService;
+use crate::registry::SourceHealth;
 use crate::transport::convert::{agent_request, run_options, tool_run_request};
 use crate::transport::{parse_grpc_timeout, run_to_wire};
 
@@ -302,8 +303,19 @@ pub(super) async fn run_events(
     Ok(sse_response(&run_id, events, state.http.keep_alive))
 }
 
+/// The body of `/healthz`: `{"status": "SERVING"}`, plus `"sources"` when there are remote ones.
+fn health_body(status: ServingStatus, sources: Vec<SourceHealth>) -> Value {
+    let mut body = serde_json::json!({"status": status.as_str_name()});
+    if !sources.is_empty() {
+        body["sources"] = serde_json::json!(sources);
+    }
+    body
+}
+
 /// `GET /healthz`: 200 while the server is SERVING, 503 otherwise (the gRPC health status of
-/// the server as a whole).
+/// the server as a whole). With remote tool sources configured, `sources` says for each whether
+/// it could be listed (a remote that is down does not make the server unhealthy: its other tools
+/// still run).
 pub(super) async fn healthz(State(state): State<WebState>) -> Response {
     let status = state
         .health
@@ -324,7 +336,7 @@ pub(super) async fn healthz(State(state): State<WebState>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        serde_json::json!({"status": status.as_str_name()}).to_string(),
+        health_body(status, state.engine.registry().sources()).to_string(),
     )
         .into_response()
 }

@@ -17,9 +17,10 @@ use crate::registry::ToolSet;
 /// First wait before listing an unreachable remote again; doubled after each failure.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 
-/// Lists `remote`'s tools into `set` until the set is dropped (its server is gone).
-pub(super) async fn keep_listed(remote: Arc<Remote>, set: Weak<ToolSet>) {
-    let mut retry: Option<Duration> = None;
+/// Lists `remote`'s tools into `set` until the set is dropped (its server is gone). `unreachable`:
+/// the remote could not be listed at start-up (already logged), so the first retry comes soon.
+pub(super) async fn keep_listed(remote: Arc<Remote>, set: Weak<ToolSet>, unreachable: bool) {
+    let mut retry: Option<Duration> = unreachable.then_some(RETRY_FIRST);
     // Tools left out by the last listing: warned about when they change, not at every listing.
     let mut refused: Vec<String> = Vec::new();
     loop {
@@ -37,6 +38,7 @@ pub(super) async fn keep_listed(remote: Arc<Remote>, set: Weak<ToolSet>) {
                     tracing::info!(remote = %remote.endpoint, "remote reachable again; tools listed");
                 }
                 retry = None;
+                set.set_unreachable(None);
                 let change = set.replace(tools);
                 if !change.is_empty() {
                     tracing::info!(
@@ -54,6 +56,7 @@ pub(super) async fn keep_listed(remote: Arc<Remote>, set: Weak<ToolSet>) {
                 }
             }
             Err(error) => {
+                set.set_unreachable(Some(error.clone()));
                 let next = match retry {
                     None => {
                         tracing::warn!(remote = %remote.endpoint, %error, "remote unreachable; its tools stay listed until it answers again");
