@@ -23,6 +23,37 @@ pub const DEFAULT_PAGE_SIZE: usize = 50;
 /// The largest page ListRuns returns.
 pub const MAX_PAGE_SIZE: usize = 1000;
 
+/// A new run id: a random (version 4) UUID as 32 lowercase hex digits.
+pub(crate) fn new_run_id() -> Arc<str> {
+    Arc::from(uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// Whether `run_id` has the form of the ids [`new_run_id`] makes. Anything else names no run, and
+/// the run stores answer it as an unknown run before using it: a Redis store builds key names
+/// from ids, so a client's `<id>:events` must never reach another key.
+pub(crate) fn is_run_id(run_id: &str) -> bool {
+    run_id.len() == 32
+        && run_id
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+}
+
+/// How much of an unknown id its error repeats: enough to recognise it, never a whole
+/// megabyte-long one (the message travels in a header).
+const UNKNOWN_ID_SHOWN: usize = 80;
+
+/// The error for an id that names no run here (never existed, expired, or not an id at all).
+pub(crate) fn unknown_run(run_id: &str) -> RunError {
+    if run_id.len() <= UNKNOWN_ID_SHOWN {
+        return RunError::UnknownRun(run_id.to_owned());
+    }
+    let mut end = UNKNOWN_ID_SHOWN;
+    while !run_id.is_char_boundary(end) {
+        end -= 1;
+    }
+    RunError::UnknownRun(format!("{}…", &run_id[..end]))
+}
+
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunState {

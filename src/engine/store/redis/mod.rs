@@ -47,7 +47,8 @@ use crate::engine::event::RunOptions;
 use crate::engine::log::RunLog;
 use crate::engine::reader::{EventStream, ReadFrom};
 use crate::engine::runs::{
-    RunFilter, RunPage, RunRecord, RunSnapshot, RunState, RunTable, encode_page_token,
+    RunFilter, RunPage, RunRecord, RunSnapshot, RunState, RunTable, encode_page_token, is_run_id,
+    unknown_run,
 };
 use codec::StoredRecord;
 use keys::Keys;
@@ -273,11 +274,15 @@ impl Shared {
         Ok(self.read_record(run_id).await?.unwrap_or(record))
     }
 
-    /// A run's record, or NOT_FOUND.
+    /// A run's record, or NOT_FOUND. Every id a client gives passes here before a key is built
+    /// from it: a text that is no run id (`<id>:events`, `*`, `{x}`) names no key at all.
     async fn existing(&self, run_id: &str) -> Result<StoredRecord, RunError> {
+        if !is_run_id(run_id) {
+            return Err(unknown_run(run_id));
+        }
         self.read_record(run_id)
             .await?
-            .ok_or_else(|| RunError::UnknownRun(run_id.to_owned()))
+            .ok_or_else(|| unknown_run(run_id))
     }
 
     async fn get(&self, run_id: &str) -> Result<RunSnapshot, RunError> {
