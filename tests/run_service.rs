@@ -543,6 +543,57 @@ async fn list_runs_is_newest_first_paged_and_filtered(backend: Backend) {
     assert_eq!(bad.code(), Code::InvalidArgument);
 }
 
+async fn paging_while_runs_start_neither_repeats_nor_skips_and_tokens_work_on_any_replica(
+    backend: Backend,
+) {
+    let server = fleet(backend).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let (events, _) =
+            common::run_tool(&server, "ticks", json!({"count": 1, "interval_ms": 0})).await;
+        ids.push(events[0].run_id.clone());
+    }
+    // With Redis, pages alternate between the replica that runs the runs and the other one.
+    let mut clients = [
+        runs(&server).await,
+        RunServiceClient::new(server.channel().await),
+    ];
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    for page_number in 0.. {
+        let page = clients[page_number % 2]
+            .list_runs(ListRunsRequest {
+                page_size: 2,
+                page_token: token.clone(),
+                ..ListRunsRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        listed.extend(page.runs.into_iter().map(|run| run.run_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+        // New runs between pages come before the first page: none shows up in later ones.
+        for _ in 0..2 {
+            common::run_tool(&server, "ticks", json!({"count": 1, "interval_ms": 0})).await;
+        }
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(listed, newest_first);
+    let all = clients[0]
+        .list_runs(ListRunsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        all.runs.len(),
+        6 + 2 * 2,
+        "two pages were followed by new runs"
+    );
+}
+
 async fn finished_runs_expire_after_the_retention_time_and_beyond_max_runs(backend: Backend) {
     let root = std::env::current_dir().unwrap();
     let limits = Limits {
@@ -804,6 +855,7 @@ conformance!(
     unknown_runs_are_not_found_naming_the_id,
     texts_that_are_no_run_id_are_not_found_on_every_face,
     list_runs_is_newest_first_paged_and_filtered,
+    paging_while_runs_start_neither_repeats_nor_skips_and_tokens_work_on_any_replica,
     finished_runs_expire_after_the_retention_time_and_beyond_max_runs,
     a_log_past_its_bound_tells_a_late_reader_with_one_gap,
     a_silent_tool_gets_heartbeats_that_are_not_stored,
