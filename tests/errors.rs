@@ -230,3 +230,47 @@ async fn oversized_requests_are_refused_and_the_server_keeps_serving() {
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     still_serves(&server).await;
 }
+
+#[tokio::test]
+async fn a_malformed_grpc_timeout_is_invalid_argument_naming_it() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    for bad in ["12x", "+5S", "123456789S", "soon"] {
+        let mut request = tonic::Request::new(run_request("ticks", json!({"count": 1})));
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", bad.parse().unwrap());
+        let status = client.run_tool(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad}: {status:?}");
+        assert!(
+            status.message().contains("grpc-timeout") && status.message().contains(bad),
+            "the message names the header and the value: {status:?}"
+        );
+
+        let response = common::web::http()
+            .post(format!("{}/v1/tools/ticks/runs", server.url()))
+            .header("content-type", "application/json")
+            .header("grpc-timeout", bad)
+            .body(r#"{"arguments": {"count": 1}}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+        let body = response.text().await.unwrap();
+        assert!(
+            body.contains("grpc-timeout") && body.contains(bad),
+            "{body}"
+        );
+    }
+    // A valid one still sets the run's deadline: the run ends DEADLINE_EXCEEDED.
+    let mut request = tonic::Request::new(run_request(
+        "ticks",
+        json!({"count": 1000, "interval_ms": 50}),
+    ));
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "300m".parse().unwrap());
+    let (_, status) = collect(client.run_tool(request).await.unwrap().into_inner()).await;
+    assert_eq!(status.map(|s| s.code()), Some(Code::DeadlineExceeded));
+    still_serves(&server).await;
+}

@@ -396,6 +396,93 @@ async fn unknown_runs_are_not_found_naming_the_id(backend: Backend) {
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
+/// `text` as one URL path segment (every byte but the unreserved ones percent-encoded).
+fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(byte).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+async fn texts_that_are_no_run_id_are_not_found_on_every_face(backend: Backend) {
+    let server = fleet(backend).await;
+    let (events, _) =
+        common::run_tool(&server, "ticks", json!({"count": 1, "interval_ms": 0})).await;
+    let real = events[0].run_id.clone();
+    let mut client = runs(&server).await;
+    wait_for_state(&mut client, &real, RunState::Succeeded).await;
+    // A real id with a suffix of the Redis store's key names, and texts no id looks like.
+    let odd = [
+        format!("{real}:events"),
+        format!("{real}:"),
+        real.to_uppercase(),
+        "*".to_owned(),
+        "../x".to_owned(),
+        "{}".to_owned(),
+        format!("{{{real}}}"),
+        "x".repeat(5000),
+    ];
+    let http = common::web::http();
+    let base = server.observer().url();
+    for id in &odd {
+        let shown: String = id.chars().take(40).collect();
+        let status = get(&mut client, id).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "GetRun {shown}: {status:?}");
+        assert!(
+            status.message().contains(&shown),
+            "the message names the id: {status:?}"
+        );
+        let status = client
+            .watch_run(WatchRunRequest {
+                run_id: id.clone(),
+                ..WatchRunRequest::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::NotFound,
+            "WatchRun {shown}: {status:?}"
+        );
+        let status = cancel(&mut client, id).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::NotFound,
+            "CancelRun {shown}: {status:?}"
+        );
+
+        let segment = path_segment(id);
+        for (method, path) in [
+            (reqwest::Method::GET, format!("/v1/runs/{segment}")),
+            (reqwest::Method::GET, format!("/v1/runs/{segment}/events")),
+            (reqwest::Method::POST, format!("/v1/runs/{segment}/cancel")),
+        ] {
+            let response = http
+                .request(method.clone(), format!("{base}{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 404, "{method} /v1/runs/{shown}…");
+        }
+    }
+    let response = http.get(format!("{base}/v1/runs/")).send().await.unwrap();
+    assert_eq!(response.status(), 404, "GET /v1/runs/ (an empty id)");
+
+    // The server goes on serving the real run, on every face.
+    let run = get(&mut client, &real).await.unwrap();
+    assert_eq!(run.state(), RunState::Succeeded);
+    let response = http
+        .get(format!("{base}/v1/runs/{real}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
 async fn list_runs_is_newest_first_paged_and_filtered(backend: Backend) {
     let server = fleet(backend).await;
     let mut ids = Vec::new();
@@ -457,6 +544,57 @@ async fn list_runs_is_newest_first_paged_and_filtered(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
+}
+
+async fn paging_while_runs_start_neither_repeats_nor_skips_and_tokens_work_on_any_replica(
+    backend: Backend,
+) {
+    let server = fleet(backend).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let (events, _) =
+            common::run_tool(&server, "ticks", json!({"count": 1, "interval_ms": 0})).await;
+        ids.push(events[0].run_id.clone());
+    }
+    // With Redis, pages alternate between the replica that runs the runs and the other one.
+    let mut clients = [
+        runs(&server).await,
+        RunServiceClient::new(server.channel().await),
+    ];
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    for page_number in 0.. {
+        let page = clients[page_number % 2]
+            .list_runs(ListRunsRequest {
+                page_size: 2,
+                page_token: token.clone(),
+                ..ListRunsRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        listed.extend(page.runs.into_iter().map(|run| run.run_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+        // New runs between pages come before the first page: none shows up in later ones.
+        for _ in 0..2 {
+            common::run_tool(&server, "ticks", json!({"count": 1, "interval_ms": 0})).await;
+        }
+    }
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(listed, newest_first);
+    let all = clients[0]
+        .list_runs(ListRunsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        all.runs.len(),
+        6 + 2 * 2,
+        "two pages were followed by new runs"
+    );
 }
 
 async fn finished_runs_expire_after_the_retention_time_and_beyond_max_runs(backend: Backend) {
@@ -842,7 +980,9 @@ conformance!(
     cancel_run_ends_every_watcher_with_cancelled_and_is_idempotent,
     a_watcher_leaving_does_not_cancel_the_run,
     unknown_runs_are_not_found_naming_the_id,
+    texts_that_are_no_run_id_are_not_found_on_every_face,
     list_runs_is_newest_first_paged_and_filtered,
+    paging_while_runs_start_neither_repeats_nor_skips_and_tokens_work_on_any_replica,
     finished_runs_expire_after_the_retention_time_and_beyond_max_runs,
     a_log_past_its_bound_tells_a_late_reader_with_one_gap,
     a_silent_tool_gets_heartbeats_that_are_not_stored,

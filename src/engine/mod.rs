@@ -222,7 +222,7 @@ impl Engine {
             _principal: principal_slot,
         };
 
-        let run_id: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
+        let run_id = runs::new_run_id();
         let log = RunLog::new(
             Arc::clone(&run_id),
             self.limits.event_buffer,

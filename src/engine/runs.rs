@@ -6,9 +6,10 @@
 //! past its retention is never served.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use tokio::time::Instant;
@@ -22,6 +23,37 @@ use super::log::{RunEnd, RunLog};
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 /// The largest page ListRuns returns.
 pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// A new run id: a random (version 4) UUID as 32 lowercase hex digits.
+pub(crate) fn new_run_id() -> Arc<str> {
+    Arc::from(uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// Whether `run_id` has the form of the ids [`new_run_id`] makes. Anything else names no run, and
+/// the run stores answer it as an unknown run before using it: a Redis store builds key names
+/// from ids, so a client's `<id>:events` must never reach another key.
+pub(crate) fn is_run_id(run_id: &str) -> bool {
+    run_id.len() == 32
+        && run_id
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+}
+
+/// How much of an unknown id its error repeats: enough to recognise it, never a whole
+/// megabyte-long one (the message travels in a header).
+const UNKNOWN_ID_SHOWN: usize = 80;
+
+/// The error for an id that names no run here (never existed, expired, or not an id at all).
+pub(crate) fn unknown_run(run_id: &str) -> RunError {
+    if run_id.len() <= UNKNOWN_ID_SHOWN {
+        return RunError::UnknownRun(run_id.to_owned());
+    }
+    let mut end = UNKNOWN_ID_SHOWN;
+    while !run_id.is_char_boundary(end) {
+        end -= 1;
+    }
+    RunError::UnknownRun(format!("{}…", &run_id[..end]))
+}
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +147,8 @@ pub(crate) struct RunRecord {
     cancel_reason: AtomicU8,
     /// How the run store says the run ended, when it ended there first.
     ended_elsewhere: OnceLock<Box<RunError>>,
-    ordinal: u64,
+    /// Where the run stands in ListRuns.
+    position: ListPosition,
 }
 
 impl RunRecord {
@@ -219,11 +252,10 @@ pub(crate) struct RunTable {
 #[derive(Default)]
 struct TableState {
     by_id: HashMap<Arc<str>, Arc<RunRecord>>,
-    /// Runs by creation order, for ListRuns (newest first).
-    by_ordinal: BTreeMap<u64, Arc<RunRecord>>,
-    /// Finished runs in the order they ended: (when, ordinal).
-    finished: VecDeque<(Instant, u64)>,
-    next_ordinal: u64,
+    /// Runs in ListRuns order (read backwards: newest first).
+    by_position: BTreeMap<ListPosition, Arc<RunRecord>>,
+    /// Finished runs in the order they ended: (when, position).
+    finished: VecDeque<(Instant, ListPosition)>,
 }
 
 impl RunTable {
@@ -231,10 +263,7 @@ impl RunTable {
         RunTable {
             retention,
             max_runs,
-            state: Mutex::new(TableState {
-                next_ordinal: 1,
-                ..TableState::default()
-            }),
+            state: Mutex::new(TableState::default()),
         }
     }
 
@@ -244,7 +273,7 @@ impl RunTable {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Adds a new run.
+    /// Adds a new run, created now.
     pub(crate) fn insert(
         &self,
         tool: String,
@@ -253,32 +282,45 @@ impl RunTable {
         log: Arc<RunLog>,
         cancel: CancellationToken,
     ) -> Arc<RunRecord> {
+        self.insert_created(SystemTime::now(), tool, agent, principal, log, cancel)
+    }
+
+    fn insert_created(
+        &self,
+        create_time: SystemTime,
+        tool: String,
+        agent: bool,
+        principal: Option<Arc<str>>,
+        log: Arc<RunLog>,
+        cancel: CancellationToken,
+    ) -> Arc<RunRecord> {
         let mut state = self.lock();
         self.evict(&mut state);
-        let ordinal = state.next_ordinal;
-        state.next_ordinal += 1;
+        let position = ListPosition::new(create_time, Arc::clone(log.run_id()));
         let record = Arc::new(RunRecord {
             tool,
             agent,
             principal,
-            create_time: SystemTime::now(),
+            create_time,
             log,
             cancel,
             cancel_reason: AtomicU8::new(0),
             ended_elsewhere: OnceLock::new(),
-            ordinal,
+            position: position.clone(),
         });
         state
             .by_id
             .insert(Arc::clone(record.log.run_id()), Arc::clone(&record));
-        state.by_ordinal.insert(ordinal, Arc::clone(&record));
+        state.by_position.insert(position, Arc::clone(&record));
         record
     }
 
     /// Notes that a run ended: its retention starts now.
     pub(crate) fn finished(&self, record: &RunRecord) {
         let mut state = self.lock();
-        state.finished.push_back((Instant::now(), record.ordinal));
+        state
+            .finished
+            .push_back((Instant::now(), record.position.clone()));
         self.evict(&mut state);
     }
 
@@ -291,14 +333,17 @@ impl RunTable {
 
     /// A page of runs, newest first.
     pub(crate) fn list(&self, filter: &RunFilter) -> Result<RunPage, RunError> {
-        let before = filter.before()?;
+        let below = match filter.start_below()? {
+            Some(position) => Bound::Excluded(position),
+            None => Bound::Unbounded,
+        };
         let page_size = filter.effective_page_size();
         let candidates: Vec<Arc<RunRecord>> = {
             let mut state = self.lock();
             self.evict(&mut state);
             state
-                .by_ordinal
-                .range(..before)
+                .by_position
+                .range((Bound::Unbounded, below))
                 .rev()
                 .filter(|(_, record)| filter.tool.as_ref().is_none_or(|tool| &record.tool == tool))
                 .filter(|(_, record)| filter.accepts_principal(record.principal.as_deref()))
@@ -306,17 +351,24 @@ impl RunTable {
                 .collect()
         };
         let mut runs = Vec::with_capacity(page_size.min(candidates.len()));
+        // The position of the last run in `runs`: the next page's token.
+        let mut last_listed: Option<&ListPosition> = None;
         let mut next_page_token = String::new();
-        for record in candidates {
+        for record in &candidates {
             let snapshot = record.snapshot();
             if filter.state.is_some_and(|state| state != snapshot.state) {
                 continue;
             }
             if runs.len() == page_size {
-                next_page_token = encode_page_token(record.ordinal + 1);
+                // The position of the page's last run: the caller's own, so the token tells
+                // nothing of runs it may not see.
+                if let Some(last) = last_listed {
+                    next_page_token = last.token();
+                }
                 break;
             }
             runs.push(snapshot);
+            last_listed = Some(&record.position);
         }
         Ok(RunPage {
             runs,
@@ -327,7 +379,7 @@ impl RunTable {
     /// Every run still in progress.
     pub(crate) fn running(&self) -> Vec<Arc<RunRecord>> {
         self.lock()
-            .by_ordinal
+            .by_position
             .values()
             .filter(|record| record.log.lock().end.is_none())
             .cloned()
@@ -337,13 +389,15 @@ impl RunTable {
     /// Forgets finished runs past their retention, and the oldest finished beyond `max_runs`.
     fn evict(&self, state: &mut TableState) {
         let now = Instant::now();
-        while let Some(&(ended, ordinal)) = state.finished.front() {
-            let expired = now.duration_since(ended) >= self.retention;
+        while let Some((ended, _)) = state.finished.front() {
+            let expired = now.duration_since(*ended) >= self.retention;
             if !expired && state.finished.len() <= self.max_runs {
                 break;
             }
-            state.finished.pop_front();
-            if let Some(record) = state.by_ordinal.remove(&ordinal) {
+            let Some((_, position)) = state.finished.pop_front() else {
+                break;
+            };
+            if let Some(record) = state.by_position.remove(&position) {
                 state.by_id.remove(record.log.run_id());
             }
         }
@@ -351,18 +405,20 @@ impl RunTable {
 }
 
 impl RunFilter {
-    /// The ordinal the page starts below (from the page token).
-    pub(crate) fn before(&self) -> Result<u64, RunError> {
+    /// The position the page starts below (from the page token); `None` for the first page.
+    pub(crate) fn start_below(&self) -> Result<Option<ListPosition>, RunError> {
         if self.page_token.is_empty() {
-            return Ok(u64::MAX);
+            return Ok(None);
         }
-        decode_page_token(&self.page_token).ok_or_else(|| {
-            RunError::InvalidArguments(format!(
-                "page_token {:?} is not one this server issued; pass the \
+        ListPosition::from_token(&self.page_token)
+            .map(Some)
+            .ok_or_else(|| {
+                RunError::InvalidArguments(format!(
+                    "page_token {:?} is not one this server issued; pass the \
                  next_page_token of the previous page, or nothing for the first page",
-                self.page_token
-            ))
-        })
+                    self.page_token
+                ))
+            })
     }
 
     /// How many runs the page holds at most.
@@ -386,11 +442,153 @@ impl RunFilter {
     }
 }
 
-/// Page tokens are opaque to clients: the ordinal the next page starts below, in hex with a tag.
-pub(crate) fn encode_page_token(before: u64) -> String {
-    format!("r{before:x}")
+/// Where a run stands in ListRuns, which is newest first: by creation time, then (for runs
+/// created in the same microsecond) by id, both descending. The Redis store orders its index the
+/// same way (score: the creation time in µs; members with one score: by id), so a page token
+/// from one replica continues the listing on any other.
+///
+/// A page token is the position of the page's last run. That run is the caller's own, so the
+/// token tells nothing of the runs the caller may not see (a fleet-wide counter would: the gap
+/// between two of one principal's runs would count everyone else's).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ListPosition {
+    /// When the run was created, in µs since the Unix epoch.
+    pub(crate) created_us: u64,
+    /// The run's id.
+    pub(crate) run_id: Arc<str>,
 }
 
-fn decode_page_token(token: &str) -> Option<u64> {
-    u64::from_str_radix(token.strip_prefix('r')?, 16).ok()
+impl ListPosition {
+    pub(crate) fn new(create_time: SystemTime, run_id: Arc<str>) -> Self {
+        ListPosition {
+            created_us: unix_micros(create_time),
+            run_id,
+        }
+    }
+
+    /// The page token that continues the listing below this position.
+    pub(crate) fn token(&self) -> String {
+        format!("p{:x}.{}", self.created_us, self.run_id)
+    }
+
+    fn from_token(token: &str) -> Option<Self> {
+        let (created, run_id) = token.strip_prefix('p')?.split_once('.')?;
+        if !is_run_id(run_id) {
+            return None;
+        }
+        Some(ListPosition {
+            created_us: u64::from_str_radix(created, 16).ok()?,
+            run_id: Arc::from(run_id),
+        })
+    }
+}
+
+/// Microseconds since the Unix epoch (0 before it).
+pub(crate) fn unix_micros(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::future::Future;
+
+    use super::*;
+
+    /// A run for a listing test: (id, principal, seconds after the epoch it was created).
+    pub(crate) type ListedRun = (String, &'static str, u64);
+
+    /// The `n`th run id of a test.
+    pub(crate) fn id(n: usize) -> String {
+        format!("{n:032x}")
+    }
+
+    /// Three runs of principal "a", alone and with 50 runs of "b" started between its first and
+    /// second, in the order they were created. (With a fleet-wide counter in the tokens, the token
+    /// after "a"'s newest run named the ordinal of its second: 52 here, 2 alone.)
+    pub(crate) fn alone_and_crowded() -> (Vec<ListedRun>, Vec<ListedRun>) {
+        let alone = vec![(id(1), "a", 100), (id(2), "a", 200), (id(3), "a", 300)];
+        let mut crowded = alone.clone();
+        crowded.extend((0..50).map(|n| (id(100 + n), "b", 101 + n as u64)));
+        crowded.sort_by_key(|(_, _, seconds)| *seconds);
+        (alone, crowded)
+    }
+
+    /// `principal`'s listing through `list`, a run a page: the pages' ids and the tokens between
+    /// them.
+    pub(crate) async fn pages_of<F, Fut>(principal: &str, list: F) -> (Vec<String>, Vec<String>)
+    where
+        F: Fn(RunFilter) -> Fut,
+        Fut: Future<Output = Result<RunPage, RunError>>,
+    {
+        let (mut ids, mut tokens) = (Vec::new(), Vec::new());
+        let mut filter = RunFilter {
+            page_size: 1,
+            principal: Some(Arc::from(principal)),
+            ..RunFilter::default()
+        };
+        loop {
+            let page = list(filter.clone()).await.expect("a page");
+            ids.extend(page.runs.iter().map(|run| run.run_id.to_string()));
+            if page.next_page_token.is_empty() {
+                return (ids, tokens);
+            }
+            tokens.push(page.next_page_token.clone());
+            filter.page_token = page.next_page_token;
+        }
+    }
+
+    fn table_of(runs: &[ListedRun]) -> RunTable {
+        let table = RunTable::new(Duration::from_secs(3600), 1000);
+        for (id, principal, seconds) in runs {
+            table.insert_created(
+                UNIX_EPOCH + Duration::from_secs(*seconds),
+                "t".into(),
+                false,
+                Some(Arc::from(*principal)),
+                RunLog::new(Arc::from(id.as_str()), 8, 100),
+                CancellationToken::new(),
+            );
+        }
+        table
+    }
+
+    fn memory_pages(runs: &[ListedRun], principal: &str) -> (Vec<String>, Vec<String>) {
+        let table = table_of(runs);
+        futures::executor::block_on(pages_of(principal, |filter| {
+            std::future::ready(table.list(&filter))
+        }))
+    }
+
+    #[test]
+    fn page_tokens_tell_nothing_of_other_principals_runs() {
+        let (alone, crowded) = alone_and_crowded();
+        let (ids, tokens) = memory_pages(&alone, "a");
+        assert_eq!(ids, [id(3), id(2), id(1)]);
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(memory_pages(&crowded, "a"), (ids, tokens));
+    }
+
+    #[test]
+    fn runs_created_in_one_microsecond_are_paged_by_id_without_repeats() {
+        let runs: Vec<ListedRun> = (1..=5).map(|n| (id(n), "a", 7)).collect();
+        let (ids, _) = memory_pages(&runs, "a");
+        assert_eq!(ids, [id(5), id(4), id(3), id(2), id(1)]);
+    }
+
+    #[test]
+    fn a_token_not_issued_here_is_refused() {
+        let table = table_of(&[]);
+        for token in ["r35", "garbage", "p12.not-an-id", &format!("pzz.{}", id(1))] {
+            let filter = RunFilter {
+                page_token: token.to_owned(),
+                ..RunFilter::default()
+            };
+            assert!(
+                matches!(table.list(&filter), Err(RunError::InvalidArguments(_))),
+                "{token}"
+            );
+        }
+    }
 }

@@ -9,5 +9,5 @@ pub mod wire;
 
 pub use runs::RunServiceImpl;
 pub(crate) use runs::run_to_wire;
-pub(crate) use service::parse_grpc_timeout;
+pub(crate) use service::deadline_from_grpc_timeout;
 pub use service::{ToolServiceImpl, status_from_run_error};

@@ -71,16 +71,42 @@ pub fn status_from_run_error(error: RunError) -> Status {
 }
 
 /// Reads the client's deadline from the `grpc-timeout` header ("100m", "5S", ...).
-pub(crate) fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
-    parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)
+pub(crate) fn grpc_timeout(metadata: &MetadataMap) -> Result<Option<Duration>, Status> {
+    deadline_from_grpc_timeout(metadata.get("grpc-timeout").map(|value| value.as_bytes()))
+}
+
+/// How much of a malformed `grpc-timeout` its error repeats (a valid one has at most 9 bytes).
+const BAD_TIMEOUT_SHOWN: usize = 32;
+
+/// The deadline a `grpc-timeout` header value gives (`None` without the header), or
+/// INVALID_ARGUMENT naming the value when it is no gRPC timeout: a call that asked for a deadline
+/// must not run without one because the server could not read it.
+pub(crate) fn deadline_from_grpc_timeout(value: Option<&[u8]>) -> Result<Option<Duration>, Status> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    match std::str::from_utf8(value).ok().and_then(parse_grpc_timeout) {
+        Some(timeout) => Ok(Some(timeout)),
+        None => {
+            let shown = String::from_utf8_lossy(&value[..value.len().min(BAD_TIMEOUT_SHOWN)]);
+            Err(Status::invalid_argument(format!(
+                "the grpc-timeout header {shown:?} is not a gRPC timeout: 1 to 8 digits and a \
+                 unit (H, M, S, m, u or n), such as 30S or 500m; leave the header out for no \
+                 deadline"
+            )))
+        }
+    }
 }
 
 /// The deadline a `grpc-timeout` value ("100m", "5S", ...) gives, from now.
-pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
         return None;
     }
     let (digits, unit) = value.split_at(value.len() - 1);
+    if !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(amount.saturating_mul(3600)),
@@ -157,7 +183,7 @@ impl ToolService for ToolServiceImpl {
         &self,
         request: Request<pb::RunToolRequest>,
     ) -> Result<Response<Self::RunToolStream>, Status> {
-        let deadline = grpc_timeout(request.metadata());
+        let deadline = grpc_timeout(request.metadata())?;
         let access = Access::of_grpc(&request);
         let handle = access
             .run_tool(
@@ -179,7 +205,7 @@ impl ToolService for ToolServiceImpl {
         &self,
         request: Request<pb::RunAgentRequest>,
     ) -> Result<Response<Self::RunAgentStream>, Status> {
-        let deadline = grpc_timeout(request.metadata());
+        let deadline = grpc_timeout(request.metadata())?;
         let access = Access::of_grpc(&request);
         let handle = access
             .run_agent(&self.agent, agent_request(request.into_inner(), deadline))
@@ -215,9 +241,14 @@ mod tests {
             ("7u", Duration::from_micros(7)),
         ] {
             metadata.insert("grpc-timeout", text.parse().unwrap());
-            assert_eq!(grpc_timeout(&metadata), Some(expected), "{text}");
+            assert_eq!(grpc_timeout(&metadata).unwrap(), Some(expected), "{text}");
         }
-        metadata.insert("grpc-timeout", "12x".parse().unwrap());
-        assert_eq!(grpc_timeout(&metadata), None);
+        for text in ["12x", "+5S", "123456789S", "S", "1.5S", "-1S"] {
+            metadata.insert("grpc-timeout", text.parse().unwrap());
+            let status = grpc_timeout(&metadata).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{text}");
+            assert!(status.message().contains(text), "{status:?}");
+        }
+        assert_eq!(grpc_timeout(&MetadataMap::new()).unwrap(), None);
     }
 }

@@ -25,7 +25,7 @@ use crate::pb::encoded::run_service_server::RunService;
 use crate::pb::encoded::tool_service_server::ToolService;
 use crate::registry::SourceHealth;
 use crate::transport::convert::{agent_request, run_options, tool_run_request};
-use crate::transport::{parse_grpc_timeout, run_to_wire};
+use crate::transport::{deadline_from_grpc_timeout, run_to_wire};
 
 /// `message` as a JSON response.
 fn json_response<M: ReflectMessage>(status: StatusCode, message: &M) -> Response {
@@ -71,9 +71,12 @@ fn read_query(
         .map_err(|rejection| ApiError::invalid_argument(rejection.body_text()))
 }
 
-/// The deadline an HTTP client set with a `grpc-timeout` header, as gRPC clients do.
-fn deadline(headers: &HeaderMap) -> Option<std::time::Duration> {
-    parse_grpc_timeout(headers.get("grpc-timeout")?.to_str().ok()?)
+/// The deadline an HTTP client set with a `grpc-timeout` header, as gRPC clients do (400 for a
+/// malformed one).
+fn deadline(headers: &HeaderMap) -> Result<Option<std::time::Duration>, ApiError> {
+    Ok(deadline_from_grpc_timeout(
+        headers.get("grpc-timeout").map(HeaderValue::as_bytes),
+    )?)
 }
 
 /// Whether the client asked for the `Run` (start detached) rather than the event stream.
@@ -165,7 +168,10 @@ pub(super) async fn run_tool(
     if detached {
         detach(&mut request.options);
     }
-    let handle = access.run_tool(&state.engine, tool_run_request(request, deadline(&headers)))?;
+    let handle = access.run_tool(
+        &state.engine,
+        tool_run_request(request, deadline(&headers)?),
+    )?;
     started(&state, &access, handle, detached).await
 }
 
@@ -182,7 +188,7 @@ pub(super) async fn run_agent(
     if detached {
         detach(&mut request.options);
     }
-    let handle = access.run_agent(&state.agent, agent_request(request, deadline(&headers)))?;
+    let handle = access.run_agent(&state.agent, agent_request(request, deadline(&headers)?))?;
     started(&state, &access, handle, detached).await
 }
 

@@ -27,7 +27,9 @@ use tokio::sync::{oneshot, watch};
 use super::RunError;
 use super::event::RunOptions;
 use super::reader::{EventStream, ReadFrom};
-use super::runs::{CancelReason, RunFilter, RunPage, RunRecord, RunSnapshot, RunTable};
+use super::runs::{
+    CancelReason, RunFilter, RunPage, RunRecord, RunSnapshot, RunTable, is_run_id, unknown_run,
+};
 use crate::config::{Limits, StoreConfig};
 
 /// How long CancelRun waits for the run to end before answering with its state then.
@@ -56,7 +58,8 @@ pub(crate) trait RunStore: Send + Sync + 'static {
     /// are none to tell.
     fn publish(&self, record: &Arc<RunRecord>) -> Option<Publication>;
 
-    /// A run's state now; [`RunError::UnknownRun`] for an unknown or expired id.
+    /// A run's state now; [`RunError::UnknownRun`] for an unknown or expired id, and for a text
+    /// that is no run id at all (each store checks ids with [`is_run_id`] before using them).
     fn get<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<RunSnapshot, RunError>>;
 
     /// A page of runs, newest first.
@@ -257,9 +260,10 @@ impl MemoryStore {
     }
 
     fn record(&self, run_id: &str) -> Result<Arc<RunRecord>, RunError> {
-        self.table
-            .get(run_id)
-            .ok_or_else(|| RunError::UnknownRun(run_id.to_owned()))
+        if !is_run_id(run_id) {
+            return Err(unknown_run(run_id));
+        }
+        self.table.get(run_id).ok_or_else(|| unknown_run(run_id))
     }
 }
 

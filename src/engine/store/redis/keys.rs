@@ -5,9 +5,8 @@
 //! |---|---|---|
 //! | `{p}run:{id}` | hash | the run's record: state, tool, times, owner, latest progress per call, result or error |
 //! | `{p}run:{id}:events` | stream | the run's events, entry id `<sequence>-0`; a failed run's end is `<last>-1` |
-//! | `{p}runs` | sorted set | every run by ordinal (fleet-wide creation order): ListRuns, newest first |
+//! | `{p}runs` | sorted set | every run, scored by creation time in µs (ties: by id): ListRuns, newest first |
 //! | `{p}finished` | sorted set | finished runs by end time: `max_runs` and retention housekeeping |
-//! | `{p}ordinal` | string | the counter ordinals come from |
 //! | `{p}replicas` | sorted set | replicas by last lease renewal, for finding the lost ones |
 //! | `{p}replica:{r}` | string | replica `r`'s lease: it exists while `r` is alive |
 //! | `{p}replica:{r}:runs` | set | the runs `r` executes |
@@ -44,10 +43,6 @@ impl Keys {
 
     pub(super) fn finished(&self) -> String {
         format!("{}finished", self.prefix)
-    }
-
-    pub(super) fn ordinal(&self) -> String {
-        format!("{}ordinal", self.prefix)
     }
 
     pub(super) fn replicas(&self) -> String {

@@ -47,7 +47,8 @@ use crate::engine::event::RunOptions;
 use crate::engine::log::RunLog;
 use crate::engine::reader::{EventStream, ReadFrom};
 use crate::engine::runs::{
-    RunFilter, RunPage, RunRecord, RunSnapshot, RunState, RunTable, encode_page_token,
+    ListPosition, RunFilter, RunPage, RunRecord, RunSnapshot, RunState, RunTable, is_run_id,
+    unknown_run,
 };
 use codec::StoredRecord;
 use keys::Keys;
@@ -61,6 +62,9 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long CancelRun of a run executing elsewhere waits for it to end.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
+/// An index entry: a run id with its score.
+type ScoredId = (String, f64);
 
 /// The Redis store of one replica.
 pub(crate) struct RedisStore {
@@ -273,11 +277,15 @@ impl Shared {
         Ok(self.read_record(run_id).await?.unwrap_or(record))
     }
 
-    /// A run's record, or NOT_FOUND.
+    /// A run's record, or NOT_FOUND. Every id a client gives passes here before a key is built
+    /// from it: a text that is no run id (`<id>:events`, `*`, `{x}`) names no key at all.
     async fn existing(&self, run_id: &str) -> Result<StoredRecord, RunError> {
+        if !is_run_id(run_id) {
+            return Err(unknown_run(run_id));
+        }
         self.read_record(run_id)
             .await?
-            .ok_or_else(|| RunError::UnknownRun(run_id.to_owned()))
+            .ok_or_else(|| unknown_run(run_id))
     }
 
     async fn get(&self, run_id: &str) -> Result<RunSnapshot, RunError> {
@@ -289,50 +297,37 @@ impl Shared {
     }
 
     async fn list(&self, filter: &RunFilter) -> Result<RunPage, RunError> {
-        let mut before = filter.before()?;
+        let mut below = filter.start_below()?;
         let page_size = filter.effective_page_size();
         let chunk = (page_size + 1).clamp(32, 1000);
         let mut runs = Vec::with_capacity(page_size.min(chunk));
+        // The position of the last run in `runs`: the next page's token.
+        let mut last_listed: Option<ListPosition> = None;
         let mut next_page_token = String::new();
         let mut owners_alive: HashMap<String, bool> = HashMap::new();
         'pages: loop {
-            let max = if before == u64::MAX {
-                "+inf".to_owned()
-            } else {
-                format!("({before}")
-            };
-            let ids: Vec<(String, f64)> = self
-                .conn()
-                .zrevrangebyscore_limit_withscores(
-                    self.keys.index(),
-                    max,
-                    "-inf",
-                    0,
-                    chunk as isize,
-                )
-                .await
-                .map_err(|e| self.unavailable(e))?;
-            if ids.is_empty() {
+            let (positions, more) = self.index_below(below.as_ref(), chunk).await?;
+            if positions.is_empty() {
                 break;
             }
             let mut pipe = redis::pipe();
-            for (id, _) in &ids {
-                pipe.hgetall(self.keys.record(id));
+            for position in &positions {
+                pipe.hgetall(self.keys.record(&position.run_id));
             }
             let records: Vec<HashMap<String, String>> = pipe
                 .query_async(&mut self.conn())
                 .await
                 .map_err(|e| self.unavailable(e))?;
             let mut expired = Vec::new();
-            for ((id, score), fields) in ids.iter().zip(records) {
-                let ordinal = *score as u64;
-                before = ordinal;
+            for (position, fields) in positions.into_iter().zip(records) {
+                below = Some(position.clone());
+                let id = &*position.run_id;
                 let snapshot = if let Some(local) = self.local.get(id) {
                     // This replica's own runs: fresher from memory.
                     local.snapshot()
                 } else {
                     let Some(mut record) = StoredRecord::parse(fields) else {
-                        expired.push(id.clone());
+                        expired.push(id.to_owned());
                         continue;
                     };
                     if record.state == RunState::Running && record.owner != self.replica {
@@ -359,15 +354,18 @@ impl Shared {
                     continue;
                 }
                 if runs.len() == page_size {
-                    next_page_token = encode_page_token(ordinal + 1);
+                    if let Some(last) = &last_listed {
+                        next_page_token = last.token();
+                    }
                     break 'pages;
                 }
                 runs.push(snapshot);
+                last_listed = Some(position);
             }
             if !expired.is_empty() {
                 let _: redis::RedisResult<()> = self.conn().zrem(self.keys.index(), expired).await;
             }
-            if ids.len() < chunk {
+            if !more {
                 break;
             }
         }
@@ -375,6 +373,59 @@ impl Shared {
             runs,
             next_page_token,
         })
+    }
+
+    /// The next runs of the index below `below` (from the top for `None`), newest first, up to
+    /// `chunk` of them plus those created in the same microsecond as `below`; and whether the
+    /// index may hold more below them.
+    ///
+    /// The index is scored by creation time, and members with one score are ordered by id, as
+    /// [`ListPosition`]s are. One round trip takes the rest of `below`'s microsecond (rarely
+    /// more than itself) and the next `chunk` strictly older, so that a page never skips nor
+    /// repeats a run, however runs are added or expire meanwhile.
+    async fn index_below(
+        &self,
+        below: Option<&ListPosition>,
+        chunk: usize,
+    ) -> Result<(Vec<ListPosition>, bool), RunError> {
+        let index = self.keys.index();
+        let count = isize::try_from(chunk).unwrap_or(isize::MAX);
+        let (same_time, older): (Vec<ScoredId>, Vec<ScoredId>) = match below {
+            None => {
+                let older = self
+                    .conn()
+                    .zrevrangebyscore_limit_withscores(&index, "+inf", "-inf", 0, count)
+                    .await
+                    .map_err(|e| self.unavailable(e))?;
+                (Vec::new(), older)
+            }
+            Some(below) => {
+                let mut pipe = redis::pipe();
+                pipe.zrevrangebyscore_withscores(&index, below.created_us, below.created_us)
+                    .zrevrangebyscore_limit_withscores(
+                        &index,
+                        format!("({}", below.created_us),
+                        "-inf",
+                        0,
+                        count,
+                    );
+                pipe.query_async(&mut self.conn())
+                    .await
+                    .map_err(|e| self.unavailable(e))?
+            }
+        };
+        let more = older.len() == chunk;
+        let positions = same_time
+            .into_iter()
+            .filter(|(id, _)| below.is_none_or(|below| id.as_str() < &*below.run_id))
+            .chain(older)
+            .map(|(id, score)| ListPosition {
+                // Scores are whole microseconds, exact in a double.
+                created_us: score as u64,
+                run_id: Arc::from(id),
+            })
+            .collect();
+        Ok((positions, more))
     }
 
     async fn watch(
@@ -517,5 +568,80 @@ impl RunStore for RedisStore {
             self.stop.cancel();
             self.shared.leave().await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::engine::RunStarted;
+    use crate::engine::event::{EventKind, RunEvent};
+    use crate::engine::runs::tests::{ListedRun, alone_and_crowded, id, pages_of};
+    use test_redis::RedisServer;
+    use writer::Header;
+
+    /// A store under `prefix` holding `runs`, recorded as their replica records them.
+    async fn store_of(redis: &RedisServer, prefix: &str, runs: &[ListedRun]) -> Arc<RedisStore> {
+        let config = StoreConfig {
+            key_prefix: prefix.into(),
+            replica_name: Some("w".into()),
+            ..StoreConfig::redis(redis.url())
+        };
+        let store = RedisStore::open(&config, &Limits::default()).await.unwrap();
+        for (id, principal, seconds) in runs {
+            let create_time = UNIX_EPOCH + Duration::from_secs(*seconds);
+            let run_id: Arc<str> = Arc::from(id.as_str());
+            let started = RunEvent::new(
+                Arc::clone(&run_id),
+                1,
+                create_time,
+                EventKind::Started(RunStarted {
+                    tool: "t".into(),
+                    ..RunStarted::default()
+                }),
+            );
+            let header = Header {
+                run_id,
+                tool: "t".into(),
+                agent: false,
+                create_ns: codec::unix_nanos(create_time),
+                principal: (*principal).to_owned(),
+                started: codec::encode_event(&started).unwrap(),
+            };
+            store.shared.create(&header, 1, 0).await.unwrap();
+        }
+        store
+    }
+
+    async fn redis_pages(store: &RedisStore, principal: &str) -> (Vec<String>, Vec<String>) {
+        pages_of(principal, |filter| async move {
+            store.shared.list(&filter).await
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn page_tokens_tell_nothing_of_other_principals_runs_across_the_fleet() {
+        let redis = RedisServer::start();
+        let (alone, crowded) = alone_and_crowded();
+        let alone = store_of(&redis, "alone:", &alone).await;
+        let crowded = store_of(&redis, "crowded:", &crowded).await;
+        let (ids, tokens) = redis_pages(&alone, "a").await;
+        assert_eq!(ids, [id(3), id(2), id(1)]);
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(redis_pages(&crowded, "a").await, (ids, tokens));
+    }
+
+    #[tokio::test]
+    async fn runs_created_in_one_microsecond_are_paged_by_id_without_repeats() {
+        let redis = RedisServer::start();
+        // More than one chunk of the index, all in one microsecond.
+        let runs: Vec<ListedRun> = (1..=40).map(|n| (id(n), "a", 7)).collect();
+        let store = store_of(&redis, "same:", &runs).await;
+        let (ids, _) = redis_pages(&store, "a").await;
+        let newest_first: Vec<String> = (1..=40).rev().map(id).collect();
+        assert_eq!(ids, newest_first);
     }
 }

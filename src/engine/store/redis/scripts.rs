@@ -90,9 +90,9 @@ fn script(body: &str) -> Script {
 
 /// Records a new run (or records it again, after the store lost it).
 ///
-/// KEYS: record, events, index, ordinal, replica runs.
+/// KEYS: record, events, index, replica runs.
 /// ARGV: run id, owner, tool, agent (0/1), create_ns, principal, started event, ttl_ms,
-/// index_ttl_ms, last_sequence, evicted_through.
+/// index_ttl_ms, last_sequence, evicted_through, create_us (the index's score: ListRuns order).
 /// Returns `created`, or `exists` when this owner already recorded it (a retried write).
 pub(super) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     script(
@@ -101,18 +101,16 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'owner') == ARGV[2] then return 'exists' end
   return redis.error_reply('run id ' .. ARGV[1] .. ' is taken by another replica')
 end
-local ordinal = redis.call('INCR', KEYS[4])
-redis.call('PEXPIRE', KEYS[4], ARGV[9])
 redis.call('HSET', KEYS[1], 'tool', ARGV[3], 'agent', ARGV[4], 'create_ns', ARGV[5],
-  'owner', ARGV[2], 'principal', ARGV[6], 'ordinal', ordinal, 'state', 'running',
+  'owner', ARGV[2], 'principal', ARGV[6], 'state', 'running',
   'last_sequence', ARGV[10], 'evicted_through', ARGV[11], 'started', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.pcall('XADD', KEYS[2], '1-0', 'e', ARGV[7])
 redis.call('PEXPIRE', KEYS[2], ARGV[8])
-redis.call('ZADD', KEYS[3], ordinal, ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[12], ARGV[1])
 redis.call('PEXPIRE', KEYS[3], ARGV[9])
-redis.call('SADD', KEYS[5], ARGV[1])
-redis.call('PEXPIRE', KEYS[5], ARGV[9])
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('PEXPIRE', KEYS[4], ARGV[9])
 return 'created'
 "#,
     )

@@ -37,14 +37,14 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// What identifies a run in its record.
 pub(super) struct Header {
-    run_id: Arc<str>,
-    tool: String,
-    agent: bool,
-    create_ns: u64,
+    pub(super) run_id: Arc<str>,
+    pub(super) tool: String,
+    pub(super) agent: bool,
+    pub(super) create_ns: u64,
     /// The principal the run belongs to; empty with auth off.
-    principal: String,
+    pub(super) principal: String,
     /// The started event, stored.
-    started: String,
+    pub(super) started: String,
 }
 
 /// Records the run, then mirrors it until it ends. `created` learns whether the run could be
@@ -340,7 +340,6 @@ impl Shared {
             .key(self.keys.record(run_id))
             .key(self.keys.events(run_id))
             .key(self.keys.index())
-            .key(self.keys.ordinal())
             .key(self.keys.replica_runs(&self.replica))
             .arg(run_id)
             .arg(&self.replica)
@@ -354,6 +353,9 @@ impl Shared {
             .arg(self.index_ttl())
             .arg(last_sequence)
             .arg(evicted_through)
+            // The index orders runs by creation time in µs (exact in a double, which the score
+            // is, until the year 2255), as `ListPosition` does.
+            .arg(header.create_ns / 1000)
             .invoke_async(&mut self.conn())
             .await?;
         Ok(())
