@@ -516,3 +516,46 @@ async fn sub_task_lines_that_break_the_protocol_are_internal_errors_naming_the_l
         );
     }
 }
+
+/// Prints its result and exits 0, leaving a `sleep 60` in a session of its own (out of reach of
+/// the group kill) that holds its stdout and stderr. That process writes its pid to the file named
+/// by the tool's first argument once it is in its new session, and the tool waits for it (through
+/// a FIFO) before it prints its result and exits.
+const DAEMONIZING_TOOL: &str = r#"read -r arguments
+mkfifo "$1.ready"
+setsid sh -c 'echo "$$" > "$1"; echo > "$1.ready"; exec sleep 60' orphan "$1" &
+read -r ready < "$1.ready"
+echo '{"result": 42}'
+exit 0
+"#;
+
+/// The run succeeds with the printed result once the tool exited 0, although a process it left
+/// in its own session keeps the pipes open (toolstream waits for them only the grace period).
+/// That process is out of toolstream's reach and runs on (docs/command-tools.md): the test kills it.
+#[tokio::test]
+async fn a_result_counts_when_the_tool_exits_0_while_a_setsid_child_holds_its_stdout() {
+    let scripts = tempfile::tempdir().unwrap();
+    let script = scripts.path().join("daemonizes.sh");
+    std::fs::write(&script, DAEMONIZING_TOOL).unwrap();
+    let pid_file = scripts.path().join("orphan.pid");
+    let entries = format!(
+        "[[tools]]\nkind = \"command\"\nname = \"daemonizes\"\n\
+         command = [\"sh\", {:?}, {:?}]\n",
+        script.display().to_string(),
+        pid_file.display().to_string()
+    );
+    let (_dir, registry) = registry_from(&entries).await;
+    let server = TestServer::start_with(registry.unwrap(), Default::default()).await;
+
+    let (events, status) = common::run_tool(&server, "daemonizes", json!({})).await;
+    let orphan: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(is_alive(orphan as u32), "the setsid child still runs");
+    // SAFETY: kill(2) with plain integers: the test's own leftover process.
+    unsafe { libc::kill(orphan, libc::SIGKILL) };
+    assert!(status.is_none(), "{status:?}");
+    assert_eq!(events.iter().find_map(result_value), Some(json!(42)));
+}

@@ -79,6 +79,14 @@ impl Served {
             .expect("start toolstream run")
     }
 
+    /// Kills the server with SIGKILL (it can stop nothing), reaps it, and waits (bounded) until
+    /// process `pid` is gone too.
+    fn kill_hard_taking(mut self, pid: i32) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        wait_until("the tool's process to die with the server", || is_gone(pid));
+    }
+
     /// Sends SIGTERM and waits (bounded) for the server to exit.
     fn terminate(self) {
         let pid = libc::pid_t::try_from(self.child.id()).unwrap();
@@ -167,24 +175,37 @@ fn write_config(dir: &Path, entries: &str) -> PathBuf {
     config
 }
 
-#[test]
-fn a_command_tool_that_ignores_sigterm_does_not_outlive_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("stubborn.sh");
+/// A config in `dir` with the stubborn command tool, which writes its pids to the returned file.
+fn stubborn_command_config(dir: &Path) -> (PathBuf, PathBuf) {
+    let script = dir.join("stubborn.sh");
     std::fs::write(&script, STUBBORN_TOOL).unwrap();
-    let pids_file = dir.path().join("tool.pids");
+    let pids_file = dir.join("tool.pids");
     let config = write_config(
-        dir.path(),
+        dir,
         &format!(
             "[[tools]]\nkind = \"command\"\nname = \"stubborn\"\ncommand = [\"sh\", {:?}, {:?}]\n",
             script.display().to_string(),
             pids_file.display().to_string()
         ),
     );
+    (config, pids_file)
+}
+
+/// A server with the stubborn command tool in `dir`, a `toolstream run` of it, and the pids the
+/// tool wrote (its own and its child's); the processes are killed when the clean-up is dropped.
+fn stubborn_run(dir: &Path) -> (Served, Child, Vec<i32>, KillOnDrop) {
+    let (config, pids_file) = stubborn_command_config(dir);
     let served = Served::start(&config);
-    let mut run = served.start_run("stubborn");
+    let run = served.start_run("stubborn");
     let pids = read_pids(&pids_file);
-    let _cleanup = KillOnDrop(pids.clone());
+    let cleanup = KillOnDrop(pids.clone());
+    (served, run, pids, cleanup)
+}
+
+#[test]
+fn a_command_tool_that_ignores_sigterm_does_not_outlive_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (served, mut run, pids, _cleanup) = stubborn_run(dir.path());
     assert_eq!(pids.len(), 2, "the tool and its child: {pids:?}");
     assert!(pids.iter().all(|&pid| !is_gone(pid)), "both run");
 
@@ -251,4 +272,30 @@ fn ctrl_c_stops_toolstream_which_stops_its_mcp_server() {
     for &pid in &pids {
         assert!(is_gone(pid), "process {pid} outlived toolstream");
     }
+}
+
+/// `kill -9` of the server gives it no chance to stop anything: the kernel kills the tool's
+/// process (its parent-death signal). The tool's own child, in its group, is not signalled by the
+/// kernel (see process_group.rs); the test's clean-up kills it.
+#[test]
+fn a_command_tool_dies_with_a_server_killed_with_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (served, mut run, pids, _cleanup) = stubborn_run(dir.path());
+    assert!(!is_gone(pids[0]), "the tool runs");
+
+    served.kill_hard_taking(pids[0]);
+    let _ = run.kill();
+    let _ = run.wait();
+}
+
+#[test]
+fn an_mcp_server_dies_with_a_server_killed_with_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = stubborn_mcp_config(dir.path());
+    let served = Served::start(&config);
+    let pids = read_pids(&dir.path().join("mcp.pids"));
+    let _cleanup = KillOnDrop(pids.clone());
+    assert!(!is_gone(pids[0]), "the MCP server runs");
+
+    served.kill_hard_taking(pids[0]);
 }

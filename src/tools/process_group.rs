@@ -14,11 +14,23 @@
 //! [`super::processes::stop_all`] can finish the job at shutdown. Being in its own group also keeps
 //! a tool out of the terminal's foreground group: Ctrl-C reaches toolstream, which then stops its
 //! tools in order, instead of killing them all at once.
+//!
+//! If toolstream itself dies without stopping its tools (`kill -9`, a crash, the OOM killer), the
+//! kernel sends each tool's process SIGKILL: it is started with a parent-death signal
+//! (`PR_SET_PDEATHSIG`). That signal reaches only the process toolstream started, not the rest of
+//! its group: processes the tool started live on, orphaned, unless they end on their own (a
+//! process that writes to the tool's stdout or stderr gets SIGPIPE, the reading end having died
+//! with toolstream). The kernel sends the signal when the *thread* that started the process exits,
+//! not the process: tools are started from async code, which runs on the runtime's worker threads
+//! (or the thread that drives `block_on`), which live as long as the runtime. Never start one from
+//! a `spawn_blocking` thread: those end after some idle seconds, and the tool would be killed then.
 
 use std::io;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use rustix::io::Errno;
+use rustix::process::Signal;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -193,6 +205,21 @@ fn start(
         .process_group(0)
         // The guards here do better than tokio's kill-on-drop: the whole group, politely.
         .kill_on_drop(false);
+    let server = rustix::process::getpid();
+    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
+    // calls are allowed: it makes two system calls (rustix issues them directly, without locks)
+    // and allocates nothing (an errno is an `io::Error` without allocation).
+    unsafe {
+        command.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+            // The signal is only armed from now on: if toolstream died since the fork, the child
+            // was already handed to another parent and must not run on for nobody.
+            if rustix::process::getppid() != Some(server) {
+                return Err(Errno::SRCH.into());
+            }
+            Ok(())
+        });
+    }
     let what = command
         .as_std()
         .get_program()

@@ -1,8 +1,7 @@
-//! `checksum`: SHA-256 (or SHA-512) of files, with progress by bytes, confined to a root directory.
+//! `checksum`: SHA-256 (or SHA-512) of files, with progress by bytes, confined to a root directory
+//! (see [`super::confinement`] for how a file is opened: no symlink followed, one hard link only).
 
 use std::fmt::Write as _;
-use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -10,92 +9,9 @@ use serde_json::{Map, json};
 use sha2::Digest;
 use tokio::io::AsyncReadExt;
 
+use super::confinement::{ConfinedFile, Confinement};
 use crate::tools::native::tool_fn;
 use crate::tools::{Progress, ProgressUpdate, Tool, ToolError};
-
-/// The directory file tools may read from. Every path is resolved (symlinks and `..` included)
-/// before it is used, and a path that lands outside the root is refused.
-#[derive(Debug, Clone)]
-pub struct Confinement {
-    root: Arc<PathBuf>,
-}
-
-impl Confinement {
-    /// Confines file tools to `root`, which must be an existing directory.
-    pub fn new(root: PathBuf) -> std::io::Result<Self> {
-        let canonical = root.canonicalize().map_err(|e| {
-            std::io::Error::new(e.kind(), format!("root directory {}: {e}", root.display()))
-        })?;
-        if !canonical.is_dir() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("root {} is not a directory", root.display()),
-            ));
-        }
-        Ok(Confinement {
-            root: Arc::new(canonical),
-        })
-    }
-
-    /// The canonical root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Resolves a path given by a client (relative to the root, or absolute) to a file inside the
-    /// root.
-    pub fn resolve_file(&self, path: &str) -> Result<PathBuf, ToolError> {
-        if path.is_empty() {
-            return Err(ToolError::InvalidArguments("a path is empty".into()));
-        }
-        let requested = Path::new(path);
-        let joined = if requested.is_absolute() {
-            requested.to_path_buf()
-        } else {
-            self.root.join(requested)
-        };
-        let outside = || {
-            ToolError::PermissionDenied(format!(
-                "{path:?} is outside the root directory {}",
-                self.root.display()
-            ))
-        };
-        match joined.canonicalize() {
-            Ok(canonical) => {
-                if !canonical.starts_with(self.root.as_path()) {
-                    return Err(outside());
-                }
-                if !canonical.is_file() {
-                    return Err(ToolError::InvalidArguments(format!(
-                        "{path:?} is not a regular file"
-                    )));
-                }
-                Ok(canonical)
-            }
-            // A path that does not exist may still point outside the root; say so first.
-            Err(_) if !lexically_normal(&joined).starts_with(self.root.as_path()) => Err(outside()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(ToolError::NotFound(format!("no such file: {path:?}")))
-            }
-            Err(e) => Err(ToolError::Failed(format!("cannot open {path:?}: {e}"))),
-        }
-    }
-}
-
-/// Removes `.` and resolves `..` without touching the file system.
-fn lexically_normal(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
 
 /// Hash algorithms `checksum` offers.
 #[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema)]
@@ -121,7 +37,8 @@ impl Algorithm {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChecksumArgs {
-    /// Files to hash, relative to the server's root directory (or absolute, inside it).
+    /// Files to hash, relative to the server's root directory (or absolute, inside it): regular
+    /// files with one link, named by a path with no symlink on it.
     #[schemars(length(min = 1, max = 10_000))]
     pub paths: Vec<String>,
     /// Hash algorithm: "sha256" (default) or "sha512".
@@ -146,7 +63,9 @@ pub fn checksum(root: Confinement) -> impl Tool {
     tool_fn(
         "checksum",
         "Computes the SHA-256 (or SHA-512) of files under the server's root directory, reporting \
-         progress by bytes, each file as a sub-task. Returns {\"files\": [{\"path\", \"sha256\", \"bytes\"}], \"total_bytes\"}.",
+         progress by bytes, each file as a sub-task. Returns {\"files\": [{\"path\", \"sha256\", \"bytes\"}], \"total_bytes\"}. \
+         Reads regular files only, named by their own path: a symlink is not followed (even one \
+         inside the root) and a file with more than one hard link is refused.",
         move |args: ChecksumArgs, progress: Progress| {
             let root = root.clone();
             async move { hash_files(&root, args, &progress).await }
@@ -154,30 +73,36 @@ pub fn checksum(root: Confinement) -> impl Tool {
     )
 }
 
-/// A file to hash: the path as given, where it resolved, and its size.
+/// A file to hash: the path as given and its size when it was measured.
 struct File {
     path: String,
-    resolved: PathBuf,
     len: u64,
 }
 
-/// Every path resolved inside the root, with the total size of the files.
-fn resolve_all(root: &Confinement, paths: &[String]) -> Result<(Vec<File>, u64), ToolError> {
+/// Every path opened inside the root and measured, with the total size of the files. The files
+/// are closed again (there may be thousands): each is opened anew, just as safely, when its turn
+/// comes.
+fn measure_all(root: &Confinement, paths: &[String]) -> Result<(Vec<File>, u64), ToolError> {
     let mut files = Vec::with_capacity(paths.len());
     let mut total: u64 = 0;
     for path in paths {
-        let resolved = root.resolve_file(path)?;
-        let len = std::fs::metadata(&resolved)
-            .map_err(|e| ToolError::Failed(format!("cannot read {path:?}: {e}")))?
-            .len();
+        let len = root.open_file(path)?.len;
         total += len;
         files.push(File {
             path: path.clone(),
-            resolved,
             len,
         });
     }
     Ok((files, total))
+}
+
+/// Opens `path` beneath the root on a blocking thread (opening blocks on the file system).
+async fn open(root: &Confinement, path: &str) -> Result<ConfinedFile, ToolError> {
+    let root = root.clone();
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || root.open_file(&path))
+        .await
+        .map_err(|e| ToolError::Internal(format!("opening a file failed: {e}")))?
 }
 
 /// Hashes the files one after the other. Each file is a sub-task of the run, weighted by its
@@ -188,15 +113,16 @@ async fn hash_files(
     args: ChecksumArgs,
     progress: &Progress,
 ) -> Result<serde_json::Value, ToolError> {
-    // Check every path before reading any, so a bad path fails the run at once. Resolving
-    // (canonicalize, metadata) blocks on the file system: it runs on a blocking thread, never on
-    // the runtime's.
+    // Check every path before reading any, so a bad path fails the run at once, and measure the
+    // files for the weights. Opening blocks on the file system: it runs on a blocking thread,
+    // never on the runtime's. What is read later is what each later open finds, checked again
+    // by that open: a path swapped for a symlink meanwhile fails the run then.
     let (files, total) = {
         let root = root.clone();
         let paths = args.paths.clone();
-        tokio::task::spawn_blocking(move || resolve_all(&root, &paths))
+        tokio::task::spawn_blocking(move || measure_all(&root, &paths))
             .await
-            .map_err(|e| ToolError::Internal(format!("resolving the paths failed: {e}")))??
+            .map_err(|e| ToolError::Internal(format!("checking the paths failed: {e}")))??
     };
 
     let count = files.len();
@@ -218,9 +144,7 @@ async fn hash_files(
             done,
             total,
         );
-        let mut reader = tokio::fs::File::open(&file.resolved)
-            .await
-            .map_err(|e| ToolError::Failed(format!("cannot open {path:?}: {e}")))?;
+        let mut reader = tokio::fs::File::from_std(open(root, path).await?.file);
         let mut hasher = Hasher::new(args.algorithm);
         let mut bytes: u64 = 0;
         loop {
@@ -250,7 +174,10 @@ async fn hash_files(
     report(
         progress,
         None,
-        Some(format!("hashed {count} files")),
+        Some(format!(
+            "hashed {count} {}",
+            if count == 1 { "file" } else { "files" }
+        )),
         done,
         total,
     );
@@ -306,43 +233,5 @@ impl Hasher {
             let _ = write!(out, "{byte:02x}");
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_outside_the_root_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("inside")).unwrap();
-        std::fs::write(dir.path().join("inside/a.txt"), b"a").unwrap();
-        std::fs::write(dir.path().join("secret.txt"), b"s").unwrap();
-        let root = Confinement::new(dir.path().join("inside")).unwrap();
-
-        assert!(root.resolve_file("a.txt").is_ok());
-        for bad in ["../secret.txt", "../missing.txt", "/etc/passwd"] {
-            assert!(
-                matches!(root.resolve_file(bad), Err(ToolError::PermissionDenied(_))),
-                "{bad} should be refused"
-            );
-        }
-        #[cfg(unix)]
-        {
-            std::os::unix::fs::symlink(
-                dir.path().join("secret.txt"),
-                dir.path().join("inside/link"),
-            )
-            .unwrap();
-            assert!(matches!(
-                root.resolve_file("link"),
-                Err(ToolError::PermissionDenied(_))
-            ));
-        }
-        assert!(matches!(
-            root.resolve_file("missing.txt"),
-            Err(ToolError::NotFound(_))
-        ));
     }
 }

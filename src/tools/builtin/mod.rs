@@ -2,12 +2,14 @@
 //! tests.
 
 mod checksum;
+mod confinement;
 mod ticks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use checksum::{Confinement, checksum};
+pub use checksum::checksum;
+pub use confinement::{ConfinedFile, Confinement};
 pub use ticks::ticks;
 
 use super::Tool;

@@ -125,36 +125,56 @@ impl CommandTool {
 
         let mut tail = StderrTail::default();
         let mut stdout = LineReader::new(spawned.stdout, self.max_line_bytes);
-        let (ending, status) = {
+        // Set by the reader as lines come, so what was read is known even if the reading is cut
+        // short below.
+        let mut ending: Option<Ending> = None;
+        let (status, output_held) = {
             // Stops at the first protocol error, with the process still running.
             let io = async {
-                let ((), (), ending) = tokio::try_join!(
+                tokio::try_join!(
                     write_arguments.map(Ok),
                     tail.collect(spawned.stderr, &self.spec.name).map(Ok),
-                    self.read_stdout(&mut stdout, &progress),
-                )?;
-                Ok::<_, ToolError>(ending)
+                    self.read_stdout(&mut stdout, &progress, &mut ending),
+                )
+                .map(|_| ())
             };
             tokio::pin!(io);
             tokio::select! {
-                ending = &mut io => {
-                    let ending = ending?;
-                    (ending, self.wait(&mut group).await?)
+                read = &mut io => {
+                    read?;
+                    (self.wait(&mut group).await?, false)
                 }
                 status = group.wait() => {
                     let status = status.map_err(|e| self.wait_error(e))?;
                     // The tool exited; its output is in the pipes already, unless something it
-                    // started outside its group still holds them open.
-                    let ending = tokio::time::timeout(self.kill_grace, &mut io)
-                        .await
-                        .map_err(|_| ToolError::Internal(
-                            "exited, but a process it started keeps its output open"
-                                .into(),
-                        ))??;
-                    (ending, status)
+                    // started outside its group (`setsid`) still holds them open: then what was
+                    // read within the grace period is all the run gets.
+                    match tokio::time::timeout(self.kill_grace, &mut io).await {
+                        Ok(read) => {
+                            read?;
+                            (status, false)
+                        }
+                        Err(_) => (status, true),
+                    }
                 }
             }
         };
+        if output_held {
+            tracing::warn!(
+                tool = %self.spec.name,
+                pid,
+                "the tool exited, but a process it started outside its process group keeps its \
+                 stdout or stderr open; that process is not stopped by toolstream"
+            );
+            if ending.is_none() {
+                return Err(ToolError::Internal(format!(
+                    "{}, but a process it started outside its process group keeps its output \
+                     open, and no result line came before it exited{}",
+                    describe_exit(status),
+                    tail.as_suffix()
+                )));
+            }
+        }
         tracing::debug!(tool = %self.spec.name, %status, "command tool exited");
         match (ending, status.success()) {
             (Some(Ending::Error(message)), _) => Err(ToolError::Failed(message)),
@@ -176,14 +196,15 @@ impl CommandTool {
         }
     }
 
-    /// Reads protocol lines until the end of stdout, forwarding progress as it comes. Returns
-    /// early, with the process still running, on a line that breaks the protocol.
+    /// Reads protocol lines until the end of stdout, forwarding progress as it comes and setting
+    /// `ending` when the result or error line comes. Returns early, with the process still
+    /// running, on a line that breaks the protocol.
     async fn read_stdout(
         &self,
         stdout: &mut LineReader<impl AsyncRead + Unpin>,
         progress: &Progress,
-    ) -> Result<Option<Ending>, ToolError> {
-        let mut ending: Option<Ending> = None;
+        ending: &mut Option<Ending>,
+    ) -> Result<(), ToolError> {
         let mut tasks = SubTasks::default();
         let mut number = 0u64;
         while let Some(line) = stdout
@@ -227,12 +248,12 @@ impl CommandTool {
                         protocol::preview(bytes)
                     ))
                 })?,
-                Message::Result(value) => ending = Some(Ending::Result(value)),
-                Message::Error(error) => ending = Some(Ending::Error(error)),
+                Message::Result(value) => *ending = Some(Ending::Result(value)),
+                Message::Error(error) => *ending = Some(Ending::Error(error)),
             }
         }
         // Sub-tasks still open end with the output (their handles go here), before the result.
-        Ok(ending)
+        Ok(())
     }
 
     async fn wait(&self, group: &mut ProcessGroup) -> Result<ExitStatus, ToolError> {
