@@ -64,7 +64,7 @@ pub(super) async fn follow(
         let event = match item {
             Ok(event) => event,
             Err(status) => {
-                if let Some(view) = &view {
+                if let Some(view) = &mut view {
                     view.abandon();
                 }
                 return Ok(status_exit(&status));
@@ -111,7 +111,7 @@ pub(super) async fn follow(
     }
     // The contract ends every stream with a result or a status: neither means the connection
     // broke, and the run's outcome is unknown here.
-    if let Some(view) = &view {
+    if let Some(view) = &mut view {
         view.abandon();
     }
     if run_id.is_empty() {
