@@ -144,6 +144,22 @@ pub(super) fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
+/// An error and its causes on one line, `outer: cause: cause`. A cause that says only what the
+/// one before it said is left out: libraries often wrap an error in one with the same message
+/// (hyper's "tcp connect error" around an I/O error it also calls "tcp connect error").
+pub(super) fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        cause = error.source();
+    }
+    parts.join(": ")
+}
+
 /// Prints a gRPC error for a person and picks the exit code.
 pub(super) fn status_exit(status: &tonic::Status) -> ExitCode {
     eprintln!("error: {:?}: {}", status.code(), status.message());
