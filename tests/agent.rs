@@ -401,7 +401,16 @@ async fn model_failures_end_the_stream_with_a_clear_status() {
     let (_, status) = run(&server, prompt("hello")).await;
     let status = status.unwrap();
     assert_eq!(status.code(), Code::Unavailable);
-    assert!(status.message().contains(&down), "{}", status.message());
+    // The URL tried, once, and why it failed.
+    let message = status.message();
+    assert!(
+        message.starts_with(&format!(
+            "model endpoint {down}/chat/completions is unreachable: "
+        )),
+        "{message}"
+    );
+    assert_eq!(message.matches(&down).count(), 1, "{message}");
+    assert!(message.contains("Connection refused"), "{message}");
 
     let model = StandIn::start(vec![
         Reply::Events(vec!["this is not json".into()]),
