@@ -5,7 +5,9 @@
 //!   tools that speak gRPC themselves (remote toolstream servers);
 //! - the **canonical proto3 JSON mapping** of the contract's messages ([`to_json`],
 //!   [`from_json`]): what protobuf's own printers and parsers write and read (lowerCamelCase
-//!   names, RFC 3339 timestamps, 64-bit integers as strings, default values left out). It is
+//!   names, RFC 3339 timestamps, 64-bit integers as strings, default values left out, a double
+//!   that holds an integer written as one, `5` rather than `5.0`, as protobuf's C++ and Go
+//!   printers write it; both are valid proto3 JSON). It is
 //!   produced by prost-reflect from the contract's own descriptors ([`crate::pb::DESCRIPTOR_POOL`]),
 //!   never by a hand-kept model, so the HTTP routes, the WebSocket and the CLI's JSON lines all
 //!   speak one schema that `json_format.Parse(text, RunEvent())` or protobuf-es reads.
@@ -38,7 +40,7 @@ pub enum JsonError {
 /// `message` in the canonical proto3 JSON mapping, on one line.
 pub fn to_json<M: ReflectMessage>(message: &M) -> Result<String, JsonError> {
     let dynamic = message.transcode_to_dynamic();
-    let mut serializer = serde_json::Serializer::new(Vec::new());
+    let mut serializer = serde_json::Serializer::with_formatter(Vec::new(), IntegralDoubles);
     dynamic
         .serialize_with_options(&mut serializer, &SerializeOptions::new())
         .map_err(|e| JsonError::Write {
@@ -140,13 +142,38 @@ pub fn value_to_json(value: prost_types::Value) -> Value {
     }
 }
 
+/// 2^53: beyond it a double no longer holds every integer exactly.
+const EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// Whether `n` is an integer a double holds exactly, to be written without a fraction.
+fn is_exact_integer(n: f64) -> bool {
+    n.fract() == 0.0 && n.abs() <= EXACT
+}
+
 fn number_to_json(n: f64) -> Value {
-    // 2^53: beyond it a double no longer holds every integer exactly.
-    const EXACT: f64 = 9_007_199_254_740_992.0;
-    if n.fract() == 0.0 && n.abs() <= EXACT {
+    if is_exact_integer(n) {
         Value::Number(Number::from(n as i64))
     } else {
         Number::from_f64(n).map_or(Value::Null, Value::Number)
+    }
+}
+
+/// serde_json's compact output, except that a double holding an integer is written as the
+/// integer (every JSON number in a `Struct` is a double, so `{"count": 5}` would come back as
+/// `{"count":5.0}`).
+struct IntegralDoubles;
+
+impl serde_json::ser::Formatter for IntegralDoubles {
+    fn write_f64<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: f64,
+    ) -> std::io::Result<()> {
+        if is_exact_integer(value) {
+            write!(writer, "{}", value as i64)
+        } else {
+            serde_json::ser::CompactFormatter.write_f64(writer, value)
+        }
     }
 }
 
@@ -209,6 +236,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("RunToolRequest"), "{error}");
+    }
+
+    #[test]
+    fn integral_doubles_are_written_as_integers() {
+        let event = pb::RunEvent {
+            event: Some(pb::run_event::Event::Result(pb::Result {
+                value: Some(json_to_value(
+                    json!({"count": 5, "ratio": 0.5, "big": 1e300}),
+                )),
+            })),
+            ..pb::RunEvent::default()
+        };
+        let text = to_json(&event).unwrap();
+        assert!(
+            text.contains(r#""count":5"#) && !text.contains("5.0"),
+            "{text}"
+        );
+        assert!(text.contains(r#""ratio":0.5"#), "{text}");
+        assert!(text.contains("1e+300"), "{text}");
+        let back: pb::RunEvent = from_json(text.as_bytes()).unwrap();
+        assert_eq!(back, event);
     }
 
     #[test]

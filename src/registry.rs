@@ -37,7 +37,7 @@ pub enum RegistryError {
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
     /// No tool has that name.
-    #[error("unknown tool {0:?}; ListTools shows the tools this server offers")]
+    #[error("unknown tool {0:?}; list the tools with `toolstream tools` or ListTools")]
     UnknownTool(String),
     /// The arguments do not satisfy the tool's input schema.
     #[error("invalid arguments for tool {tool:?}: {reason}")]

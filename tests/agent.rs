@@ -141,7 +141,11 @@ async fn one_tool_call_streams_every_step_in_order() {
         shape[..done].iter().any(|s| s == "progress:"),
         "run-level progress: {shape:?}"
     );
-    assert_eq!(&shape[shape.len() - 4..], ["msg", "msg", "msg", "result"]);
+    // The answer streams, the run's own bar reaches the end, the result closes the stream.
+    assert_eq!(
+        &shape[shape.len() - 5..],
+        ["msg", "msg", "msg", "progress:", "result"]
+    );
     assert_eq!(final_answer(&events), json!("Three ticks done."));
     assert_eq!(finished(&events, "call_1"), Ok(json!({"count": 3})));
     for pair in events.windows(2) {
@@ -235,18 +239,71 @@ async fn parallel_calls_each_keep_their_progress_before_their_end() {
     assert_eq!(finished(&events, "b"), Ok(json!({"count": 2})));
     assert_eq!(final_answer(&events), json!("both done"));
     assert_eq!(tool_messages(&model.requests()[1]).len(), 2);
-    // The run's own progress is the share of its step budget used: once every call of the
-    // first of its 4 steps is done, 1/4.
+    // The run's own progress: the first step covers half of it, so once both calls are done it
+    // stands at 0.5; the answer takes it to 1.
     assert_run_progress_never_goes_back(&events);
-    let last_overall = events
+    let overall = run_fractions(&events);
+    assert!(overall.contains(&0.5), "{overall:?}");
+    assert_eq!(overall.last(), Some(&1.0));
+}
+
+/// The fractions of the run's own progress (empty `call_id`), in order.
+fn run_fractions(events: &[pb::RunEvent]) -> Vec<f64> {
+    events
         .iter()
         .filter_map(|e| match &e.event {
             Some(Event::Progress(p)) if p.call_id.is_empty() => p.progress,
             _ => None,
         })
-        .next_back()
+        .collect()
+}
+
+#[tokio::test]
+async fn the_runs_own_bar_moves_with_its_calls_and_ends_at_one_without_an_eta() {
+    // The model answers after one step, as most runs do.
+    let model = StandIn::start(vec![
+        tool_calls(&[("call_1", "ticks", r#"{"count": 5, "interval_ms": 20}"#)]),
+        text(&["Five ticks."]),
+    ])
+    .await;
+    let server = agent_server(Some(&model.url), vec![]).await;
+    let (events, status) = run(&server, prompt("tick five times")).await;
+    assert!(status.is_none(), "{status:?}");
+
+    // While the call progresses, the run's own fraction rises with it, report by report.
+    let shape = shape(&events);
+    let start = shape.iter().position(|s| s == "call:call_1").unwrap();
+    let done = shape.iter().position(|s| s == "done:call_1").unwrap();
+    let during_call = run_fractions(&events[start..done]);
+    assert!(
+        during_call.len() >= 5 && during_call.windows(2).all(|pair| pair[1] > pair[0]),
+        "the run's fraction while its call ran: {during_call:?}"
+    );
+    // The last report of the run's own progress is 1.0, after the model's text, before the
+    // result: a UI's bar ends full.
+    let last_progress = events
+        .iter()
+        .rposition(|e| matches!(&e.event, Some(Event::Progress(p)) if p.call_id.is_empty()))
         .unwrap();
-    assert_eq!(last_overall, 0.25);
+    let Some(Event::Progress(last)) = &events[last_progress].event else {
+        unreachable!()
+    };
+    assert_eq!(last.progress, Some(1.0));
+    assert_eq!(shape[last_progress + 1..], ["result"]);
+    // How many turns are left is unknown: the run's own progress has no time left, while each
+    // call's keeps the server's estimate.
+    for event in &events {
+        if let Some(Event::Progress(progress)) = &event.event
+            && progress.call_id.is_empty()
+        {
+            assert_eq!(progress.eta_seconds, None, "{progress:?}");
+        }
+    }
+    assert!(
+        events.iter().any(|e| matches!(&e.event,
+            Some(Event::Progress(p)) if p.call_id == "call_1" && p.eta_seconds.is_some())),
+        "the call's progress has an ETA"
+    );
 }
 
 #[tokio::test]
@@ -344,7 +401,16 @@ async fn model_failures_end_the_stream_with_a_clear_status() {
     let (_, status) = run(&server, prompt("hello")).await;
     let status = status.unwrap();
     assert_eq!(status.code(), Code::Unavailable);
-    assert!(status.message().contains(&down), "{}", status.message());
+    // The URL tried, once, and why it failed.
+    let message = status.message();
+    assert!(
+        message.starts_with(&format!(
+            "model endpoint {down}/chat/completions is unreachable: "
+        )),
+        "{message}"
+    );
+    assert_eq!(message.matches(&down).count(), 1, "{message}");
+    assert!(message.contains("Connection refused"), "{message}");
 
     let model = StandIn::start(vec![
         Reply::Events(vec!["this is not json".into()]),

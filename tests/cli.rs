@@ -267,6 +267,26 @@ fn serve_run_tools_health_and_sigterm() {
         listing.contains("ticks") && listing.contains("checksum"),
         "{listing}"
     );
+    // Each tool's arguments, with their types, under it; the required ones first.
+    let rows: Vec<Vec<&str>> = listing
+        .lines()
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    let ticks = rows.iter().position(|row| row[0] == "ticks").unwrap();
+    assert_eq!(
+        rows[ticks + 1][..3],
+        ["count", "integer,", "required"],
+        "{listing}"
+    );
+    assert_eq!(
+        rows[ticks + 2][..2],
+        ["interval_ms", "integer"],
+        "{listing}"
+    );
+    assert!(
+        listing.contains(r#"algorithm  "sha256" | "sha512""#),
+        "{listing}"
+    );
 
     // stdout is not a terminal here: JSON lines instead of a bar.
     let run = served.client(&["run", "ticks", "--arg", "count=3", "--arg", "interval_ms=1"]);
@@ -283,10 +303,14 @@ fn serve_run_tools_health_and_sigterm() {
         ["started", "progress", "progress", "progress", "result"]
     );
     assert_eq!(events[1]["sequence"], "2");
+    // Integers read as integers (a `Struct` holds doubles; one that is whole is written whole).
     assert_eq!(
         events[4]["result"]["value"],
-        serde_json::json!({"count": 3.0})
+        serde_json::json!({"count": 3})
     );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains(r#"{"count":3}"#), "{stdout}");
+    assert!(stdout.contains(r#""progress":1,"#), "{stdout}");
 
     let run = served.client(&["run", "checksum", "--json", r#"{"paths":["hello.txt"]}"#]);
     assert!(run.status.success());
@@ -309,6 +333,13 @@ fn serve_run_tools_health_and_sigterm() {
     assert!(!failed.status.success());
     assert!(String::from_utf8_lossy(&failed.stderr).contains("JSON object"));
 
+    // A tool name that is wrong says how to find the right one.
+    let message = served.fails(&["run", "tick"]);
+    assert!(
+        message.contains("unknown tool \"tick\"") && message.contains("`toolstream tools`"),
+        "{message}"
+    );
+
     let health = served.client(&["health"]);
     assert!(health.status.success());
     assert_eq!(
@@ -330,6 +361,66 @@ fn client_reports_an_unreachable_server() {
     assert!(
         message.contains("cannot connect to http://127.0.0.1:1"),
         "{message}"
+    );
+    // Each cause once: wrappers that repeat their cause's words are left out.
+    let causes: Vec<&str> = message.trim_end().split(": ").collect();
+    assert!(
+        causes.windows(2).all(|pair| pair[0] != pair[1]),
+        "{message}"
+    );
+}
+
+#[test]
+fn help_shows_each_default_once() {
+    for command in ["run", "watch"] {
+        let output = Command::new(BIN)
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&output.stdout);
+        let heartbeat = help
+            .lines()
+            .find(|line| line.contains("--heartbeat-ms"))
+            .unwrap_or_else(|| panic!("{help}"));
+        assert_eq!(heartbeat.matches("[default:").count(), 1, "{heartbeat}");
+        assert!(heartbeat.ends_with("[default: none]"), "{heartbeat}");
+    }
+}
+
+#[test]
+fn serve_writes_plain_logs_when_stderr_is_not_a_terminal() {
+    // A pipe, as for a log file or a collector: no colour codes in the human format.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "human"])
+        .arg("--root")
+        .arg(dir.path())
+        .env_remove("TOOLSTREAM_CONFIG")
+        .env_remove("NO_COLOR")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut logged = Vec::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        let serving = line.contains("toolstream serving");
+        logged.push(line);
+        if serving {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        logged
+            .iter()
+            .any(|line| line.contains("toolstream serving")),
+        "{logged:?}"
+    );
+    assert!(
+        logged.iter().all(|line| !line.contains('\x1b')),
+        "colour codes in the log: {logged:?}"
     );
 }
 
@@ -364,7 +455,7 @@ fn a_detached_run_goes_on_and_get_and_watch_find_it_by_id() {
     });
     assert_eq!(run["runId"], id.as_str());
     assert_eq!(run["tool"], "ticks");
-    assert_eq!(run["result"], json!({"count": 5.0}));
+    assert_eq!(run["result"], json!({"count": 5}));
     assert_eq!(number(&run["lastSequence"]), 7);
     assert_eq!(run["progress"][0]["progress"], 1.0);
     // RFC 3339 times of one clock and format compare as text.
@@ -377,7 +468,7 @@ fn a_detached_run_goes_on_and_get_and_watch_find_it_by_id() {
     assert_eq!(event_kind(events.first().unwrap()), "started");
     let last = events.last().unwrap();
     assert_eq!(event_kind(last), "result");
-    assert_eq!(last["result"]["value"], json!({"count": 5.0}));
+    assert_eq!(last["result"]["value"], json!({"count": 5}));
     assert_eq!(seq(last), 7);
     assert!(strictly_increasing(&sequences(&events)), "{events:?}");
     assert!(events.iter().all(|e| e["runId"] == id.as_str()));

@@ -117,7 +117,7 @@ async fn a_run_streams_id_event_and_data_lines_then_ends_after_its_result() {
     let progress = events[3].json();
     assert_eq!(progress["progress"]["progress"], 1.0);
     // google.protobuf.Value numbers are doubles, written as protobuf's printers write them.
-    assert_eq!(events[4].json()["result"]["value"], json!({"count": 3.0}));
+    assert_eq!(events[4].json()["result"]["value"], json!({"count": 3}));
 }
 
 #[tokio::test]
@@ -361,7 +361,7 @@ async fn accept_json_starts_a_detached_run_that_can_be_watched_and_resumed() {
         .unwrap();
     assert_eq!(run["state"], "RUN_STATE_SUCCEEDED");
     assert_eq!(run["lastSequence"], "7");
-    assert_eq!(run["result"], json!({"count": 5.0}));
+    assert_eq!(run["result"], json!({"count": 5}));
 
     let watch = |query: &str, last_event_id: Option<&str>| {
         let mut request = http().get(format!("{url}/v1/runs/{run_id}/events{query}"));
@@ -668,7 +668,7 @@ async fn an_agent_run_streams_its_text_and_tool_calls_as_sse() {
     assert_eq!(call["toolCallStarted"]["callId"], "call_1");
     assert_eq!(
         call["toolCallStarted"]["arguments"],
-        json!({"count": 2.0, "interval_ms": 1.0})
+        json!({"count": 2, "interval_ms": 1})
     );
     let call_progress = events
         .iter()

@@ -84,7 +84,8 @@ impl ModelProvider for OpenAiProvider {
         let connect = async move {
             let response = http.send().await.map_err(|e| ModelError::Unreachable {
                 endpoint: endpoint.clone(),
-                reason: error_chain(&e),
+                // The message names the URL once, as `endpoint`.
+                reason: error_chain(&e.without_url()),
             })?;
             let status = response.status();
             if !status.is_success() {
@@ -124,10 +125,16 @@ impl ModelProvider for OpenAiProvider {
 /// The error and its causes, since reqwest's own message rarely says what went wrong.
 fn error_chain(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
+    let mut last = text.clone();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        // Wrappers that only repeat their cause's words (hyper's "tcp connect error") once.
+        let said = cause.to_string();
+        if said != last {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        last = said;
         source = cause.source();
     }
     text

@@ -1,11 +1,17 @@
 //! Progress of an agent run: each call's progress passes through unchanged, tagged with its call,
 //! and the run's own progress is one bar for a UI.
 //!
-//! The run's fraction is the share of its step budget used: `(steps finished + the current
-//! step's share) / max_steps`, where a step's share is the mean of its calls' fractions (a call
-//! that has not reported or not started yet counts as 0, a finished call as 1). It never goes
-//! back: a tool that reports a lower fraction than before cannot lower it. It reaches 1.0 only
-//! when every step is used; a run that answers earlier ends with its result.
+//! How many model turns a run takes is known only when the model answers, so the run's fraction
+//! gives each step half of what is left: step `k` (from 1) moves it from `1 − 2^−(k−1)` toward
+//! `1 − 2^−k` as its calls progress (the first step covers 0 to 0.5, the second 0.5 to 0.75, ...),
+//! by the step's share: the mean of its calls' fractions (a call that has not reported or not
+//! started yet counts as 0, a finished call as 1). It never goes back: a tool that reports a lower
+//! fraction than before cannot lower it. When the model answers, the run reports 1.0 (status
+//! `answered`) before its result.
+//!
+//! The run's own progress carries no time left (`eta_seconds`): how many turns are to come is
+//! unknown, so any estimate would only climb while the model thinks. Each call's progress keeps the
+//! server's estimate for that call.
 //!
 //! A call's progress handle is closed before the call's `tool_call_finished` is emitted, so a
 //! tool that keeps a clone of its handle (or of a sub-task's) cannot report after its call ended.
@@ -14,6 +20,9 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures::FutureExt;
+
+use crate::engine::{CallTag, EventKind, RunContext};
 use crate::tools::{Progress, ProgressSink, ProgressUpdate, SubTask};
 
 /// Locks `mutex`; a panic while it was held leaves nothing here half-updated that matters.
@@ -26,19 +35,24 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The run's own progress, across its steps.
 pub(super) struct RunProgress {
     run: Progress,
-    max_steps: u32,
     /// The highest fraction reported so far. Held while reporting, so that reports from calls
     /// running in parallel reach the run in the order their fractions were decided.
     reported: Mutex<f64>,
 }
 
 impl RunProgress {
-    pub(super) fn new(run: Progress, max_steps: u32) -> Arc<Self> {
+    pub(super) fn new(run: Progress) -> Arc<Self> {
         Arc::new(RunProgress {
             run,
-            max_steps: max_steps.max(1),
             reported: Mutex::new(0.0),
         })
+    }
+
+    /// The model answered: the run is done.
+    pub(super) fn answered(&self) {
+        let mut reported = lock(&self.reported);
+        *reported = 1.0;
+        self.run.report(1.0, "answered");
     }
 
     /// The calls of model step `step` (from 1).
@@ -52,10 +66,41 @@ impl RunProgress {
 
     fn report(&self, step: u32, step_share: f64, status: String) {
         let mut reported = lock(&self.reported);
-        let fraction = (f64::from(step.saturating_sub(1)) + step_share) / f64::from(self.max_steps);
+        // What the steps before this one left, halved at each step.
+        let left = 0.5_f64.powf(f64::from(step.saturating_sub(1)));
+        let fraction = (1.0 - left) + left * step_share.clamp(0.0, 1.0) / 2.0;
         let fraction = fraction.clamp(0.0, 1.0).max(*reported);
         *reported = fraction;
         self.run.report(fraction, status);
+    }
+}
+
+/// The run's top level as a progress sink: each report is logged as the run's own progress,
+/// without a time left (see the module docs).
+pub(super) struct RunLevel {
+    context: RunContext,
+    top: Arc<CallTag>,
+}
+
+impl RunLevel {
+    pub(super) fn new(context: RunContext) -> Self {
+        RunLevel {
+            context,
+            top: Arc::new(CallTag::top()),
+        }
+    }
+}
+
+impl ProgressSink for RunLevel {
+    fn report(&self, update: ProgressUpdate) {
+        let event = EventKind::Progress {
+            call: Arc::clone(&self.top),
+            update,
+            eta_seconds: None,
+        };
+        // `emit` never waits (the log is bounded on its own), so it is ready at once; reports
+        // come from synchronous sinks. After the run ended there is nothing to report to.
+        let _ = self.context.emit(event).now_or_never();
     }
 }
 
@@ -199,7 +244,7 @@ mod tests {
     #[test]
     fn run_progress_never_goes_back() {
         let run = Arc::new(Recorded::default());
-        let progress = RunProgress::new(Progress::new(run.clone()), 2);
+        let progress = RunProgress::new(Progress::new(run.clone()));
 
         let step = progress.step(1, 2);
         let a = step.call(0, Progress::discard());
@@ -213,20 +258,22 @@ mod tests {
         step.call(0, Progress::discard()).handle().fraction(0.5);
         step.finished(0);
         step.finished(1);
+        progress.answered();
 
         let seen = run.fractions();
         assert!(
             seen.windows(2).all(|pair| pair[1] >= pair[0]),
             "went back: {seen:?}"
         );
-        assert_eq!(seen, [0.2, 0.2, 0.25, 0.5, 0.625, 0.75, 1.0]);
+        // Each step covers half of what is left; the answer ends it at 1.
+        assert_eq!(seen, [0.2, 0.2, 0.25, 0.5, 0.5625, 0.625, 0.75, 1.0]);
     }
 
     #[test]
     fn a_closed_call_reports_nothing() {
         let run = Arc::new(Recorded::default());
         let call = Arc::new(Recorded::default());
-        let progress = RunProgress::new(Progress::new(run.clone()), 1);
+        let progress = RunProgress::new(Progress::new(run.clone()));
         let step = progress.step(1, 1);
         let progress = step.call(0, Progress::new(call.clone()));
         let kept = progress.handle();
@@ -234,6 +281,6 @@ mod tests {
         progress.close();
         kept.report(0.75, "after the end");
         assert_eq!(lock(&call.0).clone(), [(Some(0.5), Some("half".into()))]);
-        assert_eq!(run.fractions(), [0.5]);
+        assert_eq!(run.fractions(), [0.25]);
     }
 }

@@ -9,9 +9,9 @@ use serde_json::Value;
 use super::model::{
     ChatMessage, ModelError, ModelOutput, ModelProvider, ModelRequest, ToolCallRequest,
 };
-use super::progress::{RunProgress, StepProgress};
+use super::progress::{RunLevel, RunProgress, StepProgress};
 use crate::engine::{CallArguments, CallError, CallTag, EventKind, RunContext, RunError};
-use crate::tools::ToolSpec;
+use crate::tools::{Progress, ToolSpec};
 
 /// Everything a run needs, resolved before it starts.
 pub(super) struct Conversation {
@@ -57,11 +57,12 @@ impl Conversation {
             messages.push(ChatMessage::System(self.system_prompt.clone()));
         }
         messages.push(ChatMessage::User(self.prompt.clone()));
-        let progress = RunProgress::new(context.progress(), self.max_steps);
+        let progress = RunProgress::new(Progress::new(Arc::new(RunLevel::new(context.clone()))));
 
         for step in 1..=self.max_steps {
             let (text, tool_calls) = self.ask_model(&context, messages.clone()).await?;
             if tool_calls.is_empty() {
+                progress.answered();
                 return Ok(Value::String(text));
             }
             messages.push(ChatMessage::Assistant {

@@ -39,39 +39,54 @@ pub(super) async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     while let Some(item) = events.next().await {
         let event = match item {
             Ok(event) => event,
-            Err(status) => return Ok(status_exit(&status)),
+            Err(status) => {
+                if let Some(view) = &mut view {
+                    view.abandon();
+                }
+                return Ok(status_exit(&status));
+            }
         };
         match view.as_mut() {
             None => println!("{}", event_json(&event)),
             Some(view) => view.show(event),
         }
     }
+    if let Some(view) = view.as_mut().filter(|view| !view.answered) {
+        view.abandon();
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The terminal view: streamed text above, the tree of bars below it (the run, each tool call,
-/// each call's sub-tasks).
+/// The terminal view: the model's text above, as whole lines, and the tree of bars below it (the
+/// run, each tool call, each call's sub-tasks).
+///
+/// Text streams in pieces (a word or less); a piece without its line's end is held until the
+/// line is whole, because the bars are redrawn under the cursor after each print: a partial line
+/// would be followed by a copy of the bars. What is held is printed when the model's turn ends
+/// (its tool calls start, or the answer is complete) or the run ends.
 struct AgentView {
     tree: ProgressTree,
+    /// The text of the line being written, not yet printed.
+    line: String,
+    /// The result came.
+    answered: bool,
 }
 
 impl AgentView {
     fn new() -> Self {
         AgentView {
             tree: ProgressTree::new("agent"),
+            line: String::new(),
+            answered: false,
         }
     }
 
     fn show(&mut self, event: pb::RunEvent) {
         match event.event {
-            Some(Event::Message(message)) => {
-                // Text goes above the bars; `suspend` keeps them from tearing it.
-                self.tree.suspend(|| {
-                    print!("{}", message.text);
-                    let _ = std::io::stdout().flush();
-                });
-            }
+            Some(Event::Message(message)) => self.text(&message.text),
             Some(Event::ToolCallStarted(call)) => {
+                // The model's turn is over: what it wrote goes above the calls.
+                self.end_line();
                 self.tree
                     .call_started(&call.call_id, &call.tool, &call.parent_call_id);
             }
@@ -84,21 +99,60 @@ impl AgentView {
                 self.tree.call_finished(&call.call_id, error);
             }
             Some(Event::Result(result)) => {
+                self.answered = true;
+                self.end_line();
                 self.tree.finish();
-                let answer = result.value.map_or(Value::Null, value_to_json);
-                self.tree.suspend(|| {
-                    // The text already streamed; end its line. A non-string result is printed.
-                    match answer {
-                        Value::String(_) => println!(),
-                        other => println!("\n{other}"),
-                    }
-                });
+                // The answer already streamed as text; a non-string result is printed.
+                match result.value.map_or(Value::Null, value_to_json) {
+                    Value::String(_) => {}
+                    other => println!("{other}"),
+                }
             }
-            Some(Event::Gap(gap)) => self.tree.note(&format!(
-                "note: events {} to {} are no longer held by the server ({})",
-                gap.from_sequence, gap.to_sequence, gap.reason
-            )),
+            Some(Event::Gap(gap)) => {
+                self.end_line();
+                self.tree.note(&format!(
+                    "note: events {} to {} are no longer held by the server ({})",
+                    gap.from_sequence, gap.to_sequence, gap.reason
+                ));
+            }
             Some(Event::Started(_) | Event::Heartbeat(_)) | None => {}
         }
+    }
+
+    /// Takes a piece of the model's text: prints the lines it completes above the bars.
+    fn text(&mut self, piece: &str) {
+        self.line.push_str(piece);
+        let Some(end) = self.line.rfind('\n') else {
+            return;
+        };
+        let rest = self.line.split_off(end + 1);
+        let whole = std::mem::replace(&mut self.line, rest);
+        self.print(&whole);
+    }
+
+    /// Prints the line being written, if any, as a line of its own.
+    fn end_line(&mut self) {
+        if self.line.trim().is_empty() {
+            self.line.clear();
+            return;
+        }
+        let mut line = std::mem::take(&mut self.line);
+        line.push('\n');
+        self.print(&line);
+    }
+
+    /// Prints whole lines (`text` ends with a newline) above the bars.
+    fn print(&self, text: &str) {
+        self.tree.suspend(|| {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(text.as_bytes());
+            let _ = stdout.flush();
+        });
+    }
+
+    /// The stream ended without a result: the text held is printed, the bars stay as they are.
+    fn abandon(&mut self) {
+        self.end_line();
+        self.tree.abandon();
     }
 }

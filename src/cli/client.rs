@@ -19,7 +19,7 @@ use toolstream::pb;
 use toolstream::pb::tool_service_client::ToolServiceClient;
 use toolstream::tls::ClientTls;
 
-use super::output::{follow, print_line, status_exit};
+use super::output::{error_text, follow, print_line, status_exit};
 use super::{ClientArgs, HealthArgs, RunArgs, ToolsArgs};
 
 /// A connection to the server `args` name, over TLS for an `https://` address (or any TLS
@@ -37,8 +37,11 @@ pub(super) async fn connect(args: &ClientArgs) -> anyhow::Result<Connection> {
         .tcp_nodelay(true)
         .connect()
         .await
-        .with_context(|| {
-            format!("cannot connect to {addr}; is `toolstream serve` running there?")
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "cannot connect to {addr} ({}); is `toolstream serve` running there?",
+                error_text(&error)
+            )
         })?;
     let authorization = match &args.token {
         Some(token) => Some(
@@ -101,9 +104,89 @@ pub(super) async fn tools(args: ToolsArgs) -> anyhow::Result<ExitCode> {
                 "{:width$}  {:8}  {}",
                 tool.name, tool.kind, tool.description
             );
+            let schema = tool.input_schema.map_or(Value::Null, struct_json);
+            for line in argument_lines(&schema) {
+                println!("    {line}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A tool's arguments as `tools` lists them, one line each, required ones first: name, type (and
+/// `required`), description, from the tool's input JSON Schema.
+fn argument_lines(schema: &Value) -> Vec<String> {
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|names| names.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut arguments: Vec<(&String, String, &str)> = properties
+        .iter()
+        .map(|(name, property)| {
+            let mut kind = type_name(property, schema);
+            if required.contains(&name.as_str()) {
+                kind.push_str(", required");
+            }
+            let description = property
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            (name, kind, description)
+        })
+        .collect();
+    arguments.sort_by_key(|(name, _, _)| !required.contains(&name.as_str()));
+    let name_width = arguments.iter().map(|a| a.0.len()).max().unwrap_or(0);
+    let kind_width = arguments.iter().map(|a| a.1.len()).max().unwrap_or(0);
+    arguments
+        .into_iter()
+        .map(|(name, kind, description)| {
+            format!("{name:name_width$}  {kind:kind_width$}  {description}")
+                .trim_end()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The type a JSON Schema describes, in a few words: `integer`, `array of string`,
+/// `"sha256" | "sha512"`; a `$ref` into `root`'s `$defs` is followed.
+fn type_name(schema: &Value, root: &Value) -> String {
+    if let Some(target) = schema.get("$ref").and_then(Value::as_str) {
+        let resolved = target
+            .strip_prefix("#/$defs/")
+            .and_then(|name| root.get("$defs")?.get(name));
+        return match resolved {
+            Some(resolved) => type_name(resolved, root),
+            None => target.rsplit('/').next().unwrap_or(target).to_owned(),
+        };
+    }
+    let constants: Vec<String> = match (schema.get("enum"), schema.get("oneOf")) {
+        (Some(Value::Array(values)), _) => values.iter().map(Value::to_string).collect(),
+        (_, Some(Value::Array(choices))) => choices
+            .iter()
+            .filter_map(|choice| choice.get("const").map(Value::to_string))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !constants.is_empty() {
+        return constants.join(" | ");
+    }
+    match schema.get("type") {
+        Some(Value::String(kind)) if kind == "array" => match schema.get("items") {
+            Some(items) => format!("array of {}", type_name(items, root)),
+            None => "array".to_owned(),
+        },
+        Some(Value::String(kind)) => kind.clone(),
+        Some(Value::Array(kinds)) => kinds
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" or "),
+        _ => "any".to_owned(),
+    }
 }
 
 fn struct_json(object: prost_types::Struct) -> Value {

@@ -161,7 +161,12 @@ struct RunArgs {
     min_interval_ms: u32,
     /// Ask for a heartbeat event whenever the stream has been silent this many milliseconds
     /// (keeps proxies with idle timeouts from closing it) [default: none].
-    #[arg(long, value_name = "MS", default_value_t = 0)]
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 0,
+        hide_default_value = true
+    )]
     heartbeat_ms: u32,
     /// Give up after this many seconds (sent as the gRPC deadline).
     #[arg(long, value_name = "SECS")]
@@ -214,8 +219,14 @@ struct WatchArgs {
     /// At most one progress event per this many milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     min_interval_ms: u32,
-    /// Ask for a heartbeat event whenever the stream has been silent this many milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 0)]
+    /// Ask for a heartbeat event whenever the stream has been silent this many milliseconds
+    /// [default: none].
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 0,
+        hide_default_value = true
+    )]
     heartbeat_ms: u32,
 }
 
@@ -290,7 +301,7 @@ pub fn main() -> ExitCode {
         // The reader of stdout went away (`| head`): nothing left to tell anyone.
         Err(error) if output::is_broken_pipe(&error) => ExitCode::FAILURE,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", output::error_text(error.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -64,7 +64,7 @@ pub(super) async fn follow(
         let event = match item {
             Ok(event) => event,
             Err(status) => {
-                if let Some(view) = &view {
+                if let Some(view) = &mut view {
                     view.abandon();
                 }
                 return Ok(status_exit(&status));
@@ -111,7 +111,7 @@ pub(super) async fn follow(
     }
     // The contract ends every stream with a result or a status: neither means the connection
     // broke, and the run's outcome is unknown here.
-    if let Some(view) = &view {
+    if let Some(view) = &mut view {
         view.abandon();
     }
     if run_id.is_empty() {
@@ -142,6 +142,22 @@ pub(super) fn is_broken_pipe(error: &anyhow::Error) -> bool {
             .downcast_ref::<std::io::Error>()
             .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// An error and its causes on one line, `outer: cause: cause`. A cause that says only what the
+/// one before it said is left out: libraries often wrap an error in one with the same message
+/// (hyper's "tcp connect error" around an I/O error it also calls "tcp connect error").
+pub(super) fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        cause = error.source();
+    }
+    parts.join(": ")
 }
 
 /// Prints a gRPC error for a person and picks the exit code.

@@ -1,5 +1,6 @@
 //! `toolstream serve`.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -121,7 +122,10 @@ const TRACES_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5
 fn init_logs(format: LogFormat, traces: Option<&Traces>) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour only for a person reading a terminal: a log file or a collector gets plain text.
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let logs = match format {
         LogFormat::Human => logs.boxed(),
         LogFormat::Json => logs.json().boxed(),

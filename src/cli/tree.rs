@@ -156,9 +156,12 @@ impl ProgressTree {
         }
     }
 
-    /// The run ended without a result: the bars stay as they are.
-    pub(super) fn abandon(&self) {
-        for node in self.nodes.values() {
+    /// The run ended without a result (failed, cancelled, the connection lost): the bars stay as
+    /// they are, without a time left, since nothing is left to wait for.
+    pub(super) fn abandon(&mut self) {
+        for node in self.nodes.values_mut() {
+            node.eta = None;
+            node.refresh();
             node.bar.abandon();
         }
     }

@@ -9,7 +9,7 @@ use crate::tools::ToolError;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RunError {
     /// No tool has that name.
-    #[error("unknown tool {0:?}; ListTools shows the tools this server offers")]
+    #[error("unknown tool {0:?}; list the tools with `toolstream tools` or ListTools")]
     UnknownTool(String),
     /// The arguments were refused before the run started.
     #[error("{0}")]
