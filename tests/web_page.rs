@@ -1,5 +1,5 @@
 //! The page at `/` in a real headless Chromium (Debian's `chromium` and `chromium-driver`, driven
-//! by selenium; `.ci/run` installs them): the tools' forms, a `ticks` run reaching 100% with its
+//! by selenium; `scripts/test` installs them): the tools' forms, a `ticks` run reaching 100% with its
 //! result, the browser's own `EventSource` reading a run's SSE, an error shown, the runs list
 //! with resume and cancel, and an agent run with its streamed text and a bar per tool call
 //! (against the stand-in model of the agent tests). With auth on, the page asks for a token and
@@ -83,7 +83,7 @@ async fn the_page_runs_a_tool_from_its_form_and_shows_progress_results_errors_an
     for binary in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
         assert!(
             std::path::Path::new(binary).exists(),
-            "{binary} is missing: `apt-get install -y chromium chromium-driver` (.ci/run does), \
+            "{binary} is missing: `apt-get install -y chromium chromium-driver` (scripts/test does), \
              or set TOOLSTREAM_SKIP_BROWSER_TESTS=1"
         );
     }
