@@ -35,6 +35,7 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::routing::{get, post};
 use tonic_health::server::HealthService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::agent::Agent;
 use crate::auth::{Access, Authenticator};
@@ -91,8 +92,16 @@ pub(crate) fn router(grpc: Router, state: WebState, auth: Arc<Authenticator>) ->
         // leaves it open.
         .route("/metrics", get(routes::metrics))
         .route("/v1/tools", get(routes::list_tools))
-        .route("/v1/tools/{name}/runs", post(routes::run_tool))
-        .route("/v1/agent/runs", post(routes::run_agent))
+        // A JSON body that stalls is given up after `body_timeout` between two chunks (408);
+        // only these two routes read a body, and no response stream is ever timed.
+        .route(
+            "/v1/tools/{name}/runs",
+            post(routes::run_tool).layer(RequestBodyTimeoutLayer::new(state.http.body_timeout)),
+        )
+        .route(
+            "/v1/agent/runs",
+            post(routes::run_agent).layer(RequestBodyTimeoutLayer::new(state.http.body_timeout)),
+        )
         .route("/v1/runs", get(routes::list_runs))
         .route("/v1/runs/{id}", get(routes::get_run))
         .route("/v1/runs/{id}/events", get(routes::run_events))

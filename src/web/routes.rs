@@ -60,6 +60,14 @@ fn read_body<M: ReflectMessage + Default>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<M, ApiError> {
     let body = body.map_err(|rejection| {
+        if timed_out(&rejection) {
+            return ApiError::new(
+                Code::DeadlineExceeded,
+                "the request body stalled longer than [http] body_timeout_ms; send the whole \
+                 body at once",
+            )
+            .with_status(StatusCode::REQUEST_TIMEOUT);
+        }
         let status = rejection.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
             Code::OutOfRange
@@ -88,6 +96,18 @@ fn read_body<M: ReflectMessage + Default>(
         return Ok(M::default());
     }
     Ok(from_json(&body)?)
+}
+
+/// Whether reading the body failed because it stalled past the body timeout.
+fn timed_out(rejection: &BytesRejection) -> bool {
+    let mut error: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(current) = error {
+        if current.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        error = current.source();
+    }
+    false
 }
 
 /// Query parameters as a list; a malformed query is a 400.
