@@ -178,3 +178,27 @@ async fn streams_idle_longer_than_the_timeouts_still_deliver() {
     assert!(status.is_none(), "{status:?}");
     assert!(events.last().and_then(result_value).is_some(), "{events:?}");
 }
+
+#[tokio::test]
+async fn a_websocket_session_keeps_its_connection_slot() {
+    let server = server_with(HttpConfig {
+        max_connections: 1,
+        // Long: a connection the server took would stay open, not be closed by this timeout.
+        first_byte_timeout: Duration::from_secs(600),
+        ..HttpConfig::default()
+    })
+    .await;
+    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", server.addr))
+        .await
+        .expect("WebSocket handshake");
+    // The upgraded connection is no longer hyper's, but it is still open: the server is full.
+    let mut refused = TcpStream::connect(server.addr).await.unwrap();
+    assert_eq!(until_closed(&mut refused).await, "");
+
+    drop(socket);
+    eventually_async(PATIENCE, "/healthz answers once the session ended", || {
+        let server = &server;
+        async move { healthz(server).await == Some(200) }
+    })
+    .await;
+}
