@@ -24,6 +24,9 @@
 //! cors_origins = ["https://app.example.com"]   # none by default: same origin only
 //! keep_alive_secs = 15                          # SSE comment lines and WebSocket pings
 //! ws_max_runs = 64                              # runs and watches in flight per WebSocket
+//! first_byte_timeout_ms = 10000   # a new connection that sends nothing for this long is closed
+//! body_timeout_ms = 30000         # a JSON request body that stalls this long between chunks: 408
+//! max_connections = 10000         # open connections at once; beyond, new ones are closed at once
 //!
 //! [server]
 //! tls_cert = "tls/server.pem"     # TLS on the one port (reloaded when the files change)
@@ -119,6 +122,9 @@ struct HttpFile {
     cors_origins: Option<Vec<String>>,
     keep_alive_secs: Option<u64>,
     ws_max_runs: Option<usize>,
+    first_byte_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -236,6 +242,16 @@ pub struct HttpConfig {
     pub keep_alive: Duration,
     /// Runs and watches in flight on one WebSocket; more are refused with RESOURCE_EXHAUSTED.
     pub ws_max_runs: usize,
+    /// How long a new connection may stay silent before it is closed (after the TLS handshake,
+    /// with TLS). Applies to every connection, gRPC included, until its first byte only.
+    pub first_byte_timeout: Duration,
+    /// How long the body of a JSON request (`POST /v1/tools/{name}/runs`, `/v1/agent/runs`) may
+    /// stall between two chunks before the request is answered 408 and its connection closed.
+    /// Never applies to streams (SSE, WebSocket, gRPC).
+    pub body_timeout: Duration,
+    /// Connections open at once (WebSocket sessions included); beyond it new connections are
+    /// accepted and closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -244,6 +260,9 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             keep_alive: Duration::from_secs(15),
             ws_max_runs: 64,
+            first_byte_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
         }
     }
 }
@@ -707,10 +726,41 @@ fn http_config(file: HttpFile) -> Result<HttpConfig, ConfigError> {
         Some(n) => n,
         None => defaults.ws_max_runs,
     };
+    let millis = |key: &'static str, value: Option<u64>, default: Duration| match value {
+        Some(0) => Err(ConfigError::Invalid {
+            key,
+            message: "must be at least 1".into(),
+        }),
+        Some(ms) => Ok(Duration::from_millis(ms)),
+        None => Ok(default),
+    };
+    let first_byte_timeout = millis(
+        "http.first_byte_timeout_ms",
+        file.first_byte_timeout_ms,
+        defaults.first_byte_timeout,
+    )?;
+    let body_timeout = millis(
+        "http.body_timeout_ms",
+        file.body_timeout_ms,
+        defaults.body_timeout,
+    )?;
+    let max_connections = match file.max_connections {
+        Some(0) => {
+            return Err(ConfigError::Invalid {
+                key: "http.max_connections",
+                message: "must be at least 1".into(),
+            });
+        }
+        Some(n) => n,
+        None => defaults.max_connections,
+    };
     Ok(HttpConfig {
         cors_origins,
         keep_alive,
         ws_max_runs,
+        first_byte_timeout,
+        body_timeout,
+        max_connections,
     })
 }
 
@@ -1005,6 +1055,34 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(message.contains("http.cors_origins"), "{message}");
+        }
+    }
+
+    #[test]
+    fn connection_bounds_are_read_and_zero_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("toolstream.toml");
+        std::fs::write(
+            &path,
+            "[http]\nfirst_byte_timeout_ms = 300\nbody_timeout_ms = 400\nmax_connections = 5\n",
+        )
+        .unwrap();
+        let http = Config::load(Some(&path), Overrides::default())
+            .unwrap()
+            .http;
+        assert_eq!(http.first_byte_timeout, Duration::from_millis(300));
+        assert_eq!(http.body_timeout, Duration::from_millis(400));
+        assert_eq!(http.max_connections, 5);
+        for key in [
+            "first_byte_timeout_ms",
+            "body_timeout_ms",
+            "max_connections",
+        ] {
+            std::fs::write(&path, format!("[http]\n{key} = 0\n")).unwrap();
+            let message = Config::load(Some(&path), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(&format!("http.{key}")), "{message}");
         }
     }
 

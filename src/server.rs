@@ -228,6 +228,7 @@ impl Server {
             .prepare()
             .into_axum_router();
         let sessions = Sessions::default();
+        let http = Arc::new(http);
         let app = web::router(
             grpc,
             WebState {
@@ -236,7 +237,7 @@ impl Server {
                 tools: tool_service,
                 runs: run_service,
                 health: Arc::new(HealthService::from_health_reporter(health.clone())),
-                http: Arc::new(http),
+                http: Arc::clone(&http),
                 max_message_bytes: limits.max_message_bytes,
                 sessions: sessions.clone(),
                 metrics,
@@ -274,7 +275,17 @@ impl Server {
 
         // Graceful close waits for every stream to drain, which a client that stopped reading
         // never lets happen: once the runs ended, connections get CLOSE_TIMEOUT, then are dropped.
-        listener::serve(incoming, tls, app, &limits, sessions, drain, CLOSE_TIMEOUT).await;
+        listener::serve(
+            incoming,
+            tls,
+            app,
+            &limits,
+            &http,
+            sessions,
+            drain,
+            CLOSE_TIMEOUT,
+        )
+        .await;
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Uri, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tonic::Code;
 
 use super::{Access, Authenticator};
@@ -157,23 +157,7 @@ fn percent_decode(text: &str) -> String {
 /// UNAUTHENTICATED in the caller's terms: a gRPC status (trailers-only) for gRPC and gRPC-Web,
 /// HTTP 401 with the JSON error body otherwise; `WWW-Authenticate: Bearer` either way.
 fn unauthenticated(request: &Request, message: &str) -> Response {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .filter(|value| value.as_bytes().starts_with(b"application/grpc"))
-        .cloned();
-    let mut response = match content_type {
-        Some(content_type) => {
-            let mut response =
-                tonic::Status::unauthenticated(message).into_http::<axum::body::Body>();
-            // gRPC-Web clients expect their own content type back.
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, content_type);
-            response
-        }
-        None => ApiError::new(Code::Unauthenticated, message).into_response(),
-    };
+    let mut response = ApiError::new(Code::Unauthenticated, message).for_client(request.headers());
     response
         .headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -2,7 +2,7 @@
 //! transport's `status_from_run_error`), carried as `{"code": "NOT_FOUND", "message": "..."}`
 //! with an HTTP status before a stream began, or as the `error` event / frame after.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tonic::{Code, Status};
@@ -45,6 +45,26 @@ impl ApiError {
     /// The HTTP status of an error before anything streamed.
     pub(crate) fn http_status(&self) -> StatusCode {
         self.status.unwrap_or_else(|| http_status(self.code))
+    }
+
+    /// The error in the terms of the client that sent `headers`: a gRPC status (trailers-only,
+    /// with the request's own content type, which gRPC-Web clients expect back) to gRPC and
+    /// gRPC-Web clients, the JSON body with its HTTP status to others.
+    pub(crate) fn for_client(self, headers: &HeaderMap) -> Response {
+        let grpc_content_type = headers
+            .get(header::CONTENT_TYPE)
+            .filter(|value| value.as_bytes().starts_with(b"application/grpc"));
+        match grpc_content_type {
+            Some(content_type) => {
+                let mut response =
+                    Status::new(self.code, self.message).into_http::<axum::body::Body>();
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type.clone());
+                response
+            }
+            None => self.into_response(),
+        }
     }
 }
 

@@ -14,12 +14,15 @@
 //! - [`page`]: `GET /` and the run view `GET /runs/{id}`, plain HTML and JavaScript embedded in
 //!   the binary.
 //! - [`error`]: `{"code", "message"}` and the HTTP status of each gRPC code.
+//! - [`origin`]: which pages may make a browser send state-changing requests and open the
+//!   WebSocket (cross-site request forgery).
 //!
 //! [`router`] puts them beside the gRPC services (each wrapped for gRPC-Web) in one router, with
-//! CORS outside everything when origins are configured.
+//! the origin check around them and CORS outside everything when origins are configured.
 
 mod error;
 mod events;
+mod origin;
 mod page;
 mod routes;
 mod sse;
@@ -33,6 +36,7 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::routing::{get, post};
 use tonic_health::server::HealthService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::agent::Agent;
 use crate::auth::{Access, Authenticator};
@@ -75,10 +79,12 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Access {
 }
 
 /// The whole application: `grpc` (the gRPC services' router) with the web routes beside it, the
-/// auth layer around both (`crate::auth::layer`), and CORS outside it when `[http] cors_origins`
-/// names any (a preflight carries no credentials).
+/// auth layer around both (`crate::auth::layer`), the origin check around that (a cross-site
+/// request is refused before its credentials are looked at), and CORS outside it when
+/// `[http] cors_origins` names any (a preflight carries no credentials and changes nothing).
 pub(crate) fn router(grpc: Router, state: WebState, auth: Arc<Authenticator>) -> Router {
     let cors = cors_layer(&state.http.cors_origins);
+    let origins = Arc::new(origin::AllowedOrigins::new(&state.http.cors_origins));
     let web = Router::new()
         .route("/", get(page::index))
         // The run view: the same page, which reads the run's id from its address.
@@ -89,8 +95,16 @@ pub(crate) fn router(grpc: Router, state: WebState, auth: Arc<Authenticator>) ->
         // leaves it open.
         .route("/metrics", get(routes::metrics))
         .route("/v1/tools", get(routes::list_tools))
-        .route("/v1/tools/{name}/runs", post(routes::run_tool))
-        .route("/v1/agent/runs", post(routes::run_agent))
+        // A JSON body that stalls is given up after `body_timeout` between two chunks (408);
+        // only these two routes read a body, and no response stream is ever timed.
+        .route(
+            "/v1/tools/{name}/runs",
+            post(routes::run_tool).layer(RequestBodyTimeoutLayer::new(state.http.body_timeout)),
+        )
+        .route(
+            "/v1/agent/runs",
+            post(routes::run_agent).layer(RequestBodyTimeoutLayer::new(state.http.body_timeout)),
+        )
         .route("/v1/runs", get(routes::list_runs))
         .route("/v1/runs/{id}", get(routes::get_run))
         .route("/v1/runs/{id}/events", get(routes::run_events))
@@ -101,13 +115,17 @@ pub(crate) fn router(grpc: Router, state: WebState, auth: Arc<Authenticator>) ->
         .with_state(state);
     // The gRPC router has a fallback (UNIMPLEMENTED) and the web one none, so they merge; the
     // fallback is then replaced by one that answers gRPC and HTTP clients each in their terms.
-    let app =
-        grpc.merge(web)
-            .fallback(routes::not_found)
-            .layer(axum::middleware::from_fn_with_state(
-                auth,
-                crate::auth::layer::authenticate,
-            ));
+    let app = grpc
+        .merge(web)
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::layer::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            origins,
+            origin::check_origin,
+        ));
     match cors {
         Some(cors) => app.layer(cors),
         None => app,

@@ -43,11 +43,32 @@ fn json_response<M: ReflectMessage>(status: StatusCode, message: &M) -> Response
     }
 }
 
-/// A request body: the message's JSON, or nothing for its defaults.
+/// Whether `content_type` is JSON (`application/json`, parameters allowed).
+fn is_json(content_type: &HeaderValue) -> bool {
+    let Ok(content_type) = content_type.to_str() else {
+        return false;
+    };
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    media.eq_ignore_ascii_case("application/json")
+}
+
+/// A request body: the message's JSON (`Content-Type: application/json`), or nothing (and no
+/// content type) for its defaults. Any other content type is a 415: a page on another site can
+/// make a browser send `text/plain` or a form without asking, but never `application/json`
+/// (`crate::web::origin` says why that matters).
 fn read_body<M: ReflectMessage + Default>(
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<M, ApiError> {
     let body = body.map_err(|rejection| {
+        if timed_out(&rejection) {
+            return ApiError::new(
+                Code::DeadlineExceeded,
+                "the request body stalled longer than [http] body_timeout_ms; send the whole \
+                 body at once",
+            )
+            .with_status(StatusCode::REQUEST_TIMEOUT);
+        }
         let status = rejection.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
             Code::OutOfRange
@@ -56,10 +77,38 @@ fn read_body<M: ReflectMessage + Default>(
         };
         ApiError::new(code, rejection.body_text()).with_status(status)
     })?;
+    let content_type = headers.get(header::CONTENT_TYPE);
+    match content_type {
+        Some(content_type) if is_json(content_type) => {}
+        None if body.is_empty() => return Ok(M::default()),
+        _ => {
+            let given = content_type.map_or_else(
+                || "none".to_owned(),
+                |value| format!("{:?}", value.to_str().unwrap_or("unreadable")),
+            );
+            return Err(ApiError::invalid_argument(format!(
+                "this route takes a JSON body: send it with `Content-Type: application/json` \
+                 (the request's content type is {given})"
+            ))
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        }
+    }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(M::default());
     }
     Ok(from_json(&body)?)
+}
+
+/// Whether reading the body failed because it stalled past the body timeout.
+fn timed_out(rejection: &BytesRejection) -> bool {
+    let mut error: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(current) = error {
+        if current.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        error = current.source();
+    }
+    false
 }
 
 /// Query parameters as a list; a malformed query is a 400.
@@ -156,7 +205,7 @@ pub(super) async fn run_tool(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut request: pb::RunToolRequest = read_body(body)?;
+    let mut request: pb::RunToolRequest = read_body(&headers, body)?;
     if !request.tool.is_empty() && request.tool != name {
         return Err(ApiError::invalid_argument(format!(
             "the body names tool {:?} but the path names {name:?}; leave `tool` out of the body",
@@ -183,7 +232,7 @@ pub(super) async fn run_agent(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut request: pb::RunAgentRequest = read_body(body)?;
+    let mut request: pb::RunAgentRequest = read_body(&headers, body)?;
     let detached = wants_run(&headers);
     if detached {
         detach(&mut request.options);

@@ -30,9 +30,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde_json::Value;
@@ -46,6 +46,7 @@ use super::events::event_json;
 use crate::auth::Access;
 use crate::engine::{EventKind, EventStream};
 use crate::json_proto::from_json_value;
+use crate::listener::ConnectionSlot;
 use crate::pb;
 use crate::transport::convert::{agent_request, run_options, tool_run_request, watch_from};
 
@@ -56,6 +57,7 @@ const MAX_ID_BYTES: usize = 256;
 pub(super) async fn upgrade(
     State(state): State<WebState>,
     access: Access,
+    slot: Option<Extension<ConnectionSlot>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let upgrade = match upgrade {
@@ -81,6 +83,9 @@ pub(super) async fn upgrade(
             let sessions = state.sessions.clone();
             sessions.tracker.track_future(
                 async move {
+                    // The session is still a connection: it keeps its slot of
+                    // `[http] max_connections` until it ends.
+                    let _slot = slot;
                     tokio::select! {
                         () = Session::new(socket, state, access).run() => {}
                         // The server's close timeout passed: no goodbye.

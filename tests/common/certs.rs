@@ -180,13 +180,13 @@ impl TestPki {
     }
 }
 
-/// The server certificate `addr` shows to a new connection: its subject CN and serial (hex),
-/// with the ALPN protocol agreed when offering `alpn`.
-pub async fn served_certificate(
+/// A TLS connection to `addr` as `localhost`, trusting `ca_pem`, offering `alpn`, without a
+/// client certificate.
+pub async fn tls_connection(
     addr: std::net::SocketAddr,
     ca_pem: &str,
     alpn: &[&[u8]],
-) -> (String, String, Option<Vec<u8>>) {
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -202,7 +202,17 @@ pub async fn served_certificate(
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let tls = connector.connect(name, tcp).await.expect("handshake");
+    connector.connect(name, tcp).await.expect("handshake")
+}
+
+/// The server certificate `addr` shows to a new connection: its subject CN and serial (hex),
+/// with the ALPN protocol agreed when offering `alpn`.
+pub async fn served_certificate(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    alpn: &[&[u8]],
+) -> (String, String, Option<Vec<u8>>) {
+    let tls = tls_connection(addr, ca_pem, alpn).await;
     let (_, connection) = tls.get_ref();
     let alpn = connection.alpn_protocol().map(<[u8]>::to_vec);
     let der = connection.peer_certificates().expect("server certs")[0].clone();
