@@ -901,6 +901,140 @@ async fn memory_per_watcher(server: &ServerProcess, watchers: usize) -> (f64, u6
 }
 
 // ---------------------------------------------------------------------------------------------
+// Sub-tasks: a command tool that opens many sub-tasks.
+
+/// How the sub-task tool's output opens its sub-tasks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SubTaskPattern {
+    /// Each sub-task opened, reported half done and finished before the next (the helper's
+    /// `with progress.child(...)`).
+    Each,
+    /// Every sub-task opened first, none finished: they end with the tool (the create-all-first
+    /// pattern).
+    All,
+}
+
+/// What a run of `count` sub-tasks cost a fresh server.
+struct SubTaskCost {
+    count: u64,
+    /// Server CPU (user + system) from the call to the stream's end, per sub-task (µs).
+    cpu_us_per_sub_task: f64,
+    /// Server RSS after the run (retained) minus before, in MiB per 100,000 sub-tasks.
+    rss_mb_per_100k: f64,
+    /// Seconds from the call to the stream's end.
+    seconds: f64,
+    /// The stream's end was its result (not an error).
+    succeeded: bool,
+    /// Encoded size of GetRun of the run, or the error.
+    get_run: Result<usize, String>,
+    /// Encoded size of ListRuns with page_size 1, or the error.
+    list_runs: Result<usize, String>,
+}
+
+/// Writes the output of a command tool opening `count` sub-tasks the way `pattern` says.
+fn write_sub_task_lines(path: &std::path::Path, count: u64, pattern: SubTaskPattern) {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("sub-task file"));
+    for i in 1..=count {
+        writeln!(
+            file,
+            "{{\"task\":{{\"id\":\"t{i}\",\"label\":\"item {i}\"}}}}"
+        )
+        .expect("write");
+        if pattern == SubTaskPattern::Each {
+            writeln!(file, "{{\"task\":{{\"id\":\"t{i}\"}},\"progress\":0.5}}").expect("write");
+            writeln!(file, "{{\"task\":{{\"id\":\"t{i}\",\"done\":true}}}}").expect("write");
+        }
+    }
+    writeln!(file, "{{\"result\":{{\"sub_tasks\":{count}}}}}").expect("write");
+}
+
+/// Runs a command tool opening `count` sub-tasks on a fresh server (the `lines` tool printing
+/// them), then asks GetRun and ListRuns about the run.
+async fn sub_task_cost(count: u64, pattern: SubTaskPattern) -> SubTaskCost {
+    let file = std::env::temp_dir().join(format!(
+        "toolstream-bench-{}-subtasks-{count}.jsonl",
+        std::process::id()
+    ));
+    write_sub_task_lines(&file, count, pattern);
+    let server = ServerProcess::start("toolstream", Some(&file.display().to_string()));
+    let channel = channel(server.addr).await;
+    let rss_before = server.memory_kb("VmRSS:");
+    let cpu_before = process_cpu_secs(server.child.id());
+    let start = Instant::now();
+    let client = ToolServiceClient::new(channel.clone());
+    let stats = read_stream(client, request("lines", json!({})), None).await;
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu = process_cpu_secs(server.child.id()) - cpu_before;
+    let rss_growth_kb = server.memory_kb("VmRSS:").saturating_sub(rss_before);
+    let _ = std::fs::remove_file(&file);
+    let mut runs = RunServiceClient::new(channel);
+    let list_runs = runs
+        .list_runs(pb::ListRunsRequest {
+            page_size: 1,
+            ..pb::ListRunsRequest::default()
+        })
+        .await
+        .map(|page| page.into_inner());
+    let run_id = list_runs
+        .as_ref()
+        .ok()
+        .and_then(|page| page.runs.first())
+        .map(|run| run.run_id.clone());
+    let get_run = match run_id {
+        Some(run_id) => runs
+            .get_run(pb::GetRunRequest { run_id })
+            .await
+            .map(|run| prost::Message::encoded_len(&run.into_inner()))
+            .map_err(|status| format!("{:?}: {}", status.code(), status.message())),
+        None => Err("no run listed".to_owned()),
+    };
+    SubTaskCost {
+        count,
+        cpu_us_per_sub_task: cpu * 1e6 / count as f64,
+        rss_mb_per_100k: rss_growth_kb as f64 / 1024.0 * 100_000.0 / count as f64,
+        seconds,
+        succeeded: stats.errors == 0 && stats.result_at > 0.0,
+        get_run,
+        list_runs: list_runs
+            .map(|page| prost::Message::encoded_len(&page))
+            .map_err(|status| format!("{:?}: {}", status.code(), status.message())),
+    }
+}
+
+fn print_sub_task_cost(cost: &SubTaskCost) {
+    let size = |result: &Result<usize, String>| match result {
+        Ok(bytes) => format!("{bytes} B"),
+        Err(error) => error.chars().take(60).collect(),
+    };
+    println!(
+        "{:<44} {:>14.2} {:>14.1} {:>8.1}",
+        format!("sub-tasks: {} (CPU µs each, MiB/100k, s)", cost.count),
+        cost.cpu_us_per_sub_task,
+        cost.rss_mb_per_100k,
+        cost.seconds
+    );
+    println!(
+        "{:<44} {:>14} {:>14} {:>8}",
+        "  GetRun / ListRuns(page_size=1) size",
+        size(&cost.get_run),
+        size(&cost.list_runs),
+        if cost.succeeded { "ok" } else { "FAILED" }
+    );
+}
+
+/// `--subtasks N[,N...] [each|all]`: only the sub-task measure, for the figures of an issue.
+async fn sub_tasks_only(counts: &str, pattern: &str) {
+    let pattern = if pattern == "all" {
+        SubTaskPattern::All
+    } else {
+        SubTaskPattern::Each
+    };
+    for count in counts.split(',').filter_map(|n| n.parse::<u64>().ok()) {
+        print_sub_task_cost(&sub_task_cost(count, pattern).await);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -916,6 +1050,12 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    if let Some(at) = args.iter().position(|a| a == "--subtasks") {
+        let counts = args.get(at + 1).map_or("1000", String::as_str);
+        let pattern = args.get(at + 2).map_or("each", String::as_str);
+        runtime.block_on(sub_tasks_only(counts, pattern));
+        return;
+    }
     runtime.block_on(run(quick));
 }
 
@@ -1235,6 +1375,12 @@ async fn run(quick: bool) {
         "  streams failed", bare_fleet.errors, ts_fleet.errors
     );
 
+    // Sub-tasks: the cost of each must not grow with their number.
+    let few = sub_task_cost(1_000, SubTaskPattern::Each).await;
+    let many = sub_task_cost(100_000, SubTaskPattern::Each).await;
+    print_sub_task_cost(&few);
+    print_sub_task_cost(&many);
+
     println!();
     println!(
         "bench: ratio_1={ratio_1:.3} ratio_64={ratio_64:.3} p99_overhead_us={p99_overhead:.0} \
@@ -1242,7 +1388,15 @@ async fn run(quick: bool) {
          fanout_events_per_s={:.0} fanout_rss_growth_kb={fan_rss_kb} \
          ratio_min_1={ratio_min_1:.3} ratio_min_64={ratio_min_64:.3} \
          ratio_fanout={ratio_fanout:.3} fleet_p50_ms={:.2} fleet_p99_ms={:.2} \
-         fleet_cpu_ratio={fleet_cpu_ratio:.3} rss_per_watcher_kb={kb_per_watcher:.2}",
-        fan.events_per_sec, ts_fleet.p50_ms, ts_fleet.p99_ms
+         fleet_cpu_ratio={fleet_cpu_ratio:.3} rss_per_watcher_kb={kb_per_watcher:.2} \
+         subtasks_cpu_us_per_1k={:.2} subtasks_cpu_us_per_100k={:.2} \
+         subtasks_rss_mb_per_100k={:.1} subtasks_getrun_bytes_100k={}",
+        fan.events_per_sec,
+        ts_fleet.p50_ms,
+        ts_fleet.p99_ms,
+        few.cpu_us_per_sub_task,
+        many.cpu_us_per_sub_task,
+        many.rss_mb_per_100k,
+        many.get_run.as_ref().map_or(0, |bytes| *bytes),
     );
 }

@@ -110,6 +110,7 @@ struct RunsFile {
     retention_secs: Option<u64>,
     max_runs: Option<usize>,
     max_events_per_run: Option<usize>,
+    max_live_calls_per_run: Option<usize>,
     store: Option<String>,
     key_prefix: Option<String>,
     lease_secs: Option<u64>,
@@ -424,6 +425,10 @@ pub struct Limits {
     /// The most events one run's log holds; past it the oldest are evicted (readers that needed
     /// them get a `gap` event).
     pub max_events_per_run: usize,
+    /// The most tool calls and sub-tasks one run has in progress at once (finished ones are
+    /// folded into their parents and do not count); past it the run fails with an error naming
+    /// the limit.
+    pub max_live_calls_per_run: usize,
     /// Runs in progress at once per principal (`[auth] max_runs_per_principal`); `None`: no
     /// limit besides `max_concurrent_runs`.
     pub max_runs_per_principal: Option<usize>,
@@ -440,6 +445,7 @@ impl Default for Limits {
             retention: Duration::from_secs(600),
             max_runs: 10_000,
             max_events_per_run: 10_000,
+            max_live_calls_per_run: 10_000,
             max_runs_per_principal: None,
         }
     }
@@ -535,6 +541,10 @@ impl Config {
                 .runs
                 .max_events_per_run
                 .unwrap_or(defaults.max_events_per_run),
+            max_live_calls_per_run: file
+                .runs
+                .max_live_calls_per_run
+                .unwrap_or(defaults.max_live_calls_per_run),
             max_runs_per_principal: file.auth.max_runs_per_principal,
         };
         if limits.max_runs_per_principal == Some(0) {
@@ -563,6 +573,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "runs.max_events_per_run",
                 message: "must be at least 2 (the started event and the last one)".into(),
+            });
+        }
+        if limits.max_live_calls_per_run == 0 {
+            return Err(ConfigError::Invalid {
+                key: "runs.max_live_calls_per_run",
+                message: "must be at least 1".into(),
             });
         }
         // The engine counts runs with a tokio semaphore, which holds at most MAX_PERMITS.

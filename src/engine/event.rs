@@ -1,6 +1,7 @@
 //! The events a run produces, in domain terms (the transport turns them into wire messages).
 
 use std::any::Any;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -22,6 +23,21 @@ pub struct RunEvent {
     wire: OnceLock<Box<[u8]>>,
     /// The event in one other form (the web's JSON text), made by the first reader that needs it.
     other: OnceLock<Box<dyn Any + Send + Sync>>,
+    /// What the run's log knows of it ([`Standing`] bits), kept on the event so that asking
+    /// costs no lookup however many calls the run has. Changed only under the log's lock.
+    standing: AtomicU8,
+}
+
+/// Bits of [`RunEvent::standing`].
+struct Standing;
+
+impl Standing {
+    /// Newer progress of the same call was logged.
+    const SUPERSEDED: u8 = 1;
+    /// Its call finished with it: no newer progress of the call will come.
+    const FINAL: u8 = 2;
+    /// The log no longer holds it (evicted past `max_events`).
+    const GONE: u8 = 4;
 }
 
 impl RunEvent {
@@ -34,7 +50,43 @@ impl RunEvent {
             kind,
             wire: OnceLock::new(),
             other: OnceLock::new(),
+            standing: AtomicU8::new(0),
         }
+    }
+
+    fn has(&self, bit: u8) -> bool {
+        self.standing.load(Ordering::Relaxed) & bit != 0
+    }
+
+    fn mark(&self, bit: u8) {
+        self.standing.fetch_or(bit, Ordering::Relaxed);
+    }
+
+    /// Whether newer progress of the same call was logged (see [`super::log`]).
+    pub(crate) fn is_superseded(&self) -> bool {
+        self.has(Standing::SUPERSEDED)
+    }
+
+    pub(crate) fn mark_superseded(&self) {
+        self.mark(Standing::SUPERSEDED);
+    }
+
+    /// Whether its call finished with it (nothing newer of the call will come).
+    pub(crate) fn is_final(&self) -> bool {
+        self.has(Standing::FINAL)
+    }
+
+    pub(crate) fn mark_final(&self) {
+        self.mark(Standing::FINAL);
+    }
+
+    /// Whether the log evicted it.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.has(Standing::GONE)
+    }
+
+    pub(crate) fn mark_gone(&self) {
+        self.mark(Standing::GONE);
     }
 
     /// The event's wire encoding, made by `encode` on first use and kept with the event: a

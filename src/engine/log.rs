@@ -4,15 +4,27 @@
 //! event is made (and converted for the wire, see [`RunEvent::wire`]) once however many readers
 //! it has. Appending never waits: a slow reader never slows the run or another reader.
 //!
-//! What the log keeps is bounded two ways, so memory does not grow with a stalled reader or a
-//! chatty tool:
+//! What the log keeps is bounded, so memory does not grow with a stalled reader, a chatty tool or
+//! a tool with many sub-tasks, and every append costs the same (amortised) however many events and
+//! calls the run has:
 //! - **Superseded progress.** A progress event is *superseded* once the same call reported newer
-//!   progress. The log keeps the most recent `progress_buffer` superseded ones (a reader that keeps
-//!   up sees every progress event) and drops older ones: a reader that fell further behind gets the
-//!   newest progress of each call instead, and the gap in `sequence` shows it. This is coalescing.
+//!   progress. The log keeps about the most recent `progress_buffer` superseded ones (a reader that
+//!   keeps up sees every progress event) and drops older ones in batches, each batch a walk of the
+//!   log that removes at least an eighth of it: a reader that fell further behind gets the newest
+//!   progress of each call instead, and the gap in `sequence` shows it. This is coalescing. Whether
+//!   an event is superseded is marked on the event itself (no lookup), and the count of held
+//!   superseded events is exact: an evicted event is never counted.
 //! - **`max_events`.** Past it the oldest events are evicted; a reader that still needed them gets
 //!   one `Gap` event naming the range (never a silent hole). The run's `started` event and its last
 //!   event are never evicted.
+//! - **Live calls.** The log remembers the latest progress of each *live* call (for readers that
+//!   start from the latest state and for GetRun). A sub-task (a call other than the top level)
+//!   whose progress reaches 1.0 is finished, and an agent's tool call is finished by its
+//!   `tool_call_finished`: a finished call is folded into its parent (whose fraction already
+//!   counts it, as the CLI draws it) and no longer remembered, so what a run holds per call does
+//!   not grow with the calls it made. At most `max_live_calls` calls are live at once: progress of
+//!   one more is refused, and the run fails with an error naming the limit
+//!   (`[runs] max_live_calls_per_run`; see [`RunLog::refused`]).
 //!
 //! Progress is also where the server estimates the time each call has left ([`super::eta`]): the
 //! estimate is made once, as a report enters the log, and travels with the event.
@@ -22,6 +34,7 @@
 //! into a log of its own, with their original sequences and timestamps, and its readers work
 //! exactly as they do for a local run.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
@@ -29,10 +42,11 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-use super::RunError;
 use super::eta::Eta;
 use super::event::{CallTag, EventKind, RunEvent};
+use super::{Limits, RunError};
 use crate::tools::{ProgressSink, ProgressUpdate, SubTask};
 
 /// How a run ended.
@@ -51,9 +65,13 @@ pub(crate) struct RunLog {
     progress_buffer: usize,
     /// The most events held.
     max_events: usize,
+    /// The most calls live at once (see the module docs).
+    max_live_calls: usize,
     state: Mutex<LogState>,
     /// Woken when the run ends.
     ended: Notify,
+    /// Cancelled when the log refused an event that would pass a limit: the run must fail.
+    refused: CancellationToken,
 }
 
 pub(crate) struct LogState {
@@ -68,14 +86,16 @@ pub(crate) struct LogState {
     pub(crate) started: Option<Arc<RunEvent>>,
     /// The latest progress of the top level.
     top_progress: Option<Arc<RunEvent>>,
-    /// The latest progress of each tool call (and sub-task), by call id.
-    call_progress: HashMap<Arc<str>, Arc<RunEvent>>,
     /// The top level's rate of progress, for its estimate of the time left.
     top_eta: Eta,
-    /// Each call's rate of progress, by call id.
-    call_eta: HashMap<Arc<str>, Eta>,
-    /// Held progress events that a newer one of the same call supersedes.
+    /// The live tool calls and sub-tasks, by call id (finished ones are folded, see the module
+    /// docs).
+    calls: HashMap<Arc<str>, LiveCall>,
+    /// Held progress events that a newer one of the same call supersedes: exactly those held
+    /// events marked superseded.
     superseded: usize,
+    /// Why the log refused an event, once it did.
+    refusal: Option<String>,
     pub(crate) end: Option<RunEnd>,
     pub(crate) end_time: Option<SystemTime>,
     /// The run's work is over and its end is being published: nothing but the end is logged.
@@ -86,27 +106,55 @@ pub(crate) struct LogState {
     pub(crate) generation: u64,
 }
 
+/// A live call: its latest progress, and its rate of progress for its estimate of the time left.
+struct LiveCall {
+    latest: Arc<RunEvent>,
+    eta: Eta,
+}
+
 /// The run already ended; nothing more is logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the run has already ended")]
 pub struct RunEnded;
 
 impl RunLog {
+    /// A log with no limit on live calls (a replica's copy of a run executing elsewhere, where
+    /// the limit is enforced).
     pub(crate) fn new(run_id: Arc<str>, progress_buffer: usize, max_events: usize) -> Arc<Self> {
+        Self::with_live_call_limit(run_id, progress_buffer, max_events, usize::MAX)
+    }
+
+    /// The log of a run executing here, within `limits`.
+    pub(crate) fn for_run(run_id: Arc<str>, limits: &Limits) -> Arc<Self> {
+        Self::with_live_call_limit(
+            run_id,
+            limits.event_buffer,
+            limits.max_events_per_run,
+            limits.max_live_calls_per_run,
+        )
+    }
+
+    pub(crate) fn with_live_call_limit(
+        run_id: Arc<str>,
+        progress_buffer: usize,
+        max_events: usize,
+        max_live_calls: usize,
+    ) -> Arc<Self> {
         Arc::new(RunLog {
             run_id,
             progress_buffer: progress_buffer.max(1),
             max_events: max_events.max(2),
+            max_live_calls: max_live_calls.max(1),
             state: Mutex::new(LogState {
                 events: VecDeque::new(),
                 next_sequence: 1,
                 evicted_through: 0,
                 started: None,
                 top_progress: None,
-                call_progress: HashMap::new(),
                 top_eta: Eta::default(),
-                call_eta: HashMap::new(),
+                calls: HashMap::new(),
                 superseded: 0,
+                refusal: None,
                 end: None,
                 end_time: None,
                 sealed: false,
@@ -114,6 +162,7 @@ impl RunLog {
                 generation: 0,
             }),
             ended: Notify::new(),
+            refused: CancellationToken::new(),
         })
     }
 
@@ -134,25 +183,53 @@ impl RunLog {
     }
 
     /// Logs progress of `call`, with the time it has left estimated from its reports so far
-    /// ([`Eta`]). Never waits.
+    /// ([`Eta`]). Never waits. Progress that would make one call more live than the limit is
+    /// refused, and the run is told to fail ([`refused`](Self::refused)).
     pub(crate) fn push_progress(&self, call: &Arc<CallTag>, update: ProgressUpdate) {
         let _ = self.append_with(
             |state, at| {
                 let fraction = update.fraction;
-                let eta = if call.call_id.is_empty() {
-                    &mut state.top_eta
+                let (eta_seconds, new_eta) = if call.call_id.is_empty() {
+                    (state.top_eta.observe(at, fraction), None)
+                } else if let Some(live) = state.calls.get_mut(&call.call_id) {
+                    (live.eta.observe(at, fraction), None)
                 } else {
-                    state.call_eta.entry(Arc::clone(&call.call_id)).or_default()
+                    if !finishes(call, &update) && state.calls.len() >= self.max_live_calls {
+                        self.refuse(state);
+                        return None;
+                    }
+                    let mut eta = Eta::default();
+                    (eta.observe(at, fraction), Some(eta))
                 };
-                EventKind::Progress {
+                let kind = EventKind::Progress {
                     call: Arc::clone(call),
-                    eta_seconds: eta.observe(at, fraction),
+                    eta_seconds,
                     update,
-                }
+                };
+                Some((kind, new_eta))
             },
             None,
             None,
         );
+    }
+
+    /// Notes that the log refused an event past `max_live_calls`: the run must fail.
+    fn refuse(&self, state: &mut LogState) {
+        if state.refusal.is_none() {
+            state.refusal = Some(format!(
+                "the run has {} sub-tasks and tool calls in progress at once, the most a run may \
+                 have ([runs] max_live_calls_per_run); finish sub-tasks before opening more",
+                self.max_live_calls
+            ));
+            self.refused.cancel();
+        }
+    }
+
+    /// Completes once the log refused an event past a limit, with why: the run must then fail
+    /// with that message (its tool broke the limit).
+    pub(crate) async fn refused(&self) -> String {
+        self.refused.cancelled().await;
+        self.lock().refusal.clone().unwrap_or_default()
     }
 
     /// Logs an event; fails once the run ended. Never waits.
@@ -218,7 +295,7 @@ impl RunLog {
             }
             state.next_sequence = event.sequence + 1;
             let timestamp = event.timestamp;
-            self.log_event(&mut state, Arc::new(event), end, timestamp);
+            self.log_event(&mut state, Arc::new(event), end, timestamp, None);
             state.take_wakers()
         };
         wakers.wake();
@@ -263,14 +340,15 @@ impl RunLog {
         end: Option<RunEnd>,
         timestamp: Option<SystemTime>,
     ) -> Result<(), RunEnded> {
-        self.append_with(|_, _| kind, end, timestamp)
+        self.append_with(|_, _| Some((kind, None)), end, timestamp)
     }
 
     /// Logs the event `make` makes, under the lock, from the log's state and the event's time
-    /// (`timestamp`, or now).
+    /// (`timestamp`, or now), with the rate of progress to keep for a call it makes live; `make`
+    /// returning `None` logs nothing (the event was refused).
     fn append_with(
         &self,
-        make: impl FnOnce(&mut LogState, SystemTime) -> EventKind,
+        make: impl FnOnce(&mut LogState, SystemTime) -> Option<(EventKind, Option<Eta>)>,
         end: Option<RunEnd>,
         timestamp: Option<SystemTime>,
     ) -> Result<(), RunEnded> {
@@ -281,17 +359,19 @@ impl RunLog {
             if state.end.is_some() || (state.sealed && !ends) {
                 return Err(RunEnded);
             }
+            let timestamp = timestamp.unwrap_or_else(SystemTime::now);
+            let Some((kind, eta)) = make(&mut state, timestamp) else {
+                return Ok(());
+            };
             let sequence = state.next_sequence;
             state.next_sequence += 1;
-            let timestamp = timestamp.unwrap_or_else(SystemTime::now);
-            let kind = make(&mut state, timestamp);
             let event = Arc::new(RunEvent::new(
                 Arc::clone(&self.run_id),
                 sequence,
                 timestamp,
                 kind,
             ));
-            self.log_event(&mut state, event, end, timestamp);
+            self.log_event(&mut state, event, end, timestamp, eta);
             state.take_wakers()
         };
         wakers.wake();
@@ -302,7 +382,8 @@ impl RunLog {
     }
 
     /// Holds a numbered event: remembers the started event and the latest progress of each
-    /// call, notes the end, and keeps the log within its bounds.
+    /// live call (`eta`: the rate of progress of a call it makes live), folds finished calls,
+    /// notes the end, and keeps the log within its bounds.
     #[inline]
     fn log_event(
         &self,
@@ -310,19 +391,43 @@ impl RunLog {
         event: Arc<RunEvent>,
         end: Option<RunEnd>,
         timestamp: SystemTime,
+        eta: Option<Eta>,
     ) {
         match &event.kind {
             EventKind::Started(_) => state.started = Some(Arc::clone(&event)),
-            EventKind::Progress { call, .. } => {
+            EventKind::Progress { call, update, .. } => {
                 let previous = if call.call_id.is_empty() {
                     state.top_progress.replace(Arc::clone(&event))
+                } else if finishes(call, update) {
+                    // Folded into its parent: its last event stays in the log for readers, final.
+                    event.mark_final();
+                    state.calls.remove(&call.call_id).map(|live| live.latest)
                 } else {
-                    state
-                        .call_progress
-                        .insert(Arc::clone(&call.call_id), Arc::clone(&event))
+                    match state.calls.entry(Arc::clone(&call.call_id)) {
+                        Entry::Occupied(mut live) => Some(std::mem::replace(
+                            &mut live.get_mut().latest,
+                            Arc::clone(&event),
+                        )),
+                        Entry::Vacant(vacant) => {
+                            vacant.insert(LiveCall {
+                                latest: Arc::clone(&event),
+                                eta: eta.unwrap_or_default(),
+                            });
+                            None
+                        }
+                    }
                 };
-                if previous.is_some_and(|p| state.holds(p.sequence)) {
+                // The previous latest was not superseded (it was the latest); it may be gone.
+                if let Some(previous) = previous
+                    && !previous.is_gone()
+                {
+                    previous.mark_superseded();
                     state.superseded += 1;
+                }
+            }
+            EventKind::ToolCallFinished { call, .. } => {
+                if let Some(live) = state.calls.remove(&call.call_id) {
+                    live.latest.mark_final();
                 }
             }
             _ => {}
@@ -336,25 +441,22 @@ impl RunLog {
     }
 
     /// Keeps the log within its bounds (see the module docs). Superseded progress is dropped in
-    /// batches, so the cost per event stays constant.
+    /// batches, each a walk of the log that drops at least an eighth of what it holds, so the
+    /// cost per event stays constant however long the log is.
     fn compact(&self, state: &mut LogState) {
-        if state.superseded > 2 * self.progress_buffer {
-            let mut to_drop = state.superseded - self.progress_buffer;
-            let LogState {
-                events,
-                top_progress,
-                call_progress,
-                ..
-            } = state;
-            events.retain(|event| {
-                if to_drop > 0 && is_superseded(event, top_progress, call_progress) {
+        let excess = state.superseded.saturating_sub(self.progress_buffer);
+        if state.superseded > 2 * self.progress_buffer && excess >= state.events.len() / 8 {
+            let mut to_drop = excess;
+            // Events are in sequence order: the oldest superseded go first.
+            state.events.retain(|event| {
+                if to_drop > 0 && event.is_superseded() {
                     to_drop -= 1;
                     false
                 } else {
                     true
                 }
             });
-            state.superseded = self.progress_buffer + to_drop;
+            state.superseded -= excess - to_drop;
         }
         while state.events.len() > self.max_events {
             // The started event stays: it is always a run's first event, for every reader.
@@ -365,9 +467,10 @@ impl RunLog {
             let Some(evicted) = state.events.remove(oldest) else {
                 break;
             };
-            if is_superseded(&evicted, &state.top_progress, &state.call_progress) {
+            if evicted.is_superseded() {
                 state.superseded -= 1;
             }
+            evicted.mark_gone();
             state.evicted_through = evicted.sequence;
         }
     }
@@ -399,11 +502,6 @@ impl LogState {
         std::mem::take(&mut self.wakers)
     }
 
-    /// Whether the event with `sequence` may still be held (it is not older than the oldest).
-    fn holds(&self, sequence: u64) -> bool {
-        self.events.front().is_some_and(|f| f.sequence <= sequence)
-    }
-
     /// The sequence of the last event the run produced.
     pub(crate) fn last_sequence(&self) -> u64 {
         self.next_sequence - 1
@@ -418,21 +516,38 @@ impl LogState {
         }
     }
 
-    /// Whether a newer progress event of the same call exists.
-    pub(crate) fn is_superseded(&self, event: &RunEvent) -> bool {
-        is_superseded(event, &self.top_progress, &self.call_progress)
+    /// The latest progress of the top level and of each live call, in sequence order.
+    pub(crate) fn latest_progress(&self) -> Vec<Arc<RunEvent>> {
+        self.latest_progress_of(usize::MAX)
     }
 
-    /// The latest progress of each call, in sequence order.
-    pub(crate) fn latest_progress(&self) -> Vec<Arc<RunEvent>> {
+    /// The latest progress of the top level and of the `calls` live calls that reported last,
+    /// in sequence order.
+    pub(crate) fn latest_progress_of(&self, calls: usize) -> Vec<Arc<RunEvent>> {
         let mut latest: Vec<Arc<RunEvent>> = self
-            .top_progress
-            .iter()
-            .chain(self.call_progress.values())
-            .cloned()
+            .calls
+            .values()
+            .map(|live| Arc::clone(&live.latest))
             .collect();
+        if latest.len() > calls {
+            let first_kept = latest.len() - calls;
+            latest.select_nth_unstable_by_key(first_kept, |e| e.sequence);
+            latest.drain(..first_kept);
+        }
+        latest.extend(self.top_progress.iter().cloned());
         latest.sort_by_key(|e| e.sequence);
         latest
+    }
+
+    /// Calls live now (for tests and diagnostics).
+    pub(crate) fn live_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Held events marked superseded, as counted (for tests of the count).
+    #[cfg(test)]
+    pub(crate) fn superseded_count(&self) -> usize {
+        self.superseded
     }
 
     /// The result, when the run succeeded.
@@ -479,20 +594,10 @@ impl Wakers {
     }
 }
 
-fn is_superseded(
-    event: &RunEvent,
-    top: &Option<Arc<RunEvent>>,
-    calls: &HashMap<Arc<str>, Arc<RunEvent>>,
-) -> bool {
-    let EventKind::Progress { call, .. } = &event.kind else {
-        return false;
-    };
-    let latest = if call.call_id.is_empty() {
-        top.as_ref()
-    } else {
-        calls.get(&call.call_id)
-    };
-    latest.is_some_and(|latest| latest.sequence > event.sequence)
+/// Whether this progress finishes its call: a call other than the top level reaching 1.0 (a
+/// sub-task finishing reports exactly that; the CLI draws such a node as done).
+fn finishes(call: &CallTag, update: &ProgressUpdate) -> bool {
+    !call.call_id.is_empty() && update.fraction.is_some_and(|fraction| fraction >= 1.0)
 }
 
 /// Progress reported by a tool, tagged with the call (or sub-task) it belongs to.

@@ -528,3 +528,144 @@ proptest! {
         }
     }
 }
+
+/// The log's own bookkeeping: the count of held superseded events is exact, and no evicted
+/// event is held or counted.
+fn check_bookkeeping(log: &RunLog) -> Result<(), TestCaseError> {
+    let state = log.lock();
+    let marked = state.events.iter().filter(|e| e.is_superseded()).count();
+    prop_assert_eq!(
+        state.superseded_count(),
+        marked,
+        "the superseded count is exact"
+    );
+    prop_assert!(
+        state.events.iter().all(|e| !e.is_gone()),
+        "no held event is marked gone"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_evicted_event_is_not_held_and_superseding_it_counts_nothing() {
+    let log = RunLog::new("r".into(), 4, 10);
+    let call = Arc::new(CallTag::call("a", "t"));
+    log.push(EventKind::Started(Default::default())).unwrap();
+    log.push_progress(&call, progress(0.1));
+    // The call's progress is evicted behind twenty messages.
+    for _ in 0..20 {
+        log.push(EventKind::Message(String::new())).unwrap();
+    }
+    assert!(log.lock().evicted_through >= 2);
+    log.push_progress(&call, progress(0.2));
+    assert_eq!(
+        log.lock().superseded_count(),
+        0,
+        "the superseded event is gone, not held"
+    );
+    log.push_progress(&call, progress(0.3));
+    assert_eq!(log.lock().superseded_count(), 1);
+    check_bookkeeping(&log).unwrap();
+}
+
+#[test]
+fn finished_sub_tasks_are_folded_and_the_log_stays_within_its_bounds() {
+    let log = RunLog::new("r".into(), 8, 500);
+    let top = Arc::new(CallTag::top());
+    log.push(EventKind::Started(Default::default())).unwrap();
+    for i in 0..20_000 {
+        let task = Arc::new(CallTag::call(format!("{i}"), "item"));
+        log.push_progress(&task, ProgressUpdate::default());
+        log.push_progress(&task, progress(0.5));
+        log.push_progress(&task, progress(1.0));
+        log.push_progress(&top, progress(f64::from(i) / 20_000.0));
+    }
+    let state = log.lock();
+    assert_eq!(state.live_calls(), 0, "every finished sub-task is folded");
+    assert!(state.events.len() <= 500);
+    assert_eq!(
+        state.latest_progress().len(),
+        1,
+        "only the top level is remembered"
+    );
+    drop(state);
+    check_bookkeeping(&log).unwrap();
+}
+
+#[tokio::test]
+async fn a_call_past_the_live_limit_is_refused_and_the_run_told_why() {
+    let log = RunLog::with_live_call_limit("r".into(), 8, 100, 2);
+    let call = |id: &str| Arc::new(CallTag::call(id, "t"));
+    log.push_progress(&call("a"), progress(0.1));
+    log.push_progress(&call("b"), progress(0.1));
+    // A call finishing at once never counts as live.
+    log.push_progress(&call("done"), progress(1.0));
+    assert!(log.refused().now_or_never().is_none());
+    let before = log.lock().last_sequence();
+    log.push_progress(&call("c"), progress(0.1));
+    assert_eq!(log.lock().last_sequence(), before, "the event is refused");
+    let message = log.refused().await;
+    assert!(
+        message.contains("max_live_calls_per_run") && message.contains('2'),
+        "{message}"
+    );
+    // A live call goes on; once one finished, a new one fits.
+    log.push_progress(&call("a"), progress(1.0));
+    log.push_progress(&call("c"), progress(0.1));
+    assert_eq!(log.lock().live_calls(), 2);
+}
+
+/// An operation on a log of many sub-tasks.
+#[derive(Debug, Clone)]
+enum CallOp {
+    /// Progress of sub-task n at this fraction (1.0 finishes it).
+    Progress(u8, f64),
+    /// Progress of the top level.
+    Top,
+    /// A message.
+    Message,
+}
+
+fn call_op() -> impl Strategy<Value = CallOp> {
+    prop_oneof![
+        (0u8..20, prop_oneof![Just(0.5), Just(1.0), Just(0.2)])
+            .prop_map(|(n, f)| CallOp::Progress(n, f)),
+        Just(CallOp::Top),
+        Just(CallOp::Message),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_superseded_count_is_exact_and_live_calls_are_those_not_finished(
+        ops in proptest::collection::vec(call_op(), 1..600),
+        budget in 1usize..8,
+        max_events in 2usize..60,
+    ) {
+        let log = RunLog::new("r".into(), budget, max_events);
+        log.push(EventKind::Started(Default::default())).unwrap();
+        let top = Arc::new(CallTag::top());
+        let tasks: Vec<Arc<CallTag>> =
+            (0..20).map(|n| Arc::new(CallTag::call(format!("{n}"), "item"))).collect();
+        let mut live: HashSet<u8> = HashSet::new();
+        for op in &ops {
+            match op {
+                CallOp::Progress(n, f) => {
+                    log.push_progress(&tasks[*n as usize], progress(*f));
+                    if *f >= 1.0 {
+                        live.remove(n);
+                    } else {
+                        live.insert(*n);
+                    }
+                }
+                CallOp::Top => log.push_progress(&top, progress(0.5)),
+                CallOp::Message => log.push(EventKind::Message(String::new())).unwrap(),
+            }
+            check_bookkeeping(&log)?;
+            prop_assert!(log.lock().events.len() <= max_events);
+            prop_assert_eq!(log.lock().live_calls(), live.len());
+        }
+    }
+}

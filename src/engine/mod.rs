@@ -44,7 +44,7 @@ pub use event::{
 pub use log::RunEnded;
 pub use observe::{NoObserver, RunObserver};
 pub use reader::{EventStream, ReadFrom};
-pub use runs::{RunFilter, RunPage, RunSnapshot, RunState};
+pub use runs::{RunFilter, RunPage, RunSnapshot, RunState, SNAPSHOT_CALLS};
 pub use store::{Store, StoreError};
 
 use crate::registry::ToolRegistry;
@@ -223,11 +223,7 @@ impl Engine {
         };
 
         let run_id = runs::new_run_id();
-        let log = RunLog::new(
-            Arc::clone(&run_id),
-            self.limits.event_buffer,
-            self.limits.max_events_per_run,
-        );
+        let log = RunLog::for_run(Arc::clone(&run_id), &self.limits);
         let cancel = self.shutdown.child_token();
         let deadline = started.deadline.map(|d| (d, Instant::now() + d));
         let agent = started.tool.is_empty();
@@ -333,13 +329,22 @@ impl Engine {
     }
 
     /// How many events a run's log holds now (for tests and diagnostics: it stays within
-    /// `max_events_per_run`, and near `2 × event_buffer` plus one per call for a run whose
-    /// events are mostly progress, whatever its readers do).
+    /// `max_events_per_run`, and near `2 × event_buffer` plus an eighth plus one per call for a
+    /// run whose events are mostly progress, whatever its readers do).
     pub fn held_events(&self, run_id: &str) -> Option<usize> {
         self.store
             .local()
             .get(run_id)
             .map(|record| record.log.lock().events.len())
+    }
+
+    /// How many tool calls and sub-tasks of a run are live now, for tests and diagnostics: it
+    /// stays within `max_live_calls_per_run`, finished ones being folded into their parents.
+    pub fn live_calls(&self, run_id: &str) -> Option<usize> {
+        self.store
+            .local()
+            .get(run_id)
+            .map(|record| record.log.lock().live_calls())
     }
 
     /// Whether new runs are taken (false once shutdown began).
@@ -503,6 +508,11 @@ where
                 }
             }),
             limit = deadline_passed => Err(RunError::DeadlineExceeded(limit)),
+            // The tool passed a limit of what a run holds (too many sub-tasks open at once).
+            message = record.log.refused() => Err(RunError::Tool {
+                tool: if tool.is_empty() { "agent".to_owned() } else { tool.clone() },
+                error: ToolError::OutOfRange(message),
+            }),
             outcome = &mut body => outcome.unwrap_or_else(|panic| {
                 Err(RunError::Panicked { what: label, message: panic_message(&*panic) })
             }),

@@ -66,10 +66,30 @@ pub struct EventStream {
 
 struct Throttle {
     interval: Duration,
-    /// When each call's progress was last sent, by call id.
+    /// When each call's progress was last sent, by call id, while that matters (until its
+    /// interval passed or the call finished).
     last_sent: HashMap<Arc<str>, Instant>,
+    /// `last_sent` is pruned when it grows past this (twice what a pruning left).
+    prune_at: usize,
     sleep: Pin<Box<Sleep>>,
 }
+
+impl Throttle {
+    /// Notes that progress of `call_id` was sent `now`. Entries whose interval passed say
+    /// nothing and are pruned in batches, so the map holds about the calls sent to within one
+    /// interval, not every call the run ever had.
+    fn sent(&mut self, call_id: &Arc<str>, now: Instant) {
+        self.last_sent.insert(Arc::clone(call_id), now);
+        if self.last_sent.len() > self.prune_at {
+            let interval = self.interval;
+            self.last_sent.retain(|_, last| *last + interval > now);
+            self.prune_at = (2 * self.last_sent.len()).max(MIN_PRUNE_AT);
+        }
+    }
+}
+
+/// The least size of a throttle's map before it is pruned.
+const MIN_PRUNE_AT: usize = 64;
 
 struct Heartbeat {
     interval: Duration,
@@ -120,6 +140,7 @@ impl EventStream {
                 .map(|interval| Throttle {
                     interval,
                     last_sent: HashMap::new(),
+                    prune_at: MIN_PRUNE_AT,
                     sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
                 }),
             heartbeat: options
@@ -259,7 +280,7 @@ impl Stream for EventStream {
                     // Sequences between are progress the log already dropped as superseded.
                     this.coalesced += event.sequence - this.next;
                     this.next = event.sequence + 1;
-                    if lagging && event.kind.is_progress() && state.is_superseded(event) {
+                    if lagging && event.is_superseded() {
                         this.coalesced += 1;
                         continue;
                     }
@@ -284,18 +305,16 @@ impl Stream for EventStream {
                     .get(&call.call_id)
                     .map(|last| *last + throttle.interval)
                     .filter(|due| *due > now);
-                let superseded = state.is_superseded(event);
+                let superseded = event.is_superseded();
                 if superseded && (lagging || due.is_some()) {
                     this.coalesced += event.sequence + 1 - this.next;
                     this.next = event.sequence + 1;
                     continue;
                 }
                 if let Some(due) = due {
-                    let call_moves_on = state.end.is_some()
-                        || state.events.range(index + 1..).any(|later| {
-                            !later.kind.is_progress()
-                                && later.kind.call().is_some_and(|c| c.call_id == call.call_id)
-                        });
+                    // A call that finished with this event (or whose next event is logged: then
+                    // this one is superseded, or it is final) sends it now.
+                    let call_moves_on = state.end.is_some() || event.is_final();
                     if !call_moves_on {
                         // The latest progress of its call, too early: wait for its time.
                         RunLog::register(&mut state, &mut this.waker_slot, cx.waker());
@@ -307,7 +326,12 @@ impl Stream for EventStream {
                         break;
                     }
                 }
-                throttle.last_sent.insert(Arc::clone(&call.call_id), now);
+                if event.is_final() {
+                    // Nothing more of the call comes: its interval is over.
+                    throttle.last_sent.remove(&call.call_id);
+                } else {
+                    throttle.sent(&call.call_id, now);
+                }
                 chosen = Some(Arc::clone(event));
                 break;
             }

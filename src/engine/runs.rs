@@ -23,6 +23,10 @@ use super::log::{RunEnd, RunLog};
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 /// The largest page ListRuns returns.
 pub const MAX_PAGE_SIZE: usize = 1000;
+/// The most calls a snapshot of a run (GetRun, ListRuns) shows the progress of, besides the top
+/// level: the live calls that reported last. What a run is sent as stays small however many
+/// calls it has; WatchRun from the latest state gives every live call.
+pub const SNAPSHOT_CALLS: usize = 20;
 
 /// A new run id: a random (version 4) UUID as 32 lowercase hex digits.
 pub(crate) fn new_run_id() -> Arc<str> {
@@ -89,7 +93,8 @@ pub struct RunSnapshot {
     pub end_time: Option<SystemTime>,
     /// The last sequence the run produced.
     pub last_sequence: u64,
-    /// The latest progress event of each call, the top level first.
+    /// The latest progress event of the top level, then of the live calls that reported last
+    /// (at most [`SNAPSHOT_CALLS`]), the top level first.
     pub progress: Vec<Arc<RunEvent>>,
     /// The result, when it succeeded.
     pub result: Option<Value>,
@@ -208,7 +213,7 @@ impl RunRecord {
                 (run_state, None, Some(error.clone()))
             }
         };
-        let mut progress = state.latest_progress();
+        let mut progress = state.latest_progress_of(SNAPSHOT_CALLS);
         // The top level first, then the calls in the order they last reported.
         progress.sort_by_key(|event| match &event.kind {
             EventKind::Progress { call, .. } => (!call.call_id.is_empty(), event.sequence),

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::engine::event::{CallArguments, CallTag, EventKind, OnDisconnect, RunEvent};
-use crate::engine::runs::{RunSnapshot, RunState, called_with};
+use crate::engine::runs::{RunSnapshot, RunState, SNAPSHOT_CALLS, called_with};
 use crate::engine::{RunError, RunOptions, RunStarted};
 use crate::tools::{ProgressUpdate, ToolError};
 
@@ -529,11 +529,30 @@ impl StoredRecord {
             .filter(|event| event.kind.is_progress())
             .map(Arc::new)
             .collect();
-        // The top level first, then the calls in the order they last reported.
+        // Finished sub-tasks are folded into their parents, as in the executing replica's log.
+        progress.retain(|event| match &event.kind {
+            EventKind::Progress { call, update, .. } => {
+                call.call_id.is_empty() || update.fraction.is_none_or(|fraction| fraction < 1.0)
+            }
+            _ => false,
+        });
+        // The top level first, then the calls in the order they last reported: the last
+        // SNAPSHOT_CALLS of them.
         progress.sort_by_key(|event| match &event.kind {
             EventKind::Progress { call, .. } => (!call.call_id.is_empty(), event.sequence),
             _ => (true, event.sequence),
         });
+        let calls = progress
+            .iter()
+            .filter(|event| {
+                event
+                    .kind
+                    .call()
+                    .is_some_and(|call| !call.call_id.is_empty())
+            })
+            .count();
+        let first_call = progress.len() - calls;
+        progress.drain(first_call..first_call + calls.saturating_sub(SNAPSHOT_CALLS));
         // What the run was called with is in its started event.
         let started = decode_event(&run_id, &self.started).ok();
         let (arguments, prompt) = called_with(started.as_ref());
