@@ -19,6 +19,11 @@
 //! store = "redis://127.0.0.1:6379/0"        # default "memory"; see docs/replicas.md
 //! key_prefix = "toolstream:"
 //! lease_secs = 10
+//! # Managed Redis: store = "rediss://default@redis.example.com:6380/0" (TLS), then
+//! # redis_ca = "redis-ca.pem"                # instead of the system roots (optional)
+//! # redis_cert = "redis-client.pem"          # a client certificate, when Redis asks (optional)
+//! # redis_key = "redis-client.key"
+//! # redis_password_env = "REDIS_PASSWORD"    # the password, from the environment
 //!
 //! [http]
 //! cors_origins = ["https://app.example.com"]   # none by default: same origin only
@@ -111,6 +116,10 @@ struct RunsFile {
     key_prefix: Option<String>,
     lease_secs: Option<u64>,
     replica_name: Option<String>,
+    redis_ca: Option<PathBuf>,
+    redis_cert: Option<PathBuf>,
+    redis_key: Option<PathBuf>,
+    redis_password_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -300,6 +309,24 @@ pub struct StoreConfig {
     pub lease: Duration,
     /// The start of this replica's id (a random suffix follows); default: the host name.
     pub replica_name: Option<String>,
+    /// PEM of the CA certificates a `rediss://` server's certificate must chain to (`[runs]
+    /// redis_ca`); `None`: the system's roots. Either way the server's name is checked.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The client certificate shown to a `rediss://` server that asks for one (`[runs]
+    /// redis_cert`, `redis_key`).
+    pub client_cert: Option<RedisClientCert>,
+    /// The password, when it is not in the URL (`[runs] redis_password_env` names the
+    /// environment variable holding it). Never logged.
+    pub password: Option<String>,
+}
+
+/// A client certificate and its key, as PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisClientCert {
+    /// The certificate (chain).
+    pub cert_pem: Vec<u8>,
+    /// Its private key.
+    pub key_pem: Vec<u8>,
 }
 
 impl Default for StoreConfig {
@@ -309,6 +336,9 @@ impl Default for StoreConfig {
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             lease: DEFAULT_LEASE,
             replica_name: None,
+            ca_pem: None,
+            client_cert: None,
+            password: None,
         }
     }
 }
@@ -320,6 +350,11 @@ impl StoreConfig {
             url: url.into(),
             ..StoreConfig::default()
         }
+    }
+
+    /// Whether the store is Redis over TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.url.starts_with("rediss://")
     }
 
     /// Whether runs stay in this process's memory.
@@ -343,23 +378,31 @@ impl StoreConfig {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        const SCHEMES: [&str; 3] = ["redis://", "redis+unix://", "unix://"];
-        if self.url.starts_with("rediss://") {
-            return Err(ConfigError::Invalid {
-                key: "runs.store",
-                message: "TLS to Redis (rediss://) is not built in; use redis:// on a trusted \
-                          network or through a TLS tunnel"
-                    .into(),
-            });
-        }
+        const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
         if !self.is_memory() && !SCHEMES.iter().any(|scheme| self.url.starts_with(scheme)) {
             return Err(ConfigError::Invalid {
                 key: "runs.store",
                 message: format!(
                     "{:?} is neither \"memory\" nor a Redis URL like redis://127.0.0.1:6379/0 \
-                     (set by --store, TOOLSTREAM_STORE or [runs] store)",
+                     or rediss://host:6380/0 (set by --store, TOOLSTREAM_STORE or [runs] store)",
                     self.redacted_url()
                 ),
+            });
+        }
+        if !self.is_tls() && (self.ca_pem.is_some() || self.client_cert.is_some()) {
+            return Err(ConfigError::Invalid {
+                key: "runs.redis_ca",
+                message: format!(
+                    "redis_ca, redis_cert and redis_key are for TLS, but the store {:?} is not a \
+                     rediss:// URL",
+                    self.redacted_url()
+                ),
+            });
+        }
+        if self.is_memory() && self.password.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "runs.redis_password_env",
+                message: "is set, but the run store is \"memory\"".into(),
             });
         }
         if self.lease.is_zero() {
@@ -379,6 +422,9 @@ impl std::fmt::Debug for StoreConfig {
             .field("key_prefix", &self.key_prefix)
             .field("lease", &self.lease)
             .field("replica_name", &self.replica_name)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<set>"))
+            .field("client_cert", &self.client_cert.as_ref().map(|_| "<set>"))
+            .field("password", &self.password.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -538,6 +584,41 @@ impl Config {
                 .lease_secs
                 .map_or(DEFAULT_LEASE, Duration::from_secs),
             replica_name: file.runs.replica_name,
+            ca_pem: read_pem(
+                "runs.redis_ca",
+                file.runs.redis_ca.map(|p| relative_to(base_dir, p)),
+            )?,
+            client_cert: match (file.runs.redis_cert, file.runs.redis_key) {
+                (None, None) => None,
+                (Some(cert), Some(key)) => Some(RedisClientCert {
+                    cert_pem: read_pem("runs.redis_cert", Some(relative_to(base_dir, cert)))?
+                        .unwrap_or_default(),
+                    key_pem: read_pem("runs.redis_key", Some(relative_to(base_dir, key)))?
+                        .unwrap_or_default(),
+                }),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "runs.redis_cert",
+                        message: "redis_cert and redis_key go together; give both or neither"
+                            .into(),
+                    });
+                }
+            },
+            password: match file.runs.redis_password_env {
+                None => None,
+                Some(variable) => match std::env::var(&variable) {
+                    Ok(password) if !password.is_empty() => Some(password),
+                    _ => {
+                        return Err(ConfigError::Invalid {
+                            key: "runs.redis_password_env",
+                            message: format!(
+                                "names {variable:?}, which is not set or empty in the \
+                                 environment"
+                            ),
+                        });
+                    }
+                },
+            },
         };
         store.check()?;
         if limits.max_events_per_run < 2 {
@@ -835,6 +916,19 @@ const MAX_CONCURRENT_RUNS: usize = tokio::sync::Semaphore::MAX_PERMITS;
 
 /// `path` as written in a config file in directory `base_dir` (`None`: no file; empty: the
 /// working directory).
+/// The contents of the PEM file at `path` (setting `key`), when one is given.
+fn read_pem(key: &'static str, path: Option<PathBuf>) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    std::fs::read(&path)
+        .map(Some)
+        .map_err(|e| ConfigError::Invalid {
+            key,
+            message: format!("cannot read {}: {e}", path.display()),
+        })
+}
+
 fn relative_to(base_dir: Option<&Path>, path: PathBuf) -> PathBuf {
     match base_dir {
         Some(dir) if !dir.as_os_str().is_empty() => dir.join(path),
