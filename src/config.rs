@@ -1055,6 +1055,62 @@ mod tests {
     }
 
     #[test]
+    fn redis_tls_files_are_read_beside_the_file_and_the_password_comes_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "CA PEM").unwrap();
+        std::fs::write(dir.path().join("c.pem"), "CERT PEM").unwrap();
+        std::fs::write(dir.path().join("c.key"), "KEY PEM").unwrap();
+        let path = dir.path().join("toolstream.toml");
+        let load = |runs: &str| {
+            std::fs::write(&path, format!("[runs]\n{runs}")).unwrap();
+            Config::load(Some(&path), Overrides::default())
+        };
+        // SAFETY: no other test reads or writes this variable.
+        unsafe { std::env::set_var("TOOLSTREAM_CONFIG_TEST_REDIS_PW", "pw-in-env") };
+        let config = load(
+            "store = \"rediss://default@cache.example:6380/0\"\nredis_ca = \"ca.pem\"\n\
+             redis_cert = \"c.pem\"\nredis_key = \"c.key\"\n\
+             redis_password_env = \"TOOLSTREAM_CONFIG_TEST_REDIS_PW\"\n",
+        )
+        .unwrap();
+        assert!(config.store.is_tls());
+        assert_eq!(config.store.ca_pem.as_deref(), Some(&b"CA PEM"[..]));
+        let client = config.store.client_cert.as_ref().unwrap();
+        assert_eq!(
+            (&client.cert_pem[..], &client.key_pem[..]),
+            (&b"CERT PEM"[..], &b"KEY PEM"[..])
+        );
+        assert_eq!(config.store.password.as_deref(), Some("pw-in-env"));
+        assert!(!format!("{:?}", config.store).contains("pw-in-env"));
+
+        for (runs, key) in [
+            // TLS files with a plaintext URL.
+            (
+                "store = \"redis://h:6379/0\"\nredis_ca = \"ca.pem\"\n",
+                "runs.redis_ca",
+            ),
+            // A certificate without its key.
+            (
+                "store = \"rediss://h:6380/0\"\nredis_cert = \"c.pem\"\n",
+                "runs.redis_cert",
+            ),
+            // A file that is not there.
+            (
+                "store = \"rediss://h:6380/0\"\nredis_ca = \"missing.pem\"\n",
+                "runs.redis_ca",
+            ),
+            // A variable that is not set.
+            (
+                "store = \"rediss://h:6380/0\"\nredis_password_env = \"TOOLSTREAM_UNSET_FOR_TEST\"\n",
+                "runs.redis_password_env",
+            ),
+        ] {
+            let message = load(runs).unwrap_err().to_string();
+            assert!(message.contains(key), "{runs}: {message}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_reported_with_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
