@@ -18,9 +18,13 @@
 //!    runs of 1 event and of 500 events (`interval_ms` 1), the entries their streams hold
 //!    (XLEN), and from the two sizes the cost of a run apart from its events and of one entry.
 //!
+//! 4. 1 and 2 again through a TLS-only redis-server (`rediss://`, certificates made here), in the
+//!    same run, so that plain and TLS compare on one machine at one time.
+//!
 //! The last line is machine-readable:
 //! `bench: redis_produced_per_s=P redis_delivered_per_s=D redis_p50_ms=M redis_p99_ms=N
-//! redis_bytes_per_run=R redis_bytes_per_event=E redis_bytes_run_base=B`
+//! redis_bytes_per_run=R redis_bytes_per_event=E redis_bytes_run_base=B
+//! redis_tls_produced_per_s=P redis_tls_delivered_per_s=D redis_tls_p50_ms=M redis_tls_p99_ms=N`
 //! (`redis_bytes_per_run` for a run of 500 events; `redis_bytes_per_event` per stream entry).
 
 // The integration tests' helpers: a redis-server, servers in this process, RunService calls.
@@ -30,11 +34,12 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::redis_server::RedisServer;
+use common::certs::TestPki;
+use common::redis_server::{RedisServer, Secured, ServerTlsFiles};
 use common::runs::{run_id_of, watch};
 use common::{TestServer, redis_store, registry_with, run_request};
 use serde_json::json;
-use toolstream::config::Limits;
+use toolstream::config::{Limits, StoreConfig};
 use toolstream::pb::run_event::Event;
 use toolstream::pb::run_service_client::RunServiceClient;
 use toolstream::registry::ToolRegistry;
@@ -280,11 +285,43 @@ async fn run(quick: bool) {
         small.bytes_per_run, small.entries_per_run, large.bytes_per_run, large.entries_per_run
     );
 
+    // The same through TLS.
+    let pki = TestPki::new();
+    let tls_redis = RedisServer::start_secured(Secured {
+        tls: Some(ServerTlsFiles {
+            cert: pki.server_cert.clone(),
+            key: pki.server_key.clone(),
+            ca: pki.ca_file.clone(),
+        }),
+        ..Secured::default()
+    });
+    let tls_store = |name: &str| StoreConfig {
+        ca_pem: Some(pki.ca.pem.as_bytes().to_vec()),
+        ..redis_store(&tls_redis, name)
+    };
+    let tls_a = TestServer::start_with_store(registry(), Limits::default(), &tls_store("a")).await;
+    let tls_b = TestServer::start_with_store(registry(), Limits::default(), &tls_store("b")).await;
+    let tls_flow = throughput(&tls_a, &tls_b, events).await;
+    let tls_millis = latencies(&tls_a, &tls_b, latency_events).await;
+    let (tls_p50, tls_p99) = (percentile(&tls_millis, 0.50), percentile(&tls_millis, 0.99));
+    println!(
+        "through TLS ({}): produced {:.0}/s, b received {:.0}/s; latency at 1,000 events/s p50 \
+         {tls_p50:.2} ms, p99 {tls_p99:.2} ms",
+        tls_redis.url(),
+        tls_flow.produced_per_s,
+        tls_flow.delivered_per_s
+    );
+
     println!();
     println!(
         "bench: redis_produced_per_s={:.0} redis_delivered_per_s={:.0} redis_p50_ms={p50:.2} \
          redis_p99_ms={p99:.2} redis_bytes_per_run={:.0} redis_bytes_per_event={per_entry:.0} \
-         redis_bytes_run_base={base:.0}",
-        flow.produced_per_s, flow.delivered_per_s, large.bytes_per_run
+         redis_bytes_run_base={base:.0} redis_tls_produced_per_s={:.0} \
+         redis_tls_delivered_per_s={:.0} redis_tls_p50_ms={tls_p50:.2} redis_tls_p99_ms={tls_p99:.2}",
+        flow.produced_per_s,
+        flow.delivered_per_s,
+        large.bytes_per_run,
+        tls_flow.produced_per_s,
+        tls_flow.delivered_per_s
     );
 }

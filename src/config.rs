@@ -19,6 +19,11 @@
 //! store = "redis://127.0.0.1:6379/0"        # default "memory"; see docs/replicas.md
 //! key_prefix = "toolstream:"
 //! lease_secs = 10
+//! # Managed Redis: store = "rediss://default@redis.example.com:6380/0" (TLS), then
+//! # redis_ca = "redis-ca.pem"                # instead of the system roots (optional)
+//! # redis_cert = "redis-client.pem"          # a client certificate, when Redis asks (optional)
+//! # redis_key = "redis-client.key"
+//! # redis_password_env = "REDIS_PASSWORD"    # the password, from the environment
 //!
 //! [http]
 //! cors_origins = ["https://app.example.com"]   # none by default: same origin only
@@ -115,6 +120,10 @@ struct RunsFile {
     key_prefix: Option<String>,
     lease_secs: Option<u64>,
     replica_name: Option<String>,
+    redis_ca: Option<PathBuf>,
+    redis_cert: Option<PathBuf>,
+    redis_key: Option<PathBuf>,
+    redis_password_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +329,24 @@ pub struct StoreConfig {
     pub lease: Duration,
     /// The start of this replica's id (a random suffix follows); default: the host name.
     pub replica_name: Option<String>,
+    /// PEM of the CA certificates a `rediss://` server's certificate must chain to (`[runs]
+    /// redis_ca`); `None`: the system's roots. Either way the server's name is checked.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The client certificate shown to a `rediss://` server that asks for one (`[runs]
+    /// redis_cert`, `redis_key`).
+    pub client_cert: Option<RedisClientCert>,
+    /// The password, when it is not in the URL (`[runs] redis_password_env` names the
+    /// environment variable holding it). Never logged.
+    pub password: Option<String>,
+}
+
+/// A client certificate and its key, as PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisClientCert {
+    /// The certificate (chain).
+    pub cert_pem: Vec<u8>,
+    /// Its private key.
+    pub key_pem: Vec<u8>,
 }
 
 impl Default for StoreConfig {
@@ -329,6 +356,9 @@ impl Default for StoreConfig {
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             lease: DEFAULT_LEASE,
             replica_name: None,
+            ca_pem: None,
+            client_cert: None,
+            password: None,
         }
     }
 }
@@ -340,6 +370,11 @@ impl StoreConfig {
             url: url.into(),
             ..StoreConfig::default()
         }
+    }
+
+    /// Whether the store is Redis over TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.url.starts_with("rediss://")
     }
 
     /// Whether runs stay in this process's memory.
@@ -363,23 +398,31 @@ impl StoreConfig {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        const SCHEMES: [&str; 3] = ["redis://", "redis+unix://", "unix://"];
-        if self.url.starts_with("rediss://") {
-            return Err(ConfigError::Invalid {
-                key: "runs.store",
-                message: "TLS to Redis (rediss://) is not built in; use redis:// on a trusted \
-                          network or through a TLS tunnel"
-                    .into(),
-            });
-        }
+        const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
         if !self.is_memory() && !SCHEMES.iter().any(|scheme| self.url.starts_with(scheme)) {
             return Err(ConfigError::Invalid {
                 key: "runs.store",
                 message: format!(
                     "{:?} is neither \"memory\" nor a Redis URL like redis://127.0.0.1:6379/0 \
-                     (set by --store, TOOLSTREAM_STORE or [runs] store)",
+                     or rediss://host:6380/0 (set by --store, TOOLSTREAM_STORE or [runs] store)",
                     self.redacted_url()
                 ),
+            });
+        }
+        if !self.is_tls() && (self.ca_pem.is_some() || self.client_cert.is_some()) {
+            return Err(ConfigError::Invalid {
+                key: "runs.redis_ca",
+                message: format!(
+                    "redis_ca, redis_cert and redis_key are for TLS, but the store {:?} is not a \
+                     rediss:// URL",
+                    self.redacted_url()
+                ),
+            });
+        }
+        if self.is_memory() && self.password.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "runs.redis_password_env",
+                message: "is set, but the run store is \"memory\"".into(),
             });
         }
         if self.lease.is_zero() {
@@ -399,6 +442,9 @@ impl std::fmt::Debug for StoreConfig {
             .field("key_prefix", &self.key_prefix)
             .field("lease", &self.lease)
             .field("replica_name", &self.replica_name)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<set>"))
+            .field("client_cert", &self.client_cert.as_ref().map(|_| "<set>"))
+            .field("password", &self.password.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -567,6 +613,41 @@ impl Config {
                 .lease_secs
                 .map_or(DEFAULT_LEASE, Duration::from_secs),
             replica_name: file.runs.replica_name,
+            ca_pem: read_pem(
+                "runs.redis_ca",
+                file.runs.redis_ca.map(|p| relative_to(base_dir, p)),
+            )?,
+            client_cert: match (file.runs.redis_cert, file.runs.redis_key) {
+                (None, None) => None,
+                (Some(cert), Some(key)) => Some(RedisClientCert {
+                    cert_pem: read_pem("runs.redis_cert", Some(relative_to(base_dir, cert)))?
+                        .unwrap_or_default(),
+                    key_pem: read_pem("runs.redis_key", Some(relative_to(base_dir, key)))?
+                        .unwrap_or_default(),
+                }),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "runs.redis_cert",
+                        message: "redis_cert and redis_key go together; give both or neither"
+                            .into(),
+                    });
+                }
+            },
+            password: match file.runs.redis_password_env {
+                None => None,
+                Some(variable) => match std::env::var(&variable) {
+                    Ok(password) if !password.is_empty() => Some(password),
+                    _ => {
+                        return Err(ConfigError::Invalid {
+                            key: "runs.redis_password_env",
+                            message: format!(
+                                "names {variable:?}, which is not set or empty in the \
+                                 environment"
+                            ),
+                        });
+                    }
+                },
+            },
         };
         store.check()?;
         if limits.max_events_per_run < 2 {
@@ -901,6 +982,19 @@ const MAX_CONCURRENT_RUNS: usize = tokio::sync::Semaphore::MAX_PERMITS;
 
 /// `path` as written in a config file in directory `base_dir` (`None`: no file; empty: the
 /// working directory).
+/// The contents of the PEM file at `path` (setting `key`), when one is given.
+fn read_pem(key: &'static str, path: Option<PathBuf>) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    std::fs::read(&path)
+        .map(Some)
+        .map_err(|e| ConfigError::Invalid {
+            key,
+            message: format!("cannot read {}: {e}", path.display()),
+        })
+}
+
 fn relative_to(base_dir: Option<&Path>, path: PathBuf) -> PathBuf {
     match base_dir {
         Some(dir) if !dir.as_os_str().is_empty() => dir.join(path),
@@ -1024,6 +1118,62 @@ mod tests {
         };
         let message = Config::load(None, overrides).unwrap_err().to_string();
         assert!(message.contains("runs.store"), "{message}");
+    }
+
+    #[test]
+    fn redis_tls_files_are_read_beside_the_file_and_the_password_comes_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "CA PEM").unwrap();
+        std::fs::write(dir.path().join("c.pem"), "CERT PEM").unwrap();
+        std::fs::write(dir.path().join("c.key"), "KEY PEM").unwrap();
+        let path = dir.path().join("toolstream.toml");
+        let load = |runs: &str| {
+            std::fs::write(&path, format!("[runs]\n{runs}")).unwrap();
+            Config::load(Some(&path), Overrides::default())
+        };
+        // SAFETY: no other test reads or writes this variable.
+        unsafe { std::env::set_var("TOOLSTREAM_CONFIG_TEST_REDIS_PW", "pw-in-env") };
+        let config = load(
+            "store = \"rediss://default@cache.example:6380/0\"\nredis_ca = \"ca.pem\"\n\
+             redis_cert = \"c.pem\"\nredis_key = \"c.key\"\n\
+             redis_password_env = \"TOOLSTREAM_CONFIG_TEST_REDIS_PW\"\n",
+        )
+        .unwrap();
+        assert!(config.store.is_tls());
+        assert_eq!(config.store.ca_pem.as_deref(), Some(&b"CA PEM"[..]));
+        let client = config.store.client_cert.as_ref().unwrap();
+        assert_eq!(
+            (&client.cert_pem[..], &client.key_pem[..]),
+            (&b"CERT PEM"[..], &b"KEY PEM"[..])
+        );
+        assert_eq!(config.store.password.as_deref(), Some("pw-in-env"));
+        assert!(!format!("{:?}", config.store).contains("pw-in-env"));
+
+        for (runs, key) in [
+            // TLS files with a plaintext URL.
+            (
+                "store = \"redis://h:6379/0\"\nredis_ca = \"ca.pem\"\n",
+                "runs.redis_ca",
+            ),
+            // A certificate without its key.
+            (
+                "store = \"rediss://h:6380/0\"\nredis_cert = \"c.pem\"\n",
+                "runs.redis_cert",
+            ),
+            // A file that is not there.
+            (
+                "store = \"rediss://h:6380/0\"\nredis_ca = \"missing.pem\"\n",
+                "runs.redis_ca",
+            ),
+            // A variable that is not set.
+            (
+                "store = \"rediss://h:6380/0\"\nredis_password_env = \"TOOLSTREAM_UNSET_FOR_TEST\"\n",
+                "runs.redis_password_env",
+            ),
+        ] {
+            let message = load(runs).unwrap_err().to_string();
+            assert!(message.contains(key), "{runs}: {message}");
+        }
     }
 
     #[test]

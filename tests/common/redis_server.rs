@@ -15,11 +15,38 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// How it is secured: TLS only, a password.
+    secured: Secured,
+}
+
+/// How a test's redis-server is secured.
+#[derive(Debug, Clone, Default)]
+pub struct Secured {
+    /// TLS only (no plaintext port): the server's certificate and key, the CA clients must have
+    /// certificates of, as files.
+    pub tls: Option<ServerTlsFiles>,
+    /// Clients must show a certificate of the CA (`tls-auth-clients yes`).
+    pub client_certificates: bool,
+    /// `requirepass`.
+    pub password: Option<String>,
+}
+
+/// The files of a TLS-only redis-server.
+#[derive(Debug, Clone)]
+pub struct ServerTlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
 }
 
 impl RedisServer {
     /// Starts a redis-server on a port the OS chose.
     pub fn start() -> RedisServer {
+        RedisServer::start_secured(Secured::default())
+    }
+
+    /// Starts a redis-server secured as `secured` says.
+    pub fn start_secured(secured: Secured) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
@@ -28,14 +55,20 @@ impl RedisServer {
             child: None,
             port,
             dir: tempfile::tempdir().expect("a temporary directory"),
+            secured,
         };
         server.restart();
         server
     }
 
-    /// `redis://127.0.0.1:PORT/0`.
+    /// `redis://127.0.0.1:PORT/0`, or `rediss://` for a TLS server (no password in it).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.secured.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// Kills the server at once (SIGKILL), as a crash would.
@@ -49,8 +82,32 @@ impl RedisServer {
     /// Starts the server again on the same port (empty: nothing is persisted).
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let port = self.port.to_string();
+        let mut command = Command::new("redis-server");
+        match &self.secured.tls {
+            None => command.args(["--port", &port]),
+            Some(tls) => command
+                .args(["--port", "0", "--tls-port", &port])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca)
+                .args([
+                    "--tls-auth-clients",
+                    if self.secured.client_certificates {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                ]),
+        };
+        if let Some(password) = &self.secured.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -85,15 +142,20 @@ impl RedisServer {
         }
     }
 
+    /// Whether the server takes connections: it answers PING (NOAUTH, with a password), or, over
+    /// TLS, accepts a connection (redis-server listens once it is ready, with nothing to load).
     fn answers_ping(&self) -> bool {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
+        if self.secured.tls.is_some() {
+            return true;
+        }
         let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
         let mut reply = [0u8; 7];
         stream.write_all(b"PING\r\n").is_ok()
             && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+            && (&reply == b"+PONG\r\n" || reply.starts_with(b"-NOAUTH"))
     }
 
     /// A client connection, for looking at what the store wrote.

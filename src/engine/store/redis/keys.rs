@@ -11,6 +11,11 @@
 //! | `{p}replica:{r}` | string | replica `r`'s lease: it exists while `r` is alive |
 //! | `{p}replica:{r}:runs` | set | the runs `r` executes |
 //! | `{p}replica:{r}:cancel` | list | run ids whose cancellation was asked of `r` from elsewhere |
+//! | `{p}principal:{{n}}:runs` | set | the runs in progress of principal `n`, across the fleet: `[auth] max_runs_per_principal` |
+//!
+//! A principal's key carries its name as a hash tag (`{n}` in braces), so that in Redis Cluster
+//! each principal's count lives whole in one slot. It is one key per principal, touched twice per
+//! run (at its start and its end): far below what one Redis node serves, however many replicas.
 
 /// Key names under one prefix.
 #[derive(Debug, Clone)]
@@ -55,6 +60,11 @@ impl Keys {
 
     pub(super) fn replica_runs(&self, replica: &str) -> String {
         format!("{}replica:{replica}:runs", self.prefix)
+    }
+
+    /// The runs in progress of `principal`, fleet-wide (empty: runs of no one).
+    pub(super) fn principal_runs(&self, principal: &str) -> String {
+        format!("{}principal:{{{principal}}}:runs", self.prefix)
     }
 
     pub(super) fn cancels(&self, replica: &str) -> String {

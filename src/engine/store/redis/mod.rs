@@ -33,8 +33,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
-use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, IntoConnectionInfo};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -94,6 +94,8 @@ pub(super) struct Shared {
     reachable_since: Mutex<Option<tokio::time::Instant>>,
     /// Why the store was last unreachable.
     last_error: Mutex<String>,
+    /// Why the store last refused this replica (credentials, certificates), while it does.
+    refused: Mutex<Option<String>>,
     /// This replica's logs of runs executing elsewhere, shared by their watchers here.
     followers: tokio::sync::Mutex<HashMap<String, Weak<RunLog>>>,
     stop: CancellationToken,
@@ -111,8 +113,7 @@ impl RedisStore {
             store: name.clone(),
             reason,
         };
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|e| invalid(e.to_string()))?;
+        let client = client(config).map_err(|e| invalid(e.to_string()))?;
         let conn = ConnectionManager::new_lazy_with_config(
             client.clone(),
             ConnectionManagerConfig::new()
@@ -143,10 +144,18 @@ impl RedisStore {
             health: watch::Sender::new(false),
             reachable_since: Mutex::new(None),
             last_error: Mutex::new("not checked yet".into()),
+            refused: Mutex::new(None),
             followers: tokio::sync::Mutex::new(HashMap::new()),
             stop: stop.clone(),
         });
         shared.renew_lease().await;
+        if let Some(reason) = shared.refusal() {
+            // Wrong credentials or certificates do not mend with time: say so at start-up.
+            return Err(StoreError::Refused {
+                store: shared.name.clone(),
+                reason,
+            });
+        }
         if !*shared.health.borrow() {
             tracing::warn!(
                 store = %shared.name,
@@ -163,6 +172,43 @@ impl RedisStore {
     }
 }
 
+/// The client of the store `config` names: its URL, with TLS (`rediss://`) verified against the
+/// system's roots or the configured CA, a client certificate when one is configured, and the
+/// password from the environment when one was named. Every connection (the shared one, the
+/// followers' and the cancel listener's) comes from it, so each has the same TLS and credentials.
+fn client(config: &StoreConfig) -> redis::RedisResult<redis::Client> {
+    let mut info = config.url.as_str().into_connection_info()?;
+    if let Some(password) = &config.password {
+        let settings = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(settings);
+    }
+    if !config.is_tls() {
+        return redis::Client::open(info);
+    }
+    // redis-rs builds its rustls configuration with the process's default crypto provider: make
+    // it aws-lc-rs, the provider of everything else here, unless one was installed already.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+    if config.ca_pem.is_none() && config.client_cert.is_none() {
+        return redis::Client::open(info);
+    }
+    redis::Client::build_with_tls(
+        info,
+        redis::TlsCertificates {
+            client_tls: config
+                .client_cert
+                .as_ref()
+                .map(|identity| redis::ClientTlsConfig {
+                    client_cert: identity.cert_pem.clone(),
+                    client_key: identity.key_pem.clone(),
+                }),
+            // Replaces the system's roots: only this CA is trusted.
+            root_cert: config.ca_pem.clone(),
+        },
+    )
+}
+
 impl Drop for RedisStore {
     fn drop(&mut self) {
         self.stop.cancel();
@@ -177,6 +223,14 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl Shared {
+    /// Why the store refuses this replica, when it does: wrong credentials or certificates.
+    fn refusal(&self) -> Option<String> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     fn last_error(&self) -> String {
         self.last_error
             .lock()
@@ -226,6 +280,11 @@ impl Shared {
         if !self.reachable_for(self.lease) {
             return Ok(false);
         }
+        // Whose run it is (it never changes): its end frees a place under the principal's limit.
+        let principal: Option<String> = self
+            .conn()
+            .hget(self.keys.record(run_id), "principal")
+            .await?;
         let now = SystemTime::now();
         let error = codec::encode_error(&RunError::ReplicaLost {
             replica: owner.to_owned(),
@@ -237,6 +296,7 @@ impl Shared {
             .key(self.keys.finished())
             .key(self.keys.replica_runs(owner))
             .key(self.keys.lease(owner))
+            .key(self.keys.principal_runs(&principal.unwrap_or_default()))
             .arg(run_id)
             .arg(owner)
             .arg(codec::unix_nanos(now))
@@ -610,7 +670,11 @@ mod tests {
                 principal: (*principal).to_owned(),
                 started: codec::encode_event(&started).unwrap(),
             };
-            store.shared.create(&header, 1, 0).await.unwrap();
+            store
+                .shared
+                .create(&header, 1, 0, writer::Recording::New)
+                .await
+                .unwrap();
         }
         store
     }

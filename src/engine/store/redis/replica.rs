@@ -134,6 +134,21 @@ async fn listen_for_cancels(shared: Arc<Shared>) {
     }
 }
 
+/// Whether `error` says the store refuses this replica (a wrong password or user, a server
+/// certificate that does not verify, a client certificate it does not accept) rather than that it
+/// cannot be reached: waiting does not mend it.
+fn is_refusal(error: &redis::RedisError) -> bool {
+    let text = error.to_string();
+    error.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("NOAUTH" | "WRONGPASS"))
+        // rustls: the server's certificate did not verify, or the server wanted ours (TLS 1.3
+        // says so in an alert), or did not accept it.
+        || text.contains("invalid peer certificate")
+        || text.contains("alert: CertificateRequired")
+        || text.contains("alert: BadCertificate")
+        || text.contains("alert: UnknownCA")
+}
+
 impl Shared {
     /// Renews this replica's lease; the outcome is the store's health.
     pub(super) async fn renew_lease(&self) {
@@ -162,6 +177,10 @@ impl Shared {
             .await;
         match renewed {
             Ok(()) => {
+                *self
+                    .refused
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
                 self.reachable_since
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -174,6 +193,11 @@ impl Shared {
                 }
             }
             Err(error) => {
+                *self
+                    .refused
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                    is_refusal(&error).then(|| error.to_string());
                 *self
                     .last_error
                     .lock()

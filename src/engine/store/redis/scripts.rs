@@ -65,12 +65,15 @@ local function update_record(record, last_sequence, gone, first)
 end
 
 -- What every end does: the run's keys expire after the retention time, the run leaves its
--- replica's set and joins the finished ones, and the oldest finished beyond `max_runs` go.
-local function ended(record, stream, index, finished, replica_runs, id, end_ms, retention,
-                     index_ttl, prefix, max_runs)
+-- replica's set and its principal's (its slot under `max_runs_per_principal` is free: a set, so
+-- freed once however often this runs) and joins the finished ones, and the oldest finished
+-- beyond `max_runs` go.
+local function ended(record, stream, index, finished, replica_runs, principal_runs, id, end_ms,
+                     retention, index_ttl, prefix, max_runs)
   redis.call('PEXPIRE', record, retention)
   redis.call('PEXPIRE', stream, retention)
   redis.call('SREM', replica_runs, id)
+  redis.call('SREM', principal_runs, id)
   redis.call('ZADD', finished, end_ms, id)
   redis.call('PEXPIRE', finished, index_ttl)
   local over = redis.call('ZCARD', finished) - max_runs
@@ -90,16 +93,26 @@ fn script(body: &str) -> Script {
 
 /// Records a new run (or records it again, after the store lost it).
 ///
-/// KEYS: record, events, index, replica runs.
+/// KEYS: record, events, index, replica runs, principal's runs.
 /// ARGV: run id, owner, tool, agent (0/1), create_ns, principal, started event, ttl_ms,
-/// index_ttl_ms, last_sequence, evicted_through, create_us (the index's score: ListRuns order).
-/// Returns `created`, or `exists` when this owner already recorded it (a retried write).
+/// index_ttl_ms, last_sequence, evicted_through, create_us (the index's score: ListRuns order),
+/// the principal's limit ('' when its runs are not counted, 0 to count without refusing).
+/// Returns `created`, `exists` when this owner already recorded it (a retried write), or `busy`
+/// when the principal has its limit of runs in progress across the fleet (nothing is written).
 pub(super) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'owner') == ARGV[2] then return 'exists' end
   return redis.error_reply('run id ' .. ARGV[1] .. ' is taken by another replica')
+end
+if ARGV[13] ~= '' then
+  local limit = tonumber(ARGV[13])
+  if redis.call('SISMEMBER', KEYS[5], ARGV[1]) == 0 then
+    if limit > 0 and redis.call('SCARD', KEYS[5]) >= limit then return 'busy' end
+    redis.call('SADD', KEYS[5], ARGV[1])
+  end
+  redis.call('PEXPIRE', KEYS[5], ARGV[9])
 end
 redis.call('HSET', KEYS[1], 'tool', ARGV[3], 'agent', ARGV[4], 'create_ns', ARGV[5],
   'owner', ARGV[2], 'principal', ARGV[6], 'state', 'running',
@@ -140,7 +153,7 @@ return {'ok', tostring(added)}
 /// Ends a run: its last events, its terminal event (the `result` entry, or for an error an
 /// `end` entry `<last>-1`) and the record's final state, together.
 ///
-/// KEYS: record, events, index, finished, replica runs.
+/// KEYS: record, events, index, finished, replica runs, principal's runs.
 /// ARGV: owner, maxlen, retention_ms, last_sequence, evicted_through, state, end_ns, result
 /// ('' for none), error ('' for none), max_runs, prefix, run id, index_ttl_ms, end_ms, then the
 /// entries and the progress fields as for APPEND.
@@ -157,8 +170,8 @@ update_record(KEYS[1], tonumber(ARGV[4]), gone, next_arg)
 redis.call('HSET', KEYS[1], 'state', ARGV[6], 'end_ns', ARGV[7], 'last_sequence', ARGV[4])
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[8]) end
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[9]) end
-ended(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[12], ARGV[14], ARGV[3], ARGV[13],
-  ARGV[11], tonumber(ARGV[10]))
+ended(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[12], ARGV[14], ARGV[3],
+  ARGV[13], ARGV[11], tonumber(ARGV[10]))
 return {'ok', tostring(added)}
 "#,
     )
@@ -167,7 +180,7 @@ return {'ok', tostring(added)}
 /// Ends a run whose owner's lease lapsed, with the owner's error, unless the run ended or the
 /// owner renewed its lease meanwhile.
 ///
-/// KEYS: record, events, index, finished, owner's runs, owner's lease.
+/// KEYS: record, events, index, finished, owner's runs, owner's lease, principal's runs.
 /// ARGV: run id, owner, end_ns, error, retention_ms, max_runs, prefix, index_ttl_ms, end_ms.
 /// Returns `lost`, `alive` or `ended`.
 pub(super) static DECLARE_LOST: LazyLock<Script> = LazyLock::new(|| {
@@ -182,8 +195,8 @@ if redis.call('EXISTS', KEYS[6]) == 1 then return 'alive' end
 local last = redis.call('HGET', KEYS[1], 'last_sequence') or '0'
 redis.pcall('XADD', KEYS[2], last .. '-1', 'end', ARGV[4])
 redis.call('HSET', KEYS[1], 'state', 'failed', 'end_ns', ARGV[3], 'error', ARGV[4])
-ended(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[9], ARGV[5], ARGV[8],
-  ARGV[7], tonumber(ARGV[6]))
+ended(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7], ARGV[1], ARGV[9], ARGV[5],
+  ARGV[8], ARGV[7], tonumber(ARGV[6]))
 return 'lost'
 "#,
     )

@@ -70,10 +70,21 @@ pub(super) async fn mirror(
         principal: record.principal.as_deref().unwrap_or_default().to_owned(),
         started,
     };
-    if let Err(error) = shared.create(&header, 1, 0).await {
-        tracing::warn!(%error, "cannot record the run in the run store");
-        created.send_replace(Some(Err(shared.unavailable(error))));
-        return;
+    match shared.create(&header, 1, 0, Recording::New).await {
+        Ok(true) => {}
+        Ok(false) => {
+            // At the principal's limit across the fleet: the run ends before it starts.
+            created.send_replace(Some(Err(RunError::PrincipalBusy {
+                principal: header.principal.clone(),
+                limit: shared.limits.max_runs_per_principal.unwrap_or_default(),
+            })));
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot record the run in the run store");
+            created.send_replace(Some(Err(shared.unavailable(error))));
+            return;
+        }
     }
     created.send_replace(Some(Ok(())));
     let events = EventStream::new(
@@ -282,7 +293,7 @@ impl Writer {
         let mut delay = Duration::from_millis(50);
         let mut failing = false;
         loop {
-            match self.shared.write(&self.header.run_id, &batch, end).await {
+            match self.shared.write(&self.header, &batch, end).await {
                 Ok(Reply::Written(_)) => {
                     if failing {
                         tracing::info!("the run store took the run's events again");
@@ -308,7 +319,11 @@ impl Writer {
                     let kept_from = batch.first_sequence().unwrap_or(self.written + 1);
                     let gone = kept_from.saturating_sub(1).max(1);
                     tracing::warn!("the run store lost this run's record; recording it again");
-                    if let Err(error) = self.shared.create(&self.header, gone, gone).await {
+                    let again = self
+                        .shared
+                        .create(&self.header, gone, gone, Recording::Again)
+                        .await;
+                    if let Err(error) = again {
                         tracing::debug!(%error, "cannot record the run again yet");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(MAX_RETRY_DELAY);
@@ -327,20 +342,40 @@ impl Writer {
     }
 }
 
+/// Whether a run is recorded for the first time, or again after the store lost it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Recording {
+    /// A new run: refused when its principal has its limit of runs in progress.
+    New,
+    /// A run going on already: counted, never refused.
+    Again,
+}
+
 impl Shared {
     /// Records a run (again, with `last_sequence` and `evicted_through`, after the store lost it).
+    /// Returns false, recording nothing, when the run's principal has its limit of runs in
+    /// progress across the fleet (`[auth] max_runs_per_principal`; only for a new run).
     pub(super) async fn create(
         &self,
         header: &Header,
         last_sequence: u64,
         evicted_through: u64,
-    ) -> redis::RedisResult<()> {
+        recording: Recording,
+    ) -> redis::RedisResult<bool> {
         let run_id = &*header.run_id;
-        let _: String = scripts::CREATE
+        // A principal's runs are counted in the store, so that the limit holds fleet-wide.
+        let limit = match (self.limits.max_runs_per_principal, recording) {
+            (None, _) => String::new(),
+            _ if header.principal.is_empty() => String::new(),
+            (Some(limit), Recording::New) => limit.to_string(),
+            (Some(_), Recording::Again) => "0".to_owned(),
+        };
+        let reply: String = scripts::CREATE
             .key(self.keys.record(run_id))
             .key(self.keys.events(run_id))
             .key(self.keys.index())
             .key(self.keys.replica_runs(&self.replica))
+            .key(self.keys.principal_runs(&header.principal))
             .arg(run_id)
             .arg(&self.replica)
             .arg(&header.tool)
@@ -356,18 +391,20 @@ impl Shared {
             // The index orders runs by creation time in µs (exact in a double, which the score
             // is, until the year 2255), as `ListPosition` does.
             .arg(header.create_ns / 1000)
+            .arg(limit)
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(())
+        Ok(reply != "busy")
     }
 
     /// Writes one batch of a run's events, with its end when given, in one script call.
     async fn write(
         &self,
-        run_id: &str,
+        header: &Header,
         batch: &Batch,
         end: Option<&EndWrite>,
     ) -> redis::RedisResult<Reply> {
+        let run_id = &*header.run_id;
         let script = if end.is_some() {
             &*scripts::FINISH
         } else {
@@ -388,7 +425,8 @@ impl Shared {
         if let Some(end) = end {
             call.key(self.keys.index())
                 .key(self.keys.finished())
-                .key(self.keys.replica_runs(&self.replica));
+                .key(self.keys.replica_runs(&self.replica))
+                .key(self.keys.principal_runs(&header.principal));
             call.arg(codec::state_name(end.state))
                 .arg(end.end_ns)
                 .arg(&end.result)
@@ -468,9 +506,9 @@ mod tests {
             principal: String::new(),
             started: codec::encode_event(record.log.lock().started.as_deref().unwrap()).unwrap(),
         };
-        shared.create(&header, 1, 0).await.unwrap();
+        shared.create(&header, 1, 0, Recording::New).await.unwrap();
         // A create retried after a lost reply is no second run.
-        shared.create(&header, 1, 0).await.unwrap();
+        shared.create(&header, 1, 0, Recording::New).await.unwrap();
         let index: usize = shared.conn().zcard(shared.keys.index()).await.unwrap();
         assert_eq!(index, 1);
 
@@ -478,16 +516,16 @@ mod tests {
         for (sequence, text) in [(2, "a"), (3, "b"), (4, "c")] {
             batch.add(&message(sequence, text));
         }
-        let written = shared.write("run-1", &batch, None).await.unwrap();
+        let written = shared.write(&header, &batch, None).await.unwrap();
         assert_eq!(written, Reply::Written(3));
         // The same batch again (its reply was lost, say): nothing is added twice.
-        let again = shared.write("run-1", &batch, None).await.unwrap();
+        let again = shared.write(&header, &batch, None).await.unwrap();
         assert_eq!(again, Reply::Written(0));
         // An older batch replayed after a newer one: refused too, and nothing goes backwards.
         let mut older = Batch::default();
         older.add(&message(2, "a"));
         assert_eq!(
-            shared.write("run-1", &older, None).await.unwrap(),
+            shared.write(&header, &older, None).await.unwrap(),
             Reply::Written(0)
         );
         let events = shared.keys.events("run-1");
@@ -516,16 +554,16 @@ mod tests {
             EventKind::Result(serde_json::json!(7)),
         ));
         let ended = shared
-            .write("run-1", &last_batch, Some(&end))
+            .write(&header, &last_batch, Some(&end))
             .await
             .unwrap();
         assert_eq!(ended, Reply::Written(1));
         let twice = shared
-            .write("run-1", &last_batch, Some(&end))
+            .write(&header, &last_batch, Some(&end))
             .await
             .unwrap();
         assert!(matches!(twice, Reply::Ended(_)), "{twice:?}");
-        let late = shared.write("run-1", &batch, None).await.unwrap();
+        let late = shared.write(&header, &batch, None).await.unwrap();
         assert!(matches!(late, Reply::Ended(_)), "{late:?}");
         assert!(!shared.declare_lost("run-1", "w").await.unwrap());
         let stored = shared.read_record("run-1").await.unwrap().unwrap();
