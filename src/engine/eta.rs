@@ -67,7 +67,9 @@ impl Eta {
                 reported: fraction,
                 ..Eta::default()
             };
-            return None;
+            // No rate yet, but a finished node has nothing left, whenever it finishes (a folded
+            // sub-task that reports its end again is a new node to the log).
+            return (fraction >= 1.0).then_some(0.0);
         };
         if at >= self.next_update {
             // A clock that went back counts as no time passing.
