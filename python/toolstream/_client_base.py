@@ -103,19 +103,22 @@ def run_tool_request(
     )
 
 
-def watch_request(
+def start_watch(
     run_id: str,
-    *,
     after: int,
     from_latest: bool,
     min_interval: Optional[float],
     heartbeat: Optional[float],
-) -> pb.WatchRunRequest:
-    """``client.watch(run_id, ...)`` as the request (watching never detaches or cancels)."""
+    resume: Union[bool, float],
+    deadline: Optional[float],
+) -> Tuple[pb.WatchRunRequest, StreamCore]:
+    """``client.watch(run_id, ...)`` as the request (watching never detaches or cancels), and
+    the core of its stream."""
     options = convert.options(min_interval=min_interval, detach=False, heartbeat=heartbeat)
-    return pb.WatchRunRequest(
+    request = pb.WatchRunRequest(
         run_id=run_id, after_sequence=after, from_latest=from_latest, options=options
     )
+    return request, StreamCore.watch(request, resume=resume, deadline=deadline)
 
 
 class RunPages:

@@ -43,7 +43,7 @@ from ._client_base import (
     ToolRef,
     RunPages,
     run_tool_request,
-    watch_request,
+    start_watch,
 )
 from ._stream_core import AskRun, Rewatch, Step, StreamCore, deadline_after, not_started
 from .errors import Cancelled, ToolstreamError, from_rpc_error
@@ -149,15 +149,10 @@ class AsyncClient(BaseClient):
         resume: Union[bool, float] = False,
     ) -> "AsyncProgressStream":
         """Follows a run; see :meth:`Client.watch`."""
-        request = watch_request(
-            run_id,
-            after=after,
-            from_latest=from_latest,
-            min_interval=min_interval,
-            heartbeat=heartbeat,
-        )
         deadline = deadline_after(timeout, time.monotonic())
-        core = StreamCore.watch(request, resume=resume, deadline=deadline)
+        request, core = start_watch(
+            run_id, after, from_latest, min_interval, heartbeat, resume, deadline
+        )
         return AsyncProgressStream(self, self._watch(request, timeout), core)
 
     async def get_run(self, run_id: str) -> Run:

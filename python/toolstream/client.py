@@ -33,7 +33,7 @@ from ._client_base import (
     BaseStream,
     RunPages,
     run_tool_request,
-    watch_request,
+    start_watch,
 )
 from ._client_base import PathOrBytes as PathOrBytes
 from ._client_base import ToolRef as ToolRef
@@ -167,15 +167,10 @@ class Client(BaseClient):
         start), then live, to its end. ``from_latest`` skips the history (the latest progress of
         each call, then live). Watching never affects the run. Errors (an unknown run is
         :class:`RunNotFound`) come from iterating or ``.result``."""
-        request = watch_request(
-            run_id,
-            after=after,
-            from_latest=from_latest,
-            min_interval=min_interval,
-            heartbeat=heartbeat,
-        )
         deadline = deadline_after(timeout, time.monotonic())
-        core = StreamCore.watch(request, resume=resume, deadline=deadline)
+        request, core = start_watch(
+            run_id, after, from_latest, min_interval, heartbeat, resume, deadline
+        )
         return ProgressStream(self, self._watch(request, timeout), core)
 
     def get_run(self, run_id: str) -> Run:
