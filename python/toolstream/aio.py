@@ -6,12 +6,15 @@
         async for event in stream:
             print(f"Progress: {event.progress * 100:.0f}%")
         result = await stream.result
+
+What it shares with the sync client lives in :mod:`toolstream._stream_core` and
+:mod:`toolstream._client_base`; this module carries it out with awaited calls and
+``asyncio.sleep``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import inspect
 import time
 from types import TracebackType
@@ -20,13 +23,11 @@ from typing import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Deque,
     Generator,
     List,
     Mapping,
     Optional,
     Sequence,
-    Tuple,
     Type,
     Union,
 )
@@ -35,60 +36,33 @@ import grpc
 import grpc.aio
 
 from . import _convert as convert
-from ._connection import Connection, Metadata
-from .client import _RESUMABLE, PathOrBytes, ToolRef, resume_window
-from .errors import Cancelled, RunNotFound, ToolstreamError, Unavailable, from_rpc_error
-from .events import ProgressEvent, Run, RunState, ToolInfo, TopLevelProgress
+from ._client_base import (
+    BaseAgent,
+    BaseClient,
+    BaseStream,
+    ToolRef,
+    RunPages,
+    run_tool_request,
+    start_watch,
+)
+from ._stream_core import AskRun, Rewatch, Step, StreamCore, deadline_after, not_started
+from .errors import Cancelled, ToolstreamError, from_rpc_error
+from .events import ProgressEvent, Run, RunState, ToolInfo
 from .v1 import toolstream_pb2 as pb
 from .v1 import toolstream_pb2_grpc as pb_grpc
 
 __all__ = ["AsyncAgent", "AsyncClient", "AsyncProgressStream"]
 
-_UNSET: Any = object()
 
-
-class AsyncClient:
+class AsyncClient(BaseClient):
     """A connection to a toolstream server for asyncio; the options are :class:`Client`'s.
 
     The channel opens on first use, in the running event loop; ``async with`` (or
     ``await client.close()``) closes it.
     """
 
-    def __init__(
-        self,
-        target: Optional[str] = None,
-        *,
-        token: Optional[str] = None,
-        tls: Optional[bool] = None,
-        root_certificates: PathOrBytes = None,
-        private_key: PathOrBytes = None,
-        certificate_chain: PathOrBytes = None,
-        server_name: Optional[str] = None,
-        metadata: Optional[Metadata] = None,
-        options: Optional[Sequence[Tuple[str, Any]]] = None,
-        rpc_timeout: float = 30.0,
-    ) -> None:
-        self._connection = Connection.make(
-            target,
-            token=token,
-            tls=tls,
-            root_certificates=root_certificates,
-            private_key=private_key,
-            certificate_chain=certificate_chain,
-            server_name=server_name,
-            metadata=metadata,
-            options=options,
-        )
-        self._rpc_timeout = rpc_timeout
+    def _connected(self) -> None:
         self._channel: Optional[grpc.aio.Channel] = None
-
-    @classmethod
-    def _from_connection(cls, connection: Connection, rpc_timeout: float) -> "AsyncClient":
-        client = cls.__new__(cls)
-        client._connection = connection
-        client._rpc_timeout = rpc_timeout
-        client._channel = None
-        return client
 
     def _open(self) -> grpc.aio.Channel:
         if self._channel is None:
@@ -102,11 +76,6 @@ class AsyncClient:
     @property
     def _run_stub(self) -> Any:
         return pb_grpc.RunServiceStub(self._open())
-
-    @property
-    def target(self) -> str:
-        """The server's address."""
-        return self._connection.target
 
     async def close(self) -> None:
         """Closes the connection."""
@@ -125,19 +94,9 @@ class AsyncClient:
     ) -> None:
         await self.close()
 
-    def __repr__(self) -> str:
-        return f"AsyncClient({self._connection.target!r})"
-
     async def tools(self) -> List[ToolInfo]:
         """The tools the server offers, sorted by name, with their JSON Schemas."""
-        try:
-            response = await self._tool_stub.ListTools(
-                pb.ListToolsRequest(),
-                timeout=self._rpc_timeout,
-                metadata=self._connection.metadata,
-            )
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+        response = await self._unary(self._tool_stub.ListTools, pb.ListToolsRequest())
         return [convert.tool_info(tool) for tool in response.tools]
 
     async def run(
@@ -154,10 +113,8 @@ class AsyncClient:
         **kwargs: Any,
     ) -> "AsyncProgressStream":
         """Starts a run and returns its stream once started; see :meth:`Client.run`."""
-        request = pb.RunToolRequest(
-            tool=tool,
-            arguments=convert.to_struct(convert.merge_arguments(arguments, kwargs)),
-            options=convert.options(min_interval=min_interval, detach=detach, heartbeat=heartbeat),
+        request = run_tool_request(
+            tool, arguments, kwargs, min_interval=min_interval, detach=detach, heartbeat=heartbeat
         )
         call = self._tool_stub.RunTool(
             request, timeout=timeout, metadata=self._connection.metadata
@@ -175,12 +132,9 @@ class AsyncClient:
         system_prompt: Optional[str] = None,
     ) -> "AsyncAgent":
         """An agent calling ``tools``; see :meth:`Client.agent`."""
+        names = convert.tool_names(list(tools or []))
         return AsyncAgent(
-            self,
-            convert.tool_names(list(tools or [])),
-            model=model,
-            max_steps=max_steps,
-            system_prompt=system_prompt,
+            self, names, model=model, max_steps=max_steps, system_prompt=system_prompt
         )
 
     def watch(
@@ -195,30 +149,21 @@ class AsyncClient:
         resume: Union[bool, float] = False,
     ) -> "AsyncProgressStream":
         """Follows a run; see :meth:`Client.watch`."""
-        options = convert.options(min_interval=min_interval, detach=False, heartbeat=heartbeat)
-        call = self._watch_call(run_id, after, from_latest, options, timeout)
-        return AsyncProgressStream(
-            self,
-            call,
-            run_id=run_id,
-            options=options,
-            deadline=None if timeout is None else time.monotonic() + timeout,
-            resume=resume,
-            after=after,
-            watching=True,
+        deadline = deadline_after(timeout, time.monotonic())
+        request, core = start_watch(
+            run_id, after, from_latest, min_interval, heartbeat, resume, deadline
         )
+        return AsyncProgressStream(self, self._watch(request, timeout), core)
 
     async def get_run(self, run_id: str) -> Run:
         """The run's state, latest progress, and result or error."""
-        return convert.run(
-            await self._unary_run(self._run_stub.GetRun, pb.GetRunRequest(run_id=run_id))
-        )
+        request = pb.GetRunRequest(run_id=run_id)
+        return convert.run(await self._unary(self._run_stub.GetRun, request, about_runs=True))
 
     async def cancel_run(self, run_id: str) -> Run:
         """Cancels the run for everyone; a run that ended is returned unchanged."""
-        return convert.run(
-            await self._unary_run(self._run_stub.CancelRun, pb.CancelRunRequest(run_id=run_id))
-        )
+        request = pb.CancelRunRequest(run_id=run_id)
+        return convert.run(await self._unary(self._run_stub.CancelRun, request, about_runs=True))
 
     async def runs(
         self,
@@ -228,49 +173,33 @@ class AsyncClient:
         page_size: Optional[int] = None,
     ) -> AsyncIterator[Run]:
         """The runs the server holds, newest first (``async for``)."""
-        token = ""
-        while True:
-            request = pb.ListRunsRequest(
-                page_size=page_size or 0,
-                page_token=token,
-                state=convert.state_number(state),
-                tool=tool or "",
-            )
-            try:
-                response = await self._run_stub.ListRuns(
-                    request, timeout=self._rpc_timeout, metadata=self._connection.metadata
-                )
-            except grpc.RpcError as error:
-                raise from_rpc_error(error) from None
-            for run in response.runs:
-                yield convert.run(run)
-            if not response.next_page_token:
-                return
-            token = response.next_page_token
+        pages = RunPages(state, tool, page_size)
+        while not pages.done:
+            for run in pages.receive(await self._unary(self._run_stub.ListRuns, pages.request())):
+                yield run
 
-    async def _unary_run(self, method: Any, request: Any) -> pb.Run:
+    async def _unary(self, method: Any, request: Any, *, about_runs: bool = False) -> Any:
+        """One short call; ``about_runs``: it names a run (``request.run_id``)."""
         try:
-            response: pb.Run = await method(
+            return await method(
                 request, timeout=self._rpc_timeout, metadata=self._connection.metadata
             )
         except grpc.RpcError as error:
-            raise from_rpc_error(error, run_id=request.run_id, about_runs=True) from None
-        return response
+            run_id = request.run_id if about_runs else None
+            raise from_rpc_error(error, run_id=run_id, about_runs=about_runs) from None
 
-    def _watch_call(
-        self,
-        run_id: str,
-        after: int,
-        from_latest: bool,
-        options: pb.RunOptions,
-        timeout: Optional[float],
-    ) -> Any:
-        request = pb.WatchRunRequest(
-            run_id=run_id, after_sequence=after, from_latest=from_latest, options=options
+    def _watch(self, request: pb.WatchRunRequest, timeout: Optional[float]) -> Any:
+        return self._run_stub.WatchRun(request, timeout=timeout, metadata=self._connection.metadata)
+
+    async def _ask_run(self, step: AskRun) -> pb.Run:
+        # wait_for_ready: wait for the server to be reachable again rather than fail.
+        run: pb.Run = await self._run_stub.GetRun(
+            step.request,
+            timeout=step.timeout,
+            metadata=self._connection.metadata,
+            wait_for_ready=True,
         )
-        return self._run_stub.WatchRun(
-            request, timeout=timeout, metadata=self._connection.metadata
-        )
+        return run
 
 
 class _Result:
@@ -283,7 +212,7 @@ class _Result:
         return self._stream._get_result().__await__()
 
 
-class AsyncProgressStream:
+class AsyncProgressStream(BaseStream[AsyncClient]):
     """The events of one run, for asyncio: ``async for`` yields the progress of the run's top
     level, each with ``event.progress`` a float (as :class:`toolstream.ProgressStream`); then
     ``await stream.result`` gives its result or raises its error. ``events()`` yields every event
@@ -291,33 +220,8 @@ class AsyncProgressStream:
     ``async with`` closes the stream on leaving (which cancels a run not started with
     ``detach=True``)."""
 
-    def __init__(
-        self,
-        client: AsyncClient,
-        call: Any,
-        *,
-        run_id: str,
-        options: pb.RunOptions,
-        deadline: Optional[float],
-        resume: Union[bool, float],
-        after: int = 0,
-        watching: bool = False,
-        pending: Sequence[ProgressEvent] = (),
-    ) -> None:
-        self._client = client
-        self._call = call
-        self._run_id = run_id
-        self._options = options
-        self._deadline = deadline
-        self._resume = resume_window(resume)
-        self._watching = watching
-        self._last_sequence = after
-        self._seen_any = bool(pending)
-        self._pending: Deque[ProgressEvent] = collections.deque(pending)
-        self._top = TopLevelProgress()
-        self._done = False
-        self._result: Any = _UNSET
-        self._error: Optional[ToolstreamError] = None
+    def __init__(self, client: AsyncClient, call: Any, core: StreamCore) -> None:
+        super().__init__(client, call, core)
         # grpc.aio reports a call this stream cancelled as asyncio.CancelledError.
         self._cancelled_here = False
 
@@ -331,42 +235,15 @@ class AsyncProgressStream:
         timeout: Optional[float],
         resume: Union[bool, float],
     ) -> "AsyncProgressStream":
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout, time.monotonic())
         try:
             first = await call.read()
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         if first is grpc.aio.EOF:
-            raise Unavailable("the stream ended before the run started")
-        started = convert.event(first)
-        stream = cls(
-            client,
-            call,
-            run_id=first.run_id,
-            options=options,
-            deadline=deadline,
-            resume=resume,
-            after=first.sequence,
-            pending=[started],
-        )
-        if started.type == "result":
-            stream._finish(result=started.result)
-        return stream
-
-    @property
-    def run_id(self) -> str:
-        """The run's id."""
-        return self._run_id
-
-    @property
-    def done(self) -> bool:
-        """Whether the stream has ended."""
-        return self._done
-
-    @property
-    def error(self) -> Optional[ToolstreamError]:
-        """The run's error once the stream has ended with one."""
-        return self._error
+            raise not_started()
+        core = StreamCore.started(first, options, resume=resume, deadline=deadline)
+        return cls(client, call, core)
 
     @property
     def result(self) -> Awaitable[Any]:
@@ -375,14 +252,14 @@ class AsyncProgressStream:
         return _Result(self)
 
     async def _get_result(self) -> Any:
-        while not self._done:
+        while not self._core.done:
             try:
                 await self._next_event()
             except StopAsyncIteration:
                 break
-        if self._error is not None:
-            raise self._error
-        return self._result
+        if self._core.error is not None:
+            raise self._core.error
+        return self._core.result
 
     def __await__(self) -> Generator[Any, None, Any]:
         """``await stream`` is ``await stream.result``."""
@@ -406,110 +283,54 @@ class AsyncProgressStream:
                 break
             self._top.see(event)
             yield event
-        if self._error is not None:
-            raise self._error
+        if self._core.error is not None:
+            raise self._core.error
 
     async def _next_event(self) -> ProgressEvent:
-        if self._pending:
-            return self._pending.popleft()
-        while not self._done:
+        core = self._core
+        while True:
+            event = core.take_pending()
+            if event is not None:
+                return event
+            if core.done:
+                raise StopAsyncIteration
             try:
                 message = await self._call.read()
             except grpc.RpcError as error:
-                code, details = error.code(), error.details() or ""
-                if code in _RESUMABLE and await self._try_resume(code, details):
-                    continue
-                self._finish(
-                    error=from_rpc_error(
-                        error,
-                        run_id=self._run_id,
-                        about_runs=self._watching and not self._seen_any,
-                    )
-                )
-                break
+                await self._follow(core.stream_failed(error, time.monotonic()))
+                continue
             except asyncio.CancelledError:
                 if not self._cancelled_here:
                     raise  # the task reading this stream was cancelled
-                self._finish(error=Cancelled("the run was cancelled", run_id=self._run_id))
-                break
-            if message is grpc.aio.EOF:
-                if await self._try_resume(
-                    grpc.StatusCode.UNAVAILABLE, "the stream ended without a result"
-                ):
-                    continue
-                self._finish(
-                    error=Unavailable(
-                        "the stream ended without a result or an error: the connection was lost",
-                        run_id=self._run_id,
-                    )
-                )
-                break
-            if message.sequence and message.sequence <= self._last_sequence:
+                core.finish(error=Cancelled("the run was cancelled", run_id=core.run_id))
                 continue
-            self._seen_any = True
-            self._last_sequence = max(self._last_sequence, message.sequence)
-            event = convert.event(message)
-            if event.type == "result":
-                self._finish(result=event.result)
-            return event
-        raise StopAsyncIteration
+            if message is grpc.aio.EOF:
+                await self._follow(core.stream_ended(time.monotonic()))
+                continue
+            event = core.receive(message)
+            if event is not None:
+                return event
 
-    def _finish(self, *, result: Any = _UNSET, error: Optional[ToolstreamError] = None) -> None:
-        if self._done:
-            return
-        self._done = True
-        self._result = None if result is _UNSET else result
-        self._error = error
-
-    async def _try_resume(self, code: grpc.StatusCode, details: str) -> bool:
-        """See :meth:`ProgressStream._try_resume`."""
-        if self._resume is None or self._done:
-            return False
-        limit = time.monotonic() + self._resume
-        if self._deadline is not None:
-            limit = min(limit, self._deadline)
-        pause = 0.05
-        while True:
-            remaining = limit - time.monotonic()
-            if remaining <= 0:
-                return False
+    async def _follow(self, step: Step) -> None:
+        """See :meth:`toolstream.ProgressStream._follow`."""
+        while isinstance(step, AskRun):
+            await asyncio.sleep(step.pause)
             try:
-                run: pb.Run = await self._client._run_stub.GetRun(
-                    pb.GetRunRequest(run_id=self._run_id),
-                    timeout=min(remaining, 5.0),
-                    metadata=self._client._connection.metadata,
-                    wait_for_ready=True,
-                )
+                run = await self._client._ask_run(step)
             except grpc.RpcError as error:
-                if error.code() == grpc.StatusCode.NOT_FOUND:
-                    self._finish(
-                        error=RunNotFound(
-                            f"the connection was lost and the run is gone: {error.details()}",
-                            run_id=self._run_id,
-                        )
-                    )
-                    return False
-                if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    await asyncio.sleep(min(pause, max(remaining, 0)))
-                    pause = min(pause * 2, 1.0)
-                    continue
-                return False
-            ended = run.state in (pb.RUN_STATE_FAILED, pb.RUN_STATE_CANCELLED)
-            if ended and run.error_code == code.value[0] and run.error_message == details:
-                return False
-            timeout = None if self._deadline is None else max(self._deadline - time.monotonic(), 0.001)
-            self._call = self._client._watch_call(
-                self._run_id, self._last_sequence, False, self._options, timeout
-            )
-            return True
+                step = self._core.ask_failed(error, time.monotonic())
+            else:
+                step = self._core.run_answered(run, time.monotonic())
+        if isinstance(step, Rewatch):
+            self._call = self._client._watch(step.request, step.timeout)
 
     async def cancel(self) -> None:
         """Cancels the run for everyone watching it; the stream then ends with
         :class:`Cancelled`."""
-        if self._done:
+        if self._core.done:
             return
         try:
-            await self._client.cancel_run(self._run_id)
+            await self._client.cancel_run(self._core.run_id)
             return
         except ToolstreamError:
             pass  # no RunService there (a worker): leaving cancels the run
@@ -518,13 +339,11 @@ class AsyncProgressStream:
 
     async def aclose(self) -> None:
         """Stops reading; cancels the run unless it was started with ``detach=True``."""
-        if self._done:
+        if self._core.done:
             return
         self._cancelled_here = True
         self._call.cancel()
-        self._finish(
-            error=Cancelled("the stream was closed before the run ended", run_id=self._run_id)
-        )
+        self._core.close()
 
     async def __aenter__(self) -> "AsyncProgressStream":
         return self
@@ -536,10 +355,6 @@ class AsyncProgressStream:
         traceback: Optional[TracebackType],
     ) -> None:
         await self.aclose()
-
-    def __repr__(self) -> str:
-        state = "done" if self._done else "running"
-        return f"<AsyncProgressStream run_id={self._run_id!r} {state}>"
 
 
 AsyncCallback = Callable[[ProgressEvent], Any]
@@ -553,23 +368,8 @@ async def _call_back(callback: Optional[AsyncCallback], event: ProgressEvent) ->
         await outcome
 
 
-class AsyncAgent:
+class AsyncAgent(BaseAgent[AsyncClient]):
     """:class:`toolstream.Agent` for asyncio (:meth:`AsyncClient.agent`)."""
-
-    def __init__(
-        self,
-        client: AsyncClient,
-        tools: List[str],
-        *,
-        model: Optional[str] = None,
-        max_steps: Optional[int] = None,
-        system_prompt: Optional[str] = None,
-    ) -> None:
-        self._client = client
-        self.tools = tools
-        self.model = model
-        self.max_steps = max_steps
-        self.system_prompt = system_prompt
 
     async def stream(
         self,
@@ -582,13 +382,8 @@ class AsyncAgent:
         resume: Union[bool, float] = False,
     ) -> AsyncProgressStream:
         """Starts the agent on ``prompt``; the options are those of :meth:`AsyncClient.run`."""
-        request = pb.RunAgentRequest(
-            prompt=prompt,
-            tools=self.tools,
-            model=self.model or "",
-            max_steps=self.max_steps or 0,
-            system_prompt=self.system_prompt or "",
-            options=convert.options(min_interval=min_interval, detach=detach, heartbeat=heartbeat),
+        request = self._request(
+            prompt, min_interval=min_interval, detach=detach, heartbeat=heartbeat
         )
         call = self._client._tool_stub.RunAgent(
             request, timeout=timeout, metadata=self._client._connection.metadata
@@ -631,3 +426,53 @@ class AsyncAgent:
                 yield event
         finally:
             await stream.aclose()
+
+
+def _twin(client: BaseClient, agent: BaseAgent[Any]) -> AsyncAgent:
+    """``agent`` on an asyncio client of its own to ``client``'s server."""
+    return AsyncAgent(
+        AsyncClient._like(client),
+        agent.tools,
+        model=agent.model,
+        max_steps=agent.max_steps,
+        system_prompt=agent.system_prompt,
+    )
+
+
+async def run_agent(
+    client: BaseClient,
+    agent: BaseAgent[Any],
+    prompt: str,
+    *,
+    on_progress: Optional[AsyncCallback],
+    on_event: Optional[AsyncCallback],
+    timeout: Optional[float],
+    min_interval: Optional[float],
+) -> Any:
+    """:meth:`toolstream.Agent.arun`: the sync client's agent run as :meth:`AsyncAgent.run`, on
+    a connection of its own, closed after."""
+    twin = _twin(client, agent)
+    async with twin._client:
+        return await twin.run(
+            prompt,
+            on_progress=on_progress,
+            on_event=on_event,
+            timeout=timeout,
+            min_interval=min_interval,
+        )
+
+
+async def stream_agent(
+    client: BaseClient,
+    agent: BaseAgent[Any],
+    prompt: str,
+    *,
+    timeout: Optional[float],
+    min_interval: Optional[float],
+) -> AsyncIterator[ProgressEvent]:
+    """:meth:`toolstream.Agent.arun_stream`: as :meth:`AsyncAgent.arun_stream`, on a connection
+    of its own, closed after."""
+    twin = _twin(client, agent)
+    async with twin._client:
+        async for event in twin.arun_stream(prompt, timeout=timeout, min_interval=min_interval):
+            yield event
