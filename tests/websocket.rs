@@ -133,7 +133,7 @@ async fn many_runs_share_one_socket_and_each_id_ends_exactly_once() {
         assert!(events.iter().all(|e| &e["runId"] == run_id));
         assert_eq!(
             events.last().unwrap()["result"]["value"],
-            json!({"count": count as f64})
+            json!({"count": count})
         );
     }
     assert_ne!(
