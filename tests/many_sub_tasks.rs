@@ -1,7 +1,8 @@
 //! A command tool with many sub-tasks (tests/tools/many_sub_tasks.py): the server stays
 //! responsive while such a run goes and finishes, what a run holds and is sent as does not grow
 //! with its sub-tasks, the cap on live sub-tasks fails the run with an error naming it, and
-//! SIGTERM while such a run finishes still ends the server within its grace.
+//! SIGTERM while such a run finishes still ends the server within its grace. On Redis, the run's
+//! record does not grow with its sub-tasks either, and another replica shows its progress.
 
 mod common;
 
@@ -10,8 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{TestServer, collect, eventually, result_value, run_request};
+use common::redis_server::RedisServer;
+use common::{
+    TestServer, collect, eventually, eventually_async, redis_store, result_value, run_request,
+};
 use prost::Message;
+use redis::AsyncCommands;
 use serde_json::json;
 use tonic::Code;
 use toolstream::config::{Config, Overrides};
@@ -50,6 +55,20 @@ async fn start(runs: &str) -> (tempfile::TempDir, TestServer) {
     let config = Config::load(Some(&path), overrides).unwrap();
     let registry = build_registry(&config).await.unwrap();
     let server = TestServer::start_with(registry, config.limits).await;
+    (dir, server)
+}
+
+/// A replica named `name` on `redis`, with the `many` tool and default limits.
+async fn start_on_redis(redis: &RedisServer, name: &str) -> (tempfile::TempDir, TestServer) {
+    let (dir, path) = write_config("");
+    let overrides = Overrides {
+        root: Some(dir.path().to_owned()),
+        ..Overrides::default()
+    };
+    let config = Config::load(Some(&path), overrides).unwrap();
+    let registry = build_registry(&config).await.unwrap();
+    let server =
+        TestServer::start_with_store(registry, config.limits, &redis_store(redis, name)).await;
     (dir, server)
 }
 
@@ -248,4 +267,75 @@ async fn sigterm_while_a_run_with_many_sub_tasks_finishes_ends_the_server_within
     })
     .await;
     assert!(exit.is_some_and(|status| status.success()), "{exit:?}");
+}
+
+/// The call id and fraction of each progress node of `run_id`'s GetRun through `server`, once
+/// the run succeeded there.
+async fn progress_once_succeeded(server: &TestServer, run_id: &str) -> Vec<(String, Option<f64>)> {
+    let runs = RunServiceClient::new(server.channel().await);
+    let get = || {
+        let mut runs = runs.clone();
+        let request = pb::GetRunRequest {
+            run_id: run_id.to_owned(),
+        };
+        async move { runs.get_run(request).await.map(|r| r.into_inner()) }
+    };
+    eventually_async(HANG_GUARD, "the run succeeded on the replica", || async {
+        get()
+            .await
+            .is_ok_and(|run| run.state() == pb::RunState::Succeeded)
+    })
+    .await;
+    // Succeeded is final: this is the run as it stays.
+    let run = get().await.expect("GetRun");
+    run.progress
+        .iter()
+        .map(|node| (node.call_id.clone(), node.progress))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_finished_sub_tasks_leave_the_run_s_record_and_another_replica_shows_its_progress()
+{
+    let redis = RedisServer::start();
+    let (_dir_a, a) = start_on_redis(&redis, "alpha").await;
+    let (_dir_b, b) = start_on_redis(&redis, "beta").await;
+    let count = 2_000;
+    let response = a
+        .client()
+        .await
+        .run_tool(run_request(
+            "many",
+            json!({"count": count, "pattern": "each"}),
+        ))
+        .await
+        .expect("RunTool");
+    let run_id = common::x_run_id(response.metadata());
+    let (events, status) = tokio::time::timeout(HANG_GUARD, collect(response.into_inner()))
+        .await
+        .expect("the run ends");
+    assert!(status.is_none(), "{status:?}");
+    assert_eq!(
+        events.last().and_then(result_value),
+        Some(json!({"sub_tasks": count}))
+    );
+
+    // Through the other replica (which reads the run's record in Redis) as on the one that ran
+    // it: the top level, complete, and no sub-task (each finished and was folded).
+    let through_b = progress_once_succeeded(&b, &run_id).await;
+    assert_eq!(through_b, vec![(String::new(), Some(1.0))]);
+    assert_eq!(progress_once_succeeded(&a, &run_id).await, through_b);
+
+    // The record holds the latest progress of live calls only: its size does not depend on how
+    // many sub-tasks the run had.
+    let record = format!("test:run:{run_id}");
+    let fields: Vec<String> = redis.connection().await.hkeys(&record).await.unwrap();
+    let progress_fields: Vec<&String> = fields.iter().filter(|f| f.starts_with("p:")).collect();
+    assert!(
+        progress_fields.len() <= 1,
+        "{} progress fields in {record} after {count} sub-tasks (first: {:?})",
+        progress_fields.len(),
+        progress_fields.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(fields.len() <= 20, "{} fields in {record}", fields.len());
 }

@@ -53,7 +53,8 @@ local function trim(stream, through, maxlen)
   return gone
 end
 
--- Raises the record's counters and sets the latest progress fields (ARGV from `first`, pairs).
+-- Raises the record's counters, deletes the progress fields of the calls that finished (ARGV from
+-- `first`: a count, then field names) and sets the latest progress of live calls (then pairs).
 local function update_record(record, last_sequence, gone, first)
   if gone > tonumber(redis.call('HGET', record, 'evicted_through') or '0') then
     redis.call('HSET', record, 'evicted_through', gone)
@@ -61,7 +62,9 @@ local function update_record(record, last_sequence, gone, first)
   if last_sequence > tonumber(redis.call('HGET', record, 'last_sequence') or '0') then
     redis.call('HSET', record, 'last_sequence', last_sequence)
   end
-  for j = first, #ARGV, 2 do redis.call('HSET', record, ARGV[j], ARGV[j + 1]) end
+  local finished = tonumber(ARGV[first])
+  if finished > 0 then redis.call('HDEL', record, unpack(ARGV, first + 1, first + finished)) end
+  for j = first + 1 + finished, #ARGV, 2 do redis.call('HSET', record, ARGV[j], ARGV[j + 1]) end
 end
 
 -- What every end does: the run's keys expire after the retention time, the run leaves its
@@ -133,7 +136,8 @@ return 'created'
 ///
 /// KEYS: record, events.
 /// ARGV: owner, maxlen, ttl_ms, last_sequence, evicted_through, then the entries (count, then
-/// id/payload pairs), then the latest progress fields (field/payload pairs).
+/// id/payload pairs), then the progress fields of the calls that finished (count, then names),
+/// then the latest progress fields of live calls (field/payload pairs).
 /// Returns `{'ok', added}`, `{'missing', ''}` or `{'ended', error}`.
 pub(super) static APPEND: LazyLock<Script> = LazyLock::new(|| {
     script(
@@ -156,7 +160,7 @@ return {'ok', tostring(added)}
 /// KEYS: record, events, index, finished, replica runs, principal's runs.
 /// ARGV: owner, maxlen, retention_ms, last_sequence, evicted_through, state, end_ns, result
 /// ('' for none), error ('' for none), max_runs, prefix, run id, index_ttl_ms, end_ms, then the
-/// entries and the progress fields as for APPEND.
+/// entries, the finished calls and the progress fields as for APPEND.
 /// Returns `{'ok', added}`, `{'missing', ''}` or `{'ended', error}`.
 pub(super) static FINISH: LazyLock<Script> = LazyLock::new(|| {
     script(

@@ -6,7 +6,10 @@
 //! the log holds). Each batch is what the log holds when the previous write returned, so batches
 //! grow with the rate of events and the round trip, and one script call writes each. Within a
 //! batch only the newest progress of each call is written (the gap in `sequence` shows it); other
-//! events are always written. Each entry's id is its sequence, so a write that is retried after a
+//! events are always written. The record holds the latest progress of each *live* call only: a
+//! call that finishes (a sub-task whose progress reaches 1.0, a tool call at its
+//! `tool_call_finished`; see [`crate::engine::log`]) has its field deleted by the same script
+//! call that writes its last event, so a run's record does not grow with the calls it made. Each entry's id is its sequence, so a write that is retried after a
 //! lost reply adds nothing twice.
 //!
 //! When Redis fails, the writer retries the same batch (with backoff) until it succeeds: the run
@@ -14,7 +17,7 @@
 //! when Redis is back. If the store says the run already ended (another replica declared this one
 //! lost while it could not reach Redis), the run ends here the same way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,8 +123,11 @@ struct Writer {
 struct Batch {
     /// Sequence and stored event; `None` where newer progress of the same call replaced it.
     entries: Vec<Option<(u64, String)>>,
-    /// The newest progress of each call: its index in `entries`.
+    /// The newest progress of each live call: its index in `entries`.
     progress: HashMap<Arc<str>, usize>,
+    /// The calls that finished in this batch (and did not report again after): their progress
+    /// fields leave the record.
+    finished: HashSet<Arc<str>>,
     last_sequence: u64,
     /// Events up to this sequence left the log before the writer read them.
     evicted_through: u64,
@@ -138,11 +144,26 @@ impl Batch {
             return;
         };
         self.last_sequence = event.sequence;
-        if let EventKind::Progress { call, .. } = &event.kind {
-            let index = self.entries.len();
-            if let Some(previous) = self.progress.insert(Arc::clone(&call.call_id), index) {
-                self.entries[previous] = None;
+        match &event.kind {
+            EventKind::Progress { call, .. } => {
+                let index = self.entries.len();
+                if let Some(previous) = self.progress.insert(Arc::clone(&call.call_id), index) {
+                    self.entries[previous] = None;
+                }
+                // The log marks a sub-task's last progress final as it logs it: the call is
+                // folded into its parent, and its event is still written to the stream.
+                if event.is_final() {
+                    self.progress.remove(&call.call_id);
+                    self.finished.insert(Arc::clone(&call.call_id));
+                } else {
+                    self.finished.remove(&call.call_id);
+                }
             }
+            EventKind::ToolCallFinished { call, .. } => {
+                self.progress.remove(&call.call_id);
+                self.finished.insert(Arc::clone(&call.call_id));
+            }
+            _ => {}
         }
         self.entries.push(Some((event.sequence, stored)));
     }
@@ -442,6 +463,10 @@ impl Shared {
         for (sequence, stored) in &entries {
             call.arg(entry_id(*sequence)).arg(stored);
         }
+        call.arg(batch.finished.len());
+        for call_id in &batch.finished {
+            call.arg(format!("{PROGRESS_FIELD}{call_id}"));
+        }
         for (call_id, index) in &batch.progress {
             if let Some(Some((_, stored))) = batch.entries.get(*index) {
                 call.arg(format!("{PROGRESS_FIELD}{call_id}")).arg(stored);
@@ -466,9 +491,11 @@ mod tests {
     use super::*;
     use crate::config::{Limits, StoreConfig};
     use crate::engine::RunStarted;
+    use crate::engine::event::CallTag;
     use crate::engine::log::RunLog;
     use crate::engine::store::redis::RedisStore;
     use crate::engine::store::redis::test_redis::RedisServer;
+    use crate::tools::ProgressUpdate;
 
     fn message(sequence: u64, text: &str) -> RunEvent {
         RunEvent::new(
@@ -479,25 +506,25 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn a_batch_written_twice_is_stored_once_and_a_run_ends_once() {
-        let redis = RedisServer::start();
+    /// A store on `redis` (replica `w`) with run `run-1` recorded; the store and the run's header.
+    async fn recorded_run(redis: &RedisServer) -> (Arc<RedisStore>, Header) {
         let config = StoreConfig {
             key_prefix: "unit:".into(),
             replica_name: Some("w".into()),
             ..StoreConfig::redis(redis.url())
         };
         let store = RedisStore::open(&config, &Limits::default()).await.unwrap();
-        let shared = &store.shared;
         let log = RunLog::new("run-1".into(), 8, 100);
         log.push(EventKind::Started(RunStarted {
             tool: "t".into(),
             ..RunStarted::default()
         }))
         .unwrap();
-        let record = shared
-            .local
-            .insert("t".into(), false, None, log, CancellationToken::new());
+        let record =
+            store
+                .shared
+                .local
+                .insert("t".into(), false, None, log, CancellationToken::new());
         let header = Header {
             run_id: Arc::clone(record.run_id()),
             tool: "t".into(),
@@ -506,7 +533,19 @@ mod tests {
             principal: String::new(),
             started: codec::encode_event(record.log.lock().started.as_deref().unwrap()).unwrap(),
         };
-        shared.create(&header, 1, 0, Recording::New).await.unwrap();
+        store
+            .shared
+            .create(&header, 1, 0, Recording::New)
+            .await
+            .unwrap();
+        (store, header)
+    }
+
+    #[tokio::test]
+    async fn a_batch_written_twice_is_stored_once_and_a_run_ends_once() {
+        let redis = RedisServer::start();
+        let (store, header) = recorded_run(&redis).await;
+        let shared = &store.shared;
         // A create retried after a lost reply is no second run.
         shared.create(&header, 1, 0, Recording::New).await.unwrap();
         let index: usize = shared.conn().zcard(shared.keys.index()).await.unwrap();
@@ -571,5 +610,71 @@ mod tests {
         let snapshot = stored.snapshot("run-1");
         assert_eq!(snapshot.last_sequence, 5);
         assert_eq!(snapshot.result, Some(serde_json::json!(7)));
+    }
+
+    fn tool_call(call_id: &str) -> Arc<CallTag> {
+        Arc::new(CallTag::call(call_id, "t"))
+    }
+
+    fn progress_of(call: &Arc<CallTag>, sequence: u64, fraction: f64) -> RunEvent {
+        RunEvent::new(
+            "run-1".into(),
+            sequence,
+            SystemTime::now(),
+            EventKind::Progress {
+                call: Arc::clone(call),
+                update: ProgressUpdate {
+                    fraction: Some(fraction),
+                    ..ProgressUpdate::default()
+                },
+                eta_seconds: None,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_tool_call_s_progress_leaves_the_record_when_the_call_finishes() {
+        let redis = RedisServer::start();
+        let (store, header) = recorded_run(&redis).await;
+        let shared = &store.shared;
+        let progress_fields = || async {
+            let fields: Vec<String> = shared
+                .conn()
+                .hkeys(shared.keys.record("run-1"))
+                .await
+                .unwrap();
+            let mut progress: Vec<String> = fields
+                .into_iter()
+                .filter(|field| field.starts_with(PROGRESS_FIELD))
+                .collect();
+            progress.sort();
+            progress
+        };
+        let (first, second) = (tool_call("c1"), tool_call("c2"));
+        let mut batch = Batch::default();
+        batch.add(&progress_of(&first, 2, 0.5));
+        batch.add(&progress_of(&second, 3, 0.5));
+        shared.write(&header, &batch, None).await.unwrap();
+        assert_eq!(progress_fields().await, ["p:c1", "p:c2"]);
+
+        // The first call finishes in a later batch: its field goes, the other call's stays.
+        let mut batch = Batch::default();
+        batch.add(&RunEvent::new(
+            "run-1".into(),
+            4,
+            SystemTime::now(),
+            EventKind::ToolCallFinished {
+                call: CallTag::clone(&first),
+                outcome: Ok(serde_json::json!(1)),
+            },
+        ));
+        batch.add(&progress_of(&second, 5, 0.75));
+        let written = shared.write(&header, &batch, None).await.unwrap();
+        assert_eq!(
+            written,
+            Reply::Written(2),
+            "the finish is in the stream too"
+        );
+        assert_eq!(progress_fields().await, ["p:c2"]);
     }
 }
