@@ -13,7 +13,8 @@
 //!    coalescing, gaps, the estimate of each call's time left) read by any number of streams, the
 //!    table of runs (lookup, listing, retention, cancellation), the run store those live in
 //!    (memory, or Redis shared by several replicas), deadlines, the limit on concurrent runs,
-//!    graceful draining.
+//!    graceful draining, and the settings it runs under ([`engine::Limits`],
+//!    [`engine::StoreConfig`]), which [`config`] builds.
 //! 4. [`agent`]: a language model that calls tools, as a run of the engine; the model behind a
 //!    [`agent::ModelProvider`] trait, with an OpenAI-compatible implementation.
 //! 5. [`transport`]: the tonic services (`ToolService`, `RunService`), thin adapters between the

@@ -16,16 +16,6 @@ use std::path::{Path, PathBuf};
 /// still there). Remove an entry when its last import goes.
 const STILL_RUNNING_UP: &[(&str, &str, &str)] = &[
     (
-        "engine",
-        "config",
-        "`Limits` and `StoreConfig` are defined in config.rs though the engine owns them",
-    ),
-    (
-        "auth",
-        "web",
-        "the HTTP auth middleware (auth/layer.rs) answers with the web face's `ApiError`",
-    ),
-    (
         "tools",
         "registry",
         "remote tool sets refresh their own `ToolSet`, and `tools::from_config` fills a \
