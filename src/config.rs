@@ -63,6 +63,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::{AuthConfig, Principal, TokenEntry, ToolScope, token_digest};
+pub use crate::engine::{DEFAULT_KEY_PREFIX, DEFAULT_LEASE, Limits, RedisClientCert, StoreConfig};
 use crate::tls::TlsFiles;
 
 /// Default address: loopback only, so a fresh install exposes nothing.
@@ -312,91 +313,9 @@ pub struct Overrides {
     pub store: Option<String>,
 }
 
-/// The default `[runs] key_prefix`.
-pub const DEFAULT_KEY_PREFIX: &str = "toolstream:";
-/// The default `[runs] lease_secs`.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
-
-/// Where runs are kept: `memory` (this process only) or a Redis shared by several replicas.
-#[derive(Clone, PartialEq, Eq)]
-pub struct StoreConfig {
-    /// `memory`, or `redis://[:password@]host:port/db` (also `redis+unix:///path`).
-    pub url: String,
-    /// Every Redis key starts with this, so several fleets can share one Redis.
-    pub key_prefix: String,
-    /// A dead replica's runs end UNAVAILABLE within this long of its last lease renewal (its
-    /// lease lapses after two thirds of it; see `docs/replicas.md`).
-    pub lease: Duration,
-    /// The start of this replica's id (a random suffix follows); default: the host name.
-    pub replica_name: Option<String>,
-    /// PEM of the CA certificates a `rediss://` server's certificate must chain to (`[runs]
-    /// redis_ca`); `None`: the system's roots. Either way the server's name is checked.
-    pub ca_pem: Option<Vec<u8>>,
-    /// The client certificate shown to a `rediss://` server that asks for one (`[runs]
-    /// redis_cert`, `redis_key`).
-    pub client_cert: Option<RedisClientCert>,
-    /// The password, when it is not in the URL (`[runs] redis_password_env` names the
-    /// environment variable holding it). Never logged.
-    pub password: Option<String>,
-}
-
-/// A client certificate and its key, as PEM.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisClientCert {
-    /// The certificate (chain).
-    pub cert_pem: Vec<u8>,
-    /// Its private key.
-    pub key_pem: Vec<u8>,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            url: "memory".to_owned(),
-            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
-            lease: DEFAULT_LEASE,
-            replica_name: None,
-            ca_pem: None,
-            client_cert: None,
-            password: None,
-        }
-    }
-}
-
+// The store's settings are the engine's (`engine::StoreConfig`); checking what the file, the
+// environment and the flags gave is configuration's.
 impl StoreConfig {
-    /// A Redis store at `url` with the default settings.
-    pub fn redis(url: impl Into<String>) -> Self {
-        StoreConfig {
-            url: url.into(),
-            ..StoreConfig::default()
-        }
-    }
-
-    /// Whether the store is Redis over TLS (`rediss://`).
-    pub fn is_tls(&self) -> bool {
-        self.url.starts_with("rediss://")
-    }
-
-    /// Whether runs stay in this process's memory.
-    pub fn is_memory(&self) -> bool {
-        self.url == "memory"
-    }
-
-    /// The URL without its password, for logs and error messages.
-    pub fn redacted_url(&self) -> String {
-        let Some((scheme, rest)) = self.url.split_once("://") else {
-            return self.url.clone();
-        };
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        match rest[..authority_end].rfind('@') {
-            Some(at) => {
-                let user = rest[..at].split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:***{}", &rest[at..])
-            }
-            None => self.url.clone(),
-        }
-    }
-
     fn check(&self) -> Result<(), ConfigError> {
         const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
         if !self.is_memory() && !SCHEMES.iter().any(|scheme| self.url.starts_with(scheme)) {
@@ -432,68 +351,6 @@ impl StoreConfig {
             });
         }
         Ok(())
-    }
-}
-
-impl std::fmt::Debug for StoreConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreConfig")
-            .field("url", &self.redacted_url())
-            .field("key_prefix", &self.key_prefix)
-            .field("lease", &self.lease)
-            .field("replica_name", &self.replica_name)
-            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<set>"))
-            .field("client_cert", &self.client_cert.as_ref().map(|_| "<set>"))
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .finish()
-    }
-}
-
-/// Limits of the server.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Runs in progress at once.
-    pub max_concurrent_runs: usize,
-    /// Events queued per run for a client that reads slower than the run produces: this many
-    /// progress events before progress is coalesced, and this many other events before their
-    /// producer waits.
-    pub event_buffer: usize,
-    /// How long running runs may finish after a shutdown signal.
-    pub grace_period: Duration,
-    /// Largest message accepted or sent.
-    pub max_message_bytes: usize,
-    /// HTTP/2 streams per connection.
-    pub max_concurrent_streams: u32,
-    /// How long a finished run stays available to GetRun and WatchRun.
-    pub retention: Duration,
-    /// The most finished runs kept; beyond it the oldest finished are forgotten first.
-    pub max_runs: usize,
-    /// The most events one run's log holds; past it the oldest are evicted (readers that needed
-    /// them get a `gap` event).
-    pub max_events_per_run: usize,
-    /// The most tool calls and sub-tasks one run has in progress at once (finished ones are
-    /// folded into their parents and do not count); past it the run fails with an error naming
-    /// the limit.
-    pub max_live_calls_per_run: usize,
-    /// Runs in progress at once per principal (`[auth] max_runs_per_principal`); `None`: no
-    /// limit besides `max_concurrent_runs`.
-    pub max_runs_per_principal: Option<usize>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_concurrent_runs: 16_384,
-            event_buffer: 64,
-            grace_period: Duration::from_secs(30),
-            max_message_bytes: 4 * 1024 * 1024,
-            max_concurrent_streams: 16_384,
-            retention: Duration::from_secs(600),
-            max_runs: 10_000,
-            max_events_per_run: 10_000,
-            max_live_calls_per_run: 10_000,
-            max_runs_per_principal: None,
-        }
     }
 }
 

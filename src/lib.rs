@@ -13,7 +13,8 @@
 //!    coalescing, gaps, the estimate of each call's time left) read by any number of streams, the
 //!    table of runs (lookup, listing, retention, cancellation), the run store those live in
 //!    (memory, or Redis shared by several replicas), deadlines, the limit on concurrent runs,
-//!    graceful draining.
+//!    graceful draining, and the settings it runs under ([`engine::Limits`],
+//!    [`engine::StoreConfig`]), which [`config`] builds.
 //! 4. [`agent`]: a language model that calls tools, as a run of the engine; the model behind a
 //!    [`agent::ModelProvider`] trait, with an OpenAI-compatible implementation.
 //! 5. [`transport`]: the tonic services (`ToolService`, `RunService`), thin adapters between the
@@ -29,7 +30,31 @@
 //!    the engine's [`engine::RunObserver`] hooks and a tower layer around the gRPC services) and
 //!    OpenTelemetry traces, with W3C trace context in and out.
 //!
-//! Dependencies point one way: transport (gRPC and web) → agent → engine → registry → tools.
+//! ## Layers
+//!
+//! Dependencies point one way: a module may import those on the lines below its own, never one
+//! above. Modules on one line are peers: they may import each other, but not in a loop. A
+//! submodule named on its own line (`telemetry::traces`) has that line, not its parent's.
+//! `tests/layering.rs` reads this table and fails on an import that runs up or a loop; the few
+//! imports that still run up are listed there, each with what it would take to remove.
+//!
+//! ```text
+//! cli                 the `toolstream` binary's commands (src/main.rs, src/cli/)
+//! server              puts the services, the web face, telemetry and the listener together
+//! web                 HTTP: JSON routes, SSE, the WebSocket, the page, the auth middleware
+//! listener            gRPC and HTTP/1.1 on one port, the HTTP/2 settings
+//! telemetry           metrics around the gRPC services and the engine's runs
+//! transport           the tonic services; domain errors as gRPC statuses
+//! config              the file, environment and flags, resolved into each layer's settings
+//! auth                who calls and what they may do
+//! agent               a language model calling tools, as a run of the engine
+//! engine              runs: their logs, table, store, limits
+//! registry            name → tool, with schemas
+//! tools               what a tool is, and the tools
+//! json_proto          JSON ↔ protobuf values
+//! pb                  the generated wire types
+//! tls, telemetry::traces   leaves: rustls settings; W3C trace context in and out
+//! ```
 
 pub mod agent;
 pub mod auth;

@@ -5,7 +5,7 @@
 //!
 //! Auth is off unless `[[auth.tokens]]` entries are configured (or `[auth]
 //! principal_from_client_cert`): every call is then [`Access::Open`] and runs belong to no one.
-//! With auth on, [`layer`] answers UNAUTHENTICATED (HTTP 401) to a call without a valid token,
+//! With auth on, the web face's auth layer (`src/web/credentials.rs`) answers UNAUTHENTICATED (HTTP 401) to a call without a valid token,
 //! except health, reflection, `/healthz`, `/metrics` and the page itself, and puts the caller's
 //! [`Access`] in the request's extensions for the services to read.
 //!
@@ -20,8 +20,6 @@
 //! Tokens never sit in the config file: an entry holds the SHA-256 digest of its token, or names
 //! the environment variable holding it (hashed when the config is read). A presented token is
 //! hashed and compared with every entry's digest in constant time.
-
-pub(crate) mod layer;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -13,6 +13,7 @@
 mod error;
 mod eta;
 mod event;
+mod limits;
 mod log;
 mod observe;
 mod reader;
@@ -36,16 +37,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-pub use crate::config::Limits;
 pub use error::RunError;
 pub use event::{
     CallArguments, CallTag, EventKind, OnDisconnect, RunEvent, RunOptions, RunStarted,
 };
+pub use limits::Limits;
 pub use log::RunEnded;
 pub use observe::{NoObserver, RunObserver};
 pub use reader::{EventStream, ReadFrom};
 pub use runs::{RunFilter, RunPage, RunSnapshot, RunState, SNAPSHOT_CALLS};
-pub use store::{Store, StoreError};
+pub use store::{
+    DEFAULT_KEY_PREFIX, DEFAULT_LEASE, RedisClientCert, Store, StoreConfig, StoreError,
+};
 
 use crate::registry::ToolRegistry;
 use crate::tools::{Progress, ToolError};

@@ -14,12 +14,15 @@
 //! - [`page`]: `GET /` and the run view `GET /runs/{id}`, plain HTML and JavaScript embedded in
 //!   the binary.
 //! - [`error`]: `{"code", "message"}` and the HTTP status of each gRPC code.
+//! - [`credentials`]: the auth layer: who calls (bearer token, `access_token`, client
+//!   certificate), UNAUTHENTICATED without it, the caller's [`Access`] for the services.
 //! - [`origin`]: which pages may make a browser send state-changing requests and open the
 //!   WebSocket (cross-site request forgery).
 //!
 //! [`router`] puts them beside the gRPC services (each wrapped for gRPC-Web) in one router, with
 //! the origin check around them and CORS outside everything when origins are configured.
 
+mod credentials;
 mod error;
 mod events;
 mod origin;
@@ -79,7 +82,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Access {
 }
 
 /// The whole application: `grpc` (the gRPC services' router) with the web routes beside it, the
-/// auth layer around both (`crate::auth::layer`), the origin check around that (a cross-site
+/// auth layer around both (`credentials`), the origin check around that (a cross-site
 /// request is refused before its credentials are looked at), and CORS outside it when
 /// `[http] cors_origins` names any (a preflight carries no credentials and changes nothing).
 pub(crate) fn router(grpc: Router, state: WebState, auth: Arc<Authenticator>) -> Router {
@@ -120,7 +123,7 @@ pub(crate) fn router(grpc: Router, state: WebState, auth: Arc<Authenticator>) ->
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(
             auth,
-            crate::auth::layer::authenticate,
+            credentials::authenticate,
         ))
         .layer(axum::middleware::from_fn_with_state(
             origins,

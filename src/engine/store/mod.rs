@@ -16,6 +16,9 @@
 //! (`tests/run_service.rs`) runs the same cases against both backends.
 
 pub(crate) mod redis;
+mod settings;
+
+pub use settings::{DEFAULT_KEY_PREFIX, DEFAULT_LEASE, RedisClientCert, StoreConfig};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -30,7 +33,7 @@ use super::reader::{EventStream, ReadFrom};
 use super::runs::{
     CancelReason, RunFilter, RunPage, RunRecord, RunSnapshot, RunTable, is_run_id, unknown_run,
 };
-use crate::config::{Limits, StoreConfig};
+use crate::engine::Limits;
 
 /// How long CancelRun waits for the run to end before answering with its state then.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);

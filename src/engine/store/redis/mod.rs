@@ -41,7 +41,6 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::{Publication, RunStore, StoreError, cancel_local, watch_local};
-use crate::config::{Limits, StoreConfig};
 use crate::engine::RunError;
 use crate::engine::event::RunOptions;
 use crate::engine::log::RunLog;
@@ -50,6 +49,7 @@ use crate::engine::runs::{
     ListPosition, RunFilter, RunPage, RunRecord, RunSnapshot, RunState, RunTable, is_run_id,
     unknown_run,
 };
+use crate::engine::{Limits, StoreConfig};
 use codec::StoredRecord;
 use keys::Keys;
 

@@ -489,12 +489,12 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::config::{Limits, StoreConfig};
     use crate::engine::RunStarted;
     use crate::engine::event::CallTag;
     use crate::engine::log::RunLog;
     use crate::engine::store::redis::RedisStore;
     use crate::engine::store::redis::test_redis::RedisServer;
+    use crate::engine::{Limits, StoreConfig};
     use crate::tools::ProgressUpdate;
 
     fn message(sequence: u64, text: &str) -> RunEvent {

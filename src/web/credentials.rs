@@ -1,4 +1,4 @@
-//! The auth layer around the whole router: finds the caller's credentials, answers
+//! The auth layer around the whole router (the HTTP side of [`crate::auth`]): finds the caller's credentials, answers
 //! UNAUTHENTICATED without valid ones (in gRPC terms to gRPC and gRPC-Web clients, HTTP 401 with
 //! the JSON error body to others), and records the caller's [`Access`] for the services.
 //!
@@ -17,9 +17,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tonic::Code;
 
-use super::{Access, Authenticator};
+use super::ApiError;
+use crate::auth::{Access, Authenticator};
 use crate::tls::ClientCertName;
-use crate::web::ApiError;
 
 /// The query parameter a browser may carry its token in when it cannot set a header.
 const TOKEN_PARAMETER: &str = "access_token";
