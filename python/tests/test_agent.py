@@ -122,3 +122,37 @@ def test_an_agent_error_is_raised(server: Any) -> None:
             client.agent(tools=["nope"]).run("x")
         with pytest.raises(toolstream.InvalidArguments):
             client.agent().run("   ")
+
+
+def test_on_progress_gets_a_float_for_every_node_of_a_tool_with_sub_tasks(
+    start_server: Callable[..., Any], tmp_path: Any
+) -> None:
+    # checksum announces each file as a sub-task with no fraction yet: the seed's callback,
+    # `event.progress * 100`, must still work on every event it gets.
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text(name * 1000)
+    call = tool_calls(("call_1", "checksum", {"paths": ["a.txt", "b.txt"]}))
+    model = StandInModel([call, text("Hashed."), call, text("Hashed.")])  # sync, then async
+    try:
+        server = start_server(None, "--model-url", model.url, "--model", "standin", "--root", str(tmp_path))
+        lines: List[str] = []
+        seen: List[ProgressEvent] = []
+
+        def on_progress(event: ProgressEvent) -> None:
+            seen.append(event)
+            lines.append(f"{event.progress * 100:.0f}% - {event.status}")
+
+        async def run_async() -> Any:
+            async with AsyncClient(server.addr) as client:
+                return await client.agent(["checksum"]).run("Hash them", on_progress=on_progress)
+
+        with Client(server.addr) as client:
+            assert client.agent(tools=["checksum"]).run("Hash them", on_progress=on_progress) == "Hashed."
+        sub_tasks = [e for e in seen if e.parent_call_id]
+        assert sub_tasks, "checksum's files come as sub-tasks under the call"
+        assert all(isinstance(e.progress, float) for e in seen)
+        seen.clear()
+        assert asyncio.run(run_async()) == "Hashed."
+        assert [e for e in seen if e.parent_call_id] and all(isinstance(e.progress, float) for e in seen)
+    finally:
+        model.close()

@@ -47,7 +47,7 @@ from ._client_base import (
 )
 from ._stream_core import AskRun, Rewatch, Step, StreamCore, deadline_after, not_started
 from .errors import Cancelled, ToolstreamError, from_rpc_error
-from .events import ProgressEvent, Run, RunState, ToolInfo
+from .events import EveryNodeProgress, ProgressEvent, Run, RunState, ToolInfo
 from .v1 import toolstream_pb2 as pb
 from .v1 import toolstream_pb2_grpc as pb_grpc
 
@@ -402,11 +402,13 @@ class AsyncAgent(BaseAgent[AsyncClient]):
         min_interval: Optional[float] = None,
     ) -> Any:
         """Runs the agent and returns its answer; callbacks may be plain or coroutine functions."""
+        progress = EveryNodeProgress()
         async with await self.stream(prompt, timeout=timeout, min_interval=min_interval) as stream:
             async for event in stream.events():
                 await _call_back(on_event, event)
-                if event.type == "progress":
-                    await _call_back(on_progress, event)
+                seen = progress.see(event)
+                if seen is not None:
+                    await _call_back(on_progress, seen)
             return await stream.result
 
     arun = run

@@ -41,7 +41,7 @@ from ._stream_core import DEFAULT_RESUME_SECONDS as DEFAULT_RESUME_SECONDS
 from ._stream_core import AskRun, Rewatch, Step, StreamCore, deadline_after, not_started
 from ._stream_core import resume_window as resume_window
 from .errors import ToolstreamError, from_rpc_error
-from .events import ProgressEvent, Run, RunState, ToolInfo
+from .events import EveryNodeProgress, ProgressEvent, Run, RunState, ToolInfo
 from .v1 import toolstream_pb2 as pb
 from .v1 import toolstream_pb2_grpc as pb_grpc
 
@@ -439,13 +439,16 @@ class Agent(BaseAgent[Client]):
     ) -> Any:
         """Runs the agent on ``prompt`` and returns its answer. ``on_progress`` is called with
         each progress event: the agent's own (``call_id`` is ``None``) and its tool calls'
-        (``call_id`` and ``tool`` set); ``on_event`` with every event. Raises the run's error."""
+        (``call_id`` and ``tool`` set), ``progress`` always a float (the node's latest fraction);
+        ``on_event`` with every event, as sent. Raises the run's error."""
+        progress = EveryNodeProgress()
         with self.stream(prompt, timeout=timeout, min_interval=min_interval) as stream:
             for event in stream.events():
                 if on_event is not None:
                     on_event(event)
-                if on_progress is not None and event.type == "progress":
-                    on_progress(event)
+                seen = progress.see(event)
+                if on_progress is not None and seen is not None:
+                    on_progress(seen)
             return stream.result
 
     def arun(

@@ -112,6 +112,28 @@ class TopLevelProgress:
         return event
 
 
+class EveryNodeProgress:
+    """What ``on_progress`` callbacks get, shared by the sync and async agents: the progress
+    events of every node (the run's own, its tool calls', their sub-tasks'), each with
+    ``progress`` a float: the latest fraction that node reported, 0.0 before its first (a
+    sub-task's announcement and a status-only report carry none). Holds one float per node of
+    the one run it follows."""
+
+    __slots__ = ("fractions",)
+
+    def __init__(self) -> None:
+        self.fractions: Dict[Optional[str], float] = {}
+
+    def see(self, event: ProgressEvent) -> Optional[ProgressEvent]:
+        """``event`` as ``on_progress`` gets it, or ``None`` for events that are no progress."""
+        if event.type != "progress":
+            return None
+        if event.progress is None:
+            return dataclasses.replace(event, progress=self.fractions.get(event.call_id, 0.0))
+        self.fractions[event.call_id] = event.progress
+        return event
+
+
 @dataclass(frozen=True)
 class ToolInfo:
     """A tool the server offers (``client.tools()``)."""
