@@ -252,7 +252,8 @@ impl CommandTool {
                 Message::Error(error) => *ending = Some(Ending::Error(error)),
             }
         }
-        // Sub-tasks still open end with the output (their handles go here), before the result.
+        // Sub-tasks still open end with the output, before the result.
+        tasks.end_open().await;
         Ok(())
     }
 
@@ -352,6 +353,25 @@ impl SubTasks {
     }
 }
 
+impl SubTasks {
+    /// Ends the sub-tasks still open (their last handles go here), a batch at a time with a
+    /// yield between batches: each end is a progress event of the run, and a tool that leaves
+    /// thousands open must not hold a runtime worker for all of them in one poll.
+    async fn end_open(self) {
+        const BATCH: usize = 256;
+        let open = self.tasks.into_values().filter_map(|state| match state {
+            SubTaskState::Open(handle) => Some(handle),
+            SubTaskState::Done => None,
+        });
+        for (ended, handle) in open.enumerate() {
+            drop(handle);
+            if (ended + 1) % BATCH == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
 /// "exited with code 3" or "was killed by signal 9".
 fn describe_exit(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -359,5 +379,64 @@ fn describe_exit(status: ExitStatus) -> String {
         (Some(code), _) => format!("exited with code {code}"),
         (None, Some(signal)) => format!("was killed by signal {signal}"),
         (None, None) => format!("ended with {status}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::progress::{ProgressSink, SubTask};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The tool's own sink: its sub-tasks' sinks count those that reported their end.
+    struct EndCounter(Arc<AtomicUsize>);
+
+    impl ProgressSink for EndCounter {
+        fn report(&self, _update: ProgressUpdate) {}
+
+        fn task(&self, _task: &SubTask) -> Arc<dyn ProgressSink> {
+            Arc::new(SubTaskEnds(Arc::clone(&self.0)))
+        }
+    }
+
+    struct SubTaskEnds(Arc<AtomicUsize>);
+
+    impl ProgressSink for SubTaskEnds {
+        fn report(&self, update: ProgressUpdate) {
+            if update.fraction == Some(1.0) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn open_sub_tasks_end_in_batches_letting_other_tasks_run_between() {
+        let ended = Arc::new(AtomicUsize::new(0));
+        let progress = Progress::new(Arc::new(EndCounter(Arc::clone(&ended))));
+        let mut tasks = SubTasks::default();
+        for i in 0..2_000 {
+            let line = TaskLine {
+                id: format!("t{i}"),
+                parent: String::new(),
+                label: None,
+                weight: None,
+                done: false,
+            };
+            tasks
+                .report(&progress, line, ProgressUpdate::default())
+                .unwrap();
+        }
+        assert_eq!(ended.load(Ordering::SeqCst), 0);
+        // On one thread, this task runs only when the ending yields.
+        let seen = Arc::clone(&ended);
+        let other = tokio::spawn(async move { seen.load(Ordering::SeqCst) });
+        tasks.end_open().await;
+        assert_eq!(ended.load(Ordering::SeqCst), 2_000);
+        let ended_when_the_other_ran = other.await.unwrap();
+        assert!(
+            ended_when_the_other_ran < 2_000,
+            "the other task ran only after all {ended_when_the_other_ran} ended"
+        );
     }
 }
