@@ -17,16 +17,21 @@
 //!    [`engine::StoreConfig`]), which [`config`] builds.
 //! 4. [`agent`]: a language model that calls tools, as a run of the engine; the model behind a
 //!    [`agent::ModelProvider`] trait, with an OpenAI-compatible implementation.
-//! 5. [`transport`]: the tonic services (`ToolService`, `RunService`), thin adapters between the
-//!    wire types in [`pb`] and the engine; [`json_proto`] converts JSON to protobuf values and
-//!    back, and writes the canonical proto3 JSON. `web` (`src/web/`) is its sibling for HTTP:
-//!    JSON routes, SSE, the WebSocket and the page.
-//! 6. [`server`]: the listening server with health, reflection, gRPC-Web and shutdown; `listener`
+//! 5. [`operations`]: the product's verbs (list tools, run a tool or an agent, get, list, watch
+//!    and cancel runs), once for every face: each takes the [`auth::Caller`] its face
+//!    authenticated, applies the caller's policy, and answers a result that is authorised and
+//!    stored. [`status`] is the one mapping from their errors to the contract's status codes.
+//! 6. The faces, each a thin adapter over the operations (decode, call one, encode):
+//!    [`transport`], the tonic services (`ToolService`, `RunService`) between the wire types in
+//!    [`pb`] and the operations' requests; `web` (`src/web/`) for HTTP: JSON routes, SSE, the
+//!    WebSocket and the page; [`json_proto`] converts JSON to protobuf values and back, and
+//!    writes the canonical proto3 JSON.
+//! 7. [`server`]: the listening server with health, reflection, gRPC-Web and shutdown; `listener`
 //!    (`src/listener.rs`) serves gRPC and HTTP/1.1 on one port with the HTTP/2 settings, over
 //!    TLS when configured ([`tls`]); [`auth`] says who calls and what they may do;
 //!    [`config`] says how it is configured. The `toolstream` binary (`src/main.rs`, `src/cli/`)
 //!    only parses flags and calls this library.
-//! 7. [`telemetry`]: what operators see besides logs: the Prometheus metrics at `/metrics` (fed by
+//! 8. [`telemetry`]: what operators see besides logs: the Prometheus metrics at `/metrics` (fed by
 //!    the engine's [`engine::RunObserver`] hooks and a tower layer around the gRPC services) and
 //!    OpenTelemetry traces, with W3C trace context in and out.
 //!
@@ -44,7 +49,9 @@
 //! web                 HTTP: JSON routes, SSE, the WebSocket, the page, the auth middleware
 //! listener            gRPC and HTTP/1.1 on one port, the HTTP/2 settings
 //! telemetry           metrics around the gRPC services and the engine's runs
-//! transport           the tonic services; domain errors as gRPC statuses
+//! transport           the tonic services, adapters over the operations
+//! status              domain errors as the contract's status codes (gRPC's; HTTP derives its own)
+//! operations          the product's verbs, for every face: authorised, stored
 //! config              the file, environment and flags, resolved into each layer's settings
 //! auth                who calls and what they may do
 //! agent               a language model calling tools, as a run of the engine
@@ -62,9 +69,11 @@ pub mod config;
 pub mod engine;
 pub mod json_proto;
 mod listener;
+pub mod operations;
 pub mod pb;
 pub mod registry;
 pub mod server;
+pub mod status;
 pub mod telemetry;
 pub mod tls;
 pub mod tools;

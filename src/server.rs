@@ -29,6 +29,7 @@ use crate::auth::{AuthConfig, Authenticator};
 use crate::config::{HttpConfig, Limits, ModelConfig};
 use crate::engine::{Engine, Store};
 use crate::listener::{self, Sessions};
+use crate::operations::Operations;
 use crate::pb;
 use crate::pb::encoded::run_service_server::RunServiceServer;
 use crate::pb::encoded::tool_service_server::ToolServiceServer;
@@ -207,12 +208,11 @@ impl Server {
             .build_v1alpha()?;
 
         let agent = Arc::new(Agent::new(Arc::clone(&engine), agent));
-        let run_service = RunServiceImpl::new(Arc::clone(&engine));
-        let tool_service = ToolServiceImpl::new(Arc::clone(&engine), Arc::clone(&agent));
-        let runs = RunServiceServer::new(run_service.clone())
+        let operations = Arc::new(Operations::new(agent));
+        let runs = RunServiceServer::new(RunServiceImpl::new(Arc::clone(&operations)))
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes);
-        let tools = ToolServiceServer::new(tool_service.clone())
+        let tools = ToolServiceServer::new(ToolServiceImpl::new(Arc::clone(&operations)))
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes);
 
@@ -232,10 +232,7 @@ impl Server {
         let app = web::router(
             grpc,
             WebState {
-                engine: Arc::clone(&engine),
-                agent,
-                tools: tool_service,
-                runs: run_service,
+                operations,
                 health: Arc::new(HealthService::from_health_reporter(health.clone())),
                 http: Arc::clone(&http),
                 max_message_bytes: limits.max_message_bytes,

@@ -165,9 +165,7 @@ fn tool_label(tool: &str) -> String {
 fn outcome_code(outcome: Result<(), &RunError>) -> &'static str {
     match outcome {
         Ok(()) => super::code_name(tonic::Code::Ok),
-        Err(error) => {
-            super::code_name(crate::transport::status_from_run_error(error.clone()).code())
-        }
+        Err(error) => super::code_name(crate::status::from_run_error(error.clone()).code()),
     }
 }
 

@@ -185,3 +185,26 @@ impl From<&engine::RunEvent> for pb::RunEvent {
         }
     }
 }
+
+/// The tools a ListTools answers, as the wire message.
+pub(crate) fn tools_to_wire(specs: Vec<crate::tools::ToolSpec>) -> pb::ListToolsResponse {
+    let tools = specs
+        .into_iter()
+        .map(|spec| pb::Tool {
+            input_schema: schema_to_wire(&spec.input_schema),
+            output_schema: spec.output_schema.as_ref().and_then(schema_to_wire),
+            kind: spec.kind.as_str().to_owned(),
+            name: spec.name,
+            description: spec.description,
+        })
+        .collect();
+    pb::ListToolsResponse { tools }
+}
+
+/// A JSON Schema as a `Struct` (a schema that is not an object has none).
+fn schema_to_wire(schema: &serde_json::Value) -> Option<prost_types::Struct> {
+    match schema {
+        serde_json::Value::Object(object) => Some(json_to_struct(object.clone())),
+        _ => None,
+    }
+}

@@ -5,35 +5,27 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::auth::Access;
-
+use super::caller_of;
 use super::convert::{arguments_to_wire, progress, run_options, timestamp, watch_from};
-use super::service::{WireEvents, status_from_run_error};
-use crate::engine::{Engine, EventKind, RunFilter, RunSnapshot, RunState};
+use super::service::WireEvents;
+use crate::engine::{EventKind, RunFilter, RunSnapshot, RunState};
 use crate::json_proto::json_to_value;
+use crate::operations::{Operations, WatchRequest};
 use crate::pb;
 use crate::pb::encoded::run_service_server::RunService;
+use crate::status;
 
-/// The gRPC RunService over an [`Engine`].
+/// The gRPC RunService over the [`Operations`].
 #[derive(Clone)]
 pub struct RunServiceImpl {
-    engine: Arc<Engine>,
+    operations: Arc<Operations>,
 }
 
 impl RunServiceImpl {
-    /// A service over the runs of `engine`.
-    pub fn new(engine: Arc<Engine>) -> Self {
-        RunServiceImpl { engine }
+    /// A service calling `operations` (which the other faces share).
+    pub fn new(operations: Arc<Operations>) -> Self {
+        RunServiceImpl { operations }
     }
-}
-
-fn run_id(run_id: &str) -> Result<&str, Status> {
-    if run_id.is_empty() {
-        return Err(Status::invalid_argument(
-            "run_id is empty; pass the id from the x-run-id metadata or the started event",
-        ));
-    }
-    Ok(run_id)
 }
 
 fn state_to_wire(state: RunState) -> pb::RunState {
@@ -49,7 +41,7 @@ fn state_to_wire(state: RunState) -> pb::RunState {
 pub(crate) fn run_to_wire(run: RunSnapshot) -> pb::Run {
     let (error_code, error_message) = match run.error {
         Some(error) => {
-            let status = status_from_run_error(error);
+            let status = status::from_run_error(error);
             (status.code() as i32, status.message().to_owned())
         }
         None => (0, String::new()),
@@ -82,18 +74,53 @@ pub(crate) fn run_to_wire(run: RunSnapshot) -> pb::Run {
     }
 }
 
+/// The engine's filter for a ListRuns request.
+pub(crate) fn run_filter(request: pb::ListRunsRequest) -> RunFilter {
+    let state = match request.state() {
+        pb::RunState::Unspecified => None,
+        pb::RunState::Running => Some(RunState::Running),
+        pb::RunState::Succeeded => Some(RunState::Succeeded),
+        pb::RunState::Failed => Some(RunState::Failed),
+        pb::RunState::Cancelled => Some(RunState::Cancelled),
+    };
+    RunFilter {
+        state,
+        tool: (!request.tool.is_empty()).then_some(request.tool),
+        page_size: request.page_size as usize,
+        page_token: request.page_token,
+        principal: None,
+    }
+}
+
+/// A page of runs as the wire message.
+pub(crate) fn page_to_wire(page: crate::engine::RunPage) -> pb::ListRunsResponse {
+    pb::ListRunsResponse {
+        runs: page.runs.into_iter().map(run_to_wire).collect(),
+        next_page_token: page.next_page_token,
+    }
+}
+
+/// The operation's request for a WatchRun request.
+pub(crate) fn watch_request(request: pb::WatchRunRequest) -> WatchRequest {
+    WatchRequest {
+        from: watch_from(&request),
+        options: run_options(request.options),
+        run_id: request.run_id,
+    }
+}
+
 #[tonic::async_trait]
 impl RunService for RunServiceImpl {
     async fn get_run(
         &self,
         request: Request<pb::GetRunRequest>,
     ) -> Result<Response<pb::Run>, Status> {
-        let access = Access::of_grpc(&request);
-        let request = request.into_inner();
-        let run = access
-            .get_run(&self.engine, run_id(&request.run_id)?)
+        let caller = caller_of(&request);
+        let run = self
+            .operations
+            .get_run(&caller, &request.into_inner().run_id)
             .await
-            .map_err(status_from_run_error)?;
+            .map_err(status::from_run_error)?;
         Ok(Response::new(run_to_wire(run)))
     }
 
@@ -101,32 +128,13 @@ impl RunService for RunServiceImpl {
         &self,
         request: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
-        let access = Access::of_grpc(&request);
-        let request = request.into_inner();
-        let state = match request.state() {
-            pb::RunState::Unspecified => None,
-            pb::RunState::Running => Some(RunState::Running),
-            pb::RunState::Succeeded => Some(RunState::Succeeded),
-            pb::RunState::Failed => Some(RunState::Failed),
-            pb::RunState::Cancelled => Some(RunState::Cancelled),
-        };
-        let page = access
-            .list_runs(
-                &self.engine,
-                RunFilter {
-                    state,
-                    tool: (!request.tool.is_empty()).then_some(request.tool),
-                    page_size: request.page_size as usize,
-                    page_token: request.page_token,
-                    principal: None,
-                },
-            )
+        let caller = caller_of(&request);
+        let page = self
+            .operations
+            .list_runs(&caller, run_filter(request.into_inner()))
             .await
-            .map_err(status_from_run_error)?;
-        Ok(Response::new(pb::ListRunsResponse {
-            runs: page.runs.into_iter().map(run_to_wire).collect(),
-            next_page_token: page.next_page_token,
-        }))
+            .map_err(status::from_run_error)?;
+        Ok(Response::new(page_to_wire(page)))
     }
 
     type WatchRunStream = WireEvents;
@@ -135,18 +143,12 @@ impl RunService for RunServiceImpl {
         &self,
         request: Request<pb::WatchRunRequest>,
     ) -> Result<Response<Self::WatchRunStream>, Status> {
-        let access = Access::of_grpc(&request);
-        let request = request.into_inner();
-        let from = watch_from(&request);
-        let events = access
-            .watch_run(
-                &self.engine,
-                run_id(&request.run_id)?,
-                from,
-                &run_options(request.options),
-            )
+        let caller = caller_of(&request);
+        let events = self
+            .operations
+            .watch_run(&caller, &watch_request(request.into_inner()))
             .await
-            .map_err(status_from_run_error)?;
+            .map_err(status::from_run_error)?;
         Ok(Response::new(WireEvents::new(events)))
     }
 
@@ -154,12 +156,12 @@ impl RunService for RunServiceImpl {
         &self,
         request: Request<pb::CancelRunRequest>,
     ) -> Result<Response<pb::Run>, Status> {
-        let access = Access::of_grpc(&request);
-        let request = request.into_inner();
-        let run = access
-            .cancel_run(&self.engine, run_id(&request.run_id)?)
+        let caller = caller_of(&request);
+        let run = self
+            .operations
+            .cancel_run(&caller, &request.into_inner().run_id)
             .await
-            .map_err(status_from_run_error)?;
+            .map_err(status::from_run_error)?;
         Ok(Response::new(run_to_wire(run)))
     }
 }

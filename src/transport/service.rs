@@ -1,4 +1,4 @@
-//! The `toolstream.v1.ToolService` implementation: requests in, engine calls, events out.
+//! The `toolstream.v1.ToolService` implementation: requests in, one operation each, events out.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,64 +9,25 @@ use futures::Stream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 
-use super::convert::{agent_request, tool_run_request};
+use super::caller_of;
+use super::convert::{agent_request, tool_run_request, tools_to_wire};
 use super::wire::EncodedEvent;
-use crate::agent::Agent;
-use crate::auth::Access;
-use crate::engine::{Engine, EventStream, RunError, RunHandle};
-use crate::json_proto::json_to_struct;
+use crate::engine::{EventStream, RunHandle};
+use crate::operations::Operations;
 use crate::pb;
 use crate::pb::encoded::tool_service_server::ToolService;
+use crate::status;
 
-/// The gRPC service over an [`Engine`].
+/// The gRPC service over the [`Operations`].
 #[derive(Clone)]
 pub struct ToolServiceImpl {
-    engine: Arc<Engine>,
-    agent: Arc<Agent>,
+    operations: Arc<Operations>,
 }
 
 impl ToolServiceImpl {
-    /// A service running tools on `engine` and agents with `agent` (which the web routes may
-    /// share).
-    pub fn new(engine: Arc<Engine>, agent: impl Into<Arc<Agent>>) -> Self {
-        ToolServiceImpl {
-            engine,
-            agent: agent.into(),
-        }
-    }
-}
-
-/// The single place where run errors become gRPC status codes.
-pub fn status_from_run_error(error: RunError) -> Status {
-    use crate::tools::ToolError;
-    let message = error.to_string();
-    match error {
-        RunError::UnknownTool(_) | RunError::UnknownRun(_) => Status::not_found(message),
-        RunError::CursorPastEnd { .. } => Status::out_of_range(message),
-        RunError::InvalidArguments(_) => Status::invalid_argument(message),
-        RunError::Tool { error, .. } => match error {
-            ToolError::Failed(_) => Status::aborted(message),
-            ToolError::Internal(_) => Status::internal(message),
-            ToolError::InvalidArguments(_) => Status::invalid_argument(message),
-            ToolError::PermissionDenied(_) => Status::permission_denied(message),
-            ToolError::NotFound(_) => Status::not_found(message),
-            ToolError::Unavailable(_) => Status::unavailable(message),
-            ToolError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
-            ToolError::OutOfRange(_) => Status::out_of_range(message),
-        },
-        RunError::Panicked { .. } | RunError::Internal(_) => Status::internal(message),
-        RunError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
-        RunError::Busy { .. } | RunError::PrincipalBusy { .. } => {
-            Status::resource_exhausted(message)
-        }
-        RunError::PermissionDenied(_) => Status::permission_denied(message),
-        RunError::ShuttingDown
-        | RunError::Interrupted
-        | RunError::Unavailable(_)
-        | RunError::StoreUnavailable { .. }
-        | RunError::ReplicaLost { .. } => Status::unavailable(message),
-        RunError::Cancelled | RunError::CancelRequested => Status::cancelled(message),
-        RunError::FailedPrecondition(_) => Status::failed_precondition(message),
+    /// A service calling `operations` (which the other faces share).
+    pub fn new(operations: Arc<Operations>) -> Self {
+        ToolServiceImpl { operations }
     }
 }
 
@@ -135,17 +96,9 @@ impl Stream for WireEvents {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.events).poll_next(cx).map(|item| {
-            item.map(|event| event.map(EncodedEvent::of).map_err(status_from_run_error))
+            item.map(|event| event.map(EncodedEvent::of).map_err(status::from_run_error))
         })
     }
-}
-
-/// Waits until a started run is recorded in the run store, so that every replica knows the id
-/// its caller gets. (Boxed where awaited: a handler of a run already recorded, as every run of
-/// the memory store is, carries none of this.)
-pub(crate) async fn stored(mut handle: RunHandle) -> Result<RunHandle, Status> {
-    handle.stored().await.map_err(status_from_run_error)?;
-    Ok(handle)
 }
 
 /// The streaming response for a started run, with its id in the initial metadata.
@@ -163,18 +116,8 @@ impl ToolService for ToolServiceImpl {
         &self,
         request: Request<pb::ListToolsRequest>,
     ) -> Result<Response<pb::ListToolsResponse>, Status> {
-        let tools = Access::of_grpc(&request)
-            .tool_specs(&self.engine)
-            .into_iter()
-            .map(|spec| pb::Tool {
-                input_schema: as_struct(&spec.input_schema),
-                output_schema: spec.output_schema.as_ref().and_then(as_struct),
-                kind: spec.kind.as_str().to_owned(),
-                name: spec.name,
-                description: spec.description,
-            })
-            .collect();
-        Ok(Response::new(pb::ListToolsResponse { tools }))
+        let tools = self.operations.list_tools(&caller_of(&request));
+        Ok(Response::new(tools_to_wire(tools)))
     }
 
     type RunToolStream = WireEvents;
@@ -184,18 +127,12 @@ impl ToolService for ToolServiceImpl {
         request: Request<pb::RunToolRequest>,
     ) -> Result<Response<Self::RunToolStream>, Status> {
         let deadline = grpc_timeout(request.metadata())?;
-        let access = Access::of_grpc(&request);
-        let handle = access
-            .run_tool(
-                &self.engine,
-                tool_run_request(request.into_inner(), deadline),
-            )
-            .map_err(status_from_run_error)?;
-        let handle = if handle.is_stored() {
-            handle
-        } else {
-            Box::pin(stored(handle)).await?
-        };
+        let caller = caller_of(&request);
+        let handle = self
+            .operations
+            .run_tool(&caller, tool_run_request(request.into_inner(), deadline))
+            .await
+            .map_err(status::from_run_error)?;
         Ok(stream_response(handle))
     }
 
@@ -206,23 +143,13 @@ impl ToolService for ToolServiceImpl {
         request: Request<pb::RunAgentRequest>,
     ) -> Result<Response<Self::RunAgentStream>, Status> {
         let deadline = grpc_timeout(request.metadata())?;
-        let access = Access::of_grpc(&request);
-        let handle = access
-            .run_agent(&self.agent, agent_request(request.into_inner(), deadline))
-            .map_err(status_from_run_error)?;
-        let handle = if handle.is_stored() {
-            handle
-        } else {
-            Box::pin(stored(handle)).await?
-        };
+        let caller = caller_of(&request);
+        let handle = self
+            .operations
+            .run_agent(&caller, agent_request(request.into_inner(), deadline))
+            .await
+            .map_err(status::from_run_error)?;
         Ok(stream_response(handle))
-    }
-}
-
-fn as_struct(schema: &serde_json::Value) -> Option<prost_types::Struct> {
-    match schema {
-        serde_json::Value::Object(object) => Some(json_to_struct(object.clone())),
-        _ => None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The auth layer around the whole router (the HTTP side of [`crate::auth`]): finds the caller's credentials, answers
 //! UNAUTHENTICATED without valid ones (in gRPC terms to gRPC and gRPC-Web clients, HTTP 401 with
-//! the JSON error body to others), and records the caller's [`Access`] for the services.
+//! the JSON error body to others), and records the [`Caller`] for the operations.
 //!
 //! Credentials, in order: the `authorization: Bearer <token>` header; for `GET` requests only
 //! (what `EventSource` and a browser's WebSocket can send), an `access_token` query parameter;
@@ -18,7 +18,7 @@ use axum::response::Response;
 use tonic::Code;
 
 use super::ApiError;
-use crate::auth::{Access, Authenticator};
+use crate::auth::{Authenticator, Caller};
 use crate::tls::ClientCertName;
 
 /// The query parameter a browser may carry its token in when it cannot set a header.
@@ -43,7 +43,7 @@ pub(crate) async fn authenticate(
 ) -> Response {
     let from_query = take_query_token(&mut request);
     if !auth.is_enabled() || is_open(request.uri().path()) {
-        request.extensions_mut().insert(Access::Open);
+        request.extensions_mut().insert(Caller::Anonymous);
         return next.run(request).await;
     }
     let header_token = match request.headers().get(header::AUTHORIZATION) {
@@ -82,7 +82,7 @@ pub(crate) async fn authenticate(
     };
     request
         .extensions_mut()
-        .insert(Access::Principal(principal));
+        .insert(Caller::Principal(principal));
     next.run(request).await
 }
 

@@ -1,5 +1,5 @@
-//! Errors on the HTTP side: the gRPC code a run error maps to (chosen in one place, the
-//! transport's `status_from_run_error`), carried as `{"code": "NOT_FOUND", "message": "..."}`
+//! Errors on the HTTP side: the gRPC code a run error maps to (chosen in one place,
+//! `crate::status`), carried as `{"code": "NOT_FOUND", "message": "..."}`
 //! with an HTTP status before a stream began, or as the `error` event / frame after.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -8,7 +8,7 @@ use serde_json::json;
 use tonic::{Code, Status};
 
 use crate::engine::RunError;
-use crate::transport::status_from_run_error;
+use crate::status;
 
 /// An error as the HTTP routes and the WebSocket report it.
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ impl ApiError {
 
 impl From<RunError> for ApiError {
     fn from(error: RunError) -> Self {
-        status_from_run_error(error).into()
+        status::from_run_error(error).into()
     }
 }
 

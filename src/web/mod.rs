@@ -2,9 +2,10 @@
 //! WebSocket carrying many runs, and a page that uses them. A browser needs no proxy and no
 //! build step.
 //!
-//! Like [`crate::transport`], this is a thin adapter: requests are read as the contract's own
-//! messages (canonical proto3 JSON, [`crate::json_proto`]), turned into engine calls with the
-//! same conversions the gRPC services use, and a run's [`EventStream`](crate::engine::EventStream)
+//! Like [`crate::transport`], this is a thin adapter over the operations
+//! ([`crate::operations`]): requests are read as the contract's own messages (canonical proto3
+//! JSON, [`crate::json_proto`]), turned into the operations' requests with the same conversions
+//! the gRPC services use, and a run's [`EventStream`](crate::engine::EventStream)
 //! is adapted at the edge ([`sse`], [`ws`]), read lazily so that a slow HTTP reader gets progress
 //! coalesced exactly like a slow gRPC reader. Each event's JSON is made once, however many read it.
 //!
@@ -15,7 +16,7 @@
 //!   the binary.
 //! - [`error`]: `{"code", "message"}` and the HTTP status of each gRPC code.
 //! - [`credentials`]: the auth layer: who calls (bearer token, `access_token`, client
-//!   certificate), UNAUTHENTICATED without it, the caller's [`Access`] for the services.
+//!   certificate), UNAUTHENTICATED without it, the [`Caller`] for the operations.
 //! - [`origin`]: which pages may make a browser send state-changing requests and open the
 //!   WebSocket (cross-site request forgery).
 //!
@@ -41,24 +42,19 @@ use tonic_health::server::HealthService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use crate::agent::Agent;
-use crate::auth::{Access, Authenticator};
+use crate::auth::{Authenticator, Caller};
 use crate::config::HttpConfig;
-use crate::engine::Engine;
 use crate::listener::Sessions;
+use crate::operations::Operations;
 use crate::telemetry::metrics::Metrics;
-use crate::transport::{RunServiceImpl, ToolServiceImpl};
 
 pub(crate) use error::ApiError;
 
 /// What every handler reaches.
 #[derive(Clone)]
 pub(crate) struct WebState {
-    pub(crate) engine: Arc<Engine>,
-    pub(crate) agent: Arc<Agent>,
-    /// The gRPC services, for the unary calls: the JSON routes answer exactly what they answer.
-    pub(crate) tools: ToolServiceImpl,
-    pub(crate) runs: RunServiceImpl,
+    /// What every route does, through one call each.
+    pub(crate) operations: Arc<Operations>,
     /// The same statuses `grpc.health.v1.Health` reports.
     pub(crate) health: Arc<HealthService>,
     pub(crate) http: Arc<HttpConfig>,
@@ -69,15 +65,20 @@ pub(crate) struct WebState {
     pub(crate) metrics: Arc<Metrics>,
 }
 
-/// The caller's [`Access`], as the auth layer recorded it.
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Access {
+/// The [`Caller`], as the authentication layer recorded it (anonymous when it recorded none,
+/// which only happens with auth off).
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Access::of_http(&parts.extensions))
+        Ok(parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_default())
     }
 }
 

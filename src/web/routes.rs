@@ -17,15 +17,14 @@ use tonic_health::pb::health_server::Health;
 use super::WebState;
 use super::error::ApiError;
 use super::sse::sse_response;
-use crate::auth::Access;
+use crate::auth::Caller;
 use crate::engine::{ReadFrom, RunHandle};
 use crate::json_proto::{from_json, from_json_value, to_json};
+use crate::operations::WatchRequest;
 use crate::pb;
-use crate::pb::encoded::run_service_server::RunService;
-use crate::pb::encoded::tool_service_server::ToolService;
 use crate::registry::SourceHealth;
-use crate::transport::convert::{agent_request, run_options, tool_run_request};
-use crate::transport::{deadline_from_grpc_timeout, run_to_wire};
+use crate::transport::convert::{agent_request, run_options, tool_run_request, tools_to_wire};
+use crate::transport::{deadline_from_grpc_timeout, page_to_wire, run_filter, run_to_wire};
 
 /// `message` as a JSON response.
 fn json_response<M: ReflectMessage>(status: StatusCode, message: &M) -> Response {
@@ -147,21 +146,20 @@ fn wants_run(headers: &HeaderMap) -> bool {
 }
 
 /// The response to a started run: its events as SSE, or (detached) the `Run` with 202.
-/// Answers once the run is recorded in the run store, so that every replica knows its id.
+/// (The operations answer once the run is recorded in the run store.)
 async fn started(
     state: &WebState,
-    access: &Access,
-    mut handle: RunHandle,
+    caller: &Caller,
+    handle: RunHandle,
     detached: bool,
 ) -> Result<Response, ApiError> {
-    handle.stored().await?;
     let RunHandle { run_id, events, .. } = handle;
     if !detached {
         return Ok(sse_response(&run_id, events, state.http.keep_alive));
     }
     // Started with ON_DISCONNECT_CONTINUE: dropping the stream leaves the run going.
     drop(events);
-    let run = access.get_run(&state.engine, &run_id).await?;
+    let run = state.operations.get_run(caller, &run_id).await?;
     let mut response = json_response(StatusCode::ACCEPTED, &run_to_wire(run));
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{run_id}")) {
         response.headers_mut().insert(header::LOCATION, location);
@@ -179,28 +177,15 @@ fn detach(options: &mut Option<pb::RunOptions>) {
 }
 
 /// `GET /v1/tools`: ListToolsResponse.
-/// A request to the gRPC service on behalf of an HTTP caller with `access`.
-fn grpc_request<T>(access: Access, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.extensions_mut().insert(access);
-    request
-}
-
-pub(super) async fn list_tools(
-    State(state): State<WebState>,
-    access: Access,
-) -> Result<Response, ApiError> {
-    let tools =
-        ToolService::list_tools(&state.tools, grpc_request(access, pb::ListToolsRequest {}))
-            .await?
-            .into_inner();
-    Ok(json_response(StatusCode::OK, &tools))
+pub(super) async fn list_tools(State(state): State<WebState>, caller: Caller) -> Response {
+    let tools = tools_to_wire(state.operations.list_tools(&caller));
+    json_response(StatusCode::OK, &tools)
 }
 
 /// `POST /v1/tools/{name}/runs`, body `{"arguments": {...}, "options": {...}}`.
 pub(super) async fn run_tool(
     State(state): State<WebState>,
-    access: Access,
+    caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -217,18 +202,18 @@ pub(super) async fn run_tool(
     if detached {
         detach(&mut request.options);
     }
-    let handle = access.run_tool(
-        &state.engine,
-        tool_run_request(request, deadline(&headers)?),
-    )?;
-    started(&state, &access, handle, detached).await
+    let handle = state
+        .operations
+        .run_tool(&caller, tool_run_request(request, deadline(&headers)?))
+        .await?;
+    started(&state, &caller, handle, detached).await
 }
 
 /// `POST /v1/agent/runs`, body `{"prompt", "tools", "model", "maxSteps", "systemPrompt",
 /// "options"}`.
 pub(super) async fn run_agent(
     State(state): State<WebState>,
-    access: Access,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -237,15 +222,18 @@ pub(super) async fn run_agent(
     if detached {
         detach(&mut request.options);
     }
-    let handle = access.run_agent(&state.agent, agent_request(request, deadline(&headers)?))?;
-    started(&state, &access, handle, detached).await
+    let handle = state
+        .operations
+        .run_agent(&caller, agent_request(request, deadline(&headers)?))
+        .await?;
+    started(&state, &caller, handle, detached).await
 }
 
 /// `GET /v1/runs?state=&tool=&pageSize=&pageToken=`: ListRunsResponse. `state` takes the enum's
 /// name (`RUN_STATE_RUNNING`), its short form (`running`) or its number.
 pub(super) async fn list_runs(
     State(state): State<WebState>,
-    access: Access,
+    caller: Caller,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let mut fields = Map::new();
@@ -265,40 +253,31 @@ pub(super) async fn list_runs(
         fields.insert(key, Value::String(value));
     }
     let request: pb::ListRunsRequest = from_json_value(Value::Object(fields))?;
-    let page = RunService::list_runs(&state.runs, grpc_request(access, request))
-        .await?
-        .into_inner();
-    Ok(json_response(StatusCode::OK, &page))
+    let page = state
+        .operations
+        .list_runs(&caller, run_filter(request))
+        .await?;
+    Ok(json_response(StatusCode::OK, &page_to_wire(page)))
 }
 
 /// `GET /v1/runs/{id}`: Run.
 pub(super) async fn get_run(
     State(state): State<WebState>,
-    access: Access,
+    caller: Caller,
     Path(run_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let run = RunService::get_run(
-        &state.runs,
-        grpc_request(access, pb::GetRunRequest { run_id }),
-    )
-    .await?
-    .into_inner();
-    Ok(json_response(StatusCode::OK, &run))
+    let run = state.operations.get_run(&caller, &run_id).await?;
+    Ok(json_response(StatusCode::OK, &run_to_wire(run)))
 }
 
 /// `POST /v1/runs/{id}/cancel`: CancelRun, answers the Run.
 pub(super) async fn cancel_run(
     State(state): State<WebState>,
-    access: Access,
+    caller: Caller,
     Path(run_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let run = RunService::cancel_run(
-        &state.runs,
-        grpc_request(access, pb::CancelRunRequest { run_id }),
-    )
-    .await?
-    .into_inner();
-    Ok(json_response(StatusCode::OK, &run))
+    let run = state.operations.cancel_run(&caller, &run_id).await?;
+    Ok(json_response(StatusCode::OK, &run_to_wire(run)))
 }
 
 /// `GET /v1/runs/{id}/events`: WatchRun as SSE. Where to start: the `Last-Event-ID` header (a
@@ -306,7 +285,7 @@ pub(super) async fn cancel_run(
 /// start). `?minProgressIntervalMs=` and `?heartbeatIntervalMs=` are the watcher's options.
 pub(super) async fn run_events(
     State(state): State<WebState>,
-    access: Access,
+    caller: Caller,
     Path(run_id): Path<String>,
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -348,14 +327,14 @@ pub(super) async fn run_events(
         let last = last.to_str().unwrap_or("").trim();
         from = ReadFrom::After(number("Last-Event-ID", last)?);
     }
-    if run_id.is_empty() {
-        return Err(ApiError::invalid_argument("the run id is empty"));
-    }
     // A watcher leaving never affects the run.
-    let events = access
-        .watch_run(&state.engine, &run_id, from, &run_options(Some(options)))
-        .await?;
-    Ok(sse_response(&run_id, events, state.http.keep_alive))
+    let request = WatchRequest {
+        run_id,
+        from,
+        options: run_options(Some(options)),
+    };
+    let events = state.operations.watch_run(&caller, &request).await?;
+    Ok(sse_response(&request.run_id, events, state.http.keep_alive))
 }
 
 /// The body of `/healthz`: `{"status": "SERVING"}`, plus `"sources"` when there are remote ones.
@@ -391,14 +370,16 @@ pub(super) async fn healthz(State(state): State<WebState>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        health_body(status, state.engine.registry().sources()).to_string(),
+        health_body(status, state.operations.engine().registry().sources()).to_string(),
     )
         .into_response()
 }
 
 /// `GET /metrics`: every metric in the Prometheus text format (`docs/operations.md` lists them).
 pub(super) async fn metrics(State(state): State<WebState>) -> Response {
-    let text = state.metrics.render(state.engine.active_runs());
+    let text = state
+        .metrics
+        .render(state.operations.engine().active_runs());
     (
         [(
             header::CONTENT_TYPE,

@@ -43,12 +43,13 @@ use tracing::Instrument;
 use super::WebState;
 use super::error::ApiError;
 use super::events::event_json;
-use crate::auth::Access;
+use crate::auth::Caller;
 use crate::engine::{EventKind, EventStream};
 use crate::json_proto::from_json_value;
 use crate::listener::ConnectionSlot;
 use crate::pb;
-use crate::transport::convert::{agent_request, run_options, tool_run_request, watch_from};
+use crate::transport::convert::{agent_request, tool_run_request};
+use crate::transport::watch_request;
 
 /// The longest id a client may give a call.
 const MAX_ID_BYTES: usize = 256;
@@ -56,7 +57,7 @@ const MAX_ID_BYTES: usize = 256;
 /// `GET /v1/ws`: upgrades to a session.
 pub(super) async fn upgrade(
     State(state): State<WebState>,
-    access: Access,
+    caller: Caller,
     slot: Option<Extension<ConnectionSlot>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -87,7 +88,7 @@ pub(super) async fn upgrade(
                     // `[http] max_connections` until it ends.
                     let _slot = slot;
                     tokio::select! {
-                        () = Session::new(socket, state, access).run() => {}
+                        () = Session::new(socket, state, caller).run() => {}
                         // The server's close timeout passed: no goodbye.
                         () = sessions.stopped.cancelled() => {}
                     }
@@ -105,17 +106,17 @@ struct Session {
     socket: WebSocket,
     state: WebState,
     /// Who opened the socket: every call on it is theirs.
-    access: Access,
+    caller: Caller,
     /// Runs and watches in flight, by the client's id.
     calls: StreamMap<String, Call>,
 }
 
 impl Session {
-    fn new(socket: WebSocket, state: WebState, access: Access) -> Self {
+    fn new(socket: WebSocket, state: WebState, caller: Caller) -> Self {
         Session {
             socket,
             state,
-            access,
+            caller,
             calls: StreamMap::new(),
         }
     }
@@ -275,22 +276,20 @@ impl Session {
                 ),
             ));
         }
-        let engine = &self.state.engine;
+        let operations = &self.state.operations;
         let (run_id, events, watch) = match kind {
             "run_tool" => {
                 let request: pb::RunToolRequest = from_json_value(Value::Object(fields))?;
-                let mut handle = self
-                    .access
-                    .run_tool(engine, tool_run_request(request, None))?;
-                handle.stored().await?;
+                let handle = operations
+                    .run_tool(&self.caller, tool_run_request(request, None))
+                    .await?;
                 (handle.run_id, handle.events, false)
             }
             "run_agent" => {
                 let request: pb::RunAgentRequest = from_json_value(Value::Object(fields))?;
-                let mut handle = self
-                    .access
-                    .run_agent(&self.state.agent, agent_request(request, None))?;
-                handle.stored().await?;
+                let handle = operations
+                    .run_agent(&self.caller, agent_request(request, None))
+                    .await?;
                 (handle.run_id, handle.events, false)
             }
             "watch" => {
@@ -303,15 +302,8 @@ impl Session {
                         "a watch needs \"runId\": the id from the started event or x-run-id",
                     ));
                 }
-                let events = self
-                    .access
-                    .watch_run(
-                        engine,
-                        &request.run_id,
-                        watch_from(&request),
-                        &run_options(request.options),
-                    )
-                    .await?;
+                let request = watch_request(request);
+                let events = operations.watch_run(&self.caller, &request).await?;
                 (Arc::from(request.run_id), events, true)
             }
             other => {
@@ -345,9 +337,10 @@ impl Session {
             );
             return Some(error_frame(Some(id), &error));
         }
-        let engine = Arc::clone(&self.state.engine);
+        let operations = Arc::clone(&self.state.operations);
+        let caller = self.caller.clone();
         tokio::spawn(async move {
-            if let Err(error) = engine.cancel_run(&run_id).await {
+            if let Err(error) = operations.cancel_run(&caller, &run_id).await {
                 tracing::debug!(%error, "cancelling a WebSocket run");
             }
         });
