@@ -6,8 +6,8 @@
 //! 1. [`tools`]: what a tool is ([`tools::Tool`]), the [`tools::Progress`] handle a tool reports
 //!    through (and splits into sub-tasks whose progress rolls up), the ergonomic
 //!    [`tools::native::tool_fn`] constructor, the built-in tools, the other kinds (command, MCP,
-//!    remote gRPC) with the process groups they run in, and [`tools::from_config`], which builds
-//!    the registry a configuration describes.
+//!    remote gRPC) with the process groups they run in; [`configured_tools`] (read with
+//!    [`config`]) builds the registry a configuration describes.
 //! 2. [`registry`]: name → tool, with each tool's JSON Schemas; validates arguments before a run.
 //! 3. [`engine`]: one run per call, held as a resource: its log of events (sequence numbers,
 //!    coalescing, gaps, the estimate of each call's time left) read by any number of streams, the
@@ -32,14 +32,14 @@
 //!    [`config`] says how it is configured. The `toolstream` binary (`src/main.rs`, `src/cli/`)
 //!    only parses flags and calls this library.
 //! 8. [`telemetry`]: what operators see besides logs: the Prometheus metrics at `/metrics` (fed by
-//!    the engine's [`engine::RunObserver`] hooks and a tower layer around the gRPC services) and
-//!    OpenTelemetry traces, with W3C trace context in and out.
+//!    the engine's [`engine::RunObserver`] hooks and a tower layer around the gRPC services);
+//!    [`traces`]: OpenTelemetry traces, with W3C trace context in and out.
 //!
 //! ## Layers
 //!
 //! Dependencies point one way: a module may import those on the lines below its own, never one
 //! above. Modules on one line are peers: they may import each other, but not in a loop. A
-//! submodule named on its own line (`telemetry::traces`) has that line, not its parent's.
+//! submodule named on its own line (`engine::store`, say) has that line, not its parent's.
 //! `tests/layering.rs` reads this table and fails on an import that runs up or a loop; the few
 //! imports that still run up are listed there, each with what it would take to remove.
 //!
@@ -52,6 +52,7 @@
 //! transport           the tonic services, adapters over the operations
 //! status              domain errors as the contract's status codes (gRPC's; HTTP derives its own)
 //! operations          the product's verbs, for every face: authorised, stored
+//! configured_tools    the registry a configuration describes
 //! config              the file, environment and flags, resolved into each layer's settings
 //! auth                who calls and what they may do
 //! agent               a language model calling tools, as a run of the engine
@@ -60,12 +61,13 @@
 //! tools               what a tool is, and the tools
 //! json_proto          JSON ↔ protobuf values
 //! pb                  the generated wire types
-//! tls, telemetry::traces   leaves: rustls settings; W3C trace context in and out
+//! tls, traces        leaves: rustls settings; traces and W3C trace context in and out
 //! ```
 
 pub mod agent;
 pub mod auth;
 pub mod config;
+pub mod configured_tools;
 pub mod engine;
 pub mod json_proto;
 mod listener;
@@ -77,5 +79,6 @@ pub mod status;
 pub mod telemetry;
 pub mod tls;
 pub mod tools;
+pub mod traces;
 pub mod transport;
 mod web;

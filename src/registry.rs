@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::Value;
 
-use crate::tools::{Tool, ToolSpec};
+pub use crate::tools::ToolSetChange;
+use crate::tools::{Tool, ToolListing, ToolSpec};
 
 /// Why a tool could not be added to the registry.
 #[derive(Debug, thiserror::Error)]
@@ -116,21 +117,13 @@ pub struct SourceHealth {
     pub error: Option<String>,
 }
 
-/// What [`ToolSet::replace`] changed.
-#[derive(Debug, Default, PartialEq)]
-pub struct ToolSetChange {
-    /// Tools that were not in the set before.
-    pub added: Vec<String>,
-    /// Tools that are no longer in the set.
-    pub removed: Vec<String>,
-    /// Tools left out, each with the reason (a name taken by another tool, an invalid schema).
-    pub refused: Vec<String>,
-}
+impl ToolListing for ToolSet {
+    fn replace(&self, tools: Vec<Arc<dyn Tool>>) -> ToolSetChange {
+        ToolSet::replace(self, tools)
+    }
 
-impl ToolSetChange {
-    /// Whether the set's tools stayed the same.
-    pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty()
+    fn set_unreachable(&self, reason: Option<String>) {
+        ToolSet::set_unreachable(self, reason);
     }
 }
 

@@ -27,6 +27,7 @@ use crate::agent::{
 };
 use crate::auth::{AuthConfig, Authenticator};
 use crate::config::{HttpConfig, Limits, ModelConfig};
+use crate::configured_tools::BuildError;
 use crate::engine::{Engine, Store};
 use crate::listener::{self, Sessions};
 use crate::operations::Operations;
@@ -36,9 +37,8 @@ use crate::pb::encoded::tool_service_server::ToolServiceServer;
 use crate::registry::ToolRegistry;
 use crate::telemetry::grpc::GrpcMetricsLayer;
 use crate::telemetry::metrics::Metrics;
-use crate::telemetry::traces::TraceContextLayer;
 use crate::tls::ServerTls;
-use crate::tools::from_config::BuildError;
+use crate::traces::TraceContextLayer;
 use crate::transport::{RunServiceImpl, ToolServiceImpl};
 use crate::web::{self, WebState};
 

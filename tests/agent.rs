@@ -827,14 +827,9 @@ async fn sub_tasks_and_relayed_remote_trees_nest_under_their_call_with_unique_id
         remote.url()
     ))
     .unwrap();
-    toolstream::tools::from_config::load_entries(
-        &[entry],
-        &root,
-        &Limits::default(),
-        &mut registry,
-    )
-    .await
-    .unwrap();
+    toolstream::configured_tools::load_entries(&[entry], &root, &Limits::default(), &mut registry)
+        .await
+        .unwrap();
     let settings = AgentSettings {
         provider: Some(Arc::new(
             OpenAiProvider::new(&model.url, Some("test-key".into())).unwrap(),

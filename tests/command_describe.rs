@@ -11,14 +11,9 @@ async fn load(entry: &str) -> Result<TestServer, String> {
     let root = std::env::current_dir().unwrap();
     let entry: toml::Table = toml::from_str(entry).unwrap();
     let mut registry = registry_with(&root, vec![]);
-    toolstream::tools::from_config::load_entries(
-        &[entry],
-        &root,
-        &Limits::default(),
-        &mut registry,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    toolstream::configured_tools::load_entries(&[entry], &root, &Limits::default(), &mut registry)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(TestServer::start_with(registry, Limits::default()).await)
 }
 

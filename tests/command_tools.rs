@@ -10,10 +10,10 @@ use common::{TestServer, collect, eventually, result_value, run_request};
 use serde_json::{Map, Value, json};
 use tonic::Code;
 use toolstream::config::{Config, Overrides};
+use toolstream::configured_tools::build_registry;
 use toolstream::json_proto::struct_to_json;
 use toolstream::pb;
 use toolstream::pb::run_event::Event;
-use toolstream::tools::from_config::build_registry;
 
 const SCRIPTED_SCHEMA: &str = "{ type = \"object\", properties = { behaviour = { type = \
                                \"string\" }, items = { type = \"integer\" } }, required = \
@@ -48,7 +48,7 @@ async fn registry_from(
     text: &str,
 ) -> (
     tempfile::TempDir,
-    Result<toolstream::registry::ToolRegistry, toolstream::tools::from_config::BuildError>,
+    Result<toolstream::registry::ToolRegistry, toolstream::configured_tools::BuildError>,
 ) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("work")).unwrap();

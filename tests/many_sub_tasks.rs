@@ -20,9 +20,9 @@ use redis::AsyncCommands;
 use serde_json::json;
 use tonic::Code;
 use toolstream::config::{Config, Overrides};
+use toolstream::configured_tools::build_registry;
 use toolstream::pb;
 use toolstream::pb::run_service_client::RunServiceClient;
-use toolstream::tools::from_config::build_registry;
 
 /// A bound on waits that end by themselves, so a regression fails instead of hanging.
 const HANG_GUARD: Duration = Duration::from_secs(300);

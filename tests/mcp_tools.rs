@@ -50,14 +50,9 @@ async fn server(markers: &Path) -> TestServer {
 async fn server_of(entry: toml::Table) -> TestServer {
     let root = std::env::current_dir().unwrap();
     let mut registry = registry_with(&root, vec![]);
-    toolstream::tools::from_config::load_entries(
-        &[entry],
-        &root,
-        &Limits::default(),
-        &mut registry,
-    )
-    .await
-    .unwrap();
+    toolstream::configured_tools::load_entries(&[entry], &root, &Limits::default(), &mut registry)
+        .await
+        .unwrap();
     TestServer::start_with(registry, Limits::default()).await
 }
 
@@ -310,7 +305,7 @@ async fn an_mcp_server_that_cannot_start_is_a_config_error_naming_the_entry() {
     let mut registry = registry_with(&root, vec![]);
     let broken: toml::Table =
         toml::from_str("kind = \"mcp\"\ncommand = [\"/nonexistent/mcp-server\"]\n").unwrap();
-    let error = toolstream::tools::from_config::load_entries(
+    let error = toolstream::configured_tools::load_entries(
         &[broken],
         &root,
         &Limits::default(),
@@ -325,7 +320,7 @@ async fn an_mcp_server_that_cannot_start_is_a_config_error_naming_the_entry() {
     );
 
     let not_mcp: toml::Table = toml::from_str("kind = \"mcp\"\ncommand = [\"true\"]\n").unwrap();
-    let error = toolstream::tools::from_config::load_entries(
+    let error = toolstream::configured_tools::load_entries(
         &[not_mcp],
         &root,
         &Limits::default(),
@@ -345,7 +340,7 @@ async fn an_mcp_server_that_never_answers_the_handshake_fails_serve_in_bounded_t
     let entries = [entry_in_mode(markers.path(), Some("--hang"))];
     let limits = Limits::default();
     let loading =
-        toolstream::tools::from_config::load_entries(&entries, &root, &limits, &mut registry);
+        toolstream::configured_tools::load_entries(&entries, &root, &limits, &mut registry);
     let error = tokio::time::timeout(GENEROUS, loading)
         .await
         .expect("loading a hung MCP server must end")

@@ -50,7 +50,7 @@ async fn a_remote_that_restarts_with_other_tools_is_listed_again() {
     let root = std::env::current_dir().unwrap();
     let limits = Limits::default();
     let mut registry = registry_with(&root, vec![]);
-    toolstream::tools::from_config::load_entries(&[entry], &root, &limits, &mut registry)
+    toolstream::configured_tools::load_entries(&[entry], &root, &limits, &mut registry)
         .await
         .unwrap();
     let server = TestServer::start_with(registry, limits).await;
@@ -91,7 +91,7 @@ async fn relist_secs_must_be_positive() {
             .unwrap();
     let root = std::env::current_dir().unwrap();
     let mut registry = registry_with(&root, vec![]);
-    let error = toolstream::tools::from_config::load_entries(
+    let error = toolstream::configured_tools::load_entries(
         &[entry],
         &root,
         &Limits::default(),

@@ -30,7 +30,7 @@ async fn federated(remote: &TestServer) -> TestServer {
 async fn federated_at(endpoint: &str, limits: Limits) -> TestServer {
     let root = std::env::current_dir().unwrap();
     let mut registry = registry_with(&root, vec![]);
-    toolstream::tools::from_config::load_entries(&[entry(endpoint)], &root, &limits, &mut registry)
+    toolstream::configured_tools::load_entries(&[entry(endpoint)], &root, &limits, &mut registry)
         .await
         .unwrap();
     TestServer::start_with(registry, limits).await
@@ -246,7 +246,7 @@ async fn an_unreachable_remote_at_start_up_is_a_source_without_tools_but_a_bad_e
     let mut registry = registry_with(&root, vec![]);
     let before = registry.specs().len();
     // Not an error: the server starts without the remote's tools and lists them when it answers.
-    toolstream::tools::from_config::load_entries(
+    toolstream::configured_tools::load_entries(
         &[entry(&format!("http://{closed}"))],
         &root,
         &Limits::default(),
@@ -272,7 +272,7 @@ async fn an_unreachable_remote_at_start_up_is_a_source_without_tools_but_a_bad_e
 
     let bad: toml::Table =
         toml::from_str("kind = \"grpc\"\nendpoint = \"x\"\nprefx = \"r.\"\n").unwrap();
-    let error = toolstream::tools::from_config::load_entries(
+    let error = toolstream::configured_tools::load_entries(
         &[bad],
         &root,
         &Limits::default(),

@@ -384,8 +384,8 @@ fn without_an_endpoint_no_exporter_is_made() {
     if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
         && std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
     {
-        let traces = toolstream::telemetry::traces::Traces::from_env().unwrap();
+        let traces = toolstream::traces::Traces::from_env().unwrap();
         assert!(traces.is_none());
-        assert!(!toolstream::telemetry::traces::enabled());
+        assert!(!toolstream::traces::enabled());
     }
 }

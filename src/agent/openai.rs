@@ -77,7 +77,7 @@ impl ModelProvider for OpenAiProvider {
         }
         // The model call joins the run's trace.
         let mut trace = reqwest::header::HeaderMap::new();
-        crate::telemetry::traces::inject_headers(&mut trace);
+        crate::traces::inject_headers(&mut trace);
         if !trace.is_empty() {
             http = http.headers(trace);
         }

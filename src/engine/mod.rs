@@ -270,7 +270,7 @@ impl Engine {
             deadline: deadline.map(|(_, at)| at),
         };
         // The run's span: a child of the request's (and so of the caller's trace, see
-        // `crate::telemetry::traces`); `grpc.code` is recorded as the run ends.
+        // `crate::traces`); `grpc.code` is recorded as the run ends.
         let span = tracing::info_span!(
             "run",
             otel.name = "run",

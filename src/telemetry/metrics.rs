@@ -181,7 +181,7 @@ impl RunObserver for Metrics {
     fn run_finished(&self, tool: &str, outcome: Result<(), &RunError>, elapsed: Duration) {
         let code = outcome_code(outcome);
         // Called inside the run's span: its outcome goes on the span too.
-        super::traces::record_outcome(&tracing::Span::current(), code);
+        crate::traces::record_outcome(&tracing::Span::current(), code);
         let tool = tool_label(tool);
         self.run_duration
             .get_or_create(&ToolLabels { tool: tool.clone() })

@@ -4,7 +4,7 @@
 //!   tool processes), fed by the engine through its [`RunObserver`](crate::engine::RunObserver)
 //!   hooks, and the gRPC server metrics of go-grpc-middleware, counted by the tower layer in
 //!   [`grpc`] around each gRPC service (gRPC-Web included).
-//! - [`traces`]: OpenTelemetry traces over OTLP, configured by the standard `OTEL_*` variables
+//! - [`crate::traces`] (a leaf of its own, since tools and the engine use it too): OpenTelemetry traces over OTLP, configured by the standard `OTEL_*` variables
 //!   and off (no exporter, no work per request) when no endpoint is set; the W3C `traceparent` of
 //!   a request makes its runs' spans children of the caller's span, and remote tool calls and model
 //!   calls carry it on.
@@ -13,7 +13,6 @@
 
 pub mod grpc;
 pub mod metrics;
-pub mod traces;
 
 /// The name of a gRPC status code as go-grpc-middleware writes it in the `grpc_code` label (Go's
 /// `codes.Code.String()`), which existing dashboards match on.

@@ -9,8 +9,8 @@
 
 pub mod builtin;
 pub mod command;
-pub mod from_config;
 mod lines;
+mod listing;
 pub mod mcp;
 pub mod native;
 mod process_group;
@@ -21,6 +21,7 @@ pub mod remote;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+pub use listing::{ToolListing, ToolSetChange};
 pub use progress::{Progress, ProgressSink, ProgressUpdate, SubTask};
 
 /// Where a tool lives. Reported to clients as `Tool.kind`.

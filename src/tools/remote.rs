@@ -57,8 +57,8 @@ use super::{Progress, ProgressUpdate, Tool, ToolError, ToolKind, ToolSpec};
 use crate::json_proto::{json_to_struct, struct_to_json, value_to_json};
 use crate::pb;
 use crate::pb::tool_service_client::ToolServiceClient;
-use crate::registry::ToolSet;
 use crate::tls::ClientTls;
+use crate::tools::ToolListing;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,11 +112,11 @@ impl RemoteSource {
     /// Keeps the tools of `set` (registered with [`tools`](Self::tools)) those the remote lists,
     /// on a background task that ends when the set is dropped. A remote that could not be listed
     /// at start-up is tried again soon, with back-off, and marked unreachable in `set` meanwhile.
-    pub fn keep_listed(self, set: &Arc<ToolSet>) {
+    pub fn keep_listed(self, set: Arc<dyn ToolListing>) {
         set.set_unreachable(self.unreachable.clone());
         tokio::spawn(relist::keep_listed(
             self.remote,
-            Arc::downgrade(set),
+            Arc::downgrade(&set),
             self.unreachable.is_some(),
         ));
     }
@@ -351,7 +351,7 @@ impl RemoteTool {
             request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         }
         // The remote run joins this run's trace.
-        crate::telemetry::traces::inject_metadata(request.metadata_mut());
+        crate::traces::inject_metadata(request.metadata_mut());
         let mut client = self.remote.client.clone();
         // The remote run's sub-tasks, by the remote's call id: each relayed as a node of this
         // call, under this call for the remote's top level.

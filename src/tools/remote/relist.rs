@@ -12,14 +12,18 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::Remote;
-use crate::registry::ToolSet;
+use crate::tools::ToolListing;
 
 /// First wait before listing an unreachable remote again; doubled after each failure.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 
 /// Lists `remote`'s tools into `set` until the set is dropped (its server is gone). `unreachable`:
 /// the remote could not be listed at start-up (already logged), so the first retry comes soon.
-pub(super) async fn keep_listed(remote: Arc<Remote>, set: Weak<ToolSet>, unreachable: bool) {
+pub(super) async fn keep_listed(
+    remote: Arc<Remote>,
+    set: Weak<dyn ToolListing>,
+    unreachable: bool,
+) {
     let mut retry: Option<Duration> = unreachable.then_some(RETRY_FIRST);
     // Tools left out by the last listing: warned about when they change, not at every listing.
     let mut refused: Vec<String> = Vec::new();

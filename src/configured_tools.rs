@@ -100,7 +100,7 @@ pub async fn load_entries(
                         "remote unreachable at start-up: serving without its tools until it answers (retrying in the background)"
                     );
                 }
-                remote.keep_listed(&set);
+                remote.keep_listed(set);
                 continue;
             }
             other => {
