@@ -221,19 +221,19 @@ impl Access {
     }
 
     /// RunTool, for a tool the call may use; the run belongs to the call's principal.
-    pub fn run_tool(
+    pub async fn run_tool(
         &self,
         engine: &Engine,
         mut request: ToolRunRequest,
     ) -> Result<RunHandle, RunError> {
         self.check_tool(&request.tool)?;
         request.principal = self.principal();
-        engine.run_tool(request)
+        engine.run_tool(request).await
     }
 
     /// RunAgent, offering the model only tools the call may use: those it names (each must be
     /// allowed) or, naming none, every tool the principal may use.
-    pub fn run_agent(
+    pub async fn run_agent(
         &self,
         agent: &Agent,
         mut request: AgentRequest,
@@ -261,7 +261,7 @@ impl Access {
             }
         }
         request.principal = self.principal();
-        agent.start(request)
+        agent.start(request).await
     }
 
     /// Whether the call may see `run`: with auth on, only its own principal's runs.

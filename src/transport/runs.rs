@@ -79,6 +79,8 @@ pub(crate) fn run_to_wire(run: RunSnapshot) -> pb::Run {
         result: run.result.map(json_to_value),
         error_code,
         error_message,
+        labels: run.labels.into_iter().collect(),
+        idempotency_key: run.idempotency_key,
     }
 }
 
@@ -119,6 +121,7 @@ impl RunService for RunServiceImpl {
                     page_size: request.page_size as usize,
                     page_token: request.page_token,
                     principal: None,
+                    labels: request.labels.into_iter().collect(),
                 },
             )
             .await

@@ -185,12 +185,12 @@ impl ToolService for ToolServiceImpl {
     ) -> Result<Response<Self::RunToolStream>, Status> {
         let deadline = grpc_timeout(request.metadata())?;
         let access = Access::of_grpc(&request);
-        let handle = access
-            .run_tool(
-                &self.engine,
-                tool_run_request(request.into_inner(), deadline),
-            )
-            .map_err(status_from_run_error)?;
+        let handle = Box::pin(access.run_tool(
+            &self.engine,
+            tool_run_request(request.into_inner(), deadline),
+        ))
+        .await
+        .map_err(status_from_run_error)?;
         let handle = if handle.is_stored() {
             handle
         } else {
@@ -207,9 +207,10 @@ impl ToolService for ToolServiceImpl {
     ) -> Result<Response<Self::RunAgentStream>, Status> {
         let deadline = grpc_timeout(request.metadata())?;
         let access = Access::of_grpc(&request);
-        let handle = access
-            .run_agent(&self.agent, agent_request(request.into_inner(), deadline))
-            .map_err(status_from_run_error)?;
+        let handle =
+            Box::pin(access.run_agent(&self.agent, agent_request(request.into_inner(), deadline)))
+                .await
+                .map_err(status_from_run_error)?;
         let handle = if handle.is_stored() {
             handle
         } else {

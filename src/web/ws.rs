@@ -281,7 +281,8 @@ impl Session {
                 let request: pb::RunToolRequest = from_json_value(Value::Object(fields))?;
                 let mut handle = self
                     .access
-                    .run_tool(engine, tool_run_request(request, None))?;
+                    .run_tool(engine, tool_run_request(request, None))
+                    .await?;
                 handle.stored().await?;
                 (handle.run_id, handle.events, false)
             }
@@ -289,7 +290,8 @@ impl Session {
                 let request: pb::RunAgentRequest = from_json_value(Value::Object(fields))?;
                 let mut handle = self
                     .access
-                    .run_agent(&self.state.agent, agent_request(request, None))?;
+                    .run_agent(&self.state.agent, agent_request(request, None))
+                    .await?;
                 handle.stored().await?;
                 (handle.run_id, handle.events, false)
             }
