@@ -43,6 +43,7 @@
 //! server              puts the services, the web face, telemetry and the listener together
 //! web                 HTTP: JSON routes, SSE, the WebSocket, the page, the auth middleware
 //! listener            gRPC and HTTP/1.1 on one port, the HTTP/2 settings
+//! webhooks            signed HTTP callbacks when runs end, queued beside the engine
 //! telemetry           metrics around the gRPC services and the engine's runs
 //! transport           the tonic services; domain errors as gRPC statuses
 //! config              the file, environment and flags, resolved into each layer's settings
@@ -70,3 +71,4 @@ pub mod tls;
 pub mod tools;
 pub mod transport;
 mod web;
+pub mod webhooks;

@@ -50,7 +50,7 @@ pub use observe::{NoObserver, RunObserver};
 pub use reader::{EventStream, ReadFrom};
 pub use runs::{RunFilter, RunPage, RunSnapshot, RunState, SNAPSHOT_CALLS};
 pub use store::{
-    DEFAULT_KEY_PREFIX, DEFAULT_LEASE, RedisClientCert, Store, StoreConfig, StoreError,
+    DEFAULT_KEY_PREFIX, DEFAULT_LEASE, RedisClientCert, SharedRedis, Store, StoreConfig, StoreError,
 };
 
 use crate::registry::ToolRegistry;
@@ -659,6 +659,9 @@ where
     }
     drop(body);
     store.local().finished(&record);
+    if observer.watches_run_ends() {
+        observer.run_ended(&record.snapshot());
+    }
 }
 
 /// Ends a published run: readers see the end once the store has it (or gave up waiting for it),

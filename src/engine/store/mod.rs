@@ -82,6 +82,12 @@ pub(crate) trait RunStore: Send + Sync + 'static {
     /// run did not end within a few seconds).
     fn cancel<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<RunSnapshot, RunError>>;
 
+    /// The Redis a shared store uses, for other parts of the server that share state across the
+    /// fleet (webhooks); `None` for memory.
+    fn shared_redis(&self) -> Option<SharedRedis> {
+        None
+    }
+
     /// Claims an idempotency key for a new run, atomically: of many claims of one slot, on any
     /// replicas, one gets [`ClaimOutcome::Claimed`] and the rest see it held.
     fn claim<'a>(&'a self, claim: &'a KeyClaim) -> BoxFuture<'a, Result<ClaimOutcome, RunError>>;
@@ -128,7 +134,23 @@ pub enum StoreError {
     },
 }
 
+/// The Redis of a shared run store, as the rest of the server may use it.
+#[derive(Clone)]
+pub struct SharedRedis {
+    /// A client for it (TLS and credentials as configured).
+    pub client: ::redis::Client,
+    /// The fleet's key prefix: keys of others go under it too.
+    pub key_prefix: String,
+    /// This replica's id.
+    pub replica: String,
+}
+
 impl Store {
+    /// The Redis this store shares with the fleet (`None` for memory).
+    pub fn shared_redis(&self) -> Option<SharedRedis> {
+        self.0.shared_redis()
+    }
+
     /// The in-process store: runs live in this process's memory (the default).
     pub fn memory(limits: &Limits) -> Store {
         Store(Arc::new(MemoryStore::new(limits)))

@@ -681,6 +681,14 @@ impl RunStore for RedisStore {
         Box::pin(self.shared.cancel(run_id))
     }
 
+    fn shared_redis(&self) -> Option<super::SharedRedis> {
+        Some(super::SharedRedis {
+            client: self.shared.client.clone(),
+            key_prefix: self.shared.keys.prefix().to_owned(),
+            replica: self.shared.replica.clone(),
+        })
+    }
+
     fn claim<'a>(&'a self, claim: &'a KeyClaim) -> BoxFuture<'a, Result<ClaimOutcome, RunError>> {
         Box::pin(self.shared.claim(claim))
     }
