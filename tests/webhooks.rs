@@ -300,3 +300,102 @@ fn entries_are_checked_as_the_server_starts() {
         assert!(error.contains(says), "{error}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_pending_on_a_killed_replica_is_sent_by_another() {
+    let redis = common::redis_server::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The receiver refuses while this file exists.
+    let refuse = dir.path().join("refuse");
+    std::fs::write(&refuse, "").unwrap();
+    let receiver = Receiver::start(&["--fail-while", refuse.to_str().unwrap()]);
+    let config = dir.path().join("toolstream.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runs]\nstore = \"{}\"\nkey_prefix = \"test:\"\nlease_secs = 1\nreplica_name = \"doomed\"\n\n\
+             [[webhooks]]\nurl = \"{}\"\nsecret_env = \"HOOK_SECRET\"\nevents = [\"run.succeeded\"]\n\n\
+             [webhook_delivery]\nfirst_retry_ms = 50\nmax_retry_ms = 200\nclaim_after_secs = 1\n",
+            redis.url(),
+            receiver.url()
+        ),
+    )
+    .unwrap();
+    let mut doomed = common::binary::serve(
+        dir.path(),
+        &["--config", config.to_str().unwrap()],
+        &[("HOOK_SECRET", SECRET)],
+    )
+    .serving();
+    let mut tools = toolstream::pb::tool_service_client::ToolServiceClient::connect(format!(
+        "http://{}",
+        doomed.addr
+    ))
+    .await
+    .unwrap();
+    let response = tools
+        .run_tool(run_request("ticks", json!({"count": 2})))
+        .await
+        .expect("RunTool");
+    let run_id = common::x_run_id(response.metadata());
+    let (_, error) = collect(response.into_inner()).await;
+    assert!(error.is_none(), "{error:?}");
+    // The doomed replica took the delivery and is retrying it: then it dies.
+    eventually(WAIT, "the doomed replica's attempts", || {
+        receiver
+            .lines()
+            .iter()
+            .filter(|line| line["answered"] == 500)
+            .count()
+            >= 2
+    })
+    .await;
+    doomed.child.kill().expect("kill -9 the replica");
+    doomed.child.wait().unwrap();
+    let pending_id = receiver.lines()[0]["id"].clone();
+
+    // Another replica joins; the receiver recovers.
+    unsafe { std::env::set_var("HOOK_SECRET_SURVIVOR", SECRET) };
+    let webhooks = Webhooks::from_config(
+        &[WebhookEntry {
+            url: receiver.url(),
+            secret_env: "HOOK_SECRET_SURVIVOR".into(),
+            events: vec!["run.succeeded".into()],
+            tools: None,
+        }],
+        &WebhookDelivery {
+            first_retry_ms: Some(50),
+            max_retry_ms: Some(200),
+            claim_after_secs: Some(1),
+            ..WebhookDelivery::default()
+        },
+    )
+    .expect("webhooks");
+    let limits = Limits::default();
+    let store = toolstream::engine::Store::open(&common::redis_store(&redis, "survivor"), &limits)
+        .await
+        .expect("the store");
+    let root = std::env::current_dir().unwrap();
+    let _survivor = TestServer::serve(
+        Server::new(registry_with(&root, vec![]), limits)
+            .with_store(store)
+            .with_webhooks(webhooks),
+    )
+    .await;
+    std::fs::remove_file(&refuse).unwrap();
+    eventually(WAIT, "the survivor to deliver the pending webhook", || {
+        receiver.lines().iter().any(|line| line["answered"] == 200)
+    })
+    .await;
+    let delivered: Vec<Value> = receiver
+        .lines()
+        .into_iter()
+        .filter(|line| line["answered"] == 200)
+        .collect();
+    assert_eq!(
+        delivered[0]["id"], pending_id,
+        "the same delivery: {delivered:?}"
+    );
+    assert_eq!(delivered[0]["runId"], run_id.as_str());
+    assert_eq!(delivered[0]["valid"], true);
+}
