@@ -56,6 +56,32 @@ fn ids(runs: &[pb::Run]) -> BTreeSet<String> {
     runs.iter().map(|run| run.run_id.clone()).collect()
 }
 
+/// Ten RunTool calls with one key at once, spread over `channels`: the run ids they got.
+async fn race(
+    channels: &[Channel],
+    labels: &'static [(&'static str, &'static str)],
+) -> BTreeSet<String> {
+    let attempts = (0..10).map(|n| {
+        let channel = channels[n % channels.len()].clone();
+        tokio::spawn(async move {
+            let response = ToolServiceClient::new(channel)
+                .run_tool(keyed(
+                    json!({"count": 50, "interval_ms": 2}),
+                    "race",
+                    labels,
+                ))
+                .await
+                .expect("RunTool");
+            run_id_of(&response)
+        })
+    });
+    let mut run_ids = BTreeSet::new();
+    for attempt in futures::future::join_all(attempts).await {
+        run_ids.insert(attempt.expect("an attempt"));
+    }
+    run_ids
+}
+
 async fn retried_run_gets_the_same_run(backend: Backend) {
     let fleet = Fleet::start(backend, registry, Limits::default()).await;
     let arguments = json!({"count": 3, "interval_ms": 1});
@@ -129,24 +155,7 @@ async fn ten_racing_requests_on_two_replicas_make_one_run() {
     )
     .await;
     let channels: Vec<Channel> = vec![a.channel().await, b.channel().await];
-    let attempts = (0..10).map(|n| {
-        let channel = channels[n % 2].clone();
-        tokio::spawn(async move {
-            let response = ToolServiceClient::new(channel)
-                .run_tool(keyed(
-                    json!({"count": 50, "interval_ms": 2}),
-                    "race",
-                    &[("job", "race")],
-                ))
-                .await
-                .expect("RunTool");
-            run_id_of(&response)
-        })
-    });
-    let mut run_ids = BTreeSet::new();
-    for attempt in futures::future::join_all(attempts).await {
-        run_ids.insert(attempt.expect("an attempt"));
-    }
+    let run_ids = race(&channels, &[("job", "race")]).await;
     assert_eq!(run_ids.len(), 1, "ten attempts, one run: {run_ids:?}");
     let listed = list_labelled(&b, &[("job", "race")])
         .await
@@ -362,4 +371,13 @@ async fn over_http_the_idempotency_key_header_and_label_filters_work() {
         .await
         .expect("POST");
     assert_eq!(conflicting.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_racing_requests_on_one_server_make_one_run() {
+    let server = TestServer::start().await;
+    let run_ids = race(&[server.channel().await], &[]).await;
+    assert_eq!(run_ids.len(), 1, "ten attempts, one run: {run_ids:?}");
+    let listed = list_labelled(&server, &[]).await.expect("ListRuns");
+    assert_eq!(ids(&listed), run_ids, "no other run was started");
 }
