@@ -48,6 +48,7 @@
 //! server              puts the services, the web face, telemetry and the listener together
 //! web                 HTTP: JSON routes, SSE, the WebSocket, the page, the auth middleware
 //! listener            gRPC and HTTP/1.1 on one port, the HTTP/2 settings
+//! webhooks            signed HTTP callbacks when runs end, queued beside the engine
 //! telemetry           metrics around the gRPC services and the engine's runs
 //! transport           the tonic services, adapters over the operations
 //! status              domain errors as the contract's status codes (gRPC's; HTTP derives its own)
@@ -82,3 +83,4 @@ pub mod tools;
 pub mod traces;
 pub mod transport;
 mod web;
+pub mod webhooks;

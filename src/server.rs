@@ -28,7 +28,7 @@ use crate::agent::{
 use crate::auth::{AuthConfig, Authenticator};
 use crate::config::{HttpConfig, Limits, ModelConfig};
 use crate::configured_tools::BuildError;
-use crate::engine::{Engine, Store};
+use crate::engine::{Engine, RunObserver, Store};
 use crate::listener::{self, Sessions};
 use crate::operations::Operations;
 use crate::pb;
@@ -41,6 +41,7 @@ use crate::tls::ServerTls;
 use crate::traces::TraceContextLayer;
 use crate::transport::{RunServiceImpl, ToolServiceImpl};
 use crate::web::{self, WebState};
+use crate::webhooks::{Deliveries, Webhooks};
 
 /// The services health reports, besides the server as a whole (`""`).
 pub const SERVICE_NAMES: [&str; 2] = [
@@ -76,6 +77,12 @@ pub enum ServeError {
 pub struct Server {
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
+    /// What the engine tells of its runs: the metrics, wrapped by the webhooks when configured.
+    observer: Arc<dyn RunObserver>,
+    /// Where the engine keeps its runs.
+    store: Store,
+    /// The webhooks the engine's observer queues, sent once serving.
+    deliveries: Option<Deliveries>,
     limits: Limits,
     agent: AgentSettings,
     http: HttpConfig,
@@ -87,15 +94,15 @@ impl Server {
     /// A server running the tools of `registry`.
     pub fn new(registry: ToolRegistry, limits: Limits) -> Self {
         let metrics = Arc::new(Metrics::new());
-        let engine = Engine::with_observer(
-            Arc::new(registry),
-            limits,
-            Store::memory(&limits),
-            metrics.clone(),
-        );
+        let store = Store::memory(&limits);
+        let engine =
+            Engine::with_observer(Arc::new(registry), limits, store.clone(), metrics.clone());
         Server {
             engine,
+            observer: metrics.clone(),
             metrics,
+            store,
+            deliveries: None,
             limits,
             agent: AgentSettings::default(),
             http: HttpConfig::default(),
@@ -125,13 +132,31 @@ impl Server {
 
     /// Keeps runs in `store` (the in-memory store otherwise).
     pub fn with_store(mut self, store: Store) -> Self {
+        self.store = store;
+        self.rebuild_engine();
+        self
+    }
+
+    /// Sends `webhooks` when runs end (none are configured otherwise).
+    pub fn with_webhooks(mut self, webhooks: Webhooks) -> Self {
+        if webhooks.is_empty() {
+            return self;
+        }
+        let (observer, deliveries) = webhooks.observe(self.metrics.clone(), self.metrics.clone());
+        self.observer = observer;
+        self.deliveries = Some(deliveries);
+        self.rebuild_engine();
+        self
+    }
+
+    /// A new engine over the same tools with the current store and observer.
+    fn rebuild_engine(&mut self) {
         self.engine = Engine::with_observer(
             Arc::clone(self.engine.registry()),
             self.limits,
-            store,
-            self.metrics.clone(),
+            self.store.clone(),
+            Arc::clone(&self.observer),
         );
-        self
     }
 
     /// Lets RunAgent use the model `config` describes (no URL: RunAgent stays unavailable).
@@ -174,6 +199,9 @@ impl Server {
         let Server {
             engine,
             metrics,
+            observer: _,
+            store,
+            deliveries,
             limits,
             agent,
             http,
@@ -181,6 +209,9 @@ impl Server {
             auth,
         } = self;
         warn_if_exposed(&listener, tls.is_some(), &auth);
+        if let Some(deliveries) = deliveries {
+            deliveries.start(store.shared_redis()).await;
+        }
         if let Some(tls) = &tls {
             ServerTls::keep_current(tls);
         }

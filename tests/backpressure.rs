@@ -167,5 +167,8 @@ async fn min_progress_interval_limits_progress_events() {
     let Some(Event::Started(started)) = &events[0].event else {
         panic!("started first")
     };
-    assert_eq!(started.options.unwrap().min_progress_interval_ms, 250);
+    assert_eq!(
+        started.options.as_ref().unwrap().min_progress_interval_ms,
+        250
+    );
 }

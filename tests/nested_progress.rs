@@ -349,7 +349,10 @@ async fn a_cancelled_runs_sub_tasks_do_not_count_as_finished() {
             options: Default::default(),
             deadline: None,
             principal: None,
+            labels: Default::default(),
+            idempotency_key: String::new(),
         })
+        .await
         .unwrap();
     tokio::time::timeout(Duration::from_secs(60), reported.notified())
         .await

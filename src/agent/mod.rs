@@ -12,6 +12,7 @@ pub mod openai;
 mod progress;
 mod run;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +71,10 @@ pub struct AgentRequest {
     pub deadline: Option<Duration>,
     /// The principal the run belongs to (`None` with auth off).
     pub principal: Option<Arc<str>>,
+    /// Labels to find the run by.
+    pub labels: BTreeMap<String, String>,
+    /// The caller's idempotency key; empty for none.
+    pub idempotency_key: String,
 }
 
 /// Starts agent runs on an engine.
@@ -95,7 +100,7 @@ impl Agent {
 
     /// Checks the request and starts the run. Fails before anything runs when no model is
     /// configured, the prompt is empty, or the request names an unknown tool.
-    pub fn start(&self, request: AgentRequest) -> Result<RunHandle, RunError> {
+    pub async fn start(&self, request: AgentRequest) -> Result<RunHandle, RunError> {
         let Some(provider) = self.settings.provider.clone() else {
             return Err(RunError::FailedPrecondition(format!(
                 "RunAgent needs a language model and none is configured: {HOW_TO_CONFIGURE}"
@@ -138,6 +143,8 @@ impl Agent {
             options: request.options,
             deadline: request.deadline,
             principal: request.principal,
+            labels: request.labels,
+            idempotency_key: request.idempotency_key,
             ..RunStarted::default()
         };
         let conversation = run::Conversation {
@@ -150,6 +157,7 @@ impl Agent {
             max_parallel_calls: self.settings.max_parallel_calls,
         };
         self.engine
-            .start_run(started, move |context| conversation.run(context))
+            .start_or_join(started, move |context| conversation.run(context))
+            .await
     }
 }

@@ -26,7 +26,11 @@ pub(super) async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         model: args.model.unwrap_or_default(),
         max_steps: args.max_steps.unwrap_or(0),
         system_prompt: args.system.unwrap_or_default(),
-        options: None,
+        options: Some(pb::RunOptions {
+            idempotency_key: args.idempotency_key.unwrap_or_default(),
+            labels: super::client::parse_labels(&args.labels)?,
+            ..pb::RunOptions::default()
+        }),
     });
     if let Some(secs) = args.timeout {
         request.set_timeout(Duration::from_secs_f64(secs.max(0.001)));

@@ -1,6 +1,7 @@
 //! The client subcommands of ToolService and health: `tools`, `run` (and `run --detach`),
 //! `health`.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -206,6 +207,18 @@ fn parse_args(pairs: &[String]) -> anyhow::Result<Map<String, Value>> {
     Ok(object)
 }
 
+/// `--label key=value` flags as a map of labels.
+pub(super) fn parse_labels(pairs: &[String]) -> anyhow::Result<HashMap<String, String>> {
+    let mut labels = HashMap::with_capacity(pairs.len());
+    for pair in pairs {
+        let Some((key, value)) = pair.split_once('=') else {
+            bail!("--label {pair:?} is not KEY=VALUE");
+        };
+        labels.insert(key.to_owned(), value.to_owned());
+    }
+    Ok(labels)
+}
+
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let arguments = match &args.json {
         Some(text) => match serde_json::from_str::<Value>(text) {
@@ -228,6 +241,8 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             min_progress_interval_ms: args.min_interval_ms,
             on_disconnect: on_disconnect as i32,
             heartbeat_interval_ms: args.heartbeat_ms,
+            idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
+            labels: parse_labels(&args.labels)?,
         }),
     });
     if let Some(secs) = args.timeout {

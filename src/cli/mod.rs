@@ -175,6 +175,13 @@ struct RunArgs {
     /// `watch`, `get`, `cancel`).
     #[arg(long)]
     detach: bool,
+    /// A label for the run as key=value (find it with `runs --label`). Repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// An idempotency key: a retry with the same key gets the run the first attempt started
+    /// instead of starting another.
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -193,6 +200,9 @@ struct RunsArgs {
     /// Every run the server holds, page after page (otherwise only the first page).
     #[arg(long)]
     all: bool,
+    /// Only runs carrying this label (key=value); repeated, runs carrying all of them.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
 }
 
 /// A run state, as `runs --state` takes it.
@@ -256,6 +266,13 @@ struct AgentArgs {
     /// A system prompt placed before the prompt.
     #[arg(long)]
     system: Option<String>,
+    /// A label for the run as key=value (find it with `runs --label`). Repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// An idempotency key: a retry with the same key gets the run the first attempt started
+    /// instead of starting another.
+    #[arg(long, value_name = "KEY")]
+    idempotency_key: Option<String>,
     /// Give up after this many seconds (sent as the gRPC deadline).
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use toolstream::pb;
 use toolstream::pb::run_service_client::RunServiceClient;
 
-use super::client::connect;
+use super::client::{connect, parse_labels};
 use super::output::{follow, print_line, run_json, seconds, state_name, status_exit};
 use super::{RunIdArgs, RunsArgs, StateArg, WatchArgs};
 
@@ -25,12 +25,14 @@ pub(super) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
     let now = SystemTime::now();
     let mut page_token = String::new();
     let mut header = interactive;
+    let labels = parse_labels(&args.labels)?;
     loop {
         let request = pb::ListRunsRequest {
             page_size: args.page_size.unwrap_or(0),
             page_token: std::mem::take(&mut page_token),
             state: state as i32,
             tool: args.tool.clone().unwrap_or_default(),
+            labels: labels.clone(),
         };
         let page = match client.list_runs(request).await {
             Ok(response) => response.into_inner(),

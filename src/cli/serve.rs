@@ -11,6 +11,7 @@ use toolstream::engine::Store;
 use toolstream::server::{Server, shutdown_signal};
 use toolstream::tls::ServerTls;
 use toolstream::traces::Traces;
+use toolstream::webhooks::Webhooks;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -105,6 +106,10 @@ async fn serve_until(
     server
         .with_http(config.http)
         .with_store(store)
+        .with_webhooks(Webhooks::from_config(
+            &config.webhooks,
+            &config.webhook_delivery,
+        )?)
         .with_model(&config.model)?
         .serve(listener, shutdown)
         .await?;

@@ -1,6 +1,7 @@
 //! The events a run produces, in domain terms (the transport turns them into wire messages).
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -307,4 +308,9 @@ pub struct RunStarted {
     pub deadline: Option<Duration>,
     /// The principal the run belongs to (`None` with auth off); never sent on the wire.
     pub principal: Option<Arc<str>>,
+    /// Labels to find the run by (ListRuns); kept for the run's record, never sent in the event.
+    pub labels: BTreeMap<String, String>,
+    /// The caller's idempotency key; empty for none. Kept for the run's record, never sent in
+    /// the event.
+    pub idempotency_key: String,
 }

@@ -10,6 +10,7 @@
 //! without one), and drains at shutdown. A panicking run ends with an
 //! error; the server goes on. The engine knows nothing of gRPC.
 
+mod creation;
 mod error;
 mod eta;
 mod event;
@@ -23,6 +24,7 @@ mod store;
 #[cfg(test)]
 mod log_tests;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -37,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+pub use creation::{MAX_IDEMPOTENCY_KEY, MAX_LABEL_KEY, MAX_LABEL_VALUE, MAX_LABELS};
 pub use error::RunError;
 pub use event::{
     CallArguments, CallTag, EventKind, OnDisconnect, RunEvent, RunOptions, RunStarted,
@@ -47,7 +50,7 @@ pub use observe::{NoObserver, RunObserver};
 pub use reader::{EventStream, ReadFrom};
 pub use runs::{RunFilter, RunPage, RunSnapshot, RunState, SNAPSHOT_CALLS};
 pub use store::{
-    DEFAULT_KEY_PREFIX, DEFAULT_LEASE, RedisClientCert, Store, StoreConfig, StoreError,
+    DEFAULT_KEY_PREFIX, DEFAULT_LEASE, RedisClientCert, SharedRedis, Store, StoreConfig, StoreError,
 };
 
 use crate::registry::ToolRegistry;
@@ -69,6 +72,10 @@ pub struct ToolRunRequest {
     pub deadline: Option<Duration>,
     /// The principal the run belongs to (`None` with auth off).
     pub principal: Option<Arc<str>>,
+    /// Labels to find the run by.
+    pub labels: BTreeMap<String, String>,
+    /// The caller's idempotency key; empty for none.
+    pub idempotency_key: String,
 }
 
 /// A started run: its id, and its caller's stream of events.
@@ -174,9 +181,11 @@ impl Engine {
         self.limits.max_concurrent_runs - self.permits.available_permits()
     }
 
-    /// Starts a run of one tool. Fails at once, before anything runs, for an unknown tool, invalid
-    /// arguments, a full server or a server shutting down.
-    pub fn run_tool(&self, request: ToolRunRequest) -> Result<RunHandle, RunError> {
+    /// Starts a run of one tool, or with an idempotency key its owner used already, answers the
+    /// run that key started (see [`start_or_join`](Self::start_or_join)). Fails at once, before
+    /// anything runs, for an unknown tool, invalid arguments or labels, a full server or a server
+    /// shutting down.
+    pub async fn run_tool(&self, request: ToolRunRequest) -> Result<RunHandle, RunError> {
         let (tool, arguments) = self.registry.prepare(&request.tool, request.arguments)?;
         let name = request.tool;
         let started = RunStarted {
@@ -186,13 +195,95 @@ impl Engine {
             options: request.options,
             deadline: request.deadline,
             principal: request.principal,
+            labels: request.labels,
+            idempotency_key: request.idempotency_key,
             ..RunStarted::default()
         };
-        self.start_run(started, move |run| async move {
+        self.start_or_join(started, move |run| async move {
             tool.run(arguments, run.progress())
                 .await
                 .map_err(|error| RunError::Tool { tool: name, error })
         })
+        .await
+    }
+
+    /// Starts a run as [`start_run`](Self::start_run) does, unless it carries an idempotency key
+    /// that its owner used for a run the store still holds: then nothing starts, and the handle
+    /// is that run's, its events from the start. The same key with another tool, other arguments
+    /// or another prompt fails with FAILED_PRECONDITION naming the key. With a key, the run is
+    /// recorded in the store before this returns.
+    pub async fn start_or_join<F, Fut>(
+        &self,
+        started: RunStarted,
+        body: F,
+    ) -> Result<RunHandle, RunError>
+    where
+        F: FnOnce(RunContext) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Value, RunError>> + Send + 'static,
+    {
+        if started.idempotency_key.is_empty() {
+            return self.start_run(started, body);
+        }
+        creation::check_idempotency_key(&started.idempotency_key)?;
+        creation::check_labels(&started.labels)?;
+        let claim = creation::KeyClaim {
+            slot: creation::claim_slot(started.principal.as_deref(), &started.idempotency_key),
+            held: creation::HeldClaim {
+                run_id: runs::new_run_id(),
+                fingerprint: creation::fingerprint(&started),
+                claimed_us: runs::unix_micros(SystemTime::now()),
+            },
+        };
+        let mut wait = JOIN_POLL_FIRST;
+        loop {
+            let held = match self.store.claim(&claim).await? {
+                creation::ClaimOutcome::Claimed => break,
+                creation::ClaimOutcome::Held(held) => held,
+            };
+            // The same request joins the key's run; another is refused, if that run still exists.
+            let same = held.fingerprint == claim.held.fingerprint;
+            let found = if same {
+                self.watch_run(&held.run_id, ReadFrom::After(0), &started.options)
+                    .await
+                    .map(Some)
+            } else {
+                self.store.get(&held.run_id).await.map(|_| None)
+            };
+            match found {
+                Ok(Some(events)) => {
+                    return Ok(RunHandle {
+                        run_id: held.run_id,
+                        events,
+                        stored: None,
+                    });
+                }
+                Ok(None) => {
+                    return Err(creation::key_conflict(
+                        &started.idempotency_key,
+                        &held.run_id,
+                    ));
+                }
+                Err(RunError::UnknownRun(_)) if held.settled() => {
+                    // The key's run is gone (expired), or its creator never recorded it.
+                    self.store.release(&claim.slot, &held).await?;
+                }
+                // Its creator is recording it: soon there.
+                Err(RunError::UnknownRun(_)) => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(JOIN_POLL_MAX);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let outcome = match self.start_run_as(Arc::clone(&claim.held.run_id), started, body) {
+            Ok(mut handle) => handle.stored().await.map(|()| handle),
+            Err(error) => Err(error),
+        };
+        if outcome.is_err() {
+            // Nothing runs under the key: the next attempt may take it.
+            let _ = self.store.release(&claim.slot, &claim.held).await;
+        }
+        outcome
     }
 
     /// Starts a run whose work is `body` (the agent loop uses this). `started` becomes the first
@@ -203,6 +294,22 @@ impl Engine {
         F: FnOnce(RunContext) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Value, RunError>> + Send + 'static,
     {
+        self.start_run_as(runs::new_run_id(), started, body)
+    }
+
+    /// [`start_run`](Self::start_run) under the id `run_id`.
+    fn start_run_as<F, Fut>(
+        &self,
+        run_id: Arc<str>,
+        started: RunStarted,
+        body: F,
+    ) -> Result<RunHandle, RunError>
+    where
+        F: FnOnce(RunContext) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Value, RunError>> + Send + 'static,
+    {
+        creation::check_labels(&started.labels)?;
+        creation::check_idempotency_key(&started.idempotency_key)?;
         if !self.accepting.load(Ordering::Acquire) {
             return Err(RunError::ShuttingDown);
         }
@@ -225,7 +332,6 @@ impl Engine {
             _principal: principal_slot,
         };
 
-        let run_id = runs::new_run_id();
         let log = RunLog::for_run(Arc::clone(&run_id), &self.limits);
         let cancel = self.shutdown.child_token();
         let deadline = started.deadline.map(|d| (d, Instant::now() + d));
@@ -310,6 +416,14 @@ impl Engine {
 
     /// A page of runs, newest first.
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage, RunError> {
+        for key in filter.labels.keys() {
+            creation::check_label_key(key)?;
+        }
+        if filter.labels.len() > MAX_LABELS {
+            return Err(RunError::InvalidArguments(format!(
+                "a ListRuns filter names at most {MAX_LABELS} labels (no run has more)"
+            )));
+        }
         self.store.list(filter).await
     }
 
@@ -382,6 +496,12 @@ impl Engine {
         cancelled
     }
 }
+
+/// How long a creation that found its idempotency key claimed first waits for the claimed run to
+/// be recorded before looking again; doubled each time up to [`JOIN_POLL_MAX`].
+const JOIN_POLL_FIRST: Duration = Duration::from_millis(10);
+/// The longest such wait.
+const JOIN_POLL_MAX: Duration = Duration::from_millis(200);
 
 /// What a run holds while it is in progress: its place under the server's limit and, with a
 /// per-principal limit, under its principal's. Both are given back when the run ends.
@@ -539,6 +659,9 @@ where
     }
     drop(body);
     store.local().finished(&record);
+    if observer.watches_run_ends() {
+        observer.run_ended(&record.snapshot());
+    }
 }
 
 /// Ends a published run: readers see the end once the store has it (or gave up waiting for it),

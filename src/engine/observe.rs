@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use super::RunError;
+use super::runs::RunSnapshot;
 
 /// Watches the engine's runs. Every method has an empty default, so an observer implements only
 /// what it wants.
@@ -26,6 +27,19 @@ pub trait RunObserver: Send + Sync + 'static {
     /// A run that is ending produced `count` events (its last sequence).
     fn events_produced(&self, count: u64) {
         let _ = count;
+    }
+
+    /// Whether [`run_ended`](Self::run_ended) wants to be called (a snapshot of each run is
+    /// taken for it only then).
+    fn watches_run_ends(&self) -> bool {
+        false
+    }
+
+    /// A run ended, and its end is visible to everyone (its streams, GetRun on every replica):
+    /// the run as GetRun answers it now. Called once per run, from the run's task: an observer
+    /// must not wait here (webhooks queue the run and return).
+    fn run_ended(&self, run: &RunSnapshot) {
+        let _ = run;
     }
 
     /// A stream of a run ended, having delivered `delivered` of the run's events and skipped

@@ -102,6 +102,10 @@ pub struct RunSnapshot {
     pub error: Option<RunError>,
     /// The principal it belongs to (`None`: started with auth off).
     pub principal: Option<Arc<str>>,
+    /// The labels it was started with.
+    pub labels: BTreeMap<String, String>,
+    /// The idempotency key it was started with; empty for none.
+    pub idempotency_key: String,
 }
 
 /// Which runs ListRuns returns.
@@ -117,6 +121,8 @@ pub struct RunFilter {
     pub page_token: String,
     /// Only runs of this principal (`None`: anyone's).
     pub principal: Option<Arc<str>>,
+    /// Only runs carrying every one of these labels, with the same value.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A page of runs, newest first.
@@ -219,14 +225,16 @@ impl RunRecord {
             EventKind::Progress { call, .. } => (!call.call_id.is_empty(), event.sequence),
             _ => (true, event.sequence),
         });
-        let (arguments, prompt) = called_with(state.started.as_deref());
+        let called = called_with(state.started.as_deref());
         RunSnapshot {
             run_id: Arc::clone(self.log.run_id()),
             state: run_state,
             tool: self.tool.clone(),
             agent: self.agent,
-            arguments,
-            prompt,
+            arguments: called.arguments,
+            prompt: called.prompt,
+            labels: called.labels,
+            idempotency_key: called.idempotency_key,
             create_time: self.create_time,
             end_time: state.end_time,
             last_sequence: state.last_sequence(),
@@ -238,12 +246,29 @@ impl RunRecord {
     }
 }
 
-/// What a run was called with, from its started event: a tool run's arguments, an agent run's
-/// prompt.
-pub(crate) fn called_with(started: Option<&RunEvent>) -> (Option<Value>, String) {
+/// What a run was called with, as its record shows it.
+#[derive(Default)]
+pub(crate) struct CalledWith {
+    /// A tool run's arguments.
+    pub(crate) arguments: Option<Value>,
+    /// An agent run's prompt.
+    pub(crate) prompt: String,
+    /// The run's labels.
+    pub(crate) labels: BTreeMap<String, String>,
+    /// The run's idempotency key.
+    pub(crate) idempotency_key: String,
+}
+
+/// What a run was called with, from its started event.
+pub(crate) fn called_with(started: Option<&RunEvent>) -> CalledWith {
     match started.map(|event| &event.kind) {
-        Some(EventKind::Started(started)) => (started.arguments.clone(), started.prompt.clone()),
-        _ => (None, String::new()),
+        Some(EventKind::Started(started)) => CalledWith {
+            arguments: started.arguments.clone(),
+            prompt: started.prompt.clone(),
+            labels: started.labels.clone(),
+            idempotency_key: started.idempotency_key.clone(),
+        },
+        _ => CalledWith::default(),
     }
 }
 
@@ -361,7 +386,9 @@ impl RunTable {
         let mut next_page_token = String::new();
         for record in &candidates {
             let snapshot = record.snapshot();
-            if filter.state.is_some_and(|state| state != snapshot.state) {
+            if filter.state.is_some_and(|state| state != snapshot.state)
+                || !filter.accepts_labels(&snapshot.labels)
+            {
                 continue;
             }
             if runs.len() == page_size {
@@ -439,6 +466,13 @@ impl RunFilter {
         self.principal
             .as_deref()
             .is_none_or(|wanted| principal == Some(wanted))
+    }
+
+    /// Whether a run with `labels` belongs in the page: it carries every label asked for.
+    pub(crate) fn accepts_labels(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.labels
+            .iter()
+            .all(|(key, value)| labels.get(key) == Some(value))
     }
 
     /// Whether a run of `tool` in `state` belongs in the page.

@@ -34,6 +34,6 @@ impl Operations {
             }
         }
         request.principal = caller.owner();
-        once_stored(self.agent.start(request)?).await
+        once_stored(self.agent.start(request).await?).await
     }
 }

@@ -13,7 +13,7 @@ impl Operations {
     ) -> Result<RunHandle, RunError> {
         check_tool(caller, &request.tool)?;
         request.principal = caller.owner();
-        once_stored(self.engine.run_tool(request)?).await
+        once_stored(self.engine.run_tool(request).await?).await
     }
 }
 

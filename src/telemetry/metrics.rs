@@ -36,6 +36,17 @@ struct ToolLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    outcome: &'static str,
+}
+
+/// Upper bounds (seconds) of the webhook delivery latency histogram: from a run's end to its
+/// webhook's acceptance, one attempt (milliseconds) to retries over hours.
+const DELIVERY_LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 300.0, 3600.0, 86400.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     tool: String,
     code: &'static str,
@@ -58,6 +69,8 @@ pub struct Metrics {
     events_produced: Counter,
     events_delivered: Counter,
     events_coalesced: Counter,
+    webhook_deliveries: Family<DeliveryLabels, Counter>,
+    webhook_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -81,6 +94,8 @@ impl Metrics {
             events_produced: Counter::default(),
             events_delivered: Counter::default(),
             events_coalesced: Counter::default(),
+            webhook_deliveries: Family::default(),
+            webhook_latency: Histogram::new(DELIVERY_LATENCY_BUCKETS),
         };
         metrics.registered()
     }
@@ -88,6 +103,18 @@ impl Metrics {
     fn registered(mut self) -> Self {
         self.grpc.register(&mut self.registry);
         let registry = &mut self.registry;
+        registry.register(
+            "toolstream_webhook_deliveries",
+            "Webhook deliveries by outcome: delivered (a 2xx), retried (an attempt failed; another \
+             follows), gave_up (still failing when the retry time ran out), dropped (the queue was \
+             full)",
+            self.webhook_deliveries.clone(),
+        );
+        registry.register(
+            "toolstream_webhook_delivery_seconds",
+            "Time from a run's end to its webhook's acceptance by the receiver (retries included)",
+            self.webhook_latency.clone(),
+        );
         registry.register(
             "toolstream_runs_active",
             "Runs in progress (tool and agent runs)",
@@ -166,6 +193,21 @@ fn outcome_code(outcome: Result<(), &RunError>) -> &'static str {
     match outcome {
         Ok(()) => super::code_name(tonic::Code::Ok),
         Err(error) => super::code_name(crate::status::from_run_error(error.clone()).code()),
+    }
+}
+
+impl Metrics {
+    /// Counts a webhook delivery attempt's outcome (`delivered`, `retried`, `gave_up`,
+    /// `dropped`).
+    pub fn webhook_delivery(&self, outcome: &'static str) {
+        self.webhook_deliveries
+            .get_or_create(&DeliveryLabels { outcome })
+            .inc();
+    }
+
+    /// Records how long a delivered webhook took from its run's end.
+    pub fn webhook_delivered_after(&self, latency: Duration) {
+        self.webhook_latency.observe(latency.as_secs_f64());
     }
 }
 

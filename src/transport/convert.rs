@@ -1,5 +1,6 @@
 //! From engine events to wire events.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use crate::agent::AgentRequest;
@@ -29,6 +30,7 @@ fn options(options: engine::RunOptions) -> pb::RunOptions {
             engine::OnDisconnect::Continue => pb::OnDisconnect::Continue,
         } as i32,
         heartbeat_interval_ms: millis(options.heartbeat_interval),
+        ..pb::RunOptions::default()
     }
 }
 
@@ -48,11 +50,26 @@ pub(crate) fn run_options(options: Option<pb::RunOptions>) -> engine::RunOptions
     }
 }
 
+/// The labels and idempotency key of a RunTool/RunAgent request's options.
+fn creation(options: Option<&pb::RunOptions>) -> (BTreeMap<String, String>, String) {
+    options.map_or_else(Default::default, |options| {
+        (
+            options
+                .labels
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+            options.idempotency_key.clone(),
+        )
+    })
+}
+
 /// A RunTool request in engine terms.
 pub(crate) fn tool_run_request(
     request: pb::RunToolRequest,
     deadline: Option<Duration>,
 ) -> engine::ToolRunRequest {
+    let (labels, idempotency_key) = creation(request.options.as_ref());
     engine::ToolRunRequest {
         tool: request.tool,
         arguments: request
@@ -61,6 +78,8 @@ pub(crate) fn tool_run_request(
         options: run_options(request.options),
         deadline,
         principal: None,
+        labels,
+        idempotency_key,
     }
 }
 
@@ -69,7 +88,10 @@ pub(crate) fn agent_request(
     request: pb::RunAgentRequest,
     deadline: Option<Duration>,
 ) -> AgentRequest {
+    let (labels, idempotency_key) = creation(request.options.as_ref());
     AgentRequest {
+        labels,
+        idempotency_key,
         prompt: request.prompt,
         system_prompt: request.system_prompt,
         tools: request.tools,

@@ -3,7 +3,7 @@
 //! types (shared with the web routes, `crate::web`). No tool logic lives here.
 
 pub(crate) mod convert;
-mod runs;
+pub(crate) mod runs;
 mod service;
 pub mod wire;
 

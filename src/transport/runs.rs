@@ -71,6 +71,8 @@ pub(crate) fn run_to_wire(run: RunSnapshot) -> pb::Run {
         result: run.result.map(json_to_value),
         error_code,
         error_message,
+        labels: run.labels.into_iter().collect(),
+        idempotency_key: run.idempotency_key,
     }
 }
 
@@ -89,6 +91,7 @@ pub(crate) fn run_filter(request: pb::ListRunsRequest) -> RunFilter {
         page_size: request.page_size as usize,
         page_token: request.page_token,
         principal: None,
+        labels: request.labels.into_iter().collect(),
     }
 }
 

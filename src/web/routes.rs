@@ -170,6 +170,29 @@ async fn started(
     Ok(response)
 }
 
+/// The `Idempotency-Key` header of `POST .../runs`, into the request's options (where the body
+/// may carry the same key; a different one is refused).
+fn idempotency_header(
+    headers: &HeaderMap,
+    options: &mut Option<pb::RunOptions>,
+) -> Result<(), ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(());
+    };
+    let key = value.to_str().map_err(|_| {
+        ApiError::invalid_argument("the Idempotency-Key header is not visible ASCII text")
+    })?;
+    let options = options.get_or_insert_with(pb::RunOptions::default);
+    if !options.idempotency_key.is_empty() && options.idempotency_key != key {
+        return Err(ApiError::invalid_argument(format!(
+            "the Idempotency-Key header {key:?} differs from options.idempotencyKey {:?}; send one",
+            options.idempotency_key
+        )));
+    }
+    options.idempotency_key = key.to_owned();
+    Ok(())
+}
+
 fn detach(options: &mut Option<pb::RunOptions>) {
     options
         .get_or_insert_with(pb::RunOptions::default)
@@ -198,6 +221,7 @@ pub(super) async fn run_tool(
         )));
     }
     request.tool = name;
+    idempotency_header(&headers, &mut request.options)?;
     let detached = wants_run(&headers);
     if detached {
         detach(&mut request.options);
@@ -218,6 +242,7 @@ pub(super) async fn run_agent(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let mut request: pb::RunAgentRequest = read_body(&headers, body)?;
+    idempotency_header(&headers, &mut request.options)?;
     let detached = wants_run(&headers);
     if detached {
         detach(&mut request.options);
@@ -229,15 +254,31 @@ pub(super) async fn run_agent(
     started(&state, &caller, handle, detached).await
 }
 
-/// `GET /v1/runs?state=&tool=&pageSize=&pageToken=`: ListRunsResponse. `state` takes the enum's
-/// name (`RUN_STATE_RUNNING`), its short form (`running`) or its number.
+/// `GET /v1/runs?state=&tool=&pageSize=&pageToken=&label=`: ListRunsResponse. `state` takes the
+/// enum's name (`RUN_STATE_RUNNING`), its short form (`running`) or its number; `label=key:value`,
+/// repeated, asks for runs carrying every such label.
 pub(super) async fn list_runs(
     State(state): State<WebState>,
     caller: Caller,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let mut fields = Map::new();
+    let mut labels = Map::new();
     for (key, value) in read_query(query)? {
+        if key == "label" {
+            let Some((name, label)) = value.split_once(':') else {
+                return Err(ApiError::invalid_argument(format!(
+                    "label={value:?}: write label=key:value"
+                )));
+            };
+            let previous = labels.insert(name.to_owned(), Value::String(label.to_owned()));
+            if previous.is_some_and(|previous| previous != label) {
+                return Err(ApiError::invalid_argument(format!(
+                    "label {name:?} is asked for with two values; a run has one value per label"
+                )));
+            }
+            continue;
+        }
         let value = if key == "state" && !value.is_empty() && !value.starts_with("RUN_STATE_") {
             if value.bytes().all(|b| b.is_ascii_digit()) {
                 value
@@ -251,6 +292,9 @@ pub(super) async fn list_runs(
             continue;
         }
         fields.insert(key, Value::String(value));
+    }
+    if !labels.is_empty() {
+        fields.insert("labels".to_owned(), Value::Object(labels));
     }
     let request: pb::ListRunsRequest = from_json_value(Value::Object(fields))?;
     let page = state

@@ -124,10 +124,10 @@ def check_run_views(tree_id, run_id, failed_id):
     shoot("run-view-failed")
 
 
-def post_run(tool, arguments):
+def post_run(tool, arguments, labels=None):
     req = urllib.request.Request(
         URL + f"/v1/tools/{tool}/runs",
-        data=json.dumps({"arguments": arguments}).encode(),
+        data=json.dumps({"arguments": arguments, "options": {"labels": labels or {}}}).encode(),
         method="POST", headers={"accept": "application/json", "content-type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=WAIT) as response:
@@ -246,11 +246,13 @@ try:
     # Back on the main page: a run started elsewhere (detached, over HTTP) is resumed from the
     # runs list, then cancelled; at 390 px its buttons are on screen.
     driver.get(URL + "/")
-    detached_id = post_run("ticks", {"count": 600, "interval_ms": 100})
+    detached_id = post_run("ticks", {"count": 600, "interval_ms": 100}, {"team": "web"})
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, 'form[data-tool="ticks"]')))
     driver.find_element(By.ID, "runs-refresh").click()
     row = wait.until(ec.presence_of_element_located(
         (By.CSS_SELECTOR, f'#runs tr[data-run-id="{detached_id}"][data-state="running"]')))
+    check([label.text for label in row.find_elements(By.CSS_SELECTOR, "td.what .label")]
+          == ["team=web"], "the runs list does not show the run's labels")
     set_width(NARROW)
     no_sideways_scroll("the runs list")
     for name in ("Resume", "Cancel"):

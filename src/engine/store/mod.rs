@@ -20,7 +20,8 @@ mod settings;
 
 pub use settings::{DEFAULT_KEY_PREFIX, DEFAULT_LEASE, RedisClientCert, StoreConfig};
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
@@ -28,6 +29,7 @@ use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
 use super::RunError;
+use super::creation::{ClaimOutcome, HeldClaim, KeyClaim};
 use super::event::RunOptions;
 use super::reader::{EventStream, ReadFrom};
 use super::runs::{
@@ -80,6 +82,24 @@ pub(crate) trait RunStore: Send + Sync + 'static {
     /// run did not end within a few seconds).
     fn cancel<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<RunSnapshot, RunError>>;
 
+    /// The Redis a shared store uses, for other parts of the server that share state across the
+    /// fleet (webhooks); `None` for memory.
+    fn shared_redis(&self) -> Option<SharedRedis> {
+        None
+    }
+
+    /// Claims an idempotency key for a new run, atomically: of many claims of one slot, on any
+    /// replicas, one gets [`ClaimOutcome::Claimed`] and the rest see it held.
+    fn claim<'a>(&'a self, claim: &'a KeyClaim) -> BoxFuture<'a, Result<ClaimOutcome, RunError>>;
+
+    /// Frees a slot, if it still holds `held` (a claim whose run did not start, or whose run is
+    /// gone).
+    fn release<'a>(
+        &'a self,
+        slot: &'a str,
+        held: &'a HeldClaim,
+    ) -> BoxFuture<'a, Result<(), RunError>>;
+
     /// At shutdown, once the runs ended: waits up to `grace` for their ends to be published,
     /// then leaves the store.
     fn close(&self, grace: Duration) -> BoxFuture<'_, ()>;
@@ -114,7 +134,23 @@ pub enum StoreError {
     },
 }
 
+/// The Redis of a shared run store, as the rest of the server may use it.
+#[derive(Clone)]
+pub struct SharedRedis {
+    /// A client for it (TLS and credentials as configured).
+    pub client: ::redis::Client,
+    /// The fleet's key prefix: keys of others go under it too.
+    pub key_prefix: String,
+    /// This replica's id.
+    pub replica: String,
+}
+
 impl Store {
+    /// The Redis this store shares with the fleet (`None` for memory).
+    pub fn shared_redis(&self) -> Option<SharedRedis> {
+        self.0.shared_redis()
+    }
+
     /// The in-process store: runs live in this process's memory (the default).
     pub fn memory(limits: &Limits) -> Store {
         Store(Arc::new(MemoryStore::new(limits)))
@@ -262,6 +298,14 @@ pub(crate) struct MemoryStore {
     table: RunTable,
     lag_budget: usize,
     health: watch::Sender<bool>,
+    claims: Mutex<Claims>,
+}
+
+/// The idempotency keys of this process's runs, by slot.
+struct Claims {
+    held: HashMap<String, HeldClaim>,
+    /// Claims of runs no longer held are dropped when there are this many.
+    prune_at: usize,
 }
 
 impl MemoryStore {
@@ -270,7 +314,15 @@ impl MemoryStore {
             table: RunTable::new(limits.retention, limits.max_runs),
             lag_budget: limits.event_buffer,
             health: watch::Sender::new(true),
+            claims: Mutex::new(Claims {
+                held: HashMap::new(),
+                prune_at: MIN_PRUNE_AT,
+            }),
         }
+    }
+
+    fn claims(&self) -> std::sync::MutexGuard<'_, Claims> {
+        self.claims.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn record(&self, run_id: &str) -> Result<Arc<RunRecord>, RunError> {
@@ -334,7 +386,41 @@ impl RunStore for MemoryStore {
         })
     }
 
+    fn claim<'a>(&'a self, claim: &'a KeyClaim) -> BoxFuture<'a, Result<ClaimOutcome, RunError>> {
+        let mut claims = self.claims();
+        if claims.held.len() >= claims.prune_at {
+            // Keys of runs that expired: amortised, the table bounds what stays.
+            claims
+                .held
+                .retain(|_, held| !held.settled() || self.table.get(&held.run_id).is_some());
+            claims.prune_at = (claims.held.len() * 2).max(MIN_PRUNE_AT);
+        }
+        let outcome = match claims.held.get(&claim.slot) {
+            Some(held) => ClaimOutcome::Held(held.clone()),
+            None => {
+                claims.held.insert(claim.slot.clone(), claim.held.clone());
+                ClaimOutcome::Claimed
+            }
+        };
+        Box::pin(std::future::ready(Ok(outcome)))
+    }
+
+    fn release<'a>(
+        &'a self,
+        slot: &'a str,
+        held: &'a HeldClaim,
+    ) -> BoxFuture<'a, Result<(), RunError>> {
+        let mut claims = self.claims();
+        if claims.held.get(slot) == Some(held) {
+            claims.held.remove(slot);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn close(&self, _grace: Duration) -> BoxFuture<'_, ()> {
         Box::pin(std::future::ready(()))
     }
 }
+
+/// The fewest idempotency claims the memory store holds before it drops those of expired runs.
+const MIN_PRUNE_AT: usize = 1024;

@@ -690,6 +690,14 @@ async function cancelListed(run) {
   refreshRuns();
 }
 
+// A run's labels (RunOptions.labels) as small `key=value` chips; null when it has none.
+function labelChips(labels) {
+  const pairs = Object.entries(labels || {});
+  if (!pairs.length) return null;
+  return el("span", { class: "labels" },
+    ...pairs.map(([key, value]) => el("span", { class: "label", text: `${key}=${value}` })));
+}
+
 // A row of the runs list (a card at phone width: each cell says what it is).
 function runRow(run) {
   const state = shortState(run.state);
@@ -704,8 +712,9 @@ function runRow(run) {
     ...children);
   return el("tr", { "data-run-id": run.runId, "data-state": state },
     cell("run", { class: "id" }, runLink(run.runId, run.runId.slice(0, 8))),
-    cell("what", { class: "what", text: run.agent ? `agent: ${run.prompt || ""}` : run.tool,
-      title: run.agent ? run.prompt : JSON.stringify(run.arguments || {}) }),
+    cell("what", { class: "what",
+      title: run.agent ? run.prompt : JSON.stringify(run.arguments || {}) },
+      run.agent ? `agent: ${run.prompt || ""}` : run.tool, labelChips(run.labels)),
     cell("state", { class: "state" }, stateBadge(state)),
     cell("progress", { class: "pct", text: progress === null ? "" : `${percent(progress)}%` }),
     cell("started", { class: "started",

@@ -4,7 +4,7 @@
 //! The stored forms are their own types, kept apart from the engine's, so that the format is
 //! fixed here and the engine's types can change without breaking a fleet mid-upgrade.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +71,12 @@ enum StoredKind {
         continue_without_caller: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         deadline_ns: Option<u64>,
+        /// The run's labels, for its record.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        labels: BTreeMap<String, String>,
+        /// The run's idempotency key, for its record.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        idempotency_key: String,
     },
     Progress {
         #[serde(default, skip_serializing_if = "StoredCall::is_top")]
@@ -163,6 +169,8 @@ pub(super) fn encode_event(event: &RunEvent) -> Option<String> {
             heartbeat_interval_ns: started.options.heartbeat_interval.map(nanos),
             continue_without_caller: started.options.on_disconnect == OnDisconnect::Continue,
             deadline_ns: started.deadline.map(nanos),
+            labels: started.labels.clone(),
+            idempotency_key: started.idempotency_key.clone(),
         },
         EventKind::Progress {
             call,
@@ -219,6 +227,8 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
             heartbeat_interval_ns,
             continue_without_caller,
             deadline_ns,
+            labels,
+            idempotency_key,
         } => EventKind::Started(RunStarted {
             tool,
             arguments,
@@ -238,6 +248,8 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
             deadline: deadline_ns.map(Duration::from_nanos),
             // Kept in the run's record (its `principal` field), not in its events.
             principal: None,
+            labels,
+            idempotency_key,
         }),
         StoredKind::Progress {
             call,
@@ -555,14 +567,16 @@ impl StoredRecord {
         progress.drain(first_call..first_call + calls.saturating_sub(SNAPSHOT_CALLS));
         // What the run was called with is in its started event.
         let started = decode_event(&run_id, &self.started).ok();
-        let (arguments, prompt) = called_with(started.as_ref());
+        let called = called_with(started.as_ref());
         RunSnapshot {
             run_id,
             state: self.state,
             tool: self.tool.clone(),
             agent: self.agent,
-            arguments,
-            prompt,
+            arguments: called.arguments,
+            prompt: called.prompt,
+            labels: called.labels,
+            idempotency_key: called.idempotency_key,
             create_time: from_unix_nanos(self.create_ns),
             end_time: self.end_ns.map(from_unix_nanos),
             last_sequence: self.last_sequence,

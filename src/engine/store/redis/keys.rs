@@ -12,6 +12,8 @@
 //! | `{p}replica:{r}:runs` | set | the runs `r` executes |
 //! | `{p}replica:{r}:cancel` | list | run ids whose cancellation was asked of `r` from elsewhere |
 //! | `{p}principal:{{n}}:runs` | set | the runs in progress of principal `n`, across the fleet: `[auth] max_runs_per_principal` |
+//! | `{p}label:{k}:{v}` | sorted set | the runs carrying label `k` = `v`, scored as `{p}runs`: ListRuns with a label filter |
+//! | `{p}idempotency:{d}` | string | the claim of an idempotency key (`d`: SHA-256 of the owner and the key): `<run id> <fingerprint> <µs>` |
 //!
 //! A principal's key carries its name as a hash tag (`{n}` in braces), so that in Redis Cluster
 //! each principal's count lives whole in one slot. It is one key per principal, touched twice per
@@ -65,6 +67,16 @@ impl Keys {
     /// The runs in progress of `principal`, fleet-wide (empty: runs of no one).
     pub(super) fn principal_runs(&self, principal: &str) -> String {
         format!("{}principal:{{{principal}}}:runs", self.prefix)
+    }
+
+    /// The runs carrying label `key` = `value` (a label key has no `:`, so the name is unambiguous).
+    pub(super) fn label(&self, key: &str, value: &str) -> String {
+        format!("{}label:{key}:{value}", self.prefix)
+    }
+
+    /// The claim of an idempotency key, by its slot (a hex digest).
+    pub(super) fn claim(&self, slot: &str) -> String {
+        format!("{}idempotency:{slot}", self.prefix)
     }
 
     pub(super) fn cancels(&self, replica: &str) -> String {

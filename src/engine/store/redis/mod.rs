@@ -42,6 +42,7 @@ use tracing::Instrument;
 
 use super::{Publication, RunStore, StoreError, cancel_local, watch_local};
 use crate::engine::RunError;
+use crate::engine::creation::{ClaimOutcome, HeldClaim, KeyClaim};
 use crate::engine::event::RunOptions;
 use crate::engine::log::RunLog;
 use crate::engine::reader::{EventStream, ReadFrom};
@@ -356,7 +357,39 @@ impl Shared {
         Ok(self.settle(run_id, record).await?.snapshot(run_id))
     }
 
+    /// The index a listing walks: every run's, or with a label filter the smallest index of the
+    /// labels asked for (one round trip to size them), whose runs are then checked for the
+    /// other labels.
+    async fn listing_index(&self, filter: &RunFilter) -> Result<String, RunError> {
+        let indexes: Vec<String> = filter
+            .labels
+            .iter()
+            .map(|(key, value)| self.keys.label(key, value))
+            .collect();
+        if indexes.len() <= 1 {
+            return Ok(indexes
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| self.keys.index()));
+        }
+        let mut pipe = redis::pipe();
+        for index in &indexes {
+            pipe.zcard(index);
+        }
+        let sizes: Vec<u64> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(indexes
+            .into_iter()
+            .zip(sizes)
+            .min_by_key(|(_, size)| *size)
+            .map(|(index, _)| index)
+            .unwrap_or_else(|| self.keys.index()))
+    }
+
     async fn list(&self, filter: &RunFilter) -> Result<RunPage, RunError> {
+        let index = self.listing_index(filter).await?;
         let mut below = filter.start_below()?;
         let page_size = filter.effective_page_size();
         let chunk = (page_size + 1).clamp(32, 1000);
@@ -366,7 +399,7 @@ impl Shared {
         let mut next_page_token = String::new();
         let mut owners_alive: HashMap<String, bool> = HashMap::new();
         'pages: loop {
-            let (positions, more) = self.index_below(below.as_ref(), chunk).await?;
+            let (positions, more) = self.index_below(&index, below.as_ref(), chunk).await?;
             if positions.is_empty() {
                 break;
             }
@@ -410,6 +443,7 @@ impl Shared {
                 };
                 if !filter.accepts(&snapshot.tool, snapshot.state)
                     || !filter.accepts_principal(snapshot.principal.as_deref())
+                    || !filter.accepts_labels(&snapshot.labels)
                 {
                     continue;
                 }
@@ -423,7 +457,7 @@ impl Shared {
                 last_listed = Some(position);
             }
             if !expired.is_empty() {
-                let _: redis::RedisResult<()> = self.conn().zrem(self.keys.index(), expired).await;
+                let _: redis::RedisResult<()> = self.conn().zrem(&index, expired).await;
             }
             if !more {
                 break;
@@ -445,25 +479,25 @@ impl Shared {
     /// repeats a run, however runs are added or expire meanwhile.
     async fn index_below(
         &self,
+        index: &str,
         below: Option<&ListPosition>,
         chunk: usize,
     ) -> Result<(Vec<ListPosition>, bool), RunError> {
-        let index = self.keys.index();
         let count = isize::try_from(chunk).unwrap_or(isize::MAX);
         let (same_time, older): (Vec<ScoredId>, Vec<ScoredId>) = match below {
             None => {
                 let older = self
                     .conn()
-                    .zrevrangebyscore_limit_withscores(&index, "+inf", "-inf", 0, count)
+                    .zrevrangebyscore_limit_withscores(index, "+inf", "-inf", 0, count)
                     .await
                     .map_err(|e| self.unavailable(e))?;
                 (Vec::new(), older)
             }
             Some(below) => {
                 let mut pipe = redis::pipe();
-                pipe.zrevrangebyscore_withscores(&index, below.created_us, below.created_us)
+                pipe.zrevrangebyscore_withscores(index, below.created_us, below.created_us)
                     .zrevrangebyscore_limit_withscores(
-                        &index,
+                        index,
                         format!("({}", below.created_us),
                         "-inf",
                         0,
@@ -547,6 +581,40 @@ impl Shared {
     }
 }
 
+impl Shared {
+    async fn claim(&self, claim: &KeyClaim) -> Result<ClaimOutcome, RunError> {
+        let held: String = scripts::CLAIM
+            .key(self.keys.claim(&claim.slot))
+            .arg(claim.held.encode())
+            // As long as a running run's keys; its end shortens it to the retention time.
+            .arg(millis(RUNNING_TTL + self.limits.retention))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        if held.is_empty() {
+            return Ok(ClaimOutcome::Claimed);
+        }
+        HeldClaim::decode(&held)
+            .map(ClaimOutcome::Held)
+            .ok_or_else(|| {
+                RunError::Internal(format!(
+                    "the idempotency claim {} in the run store is not readable: {held:?}",
+                    self.keys.claim(&claim.slot)
+                ))
+            })
+    }
+
+    async fn release(&self, slot: &str, held: &HeldClaim) -> Result<(), RunError> {
+        let _: i64 = scripts::RELEASE
+            .key(self.keys.claim(slot))
+            .arg(held.encode())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(())
+    }
+}
+
 impl RunStore for RedisStore {
     fn name(&self) -> &str {
         &self.shared.name
@@ -613,6 +681,26 @@ impl RunStore for RedisStore {
         Box::pin(self.shared.cancel(run_id))
     }
 
+    fn shared_redis(&self) -> Option<super::SharedRedis> {
+        Some(super::SharedRedis {
+            client: self.shared.client.clone(),
+            key_prefix: self.shared.keys.prefix().to_owned(),
+            replica: self.shared.replica.clone(),
+        })
+    }
+
+    fn claim<'a>(&'a self, claim: &'a KeyClaim) -> BoxFuture<'a, Result<ClaimOutcome, RunError>> {
+        Box::pin(self.shared.claim(claim))
+    }
+
+    fn release<'a>(
+        &'a self,
+        slot: &'a str,
+        held: &'a HeldClaim,
+    ) -> BoxFuture<'a, Result<(), RunError>> {
+        Box::pin(self.shared.release(slot, held))
+    }
+
     fn close(&self, grace: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.writers.close();
@@ -669,6 +757,8 @@ mod tests {
                 create_ns: codec::unix_nanos(create_time),
                 principal: (*principal).to_owned(),
                 started: codec::encode_event(&started).unwrap(),
+                labels: Default::default(),
+                claim_slot: String::new(),
             };
             store
                 .shared

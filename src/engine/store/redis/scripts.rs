@@ -75,6 +75,11 @@ local function ended(record, stream, index, finished, replica_runs, principal_ru
                      retention, index_ttl, prefix, max_runs)
   redis.call('PEXPIRE', record, retention)
   redis.call('PEXPIRE', stream, retention)
+  -- The run's idempotency key lasts as long as its record, unless another run took it since.
+  local claim = redis.call('HGET', record, 'claim')
+  if claim and string.sub(redis.call('GET', claim) or '', 1, #id) == id then
+    redis.call('PEXPIRE', claim, retention)
+  end
   redis.call('SREM', replica_runs, id)
   redis.call('SREM', principal_runs, id)
   redis.call('ZADD', finished, end_ms, id)
@@ -96,10 +101,13 @@ fn script(body: &str) -> Script {
 
 /// Records a new run (or records it again, after the store lost it).
 ///
-/// KEYS: record, events, index, replica runs, principal's runs.
+/// KEYS: record, events, index, replica runs, principal's runs, then the index of each of the
+/// run's labels.
 /// ARGV: run id, owner, tool, agent (0/1), create_ns, principal, started event, ttl_ms,
 /// index_ttl_ms, last_sequence, evicted_through, create_us (the index's score: ListRuns order),
-/// the principal's limit ('' when its runs are not counted, 0 to count without refusing).
+/// the principal's limit ('' when its runs are not counted, 0 to count without refusing), the
+/// key of the run's idempotency claim ('' for none), the creation time (µs) before which label
+/// index entries are dropped (their runs expired).
 /// Returns `created`, `exists` when this owner already recorded it (a retried write), or `busy`
 /// when the principal has its limit of runs in progress across the fleet (nothing is written).
 pub(super) static CREATE: LazyLock<Script> = LazyLock::new(|| {
@@ -127,6 +135,12 @@ redis.call('ZADD', KEYS[3], ARGV[12], ARGV[1])
 redis.call('PEXPIRE', KEYS[3], ARGV[9])
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('PEXPIRE', KEYS[4], ARGV[9])
+if ARGV[14] ~= '' then redis.call('HSET', KEYS[1], 'claim', ARGV[14]) end
+for i = 6, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[12], ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[15])
+  redis.call('PEXPIRE', KEYS[i], ARGV[9])
+end
 return 'created'
 "#,
     )
@@ -220,6 +234,33 @@ redis.call('HSET', KEYS[1], 'cancel_requested', '1')
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 'requested'
+"#,
+    )
+});
+
+/// Claims an idempotency key unless it is held.
+///
+/// KEYS: the claim. ARGV: the claim's value, its ttl_ms.
+/// Returns '' when claimed, or the value that holds it.
+pub(super) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ''
+"#,
+    )
+});
+
+/// Frees an idempotency key if it still holds the given value.
+///
+/// KEYS: the claim. ARGV: the value. Returns 1 when freed, else 0.
+pub(super) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 "#,
     )
 });

@@ -17,7 +17,7 @@
 //! when Redis is back. If the store says the run already ended (another replica declared this one
 //! lost while it could not reach Redis), the run ends here the same way.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use super::codec::{self, PROGRESS_FIELD};
 use super::keys::entry_id;
 use super::{RUNNING_TTL, Shared, millis, scripts};
 use crate::engine::RunError;
+use crate::engine::creation::claim_slot;
 use crate::engine::event::{EventKind, RunEvent, RunOptions};
 use crate::engine::reader::{EventStream, ReadFrom};
 use crate::engine::runs::{RunRecord, RunState};
@@ -48,6 +49,10 @@ pub(super) struct Header {
     pub(super) principal: String,
     /// The started event, stored.
     pub(super) started: String,
+    /// The run's labels.
+    pub(super) labels: BTreeMap<String, String>,
+    /// The slot of the run's idempotency key; empty for none.
+    pub(super) claim_slot: String,
 }
 
 /// Records the run, then mirrors it until it ends. `created` learns whether the run could be
@@ -58,8 +63,16 @@ pub(super) async fn mirror(
     created: watch::Sender<Option<Result<(), RunError>>>,
     end: oneshot::Receiver<PublishEnd>,
 ) {
-    let started = record.log.lock().started.clone();
-    let Some(started) = started.as_deref().and_then(codec::encode_event) else {
+    let started_event = record.log.lock().started.clone();
+    let (labels, claim_slot) = match started_event.as_deref().map(|event| &event.kind) {
+        Some(EventKind::Started(started)) if !started.idempotency_key.is_empty() => (
+            started.labels.clone(),
+            claim_slot(record.principal.as_deref(), &started.idempotency_key),
+        ),
+        Some(EventKind::Started(started)) => (started.labels.clone(), String::new()),
+        _ => (BTreeMap::new(), String::new()),
+    };
+    let Some(started) = started_event.as_deref().and_then(codec::encode_event) else {
         created.send_replace(Some(Err(RunError::Internal(
             "the run has no started event to record".into(),
         ))));
@@ -72,6 +85,8 @@ pub(super) async fn mirror(
         create_ns: codec::unix_nanos(record.create_time),
         principal: record.principal.as_deref().unwrap_or_default().to_owned(),
         started,
+        labels,
+        claim_slot,
     };
     match shared.create(&header, 1, 0, Recording::New).await {
         Ok(true) => {}
@@ -391,12 +406,20 @@ impl Shared {
             (Some(limit), Recording::New) => limit.to_string(),
             (Some(_), Recording::Again) => "0".to_owned(),
         };
-        let reply: String = scripts::CREATE
-            .key(self.keys.record(run_id))
+        let mut call = scripts::CREATE.prepare_invoke();
+        call.key(self.keys.record(run_id))
             .key(self.keys.events(run_id))
             .key(self.keys.index())
             .key(self.keys.replica_runs(&self.replica))
-            .key(self.keys.principal_runs(&header.principal))
+            .key(self.keys.principal_runs(&header.principal));
+        for (key, value) in &header.labels {
+            call.key(self.keys.label(key, value));
+        }
+        // Label index entries of runs created before this are of expired runs: a running run's
+        // keys expire a day after its last write, a finished one's after the retention time.
+        let label_horizon = (header.create_ns / 1000)
+            .saturating_sub(millis(RUNNING_TTL + self.limits.retention).saturating_mul(1000));
+        let reply: String = call
             .arg(run_id)
             .arg(&self.replica)
             .arg(&header.tool)
@@ -413,6 +436,12 @@ impl Shared {
             // is, until the year 2255), as `ListPosition` does.
             .arg(header.create_ns / 1000)
             .arg(limit)
+            .arg(if header.claim_slot.is_empty() {
+                String::new()
+            } else {
+                self.keys.claim(&header.claim_slot)
+            })
+            .arg(label_horizon)
             .invoke_async(&mut self.conn())
             .await?;
         Ok(reply != "busy")
@@ -532,6 +561,8 @@ mod tests {
             create_ns: 1,
             principal: String::new(),
             started: codec::encode_event(record.log.lock().started.as_deref().unwrap()).unwrap(),
+            labels: BTreeMap::new(),
+            claim_slot: String::new(),
         };
         store
             .shared
