@@ -42,6 +42,7 @@
 //! cli                 the `toolstream` binary's commands (src/main.rs, src/cli/)
 //! server              puts the services, the web face, telemetry and the listener together
 //! web                 HTTP: JSON routes, SSE, the WebSocket, the page, the auth middleware
+//! mcp                 the registry as an MCP server: `/mcp` (Streamable HTTP), the stdio bridge
 //! listener            gRPC and HTTP/1.1 on one port, the HTTP/2 settings
 //! telemetry           metrics around the gRPC services and the engine's runs
 //! transport           the tonic services; domain errors as gRPC statuses
@@ -62,6 +63,7 @@ pub mod config;
 pub mod engine;
 pub mod json_proto;
 mod listener;
+pub mod mcp;
 pub mod pb;
 pub mod registry;
 pub mod server;
