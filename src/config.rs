@@ -1130,6 +1130,44 @@ mod tests {
     }
 
     #[test]
+    fn mcp_settings_are_read_and_bad_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("toolstream.toml");
+        let config = Config::load(None, Overrides::default()).unwrap();
+        assert!(config.http.mcp.enabled && config.http.mcp.sessions);
+        std::fs::write(
+            &path,
+            "[mcp]\nenabled = false\nprogress_interval_ms = 250\n\
+             allowed_hosts = [\"tools.example.com\"]\nsessions = false\n",
+        )
+        .unwrap();
+        let mcp = Config::load(Some(&path), Overrides::default())
+            .unwrap()
+            .http
+            .mcp;
+        assert_eq!(
+            mcp,
+            McpConfig {
+                enabled: false,
+                progress_interval: Duration::from_millis(250),
+                allowed_hosts: vec!["tools.example.com".into()],
+                sessions: false,
+            }
+        );
+        for (bad, key) in [
+            ("progress_interval_ms = 0", "mcp.progress_interval_ms"),
+            ("allowed_hosts = [\"\"]", "mcp.allowed_hosts"),
+            ("allowed_hosts = [\"https://x/\"]", "mcp.allowed_hosts"),
+        ] {
+            std::fs::write(&path, format!("[mcp]\n{bad}\n")).unwrap();
+            let message = Config::load(Some(&path), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(key), "{message}");
+        }
+    }
+
+    #[test]
     fn http_settings_are_read_and_bad_origins_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("toolstream.toml");

@@ -491,3 +491,96 @@ async fn with_a_model_the_agent_is_a_tool() {
     assert_eq!(run.state(), pb::RunState::Succeeded);
     assert!(run.tool.is_empty(), "an agent run: {run:?}");
 }
+
+/// Starts `crawl` with a raw `tools/call` POST carrying `headers` and `meta` (besides the
+/// progress token), reads the response's event stream until the first progress notification,
+/// then closes the connection; returns the run id the notification named.
+async fn call_crawl_and_close(
+    server: &TestServer,
+    headers: &[(&str, &str)],
+    meta: Value,
+) -> String {
+    let mut meta = meta;
+    meta["progressToken"] = json!("crawling");
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/mcp", server.url()))
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "crawl", "arguments": {}, "_meta": meta}}));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut text = String::new();
+    loop {
+        let chunk = tokio::time::timeout(GENEROUS, response.chunk())
+            .await
+            .expect("a progress notification within the bound")
+            .unwrap()
+            .expect("the stream stays open while the tool runs");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        let notification = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+            .find(|message| message["method"] == "notifications/progress");
+        if let Some(notification) = notification {
+            drop(response);
+            return notification["params"]["_meta"]["toolstream/runId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{notification}"))
+                .to_owned();
+        }
+    }
+}
+
+/// Waits until run `run_id` of `server` is CANCELLED and its tool stopped.
+async fn assert_cancelled(server: &TestServer, run_id: &str, stopped: &AtomicBool) {
+    common::eventually_async(GENEROUS, "the run ends CANCELLED", || async {
+        get_run(server, run_id, None).await.state() == pb::RunState::Cancelled
+    })
+    .await;
+    eventually(GENEROUS, "the cancelled tool stops", || {
+        stopped.load(Ordering::SeqCst)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_2026_revision_closing_the_request_stream_cancels_the_run() {
+    let stopped: Arc<AtomicBool> = Arc::default();
+    let server = server_from(base_server(&stopped)).await;
+    let run_id = call_crawl_and_close(
+        &server,
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "crawl"),
+        ],
+        json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+               "io.modelcontextprotocol/clientCapabilities": {}}),
+    )
+    .await;
+    assert_cancelled(&server, &run_id, &stopped).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_sessions_closing_the_request_stream_cancels_the_run() {
+    let stopped: Arc<AtomicBool> = Arc::default();
+    let server = server_from(base_server(&stopped).with_http(HttpConfig {
+        mcp: McpConfig {
+            sessions: false,
+            ..McpConfig::default()
+        },
+        ..HttpConfig::default()
+    }))
+    .await;
+    let run_id = call_crawl_and_close(
+        &server,
+        &[("mcp-protocol-version", "2025-06-18")],
+        json!({}),
+    )
+    .await;
+    assert_cancelled(&server, &run_id, &stopped).await;
+}
