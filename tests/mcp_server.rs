@@ -584,3 +584,47 @@ async fn without_sessions_closing_the_request_stream_cancels_the_run() {
     .await;
     assert_cancelled(&server, &run_id, &stopped).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_deadline_in_meta_ends_the_run() {
+    let stopped: Arc<AtomicBool> = Arc::default();
+    let server = server_from(base_server(&stopped)).await;
+    let call = mcp_http(
+        &server,
+        &["call", "crawl", "{}", r#"{"toolstream/timeoutMs": 300}"#],
+        None,
+    )
+    .await;
+    assert_eq!(call["isError"], json!(true), "{call}");
+    let text = call["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("deadline"), "{call}");
+    let run = get_run(&server, &run_id_of(&call), None).await;
+    assert_eq!(
+        run.error_code,
+        tonic::Code::DeadlineExceeded as i32,
+        "{run:?}"
+    );
+    eventually(GENEROUS, "the tool past its deadline stops", || {
+        stopped.load(Ordering::SeqCst)
+    })
+    .await;
+
+    let bad = mcp_http(
+        &server,
+        &[
+            "error",
+            "crawl",
+            "{}",
+            r#"{"toolstream/timeoutMs": "soon"}"#,
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(bad["code"], json!(-32602), "{bad}");
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap()
+            .contains("toolstream/timeoutMs")
+    );
+}

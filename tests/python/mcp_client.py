@@ -8,9 +8,10 @@ With MCP_TEST_TOKEN set, its value is the bearer token (HTTP) or `--token` (stdi
 
 Scenarios:
 - list: the tools (name, inputSchema, outputSchema).
-- call TOOL ARGS_JSON: one tools/call with a progress callback: the progress notifications,
-  the result's content, structuredContent, isError and _meta.
-- error TOOL ARGS_JSON: one tools/call expected to fail with a JSON-RPC error: its code and
+- call TOOL ARGS_JSON [META_JSON]: one tools/call (with META_JSON as its _meta) with a progress
+  callback: the progress notifications, the result's content, structuredContent, isError and
+  _meta.
+- error TOOL ARGS_JSON [META_JSON]: one tools/call expected to fail with a JSON-RPC error: its code and
   message.
 - cancel TOOL ARGS_JSON SERVER_URL: starts the call, waits for its first progress
   notification, sends notifications/cancelled for it, then waits until the server's JSON
@@ -75,7 +76,8 @@ async def call(session, args):
     async def on_progress(value, total, message):
         progress.append({"progress": value, "total": total, "message": message})
 
-    result = await session.call_tool(tool, arguments, progress_callback=on_progress)
+    meta = json.loads(args[2]) if len(args) > 2 else None
+    result = await session.call_tool(tool, arguments, progress_callback=on_progress, meta=meta)
     return {
         "progress": progress,
         "isError": result.isError,
@@ -87,8 +89,9 @@ async def call(session, args):
 
 async def error(session, args):
     tool, arguments = args[0], json.loads(args[1])
+    meta = json.loads(args[2]) if len(args) > 2 else None
     try:
-        result = await session.call_tool(tool, arguments)
+        result = await session.call_tool(tool, arguments, meta=meta)
     except McpError as failure:
         return {"code": failure.error.code, "message": failure.error.message}
     return {"unexpected_result": result.model_dump(mode="json")}
