@@ -177,7 +177,7 @@ fn assert_progress_increases(progress: &[Value]) {
     for notification in progress {
         let fraction = notification["progress"].as_f64().unwrap();
         assert!(fraction > 0.0 && fraction <= 1.0, "{notification}");
-        assert_eq!(notification["total"], json!(1.0), "{notification}");
+        assert_eq!(notification["total"].as_f64(), Some(1.0), "{notification}");
         assert!(notification["message"].is_string(), "{notification}");
     }
 }
@@ -219,7 +219,7 @@ async fn mcp_call_streams_progress_and_answers_a_structured_result_naming_its_ru
     let progress = call["progress"].as_array().unwrap();
     assert_progress_increases(progress);
     // The last report is never coalesced away.
-    assert_eq!(progress.last().unwrap()["progress"], json!(1.0), "{call}");
+    assert_eq!(progress.last().unwrap()["progress"].as_f64(), Some(1.0), "{call}");
     assert_eq!(progress.last().unwrap()["message"], "step 4 of 4");
 
     let run = get_run(&server, &run_id_of(&call), None).await;
@@ -627,4 +627,39 @@ async fn the_callers_deadline_in_meta_ends_the_run() {
             .unwrap()
             .contains("toolstream/timeoutMs")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_sdk_lists_and_calls_with_onprogress() {
+    let stopped = Arc::default();
+    let server = server_from(base_server(&stopped)).await;
+    let url = format!("{}/mcp", server.url());
+    let output = tokio::task::spawn_blocking(move || {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/mcp_client.mjs");
+        std::process::Command::new("node")
+            .args([script, &url, "steps", r#"{"steps": 3}"#])
+            .output()
+            .expect("node must be installed (scripts/test installs it and tests/node's packages)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "node failed ({}); run `npm ci --prefix tests/node` (scripts/test does):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let tools = seen["tools"].as_array().unwrap();
+    assert!(tools.contains(&json!("steps")), "{seen}");
+    let progress = seen["progress"].as_array().unwrap();
+    assert_progress_increases(progress);
+    assert_eq!(progress.last().unwrap()["message"], "step 3 of 3", "{seen}");
+    assert_eq!(seen["result"]["structuredContent"], json!({"steps": 3}));
+    let run_id = seen["result"]["_meta"]["toolstream/runId"]
+        .as_str()
+        .unwrap();
+    let run = get_run(&server, run_id, None).await;
+    assert_eq!(run.state(), pb::RunState::Succeeded);
 }
