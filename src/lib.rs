@@ -20,7 +20,8 @@
 //! 5. [`transport`]: the tonic services (`ToolService`, `RunService`), thin adapters between the
 //!    wire types in [`pb`] and the engine; [`json_proto`] converts JSON to protobuf values and
 //!    back, and writes the canonical proto3 JSON. `web` (`src/web/`) is its sibling for HTTP:
-//!    JSON routes, SSE, the WebSocket and the page.
+//!    JSON routes, SSE, the WebSocket and the page; [`mcp`] serves the registry to MCP clients
+//!    (`/mcp`, mounted by the web face, and the stdio bridge of `toolstream mcp-stdio`).
 //! 6. [`server`]: the listening server with health, reflection, gRPC-Web and shutdown; `listener`
 //!    (`src/listener.rs`) serves gRPC and HTTP/1.1 on one port with the HTTP/2 settings, over
 //!    TLS when configured ([`tls`]); [`auth`] says who calls and what they may do;
