@@ -219,7 +219,11 @@ async fn mcp_call_streams_progress_and_answers_a_structured_result_naming_its_ru
     let progress = call["progress"].as_array().unwrap();
     assert_progress_increases(progress);
     // The last report is never coalesced away.
-    assert_eq!(progress.last().unwrap()["progress"].as_f64(), Some(1.0), "{call}");
+    assert_eq!(
+        progress.last().unwrap()["progress"].as_f64(),
+        Some(1.0),
+        "{call}"
+    );
     assert_eq!(progress.last().unwrap()["message"], "step 4 of 4");
 
     let run = get_run(&server, &run_id_of(&call), None).await;
@@ -661,5 +665,39 @@ async fn the_typescript_sdk_lists_and_calls_with_onprogress() {
         .as_str()
         .unwrap();
     let run = get_run(&server, run_id, None).await;
+    assert_eq!(run.state(), pb::RunState::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_2_negotiates_2026_07_28_and_calls_with_progress() {
+    let stopped = Arc::default();
+    let server = server_from(base_server(&stopped)).await;
+    let url = format!("{}/mcp", server.url());
+    let output = tokio::task::spawn_blocking(move || {
+        let manifest = env!("CARGO_MANIFEST_DIR");
+        std::process::Command::new(format!("{manifest}/target/mcp2-venv/bin/python"))
+            .args([
+                &format!("{manifest}/tests/python/mcp2_client.py"),
+                &url,
+                "steps",
+                r#"{"steps": 3}"#,
+            ])
+            .output()
+            .expect("target/mcp2-venv must exist (scripts/test makes it)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "mcp2_client.py failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(seen["protocolVersion"], "2026-07-28", "{seen}");
+    assert_progress_increases(seen["progress"].as_array().unwrap());
+    assert_eq!(seen["structuredContent"], json!({"steps": 3}), "{seen}");
+    let run = get_run(&server, &run_id_of(&seen), None).await;
     assert_eq!(run.state(), pb::RunState::Succeeded);
 }
