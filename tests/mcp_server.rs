@@ -366,8 +366,8 @@ async fn mcp_disabled_is_not_found() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_stdio_bridge_lists_and_calls_with_progress() {
-    let stopped = Arc::default();
+async fn the_stdio_bridge_lists_calls_with_progress_and_cancels() {
+    let stopped: Arc<AtomicBool> = Arc::default();
     let server = server_from(base_server(&stopped)).await;
     let stdio = |args: &[&str]| {
         let mut all = vec!["stdio".to_owned(), BIN.to_owned(), server.url()];
@@ -394,6 +394,14 @@ async fn the_stdio_bridge_lists_and_calls_with_progress() {
     assert_eq!(failed["isError"], json!(true), "{failed}");
     let unknown = python(stdio(&["error", "no_such_tool", "{}"]), None).await;
     assert_eq!(unknown["code"], json!(-32602), "{unknown}");
+
+    // Cancelling the MCP call ends the bridge's RunTool stream, which cancels the run.
+    let url = server.url();
+    let cancelled = python(stdio(&["cancel", "crawl", "{}", &url]), None).await;
+    let run_id = cancelled["run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{cancelled}"));
+    assert_cancelled(&server, run_id, &stopped).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
