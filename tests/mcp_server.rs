@@ -641,28 +641,43 @@ async fn the_callers_deadline_in_meta_ends_the_run() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_typescript_sdk_lists_and_calls_with_onprogress() {
-    let stopped = Arc::default();
-    let server = server_from(base_server(&stopped)).await;
-    let url = format!("{}/mcp", server.url());
+/// `program args…` (another MCP client, a script that prints one JSON object), its JSON output;
+/// `setup` says what makes `program` available when it is missing. Run off the runtime.
+async fn client_json(program: String, args: Vec<String>, setup: &'static str) -> Value {
     let output = tokio::task::spawn_blocking(move || {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/mcp_client.mjs");
-        std::process::Command::new("node")
-            .args([script, &url, "steps", r#"{"steps": 3}"#])
+        std::process::Command::new(&program)
+            .args(&args)
             .output()
-            .expect("node must be installed (scripts/test installs it and tests/node's packages)")
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}; {setup}"))
     })
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "node failed ({}); run `npm ci --prefix tests/node` (scripts/test does):\n{stdout}\n{}",
+        "the client failed ({}); {setup}:\n{stdout}\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_sdk_lists_and_calls_with_onprogress() {
+    let stopped = Arc::default();
+    let server = server_from(base_server(&stopped)).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/mcp_client.mjs");
+    let seen = client_json(
+        "node".into(),
+        vec![
+            script.into(),
+            format!("{}/mcp", server.url()),
+            "steps".into(),
+            r#"{"steps": 3}"#.into(),
+        ],
+        "scripts/test installs node and tests/node's packages (npm ci --prefix tests/node)",
+    )
+    .await;
     let tools = seen["tools"].as_array().unwrap();
     assert!(tools.contains(&json!("steps")), "{seen}");
     let progress = seen["progress"].as_array().unwrap();
@@ -680,29 +695,18 @@ async fn the_typescript_sdk_lists_and_calls_with_onprogress() {
 async fn the_python_sdk_2_negotiates_2026_07_28_and_calls_with_progress() {
     let stopped = Arc::default();
     let server = server_from(base_server(&stopped)).await;
-    let url = format!("{}/mcp", server.url());
-    let output = tokio::task::spawn_blocking(move || {
-        let manifest = env!("CARGO_MANIFEST_DIR");
-        std::process::Command::new(format!("{manifest}/target/mcp2-venv/bin/python"))
-            .args([
-                &format!("{manifest}/tests/python/mcp2_client.py"),
-                &url,
-                "steps",
-                r#"{"steps": 3}"#,
-            ])
-            .output()
-            .expect("target/mcp2-venv must exist (scripts/test makes it)")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "mcp2_client.py failed ({}):\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let manifest = env!("CARGO_MANIFEST_DIR");
+    let seen = client_json(
+        format!("{manifest}/target/mcp2-venv/bin/python"),
+        vec![
+            format!("{manifest}/tests/python/mcp2_client.py"),
+            format!("{}/mcp", server.url()),
+            "steps".into(),
+            r#"{"steps": 3}"#.into(),
+        ],
+        "scripts/test makes target/mcp2-venv with the Python MCP SDK 2.x",
+    )
+    .await;
     assert_eq!(seen["protocolVersion"], "2026-07-28", "{seen}");
     assert_progress_increases(seen["progress"].as_array().unwrap());
     assert_eq!(seen["structuredContent"], json!({"steps": 3}), "{seen}");
