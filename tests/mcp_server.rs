@@ -713,3 +713,31 @@ async fn the_python_sdk_2_negotiates_2026_07_28_and_calls_with_progress() {
     let run = get_run(&server, &run_id_of(&seen), None).await;
     assert_eq!(run.state(), pb::RunState::Succeeded);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_hosts_refuse_other_host_names() {
+    let stopped = Arc::default();
+    let server = server_from(base_server(&stopped).with_http(HttpConfig {
+        mcp: McpConfig {
+            allowed_hosts: vec!["tools.example.com".into()],
+            ..McpConfig::default()
+        },
+        ..HttpConfig::default()
+    }))
+    .await;
+    let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"}}});
+    let post = |host: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/mcp", server.url()))
+            .header("host", host)
+            .header("accept", "application/json, text/event-stream")
+            .json(&initialize)
+            .send()
+    };
+    let named = post("tools.example.com").await.unwrap();
+    assert_eq!(named.status(), 200);
+    let rebound = post("attacker.example").await.unwrap();
+    assert_eq!(rebound.status(), 403);
+}
