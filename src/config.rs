@@ -33,6 +33,12 @@
 //! body_timeout_ms = 30000         # a JSON request body that stalls this long between chunks: 408
 //! max_connections = 10000         # open connections at once; beyond, new ones are closed at once
 //!
+//! [mcp]
+//! enabled = true                  # MCP Streamable HTTP at /mcp (docs/mcp-server.md); false: 404
+//! progress_interval_ms = 100      # at most one notifications/progress per call per interval
+//! allowed_hosts = []              # Host names /mcp answers (DNS rebinding); empty: any
+//! sessions = true                 # MCP sessions (Mcp-Session-Id) for pre-2026 clients
+//!
 //! [server]
 //! tls_cert = "tls/server.pem"     # TLS on the one port (reloaded when the files change)
 //! tls_key = "tls/server.key"
@@ -140,6 +146,15 @@ struct HttpFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct McpFile {
+    enabled: Option<bool>,
+    progress_interval_ms: Option<u64>,
+    allowed_hosts: Option<Vec<String>>,
+    sessions: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ServerFile {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -182,6 +197,8 @@ struct ConfigFile {
     runs: RunsFile,
     #[serde(default)]
     http: HttpFile,
+    #[serde(default)]
+    mcp: McpFile,
     #[serde(default)]
     server: ServerFile,
     #[serde(default)]
@@ -301,6 +318,36 @@ pub struct HttpConfig {
     /// Connections open at once (WebSocket sessions included); beyond it new connections are
     /// accepted and closed at once.
     pub max_connections: usize,
+    /// `[mcp]`: the registry as an MCP server at `/mcp`.
+    pub mcp: McpConfig,
+}
+
+/// `[mcp]`: the registry served to MCP clients at `/mcp` (docs/mcp-server.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpConfig {
+    /// Whether `/mcp` is served (default true); off, it answers 404 like any unknown path.
+    pub enabled: bool,
+    /// At most one `notifications/progress` per call per this interval (progress in between
+    /// is coalesced to the newest, as for a slow gRPC reader).
+    pub progress_interval: Duration,
+    /// The `Host` names (`name` or `name:port`) `/mcp` answers, against DNS rebinding; empty
+    /// (the default): any, as every other route.
+    pub allowed_hosts: Vec<String>,
+    /// Whether clients of the revisions before 2026-07-28 get a session (`Mcp-Session-Id`),
+    /// which `notifications/cancelled` needs to reach its call. Sessions live in one replica's
+    /// memory: several replicas need sticky routing, or `false`.
+    pub sessions: bool,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig {
+            enabled: true,
+            progress_interval: Duration::from_millis(100),
+            allowed_hosts: Vec::new(),
+            sessions: true,
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -312,6 +359,7 @@ impl Default for HttpConfig {
             first_byte_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            mcp: McpConfig::default(),
         }
     }
 }
@@ -636,7 +684,8 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
-        let http = http_config(file.http)?;
+        let mut http = http_config(file.http)?;
+        http.mcp = mcp_config(file.mcp)?;
         let from_file = |path: Option<PathBuf>| path.map(|path| relative_to(base_dir, path));
         let tls = tls_files(
             overrides
@@ -680,6 +729,39 @@ impl Config {
             PathBuf::from("."),
         )
     }
+}
+
+/// `[mcp]` checked: the interval is positive, host names are not empty.
+fn mcp_config(file: McpFile) -> Result<McpConfig, ConfigError> {
+    let defaults = McpConfig::default();
+    let progress_interval = match file.progress_interval_ms {
+        Some(0) => {
+            return Err(ConfigError::Invalid {
+                key: "mcp.progress_interval_ms",
+                message: "must be at least 1".into(),
+            });
+        }
+        Some(ms) => Duration::from_millis(ms),
+        None => defaults.progress_interval,
+    };
+    let allowed_hosts = file.allowed_hosts.unwrap_or_default();
+    if let Some(bad) = allowed_hosts
+        .iter()
+        .find(|host| host.trim().is_empty() || host.contains('/'))
+    {
+        return Err(ConfigError::Invalid {
+            key: "mcp.allowed_hosts",
+            message: format!(
+                "{bad:?} is not a host name like \"tools.example.com\" or \"tools.example.com:8443\""
+            ),
+        });
+    }
+    Ok(McpConfig {
+        enabled: file.enabled.unwrap_or(defaults.enabled),
+        progress_interval,
+        allowed_hosts,
+        sessions: file.sessions.unwrap_or(defaults.sessions),
+    })
 }
 
 /// `[http]` checked: every origin is `*` or `scheme://host[:port]`, the numbers are positive.
@@ -759,6 +841,7 @@ fn http_config(file: HttpFile) -> Result<HttpConfig, ConfigError> {
         first_byte_timeout,
         body_timeout,
         max_connections,
+        mcp: McpConfig::default(),
     })
 }
 
@@ -1088,6 +1171,44 @@ mod tests {
             message.contains("bad.toml") && message.contains("listn"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn mcp_settings_are_read_and_bad_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("toolstream.toml");
+        let config = Config::load(None, Overrides::default()).unwrap();
+        assert!(config.http.mcp.enabled && config.http.mcp.sessions);
+        std::fs::write(
+            &path,
+            "[mcp]\nenabled = false\nprogress_interval_ms = 250\n\
+             allowed_hosts = [\"tools.example.com\"]\nsessions = false\n",
+        )
+        .unwrap();
+        let mcp = Config::load(Some(&path), Overrides::default())
+            .unwrap()
+            .http
+            .mcp;
+        assert_eq!(
+            mcp,
+            McpConfig {
+                enabled: false,
+                progress_interval: Duration::from_millis(250),
+                allowed_hosts: vec!["tools.example.com".into()],
+                sessions: false,
+            }
+        );
+        for (bad, key) in [
+            ("progress_interval_ms = 0", "mcp.progress_interval_ms"),
+            ("allowed_hosts = [\"\"]", "mcp.allowed_hosts"),
+            ("allowed_hosts = [\"https://x/\"]", "mcp.allowed_hosts"),
+        ] {
+            std::fs::write(&path, format!("[mcp]\n{bad}\n")).unwrap();
+            let message = Config::load(Some(&path), Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(key), "{message}");
+        }
     }
 
     #[test]

@@ -24,8 +24,9 @@
 //! 6. The faces, each a thin adapter over the operations (decode, call one, encode):
 //!    [`transport`], the tonic services (`ToolService`, `RunService`) between the wire types in
 //!    [`pb`] and the operations' requests; `web` (`src/web/`) for HTTP: JSON routes, SSE, the
-//!    WebSocket and the page; [`json_proto`] converts JSON to protobuf values and back, and
-//!    writes the canonical proto3 JSON.
+//!    WebSocket and the page; [`mcp`] serves the registry to MCP clients (`/mcp`, mounted by
+//!    the web face, and the stdio bridge of `toolstream mcp-stdio`); [`json_proto`] converts
+//!    JSON to protobuf values and back, and writes the canonical proto3 JSON.
 //! 7. [`server`]: the listening server with health, reflection, gRPC-Web and shutdown; `listener`
 //!    (`src/listener.rs`) serves gRPC and HTTP/1.1 on one port with the HTTP/2 settings, over
 //!    TLS when configured ([`tls`]); [`auth`] says who calls and what they may do;
@@ -47,6 +48,7 @@
 //! cli                 the `toolstream` binary's commands (src/main.rs, src/cli/)
 //! server              puts the services, the web face, telemetry and the listener together
 //! web                 HTTP: JSON routes, SSE, the WebSocket, the page, the auth middleware
+//! mcp                 the registry as an MCP server: `/mcp` (Streamable HTTP), the stdio bridge
 //! listener            gRPC and HTTP/1.1 on one port, the HTTP/2 settings
 //! webhooks            signed HTTP callbacks when runs end, queued beside the engine
 //! telemetry           metrics around the gRPC services and the engine's runs
@@ -72,6 +74,7 @@ pub mod configured_tools;
 pub mod engine;
 pub mod json_proto;
 mod listener;
+pub mod mcp;
 pub mod operations;
 pub mod pb;
 pub mod registry;

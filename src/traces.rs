@@ -189,6 +189,58 @@ pub fn inject_metadata(metadata: &mut tonic::metadata::MetadataMap) {
     }
 }
 
+/// W3C trace context carried outside headers (an MCP request's `_meta`).
+struct PairExtractor<'a>(&'a [(&'a str, &'a str)]);
+
+impl Extractor for PairExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(key))
+            .map(|(_, value)| *value)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(name, _)| *name).collect()
+    }
+}
+
+/// A `request` span for a call named `name` (such as `tools/call`) whose parent is the trace
+/// context in `traceparent` and `tracestate` when they are valid: for requests that carry the
+/// caller's context in their body rather than in headers (MCP's `_meta.traceparent`). Runs
+/// started inside it join the caller's trace. A disabled span while traces are off.
+pub fn span_with_remote_parent(
+    name: &str,
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) -> tracing::Span {
+    if !enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        target: "toolstream",
+        "request",
+        otel.name = %name,
+        otel.kind = "server",
+        rpc.system = "mcp",
+    );
+    let mut pairs = Vec::with_capacity(2);
+    if let Some(traceparent) = traceparent {
+        pairs.push(("traceparent", traceparent));
+    }
+    if let Some(tracestate) = tracestate {
+        pairs.push(("tracestate", tracestate));
+    }
+    let parent = PROPAGATOR.extract(&PairExtractor(&pairs));
+    if opentelemetry::trace::TraceContextExt::span(&parent)
+        .span_context()
+        .is_valid()
+    {
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
 /// Gives every request a `request` span, a child of the caller's span when the request carries a
 /// W3C `traceparent` header (gRPC metadata are headers too). Passes requests through untouched
 /// while traces are off.

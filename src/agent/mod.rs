@@ -98,6 +98,11 @@ impl Agent {
         &self.engine
     }
 
+    /// Whether a model provider is configured (agent runs can start at all).
+    pub fn has_model(&self) -> bool {
+        self.settings.provider.is_some()
+    }
+
     /// Checks the request and starts the run. Fails before anything runs when no model is
     /// configured, the prompt is empty, or the request names an unknown tool.
     pub async fn start(&self, request: AgentRequest) -> Result<RunHandle, RunError> {

@@ -26,6 +26,19 @@ use super::{ClientArgs, HealthArgs, RunArgs, ToolsArgs};
 /// A connection to the server `args` name, over TLS for an `https://` address (or any TLS
 /// flag), with the bearer token on every call when one is given.
 pub(super) async fn connect(args: &ClientArgs) -> anyhow::Result<Connection> {
+    let channel = channel(args).await?;
+    let authorization = match &args.token {
+        Some(token) => Some(
+            MetadataValue::try_from(format!("Bearer {token}"))
+                .context("--token (TOOLSTREAM_TOKEN) holds characters a header cannot carry")?,
+        ),
+        None => None,
+    };
+    Ok(InterceptedService::new(channel, Bearer(authorization)))
+}
+
+/// A channel to the server `args` name, over TLS for an `https://` address (or any TLS flag).
+pub(super) async fn channel(args: &ClientArgs) -> anyhow::Result<Channel> {
     let tls = ClientTls {
         ca: args.tls_ca.clone(),
         cert: args.tls_cert.clone(),
@@ -44,14 +57,7 @@ pub(super) async fn connect(args: &ClientArgs) -> anyhow::Result<Connection> {
                 error_text(&error)
             )
         })?;
-    let authorization = match &args.token {
-        Some(token) => Some(
-            MetadataValue::try_from(format!("Bearer {token}"))
-                .context("--token (TOOLSTREAM_TOKEN) holds characters a header cannot carry")?,
-        ),
-        None => None,
-    };
-    Ok(InterceptedService::new(channel, Bearer(authorization)))
+    Ok(channel)
 }
 
 /// What the client subcommands call through.

@@ -1,8 +1,9 @@
 //! The `toolstream` command line: `serve`, the client subcommands of ToolService (`tools`, `run`,
-//! `agent`), those of RunService (`runs`, `watch`, `get`, `cancel`), and `health`.
+//! `agent`), those of RunService (`runs`, `watch`, `get`, `cancel`), `health`, and `mcp-stdio`.
 
 mod agent;
 mod client;
+mod mcp_stdio;
 mod output;
 mod runs;
 mod serve;
@@ -43,6 +44,9 @@ enum Command {
     Cancel(RunIdArgs),
     /// Check a server's health through grpc.health.v1.
     Health(HealthArgs),
+    /// Serve a toolstream server's tools to an MCP client on stdin/stdout (for clients that
+    /// launch MCP servers as processes), forwarding each call to the server over gRPC.
+    McpStdio(McpStdioArgs),
 }
 
 /// Settings of `serve`. Each flag can also be set in the environment; flags win over the
@@ -279,6 +283,12 @@ struct AgentArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct McpStdioArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, clap::Args)]
 struct HealthArgs {
     #[command(flatten)]
     client: ClientArgs,
@@ -308,6 +318,7 @@ pub fn main() -> ExitCode {
             Command::Get(args) => runs::get(args).await,
             Command::Cancel(args) => runs::cancel(args).await,
             Command::Health(args) => client::health(args).await,
+            Command::McpStdio(args) => mcp_stdio::mcp_stdio(args).await,
         }
     });
     // Whatever is left (a connection a client stopped reading, blocking work in flight) gets a

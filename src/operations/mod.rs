@@ -47,6 +47,11 @@ impl Operations {
         }
     }
 
+    /// Whether agents can run here (a model is configured).
+    pub fn has_model(&self) -> bool {
+        self.agent.has_model()
+    }
+
     /// The engine, for what is not an operation on runs (health, metrics, the registry's
     /// sources).
     pub fn engine(&self) -> &Arc<Engine> {

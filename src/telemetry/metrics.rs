@@ -52,6 +52,12 @@ struct OutcomeLabels {
     code: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct McpLabels {
+    method: &'static str,
+    outcome: &'static str,
+}
+
 fn run_duration_histogram() -> Histogram {
     Histogram::new(RUN_DURATION_BUCKETS)
 }
@@ -71,6 +77,7 @@ pub struct Metrics {
     events_coalesced: Counter,
     webhook_deliveries: Family<DeliveryLabels, Counter>,
     webhook_latency: Histogram,
+    mcp_requests: Family<McpLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -96,6 +103,7 @@ impl Metrics {
             events_coalesced: Counter::default(),
             webhook_deliveries: Family::default(),
             webhook_latency: Histogram::new(DELIVERY_LATENCY_BUCKETS),
+            mcp_requests: Family::default(),
         };
         metrics.registered()
     }
@@ -151,6 +159,11 @@ impl Metrics {
             self.events_coalesced.clone(),
         );
         registry.register(
+            "toolstream_mcp_requests",
+            "MCP requests served at /mcp, by method (tools/list, tools/call) and outcome (ok, tool_error, protocol_error, cancelled)",
+            self.mcp_requests.clone(),
+        );
+        registry.register(
             "toolstream_tool_processes",
             "Tool process groups alive (command tools' runs and MCP servers)",
             self.tool_processes.clone(),
@@ -161,6 +174,14 @@ impl Metrics {
     /// The gRPC server metrics, for [`super::grpc::GrpcMetricsLayer`].
     pub fn grpc(&self) -> &std::sync::Arc<GrpcMetrics> {
         &self.grpc
+    }
+
+    /// Counts one MCP request: `method` one the server serves, `outcome` one of `ok`,
+    /// `tool_error`, `protocol_error`, `cancelled` (both bounded sets, never client text).
+    pub fn mcp_request(&self, method: &'static str, outcome: &'static str) {
+        self.mcp_requests
+            .get_or_create(&McpLabels { method, outcome })
+            .inc();
     }
 
     /// The metrics in the Prometheus text format, with the gauges read now: `active_runs` runs in

@@ -89,7 +89,20 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
 pub(crate) fn router(grpc: Router, state: WebState, auth: Arc<Authenticator>) -> Router {
     let cors = cors_layer(&state.http.cors_origins);
     let origins = Arc::new(origin::AllowedOrigins::new(&state.http.cors_origins));
-    let web = Router::new()
+    let mut web = Router::new();
+    if state.http.mcp.enabled {
+        // Beside the other routes, inside the same auth layer and origin check.
+        web = web.nest_service(
+            "/mcp",
+            crate::mcp::http::service(
+                Arc::clone(&state.operations),
+                Arc::clone(&state.metrics),
+                &state.http.mcp,
+                state.max_message_bytes,
+            ),
+        );
+    }
+    let web = web
         .route("/", get(page::index))
         // The run view: the same page, which reads the run's id from its address.
         .route("/runs/{id}", get(page::index))
@@ -154,7 +167,8 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow_origin)
-            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            // DELETE: an MCP client ending its session.
+            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
             .allow_headers([
                 header::CONTENT_TYPE,
                 header::ACCEPT,
@@ -163,6 +177,8 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 HeaderName::from_static("x-grpc-web"),
                 HeaderName::from_static("x-user-agent"),
                 HeaderName::from_static("grpc-timeout"),
+                HeaderName::from_static("mcp-session-id"),
+                HeaderName::from_static("mcp-protocol-version"),
             ])
             // gRPC-Web clients read the status from these; the run id is in x-run-id.
             .expose_headers([
@@ -170,6 +186,7 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 HeaderName::from_static("grpc-message"),
                 HeaderName::from_static("grpc-status-details-bin"),
                 HeaderName::from_static("x-run-id"),
+                HeaderName::from_static("mcp-session-id"),
                 header::LOCATION,
             ])
             .max_age(std::time::Duration::from_secs(24 * 3600)),
