@@ -29,7 +29,7 @@ use subtle::ConstantTimeEq;
 
 use crate::agent::{Agent, AgentRequest};
 use crate::engine::{
-    Engine, EventStream, ReadFrom, RunError, RunFilter, RunHandle, RunOptions, RunPage,
+    Engine, EventStream, ReadFrom, Reply, RunError, RunFilter, RunHandle, RunOptions, RunPage,
     RunSnapshot, ToolRunRequest,
 };
 use crate::tools::ToolSpec;
@@ -298,6 +298,19 @@ impl Access {
     pub async fn cancel_run(&self, engine: &Engine, run_id: &str) -> Result<RunSnapshot, RunError> {
         self.get_run(engine, run_id).await?;
         engine.cancel_run(run_id).await
+    }
+
+    /// RespondToRun: answers an input request of a run the call may see (another principal's
+    /// run is unknown to it, as for GetRun).
+    pub async fn respond(
+        &self,
+        engine: &Engine,
+        run_id: &str,
+        request_id: &str,
+        reply: Reply,
+    ) -> Result<RunSnapshot, RunError> {
+        self.get_run(engine, run_id).await?;
+        engine.respond(run_id, request_id, reply).await
     }
 
     /// ListRuns of the runs the call may see.

@@ -228,6 +228,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             min_progress_interval_ms: args.min_interval_ms,
             on_disconnect: on_disconnect as i32,
             heartbeat_interval_ms: args.heartbeat_ms,
+            input_timeout_ms: 0,
         }),
     });
     if let Some(secs) = args.timeout {

@@ -70,6 +70,8 @@ pub enum RunState {
     Failed,
     /// Cancelled: by CancelRun, by its caller leaving, or by shutdown.
     Cancelled,
+    /// Started, not yet ended, and waiting on at least one open input request.
+    InputRequired,
 }
 
 /// A run as a resource, at one moment.
@@ -102,6 +104,8 @@ pub struct RunSnapshot {
     pub error: Option<RunError>,
     /// The principal it belongs to (`None`: started with auth off).
     pub principal: Option<Arc<str>>,
+    /// The `input_requested` events of the requests open now, oldest first (empty once ended).
+    pub pending_inputs: Vec<Arc<RunEvent>>,
 }
 
 /// Which runs ListRuns returns.
@@ -196,6 +200,7 @@ impl RunRecord {
     pub(crate) fn snapshot(&self) -> RunSnapshot {
         let state = self.log.lock();
         let (run_state, result, error) = match &state.end {
+            None if !state.inputs.open.is_empty() => (RunState::InputRequired, None, None),
             None => (RunState::Running, None, None),
             Some(RunEnd::Succeeded) => {
                 let result = state.result().and_then(|event| match &event.kind {
@@ -234,6 +239,11 @@ impl RunRecord {
             result,
             error,
             principal: self.principal.clone(),
+            pending_inputs: if state.end.is_none() {
+                state.inputs.open.clone()
+            } else {
+                Vec::new()
+            },
         }
     }
 }

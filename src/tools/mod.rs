@@ -10,6 +10,7 @@
 pub mod builtin;
 pub mod command;
 pub mod from_config;
+mod input;
 mod lines;
 pub mod mcp;
 pub mod native;
@@ -21,6 +22,7 @@ pub mod remote;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+pub use input::{Answer, InputKind, Question};
 pub use progress::{Progress, ProgressSink, ProgressUpdate, SubTask};
 
 /// Where a tool lives. Reported to clients as `Tool.kind`.

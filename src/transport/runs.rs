@@ -7,7 +7,9 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::Access;
 
-use super::convert::{arguments_to_wire, progress, run_options, timestamp, watch_from};
+use super::convert::{
+    arguments_to_wire, input_requested, progress, reply, run_options, timestamp, watch_from,
+};
 use super::service::{WireEvents, status_from_run_error};
 use crate::engine::{Engine, EventKind, RunFilter, RunSnapshot, RunState};
 use crate::json_proto::json_to_value;
@@ -42,6 +44,7 @@ fn state_to_wire(state: RunState) -> pb::RunState {
         RunState::Succeeded => pb::RunState::Succeeded,
         RunState::Failed => pb::RunState::Failed,
         RunState::Cancelled => pb::RunState::Cancelled,
+        RunState::InputRequired => pb::RunState::InputRequired,
     }
 }
 
@@ -79,6 +82,14 @@ pub(crate) fn run_to_wire(run: RunSnapshot) -> pb::Run {
         result: run.result.map(json_to_value),
         error_code,
         error_message,
+        pending_inputs: run
+            .pending_inputs
+            .iter()
+            .filter_map(|event| match &event.kind {
+                EventKind::InputRequested(request) => Some(input_requested(request)),
+                _ => None,
+            })
+            .collect(),
     }
 }
 
@@ -109,6 +120,7 @@ impl RunService for RunServiceImpl {
             pb::RunState::Succeeded => Some(RunState::Succeeded),
             pb::RunState::Failed => Some(RunState::Failed),
             pb::RunState::Cancelled => Some(RunState::Cancelled),
+            pb::RunState::InputRequired => Some(RunState::InputRequired),
         };
         let page = access
             .list_runs(
@@ -158,6 +170,24 @@ impl RunService for RunServiceImpl {
         let request = request.into_inner();
         let run = access
             .cancel_run(&self.engine, run_id(&request.run_id)?)
+            .await
+            .map_err(status_from_run_error)?;
+        Ok(Response::new(run_to_wire(run)))
+    }
+
+    async fn respond_to_run(
+        &self,
+        request: Request<pb::RespondToRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        let access = Access::of_grpc(&request);
+        let request = request.into_inner();
+        let run = access
+            .respond(
+                &self.engine,
+                run_id(&request.run_id)?,
+                &request.request_id,
+                reply(&request),
+            )
             .await
             .map_err(status_from_run_error)?;
         Ok(Response::new(run_to_wire(run)))

@@ -41,7 +41,9 @@ pub fn status_from_run_error(error: RunError) -> Status {
     use crate::tools::ToolError;
     let message = error.to_string();
     match error {
-        RunError::UnknownTool(_) | RunError::UnknownRun(_) => Status::not_found(message),
+        RunError::UnknownTool(_) | RunError::UnknownRun(_) | RunError::UnknownInputRequest(_) => {
+            Status::not_found(message)
+        }
         RunError::CursorPastEnd { .. } => Status::out_of_range(message),
         RunError::InvalidArguments(_) => Status::invalid_argument(message),
         RunError::Tool { error, .. } => match error {

@@ -24,7 +24,7 @@ use crate::pb;
 use crate::pb::encoded::run_service_server::RunService;
 use crate::pb::encoded::tool_service_server::ToolService;
 use crate::registry::SourceHealth;
-use crate::transport::convert::{agent_request, run_options, tool_run_request};
+use crate::transport::convert::{agent_request, reply, run_options, tool_run_request};
 use crate::transport::{deadline_from_grpc_timeout, run_to_wire};
 
 /// `message` as a JSON response.
@@ -301,6 +301,29 @@ pub(super) async fn cancel_run(
     Ok(json_response(StatusCode::OK, &run))
 }
 
+/// `POST /v1/runs/{id}/inputs/{request_id}` with `{"value": ...}` or `{"decline": true}`:
+/// RespondToRun, answers the Run.
+pub(super) async fn respond_to_run(
+    State(state): State<WebState>,
+    access: Access,
+    Path((run_id, request_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut request: pb::RespondToRunRequest = read_body(&headers, body)?;
+    request.run_id = run_id;
+    request.request_id = request_id;
+    let run = access
+        .respond(
+            &state.engine,
+            &request.run_id,
+            &request.request_id,
+            reply(&request),
+        )
+        .await?;
+    Ok(json_response(StatusCode::OK, &run_to_wire(run)))
+}
+
 /// `GET /v1/runs/{id}/events`: WatchRun as SSE. Where to start: the `Last-Event-ID` header (a
 /// reconnecting `EventSource` sends it), else `?from=latest`, else `?after=N` (0: from the
 /// start). `?minProgressIntervalMs=` and `?heartbeatIntervalMs=` are the watcher's options.
@@ -424,7 +447,7 @@ pub(super) async fn not_found(method: Method, uri: Uri, headers: HeaderMap) -> R
         format!(
             "no route {method} {}; the routes are /v1/tools, /v1/tools/NAME/runs, \
              /v1/agent/runs, /v1/runs, /v1/runs/ID, /v1/runs/ID/events, /v1/runs/ID/cancel, \
-             /v1/ws, /healthz and /",
+             /v1/runs/ID/inputs/REQUEST, /v1/ws, /healthz and /",
             uri.path()
         ),
     )

@@ -29,6 +29,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::RunError;
 use super::event::RunOptions;
+use super::input::Reply;
 use super::reader::{EventStream, ReadFrom};
 use super::runs::{
     CancelReason, RunFilter, RunPage, RunRecord, RunSnapshot, RunTable, is_run_id, unknown_run,
@@ -79,6 +80,15 @@ pub(crate) trait RunStore: Send + Sync + 'static {
     /// Cancels a run for everyone, wherever it executes, and answers its state (final unless the
     /// run did not end within a few seconds).
     fn cancel<'a>(&'a self, run_id: &'a str) -> BoxFuture<'a, Result<RunSnapshot, RunError>>;
+
+    /// Answers an open input request of a run, wherever it executes (the replica that executes
+    /// it decides, see [`respond_local`]), and answers the run's state then.
+    fn respond<'a>(
+        &'a self,
+        run_id: &'a str,
+        request_id: &'a str,
+        reply: Reply,
+    ) -> BoxFuture<'a, Result<RunSnapshot, RunError>>;
 
     /// At shutdown, once the runs ended: waits up to `grace` for their ends to be published,
     /// then leaves the store.
@@ -257,6 +267,16 @@ pub(crate) async fn cancel_local(record: &RunRecord) -> RunSnapshot {
     record.snapshot()
 }
 
+/// Answers an input request of a run this replica executes (or executed) and answers its state.
+pub(crate) fn respond_local(
+    record: &RunRecord,
+    request_id: &str,
+    reply: Reply,
+) -> Result<RunSnapshot, RunError> {
+    record.log.respond(request_id, reply)?;
+    Ok(record.snapshot())
+}
+
 /// The runs of this process, in its memory: the embedded default.
 pub(crate) struct MemoryStore {
     table: RunTable,
@@ -332,6 +352,18 @@ impl RunStore for MemoryStore {
             let record = self.record(run_id)?;
             Ok(cancel_local(&record).await)
         })
+    }
+
+    fn respond<'a>(
+        &'a self,
+        run_id: &'a str,
+        request_id: &'a str,
+        reply: Reply,
+    ) -> BoxFuture<'a, Result<RunSnapshot, RunError>> {
+        let answered = self
+            .record(run_id)
+            .and_then(|record| respond_local(&record, request_id, reply));
+        Box::pin(std::future::ready(answered))
     }
 
     fn close(&self, _grace: Duration) -> BoxFuture<'_, ()> {
