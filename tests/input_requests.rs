@@ -502,3 +502,129 @@ async fn an_answer_given_on_another_replica_reaches_the_run_through_redis() {
     .await;
     assert_eq!(ended.expect_err("ended").code(), Code::FailedPrecondition);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_answers_a_request_and_a_second_answer_fails() {
+    let server = server().await;
+    let mut client = runs(&server).await;
+    let run_id = detached_run(&server, "how_many").await;
+    let asked = pending(&mut client, &run_id).await;
+    let cwd = std::env::current_dir().expect("cwd");
+    let respond = |value: &str| {
+        common::binary::toolstream(
+            &cwd,
+            &[
+                "respond",
+                &run_id,
+                &asked.request_id,
+                value,
+                "--addr",
+                &server.url(),
+            ],
+        )
+        .output()
+        .expect("toolstream respond")
+    };
+    let answered = tokio::task::block_in_place(|| respond(r#"{"count": 2}"#));
+    assert!(answered.status.success(), "{answered:?}");
+    let run: Value = serde_json::from_slice(&answered.stdout).expect("the Run as JSON");
+    assert_eq!(run["runId"], run_id);
+
+    let again = tokio::task::block_in_place(|| respond(r#"{"count": 3}"#));
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    // Already resolved, or the run already ended: either way FAILED_PRECONDITION.
+    assert!(stderr.contains("FailedPrecondition"), "{stderr}");
+    assert_eq!(
+        succeeded_with(&mut client, &run_id).await,
+        json!({"outcome": "answered", "value": {"count": 2}})
+    );
+}
+
+/// `ask_cmd`: a command tool (`asks = true`) that asks on stdout and reads the answer on stdin,
+/// and ends with the answer line it read.
+async fn asking_command_tool() -> Arc<dyn Tool> {
+    let script = r#"
+import json, sys
+json.loads(sys.stdin.readline())
+print(json.dumps({"ask": {"id": "q1", "prompt": "Proceed?", "schema": {"type": "boolean"}}}), flush=True)
+print(json.dumps({"result": json.loads(sys.stdin.readline())["answer"]}), flush=True)
+"#;
+    let entry: toml::Table = toml::from_str(&format!(
+        "kind = \"command\"\nname = \"ask_cmd\"\nasks = true\ncommand = [\"python3\", \"-c\", {}]\n",
+        toml::Value::String(script.to_owned())
+    ))
+    .expect("entry");
+    toolstream::tools::command::from_entry(&entry, &std::env::current_dir().expect("cwd"))
+        .await
+        .expect("a command tool")
+}
+
+#[tokio::test]
+async fn a_command_tool_asks_on_stdout_and_reads_the_answer_on_stdin() {
+    let root = std::env::current_dir().expect("cwd");
+    let server = TestServer::start_with(
+        registry_with(&root, vec![asking_command_tool().await]),
+        Limits::default(),
+    )
+    .await;
+    let mut client = runs(&server).await;
+
+    let (run_id, mut stream) = start(&server, "ask_cmd", None).await;
+    let asked = until_asked(&mut stream).await;
+    assert_eq!(asked.prompt, "Proceed?");
+    respond(&mut client, &run_id, &asked.request_id, json!(true))
+        .await
+        .expect("the answer");
+    let (result, _) = result_of(stream).await;
+    assert_eq!(
+        result,
+        json!({"id": "q1", "outcome": "answered", "value": true})
+    );
+
+    // Nobody answers: the tool reads `expired` and goes on.
+    let options = pb::RunOptions {
+        input_timeout_ms: 20,
+        ..pb::RunOptions::default()
+    };
+    let (_, stream) = start(&server, "ask_cmd", Some(options)).await;
+    let (result, _) = result_of(stream).await;
+    assert_eq!(result, json!({"id": "q1", "outcome": "expired"}));
+}
+
+async fn metrics(server: &TestServer) -> String {
+    http()
+        .get(format!("{}/metrics", server.url()))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics")
+}
+
+#[tokio::test]
+async fn metrics_count_runs_waiting_for_input_and_the_time_waited() {
+    let server = server().await;
+    let mut client = runs(&server).await;
+    let (run_id, mut stream) = start(&server, "confirm", None).await;
+    let asked = until_asked(&mut stream).await;
+    let waiting = metrics(&server).await;
+    assert!(
+        waiting.contains("toolstream_runs_waiting_for_input 1\n"),
+        "{waiting}"
+    );
+    respond(&mut client, &run_id, &asked.request_id, json!(true))
+        .await
+        .expect("the answer");
+    result_of(stream).await;
+    let answered = metrics(&server).await;
+    assert!(
+        answered.contains("toolstream_runs_waiting_for_input 0\n"),
+        "{answered}"
+    );
+    assert!(
+        answered.contains("toolstream_input_wait_seconds_count 1\n"),
+        "{answered}"
+    );
+}
