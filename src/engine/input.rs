@@ -23,9 +23,9 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::RunError;
 use super::event::{CallTag, EventKind, RunEvent};
 use super::log::{LogState, RunLog};
+use super::{RunError, RunObserver};
 use crate::registry::schema_problems;
 use crate::tools::{Answer, InputKind, Question};
 
@@ -96,6 +96,10 @@ pub(crate) struct Inputs {
 /// A tool waiting for the answer to one request.
 struct Waiter {
     answer: oneshot::Sender<InputOutcome>,
+    /// When the request was made (for the time waited).
+    asked_at: Instant,
+    /// Told when the run starts and stops waiting, and how long each request waited.
+    observer: Option<Arc<dyn RunObserver>>,
     /// The request's schema, compiled; `None`: any value.
     validator: Option<jsonschema::Validator>,
 }
@@ -123,6 +127,12 @@ impl Inputs {
         deliver: &mut Option<(oneshot::Sender<InputOutcome>, InputOutcome)>,
     ) -> Option<EventKind> {
         let (request_id, waiter) = self.waiters.remove_entry(request_id)?;
+        if let Some(observer) = &waiter.observer {
+            observer.input_resolved(waiter.asked_at.elapsed());
+            if self.waiters.is_empty() {
+                observer.input_waiting(false);
+            }
+        }
         *deliver = Some((waiter.answer, outcome.clone()));
         Some(EventKind::InputResolved {
             request_id,
@@ -139,13 +149,16 @@ impl Inputs {
     }
 }
 
-/// When a run's input requests lapse: its input timeout and its deadline.
-#[derive(Debug, Clone, Copy, Default)]
+/// When a run's input requests lapse (its input timeout and its deadline), and who is told of
+/// its waiting.
+#[derive(Clone, Default)]
 pub(crate) struct InputLimits {
     /// How long a request stays open; `None`: until the deadline.
     pub(crate) timeout: Option<Duration>,
     /// When the run ends whatever happens.
     pub(crate) deadline: Option<Instant>,
+    /// The engine's observer (metrics).
+    pub(crate) observer: Option<Arc<dyn RunObserver>>,
 }
 
 impl InputLimits {
@@ -180,7 +193,9 @@ impl RunLog {
             },
         };
         let now = Instant::now();
-        let lapse_at = self.input_limits().lapse_at(now);
+        let limits = self.input_limits();
+        let lapse_at = limits.lapse_at(now);
+        let observer = limits.observer;
         let expire_time = lapse_at.map(|at| SystemTime::now() + at.saturating_duration_since(now));
         let (answer, answered) = oneshot::channel();
         let mut asked: Option<Arc<str>> = None;
@@ -188,10 +203,18 @@ impl RunLog {
             |state: &mut LogState, _| {
                 state.inputs.asked += 1;
                 let request_id: Arc<str> = Arc::from(format!("input-{}", state.inputs.asked));
-                state
-                    .inputs
-                    .waiters
-                    .insert(Arc::clone(&request_id), Waiter { answer, validator });
+                if let Some(observer) = &observer
+                    && state.inputs.waiters.is_empty()
+                {
+                    observer.input_waiting(true);
+                }
+                let waiter = Waiter {
+                    answer,
+                    asked_at: now,
+                    observer,
+                    validator,
+                };
+                state.inputs.waiters.insert(Arc::clone(&request_id), waiter);
                 asked = Some(Arc::clone(&request_id));
                 let request = InputRequest {
                     request_id,

@@ -181,7 +181,7 @@ impl RunLog {
 
     /// When the run's input requests lapse.
     pub(crate) fn input_limits(&self) -> InputLimits {
-        self.input_limits.get().copied().unwrap_or_default()
+        self.input_limits.get().cloned().unwrap_or_default()
     }
 
     pub(crate) fn run_id(&self) -> &Arc<str> {

@@ -234,6 +234,7 @@ impl Engine {
         log.set_input_limits(input::InputLimits {
             timeout: started.options.input_timeout,
             deadline: deadline.map(|(_, at)| at),
+            observer: Some(Arc::clone(&self.observer)),
         });
         let agent = started.tool.is_empty();
         let label = if agent {
