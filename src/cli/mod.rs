@@ -41,6 +41,8 @@ enum Command {
     Get(RunIdArgs),
     /// Cancel a run for everyone (its caller and every watcher); prints the state it ends in.
     Cancel(RunIdArgs),
+    /// Answer a run's open input request (RespondToRun); prints the state it is in then.
+    Respond(RespondArgs),
     /// Check a server's health through grpc.health.v1.
     Health(HealthArgs),
 }
@@ -199,6 +201,7 @@ struct RunsArgs {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum StateArg {
     Running,
+    InputRequired,
     Succeeded,
     Failed,
     Cancelled,
@@ -236,6 +239,23 @@ struct RunIdArgs {
     client: ClientArgs,
     /// The run's id (printed by `run --detach`, listed by `runs`).
     run_id: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct RespondArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The run's id.
+    run_id: String,
+    /// The request to answer (`input-1`: from the run's input_requested event or `toolstream get`).
+    request_id: String,
+    /// The answer, as JSON (`true`, `3`, `{"count": 2}`); text that is not JSON is sent as a
+    /// string. Leave it out with `--decline`.
+    #[arg(required_unless_present = "decline")]
+    value: Option<String>,
+    /// Decline the request instead of answering it.
+    #[arg(long, conflicts_with = "value")]
+    decline: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -290,6 +310,7 @@ pub fn main() -> ExitCode {
             Command::Watch(args) => runs::watch(args).await,
             Command::Get(args) => runs::get(args).await,
             Command::Cancel(args) => runs::cancel(args).await,
+            Command::Respond(args) => runs::respond(args).await,
             Command::Health(args) => client::health(args).await,
         }
     });
