@@ -628,3 +628,69 @@ async fn metrics_count_runs_waiting_for_input_and_the_time_waited() {
         "{answered}"
     );
 }
+
+#[tokio::test]
+async fn only_the_run_s_principal_may_answer() {
+    use toolstream::auth::{AuthConfig, Principal, TokenEntry, ToolScope, token_digest};
+    let principal = |name: &str, secret: &str| TokenEntry {
+        sha256: token_digest(secret),
+        principal: Arc::new(Principal {
+            name: Arc::from(name),
+            tools: ToolScope::from_list(None),
+        }),
+    };
+    let auth = AuthConfig {
+        tokens: vec![
+            principal("alpha", "alpha-secret"),
+            principal("beta", "beta-secret"),
+        ],
+        ..AuthConfig::default()
+    };
+    let root = std::env::current_dir().expect("cwd");
+    let server = TestServer::serve(
+        toolstream::server::Server::new(
+            registry_with(&root, vec![confirm_tool()]),
+            Limits::default(),
+        )
+        .with_auth(auth),
+    )
+    .await;
+    let response = server
+        .client()
+        .await
+        .run_tool(common::with_token(
+            Some("alpha-secret"),
+            detached("confirm", json!({})),
+        ))
+        .await
+        .expect("RunTool");
+    let run_id = x_run_id(response.metadata());
+    let client = runs(&server).await;
+    common::eventually_async(std::time::Duration::from_secs(30), "the run asks", || {
+        let mut client = client.clone();
+        let run_id = run_id.clone();
+        async move {
+            client
+                .get_run(common::with_token(
+                    Some("alpha-secret"),
+                    pb::GetRunRequest { run_id },
+                ))
+                .await
+                .is_ok_and(|run| run.into_inner().state() == RunState::InputRequired)
+        }
+    })
+    .await;
+
+    let answer = |token: &'static str| {
+        let mut client = client.clone();
+        let request = respond_request(&run_id, "input-1", json!(true));
+        async move {
+            client
+                .respond_to_run(common::with_token(Some(token), request))
+                .await
+        }
+    };
+    let other = answer("beta-secret").await;
+    assert_eq!(other.expect_err("beta's answer").code(), Code::NotFound);
+    answer("alpha-secret").await.expect("alpha's answer");
+}
