@@ -328,3 +328,95 @@ impl RunLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn log() -> Arc<RunLog> {
+        RunLog::new(Arc::from("0".repeat(32)), 8, 100)
+    }
+
+    /// The outcomes of the log's `input_resolved` events, by request.
+    fn resolved(log: &RunLog) -> Vec<(String, InputOutcome)> {
+        log.lock()
+            .events
+            .iter()
+            .filter_map(|event| match &event.kind {
+                EventKind::InputResolved {
+                    request_id,
+                    outcome,
+                } => Some((request_id.to_string(), outcome.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn question() -> Question {
+        Question::new("Go?", Some(json!({"type": "boolean"})))
+    }
+
+    #[tokio::test]
+    async fn every_request_is_resolved_exactly_once_whatever_comes_after() {
+        let log = log();
+        let asked = log.ask(Arc::new(CallTag::top()), question());
+        assert_eq!(log.lock().inputs.open.len(), 1);
+        assert!(matches!(
+            log.respond("input-1", Reply::Value(json!("yes"))),
+            Err(RunError::InvalidArguments(_))
+        ));
+        log.respond("input-1", Reply::Value(json!(true)))
+            .expect("the first valid answer");
+        // Everything after the first answer resolves nothing more.
+        assert!(matches!(
+            log.respond("input-1", Reply::Decline),
+            Err(RunError::FailedPrecondition(_))
+        ));
+        log.resolve("input-1", InputOutcome::Expired);
+        log.resolve_open(&InputOutcome::Cancelled);
+        assert_eq!(asked.await, Answer::Answered(json!(true)));
+        assert_eq!(
+            resolved(&log),
+            [("input-1".to_owned(), InputOutcome::Answered(json!(true)))]
+        );
+        assert!(log.lock().inputs.open.is_empty());
+        assert!(matches!(
+            log.respond("input-2", Reply::Decline),
+            Err(RunError::UnknownInputRequest(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_run_that_ends_resolves_its_open_requests_and_refuses_answers() {
+        let log = log();
+        let first = log.ask(Arc::new(CallTag::top()), question());
+        let second = log.ask(Arc::new(CallTag::top()), Question::new("Name?", None));
+        log.resolve_open(&InputOutcome::Cancelled);
+        log.finish(Err(RunError::CancelRequested));
+        assert_eq!(first.await, Answer::Cancelled);
+        assert_eq!(second.await, Answer::Cancelled);
+        assert_eq!(resolved(&log).len(), 2);
+        assert!(matches!(
+            log.respond("input-1", Reply::Decline),
+            Err(RunError::FailedPrecondition(_))
+        ));
+        // Asking once the run ended asks nobody.
+        let late = log.ask(Arc::new(CallTag::top()), question()).await;
+        assert_eq!(late, Answer::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn a_schema_that_is_no_json_schema_is_refused_before_anything_is_asked() {
+        let log = log();
+        let answer = log
+            .ask(
+                Arc::new(CallTag::top()),
+                Question::new("?", Some(json!({"type": 7}))),
+            )
+            .await;
+        assert!(matches!(answer, Answer::Refused(_)), "{answer:?}");
+        assert!(log.lock().inputs.open.is_empty());
+    }
+}
