@@ -221,6 +221,13 @@ impl RunService for BareService {
     ) -> Result<Response<pb::Run>, Status> {
         Err(Status::unimplemented("bare"))
     }
+
+    async fn respond_to_run(
+        &self,
+        _: Request<pb::RespondToRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        Err(Status::unimplemented("bare"))
+    }
 }
 
 fn now() -> prost_types::Timestamp {

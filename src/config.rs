@@ -263,6 +263,8 @@ struct ModelFile {
     name: Option<String>,
     max_steps: Option<u32>,
     max_parallel_calls: Option<usize>,
+    #[serde(default)]
+    approval_required: Vec<String>,
     /// The name of the environment variable holding the API key (the key itself never goes in
     /// the file).
     api_key_env: Option<String>,
@@ -283,6 +285,8 @@ pub struct ModelConfig {
     pub max_steps: Option<u32>,
     /// Tool calls of one agent run in flight at once; `None` for the default (8).
     pub max_parallel_calls: Option<usize>,
+    /// Tools whose calls in agent runs wait for a person's approval (`"*"`: every tool).
+    pub approval_required: Vec<String>,
 }
 
 impl std::fmt::Debug for ModelConfig {
@@ -293,6 +297,7 @@ impl std::fmt::Debug for ModelConfig {
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
             .field("max_steps", &self.max_steps)
             .field("max_parallel_calls", &self.max_parallel_calls)
+            .field("approval_required", &self.approval_required)
             .finish()
     }
 }
@@ -671,6 +676,7 @@ impl Config {
             api_key: api_key.filter(|key| !key.is_empty()),
             max_steps: overrides.max_steps.or(file.model.max_steps),
             max_parallel_calls: file.model.max_parallel_calls,
+            approval_required: file.model.approval_required,
         };
         if model.max_steps == Some(0) {
             return Err(ConfigError::Invalid {

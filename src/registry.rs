@@ -336,22 +336,7 @@ impl ToolRegistry {
                 reason: "arguments must be a JSON object".to_owned(),
             });
         }
-        let problems: Vec<String> = entry
-            .validator
-            .iter_errors(arguments)
-            .take(5)
-            .map(|error| {
-                let at = error.instance_path().to_string();
-                if at.is_empty() {
-                    error.to_string()
-                } else {
-                    format!(
-                        "field {}: {error}",
-                        at.trim_start_matches('/').replace('/', ".")
-                    )
-                }
-            })
-            .collect();
+        let problems = schema_problems(&entry.validator, arguments);
         if !problems.is_empty() {
             return Err(LookupError::InvalidArguments {
                 tool: name.to_owned(),
@@ -360,6 +345,27 @@ impl ToolRegistry {
         }
         Ok(())
     }
+}
+
+/// Why `value` fails the schema of `validator`, in words naming each field (`field a.b: ...`),
+/// at most five reasons; empty when it satisfies it. Used for a tool's arguments and for the
+/// answers to a run's input requests.
+pub fn schema_problems(validator: &jsonschema::Validator, value: &Value) -> Vec<String> {
+    validator
+        .iter_errors(value)
+        .take(5)
+        .map(|error| {
+            let at = error.instance_path().to_string();
+            if at.is_empty() {
+                error.to_string()
+            } else {
+                format!(
+                    "field {}: {error}",
+                    at.trim_start_matches('/').replace('/', ".")
+                )
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

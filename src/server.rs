@@ -85,6 +85,8 @@ pub struct Server {
     deliveries: Option<Deliveries>,
     limits: Limits,
     agent: AgentSettings,
+    /// Tools whose agent calls always need approval (`[model] approval_required`).
+    approval_required: Vec<String>,
     http: HttpConfig,
     tls: Option<Arc<ServerTls>>,
     auth: AuthConfig,
@@ -105,6 +107,7 @@ impl Server {
             deliveries: None,
             limits,
             agent: AgentSettings::default(),
+            approval_required: Vec::new(),
             http: HttpConfig::default(),
             tls: None,
             auth: AuthConfig::default(),
@@ -165,7 +168,8 @@ impl Server {
             Some(url) => Some(Arc::new(OpenAiProvider::new(url, config.api_key.clone())?)),
             None => None,
         };
-        Ok(self.with_agent(AgentSettings {
+        let server = self.with_approval_required(config.approval_required.clone());
+        Ok(server.with_agent(AgentSettings {
             provider,
             default_model: config.name.clone(),
             default_max_steps: config.max_steps.unwrap_or(DEFAULT_MAX_STEPS),
@@ -173,6 +177,13 @@ impl Server {
                 .max_parallel_calls
                 .unwrap_or(DEFAULT_MAX_PARALLEL_CALLS),
         }))
+    }
+
+    /// Agent runs ask a person to approve every call of these tools first (`"*"`: every tool),
+    /// besides those a request names.
+    pub fn with_approval_required(mut self, tools: Vec<String>) -> Self {
+        self.approval_required = tools;
+        self
     }
 
     /// Lets RunAgent use `settings` (any [`ModelProvider`], for embedding and tests).
@@ -204,6 +215,7 @@ impl Server {
             deliveries,
             limits,
             agent,
+            approval_required,
             http,
             tls,
             auth,
@@ -238,7 +250,9 @@ impl Server {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        let agent = Arc::new(Agent::new(Arc::clone(&engine), agent));
+        let agent = Arc::new(
+            Agent::new(Arc::clone(&engine), agent).with_approval_required(approval_required),
+        );
         let operations = Arc::new(Operations::new(agent));
         let runs = RunServiceServer::new(RunServiceImpl::new(Arc::clone(&operations)))
             .max_decoding_message_size(limits.max_message_bytes)

@@ -11,7 +11,9 @@ use crate::tools::ToolError;
 pub fn from_run_error(error: RunError) -> Status {
     let message = error.to_string();
     match error {
-        RunError::UnknownTool(_) | RunError::UnknownRun(_) => Status::not_found(message),
+        RunError::UnknownTool(_) | RunError::UnknownRun(_) | RunError::UnknownInputRequest(_) => {
+            Status::not_found(message)
+        }
         RunError::CursorPastEnd { .. } => Status::out_of_range(message),
         RunError::InvalidArguments(_) => Status::invalid_argument(message),
         RunError::Tool { error, .. } => match error {

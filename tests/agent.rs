@@ -79,6 +79,8 @@ fn shape(events: &[pb::RunEvent]) -> Vec<String> {
             Event::Result(_) => "result".to_owned(),
             Event::Gap(_) => "gap".to_owned(),
             Event::Heartbeat(_) => "heartbeat".to_owned(),
+            Event::InputRequested(request) => format!("ask:{}", request.call_id),
+            Event::InputResolved(_) => "answered".to_owned(),
         })
         .collect()
 }

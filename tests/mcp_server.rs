@@ -422,14 +422,9 @@ async fn a_toolstream_using_anothers_bridge_as_an_mcp_source_streams_its_progres
     entry.insert("prefix".into(), "a.".into());
     let root = std::env::current_dir().unwrap();
     let mut registry = registry_with(&root, vec![]);
-    toolstream::configured_tools::load_entries(
-        &[entry],
-        &root,
-        &Limits::default(),
-        &mut registry,
-    )
-    .await
-    .unwrap();
+    toolstream::configured_tools::load_entries(&[entry], &root, &Limits::default(), &mut registry)
+        .await
+        .unwrap();
     let b = TestServer::start_with(registry, Limits::default()).await;
 
     let stream = b

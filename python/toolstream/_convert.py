@@ -192,6 +192,34 @@ def event(message: pb.RunEvent) -> ProgressEvent:
         return ProgressEvent(
             type="heartbeat", data={"last_sequence": message.heartbeat.last_sequence}, **base
         )
+    if kind == "input_requested":
+        r = message.input_requested
+        asked: Dict[str, Any] = {
+            "request_id": r.request_id,
+            "prompt": r.prompt,
+            "kind": "approval" if r.kind == pb.INPUT_KIND_APPROVAL else "input",
+            "schema": from_struct(r.schema) if r.HasField("schema") else None,
+        }
+        if r.HasField("data"):
+            asked["data"] = from_struct(r.data)
+        if r.HasField("expire_time"):
+            asked["expire_time"] = timestamp(r.expire_time)
+        return ProgressEvent(
+            type="input_requested",
+            status=r.prompt,
+            data=asked,
+            call_id=_optional(r.call_id),
+            tool=_optional(r.tool),
+            parent_call_id=_optional(r.parent_call_id),
+            **base,
+        )
+    if kind == "input_resolved":
+        v = message.input_resolved
+        outcome = pb.InputOutcome.Name(v.outcome).removeprefix("INPUT_OUTCOME_").lower()
+        resolved: Dict[str, Any] = {"request_id": v.request_id, "outcome": outcome}
+        if v.HasField("value"):
+            resolved["value"] = from_value(v.value)
+        return ProgressEvent(type="input_resolved", data=resolved, **base)
     # An event kind newer than this client: shown as a heartbeat-like no-op rather than failing.
     unknown: EventType = "heartbeat"
     return ProgressEvent(type=unknown, data={"unknown_event": kind}, **base)
@@ -212,6 +240,7 @@ _STATES = {
     pb.RUN_STATE_SUCCEEDED: RunState.SUCCEEDED,
     pb.RUN_STATE_FAILED: RunState.FAILED,
     pb.RUN_STATE_CANCELLED: RunState.CANCELLED,
+    pb.RUN_STATE_INPUT_REQUIRED: RunState.INPUT_REQUIRED,
 }
 _STATE_NUMBERS = {state: number for number, state in _STATES.items()}
 
@@ -219,6 +248,15 @@ _STATE_NUMBERS = {state: number for number, state in _STATES.items()}
 def state_number(state: Any) -> Any:
     """``RunState`` (or its name) as the contract's number; 0 (any) for ``None``."""
     return _STATE_NUMBERS[RunState(state)] if state else pb.RUN_STATE_UNSPECIFIED
+
+
+def respond_request(
+    run_id: str, request_id: str, value: Any = None, decline: bool = False
+) -> pb.RespondToRunRequest:
+    """A ``RespondToRunRequest``: ``value`` as JSON, or a decline."""
+    if decline:
+        return pb.RespondToRunRequest(run_id=run_id, request_id=request_id, decline=True)
+    return pb.RespondToRunRequest(run_id=run_id, request_id=request_id, value=to_value(value))
 
 
 def run(message: pb.Run) -> Run:

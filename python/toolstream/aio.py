@@ -165,6 +165,15 @@ class AsyncClient(BaseClient):
         request = pb.CancelRunRequest(run_id=run_id)
         return convert.run(await self._unary(self._run_stub.CancelRun, request, about_runs=True))
 
+    async def respond(
+        self, run_id: str, request_id: str, value: Any = None, *, decline: bool = False
+    ) -> Run:
+        """Answers (or declines) the run's open input request; see ``Client.respond``."""
+        request = convert.respond_request(run_id, request_id, value, decline)
+        return convert.run(
+            await self._unary(self._run_stub.RespondToRun, request, about_runs=True)
+        )
+
     async def runs(
         self,
         *,

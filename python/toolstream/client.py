@@ -183,6 +183,16 @@ class Client(BaseClient):
         request = pb.CancelRunRequest(run_id=run_id)
         return convert.run(self._unary(self._run_stub.CancelRun, request, about_runs=True))
 
+    def respond(
+        self, run_id: str, request_id: str, value: Any = None, *, decline: bool = False
+    ) -> Run:
+        """Answers the run's open input request ``request_id`` with ``value`` (any JSON value
+        satisfying the request's schema), or declines it. Raises ``InvalidArguments`` naming the
+        field when the value fails the schema (the request stays open), and a ``ToolstreamError``
+        with FAILED_PRECONDITION for a second answer or an ended run."""
+        request = convert.respond_request(run_id, request_id, value, decline)
+        return convert.run(self._unary(self._run_stub.RespondToRun, request, about_runs=True))
+
     def runs(
         self,
         *,
@@ -354,6 +364,11 @@ class ProgressStream(BaseStream[Client]):
             self._call = self._client._watch(step.request, step.timeout)
 
     # Ending early ----------------------------------------------------------------------------
+
+    def respond(self, request_id: str, value: Any = None, *, decline: bool = False) -> Run:
+        """Answers (or declines) one of this run's input requests (the ``request_id`` of its
+        ``input_requested`` event); see ``Client.respond``."""
+        return self._client.respond(self._core.run_id, request_id, value, decline=decline)
 
     def cancel(self) -> None:
         """Cancels the run, for every client watching it; the stream then ends and ``result``

@@ -25,6 +25,8 @@ EventType = Literal[
     "message",
     "gap",
     "heartbeat",
+    "input_requested",
+    "input_resolved",
 ]
 
 
@@ -163,11 +165,13 @@ class RunState(str, enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: Running, and waiting on at least one open input request (answer it with ``respond``).
+    INPUT_REQUIRED = "input_required"
 
     @property
     def done(self) -> bool:
         """Whether the run ended (a terminal state never changes)."""
-        return self is not RunState.RUNNING
+        return self not in (RunState.RUNNING, RunState.INPUT_REQUIRED)
 
 
 @dataclass(frozen=True)

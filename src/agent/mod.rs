@@ -75,12 +75,17 @@ pub struct AgentRequest {
     pub labels: BTreeMap<String, String>,
     /// The caller's idempotency key; empty for none.
     pub idempotency_key: String,
+    /// Tools whose calls need a person's approval before they run (`"*"`: every tool), besides
+    /// the server's ([`Agent::with_approval_required`]).
+    pub approval_required: Vec<String>,
 }
 
 /// Starts agent runs on an engine.
 pub struct Agent {
     engine: Arc<Engine>,
     settings: AgentSettings,
+    /// Tools whose calls always need approval (`[model] approval_required`).
+    approval_required: Vec<String>,
 }
 
 const HOW_TO_CONFIGURE: &str = "start the server with --model-url URL (an OpenAI-compatible API \
@@ -90,7 +95,18 @@ const HOW_TO_CONFIGURE: &str = "start the server with --model-url URL (an OpenAI
 impl Agent {
     /// An agent running its tools on `engine`.
     pub fn new(engine: Arc<Engine>, settings: AgentSettings) -> Self {
-        Agent { engine, settings }
+        Agent {
+            engine,
+            settings,
+            approval_required: Vec::new(),
+        }
+    }
+
+    /// The same agent, asking for a person's approval before every call of these tools in every
+    /// run (`"*"`: every tool), besides those a request names.
+    pub fn with_approval_required(mut self, tools: Vec<String>) -> Self {
+        self.approval_required = tools;
+        self
     }
 
     /// The engine its runs run on.
@@ -160,6 +176,12 @@ impl Agent {
             tools,
             max_steps,
             max_parallel_calls: self.settings.max_parallel_calls,
+            approval_required: self
+                .approval_required
+                .iter()
+                .chain(&request.approval_required)
+                .cloned()
+                .collect(),
         };
         self.engine
             .start_or_join(started, move |context| conversation.run(context))

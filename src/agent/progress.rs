@@ -21,9 +21,10 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use crate::engine::{CallTag, EventKind, RunContext};
-use crate::tools::{Progress, ProgressSink, ProgressUpdate, SubTask};
+use crate::tools::{Answer, Progress, ProgressSink, ProgressUpdate, Question, SubTask};
 
 /// Locks `mutex`; a panic while it was held leaves nothing here half-updated that matters.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -189,6 +190,10 @@ impl ProgressSink for CallSink {
         }
     }
 
+    fn ask(&self, question: Question) -> BoxFuture<'static, Answer> {
+        ask_while_open(&self.call, |call| call.sink().ask(question))
+    }
+
     fn task(&self, task: &SubTask) -> Arc<dyn ProgressSink> {
         let sink = lock(&self.call).as_ref().map(|call| call.sink().task(task));
         Arc::new(TaskSink {
@@ -219,6 +224,28 @@ impl ProgressSink for TaskSink {
             sink: self.sink.as_ref().map(|sink| sink.task(task)),
         })
     }
+
+    fn ask(&self, question: Question) -> BoxFuture<'static, Answer> {
+        match &self.sink {
+            Some(sink) => ask_while_open(&self.call, |_| sink.ask(question)),
+            None => closed_call(),
+        }
+    }
+}
+
+/// Asks through `ask` while the call is open; a closed call asks nobody.
+fn ask_while_open(
+    call: &OpenCall,
+    ask: impl FnOnce(&Progress) -> BoxFuture<'static, Answer>,
+) -> BoxFuture<'static, Answer> {
+    match lock(call).as_ref() {
+        Some(progress) => ask(progress),
+        None => closed_call(),
+    }
+}
+
+fn closed_call() -> BoxFuture<'static, Answer> {
+    Box::pin(std::future::ready(Answer::Cancelled))
 }
 
 #[cfg(test)]

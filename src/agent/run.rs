@@ -11,7 +11,7 @@ use super::model::{
 };
 use super::progress::{RunLevel, RunProgress, StepProgress};
 use crate::engine::{CallArguments, CallError, CallTag, EventKind, RunContext, RunError};
-use crate::tools::{Progress, ToolSpec};
+use crate::tools::{Answer, InputKind, Progress, Question, ToolSpec};
 
 /// Everything a run needs, resolved before it starts.
 pub(super) struct Conversation {
@@ -23,6 +23,8 @@ pub(super) struct Conversation {
     pub(super) max_steps: u32,
     /// Tool calls of the run in flight at once; further calls wait for one to end.
     pub(super) max_parallel_calls: usize,
+    /// Tools whose calls need a person's approval first (`"*"`: every tool).
+    pub(super) approval_required: Vec<String>,
 }
 
 impl From<ModelError> for RunError {
@@ -153,6 +155,13 @@ impl Conversation {
     ) -> Result<String, RunError> {
         let tag = CallTag::call(call.id.as_str(), call.name.as_str());
         let parsed = parse_arguments(&call.arguments);
+        if let Ok(object) = &parsed
+            && self.needs_approval(&call.name)
+            && let Some(refusal) = self.approve(context, &tag, object).await
+        {
+            // Not made: no tool_call_started (that event means the call runs).
+            return Ok(refusal);
+        }
         let arguments = match &parsed {
             Ok(object) => CallArguments::Object(object.clone()),
             Err(_) => CallArguments::Raw(call.arguments.clone()),
@@ -195,6 +204,50 @@ impl Conversation {
             .await
             .map_err(gone)?;
         Ok(answer)
+    }
+}
+
+impl Conversation {
+    /// Whether calls of `tool` wait for a person's approval.
+    fn needs_approval(&self, tool: &str) -> bool {
+        self.tools.iter().any(|spec| spec.name == tool)
+            && self
+                .approval_required
+                .iter()
+                .any(|name| name == "*" || name == tool)
+    }
+
+    /// Asks a person whether the call `tag` with `arguments` may run. `None`: approved (the
+    /// answer `true`); otherwise what the model is told instead of the call's result.
+    async fn approve(
+        &self,
+        context: &RunContext,
+        tag: &CallTag,
+        arguments: &serde_json::Map<String, Value>,
+    ) -> Option<String> {
+        let mut data = serde_json::Map::new();
+        data.insert("tool".to_owned(), Value::String(tag.tool.to_string()));
+        data.insert("arguments".to_owned(), Value::Object(arguments.clone()));
+        let question = Question {
+            prompt: format!(
+                "Allow the call of tool {:?} with arguments {}?",
+                &*tag.tool,
+                Value::Object(arguments.clone())
+            ),
+            schema: Some(serde_json::json!({"type": "boolean"})),
+            kind: InputKind::Approval,
+            data: Some(data),
+        };
+        let why = match context.ask(tag.clone(), question).await {
+            Answer::Answered(Value::Bool(true)) => return None,
+            Answer::Answered(_) | Answer::Declined => "a person declined it",
+            Answer::Expired => "nobody approved it in time",
+            Answer::Cancelled | Answer::Refused(_) => "it could not be approved",
+        };
+        Some(format!(
+            "error: the call of tool {:?} was not made: it needs approval and {why}",
+            &*tag.tool
+        ))
     }
 }
 

@@ -31,6 +31,7 @@ pub(super) async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             labels: super::client::parse_labels(&args.labels)?,
             ..pb::RunOptions::default()
         }),
+        approval_required: Vec::new(),
     });
     if let Some(secs) = args.timeout {
         request.set_timeout(Duration::from_secs_f64(secs.max(0.001)));
@@ -119,7 +120,14 @@ impl AgentView {
                     gap.from_sequence, gap.to_sequence, gap.reason
                 ));
             }
-            Some(Event::Started(_) | Event::Heartbeat(_)) | None => {}
+            Some(Event::InputRequested(request)) => {
+                self.end_line();
+                self.tree.note(&format!(
+                    "the run asks ({}): {}; answer with `toolstream respond RUN {} VALUE`",
+                    request.request_id, request.prompt, request.request_id
+                ));
+            }
+            Some(Event::Started(_) | Event::Heartbeat(_) | Event::InputResolved(_)) | None => {}
         }
     }
 

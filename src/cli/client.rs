@@ -249,6 +249,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             heartbeat_interval_ms: args.heartbeat_ms,
             idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
             labels: parse_labels(&args.labels)?,
+            input_timeout_ms: 0,
         }),
     });
     if let Some(secs) = args.timeout {

@@ -42,6 +42,8 @@ enum Command {
     Get(RunIdArgs),
     /// Cancel a run for everyone (its caller and every watcher); prints the state it ends in.
     Cancel(RunIdArgs),
+    /// Answer a run's open input request (RespondToRun); prints the state it is in then.
+    Respond(RespondArgs),
     /// Check a server's health through grpc.health.v1.
     Health(HealthArgs),
     /// Serve a toolstream server's tools to an MCP client on stdin/stdout (for clients that
@@ -213,6 +215,7 @@ struct RunsArgs {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum StateArg {
     Running,
+    InputRequired,
     Succeeded,
     Failed,
     Cancelled,
@@ -250,6 +253,23 @@ struct RunIdArgs {
     client: ClientArgs,
     /// The run's id (printed by `run --detach`, listed by `runs`).
     run_id: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct RespondArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// The run's id.
+    run_id: String,
+    /// The request to answer (`input-1`: from the run's input_requested event or `toolstream get`).
+    request_id: String,
+    /// The answer, as JSON (`true`, `3`, `{"count": 2}`); text that is not JSON is sent as a
+    /// string. Leave it out with `--decline`.
+    #[arg(required_unless_present = "decline")]
+    value: Option<String>,
+    /// Decline the request instead of answering it.
+    #[arg(long, conflicts_with = "value")]
+    decline: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -317,6 +337,7 @@ pub fn main() -> ExitCode {
             Command::Watch(args) => runs::watch(args).await,
             Command::Get(args) => runs::get(args).await,
             Command::Cancel(args) => runs::cancel(args).await,
+            Command::Respond(args) => runs::respond(args).await,
             Command::Health(args) => client::health(args).await,
             Command::McpStdio(args) => mcp_stdio::mcp_stdio(args).await,
         }

@@ -35,6 +35,7 @@ pub(super) fn state_name(state: pb::RunState) -> &'static str {
         pb::RunState::Succeeded => "succeeded",
         pb::RunState::Failed => "failed",
         pb::RunState::Cancelled => "cancelled",
+        pb::RunState::InputRequired => "input_required",
     }
 }
 

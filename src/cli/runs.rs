@@ -10,13 +10,14 @@ use toolstream::pb::run_service_client::RunServiceClient;
 
 use super::client::{connect, parse_labels};
 use super::output::{follow, print_line, run_json, seconds, state_name, status_exit};
-use super::{RunIdArgs, RunsArgs, StateArg, WatchArgs};
+use super::{RespondArgs, RunIdArgs, RunsArgs, StateArg, WatchArgs};
 
 pub(super) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
     let mut client = RunServiceClient::new(connect(&args.client).await?);
     let state = match args.state {
         None => pb::RunState::Unspecified,
         Some(StateArg::Running) => pb::RunState::Running,
+        Some(StateArg::InputRequired) => pb::RunState::InputRequired,
         Some(StateArg::Succeeded) => pb::RunState::Succeeded,
         Some(StateArg::Failed) => pb::RunState::Failed,
         Some(StateArg::Cancelled) => pb::RunState::Cancelled,
@@ -121,6 +122,34 @@ pub(super) async fn cancel(args: RunIdArgs) -> anyhow::Result<ExitCode> {
             state_name(run.state()),
             run.error_message
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `toolstream respond RUN REQUEST VALUE`: answers an input request.
+pub(super) async fn respond(args: RespondArgs) -> anyhow::Result<ExitCode> {
+    let mut client = RunServiceClient::new(connect(&args.client).await?);
+    let value = args.value.as_deref().map(|text| {
+        serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+    });
+    let request = pb::RespondToRunRequest {
+        run_id: args.run_id.clone(),
+        request_id: args.request_id,
+        value: value.map(toolstream::json_proto::json_to_value),
+        decline: args.decline,
+    };
+    let run = match client.respond_to_run(request).await {
+        Ok(response) => response.into_inner(),
+        // The run is there, the request is not: the server's message says so.
+        Err(status) if status.message().contains("no input request") => {
+            return Ok(status_exit(&status));
+        }
+        Err(status) => return Ok(run_status_exit(&args.run_id, &status)),
+    };
+    if std::io::stdout().is_terminal() {
+        println!("run {}: {}", run.run_id, state_name(run.state()));
+    } else {
+        print_line(run_json(&run))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -80,6 +80,12 @@ pub enum RunError {
         "unknown run {0:?}: no run has this id, or it ended longer ago than the server keeps runs"
     )]
     UnknownRun(String),
+    /// The run has no input request with that id.
+    #[error(
+        "the run has no input request {0:?}; take the id from the run's input_requested event or \
+         its pending_inputs"
+    )]
+    UnknownInputRequest(String),
     /// A precondition of the call is not met (for example: no model configured).
     #[error("{0}")]
     FailedPrecondition(String),

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
+use super::input::{InputOutcome, InputRequest};
 use crate::tools::{ProgressUpdate, SubTask};
 
 /// One event of a run.
@@ -165,6 +166,15 @@ pub enum EventKind {
     },
     /// A piece of the model's text.
     Message(String),
+    /// The run asks a person for input; open until its [`EventKind::InputResolved`].
+    InputRequested(Arc<InputRequest>),
+    /// An input request was resolved.
+    InputResolved {
+        /// The request, as in its `InputRequested`.
+        request_id: Arc<str>,
+        /// How.
+        outcome: InputOutcome,
+    },
     /// Events `from..=to` are gone from the run's log and cannot be sent to this reader. Made
     /// per reader, never stored; its sequence is 0.
     Gap {
@@ -273,6 +283,8 @@ pub struct RunOptions {
     pub on_disconnect: OnDisconnect,
     /// A stream silent this long gets a heartbeat event; `None` sends none.
     pub heartbeat_interval: Option<Duration>,
+    /// How long an input request stays open; `None`: until the run's deadline.
+    pub input_timeout: Option<Duration>,
 }
 
 /// What happens to a run when the stream that started it ends first.

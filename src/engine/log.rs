@@ -36,7 +36,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 use std::time::SystemTime;
 
@@ -46,8 +46,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::eta::Eta;
 use super::event::{CallTag, EventKind, RunEvent};
+use super::input::{InputLimits, Inputs};
 use super::{Limits, RunError};
-use crate::tools::{ProgressSink, ProgressUpdate, SubTask};
+use crate::tools::{Answer, ProgressSink, ProgressUpdate, Question, SubTask};
+use futures::future::BoxFuture;
 
 /// How a run ended.
 #[derive(Debug, Clone)]
@@ -72,6 +74,8 @@ pub(crate) struct RunLog {
     ended: Notify,
     /// Cancelled when the log refused an event that would pass a limit: the run must fail.
     refused: CancellationToken,
+    /// When the run's input requests lapse (set as the run starts; none on a replica's copy).
+    input_limits: OnceLock<InputLimits>,
 }
 
 pub(crate) struct LogState {
@@ -96,6 +100,8 @@ pub(crate) struct LogState {
     superseded: usize,
     /// Why the log refused an event, once it did.
     refusal: Option<String>,
+    /// The run's input requests (see [`super::input`]).
+    pub(crate) inputs: Inputs,
     pub(crate) end: Option<RunEnd>,
     pub(crate) end_time: Option<SystemTime>,
     /// The run's work is over and its end is being published: nothing but the end is logged.
@@ -155,6 +161,7 @@ impl RunLog {
                 calls: HashMap::new(),
                 superseded: 0,
                 refusal: None,
+                inputs: Inputs::default(),
                 end: None,
                 end_time: None,
                 sealed: false,
@@ -163,7 +170,18 @@ impl RunLog {
             }),
             ended: Notify::new(),
             refused: CancellationToken::new(),
+            input_limits: OnceLock::new(),
         })
+    }
+
+    /// Sets when the run's input requests lapse; only the first call counts.
+    pub(crate) fn set_input_limits(&self, limits: InputLimits) {
+        let _ = self.input_limits.set(limits);
+    }
+
+    /// When the run's input requests lapse.
+    pub(crate) fn input_limits(&self) -> InputLimits {
+        self.input_limits.get().cloned().unwrap_or_default()
     }
 
     pub(crate) fn run_id(&self) -> &Arc<str> {
@@ -346,7 +364,7 @@ impl RunLog {
     /// Logs the event `make` makes, under the lock, from the log's state and the event's time
     /// (`timestamp`, or now), with the rate of progress to keep for a call it makes live; `make`
     /// returning `None` logs nothing (the event was refused).
-    fn append_with(
+    pub(super) fn append_with(
         &self,
         make: impl FnOnce(&mut LogState, SystemTime) -> Option<(EventKind, Option<Eta>)>,
         end: Option<RunEnd>,
@@ -429,6 +447,9 @@ impl RunLog {
                 if let Some(live) = state.calls.remove(&call.call_id) {
                     live.latest.mark_final();
                 }
+            }
+            EventKind::InputRequested(_) | EventKind::InputResolved { .. } => {
+                state.inputs.observe(&event);
             }
             _ => {}
         }
@@ -612,6 +633,10 @@ impl ProgressSink for CallProgress {
             log: Arc::clone(&self.log),
             call: Arc::new(self.call.sub_task(task)),
         })
+    }
+
+    fn ask(&self, question: Question) -> BoxFuture<'static, Answer> {
+        self.log.ask(Arc::clone(&self.call), question)
     }
 
     fn report(&self, mut update: ProgressUpdate) {

@@ -14,6 +14,7 @@ mod creation;
 mod error;
 mod eta;
 mod event;
+mod input;
 mod limits;
 mod log;
 mod observe;
@@ -44,6 +45,7 @@ pub use error::RunError;
 pub use event::{
     CallArguments, CallTag, EventKind, OnDisconnect, RunEvent, RunOptions, RunStarted,
 };
+pub use input::{InputOutcome, InputRequest, Reply};
 pub use limits::Limits;
 pub use log::RunEnded;
 pub use observe::{NoObserver, RunObserver};
@@ -335,6 +337,11 @@ impl Engine {
         let log = RunLog::for_run(Arc::clone(&run_id), &self.limits);
         let cancel = self.shutdown.child_token();
         let deadline = started.deadline.map(|d| (d, Instant::now() + d));
+        log.set_input_limits(input::InputLimits {
+            timeout: started.options.input_timeout,
+            deadline: deadline.map(|(_, at)| at),
+            observer: Some(Arc::clone(&self.observer)),
+        });
         let agent = started.tool.is_empty();
         let label = if agent {
             "agent".to_owned()
@@ -437,6 +444,17 @@ impl Engine {
     ) -> Result<EventStream, RunError> {
         let events = self.store.watch(run_id, from, options).await?;
         Ok(events.observed(Arc::clone(&self.observer)))
+    }
+
+    /// Answers the open input request `request_id` of a run, wherever it executes, and returns
+    /// the run as it stands then. The first valid answer wins: see [`input`] for what is refused.
+    pub async fn respond(
+        &self,
+        run_id: &str,
+        request_id: &str,
+        reply: Reply,
+    ) -> Result<RunSnapshot, RunError> {
+        self.store.respond(run_id, request_id, reply).await
     }
 
     /// Cancels a run for everyone, wherever it executes; a run that already ended is returned
@@ -640,6 +658,12 @@ where
                 Err(RunError::Panicked { what: label, message: panic_message(&*panic) })
             }),
         };
+        // Requests still open are resolved before the end, so that every request a reader saw
+        // has its outcome: the tool that asked is not answered now.
+        record.log.resolve_open(&match &outcome {
+            Err(RunError::DeadlineExceeded(_)) => InputOutcome::Expired,
+            _ => InputOutcome::Cancelled,
+        });
         match &outcome {
             Ok(_) => tracing::info!("run finished"),
             Err(error) if error.is_cancellation() => tracing::info!(%error, "run cancelled"),
@@ -717,6 +741,16 @@ impl RunContext {
     /// once the run has ended.
     pub async fn emit(&self, kind: EventKind) -> Result<(), RunEnded> {
         self.log.push(kind)
+    }
+
+    /// Asks a person `question` on behalf of `call` (an agent's approval of a tool call) and
+    /// waits for the outcome; see [`input`].
+    pub async fn ask(
+        &self,
+        call: CallTag,
+        question: crate::tools::Question,
+    ) -> crate::tools::Answer {
+        self.log.ask(Arc::new(call), question).await
     }
 
     /// Whether the run was cancelled (its work is about to be dropped).

@@ -42,6 +42,18 @@ pub trait RunObserver: Send + Sync + 'static {
         let _ = run;
     }
 
+    /// A run began waiting for input (its first open input request), or stopped waiting (its
+    /// last one was resolved): `waiting` says which.
+    fn input_waiting(&self, waiting: bool) {
+        let _ = waiting;
+    }
+
+    /// An input request was resolved (answered, declined, expired or cancelled) `waited` after
+    /// it was made.
+    fn input_resolved(&self, waited: Duration) {
+        let _ = waited;
+    }
+
     /// A stream of a run ended, having delivered `delivered` of the run's events and skipped
     /// `coalesced` progress events that newer progress of the same call replaced.
     fn stream_ended(&self, delivered: u64, coalesced: u64) {

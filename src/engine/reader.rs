@@ -118,12 +118,12 @@ impl EventStream {
                 ReadFrom::After(sequence) => sequence.saturating_add(1).min(limit),
                 ReadFrom::Latest => {
                     taken.extend(state.started.iter().cloned());
-                    taken.extend(
-                        state
-                            .latest_progress()
-                            .into_iter()
-                            .filter(|event| event.sequence < limit),
-                    );
+                    // The latest progress of each call and the open input requests, in the
+                    // order they were logged.
+                    let mut latest = state.latest_progress();
+                    latest.extend(state.inputs.open.iter().cloned());
+                    latest.sort_by_key(|event| event.sequence);
+                    taken.extend(latest.into_iter().filter(|event| event.sequence < limit));
                     limit
                 }
             }

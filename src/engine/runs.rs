@@ -70,6 +70,8 @@ pub enum RunState {
     Failed,
     /// Cancelled: by CancelRun, by its caller leaving, or by shutdown.
     Cancelled,
+    /// Started, not yet ended, and waiting on at least one open input request.
+    InputRequired,
 }
 
 /// A run as a resource, at one moment.
@@ -106,6 +108,8 @@ pub struct RunSnapshot {
     pub labels: BTreeMap<String, String>,
     /// The idempotency key it was started with; empty for none.
     pub idempotency_key: String,
+    /// The `input_requested` events of the requests open now, oldest first (empty once ended).
+    pub pending_inputs: Vec<Arc<RunEvent>>,
 }
 
 /// Which runs ListRuns returns.
@@ -202,6 +206,7 @@ impl RunRecord {
     pub(crate) fn snapshot(&self) -> RunSnapshot {
         let state = self.log.lock();
         let (run_state, result, error) = match &state.end {
+            None if !state.inputs.open.is_empty() => (RunState::InputRequired, None, None),
             None => (RunState::Running, None, None),
             Some(RunEnd::Succeeded) => {
                 let result = state.result().and_then(|event| match &event.kind {
@@ -242,6 +247,11 @@ impl RunRecord {
             result,
             error,
             principal: self.principal.clone(),
+            pending_inputs: if state.end.is_none() {
+                state.inputs.open.clone()
+            } else {
+                Vec::new()
+            },
         }
     }
 }

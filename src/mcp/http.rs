@@ -143,6 +143,7 @@ impl RegistryServer {
             min_progress_interval: Some(self.progress_interval),
             on_disconnect: OnDisconnect::Cancel,
             heartbeat_interval: None,
+            input_timeout: None,
         }
     }
 
@@ -184,6 +185,7 @@ impl RegistryServer {
                 principal: None,
                 idempotency_key: String::new(),
                 labels: Default::default(),
+                approval_required: Vec::new(),
             };
             let _entered = span.enter();
             self.operations.run_agent(&caller, request).await

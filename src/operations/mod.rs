@@ -15,11 +15,13 @@
 //! | [`Operations::list_runs`] | `list_runs.rs` | only the caller's runs |
 //! | [`Operations::watch_run`] | `watch_run.rs` | another's run is NOT_FOUND |
 //! | [`Operations::cancel_run`] | `cancel_run.rs` | another's run is NOT_FOUND |
+//! | [`Operations::respond`] | `respond.rs` | another's run is NOT_FOUND |
 
 mod cancel_run;
 mod get_run;
 mod list_runs;
 mod list_tools;
+mod respond;
 mod run_agent;
 mod run_tool;
 mod watch_run;

@@ -78,7 +78,14 @@ pub struct Metrics {
     webhook_deliveries: Family<DeliveryLabels, Counter>,
     webhook_latency: Histogram,
     mcp_requests: Family<McpLabels, Counter>,
+    runs_waiting_for_input: Gauge,
+    input_wait: Histogram,
 }
+
+/// Buckets of the time an input request waits for its answer: people answer in seconds to hours.
+const INPUT_WAIT_BUCKETS: [f64; 10] = [
+    0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -104,6 +111,8 @@ impl Metrics {
             webhook_deliveries: Family::default(),
             webhook_latency: Histogram::new(DELIVERY_LATENCY_BUCKETS),
             mcp_requests: Family::default(),
+            runs_waiting_for_input: Gauge::default(),
+            input_wait: Histogram::new(INPUT_WAIT_BUCKETS),
         };
         metrics.registered()
     }
@@ -162,6 +171,16 @@ impl Metrics {
             "toolstream_mcp_requests",
             "MCP requests served at /mcp, by method (tools/list, tools/call) and outcome (ok, tool_error, protocol_error, cancelled)",
             self.mcp_requests.clone(),
+        );
+        registry.register(
+            "toolstream_runs_waiting_for_input",
+            "Runs with at least one open input request (state INPUT_REQUIRED) on this replica",
+            self.runs_waiting_for_input.clone(),
+        );
+        registry.register(
+            "toolstream_input_wait_seconds",
+            "Time from an input request to its resolution (answered, declined, expired or cancelled)",
+            self.input_wait.clone(),
         );
         registry.register(
             "toolstream_tool_processes",
@@ -256,6 +275,18 @@ impl RunObserver for Metrics {
 
     fn events_produced(&self, count: u64) {
         self.events_produced.inc_by(count);
+    }
+
+    fn input_waiting(&self, waiting: bool) {
+        if waiting {
+            self.runs_waiting_for_input.inc();
+        } else {
+            self.runs_waiting_for_input.dec();
+        }
+    }
+
+    fn input_resolved(&self, waited: Duration) {
+        self.input_wait.observe(waited.as_secs_f64());
     }
 
     fn stream_ended(&self, delivered: u64, coalesced: u64) {

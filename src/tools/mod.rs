@@ -10,6 +10,7 @@
 pub mod builtin;
 pub mod command;
 mod lines;
+mod input;
 mod listing;
 pub mod mcp;
 pub mod native;
@@ -22,6 +23,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 pub use listing::{ToolListing, ToolSetChange};
+pub use input::{Answer, InputKind, Question};
 pub use progress::{Progress, ProgressSink, ProgressUpdate, SubTask};
 
 /// Where a tool lives. Reported to clients as `Tool.kind`.

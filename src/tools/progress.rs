@@ -22,8 +22,11 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
+
+use super::input::{Answer, Question};
 
 /// One progress report: the seed's `{"progress": 0.4, "status": "...", ...extra}`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -96,6 +99,16 @@ pub trait ProgressSink: Send + Sync + 'static {
     fn task(&self, task: &SubTask) -> Arc<dyn ProgressSink> {
         let _ = task;
         Arc::new(Discard)
+    }
+
+    /// Asks a person `question` on behalf of this sink's call and completes with how it was
+    /// resolved (see [`Progress::ask`]). The default can ask nobody: the question is refused at
+    /// once, so a tool run outside a run never waits.
+    fn ask(&self, question: Question) -> BoxFuture<'static, Answer> {
+        let _ = question;
+        Box::pin(std::future::ready(Answer::Refused(
+            "nothing can answer a question here (the tool runs outside a run)".to_owned(),
+        )))
     }
 }
 
@@ -324,6 +337,20 @@ impl Progress {
     /// calls, as a remote tool sends the time left as the call's `grpc-timeout`.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
+    }
+
+    /// Asks a person `prompt` and waits for the answer, which satisfies `schema` (a JSON Schema;
+    /// `None` takes any value). The run shows the question as an open input request until a
+    /// client answers it (RespondToRun, the CLI's prompt, ...). Never hangs: a request nobody
+    /// answers lapses at the run's input timeout or deadline ([`Answer::Expired`]), and a run that
+    /// ends resolves it ([`Answer::Cancelled`]).
+    pub async fn ask(&self, prompt: impl Into<String>, schema: Option<Value>) -> Answer {
+        self.ask_question(Question::new(prompt, schema)).await
+    }
+
+    /// [`ask`](Self::ask) with every part of the question given (kind, context data).
+    pub async fn ask_question(&self, question: Question) -> Answer {
+        self.node.sink.ask(question).await
     }
 
     /// A handle that drops every update, for running a tool outside a run.

@@ -30,6 +30,7 @@ fn options(options: engine::RunOptions) -> pb::RunOptions {
             engine::OnDisconnect::Continue => pb::OnDisconnect::Continue,
         } as i32,
         heartbeat_interval_ms: millis(options.heartbeat_interval),
+        input_timeout_ms: millis(options.input_timeout),
         ..pb::RunOptions::default()
     }
 }
@@ -47,6 +48,7 @@ pub(crate) fn run_options(options: Option<pb::RunOptions>) -> engine::RunOptions
             }
         },
         heartbeat_interval: interval(options.heartbeat_interval_ms),
+        input_timeout: interval(options.input_timeout_ms),
     }
 }
 
@@ -100,6 +102,7 @@ pub(crate) fn agent_request(
         options: run_options(request.options),
         deadline,
         principal: None,
+        approval_required: request.approval_required,
     }
 }
 
@@ -134,6 +137,38 @@ pub(crate) fn progress(
         tool: call.tool.to_string(),
         parent_call_id: call.parent_call_id.to_string(),
         eta_seconds,
+    }
+}
+
+/// An input request as the wire carries it (its event, and `Run.pending_inputs`).
+pub(crate) fn input_requested(request: &engine::InputRequest) -> pb::InputRequested {
+    pb::InputRequested {
+        request_id: request.request_id.to_string(),
+        call_id: request.call.call_id.to_string(),
+        tool: request.call.tool.to_string(),
+        parent_call_id: request.call.parent_call_id.to_string(),
+        prompt: request.prompt.clone(),
+        schema: request.schema.clone().and_then(arguments_to_wire),
+        kind: match request.kind {
+            crate::tools::InputKind::Input => pb::InputKind::Input,
+            crate::tools::InputKind::Approval => pb::InputKind::Approval,
+        } as i32,
+        data: request.data.clone().map(json_to_struct),
+        expire_time: request.expire_time.map(timestamp),
+    }
+}
+
+/// What RespondToRun asks, in engine terms.
+pub(crate) fn reply(request: &pb::RespondToRunRequest) -> engine::Reply {
+    if request.decline {
+        engine::Reply::Decline
+    } else {
+        engine::Reply::Value(
+            request
+                .value
+                .clone()
+                .map_or(serde_json::Value::Null, crate::json_proto::value_to_json),
+        )
     }
 }
 
@@ -190,6 +225,26 @@ impl From<&engine::RunEvent> for pb::RunEvent {
                 })
             }
             EventKind::Message(text) => Event::Message(pb::MessageDelta { text: text.clone() }),
+            EventKind::InputRequested(request) => Event::InputRequested(input_requested(request)),
+            EventKind::InputResolved {
+                request_id,
+                outcome,
+            } => {
+                let (outcome, value) = match outcome {
+                    engine::InputOutcome::Answered(value) => (
+                        pb::InputOutcome::Answered,
+                        Some(json_to_value(value.clone())),
+                    ),
+                    engine::InputOutcome::Declined => (pb::InputOutcome::Declined, None),
+                    engine::InputOutcome::Expired => (pb::InputOutcome::Expired, None),
+                    engine::InputOutcome::Cancelled => (pb::InputOutcome::Cancelled, None),
+                };
+                Event::InputResolved(pb::InputResolved {
+                    request_id: request_id.to_string(),
+                    outcome: outcome as i32,
+                    value,
+                })
+            }
             EventKind::Gap { from, to, reason } => Event::Gap(pb::Gap {
                 from_sequence: *from,
                 to_sequence: *to,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::caller_of;
-use super::convert::{arguments_to_wire, progress, run_options, timestamp, watch_from};
+use super::convert::{
+    arguments_to_wire, input_requested, progress, reply, run_options, timestamp, watch_from,
+};
 use super::service::WireEvents;
 use crate::engine::{EventKind, RunFilter, RunSnapshot, RunState};
 use crate::json_proto::json_to_value;
@@ -34,6 +36,7 @@ fn state_to_wire(state: RunState) -> pb::RunState {
         RunState::Succeeded => pb::RunState::Succeeded,
         RunState::Failed => pb::RunState::Failed,
         RunState::Cancelled => pb::RunState::Cancelled,
+        RunState::InputRequired => pb::RunState::InputRequired,
     }
 }
 
@@ -73,6 +76,14 @@ pub(crate) fn run_to_wire(run: RunSnapshot) -> pb::Run {
         error_message,
         labels: run.labels.into_iter().collect(),
         idempotency_key: run.idempotency_key,
+        pending_inputs: run
+            .pending_inputs
+            .iter()
+            .filter_map(|event| match &event.kind {
+                EventKind::InputRequested(request) => Some(input_requested(request)),
+                _ => None,
+            })
+            .collect(),
     }
 }
 
@@ -84,6 +95,7 @@ pub(crate) fn run_filter(request: pb::ListRunsRequest) -> RunFilter {
         pb::RunState::Succeeded => Some(RunState::Succeeded),
         pb::RunState::Failed => Some(RunState::Failed),
         pb::RunState::Cancelled => Some(RunState::Cancelled),
+        pb::RunState::InputRequired => Some(RunState::InputRequired),
     };
     RunFilter {
         state,
@@ -163,6 +175,20 @@ impl RunService for RunServiceImpl {
         let run = self
             .operations
             .cancel_run(&caller, &request.into_inner().run_id)
+            .await
+            .map_err(status::from_run_error)?;
+        Ok(Response::new(run_to_wire(run)))
+    }
+
+    async fn respond_to_run(
+        &self,
+        request: Request<pb::RespondToRunRequest>,
+    ) -> Result<Response<pb::Run>, Status> {
+        let caller = caller_of(&request);
+        let request = request.into_inner();
+        let run = self
+            .operations
+            .respond(&caller, &request.run_id, &request.request_id, reply(&request))
             .await
             .map_err(status::from_run_error)?;
         Ok(Response::new(run_to_wire(run)))

@@ -34,6 +34,8 @@ pub(crate) fn event_name(kind: &EventKind) -> &'static str {
         EventKind::ToolCallStarted { .. } => "tool_call_started",
         EventKind::ToolCallFinished { .. } => "tool_call_finished",
         EventKind::Message(_) => "message",
+        EventKind::InputRequested(_) => "input_requested",
+        EventKind::InputResolved { .. } => "input_resolved",
         EventKind::Gap { .. } => "gap",
         EventKind::Heartbeat { .. } => "heartbeat",
     }

@@ -126,6 +126,11 @@ pub(crate) fn router(grpc: Router, state: WebState, auth: Arc<Authenticator>) ->
         .route("/v1/runs/{id}", get(routes::get_run))
         .route("/v1/runs/{id}/events", get(routes::run_events))
         .route("/v1/runs/{id}/cancel", post(routes::cancel_run))
+        .route(
+            "/v1/runs/{id}/inputs/{request_id}",
+            post(routes::respond_to_run)
+                .layer(RequestBodyTimeoutLayer::new(state.http.body_timeout)),
+        )
         .route("/v1/ws", get(ws::upgrade))
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.max_message_bytes))

@@ -23,7 +23,9 @@ use crate::json_proto::{from_json, from_json_value, to_json};
 use crate::operations::WatchRequest;
 use crate::pb;
 use crate::registry::SourceHealth;
-use crate::transport::convert::{agent_request, run_options, tool_run_request, tools_to_wire};
+use crate::transport::convert::{
+    agent_request, reply, run_options, tool_run_request, tools_to_wire,
+};
 use crate::transport::{deadline_from_grpc_timeout, page_to_wire, run_filter, run_to_wire};
 
 /// `message` as a JSON response.
@@ -324,6 +326,25 @@ pub(super) async fn cancel_run(
     Ok(json_response(StatusCode::OK, &run_to_wire(run)))
 }
 
+/// `POST /v1/runs/{id}/inputs/{request_id}` with `{"value": ...}` or `{"decline": true}`:
+/// RespondToRun, answers the Run.
+pub(super) async fn respond_to_run(
+    State(state): State<WebState>,
+    caller: Caller,
+    Path((run_id, request_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut request: pb::RespondToRunRequest = read_body(&headers, body)?;
+    request.run_id = run_id;
+    request.request_id = request_id;
+    let run = state
+        .operations
+        .respond(&caller, &request.run_id, &request.request_id, reply(&request))
+        .await?;
+    Ok(json_response(StatusCode::OK, &run_to_wire(run)))
+}
+
 /// `GET /v1/runs/{id}/events`: WatchRun as SSE. Where to start: the `Last-Event-ID` header (a
 /// reconnecting `EventSource` sends it), else `?from=latest`, else `?after=N` (0: from the
 /// start). `?minProgressIntervalMs=` and `?heartbeatIntervalMs=` are the watcher's options.
@@ -449,7 +470,7 @@ pub(super) async fn not_found(method: Method, uri: Uri, headers: HeaderMap) -> R
         format!(
             "no route {method} {}; the routes are /v1/tools, /v1/tools/NAME/runs, \
              /v1/agent/runs, /v1/runs, /v1/runs/ID, /v1/runs/ID/events, /v1/runs/ID/cancel, \
-             /v1/ws, /healthz and /",
+             /v1/runs/ID/inputs/REQUEST, /v1/ws, /healthz and /",
             uri.path()
         ),
     )

@@ -7,6 +7,7 @@
 //! {"type":"run_agent","id":"c2","prompt":"...","tools":["checksum"]}
 //! {"type":"watch","id":"c3","runId":"...","after":"0"}      (or "fromLatest": true)
 //! {"type":"cancel","id":"c1"}
+//! {"type":"respond","id":"c4","runId":"...","requestId":"input-1","value":true}   (or "decline": true)
 //! ```
 //!
 //! Besides `type` and `id`, a message is the JSON of the matching request message
@@ -16,7 +17,8 @@
 //! exactly once: its `result` event or its `error`. `cancel` cancels the run the id started (for
 //! everyone, like CancelRun; the id then ends with CANCELLED, or with its result if that came
 //! first), or stops a watch (the watched run goes on); cancelling an id not in flight does
-//! nothing. A malformed message gets an `error` naming the id it gave (or none), and the socket
+//! nothing. `respond` answers an input request of a run (RespondToRun; the `id` is optional):
+//! it gets `{"id":"c4","run":<Run JSON>}` once the answer is taken, or an `error`. A malformed message gets an `error` naming the id it gave (or none), and the socket
 //! stays open. Closing the socket is a disconnect for every run it started (runs started with
 //! `onDisconnect: ON_DISCONNECT_CONTINUE` go on).
 //!
@@ -48,8 +50,8 @@ use crate::engine::{EventKind, EventStream};
 use crate::json_proto::from_json_value;
 use crate::listener::ConnectionSlot;
 use crate::pb;
-use crate::transport::convert::{agent_request, tool_run_request};
-use crate::transport::watch_request;
+use crate::transport::convert::{agent_request, reply, tool_run_request};
+use crate::transport::{run_to_wire, watch_request};
 
 /// The longest id a client may give a call.
 const MAX_ID_BYTES: usize = 256;
@@ -221,11 +223,18 @@ impl Session {
                 return Err(refuse(
                     id.as_deref(),
                     ApiError::invalid_argument(
-                        "\"type\" must be one of run_tool, run_agent, watch, cancel",
+                        "\"type\" must be one of run_tool, run_agent, watch, cancel, respond",
                     ),
                 ));
             }
         };
+        if kind == "respond" {
+            return self
+                .respond(id.as_deref(), fields)
+                .await
+                .map(Some)
+                .map_err(|error| (id, error));
+        }
         let Some(id) = id else {
             return Err(refuse(
                 None,
@@ -308,7 +317,7 @@ impl Session {
             }
             other => {
                 return Err(ApiError::invalid_argument(format!(
-                    "unknown type {other:?}: one of run_tool, run_agent, watch, cancel"
+                    "unknown type {other:?}: one of run_tool, run_agent, watch, cancel, respond"
                 )));
             }
         };
@@ -318,6 +327,34 @@ impl Session {
             watch,
             events: Some(events),
         })
+    }
+
+    /// `respond`: answers an input request (RespondToRun); the frame carries the run as it
+    /// stands then.
+    async fn respond(
+        &mut self,
+        id: Option<&str>,
+        fields: serde_json::Map<String, Value>,
+    ) -> Result<String, ApiError> {
+        let request: pb::RespondToRunRequest = from_json_value(Value::Object(fields))?;
+        if request.run_id.is_empty() || request.request_id.is_empty() {
+            return Err(ApiError::invalid_argument(
+                "a respond needs \"runId\" and \"requestId\": the ids from the \
+                 input_requested event",
+            ));
+        }
+        let run = self
+            .state
+            .operations
+            .respond(&self.caller, &request.run_id, &request.request_id, reply(&request))
+            .await?;
+        let run = crate::json_proto::to_json(&run_to_wire(run))?;
+        let mut frame = String::from("{");
+        if let Some(id) = id {
+            frame.push_str(&format!("\"id\":{},", Value::String(id.to_owned())));
+        }
+        frame.push_str(&format!("\"run\":{run}}}"));
+        Ok(frame)
     }
 
     /// `cancel`: the run an id started is cancelled for everyone (its stream then ends with the

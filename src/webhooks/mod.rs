@@ -86,7 +86,7 @@ impl WebhookEvent {
             RunState::Succeeded => Some(WebhookEvent::Succeeded),
             RunState::Failed => Some(WebhookEvent::Failed),
             RunState::Cancelled => Some(WebhookEvent::Cancelled),
-            RunState::Running => None,
+            RunState::Running | RunState::InputRequired => None,
         }
     }
 }

@@ -15,20 +15,44 @@ class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_STATE_SUCCEEDED: _ClassVar[RunState]
     RUN_STATE_FAILED: _ClassVar[RunState]
     RUN_STATE_CANCELLED: _ClassVar[RunState]
+    RUN_STATE_INPUT_REQUIRED: _ClassVar[RunState]
 
 class OnDisconnect(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ON_DISCONNECT_UNSPECIFIED: _ClassVar[OnDisconnect]
     ON_DISCONNECT_CANCEL: _ClassVar[OnDisconnect]
     ON_DISCONNECT_CONTINUE: _ClassVar[OnDisconnect]
+
+class InputKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INPUT_KIND_UNSPECIFIED: _ClassVar[InputKind]
+    INPUT_KIND_INPUT: _ClassVar[InputKind]
+    INPUT_KIND_APPROVAL: _ClassVar[InputKind]
+
+class InputOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INPUT_OUTCOME_UNSPECIFIED: _ClassVar[InputOutcome]
+    INPUT_OUTCOME_ANSWERED: _ClassVar[InputOutcome]
+    INPUT_OUTCOME_DECLINED: _ClassVar[InputOutcome]
+    INPUT_OUTCOME_EXPIRED: _ClassVar[InputOutcome]
+    INPUT_OUTCOME_CANCELLED: _ClassVar[InputOutcome]
 RUN_STATE_UNSPECIFIED: RunState
 RUN_STATE_RUNNING: RunState
 RUN_STATE_SUCCEEDED: RunState
 RUN_STATE_FAILED: RunState
 RUN_STATE_CANCELLED: RunState
+RUN_STATE_INPUT_REQUIRED: RunState
 ON_DISCONNECT_UNSPECIFIED: OnDisconnect
 ON_DISCONNECT_CANCEL: OnDisconnect
 ON_DISCONNECT_CONTINUE: OnDisconnect
+INPUT_KIND_UNSPECIFIED: InputKind
+INPUT_KIND_INPUT: InputKind
+INPUT_KIND_APPROVAL: InputKind
+INPUT_OUTCOME_UNSPECIFIED: InputOutcome
+INPUT_OUTCOME_ANSWERED: InputOutcome
+INPUT_OUTCOME_DECLINED: InputOutcome
+INPUT_OUTCOME_EXPIRED: InputOutcome
+INPUT_OUTCOME_CANCELLED: InputOutcome
 
 class GetRunRequest(_message.Message):
     __slots__ = ("run_id",)
@@ -41,6 +65,18 @@ class CancelRunRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class RespondToRunRequest(_message.Message):
+    __slots__ = ("run_id", "request_id", "value", "decline")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    DECLINE_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    request_id: str
+    value: _struct_pb2.Value
+    decline: bool
+    def __init__(self, run_id: _Optional[str] = ..., request_id: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., decline: bool = ...) -> None: ...
 
 class WatchRunRequest(_message.Message):
     __slots__ = ("run_id", "after_sequence", "from_latest", "options")
@@ -55,25 +91,16 @@ class WatchRunRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., after_sequence: _Optional[int] = ..., from_latest: bool = ..., options: _Optional[_Union[RunOptions, _Mapping]] = ...) -> None: ...
 
 class ListRunsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "state", "tool", "labels")
-    class LabelsEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    __slots__ = ("page_size", "page_token", "state", "tool")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
-    LABELS_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     state: RunState
     tool: str
-    labels: _containers.ScalarMap[str, str]
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., tool: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., tool: _Optional[str] = ...) -> None: ...
 
 class ListRunsResponse(_message.Message):
     __slots__ = ("runs", "next_page_token")
@@ -84,14 +111,7 @@ class ListRunsResponse(_message.Message):
     def __init__(self, runs: _Optional[_Iterable[_Union[Run, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("run_id", "state", "tool", "agent", "create_time", "end_time", "last_sequence", "progress", "result", "error_code", "error_message", "arguments", "prompt", "labels", "idempotency_key")
-    class LabelsEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    __slots__ = ("run_id", "state", "tool", "agent", "create_time", "end_time", "last_sequence", "progress", "result", "error_code", "error_message", "arguments", "prompt", "pending_inputs")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
@@ -105,8 +125,7 @@ class Run(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
-    LABELS_FIELD_NUMBER: _ClassVar[int]
-    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    PENDING_INPUTS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     state: RunState
     tool: str
@@ -120,9 +139,8 @@ class Run(_message.Message):
     error_message: str
     arguments: _struct_pb2.Struct
     prompt: str
-    labels: _containers.ScalarMap[str, str]
-    idempotency_key: str
-    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., tool: _Optional[str] = ..., agent: bool = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., last_sequence: _Optional[int] = ..., progress: _Optional[_Iterable[_Union[Progress, _Mapping]]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., prompt: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    pending_inputs: _containers.RepeatedCompositeFieldContainer[InputRequested]
+    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., tool: _Optional[str] = ..., agent: bool = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., last_sequence: _Optional[int] = ..., progress: _Optional[_Iterable[_Union[Progress, _Mapping]]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., prompt: _Optional[str] = ..., pending_inputs: _Optional[_Iterable[_Union[InputRequested, _Mapping]]] = ...) -> None: ...
 
 class ListToolsRequest(_message.Message):
     __slots__ = ()
@@ -149,25 +167,16 @@ class Tool(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class RunOptions(_message.Message):
-    __slots__ = ("min_progress_interval_ms", "on_disconnect", "heartbeat_interval_ms", "idempotency_key", "labels")
-    class LabelsEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    __slots__ = ("min_progress_interval_ms", "on_disconnect", "heartbeat_interval_ms", "input_timeout_ms")
     MIN_PROGRESS_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     ON_DISCONNECT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
-    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
-    LABELS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     min_progress_interval_ms: int
     on_disconnect: OnDisconnect
     heartbeat_interval_ms: int
-    idempotency_key: str
-    labels: _containers.ScalarMap[str, str]
-    def __init__(self, min_progress_interval_ms: _Optional[int] = ..., on_disconnect: _Optional[_Union[OnDisconnect, str]] = ..., heartbeat_interval_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    input_timeout_ms: int
+    def __init__(self, min_progress_interval_ms: _Optional[int] = ..., on_disconnect: _Optional[_Union[OnDisconnect, str]] = ..., heartbeat_interval_ms: _Optional[int] = ..., input_timeout_ms: _Optional[int] = ...) -> None: ...
 
 class RunToolRequest(_message.Message):
     __slots__ = ("tool", "arguments", "options")
@@ -180,23 +189,25 @@ class RunToolRequest(_message.Message):
     def __init__(self, tool: _Optional[str] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., options: _Optional[_Union[RunOptions, _Mapping]] = ...) -> None: ...
 
 class RunAgentRequest(_message.Message):
-    __slots__ = ("prompt", "tools", "model", "max_steps", "system_prompt", "options")
+    __slots__ = ("prompt", "tools", "model", "max_steps", "system_prompt", "options", "approval_required")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     TOOLS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     tools: _containers.RepeatedScalarFieldContainer[str]
     model: str
     max_steps: int
     system_prompt: str
     options: RunOptions
-    def __init__(self, prompt: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., max_steps: _Optional[int] = ..., system_prompt: _Optional[str] = ..., options: _Optional[_Union[RunOptions, _Mapping]] = ...) -> None: ...
+    approval_required: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, prompt: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., max_steps: _Optional[int] = ..., system_prompt: _Optional[str] = ..., options: _Optional[_Union[RunOptions, _Mapping]] = ..., approval_required: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RunEvent(_message.Message):
-    __slots__ = ("run_id", "sequence", "timestamp", "started", "progress", "result", "tool_call_started", "tool_call_finished", "message", "gap", "heartbeat")
+    __slots__ = ("run_id", "sequence", "timestamp", "started", "progress", "result", "tool_call_started", "tool_call_finished", "message", "gap", "heartbeat", "input_requested", "input_resolved")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +219,8 @@ class RunEvent(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     GAP_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    INPUT_RESOLVED_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     sequence: int
     timestamp: _timestamp_pb2.Timestamp
@@ -219,7 +232,9 @@ class RunEvent(_message.Message):
     message: MessageDelta
     gap: Gap
     heartbeat: Heartbeat
-    def __init__(self, run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., timestamp: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started: _Optional[_Union[RunStarted, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., tool_call_started: _Optional[_Union[ToolCallStarted, _Mapping]] = ..., tool_call_finished: _Optional[_Union[ToolCallFinished, _Mapping]] = ..., message: _Optional[_Union[MessageDelta, _Mapping]] = ..., gap: _Optional[_Union[Gap, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+    input_requested: InputRequested
+    input_resolved: InputResolved
+    def __init__(self, run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., timestamp: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started: _Optional[_Union[RunStarted, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., tool_call_started: _Optional[_Union[ToolCallStarted, _Mapping]] = ..., tool_call_finished: _Optional[_Union[ToolCallFinished, _Mapping]] = ..., message: _Optional[_Union[MessageDelta, _Mapping]] = ..., gap: _Optional[_Union[Gap, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., input_requested: _Optional[_Union[InputRequested, _Mapping]] = ..., input_resolved: _Optional[_Union[InputResolved, _Mapping]] = ...) -> None: ...
 
 class RunStarted(_message.Message):
     __slots__ = ("run_id", "tool", "model", "tools", "max_steps", "options", "deadline_ms")
@@ -312,3 +327,35 @@ class Heartbeat(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     last_sequence: int
     def __init__(self, last_sequence: _Optional[int] = ...) -> None: ...
+
+class InputRequested(_message.Message):
+    __slots__ = ("request_id", "call_id", "tool", "parent_call_id", "prompt", "schema", "kind", "data", "expire_time")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    PARENT_CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    call_id: str
+    tool: str
+    parent_call_id: str
+    prompt: str
+    schema: _struct_pb2.Struct
+    kind: InputKind
+    data: _struct_pb2.Struct
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, request_id: _Optional[str] = ..., call_id: _Optional[str] = ..., tool: _Optional[str] = ..., parent_call_id: _Optional[str] = ..., prompt: _Optional[str] = ..., schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., kind: _Optional[_Union[InputKind, str]] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class InputResolved(_message.Message):
+    __slots__ = ("request_id", "outcome", "value")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    outcome: InputOutcome
+    value: _struct_pb2.Value
+    def __init__(self, request_id: _Optional[str] = ..., outcome: _Optional[_Union[InputOutcome, str]] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...

@@ -285,6 +285,11 @@ class RunServiceStub(object):
                 request_serializer=toolstream_dot_v1_dot_toolstream__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=toolstream_dot_v1_dot_toolstream__pb2.Run.FromString,
                 _registered_method=True)
+        self.RespondToRun = channel.unary_unary(
+                '/toolstream.v1.RunService/RespondToRun',
+                request_serializer=toolstream_dot_v1_dot_toolstream__pb2.RespondToRunRequest.SerializeToString,
+                response_deserializer=toolstream_dot_v1_dot_toolstream__pb2.Run.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer(object):
@@ -333,6 +338,17 @@ class RunServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RespondToRun(self, request, context):
+        """Answers (or declines) one of the run's open input requests (`Run.pending_inputs`, the
+        `input_requested` event), on any replica. The first valid answer wins, exactly once: a second
+        gets FAILED_PRECONDITION; an unknown request NOT_FOUND; a value failing the request's schema
+        INVALID_ARGUMENT naming the field, and the request stays open; a run that ended
+        FAILED_PRECONDITION. Answers the run as it stands once the answer is recorded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -354,6 +370,11 @@ def add_RunServiceServicer_to_server(servicer, server):
             'CancelRun': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelRun,
                     request_deserializer=toolstream_dot_v1_dot_toolstream__pb2.CancelRunRequest.FromString,
+                    response_serializer=toolstream_dot_v1_dot_toolstream__pb2.Run.SerializeToString,
+            ),
+            'RespondToRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RespondToRun,
+                    request_deserializer=toolstream_dot_v1_dot_toolstream__pb2.RespondToRunRequest.FromString,
                     response_serializer=toolstream_dot_v1_dot_toolstream__pb2.Run.SerializeToString,
             ),
     }
@@ -475,6 +496,33 @@ class RunService(object):
             target,
             '/toolstream.v1.RunService/CancelRun',
             toolstream_dot_v1_dot_toolstream__pb2.CancelRunRequest.SerializeToString,
+            toolstream_dot_v1_dot_toolstream__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RespondToRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/toolstream.v1.RunService/RespondToRun',
+            toolstream_dot_v1_dot_toolstream__pb2.RespondToRunRequest.SerializeToString,
             toolstream_dot_v1_dot_toolstream__pb2.Run.FromString,
             options,
             channel_credentials,

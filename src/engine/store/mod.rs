@@ -31,6 +31,7 @@ use tokio::sync::{oneshot, watch};
 use super::RunError;
 use super::creation::{ClaimOutcome, HeldClaim, KeyClaim};
 use super::event::RunOptions;
+use super::input::Reply;
 use super::reader::{EventStream, ReadFrom};
 use super::runs::{
     CancelReason, RunFilter, RunPage, RunRecord, RunSnapshot, RunTable, is_run_id, unknown_run,
@@ -99,6 +100,14 @@ pub(crate) trait RunStore: Send + Sync + 'static {
         slot: &'a str,
         held: &'a HeldClaim,
     ) -> BoxFuture<'a, Result<(), RunError>>;
+    /// Answers an open input request of a run, wherever it executes (the replica that executes
+    /// it decides, see [`respond_local`]), and answers the run's state then.
+    fn respond<'a>(
+        &'a self,
+        run_id: &'a str,
+        request_id: &'a str,
+        reply: Reply,
+    ) -> BoxFuture<'a, Result<RunSnapshot, RunError>>;
 
     /// At shutdown, once the runs ended: waits up to `grace` for their ends to be published,
     /// then leaves the store.
@@ -293,6 +302,16 @@ pub(crate) async fn cancel_local(record: &RunRecord) -> RunSnapshot {
     record.snapshot()
 }
 
+/// Answers an input request of a run this replica executes (or executed) and answers its state.
+pub(crate) fn respond_local(
+    record: &RunRecord,
+    request_id: &str,
+    reply: Reply,
+) -> Result<RunSnapshot, RunError> {
+    record.log.respond(request_id, reply)?;
+    Ok(record.snapshot())
+}
+
 /// The runs of this process, in its memory: the embedded default.
 pub(crate) struct MemoryStore {
     table: RunTable,
@@ -415,6 +434,18 @@ impl RunStore for MemoryStore {
             claims.held.remove(slot);
         }
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn respond<'a>(
+        &'a self,
+        run_id: &'a str,
+        request_id: &'a str,
+        reply: Reply,
+    ) -> BoxFuture<'a, Result<RunSnapshot, RunError>> {
+        let answered = self
+            .record(run_id)
+            .and_then(|record| respond_local(&record, request_id, reply));
+        Box::pin(std::future::ready(answered))
     }
 
     fn close(&self, _grace: Duration) -> BoxFuture<'_, ()> {

@@ -29,6 +29,9 @@ struct CommandEntry {
     /// Ask the command for its description and schemas at start-up (`describe.rs`).
     #[serde(default)]
     describe: bool,
+    /// The command may ask questions (`{"ask": ...}`): its stdin stays open for the answers.
+    #[serde(default)]
+    asks: bool,
 }
 
 /// A checked entry: its tool, and what the command must still say about itself.
@@ -109,6 +112,7 @@ pub fn command_tool(entry: &toml::Table, base_dir: &Path) -> Result<Declared, St
         timeout,
         kill_grace: super::DEFAULT_KILL_GRACE,
         max_line_bytes: super::DEFAULT_MAX_LINE_BYTES,
+        asks: entry.asks,
     };
     Ok(Declared {
         tool,

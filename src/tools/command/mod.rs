@@ -54,6 +54,8 @@ pub struct CommandTool {
     timeout: Option<Duration>,
     kill_grace: Duration,
     max_line_bytes: usize,
+    /// `asks = true`: stdin stays open after the arguments, for the answers to its questions.
+    asks: bool,
 }
 
 /// Builds a command tool from its `[[tools]]` entry, asking the command to describe itself when
@@ -117,9 +119,19 @@ impl CommandTool {
             .map_err(|e| ToolError::Internal(format!("cannot encode the arguments: {e}")))?;
         input.push(b'\n');
         let mut stdin = spawned.stdin;
+        // A tool that asks gets its answers as lines after the arguments; stdin closes when its
+        // output ends (the sender is dropped with the reading).
+        let (answers, mut to_write) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+        let answers = self.asks.then_some(answers);
         let write_arguments = async move {
             // A tool that exits without reading its arguments closes the pipe: not our error.
-            let _ = stdin.write_all(&input).await;
+            if stdin.write_all(&input).await.is_ok() {
+                while let Some(line) = to_write.recv().await {
+                    if stdin.write_all(&line).await.is_err() {
+                        break;
+                    }
+                }
+            }
             drop(stdin);
         };
 
@@ -134,7 +146,7 @@ impl CommandTool {
                 tokio::try_join!(
                     write_arguments.map(Ok),
                     tail.collect(spawned.stderr, &self.spec.name).map(Ok),
-                    self.read_stdout(&mut stdout, &progress, &mut ending),
+                    self.read_stdout(&mut stdout, &progress, &mut ending, answers),
                 )
                 .map(|_| ())
             };
@@ -204,6 +216,7 @@ impl CommandTool {
         stdout: &mut LineReader<impl AsyncRead + Unpin>,
         progress: &Progress,
         ending: &mut Option<Ending>,
+        answers: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
     ) -> Result<(), ToolError> {
         let mut tasks = SubTasks::default();
         let mut number = 0u64;
@@ -250,6 +263,19 @@ impl CommandTool {
                 })?,
                 Message::Result(value) => *ending = Some(Ending::Result(value)),
                 Message::Error(error) => *ending = Some(Ending::Error(error)),
+                Message::Ask { id, prompt, schema } => {
+                    let Some(answers) = &answers else {
+                        return Err(ToolError::Internal(format!(
+                            "output line {number} asks a question, but the tool's [[tools]] \
+                             entry does not say `asks = true`, so its stdin is closed and it \
+                             could not read the answer"
+                        )));
+                    };
+                    // The tool waits for the answer; its output waits in the pipe meanwhile.
+                    let answer = progress.ask(prompt, schema).await;
+                    // A tool that stopped reading is not our error: its output tells.
+                    let _ = answers.send(protocol::answer_line(&id, &answer)).await;
+                }
             }
         }
         // Sub-tasks still open end with the output, before the result.

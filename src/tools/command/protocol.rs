@@ -7,6 +7,10 @@
 //!   `{"task": {"id": "t3", "parent": "t1", "label": "item 3", "weight": 0.25, "done": true}, ...}`
 //!   (only `id` is required; see docs/command-tools.md).
 //!
+//! - `{"ask": {"id": "a1", "prompt": "...", "schema": {...}}}`: a question for a person (tools
+//!   declared with `asks = true`); the server answers with one line on the tool's stdin,
+//!   `{"answer": {"id": "a1", "outcome": "answered", "value": ...}}` (see [`answer_line`]).
+//!
 //! A `result` key makes a line the result and an `error` key the error, whatever else it holds;
 //! so progress data cannot use those two keys. A `task` that is not an object with a string `id`
 //! stays in the data.
@@ -29,6 +33,15 @@ pub enum Message {
     Result(Value),
     /// The tool's own error message.
     Error(String),
+    /// A question for a person; the tool waits for the answer on stdin.
+    Ask {
+        /// The tool's name for the question, repeated in the answer.
+        id: String,
+        /// What to ask.
+        prompt: String,
+        /// JSON Schema of the answer; `None`: any value.
+        schema: Option<Value>,
+    },
 }
 
 /// Parses one line. The error says what is wrong with it, for the message a client sees.
@@ -45,6 +58,26 @@ pub fn parse(line: &[u8]) -> Result<Message, String> {
             Value::String(message) => message,
             other => other.to_string(),
         }));
+    }
+    if let Some(ask) = object.remove("ask") {
+        let Value::Object(mut ask) = ask else {
+            return Err("ask must be an object with an id and a prompt".to_owned());
+        };
+        let id = match ask.remove("id") {
+            Some(Value::String(id)) => id,
+            None | Some(Value::Null) => String::new(),
+            Some(other) => return Err(format!("ask.id must be a string, not {other}")),
+        };
+        let prompt = match ask.remove("prompt") {
+            Some(Value::String(prompt)) => prompt,
+            _ => return Err("ask.prompt must be a string".to_owned()),
+        };
+        let schema = match ask.remove("schema") {
+            None | Some(Value::Null) => None,
+            Some(schema @ (Value::Object(_) | Value::Bool(_))) => Some(schema),
+            Some(other) => return Err(format!("ask.schema must be a JSON Schema, not {other}")),
+        };
+        return Ok(Message::Ask { id, prompt, schema });
     }
     let task = match object.get("task") {
         Some(Value::Object(task)) if matches!(task.get("id"), Some(Value::String(_))) => {
@@ -109,6 +142,32 @@ impl TaskLine {
             done,
         })
     }
+}
+
+/// The line that answers the tool's question `id` (a newline at its end): `outcome` is
+/// `answered` (with `value`), `declined`, `expired`, `cancelled` or `refused` (with `reason`: the
+/// question could not be asked).
+pub fn answer_line(id: &str, answer: &crate::tools::Answer) -> Vec<u8> {
+    let mut body = serde_json::Map::new();
+    body.insert("id".to_owned(), Value::String(id.to_owned()));
+    body.insert(
+        "outcome".to_owned(),
+        Value::String(answer.outcome_name().to_owned()),
+    );
+    match answer {
+        crate::tools::Answer::Answered(value) => {
+            body.insert("value".to_owned(), value.clone());
+        }
+        crate::tools::Answer::Refused(reason) => {
+            body.insert("reason".to_owned(), Value::String(reason.clone()));
+        }
+        _ => {}
+    }
+    let mut line = serde_json::json!({ "answer": body })
+        .to_string()
+        .into_bytes();
+    line.push(b'\n');
+    line
 }
 
 /// The start of a line, made readable for an error message.

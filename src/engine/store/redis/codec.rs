@@ -13,11 +13,14 @@ use serde_json::{Map, Value};
 
 use crate::engine::event::{CallArguments, CallTag, EventKind, OnDisconnect, RunEvent};
 use crate::engine::runs::{RunSnapshot, RunState, SNAPSHOT_CALLS, called_with};
-use crate::engine::{RunError, RunOptions, RunStarted};
-use crate::tools::{ProgressUpdate, ToolError};
+use crate::engine::{InputOutcome, InputRequest, RunError, RunOptions, RunStarted};
+use crate::tools::{InputKind, ProgressUpdate, ToolError};
 
 /// The record field holding the latest progress of the call with this id (empty: the top level).
 pub(super) const PROGRESS_FIELD: &str = "p:";
+/// The record field holding the `input_requested` event of the open request with this id: a
+/// running run with any is INPUT_REQUIRED.
+pub(super) const INPUT_FIELD: &str = "i:";
 
 #[derive(Serialize, Deserialize)]
 struct StoredEvent {
@@ -77,6 +80,8 @@ enum StoredKind {
         /// The run's idempotency key, for its record.
         #[serde(default, skip_serializing_if = "String::is_empty")]
         idempotency_key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input_timeout_ns: Option<u64>,
     },
     Progress {
         #[serde(default, skip_serializing_if = "StoredCall::is_top")]
@@ -104,6 +109,28 @@ enum StoredKind {
     },
     Message {
         text: String,
+    },
+    InputRequested {
+        id: String,
+        #[serde(default, skip_serializing_if = "StoredCall::is_top")]
+        call: StoredCall,
+        prompt: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        schema: Option<Value>,
+        /// `input` or `approval`.
+        ask: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<Map<String, Value>>,
+        /// When it lapses, in nanoseconds since the Unix epoch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expire_ns: Option<u64>,
+    },
+    InputResolved {
+        id: String,
+        /// `answered`, `declined`, `expired` or `cancelled`.
+        outcome: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<Value>,
     },
 }
 
@@ -171,6 +198,7 @@ pub(super) fn encode_event(event: &RunEvent) -> Option<String> {
             deadline_ns: started.deadline.map(nanos),
             labels: started.labels.clone(),
             idempotency_key: started.idempotency_key.clone(),
+            input_timeout_ns: started.options.input_timeout.map(nanos),
         },
         EventKind::Progress {
             call,
@@ -201,6 +229,35 @@ pub(super) fn encode_event(event: &RunEvent) -> Option<String> {
             },
         },
         EventKind::Message(text) => StoredKind::Message { text: text.clone() },
+        EventKind::InputRequested(request) => StoredKind::InputRequested {
+            id: request.request_id.to_string(),
+            call: call_to_stored(&request.call),
+            prompt: request.prompt.clone(),
+            schema: request.schema.clone(),
+            ask: match request.kind {
+                InputKind::Input => "input",
+                InputKind::Approval => "approval",
+            }
+            .to_owned(),
+            data: request.data.clone(),
+            expire_ns: request.expire_time.map(unix_nanos),
+        },
+        EventKind::InputResolved {
+            request_id,
+            outcome,
+        } => {
+            let (name, value) = match outcome {
+                InputOutcome::Answered(value) => ("answered", Some(value.clone())),
+                InputOutcome::Declined => ("declined", None),
+                InputOutcome::Expired => ("expired", None),
+                InputOutcome::Cancelled => ("cancelled", None),
+            };
+            StoredKind::InputResolved {
+                id: request_id.to_string(),
+                outcome: name.to_owned(),
+                value,
+            }
+        }
         EventKind::Gap { .. } | EventKind::Heartbeat { .. } => return None,
     };
     let stored = StoredEvent {
@@ -229,6 +286,7 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
             deadline_ns,
             labels,
             idempotency_key,
+            input_timeout_ns,
         } => EventKind::Started(RunStarted {
             tool,
             arguments,
@@ -244,6 +302,7 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
                     OnDisconnect::Cancel
                 },
                 heartbeat_interval: heartbeat_interval_ns.map(Duration::from_nanos),
+                input_timeout: input_timeout_ns.map(Duration::from_nanos),
             },
             deadline: deadline_ns.map(Duration::from_nanos),
             // Kept in the run's record (its `principal` field), not in its events.
@@ -282,6 +341,36 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
             },
         },
         StoredKind::Message { text } => EventKind::Message(text),
+        StoredKind::InputRequested {
+            id,
+            call,
+            prompt,
+            schema,
+            ask,
+            data,
+            expire_ns,
+        } => EventKind::InputRequested(Arc::new(InputRequest {
+            request_id: Arc::from(id),
+            call: Arc::new(call_from_stored(call)),
+            prompt,
+            schema,
+            kind: if ask == "approval" {
+                InputKind::Approval
+            } else {
+                InputKind::Input
+            },
+            data,
+            expire_time: expire_ns.map(from_unix_nanos),
+        })),
+        StoredKind::InputResolved { id, outcome, value } => EventKind::InputResolved {
+            request_id: Arc::from(id),
+            outcome: match (outcome.as_str(), value) {
+                ("answered", value) => InputOutcome::Answered(value.unwrap_or(Value::Null)),
+                ("declined", _) => InputOutcome::Declined,
+                ("expired", _) => InputOutcome::Expired,
+                _ => InputOutcome::Cancelled,
+            },
+        },
     };
     Ok(RunEvent::new(
         Arc::clone(run_id),
@@ -330,6 +419,9 @@ enum StoredError {
     },
     FailedPrecondition {
         message: String,
+    },
+    UnknownInputRequest {
+        request_id: String,
     },
     Unavailable {
         message: String,
@@ -399,6 +491,9 @@ pub(super) fn encode_error(error: &RunError) -> String {
         RunError::CursorPastEnd { after, last } => StoredError::CursorPastEnd { after, last },
         RunError::UnknownRun(run_id) => StoredError::UnknownRun { run_id },
         RunError::FailedPrecondition(message) => StoredError::FailedPrecondition { message },
+        RunError::UnknownInputRequest(request_id) => {
+            StoredError::UnknownInputRequest { request_id }
+        }
         RunError::Unavailable(message) => StoredError::Unavailable { message },
         RunError::StoreUnavailable { store, reason } => {
             StoredError::StoreUnavailable { store, reason }
@@ -451,6 +546,9 @@ pub(super) fn decode_error(text: &str) -> RunError {
         StoredError::CursorPastEnd { after, last } => RunError::CursorPastEnd { after, last },
         StoredError::UnknownRun { run_id } => RunError::UnknownRun(run_id),
         StoredError::FailedPrecondition { message } => RunError::FailedPrecondition(message),
+        StoredError::UnknownInputRequest { request_id } => {
+            RunError::UnknownInputRequest(request_id)
+        }
         StoredError::Unavailable { message } => RunError::Unavailable(message),
         StoredError::StoreUnavailable { store, reason } => {
             RunError::StoreUnavailable { store, reason }
@@ -467,7 +565,7 @@ pub(super) fn decode_error(text: &str) -> RunError {
 /// The `state` field of a run's record.
 pub(super) fn state_name(state: RunState) -> &'static str {
     match state {
-        RunState::Running => "running",
+        RunState::Running | RunState::InputRequired => "running",
         RunState::Succeeded => "succeeded",
         RunState::Failed => "failed",
         RunState::Cancelled => "cancelled",
@@ -499,6 +597,8 @@ pub(super) struct StoredRecord {
     pub(super) started: String,
     /// The latest progress of each call (stored events).
     pub(super) progress: Vec<String>,
+    /// The open input requests (stored `input_requested` events).
+    pub(super) inputs: Vec<String>,
     pub(super) result: Option<String>,
     pub(super) error: Option<String>,
 }
@@ -515,7 +615,13 @@ impl StoredRecord {
             .filter(|(name, _)| name.starts_with(PROGRESS_FIELD))
             .map(|(_, value)| value.clone())
             .collect();
+        let inputs = fields
+            .iter()
+            .filter(|(name, _)| name.starts_with(INPUT_FIELD))
+            .map(|(_, value)| value.clone())
+            .collect();
         Some(StoredRecord {
+            inputs,
             agent: fields.get("agent").is_some_and(|a| a == "1"),
             create_ns: number(&fields, "create_ns").unwrap_or(0),
             end_ns: number(&fields, "end_ns"),
@@ -568,9 +674,24 @@ impl StoredRecord {
         // What the run was called with is in its started event.
         let started = decode_event(&run_id, &self.started).ok();
         let called = called_with(started.as_ref());
+        let mut pending_inputs: Vec<Arc<RunEvent>> = if self.state == RunState::Running {
+            self.inputs
+                .iter()
+                .filter_map(|text| decode_event(&run_id, text).ok())
+                .map(Arc::new)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        pending_inputs.sort_by_key(|event| event.sequence);
         RunSnapshot {
+            state: if pending_inputs.is_empty() {
+                self.state
+            } else {
+                RunState::InputRequired
+            },
+            pending_inputs,
             run_id,
-            state: self.state,
             tool: self.tool.clone(),
             agent: self.agent,
             arguments: called.arguments,
@@ -615,6 +736,7 @@ mod tests {
                 min_progress_interval: Some(Duration::from_millis(5)),
                 on_disconnect: OnDisconnect::Continue,
                 heartbeat_interval: None,
+                input_timeout: Some(Duration::from_secs(2)),
             },
             deadline: Some(Duration::from_secs(3)),
             ..RunStarted::default()

@@ -11,6 +11,8 @@
 //! | `{p}replica:{r}` | string | replica `r`'s lease: it exists while `r` is alive |
 //! | `{p}replica:{r}:runs` | set | the runs `r` executes |
 //! | `{p}replica:{r}:cancel` | list | run ids whose cancellation was asked of `r` from elsewhere |
+//! | `{p}replica:{r}:inputs` | list | answers to input requests of `r`'s runs, given elsewhere |
+//! | `{p}reply:{u}` | list | `r`'s decision on one such answer, for the replica that took it |
 //! | `{p}principal:{{n}}:runs` | set | the runs in progress of principal `n`, across the fleet: `[auth] max_runs_per_principal` |
 //! | `{p}label:{k}:{v}` | sorted set | the runs carrying label `k` = `v`, scored as `{p}runs`: ListRuns with a label filter |
 //! | `{p}idempotency:{d}` | string | the claim of an idempotency key (`d`: SHA-256 of the owner and the key): `<run id> <fingerprint> <µs>` |
@@ -81,6 +83,15 @@ impl Keys {
 
     pub(super) fn cancels(&self, replica: &str) -> String {
         format!("{}replica:{replica}:cancel", self.prefix)
+    }
+
+    pub(super) fn inputs(&self, replica: &str) -> String {
+        format!("{}replica:{replica}:inputs", self.prefix)
+    }
+
+    /// Where the decision on one routed answer goes (`id`: a fresh UUID).
+    pub(super) fn reply(&self, id: &str) -> String {
+        format!("{}reply:{id}", self.prefix)
     }
 }
 

@@ -15,6 +15,7 @@
 //! Every key expires: a running run's keys a day after its last write (its writer refreshes them),
 //! a finished run's after the retention time. See `docs/replicas.md` for the keys and failures.
 
+mod answers;
 mod codec;
 mod follower;
 mod keys;
@@ -40,10 +41,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::{Publication, RunStore, StoreError, cancel_local, watch_local};
+use super::{Publication, RunStore, StoreError, cancel_local, respond_local, watch_local};
 use crate::engine::RunError;
 use crate::engine::creation::{ClaimOutcome, HeldClaim, KeyClaim};
 use crate::engine::event::RunOptions;
+use crate::engine::input::Reply;
 use crate::engine::log::RunLog;
 use crate::engine::reader::{EventStream, ReadFrom};
 use crate::engine::runs::{
@@ -254,6 +256,35 @@ impl Shared {
 
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// A connection of its own for a blocking command of up to `block`.
+    async fn blocking_conn(
+        &self,
+        block: Duration,
+    ) -> Result<redis::aio::MultiplexedConnection, RunError> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(block + Duration::from_secs(2)));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| self.unavailable(e))
+    }
+
+    async fn respond(
+        self: &Arc<Self>,
+        run_id: &str,
+        request_id: &str,
+        reply: Reply,
+    ) -> Result<RunSnapshot, RunError> {
+        if let Some(record) = self.local.get(run_id) {
+            return respond_local(&record, request_id, reply);
+        }
+        let record = self.existing(run_id).await?;
+        let record = self.settle(run_id, record).await?;
+        self.respond_elsewhere(run_id, record, request_id, reply)
+            .await
     }
 
     /// A run's record, `None` when there is none.
@@ -699,6 +730,15 @@ impl RunStore for RedisStore {
         held: &'a HeldClaim,
     ) -> BoxFuture<'a, Result<(), RunError>> {
         Box::pin(self.shared.release(slot, held))
+    }
+
+    fn respond<'a>(
+        &'a self,
+        run_id: &'a str,
+        request_id: &'a str,
+        reply: Reply,
+    ) -> BoxFuture<'a, Result<RunSnapshot, RunError>> {
+        Box::pin(self.shared.respond(run_id, request_id, reply))
     }
 
     fn close(&self, grace: Duration) -> BoxFuture<'_, ()> {

@@ -16,6 +16,8 @@
 //!   an outage of the store (every lease lapsed) live replicas renew before anyone judges them.
 //! - **Cancel requests.** A CancelRun on another replica pushes the run id onto this replica's
 //!   cancel list; the replica blocks on that list (its own connection) and cancels the run.
+//!   It blocks on its answer list in the same command: answers to its runs' input requests given
+//!   on other replicas (see `answers`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -102,6 +104,8 @@ async fn listen_for_cancels(shared: Arc<Shared>) {
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(block + Duration::from_secs(2)));
     let key = shared.keys.cancels(&shared.replica);
+    let answers = shared.keys.inputs(&shared.replica);
+    let lists = [key.clone(), answers.clone()];
     loop {
         let connected = tokio::select! {
             () = shared.stop.cancelled() => return,
@@ -116,9 +120,12 @@ async fn listen_for_cancels(shared: Arc<Shared>) {
         loop {
             let popped: redis::RedisResult<Option<[String; 2]>> = tokio::select! {
                 () = shared.stop.cancelled() => return,
-                popped = conn.blpop(&key, block.as_secs_f64()) => popped,
+                popped = conn.blpop(&lists, block.as_secs_f64()) => popped,
             };
             match popped {
+                Ok(Some([list, answer])) if list == answers => {
+                    shared.answer_here(&answer).await;
+                }
                 Ok(Some([_, run_id])) => {
                     if let Some(record) = shared.local.get(&run_id)
                         && record.log.lock().end.is_none()

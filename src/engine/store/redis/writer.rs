@@ -24,7 +24,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{oneshot, watch};
 
-use super::codec::{self, PROGRESS_FIELD};
+use super::codec::{self, INPUT_FIELD, PROGRESS_FIELD};
 use super::keys::entry_id;
 use super::{RUNNING_TTL, Shared, millis, scripts};
 use crate::engine::RunError;
@@ -143,6 +143,10 @@ struct Batch {
     /// The calls that finished in this batch (and did not report again after): their progress
     /// fields leave the record.
     finished: HashSet<Arc<str>>,
+    /// The input requests made in this batch and still open: their index in `entries`.
+    inputs_open: HashMap<Arc<str>, usize>,
+    /// The input requests resolved in this batch: their fields leave the record.
+    inputs_resolved: HashSet<Arc<str>>,
     last_sequence: u64,
     /// Events up to this sequence left the log before the writer read them.
     evicted_through: u64,
@@ -177,6 +181,14 @@ impl Batch {
             EventKind::ToolCallFinished { call, .. } => {
                 self.progress.remove(&call.call_id);
                 self.finished.insert(Arc::clone(&call.call_id));
+            }
+            EventKind::InputRequested(request) => {
+                self.inputs_open
+                    .insert(Arc::clone(&request.request_id), self.entries.len());
+            }
+            EventKind::InputResolved { request_id, .. } => {
+                self.inputs_open.remove(request_id);
+                self.inputs_resolved.insert(Arc::clone(request_id));
             }
             _ => {}
         }
@@ -492,13 +504,21 @@ impl Shared {
         for (sequence, stored) in &entries {
             call.arg(entry_id(*sequence)).arg(stored);
         }
-        call.arg(batch.finished.len());
+        call.arg(batch.finished.len() + batch.inputs_resolved.len());
         for call_id in &batch.finished {
             call.arg(format!("{PROGRESS_FIELD}{call_id}"));
+        }
+        for request_id in &batch.inputs_resolved {
+            call.arg(format!("{INPUT_FIELD}{request_id}"));
         }
         for (call_id, index) in &batch.progress {
             if let Some(Some((_, stored))) = batch.entries.get(*index) {
                 call.arg(format!("{PROGRESS_FIELD}{call_id}")).arg(stored);
+            }
+        }
+        for (request_id, index) in &batch.inputs_open {
+            if let Some(Some((_, stored))) = batch.entries.get(*index) {
+                call.arg(format!("{INPUT_FIELD}{request_id}")).arg(stored);
             }
         }
         let reply: Vec<String> = call.invoke_async(&mut self.conn()).await?;

@@ -1,0 +1,422 @@
+//! Input requests: a run that asks a person and waits for the answer (human in the loop).
+//!
+//! A tool asks through its progress handle ([`crate::tools::Progress::ask`]); the run's log
+//! ([`RunLog`]) makes the question an `InputRequested` event, so an open request is part of the
+//! run's state like its progress: stored and replayed, shown to readers that start from the latest
+//! state and by GetRun (`pending_inputs`, state INPUT_REQUIRED while one is open). The request is
+//! open until exactly one `InputResolved` event closes it, decided under the log's lock:
+//! - a client answers ([`RunLog::respond`]): the first valid answer wins; an answer failing the
+//!   request's schema is refused naming the field and the request stays open; a second answer,
+//!   or one for a request that lapsed, is refused;
+//! - it lapses at the run's input timeout or deadline (EXPIRED);
+//! - the run ends first (CANCELLED; EXPIRED when its deadline passed).
+//!
+//! The asking tool's future resumes with the outcome, so a tool never waits on a request nobody
+//! can answer for longer than the run lives.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::event::{CallTag, EventKind, RunEvent};
+use super::log::{LogState, RunLog};
+use super::{RunError, RunObserver};
+use crate::registry::schema_problems;
+use crate::tools::{Answer, InputKind, Question};
+
+/// A question the run asks, as its `input_requested` event carries it.
+#[derive(Debug, Clone)]
+pub struct InputRequest {
+    /// Unique within the run (`input-1`, `input-2`, ...).
+    pub request_id: Arc<str>,
+    /// The call (or sub-task) that asks; the top level in a tool run.
+    pub call: Arc<CallTag>,
+    /// What to ask, in words.
+    pub prompt: String,
+    /// JSON Schema the answer must satisfy; `None`: any value.
+    pub schema: Option<Value>,
+    /// A tool's question, or an approval of a tool call.
+    pub kind: InputKind,
+    /// Context for the person answering (an approval: `tool` and `arguments`).
+    pub data: Option<Map<String, Value>>,
+    /// When it lapses unless answered, when a timeout or deadline applies.
+    pub expire_time: Option<SystemTime>,
+}
+
+/// How a request was resolved, as its `input_resolved` event carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputOutcome {
+    /// Answered with this value (it satisfies the schema).
+    Answered(Value),
+    /// Declined by whoever answered.
+    Declined,
+    /// Nobody answered in time.
+    Expired,
+    /// The run ended before an answer came.
+    Cancelled,
+}
+
+impl From<InputOutcome> for Answer {
+    fn from(outcome: InputOutcome) -> Self {
+        match outcome {
+            InputOutcome::Answered(value) => Answer::Answered(value),
+            InputOutcome::Declined => Answer::Declined,
+            InputOutcome::Expired => Answer::Expired,
+            InputOutcome::Cancelled => Answer::Cancelled,
+        }
+    }
+}
+
+/// What a client answers to a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// This value.
+    Value(Value),
+    /// No answer: the request is declined.
+    Decline,
+}
+
+/// The run's input requests: those open now, and (on the replica that executes the run) what
+/// waits for their answers. Part of the log's state, changed only under its lock.
+#[derive(Default)]
+pub(crate) struct Inputs {
+    /// The `input_requested` events not yet resolved, oldest first.
+    pub(crate) open: Vec<Arc<RunEvent>>,
+    /// How many requests this log made (their ids count up).
+    asked: u64,
+    /// The asking tools' ends of the open requests this replica executes.
+    waiters: HashMap<Arc<str>, Waiter>,
+}
+
+/// A tool waiting for the answer to one request.
+struct Waiter {
+    answer: oneshot::Sender<InputOutcome>,
+    /// When the request was made (for the time waited).
+    asked_at: Instant,
+    /// Told when the run starts and stops waiting, and how long each request waited.
+    observer: Option<Arc<dyn RunObserver>>,
+    /// The request's schema, compiled; `None`: any value.
+    validator: Option<jsonschema::Validator>,
+}
+
+impl Inputs {
+    /// Notes an `input_requested` or `input_resolved` event the log holds (the run's own, or one
+    /// replicated from the replica that executes it).
+    pub(crate) fn observe(&mut self, event: &Arc<RunEvent>) {
+        match &event.kind {
+            EventKind::InputRequested(_) => self.open.push(Arc::clone(event)),
+            EventKind::InputResolved { request_id, .. } => self.open.retain(|open| {
+                !matches!(&open.kind, EventKind::InputRequested(request) if request.request_id == *request_id)
+            }),
+            _ => {}
+        }
+    }
+
+    /// Closes the open request `request_id` with `outcome`: the event that says so, with what
+    /// to tell the asking tool (once the log's lock is released) in `deliver`. `None` when the
+    /// request is not open here.
+    fn close(
+        &mut self,
+        request_id: &str,
+        outcome: InputOutcome,
+        deliver: &mut Option<(oneshot::Sender<InputOutcome>, InputOutcome)>,
+    ) -> Option<EventKind> {
+        let (request_id, waiter) = self.waiters.remove_entry(request_id)?;
+        if let Some(observer) = &waiter.observer {
+            observer.input_resolved(waiter.asked_at.elapsed());
+            if self.waiters.is_empty() {
+                observer.input_waiting(false);
+            }
+        }
+        *deliver = Some((waiter.answer, outcome.clone()));
+        Some(EventKind::InputResolved {
+            request_id,
+            outcome,
+        })
+    }
+
+    /// Whether this log made the request `request_id` (open or resolved since).
+    fn made(&self, request_id: &str) -> bool {
+        request_id
+            .strip_prefix("input-")
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n >= 1 && n <= self.asked)
+    }
+}
+
+/// When a run's input requests lapse (its input timeout and its deadline), and who is told of
+/// its waiting.
+#[derive(Clone, Default)]
+pub(crate) struct InputLimits {
+    /// How long a request stays open; `None`: until the deadline.
+    pub(crate) timeout: Option<Duration>,
+    /// When the run ends whatever happens.
+    pub(crate) deadline: Option<Instant>,
+    /// The engine's observer (metrics).
+    pub(crate) observer: Option<Arc<dyn RunObserver>>,
+}
+
+impl InputLimits {
+    /// When a request made now lapses, if ever.
+    fn lapse_at(&self, now: Instant) -> Option<Instant> {
+        let timed_out = self.timeout.map(|timeout| now + timeout);
+        match (timed_out, self.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+impl RunLog {
+    /// Asks `question` for `call`: logs the request and returns the future the asking tool
+    /// awaits. It completes with the outcome however the request is resolved, and at the latest
+    /// when the request lapses.
+    pub(crate) fn ask(
+        self: &Arc<Self>,
+        call: Arc<CallTag>,
+        question: Question,
+    ) -> BoxFuture<'static, Answer> {
+        let validator = match &question.schema {
+            None => None,
+            Some(schema) => match jsonschema::validator_for(schema) {
+                Ok(validator) => Some(validator),
+                Err(error) => {
+                    let reason =
+                        format!("the question's schema is not a valid JSON Schema: {error}");
+                    return Box::pin(std::future::ready(Answer::Refused(reason)));
+                }
+            },
+        };
+        let now = Instant::now();
+        let limits = self.input_limits();
+        let lapse_at = limits.lapse_at(now);
+        let observer = limits.observer;
+        let expire_time = lapse_at.map(|at| SystemTime::now() + at.saturating_duration_since(now));
+        let (answer, answered) = oneshot::channel();
+        let mut asked: Option<Arc<str>> = None;
+        let logged = self.append_with(
+            |state: &mut LogState, _| {
+                state.inputs.asked += 1;
+                let request_id: Arc<str> = Arc::from(format!("input-{}", state.inputs.asked));
+                if let Some(observer) = &observer
+                    && state.inputs.waiters.is_empty()
+                {
+                    observer.input_waiting(true);
+                }
+                let waiter = Waiter {
+                    answer,
+                    asked_at: now,
+                    observer,
+                    validator,
+                };
+                state.inputs.waiters.insert(Arc::clone(&request_id), waiter);
+                asked = Some(Arc::clone(&request_id));
+                let request = InputRequest {
+                    request_id,
+                    call,
+                    prompt: question.prompt,
+                    schema: question.schema,
+                    kind: question.kind,
+                    data: question.data,
+                    expire_time,
+                };
+                Some((EventKind::InputRequested(Arc::new(request)), None))
+            },
+            None,
+            None,
+        );
+        let (Ok(()), Some(request_id)) = (logged, asked) else {
+            // The run ended (or is ending): nobody will answer.
+            return Box::pin(std::future::ready(Answer::Cancelled));
+        };
+        let log = Arc::clone(self);
+        Box::pin(async move {
+            let mut answered = answered;
+            if let Some(at) = lapse_at {
+                tokio::select! {
+                    outcome = &mut answered => return outcome.map_or(Answer::Cancelled, Answer::from),
+                    () = tokio::time::sleep_until(at) => {
+                        log.resolve(&request_id, InputOutcome::Expired);
+                    }
+                }
+            }
+            // Whoever resolved the request sent its outcome; a log dropped with the request
+            // open means the run is gone.
+            answered.await.map_or(Answer::Cancelled, Answer::from)
+        })
+    }
+
+    /// Answers the open request `request_id` with `reply`. Fails when the run ended, when no
+    /// request has that id, when it was resolved already, and when the value fails the
+    /// request's schema (the request then stays open).
+    pub(crate) fn respond(&self, request_id: &str, reply: Reply) -> Result<(), RunError> {
+        let mut decided: Result<(), RunError> = Ok(());
+        let mut deliver: Option<(oneshot::Sender<InputOutcome>, InputOutcome)> = None;
+        let logged = self.append_with(
+            |state: &mut LogState, _| {
+                let Some(waiter) = state.inputs.waiters.get(request_id) else {
+                    decided = Err(if state.inputs.made(request_id) {
+                        RunError::FailedPrecondition(format!(
+                            "input request {request_id:?} was already resolved; only the first \
+                             answer counts"
+                        ))
+                    } else {
+                        RunError::UnknownInputRequest(request_id.to_owned())
+                    });
+                    return None;
+                };
+                let outcome = match reply {
+                    Reply::Decline => InputOutcome::Declined,
+                    Reply::Value(value) => {
+                        if let Some(validator) = &waiter.validator {
+                            let problems = schema_problems(validator, &value);
+                            if !problems.is_empty() {
+                                decided = Err(RunError::InvalidArguments(format!(
+                                    "the answer to input request {request_id:?} does not satisfy \
+                                     its schema: {}",
+                                    problems.join("; ")
+                                )));
+                                return None;
+                            }
+                        }
+                        InputOutcome::Answered(value)
+                    }
+                };
+                Some((state.inputs.close(request_id, outcome, &mut deliver)?, None))
+            },
+            None,
+            None,
+        );
+        if logged.is_err() {
+            return Err(RunError::FailedPrecondition(
+                "the run has ended; its input requests can no longer be answered".to_owned(),
+            ));
+        }
+        if let Some((answer, outcome)) = deliver {
+            // The asking tool may be gone (its call was dropped): the answer is logged anyway.
+            let _ = answer.send(outcome);
+        }
+        decided
+    }
+
+    /// Resolves the open request `request_id` with `outcome` unless something resolved it first.
+    fn resolve(&self, request_id: &str, outcome: InputOutcome) {
+        let mut deliver = None;
+        let _ = self.append_with(
+            |state: &mut LogState, _| {
+                Some((state.inputs.close(request_id, outcome, &mut deliver)?, None))
+            },
+            None,
+            None,
+        );
+        if let Some((answer, outcome)) = deliver {
+            let _ = answer.send(outcome);
+        }
+    }
+
+    /// Resolves every request still open with `outcome`: the run is ending.
+    pub(crate) fn resolve_open(&self, outcome: &InputOutcome) {
+        let mut open: Vec<Arc<str>> = self.lock().inputs.waiters.keys().cloned().collect();
+        open.sort();
+        for request_id in open {
+            self.resolve(&request_id, outcome.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn log() -> Arc<RunLog> {
+        RunLog::new(Arc::from("0".repeat(32)), 8, 100)
+    }
+
+    /// The outcomes of the log's `input_resolved` events, by request.
+    fn resolved(log: &RunLog) -> Vec<(String, InputOutcome)> {
+        log.lock()
+            .events
+            .iter()
+            .filter_map(|event| match &event.kind {
+                EventKind::InputResolved {
+                    request_id,
+                    outcome,
+                } => Some((request_id.to_string(), outcome.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn question() -> Question {
+        Question::new("Go?", Some(json!({"type": "boolean"})))
+    }
+
+    #[tokio::test]
+    async fn every_request_is_resolved_exactly_once_whatever_comes_after() {
+        let log = log();
+        let asked = log.ask(Arc::new(CallTag::top()), question());
+        assert_eq!(log.lock().inputs.open.len(), 1);
+        assert!(matches!(
+            log.respond("input-1", Reply::Value(json!("yes"))),
+            Err(RunError::InvalidArguments(_))
+        ));
+        log.respond("input-1", Reply::Value(json!(true)))
+            .expect("the first valid answer");
+        // Everything after the first answer resolves nothing more.
+        assert!(matches!(
+            log.respond("input-1", Reply::Decline),
+            Err(RunError::FailedPrecondition(_))
+        ));
+        log.resolve("input-1", InputOutcome::Expired);
+        log.resolve_open(&InputOutcome::Cancelled);
+        assert_eq!(asked.await, Answer::Answered(json!(true)));
+        assert_eq!(
+            resolved(&log),
+            [("input-1".to_owned(), InputOutcome::Answered(json!(true)))]
+        );
+        assert!(log.lock().inputs.open.is_empty());
+        assert!(matches!(
+            log.respond("input-2", Reply::Decline),
+            Err(RunError::UnknownInputRequest(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_run_that_ends_resolves_its_open_requests_and_refuses_answers() {
+        let log = log();
+        let first = log.ask(Arc::new(CallTag::top()), question());
+        let second = log.ask(Arc::new(CallTag::top()), Question::new("Name?", None));
+        log.resolve_open(&InputOutcome::Cancelled);
+        log.finish(Err(RunError::CancelRequested));
+        assert_eq!(first.await, Answer::Cancelled);
+        assert_eq!(second.await, Answer::Cancelled);
+        assert_eq!(resolved(&log).len(), 2);
+        assert!(matches!(
+            log.respond("input-1", Reply::Decline),
+            Err(RunError::FailedPrecondition(_))
+        ));
+        // Asking once the run ended asks nobody.
+        let late = log.ask(Arc::new(CallTag::top()), question()).await;
+        assert_eq!(late, Answer::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn a_schema_that_is_no_json_schema_is_refused_before_anything_is_asked() {
+        let log = log();
+        let answer = log
+            .ask(
+                Arc::new(CallTag::top()),
+                Question::new("?", Some(json!({"type": 7}))),
+            )
+            .await;
+        assert!(matches!(answer, Answer::Refused(_)), "{answer:?}");
+        assert!(log.lock().inputs.open.is_empty());
+    }
+}
