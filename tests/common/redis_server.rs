@@ -17,6 +17,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     /// How it is secured: TLS only, a password.
     secured: Secured,
+    /// A node of a Redis Cluster (`--cluster-enabled yes`; see `redis_cluster.rs`).
+    cluster_node: bool,
 }
 
 /// How a test's redis-server is secured.
@@ -47,6 +49,15 @@ impl RedisServer {
 
     /// Starts a redis-server secured as `secured` says.
     pub fn start_secured(secured: Secured) -> RedisServer {
+        RedisServer::start_node(secured, false)
+    }
+
+    /// Starts a redis-server with cluster mode on (not yet in a cluster).
+    pub fn start_cluster_node() -> RedisServer {
+        RedisServer::start_node(Secured::default(), true)
+    }
+
+    fn start_node(secured: Secured, cluster_node: bool) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
@@ -56,6 +67,7 @@ impl RedisServer {
             port,
             dir: tempfile::tempdir().expect("a temporary directory"),
             secured,
+            cluster_node,
         };
         server.restart();
         server
@@ -105,6 +117,13 @@ impl RedisServer {
         };
         if let Some(password) = &self.secured.password {
             command.args(["--requirepass", password]);
+        }
+        if self.cluster_node {
+            // Its cluster state lives in its directory, so a restarted node rejoins.
+            command
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .arg("--cluster-config-file")
+                .arg(self.dir.path().join("nodes.conf"));
         }
         let child = command
             .args(["--bind", "127.0.0.1"])

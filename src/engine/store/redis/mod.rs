@@ -16,6 +16,7 @@
 //! a finished run's after the retention time. See `docs/replicas.md` for the keys and failures.
 
 mod codec;
+mod connection;
 mod follower;
 mod keys;
 mod replica;
@@ -33,8 +34,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, IntoConnectionInfo};
+use redis::AsyncCommands;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -51,15 +51,12 @@ use crate::engine::runs::{
 };
 use crate::engine::{Limits, StoreConfig};
 use codec::StoredRecord;
+use connection::{Connection, Connector};
 use keys::Keys;
 
 /// A running run's keys expire this long after its writer last refreshed them (it does at least
 /// every quarter of this), so that a fleet that vanished leaves nothing forever.
 const RUNNING_TTL: Duration = Duration::from_secs(24 * 3600);
-/// How long a Redis call may take before it counts as a failure.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long connecting to Redis may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long CancelRun of a run executing elsewhere waits for it to end.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
@@ -81,9 +78,10 @@ pub(super) struct Shared {
     name: String,
     /// This replica's id.
     replica: String,
-    client: redis::Client,
+    /// Where connections come from: one server, or a cluster.
+    connector: Connector,
     /// The connection for everything that does not block (multiplexed, reconnecting).
-    conn: ConnectionManager,
+    conn: Connection,
     keys: Keys,
     lease: Duration,
     limits: Limits,
@@ -113,16 +111,9 @@ impl RedisStore {
             store: name.clone(),
             reason,
         };
-        let client = client(config).map_err(|e| invalid(e.to_string()))?;
-        let conn = ConnectionManager::new_lazy_with_config(
-            client.clone(),
-            ConnectionManagerConfig::new()
-                .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_millis(500)),
-        )
-        .map_err(|e| invalid(e.to_string()))?;
+        let connector = Connector::open(config, follower::block_time(config.lease))
+            .map_err(|e| invalid(e.to_string()))?;
+        let conn = connector.shared().map_err(|e| invalid(e.to_string()))?;
         let replica = format!(
             "{}-{}",
             config
@@ -135,9 +126,9 @@ impl RedisStore {
         let shared = Arc::new(Shared {
             name,
             replica,
-            client,
+            keys: Keys::new(&config.key_prefix, connector.is_cluster()),
+            connector,
             conn,
-            keys: Keys::new(&config.key_prefix),
             lease: config.lease,
             limits: *limits,
             local: RunTable::new(limits.retention, limits.max_runs),
@@ -170,43 +161,6 @@ impl RedisStore {
             stop,
         }))
     }
-}
-
-/// The client of the store `config` names: its URL, with TLS (`rediss://`) verified against the
-/// system's roots or the configured CA, a client certificate when one is configured, and the
-/// password from the environment when one was named. Every connection (the shared one, the
-/// followers' and the cancel listener's) comes from it, so each has the same TLS and credentials.
-fn client(config: &StoreConfig) -> redis::RedisResult<redis::Client> {
-    let mut info = config.url.as_str().into_connection_info()?;
-    if let Some(password) = &config.password {
-        let settings = info.redis_settings().clone().set_password(password);
-        info = info.set_redis_settings(settings);
-    }
-    if !config.is_tls() {
-        return redis::Client::open(info);
-    }
-    // redis-rs builds its rustls configuration with the process's default crypto provider: make
-    // it aws-lc-rs, the provider of everything else here, unless one was installed already.
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    }
-    if config.ca_pem.is_none() && config.client_cert.is_none() {
-        return redis::Client::open(info);
-    }
-    redis::Client::build_with_tls(
-        info,
-        redis::TlsCertificates {
-            client_tls: config
-                .client_cert
-                .as_ref()
-                .map(|identity| redis::ClientTlsConfig {
-                    client_cert: identity.cert_pem.clone(),
-                    client_key: identity.key_pem.clone(),
-                }),
-            // Replaces the system's roots: only this CA is trusted.
-            root_cert: config.ca_pem.clone(),
-        },
-    )
 }
 
 impl Drop for RedisStore {
@@ -251,8 +205,46 @@ impl Shared {
         millis(RUNNING_TTL + self.limits.retention)
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Connection {
         self.conn.clone()
+    }
+
+    /// Whether the store is a Redis Cluster (where a script touches one slot only).
+    fn is_cluster(&self) -> bool {
+        self.connector.is_cluster()
+    }
+
+    /// Redis Cluster: what a run's end changes outside the run's own slot, which one script does
+    /// with a single server. Each step is idempotent: the run leaves its owner's set and its
+    /// principal's (its place under `max_runs_per_principal` is free) and joins the finished
+    /// runs; the oldest finished beyond `max_runs` leave the index, and their keys go.
+    async fn record_end_in_fleet(
+        &self,
+        run_id: &str,
+        owner: &str,
+        principal: &str,
+        end_ms: u64,
+    ) -> redis::RedisResult<()> {
+        let (mut first, mut second, mut third) = (self.conn(), self.conn(), self.conn());
+        let owner_runs = first.srem::<_, _, ()>(self.keys.replica_runs(owner), run_id);
+        let principal_runs = second.srem::<_, _, ()>(self.keys.principal_runs(principal), run_id);
+        let mut call = scripts::RUN_ENDED.prepare_invoke();
+        call.key(self.keys.finished())
+            .key(self.keys.index())
+            .arg(run_id)
+            .arg(end_ms)
+            .arg(self.index_ttl())
+            .arg(self.limits.max_runs);
+        let finished = call.invoke_async::<Vec<String>>(&mut third);
+        let ((), (), evicted) = tokio::try_join!(owner_runs, principal_runs, finished)?;
+        for gone in evicted {
+            // A run's two keys share its slot: one command.
+            let _: () = self
+                .conn()
+                .del(&[self.keys.record(&gone), self.keys.events(&gone)])
+                .await?;
+        }
+        Ok(())
     }
 
     /// A run's record, `None` when there is none.
@@ -280,23 +272,34 @@ impl Shared {
         if !self.reachable_for(self.lease) {
             return Ok(false);
         }
+        let cluster = self.is_cluster();
+        // In Redis Cluster the lease lives in another slot than the run: checked just before
+        // (an owner that renews in between is ended as lost while alive; its writer then finds
+        // the run ended and ends it locally the same way, so every stream agrees).
+        if cluster && self.lease_alive(owner).await? {
+            return Ok(false);
+        }
         // Whose run it is (it never changes): its end frees a place under the principal's limit.
-        let principal: Option<String> = self
+        let principal: String = self
             .conn()
-            .hget(self.keys.record(run_id), "principal")
-            .await?;
+            .hget::<_, _, Option<String>>(self.keys.record(run_id), "principal")
+            .await?
+            .unwrap_or_default();
         let now = SystemTime::now();
         let error = codec::encode_error(&RunError::ReplicaLost {
             replica: owner.to_owned(),
         });
-        let reply: String = scripts::DECLARE_LOST
-            .key(self.keys.record(run_id))
-            .key(self.keys.events(run_id))
-            .key(self.keys.index())
-            .key(self.keys.finished())
-            .key(self.keys.replica_runs(owner))
-            .key(self.keys.lease(owner))
-            .key(self.keys.principal_runs(&principal.unwrap_or_default()))
+        let mut call = scripts::DECLARE_LOST.prepare_invoke();
+        call.key(self.keys.record(run_id))
+            .key(self.keys.events(run_id));
+        if !cluster {
+            call.key(self.keys.index())
+                .key(self.keys.finished())
+                .key(self.keys.replica_runs(owner))
+                .key(self.keys.lease(owner))
+                .key(self.keys.principal_runs(&principal));
+        }
+        let reply: String = call
             .arg(run_id)
             .arg(owner)
             .arg(codec::unix_nanos(now))
@@ -309,6 +312,21 @@ impl Shared {
             .invoke_async(&mut self.conn())
             .await?;
         let lost = reply == "lost";
+        if cluster {
+            if lost {
+                self.record_end_in_fleet(run_id, owner, &principal, codec::unix_millis(now))
+                    .await?;
+            } else if let Some(ended) =
+                StoredRecord::parse(self.conn().hgetall(self.keys.record(run_id)).await?)
+                && ended.state != RunState::Running
+            {
+                // Its owner may have died between writing the end and the rest of it: done here
+                // (again, harmlessly, if it did not).
+                let end_ms = ended.end_ns.map_or(0, |ns| ns / 1_000_000);
+                self.record_end_in_fleet(run_id, owner, &principal, end_ms)
+                    .await?;
+            }
+        }
         if lost {
             tracing::warn!(
                 run_id,
@@ -370,12 +388,8 @@ impl Shared {
             if positions.is_empty() {
                 break;
             }
-            let mut pipe = redis::pipe();
-            for position in &positions {
-                pipe.hgetall(self.keys.record(&position.run_id));
-            }
-            let records: Vec<HashMap<String, String>> = pipe
-                .query_async(&mut self.conn())
+            let records = self
+                .records_of(&positions)
                 .await
                 .map_err(|e| self.unavailable(e))?;
             let mut expired = Vec::new();
@@ -433,6 +447,27 @@ impl Shared {
             runs,
             next_page_token,
         })
+    }
+
+    /// The records of the runs at `positions` (empty where there is none): one pipeline with a
+    /// single server; in Redis Cluster (a run per slot) one call per run, sent together.
+    async fn records_of(
+        &self,
+        positions: &[ListPosition],
+    ) -> redis::RedisResult<Vec<HashMap<String, String>>> {
+        if self.is_cluster() {
+            let reads = positions.iter().map(|position| {
+                let mut conn = self.conn();
+                let key = self.keys.record(&position.run_id);
+                async move { conn.hgetall(key).await }
+            });
+            return futures::future::try_join_all(reads).await;
+        }
+        let mut pipe = redis::pipe();
+        for position in positions {
+            pipe.hgetall(self.keys.record(&position.run_id));
+        }
+        pipe.query_async(&mut self.conn()).await
     }
 
     /// The next runs of the index below `below` (from the top for `None`), newest first, up to
@@ -528,15 +563,32 @@ impl Shared {
         if record.state != RunState::Running {
             return Ok(record.snapshot(run_id));
         }
-        let reply: String = scripts::REQUEST_CANCEL
-            .key(self.keys.record(run_id))
-            .key(self.keys.cancels(&record.owner))
+        let cancels = self.keys.cancels(&record.owner);
+        let mut call = scripts::REQUEST_CANCEL.prepare_invoke();
+        call.key(self.keys.record(run_id));
+        if !self.is_cluster() {
+            call.key(&cancels);
+        }
+        let reply: String = call
             .arg(run_id)
             .arg(&record.owner)
             .arg(millis(RUNNING_TTL))
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.unavailable(e))?;
+        if reply == "requested" && self.is_cluster() {
+            // The owner's cancel list is in the owner's slot, not the run's.
+            let _: () = redis::pipe()
+                .rpush(&cancels, run_id)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&cancels)
+                .arg(millis(RUNNING_TTL))
+                .ignore()
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| self.unavailable(e))?;
+        }
         if reply == "requested" {
             // Follow the run until its owner ended it (or was declared lost), within bounds.
             let log = follower::follow(self, run_id, &record).await?;

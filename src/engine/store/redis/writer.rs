@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
+use redis::AsyncCommands;
 use tokio::sync::{oneshot, watch};
 
 use super::codec::{self, PROGRESS_FIELD};
@@ -391,6 +392,11 @@ impl Shared {
             (Some(limit), Recording::New) => limit.to_string(),
             (Some(_), Recording::Again) => "0".to_owned(),
         };
+        if self.is_cluster() {
+            return self
+                .create_in_cluster(header, last_sequence, evicted_through, &limit)
+                .await;
+        }
         let reply: String = scripts::CREATE
             .key(self.keys.record(run_id))
             .key(self.keys.events(run_id))
@@ -418,9 +424,90 @@ impl Shared {
         Ok(reply != "busy")
     }
 
+    /// [`Shared::create`] in Redis Cluster, where the run's keys, its principal's set, its
+    /// replica's set and the index are in different slots: the principal's admission first (its
+    /// own script, idempotent by run id) and the run joining its replica's set (so that the
+    /// replica's death is noticed for it, whatever happens next); then the run's record and
+    /// stream (one script, on the run's slot); then the index. The caller learns the run id only
+    /// after all three. A recording that fails gives the principal's place back.
+    async fn create_in_cluster(
+        &self,
+        header: &Header,
+        last_sequence: u64,
+        evicted_through: u64,
+        limit: &str,
+    ) -> redis::RedisResult<bool> {
+        let run_id = &*header.run_id;
+        let principal_runs = self.keys.principal_runs(&header.principal);
+        let mine = self.keys.replica_runs(&self.replica);
+        let (mut first, mut second) = (self.conn(), self.conn());
+        let admitted = async {
+            if limit.is_empty() {
+                return Ok("admitted".to_owned());
+            }
+            scripts::ADMIT
+                .key(&principal_runs)
+                .arg(run_id)
+                .arg(limit)
+                .arg(self.index_ttl())
+                .invoke_async::<String>(&mut first)
+                .await
+        };
+        let mut pipe = redis::pipe();
+        let joined = pipe
+            .sadd(&mine, run_id)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&mine)
+            .arg(self.index_ttl())
+            .ignore()
+            .query_async::<()>(&mut second);
+        let (admitted, ()) = tokio::try_join!(admitted, joined)?;
+        if admitted == "busy" {
+            let _: redis::RedisResult<()> = self.conn().srem(&mine, run_id).await;
+            return Ok(false);
+        }
+        let recorded: redis::RedisResult<String> = scripts::CREATE
+            .key(self.keys.record(run_id))
+            .key(self.keys.events(run_id))
+            .arg(run_id)
+            .arg(&self.replica)
+            .arg(&header.tool)
+            .arg(if header.agent { "1" } else { "0" })
+            .arg(header.create_ns)
+            .arg(&header.principal)
+            .arg(&header.started)
+            .arg(millis(RUNNING_TTL))
+            .arg(self.index_ttl())
+            .arg(last_sequence)
+            .arg(evicted_through)
+            .arg(header.create_ns / 1000)
+            // The principal was admitted above.
+            .arg("")
+            .invoke_async(&mut self.conn())
+            .await;
+        if let Err(error) = recorded {
+            if !limit.is_empty() {
+                let _: redis::RedisResult<()> = self.conn().srem(&principal_runs, run_id).await;
+            }
+            return Err(error);
+        }
+        let index = self.keys.index();
+        let _: () = redis::pipe()
+            .zadd(&index, run_id, header.create_ns / 1000)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&index)
+            .arg(self.index_ttl())
+            .ignore()
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(true)
+    }
+
     /// Writes one batch of a run's events, with its end when given, in one script call.
     async fn write(
-        &self,
+        self: &Arc<Self>,
         header: &Header,
         batch: &Batch,
         end: Option<&EndWrite>,
@@ -444,10 +531,12 @@ impl Shared {
             .arg(batch.last_sequence)
             .arg(batch.evicted_through);
         if let Some(end) = end {
-            call.key(self.keys.index())
-                .key(self.keys.finished())
-                .key(self.keys.replica_runs(&self.replica))
-                .key(self.keys.principal_runs(&header.principal));
+            if !self.is_cluster() {
+                call.key(self.keys.index())
+                    .key(self.keys.finished())
+                    .key(self.keys.replica_runs(&self.replica))
+                    .key(self.keys.principal_runs(&header.principal));
+            }
             call.arg(codec::state_name(end.state))
                 .arg(end.end_ns)
                 .arg(&end.result)
@@ -473,11 +562,46 @@ impl Shared {
             }
         }
         let reply: Vec<String> = call.invoke_async(&mut self.conn()).await?;
-        Ok(match reply.first().map(String::as_str) {
+        let reply = match reply.first().map(String::as_str) {
             Some("missing") => Reply::Missing,
             Some("ended") => Reply::Ended(reply.get(1).cloned().unwrap_or_default()),
             _ => Reply::Written(reply.get(1).and_then(|n| n.parse().ok()).unwrap_or(0)),
-        })
+        };
+        if let (Some(end), Reply::Written(_), true) = (end, &reply, self.is_cluster()) {
+            self.end_in_fleet(run_id, &header.principal, end.end_ms)
+                .await;
+        }
+        Ok(reply)
+    }
+
+    /// Redis Cluster: the end of a run this replica ended, outside the run's slot. The run has
+    /// ended already (its end is in its record): this only frees its places and files it, so
+    /// when the store does not take it at once it is retried in the background until it does
+    /// (or the store closes; then, should this replica die, the sweep of its runs does it).
+    async fn end_in_fleet(self: &Arc<Self>, run_id: &str, principal: &str, end_ms: u64) {
+        let filed = self
+            .record_end_in_fleet(run_id, &self.replica, principal, end_ms)
+            .await;
+        if filed.is_ok() {
+            return;
+        }
+        let (shared, run_id, principal) =
+            (Arc::clone(self), run_id.to_owned(), principal.to_owned());
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(50);
+            loop {
+                let done = shared
+                    .record_end_in_fleet(&run_id, &shared.replica, &principal, end_ms)
+                    .await;
+                let Err(error) = done else { return };
+                tracing::debug!(%error, run_id, "cannot file the run's end in the fleet yet");
+                tokio::select! {
+                    () = shared.stop.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+        });
     }
 }
 
