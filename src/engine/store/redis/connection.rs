@@ -27,12 +27,12 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where connections come from: the server, or the cluster, `[runs]` names.
 pub(super) enum Connector {
-    Server(redis::Client),
+    Server(Box<redis::Client>),
     Cluster {
         /// For the shared connection: calls bounded by [`RESPONSE_TIMEOUT`].
-        shared: ClusterClient,
+        shared: Box<ClusterClient>,
         /// For blocking reads: calls bounded by the block time plus a margin.
-        blocking: ClusterClient,
+        blocking: Box<ClusterClient>,
     },
 }
 
@@ -63,24 +63,30 @@ impl Connector {
             }
         }
         if !config.is_cluster() {
-            return server_client(config).map(Connector::Server);
+            return server_client(config).map(|client| Connector::Server(Box::new(client)));
         }
         let cluster = |response_timeout: Duration| {
             let mut nodes = Vec::new();
             for node in config.cluster_nodes() {
                 nodes.push(node_info(config, &node)?);
             }
+            // Each attempt is bounded by `response_timeout`, from when it is sent (a bound on the
+            // whole call would count the time it queued behind others on the connection, which
+            // a thousand concurrent calls exceed on a busy machine), and a call is tried thrice at
+            // most (a failover's MOVED, a reconnection).
             let mut builder = ClusterClientBuilder::new(nodes)
                 .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(response_timeout);
+                .response_timeout(response_timeout)
+                .overall_response_timeout(None)
+                .retries(2);
             if let Some(certificates) = certificates(config) {
                 builder = builder.certs(certificates);
             }
             builder.build()
         };
         Ok(Connector::Cluster {
-            shared: cluster(RESPONSE_TIMEOUT)?,
-            blocking: cluster(block + RESPONSE_TIMEOUT)?,
+            shared: Box::new(cluster(RESPONSE_TIMEOUT)?),
+            blocking: Box::new(cluster(block + RESPONSE_TIMEOUT)?),
         })
     }
 
@@ -89,7 +95,7 @@ impl Connector {
     pub(super) fn shared(&self) -> redis::RedisResult<Connection> {
         match self {
             Connector::Server(client) => ConnectionManager::new_lazy_with_config(
-                client.clone(),
+                (**client).clone(),
                 ConnectionManagerConfig::new()
                     .set_response_timeout(Some(RESPONSE_TIMEOUT))
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
