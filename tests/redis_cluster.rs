@@ -9,19 +9,21 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::binary::{Served, serve};
+use common::binary::serve;
+use common::principal_limit::{
+    AUTH, ENV, holds_across_replicas_and_a_killed_replica_frees_its_runs,
+};
 use common::redis_cluster::RedisCluster;
 use common::runs::{cancel, detached, run_id_of, wait_for_run, wait_for_state, watch};
-use common::{TestServer, collect, eventually_async, registry_with, result_value, with_token};
+use common::{TestServer, collect, eventually_async, registry_with, result_value};
 use serde_json::json;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use toolstream::config::{Limits, StoreConfig};
+use toolstream::pb::RunState;
 use toolstream::pb::run_service_client::RunServiceClient;
-use toolstream::pb::tool_service_client::ToolServiceClient;
-use toolstream::pb::{GetRunRequest, RunState};
 
 /// Generous: the limit of every wait-until loop (never a timing assertion).
 const WAIT: Duration = Duration::from_secs(60);
@@ -203,24 +205,6 @@ async fn a_primary_s_failover_is_a_short_outage_that_loses_no_run() {
     assert_eq!(run.tool, "ticks");
 }
 
-/// Starts a detached endless `ticks` run for `token` on the served binary: its id, or the status
-/// refusing it.
-async fn start_for(served: &Served, token: &str) -> Result<String, tonic::Status> {
-    let mut tools = ToolServiceClient::connect(format!("http://{}", served.addr))
-        .await
-        .expect("connect to the replica");
-    let response = tools
-        .run_tool(with_token(
-            Some(token),
-            detached("ticks", json!({"count": 1_000_000, "interval_ms": 20})),
-        ))
-        .await?;
-    let run_id = run_id_of(&response);
-    let mut stream = response.into_inner();
-    stream.message().await?.expect("the started event");
-    Ok(run_id)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_principal_limit_holds_across_the_fleet_and_a_killed_replica_frees_its_runs() {
     let cluster = RedisCluster::start(3, 0);
@@ -233,67 +217,18 @@ async fn the_per_principal_limit_holds_across_the_fleet_and_a_killed_replica_fre
             &path,
             format!(
                 "[runs]\nstore = \"{one_node}\"\nredis_cluster = true\nkey_prefix = \"bin:\"\n\
-                 replica_name = \"{name}\"\nlease_secs = 2\n\n[auth]\nmax_runs_per_principal = 2\n\n\
-                 [[auth.tokens]]\nname = \"ann\"\ntoken_env = \"TEST_ANN_TOKEN\"\n"
+                 replica_name = \"{name}\"\nlease_secs = 2\n\n\
+                 {AUTH}"
             ),
         )
         .unwrap();
         let config = path.to_str().unwrap().to_owned();
-        serve(
-            dir.path(),
-            &["--config", &config],
-            &[("TEST_ANN_TOKEN", "ann-token")],
-        )
-        .serving()
+        serve(dir.path(), &["--config", &config], &ENV).serving()
     };
-    let mut a = start("doomed");
-    let b = start("survivor");
-
-    let on_a = start_for(&a, "ann-token")
-        .await
-        .expect("ann's first run, on A");
-    start_for(&b, "ann-token")
-        .await
-        .expect("ann's second run, on B");
-    for (replica, served) in [("A", &a), ("B", &b)] {
-        let refused = start_for(served, "ann-token")
-            .await
-            .expect_err("a third run of ann's, anywhere");
-        assert_eq!(
-            refused.code(),
-            tonic::Code::ResourceExhausted,
-            "on {replica}"
-        );
-        assert!(
-            refused.message().contains("max_runs_per_principal"),
-            "{}",
-            refused.message()
-        );
-    }
-
-    // A dies with ann's run: B's lease sweep ends it, and its place is free again.
-    a.child.kill().expect("kill replica A");
-    a.child.wait().unwrap();
-    eventually_async(WAIT, "a new run of ann's to be taken on B", || async {
-        start_for(&b, "ann-token").await.is_ok()
-    })
+    holds_across_replicas_and_a_killed_replica_frees_its_runs(
+        start("doomed"),
+        &start("survivor"),
+        "doomed",
+    )
     .await;
-    let mut runs = RunServiceClient::connect(format!("http://{}", b.addr))
-        .await
-        .unwrap();
-    let lost = runs
-        .get_run(with_token(
-            Some("ann-token"),
-            GetRunRequest { run_id: on_a },
-        ))
-        .await
-        .expect("ann's GetRun on B")
-        .into_inner();
-    assert_eq!(lost.state(), RunState::Failed);
-    assert_eq!(lost.error_code, tonic::Code::Unavailable as i32);
-    assert!(
-        lost.error_message.contains("doomed"),
-        "{}",
-        lost.error_message
-    );
 }

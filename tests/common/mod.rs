@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod certs;
+pub mod principal_limit;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod runs;
