@@ -1012,6 +1012,52 @@ mod tests {
     }
 
     #[test]
+    fn a_redis_cluster_is_a_cluster_url_or_a_node_s_url_with_redis_cluster_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("toolstream.toml");
+        let load = |runs: &str| {
+            std::fs::write(&path, format!("[runs]\n{runs}")).unwrap();
+            Config::load(Some(&path), Overrides::default())
+        };
+        let config = load("store = \"rediss+cluster://u:pw@n1:6379,n2:6380\"\n").unwrap();
+        assert!(config.store.is_cluster() && config.store.is_tls());
+        assert_eq!(
+            config.store.cluster_nodes(),
+            ["rediss://u:pw@n1:6379", "rediss://u:pw@n2:6380"]
+        );
+        assert_eq!(
+            config.store.redacted_url(),
+            "rediss+cluster://u:***@n1:6379,n2:6380"
+        );
+        let config = load("store = \"redis://n1:6379\"\nredis_cluster = true\n").unwrap();
+        assert!(config.store.is_cluster() && !config.store.is_tls());
+        assert_eq!(config.store.cluster_nodes(), ["redis://n1:6379"]);
+        assert!(
+            !load("store = \"redis://n1:6379\"\n")
+                .unwrap()
+                .store
+                .is_cluster()
+        );
+
+        for (runs, key) in [
+            // A cluster is reached over TCP.
+            (
+                "store = \"redis+unix:///run/redis.sock\"\nredis_cluster = true\n",
+                "runs.redis_cluster",
+            ),
+            ("store = \"redis+cluster://\"\n", "runs.redis_cluster"),
+            // Braces in the prefix would be every key's hash tag.
+            (
+                "store = \"redis+cluster://n1:6379\"\nkey_prefix = \"{ts}:\"\n",
+                "runs.key_prefix",
+            ),
+        ] {
+            let message = load(runs).unwrap_err().to_string();
+            assert!(message.contains(key), "{runs}: {message}");
+        }
+    }
+
+    #[test]
     fn redis_tls_files_are_read_beside_the_file_and_the_password_comes_from_the_environment() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ca.pem"), "CA PEM").unwrap();
