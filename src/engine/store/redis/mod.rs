@@ -1,4 +1,6 @@
-//! The Redis run store (`redis://host:port/db`): the runs of every replica that shares one Redis.
+//! The Redis run store (`redis://host:port/db`, or a Redis Cluster: `redis+cluster://h1:p1,…`):
+//! the runs of every replica that shares one Redis. [`connection`] says how each is reached; in a
+//! cluster the keys are hash-tagged ([`keys`]) and the scripts touch one slot ([`scripts`]).
 //!
 //! - **Writing** ([`writer`]): the replica that executes a run records it (a hash, an entry in the
 //!   index) before the run's work starts, then a writer task mirrors the run's in-memory log to a
@@ -312,13 +314,20 @@ impl Shared {
             .invoke_async(&mut self.conn())
             .await?;
         let lost = reply == "lost";
-        if cluster {
-            if lost {
-                self.record_end_in_fleet(run_id, owner, &principal, codec::unix_millis(now))
-                    .await?;
-            } else if let Some(ended) =
+        if cluster && lost {
+            self.record_end_in_fleet(run_id, owner, &principal, codec::unix_millis(now))
+                .await?;
+        } else if cluster {
+            // Not (or no longer) a running run of `owner`'s: out of its set, as the script does
+            // with one server.
+            let _: () = self
+                .conn()
+                .srem(self.keys.replica_runs(owner), run_id)
+                .await?;
+            if let Some(ended) =
                 StoredRecord::parse(self.conn().hgetall(self.keys.record(run_id)).await?)
                 && ended.state != RunState::Running
+                && ended.owner == owner
             {
                 // Its owner may have died between writing the end and the rest of it: done here
                 // (again, harmlessly, if it did not).
