@@ -18,13 +18,17 @@
 //!    runs of 1 event and of 500 events (`interval_ms` 1), the entries their streams hold
 //!    (XLEN), and from the two sizes the cost of a run apart from its events and of one entry.
 //!
-//! 4. 1 and 2 again through a TLS-only redis-server (`rediss://`, certificates made here), in the
-//!    same run, so that plain and TLS compare on one machine at one time.
+//! 4. 1 and 2 again through a TLS-only redis-server (`rediss://`, certificates made here), and
+//!    through a Redis Cluster of three primaries (`redis+cluster://`, made with `redis-cli
+//!    --cluster create`), in the same run, so that plain, TLS and cluster compare on one machine
+//!    at one time.
 //!
 //! The last line is machine-readable:
 //! `bench: redis_produced_per_s=P redis_delivered_per_s=D redis_p50_ms=M redis_p99_ms=N
 //! redis_bytes_per_run=R redis_bytes_per_event=E redis_bytes_run_base=B
-//! redis_tls_produced_per_s=P redis_tls_delivered_per_s=D redis_tls_p50_ms=M redis_tls_p99_ms=N`
+//! redis_tls_produced_per_s=P redis_tls_delivered_per_s=D redis_tls_p50_ms=M redis_tls_p99_ms=N
+//! redis_cluster_produced_per_s=P redis_cluster_delivered_per_s=D redis_cluster_p50_ms=M
+//! redis_cluster_p99_ms=N`
 //! (`redis_bytes_per_run` for a run of 500 events; `redis_bytes_per_event` per stream entry).
 
 // The integration tests' helpers: a redis-server, servers in this process, RunService calls.
@@ -35,6 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::certs::TestPki;
+use common::redis_cluster::RedisCluster;
 use common::redis_server::{RedisServer, Secured, ServerTlsFiles};
 use common::runs::{run_id_of, watch};
 use common::{TestServer, redis_store, registry_with, run_request};
@@ -312,16 +317,45 @@ async fn run(quick: bool) {
         tls_flow.delivered_per_s
     );
 
+    // The same through a Redis Cluster of three primaries.
+    let cluster = RedisCluster::start(3, 0);
+    let cluster_store = |name: &str| StoreConfig {
+        key_prefix: "bench:".into(),
+        replica_name: Some(name.into()),
+        ..StoreConfig::redis(cluster.url())
+    };
+    let cluster_a =
+        TestServer::start_with_store(registry(), Limits::default(), &cluster_store("a")).await;
+    let cluster_b =
+        TestServer::start_with_store(registry(), Limits::default(), &cluster_store("b")).await;
+    let cluster_flow = throughput(&cluster_a, &cluster_b, events).await;
+    let cluster_millis = latencies(&cluster_a, &cluster_b, latency_events).await;
+    let (cluster_p50, cluster_p99) = (
+        percentile(&cluster_millis, 0.50),
+        percentile(&cluster_millis, 0.99),
+    );
+    println!(
+        "through a cluster of three primaries ({}): produced {:.0}/s, b received {:.0}/s; \
+         latency at 1,000 events/s p50 {cluster_p50:.2} ms, p99 {cluster_p99:.2} ms",
+        cluster.url(),
+        cluster_flow.produced_per_s,
+        cluster_flow.delivered_per_s
+    );
+
     println!();
     println!(
         "bench: redis_produced_per_s={:.0} redis_delivered_per_s={:.0} redis_p50_ms={p50:.2} \
          redis_p99_ms={p99:.2} redis_bytes_per_run={:.0} redis_bytes_per_event={per_entry:.0} \
          redis_bytes_run_base={base:.0} redis_tls_produced_per_s={:.0} \
-         redis_tls_delivered_per_s={:.0} redis_tls_p50_ms={tls_p50:.2} redis_tls_p99_ms={tls_p99:.2}",
+         redis_tls_delivered_per_s={:.0} redis_tls_p50_ms={tls_p50:.2} redis_tls_p99_ms={tls_p99:.2} \
+         redis_cluster_produced_per_s={:.0} redis_cluster_delivered_per_s={:.0} \
+         redis_cluster_p50_ms={cluster_p50:.2} redis_cluster_p99_ms={cluster_p99:.2}",
         flow.produced_per_s,
         flow.delivered_per_s,
         large.bytes_per_run,
         tls_flow.produced_per_s,
-        tls_flow.delivered_per_s
+        tls_flow.delivered_per_s,
+        cluster_flow.produced_per_s,
+        cluster_flow.delivered_per_s
     );
 }

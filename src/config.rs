@@ -24,6 +24,8 @@
 //! # redis_cert = "redis-client.pem"          # a client certificate, when Redis asks (optional)
 //! # redis_key = "redis-client.key"
 //! # redis_password_env = "REDIS_PASSWORD"    # the password, from the environment
+//! # Redis Cluster: store = "rediss+cluster://default@node1:6380,node2:6380" (or any node's URL
+//! # redis_cluster = true                      # with this)
 //!
 //! [http]
 //! cors_origins = ["https://app.example.com"]   # none by default: same origin only
@@ -131,6 +133,7 @@ struct RunsFile {
     redis_cert: Option<PathBuf>,
     redis_key: Option<PathBuf>,
     redis_password_env: Option<String>,
+    redis_cluster: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -408,7 +411,14 @@ pub struct Overrides {
 // environment and the flags gave is configuration's.
 impl StoreConfig {
     fn check(&self) -> Result<(), ConfigError> {
-        const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
+        const SCHEMES: [&str; 6] = [
+            "redis://",
+            "rediss://",
+            "redis+unix://",
+            "unix://",
+            "redis+cluster://",
+            "rediss+cluster://",
+        ];
         if !self.is_memory() && !SCHEMES.iter().any(|scheme| self.url.starts_with(scheme)) {
             return Err(ConfigError::Invalid {
                 key: "runs.store",
@@ -418,6 +428,29 @@ impl StoreConfig {
                     self.redacted_url()
                 ),
             });
+        }
+        if self.is_cluster() {
+            let unix = self.url.starts_with("redis+unix://") || self.url.starts_with("unix://");
+            if self.is_memory() || unix || self.cluster_nodes().is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "runs.redis_cluster",
+                    message: format!(
+                        "a Redis Cluster is reached over TCP: give its nodes as \
+                         redis+cluster://host:port,host:port (or rediss+cluster://), not {:?}",
+                        self.redacted_url()
+                    ),
+                });
+            }
+            // A run's keys carry its id as their hash tag; braces in the prefix would be the tag
+            // instead, and put every key of the fleet in one slot.
+            if self.key_prefix.contains(['{', '}']) {
+                return Err(ConfigError::Invalid {
+                    key: "runs.key_prefix",
+                    message: "must not contain { or } with Redis Cluster (keys are hash-tagged \
+                              by run, replica and principal)"
+                        .into(),
+                });
+            }
         }
         if !self.is_tls() && (self.ca_pem.is_some() || self.client_cert.is_some()) {
             return Err(ConfigError::Invalid {
@@ -556,6 +589,7 @@ impl Config {
                 .store
                 .or(file.runs.store)
                 .unwrap_or_else(|| StoreConfig::default().url),
+            cluster: file.runs.redis_cluster.unwrap_or(false),
             key_prefix: file
                 .runs
                 .key_prefix
@@ -1108,6 +1142,52 @@ mod tests {
         };
         let message = Config::load(None, overrides).unwrap_err().to_string();
         assert!(message.contains("runs.store"), "{message}");
+    }
+
+    #[test]
+    fn a_redis_cluster_is_a_cluster_url_or_a_node_s_url_with_redis_cluster_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("toolstream.toml");
+        let load = |runs: &str| {
+            std::fs::write(&path, format!("[runs]\n{runs}")).unwrap();
+            Config::load(Some(&path), Overrides::default())
+        };
+        let config = load("store = \"rediss+cluster://u:pw@n1:6379,n2:6380\"\n").unwrap();
+        assert!(config.store.is_cluster() && config.store.is_tls());
+        assert_eq!(
+            config.store.cluster_nodes(),
+            ["rediss://u:pw@n1:6379", "rediss://u:pw@n2:6380"]
+        );
+        assert_eq!(
+            config.store.redacted_url(),
+            "rediss+cluster://u:***@n1:6379,n2:6380"
+        );
+        let config = load("store = \"redis://n1:6379\"\nredis_cluster = true\n").unwrap();
+        assert!(config.store.is_cluster() && !config.store.is_tls());
+        assert_eq!(config.store.cluster_nodes(), ["redis://n1:6379"]);
+        assert!(
+            !load("store = \"redis://n1:6379\"\n")
+                .unwrap()
+                .store
+                .is_cluster()
+        );
+
+        for (runs, key) in [
+            // A cluster is reached over TCP.
+            (
+                "store = \"redis+unix:///run/redis.sock\"\nredis_cluster = true\n",
+                "runs.redis_cluster",
+            ),
+            ("store = \"redis+cluster://\"\n", "runs.redis_cluster"),
+            // Braces in the prefix would be every key's hash tag.
+            (
+                "store = \"redis+cluster://n1:6379\"\nkey_prefix = \"{ts}:\"\n",
+                "runs.key_prefix",
+            ),
+        ] {
+            let message = load(runs).unwrap_err().to_string();
+            assert!(message.contains(key), "{runs}: {message}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `scripts/cluster`: a local fleet (redis-server and replicas) whose replicas share their runs,
-//! and which leaves no process behind when it is told to stop.
+//! and which leaves no process behind when it is told to stop; also with Redis over TLS in a
+//! cluster of three primaries (`--redis-tls --redis-cluster`).
 
 mod common;
 
@@ -20,8 +21,9 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Runs `scripts/cluster <replicas> <first_port>` against the test build of the binary.
-    fn start(replicas: usize, first_port: u16) -> Cluster {
+    /// Runs `scripts/cluster <options> <replicas> <first_port>` against the test build of the
+    /// binary.
+    fn start(options: &[&str], replicas: usize, first_port: u16) -> Cluster {
         let mut command = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster"));
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("TOOLSTREAM_") {
@@ -29,6 +31,7 @@ impl Cluster {
             }
         }
         let mut script = command
+            .args(options)
             .args([replicas.to_string(), first_port.to_string()])
             .env("TOOLSTREAM_BIN", BIN)
             .stdout(Stdio::piped())
@@ -110,11 +113,20 @@ fn client(args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-#[test]
-fn the_cluster_shares_runs_between_its_replicas_and_stops_everything_it_started() {
+/// Starts the script with `options` and two replicas, waits until it is ready, runs a detached
+/// run on the first replica, gets and cancels it through the second, then stops the script with
+/// SIGTERM and checks that every process it started (`redis_servers` of them) is gone and the
+/// replicas' ports free. Returns the store the script printed.
+fn two_replicas_share_a_run_and_stop_with_the_script(
+    options: &[&str],
+    redis_servers: usize,
+) -> String {
     let port = two_free_ports();
-    let mut cluster = Cluster::start(2, port);
-    let redis = pid_in(&cluster.read_until("redis-server "));
+    let mut cluster = Cluster::start(options, 2, port);
+    let store = cluster.read_until("store ");
+    let redis: Vec<libc::pid_t> = (0..redis_servers)
+        .map(|_| pid_in(&cluster.read_until("redis-server ")))
+        .collect();
     let first = cluster.read_until("replica-1 ");
     let second = cluster.read_until("replica-2 ");
     let a = format!("http://127.0.0.1:{port}");
@@ -149,7 +161,7 @@ fn the_cluster_shares_runs_between_its_replicas_and_stops_everything_it_started(
     let status = cluster.script.wait().unwrap();
     assert!(!status.success(), "a script stopped by a signal says so");
     cluster.read_until("stopped:");
-    for pid in replicas.into_iter().chain([redis]) {
+    for pid in replicas.into_iter().chain(redis) {
         assert!(
             !is_running(pid),
             "process {pid} outlived the script:\n{}",
@@ -162,4 +174,19 @@ fn the_cluster_shares_runs_between_its_replicas_and_stops_everything_it_started(
             "port {port} is still taken"
         );
     }
+    store
+}
+
+#[test]
+fn the_cluster_shares_runs_between_its_replicas_and_stops_everything_it_started() {
+    let store = two_replicas_share_a_run_and_stop_with_the_script(&[], 1);
+    assert!(store.contains("redis://127.0.0.1:"), "{store}");
+}
+
+#[test]
+fn with_redis_over_tls_in_a_cluster_of_three_primaries_too() {
+    let store =
+        two_replicas_share_a_run_and_stop_with_the_script(&["--redis-tls", "--redis-cluster"], 3);
+    assert!(store.contains("rediss+cluster://127.0.0.1:"), "{store}");
+    assert_eq!(store.matches(',').count(), 2, "three nodes: {store}");
 }

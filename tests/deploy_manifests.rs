@@ -1,5 +1,6 @@
-//! `deploy/`: the Kubernetes manifests parse and agree with the server: the port it listens on by
-//! default, its grace period, its config file, a Redis store the manifests' own Service names.
+//! `deploy/`: the Kubernetes manifests (and the `managed-redis/` overlay) parse and agree with the
+//! server: the port it listens on by default, its grace period, its config file, a Redis store the
+//! manifests' own Service names (the overlay's: a TLS URL from its Secret).
 
 mod common;
 

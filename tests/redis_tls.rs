@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use common::binary::{Served, serve};
 use common::certs::TestPki;
+use common::principal_limit::{
+    AUTH, ENV, holds_across_replicas_and_a_killed_replica_frees_its_runs,
+};
 use common::redis_server::{RedisServer, Secured, ServerTlsFiles};
 use common::runs::{detached, get, run_id_of, watch};
-use common::{TestServer, collect, eventually_async, registry_with, result_value, with_token};
+use common::{TestServer, collect, registry_with, result_value};
 use serde_json::json;
-use tonic::Code;
 use tonic::transport::Channel;
 use toolstream::config::{Limits, RedisClientCert, StoreConfig};
 use toolstream::engine::Store;
@@ -22,9 +24,6 @@ use toolstream::pb::RunState;
 use toolstream::pb::run_event::Event;
 use toolstream::pb::run_service_client::RunServiceClient;
 use toolstream::pb::tool_service_client::ToolServiceClient;
-
-/// Generous: the limit of every wait-until loop (never a timing assertion).
-const WAIT: Duration = Duration::from_secs(30);
 
 /// A TLS-only redis-server with the PKI's server certificate (CN "server-1", SANs localhost and
 /// 127.0.0.1, signed by "toolstream test CA").
@@ -216,71 +215,18 @@ async fn a_password_from_the_environment_opens_a_protected_redis_and_no_log_show
     );
 }
 
-/// Starts a detached `ticks` run for `token` on `served`: its id, or the status refusing it.
-async fn start_for(served: &Served, token: &str) -> Result<String, tonic::Status> {
-    let response = tools_of(served)
-        .await
-        .run_tool(with_token(
-            Some(token),
-            detached("ticks", json!({"count": 1000000, "interval_ms": 20})),
-        ))
-        .await?;
-    let run_id = run_id_of(&response);
-    let mut stream = response.into_inner();
-    stream.message().await?.expect("the started event");
-    Ok(run_id)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_principal_limit_holds_across_replicas_and_a_killed_replica_frees_its_runs() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let auth = "[auth]\nmax_runs_per_principal = 2\n\n[[auth.tokens]]\nname = \"ann\"\n\
-                token_env = \"TEST_ANN_TOKEN\"\n";
-    let env = [("TEST_ANN_TOKEN", "ann-token")];
     let start = |name: &str| {
-        let config = write_config(dir.path(), name, &redis.url(), "lease_secs = 1", auth);
-        serve(dir.path(), &["--config", &config], &env).serving()
+        let config = write_config(dir.path(), name, &redis.url(), "lease_secs = 1", AUTH);
+        serve(dir.path(), &["--config", &config], &ENV).serving()
     };
-    let mut a = start("doomed");
-    let b = start("survivor");
-
-    let on_a = start_for(&a, "ann-token")
-        .await
-        .expect("ann's first run, on A");
-    start_for(&b, "ann-token")
-        .await
-        .expect("ann's second run, on B");
-    for (replica, served) in [("A", &a), ("B", &b)] {
-        let refused = start_for(served, "ann-token")
-            .await
-            .expect_err("a third run of ann's, anywhere");
-        assert_eq!(refused.code(), Code::ResourceExhausted, "on {replica}");
-        assert!(
-            refused.message().contains("max_runs_per_principal"),
-            "{}",
-            refused.message()
-        );
-    }
-
-    // A dies with ann's run: B's lease sweep ends it, and its place is free again.
-    a.child.kill().expect("kill replica A");
-    a.child.wait().unwrap();
-    eventually_async(WAIT, "a new run of ann's to be taken on B", || async {
-        start_for(&b, "ann-token").await.is_ok()
-    })
+    holds_across_replicas_and_a_killed_replica_frees_its_runs(
+        start("doomed"),
+        &start("survivor"),
+        "doomed",
+    )
     .await;
-    let mut runs = RunServiceClient::connect(format!("http://{}", b.addr))
-        .await
-        .unwrap();
-    let lost = runs
-        .get_run(with_token(
-            Some("ann-token"),
-            toolstream::pb::GetRunRequest { run_id: on_a },
-        ))
-        .await
-        .expect("ann's GetRun on B")
-        .into_inner();
-    assert_eq!(lost.state(), RunState::Failed);
-    assert_eq!(lost.error_code, Code::Unavailable as i32);
 }

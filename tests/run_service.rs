@@ -3,7 +3,8 @@
 //!
 //! A conformance suite: every case runs against each run store (`memory::…` and `redis::…`).
 //! With Redis, runs execute on one replica and every RunService call goes to another replica
-//! sharing the same redis-server, so the cases hold for the fleet, not just for one process.
+//! sharing the same redis-server, so the cases hold for the fleet, not just for one process;
+//! `redis_cluster::…` runs them once more with a Redis Cluster of three primaries.
 
 mod common;
 #[allow(dead_code)] // One case uses part of the stand-in model.
@@ -16,8 +17,8 @@ use std::time::Duration;
 
 use common::runs::{cancel, detached, get, run_id_of, wait_for_run, wait_for_state, watch};
 use common::{
-    Backend, Fleet, TestServer, collect, endless_tool, eventually, eventually_async, redis_store,
-    registry_with, result_value, run_request,
+    Backend, Fleet, TestServer, collect, endless_tool, eventually, eventually_async, registry_with,
+    result_value, run_request,
 };
 use serde_json::json;
 use tonic::Code;
@@ -834,10 +835,10 @@ async fn agent_fleet(backend: Backend, model: &model::StandIn) -> Fleet {
             other: None,
             redis: None,
         },
-        Backend::Redis => {
-            let redis = common::redis_server::RedisServer::start();
+        Backend::Redis | Backend::RedisCluster => {
+            let redis = common::SharedRedis::start(backend).expect("a shared Redis");
             let open = |name| {
-                let config = redis_store(&redis, name);
+                let config = redis.store(name);
                 async move {
                     toolstream::engine::Store::open(&config, &limits)
                         .await
@@ -965,6 +966,14 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     super::$case(super::Backend::Redis).await
+                }
+            )*
+        }
+        mod redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backend::RedisCluster).await
                 }
             )*
         }

@@ -9,8 +9,8 @@
 
 pub mod builtin;
 pub mod command;
-mod lines;
 mod input;
+mod lines;
 mod listing;
 pub mod mcp;
 pub mod native;
@@ -22,8 +22,8 @@ pub mod remote;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-pub use listing::{ToolListing, ToolSetChange};
 pub use input::{Answer, InputKind, Question};
+pub use listing::{ToolListing, ToolSetChange};
 pub use progress::{Progress, ProgressSink, ProgressUpdate, SubTask};
 
 /// Where a tool lives. Reported to clients as `Tool.kind`.

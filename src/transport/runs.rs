@@ -188,7 +188,12 @@ impl RunService for RunServiceImpl {
         let request = request.into_inner();
         let run = self
             .operations
-            .respond(&caller, &request.run_id, &request.request_id, reply(&request))
+            .respond(
+                &caller,
+                &request.run_id,
+                &request.request_id,
+                reply(&request),
+            )
             .await
             .map_err(status::from_run_error)?;
         Ok(Response::new(run_to_wire(run)))

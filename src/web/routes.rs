@@ -340,7 +340,12 @@ pub(super) async fn respond_to_run(
     request.request_id = request_id;
     let run = state
         .operations
-        .respond(&caller, &request.run_id, &request.request_id, reply(&request))
+        .respond(
+            &caller,
+            &request.run_id,
+            &request.request_id,
+            reply(&request),
+        )
         .await?;
     Ok(json_response(StatusCode::OK, &run_to_wire(run)))
 }

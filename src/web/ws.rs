@@ -346,7 +346,12 @@ impl Session {
         let run = self
             .state
             .operations
-            .respond(&self.caller, &request.run_id, &request.request_id, reply(&request))
+            .respond(
+                &self.caller,
+                &request.run_id,
+                &request.request_id,
+                reply(&request),
+            )
             .await?;
         let run = crate::json_proto::to_json(&run_to_wire(run))?;
         let mut frame = String::from("{");

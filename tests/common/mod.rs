@@ -5,6 +5,8 @@
 
 pub mod binary;
 pub mod certs;
+pub mod principal_limit;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod runs;
 pub mod web;
@@ -403,6 +405,8 @@ pub enum Backend {
     /// Two replicas sharing a real redis-server: runs execute on the first, RunService calls go
     /// to the second.
     Redis,
+    /// As `Redis`, with a Redis Cluster of three primaries instead of one server.
+    RedisCluster,
 }
 
 /// The servers of a test: `runner` executes runs (ToolService); RunService calls go to
@@ -410,7 +414,38 @@ pub enum Backend {
 pub struct Fleet {
     pub runner: TestServer,
     pub other: Option<TestServer>,
-    pub redis: Option<redis_server::RedisServer>,
+    pub redis: Option<SharedRedis>,
+}
+
+/// The Redis a fleet of test replicas shares: one server, or a cluster.
+pub enum SharedRedis {
+    Server(redis_server::RedisServer),
+    Cluster(redis_cluster::RedisCluster),
+}
+
+impl SharedRedis {
+    /// The Redis of `backend` (`None` for the memory store).
+    pub fn start(backend: Backend) -> Option<SharedRedis> {
+        match backend {
+            Backend::Memory => None,
+            Backend::Redis => Some(SharedRedis::Server(redis_server::RedisServer::start())),
+            Backend::RedisCluster => Some(SharedRedis::Cluster(
+                redis_cluster::RedisCluster::start(3, 0),
+            )),
+        }
+    }
+
+    /// The run store of a test replica on it (replica ids start with `name`).
+    pub fn store(&self, name: &str) -> StoreConfig {
+        match self {
+            SharedRedis::Server(redis) => redis_store(redis, name),
+            SharedRedis::Cluster(cluster) => StoreConfig {
+                key_prefix: "test:".into(),
+                replica_name: Some(name.into()),
+                ..StoreConfig::redis(cluster.url())
+            },
+        }
+    }
 }
 
 /// The run store of a test replica on `redis` (replica ids start with `name`).
@@ -435,14 +470,12 @@ impl Fleet {
                 other: None,
                 redis: None,
             },
-            Backend::Redis => {
-                let redis = redis_server::RedisServer::start();
+            Backend::Redis | Backend::RedisCluster => {
+                let redis = SharedRedis::start(backend).expect("a shared Redis");
                 let runner =
-                    TestServer::start_with_store(registry(), limits, &redis_store(&redis, "a"))
-                        .await;
+                    TestServer::start_with_store(registry(), limits, &redis.store("a")).await;
                 let other =
-                    TestServer::start_with_store(registry(), limits, &redis_store(&redis, "b"))
-                        .await;
+                    TestServer::start_with_store(registry(), limits, &redis.store("b")).await;
                 Fleet {
                     runner,
                     other: Some(other),

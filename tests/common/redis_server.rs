@@ -17,6 +17,9 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     /// How it is secured: TLS only, a password.
     secured: Secured,
+    /// A node of a Redis Cluster (`--cluster-enabled yes`; see `redis_cluster.rs`): its cluster
+    /// bus port (by default the port plus 10,000, which may be taken or beyond 65,535).
+    cluster_bus: Option<u16>,
 }
 
 /// How a test's redis-server is secured.
@@ -47,15 +50,22 @@ impl RedisServer {
 
     /// Starts a redis-server secured as `secured` says.
     pub fn start_secured(secured: Secured) -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        RedisServer::start_node(secured, None)
+    }
+
+    /// Starts a redis-server with cluster mode on (not yet in a cluster).
+    pub fn start_cluster_node() -> RedisServer {
+        RedisServer::start_node(Secured::default(), Some(free_port()))
+    }
+
+    fn start_node(secured: Secured, cluster_bus: Option<u16>) -> RedisServer {
+        let port = free_port();
         let mut server = RedisServer {
             child: None,
             port,
             dir: tempfile::tempdir().expect("a temporary directory"),
             secured,
+            cluster_bus,
         };
         server.restart();
         server
@@ -105,6 +115,14 @@ impl RedisServer {
         };
         if let Some(password) = &self.secured.password {
             command.args(["--requirepass", password]);
+        }
+        if let Some(bus) = self.cluster_bus {
+            // Its cluster state lives in its directory, so a restarted node rejoins.
+            command
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .args(["--cluster-port", &bus.to_string()])
+                .arg("--cluster-config-file")
+                .arg(self.dir.path().join("nodes.conf"));
         }
         let child = command
             .args(["--bind", "127.0.0.1"])
@@ -166,6 +184,14 @@ impl RedisServer {
             .await
             .expect("connect to redis-server")
     }
+}
+
+/// A port the OS says is free now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 impl Drop for RedisServer {

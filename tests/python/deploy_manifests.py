@@ -122,4 +122,38 @@ redis_args = redis["args"]
 assert redis_args[redis_args.index("--save") + 1] == "", redis_args
 assert redis_args[redis_args.index("--appendonly") + 1] == "no", redis_args
 
-print(f"deploy: {len(files)} files, {len(objects)} objects consistent")
+# managed-redis/: a kustomize overlay of the same fleet on a managed Redis. Its resources exist,
+# its patch leaves the Deployment without --store (a flag would win over the environment) and
+# gives it TOOLSTREAM_STORE from the overlay's Secret, whose URL is TLS (and Redis Cluster).
+overlay = deploy / "managed-redis"
+kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+overlay_objects = {}
+for resource in kustomization["resources"]:
+    path = (overlay / resource).resolve()
+    assert path.exists(), f"managed-redis: {resource} does not exist"
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc is not None:
+            overlay_objects[(doc["kind"], doc["metadata"]["name"])] = doc
+assert ("Deployment", "redis") not in overlay_objects, "managed-redis brings its own Redis"
+(patch,) = kustomization["patches"]
+assert patch["target"] == {"kind": "Deployment", "name": "toolstream"}, patch["target"]
+patched = overlay_objects[("Deployment", "toolstream")]["spec"]["template"]["spec"]["containers"][0]
+for operation in yaml.safe_load(patch["patch"]):
+    field = operation["path"].rsplit("/", 1)[1]
+    assert operation["path"] == f"/spec/template/spec/containers/0/{field}", operation["path"]
+    assert operation["op"] in ("replace", "add"), operation
+    assert operation["op"] == "add" or field in patched, f"replace of a missing {field}"
+    patched[field] = operation["value"]
+assert "--store" not in patched["args"], patched["args"]
+assert flag(patched["args"], "--config") == str(config_path), patched["args"]
+assert flag(patched["args"], "--listen") == listen, patched["args"]
+(store_env,) = [e for e in patched["env"] if e["name"] == "TOOLSTREAM_STORE"]
+secret_ref = store_env["valueFrom"]["secretKeyRef"]
+secret = overlay_objects[("Secret", secret_ref["name"])]
+managed_store = secret["stringData"][secret_ref["key"]]
+assert managed_store.startswith(("rediss://", "rediss+cluster://")), managed_store
+
+print(
+    f"deploy: {len(files)} files, {len(objects)} objects consistent; "
+    f"managed-redis overlay consistent"
+)

@@ -11,8 +11,13 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 /// Where runs are kept: `memory` (this process only) or a Redis shared by several replicas.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoreConfig {
-    /// `memory`, or `redis://[:password@]host:port/db` (also `redis+unix:///path`).
+    /// `memory`, or `redis://[:password@]host:port/db` (also `redis+unix:///path`,
+    /// `rediss://…`, and for Redis Cluster `redis+cluster://host:port,host:port` or
+    /// `rediss+cluster://…`).
     pub url: String,
+    /// The store is a Redis Cluster (`[runs] redis_cluster`), whatever the URL's scheme: the URL
+    /// names one of its nodes (a `+cluster` scheme says so too).
+    pub cluster: bool,
     /// Every Redis key starts with this, so several fleets can share one Redis.
     pub key_prefix: String,
     /// A dead replica's runs end UNAVAILABLE within this long of its last lease renewal (its
@@ -44,6 +49,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             url: "memory".to_owned(),
+            cluster: false,
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             lease: DEFAULT_LEASE,
             replica_name: None,
@@ -63,9 +69,39 @@ impl StoreConfig {
         }
     }
 
-    /// Whether the store is Redis over TLS (`rediss://`).
+    /// Whether the store is Redis over TLS (`rediss://`, `rediss+cluster://`).
     pub fn is_tls(&self) -> bool {
-        self.url.starts_with("rediss://")
+        self.url.starts_with("rediss://") || self.url.starts_with("rediss+cluster://")
+    }
+
+    /// Whether the store is a Redis Cluster (a `+cluster` URL, or `[runs] redis_cluster`).
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+            || self.url.starts_with("redis+cluster://")
+            || self.url.starts_with("rediss+cluster://")
+    }
+
+    /// The URLs of the cluster nodes the store starts from (`redis://` or `rediss://` each, with
+    /// the URL's credentials): a `+cluster` URL's comma-separated nodes, or the URL itself.
+    pub fn cluster_nodes(&self) -> Vec<String> {
+        let (scheme, rest) = match self.url.split_once("+cluster://") {
+            Some((scheme, rest)) => (scheme, rest),
+            None => return vec![self.url.clone()],
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(slash) => rest.split_at(slash),
+            None => (rest, ""),
+        };
+        let (credentials, hosts) = match authority.rfind('@') {
+            Some(at) => (&authority[..=at], &authority[at + 1..]),
+            None => ("", authority),
+        };
+        hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|host| !host.is_empty())
+            .map(|host| format!("{scheme}://{credentials}{host}{path}"))
+            .collect()
     }
 
     /// Whether runs stay in this process's memory.
@@ -93,6 +129,7 @@ impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConfig")
             .field("url", &self.redacted_url())
+            .field("cluster", &self.cluster)
             .field("key_prefix", &self.key_prefix)
             .field("lease", &self.lease)
             .field("replica_name", &self.replica_name)

@@ -15,19 +15,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use redis::AsyncConnectionConfig;
-
+use super::Shared;
 use super::codec::{self, StoredRecord};
 use super::keys::entry_sequence;
-use super::{CONNECT_TIMEOUT, Shared};
 use crate::engine::RunError;
 use crate::engine::log::RunLog;
 use crate::engine::runs::RunState;
 
 /// Entries read per call.
 const CHUNK: usize = 512;
-/// How much longer than its BLOCK time a blocking read may take before it counts as failed.
-const BLOCK_MARGIN: Duration = Duration::from_secs(2);
 
 /// A stream entry: its id and fields.
 type Entry = (String, HashMap<String, String>);
@@ -96,14 +92,7 @@ pub(super) async fn follow(
 /// Follows the run live until it ends, its last watcher leaves, or Redis fails.
 async fn live(shared: Arc<Shared>, log: Weak<RunLog>, run_id: String, mut last_id: String) {
     let block = block_time(shared.lease);
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(block + BLOCK_MARGIN));
-    let mut conn = match shared
-        .client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-    {
+    let mut conn = match shared.connector.dedicated(block).await {
         Ok(conn) => conn,
         Err(error) => return fail(&shared, &log, error).await,
     };

@@ -20,17 +20,47 @@
 //! A principal's key carries its name as a hash tag (`{n}` in braces), so that in Redis Cluster
 //! each principal's count lives whole in one slot. It is one key per principal, touched twice per
 //! run (at its start and its end): far below what one Redis node serves, however many replicas.
+//!
+//! **Redis Cluster.** There every other key carries a hash tag too, so that what one script or
+//! pipeline touches lives in one slot: a run's keys are tagged by the run (`{p}run:{<id>}`,
+//! `{p}run:{<id>}:events`), a replica's by the replica (`{p}replica:{<r>}`, `…:runs`,
+//! `…:cancel`), and the fleet-wide sorted sets by `{fleet}` (`{p}{fleet}:runs`,
+//! `{p}{fleet}:finished`, `{p}{fleet}:replicas`: one slot, so the script forgetting expired runs
+//! stays atomic). The per-event traffic (a run's batches, its followers' reads) is on the run's
+//! own slot and spreads over the cluster; the fleet's keys take a write per run start, per run end
+//! and per replica a second. With one server the keys are untagged, as they always were.
 
 /// Key names under one prefix.
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
     prefix: String,
+    /// Hash-tagged for Redis Cluster.
+    cluster: bool,
 }
 
 impl Keys {
-    pub(super) fn new(prefix: &str) -> Self {
+    pub(super) fn new(prefix: &str, cluster: bool) -> Self {
         Keys {
             prefix: prefix.to_owned(),
+            cluster,
+        }
+    }
+
+    /// `name` as a hash tag in Redis Cluster (`{name}`), as it is otherwise.
+    fn tag<'a>(&self, name: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.cluster {
+            format!("{{{name}}}").into()
+        } else {
+            name.into()
+        }
+    }
+
+    /// The start of the fleet-wide keys' names.
+    fn fleet(&self) -> String {
+        if self.cluster {
+            format!("{}{{fleet}}:", self.prefix)
+        } else {
+            self.prefix.clone()
         }
     }
 
@@ -39,31 +69,31 @@ impl Keys {
     }
 
     pub(super) fn record(&self, run_id: &str) -> String {
-        format!("{}run:{run_id}", self.prefix)
+        format!("{}run:{}", self.prefix, self.tag(run_id))
     }
 
     pub(super) fn events(&self, run_id: &str) -> String {
-        format!("{}run:{run_id}:events", self.prefix)
+        format!("{}run:{}:events", self.prefix, self.tag(run_id))
     }
 
     pub(super) fn index(&self) -> String {
-        format!("{}runs", self.prefix)
+        format!("{}runs", self.fleet())
     }
 
     pub(super) fn finished(&self) -> String {
-        format!("{}finished", self.prefix)
+        format!("{}finished", self.fleet())
     }
 
     pub(super) fn replicas(&self) -> String {
-        format!("{}replicas", self.prefix)
+        format!("{}replicas", self.fleet())
     }
 
     pub(super) fn lease(&self, replica: &str) -> String {
-        format!("{}replica:{replica}", self.prefix)
+        format!("{}replica:{}", self.prefix, self.tag(replica))
     }
 
     pub(super) fn replica_runs(&self, replica: &str) -> String {
-        format!("{}replica:{replica}:runs", self.prefix)
+        format!("{}replica:{}:runs", self.prefix, self.tag(replica))
     }
 
     /// The runs in progress of `principal`, fleet-wide (empty: runs of no one).
@@ -82,11 +112,12 @@ impl Keys {
     }
 
     pub(super) fn cancels(&self, replica: &str) -> String {
-        format!("{}replica:{replica}:cancel", self.prefix)
+        format!("{}replica:{}:cancel", self.prefix, self.tag(replica))
     }
 
     pub(super) fn inputs(&self, replica: &str) -> String {
-        format!("{}replica:{replica}:inputs", self.prefix)
+        // The cancel list's slot: the owner blocks on both in one BLPOP.
+        format!("{}replica:{}:inputs", self.prefix, self.tag(replica))
     }
 
     /// Where the decision on one routed answer goes (`id`: a fresh UUID).

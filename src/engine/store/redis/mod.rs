@@ -1,4 +1,6 @@
-//! The Redis run store (`redis://host:port/db`): the runs of every replica that shares one Redis.
+//! The Redis run store (`redis://host:port/db`, or a Redis Cluster: `redis+cluster://h1:p1,…`):
+//! the runs of every replica that shares one Redis. [`connection`] says how each is reached; in a
+//! cluster the keys are hash-tagged ([`keys`]) and the scripts touch one slot ([`scripts`]).
 //!
 //! - **Writing** ([`writer`]): the replica that executes a run records it (a hash, an entry in the
 //!   index) before the run's work starts, then a writer task mirrors the run's in-memory log to a
@@ -17,6 +19,7 @@
 
 mod answers;
 mod codec;
+mod connection;
 mod follower;
 mod keys;
 mod replica;
@@ -34,8 +37,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, IntoConnectionInfo};
+use redis::AsyncCommands;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,15 +56,12 @@ use crate::engine::runs::{
 };
 use crate::engine::{Limits, StoreConfig};
 use codec::StoredRecord;
+use connection::{Connection, Connector};
 use keys::Keys;
 
 /// A running run's keys expire this long after its writer last refreshed them (it does at least
 /// every quarter of this), so that a fleet that vanished leaves nothing forever.
 const RUNNING_TTL: Duration = Duration::from_secs(24 * 3600);
-/// How long a Redis call may take before it counts as a failure.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long connecting to Redis may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long CancelRun of a run executing elsewhere waits for it to end.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
@@ -84,9 +83,10 @@ pub(super) struct Shared {
     name: String,
     /// This replica's id.
     replica: String,
-    client: redis::Client,
+    /// Where connections come from: one server, or a cluster.
+    connector: Connector,
     /// The connection for everything that does not block (multiplexed, reconnecting).
-    conn: ConnectionManager,
+    conn: Connection,
     keys: Keys,
     lease: Duration,
     limits: Limits,
@@ -116,16 +116,9 @@ impl RedisStore {
             store: name.clone(),
             reason,
         };
-        let client = client(config).map_err(|e| invalid(e.to_string()))?;
-        let conn = ConnectionManager::new_lazy_with_config(
-            client.clone(),
-            ConnectionManagerConfig::new()
-                .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_millis(500)),
-        )
-        .map_err(|e| invalid(e.to_string()))?;
+        let connector = Connector::open(config, follower::block_time(config.lease))
+            .map_err(|e| invalid(e.to_string()))?;
+        let conn = connector.shared().map_err(|e| invalid(e.to_string()))?;
         let replica = format!(
             "{}-{}",
             config
@@ -138,9 +131,9 @@ impl RedisStore {
         let shared = Arc::new(Shared {
             name,
             replica,
-            client,
+            keys: Keys::new(&config.key_prefix, connector.is_cluster()),
+            connector,
             conn,
-            keys: Keys::new(&config.key_prefix),
             lease: config.lease,
             limits: *limits,
             local: RunTable::new(limits.retention, limits.max_runs),
@@ -173,43 +166,6 @@ impl RedisStore {
             stop,
         }))
     }
-}
-
-/// The client of the store `config` names: its URL, with TLS (`rediss://`) verified against the
-/// system's roots or the configured CA, a client certificate when one is configured, and the
-/// password from the environment when one was named. Every connection (the shared one, the
-/// followers' and the cancel listener's) comes from it, so each has the same TLS and credentials.
-fn client(config: &StoreConfig) -> redis::RedisResult<redis::Client> {
-    let mut info = config.url.as_str().into_connection_info()?;
-    if let Some(password) = &config.password {
-        let settings = info.redis_settings().clone().set_password(password);
-        info = info.set_redis_settings(settings);
-    }
-    if !config.is_tls() {
-        return redis::Client::open(info);
-    }
-    // redis-rs builds its rustls configuration with the process's default crypto provider: make
-    // it aws-lc-rs, the provider of everything else here, unless one was installed already.
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    }
-    if config.ca_pem.is_none() && config.client_cert.is_none() {
-        return redis::Client::open(info);
-    }
-    redis::Client::build_with_tls(
-        info,
-        redis::TlsCertificates {
-            client_tls: config
-                .client_cert
-                .as_ref()
-                .map(|identity| redis::ClientTlsConfig {
-                    client_cert: identity.cert_pem.clone(),
-                    client_key: identity.key_pem.clone(),
-                }),
-            // Replaces the system's roots: only this CA is trusted.
-            root_cert: config.ca_pem.clone(),
-        },
-    )
 }
 
 impl Drop for RedisStore {
@@ -254,20 +210,14 @@ impl Shared {
         millis(RUNNING_TTL + self.limits.retention)
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Connection {
         self.conn.clone()
     }
 
     /// A connection of its own for a blocking command of up to `block`.
-    async fn blocking_conn(
-        &self,
-        block: Duration,
-    ) -> Result<redis::aio::MultiplexedConnection, RunError> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(block + Duration::from_secs(2)));
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
+    async fn blocking_conn(&self, block: Duration) -> Result<connection::Connection, RunError> {
+        self.connector
+            .dedicated(block)
             .await
             .map_err(|e| self.unavailable(e))
     }
@@ -285,6 +235,44 @@ impl Shared {
         let record = self.settle(run_id, record).await?;
         self.respond_elsewhere(run_id, record, request_id, reply)
             .await
+    }
+
+    /// Whether the store is a Redis Cluster (where a script touches one slot only).
+    fn is_cluster(&self) -> bool {
+        self.connector.is_cluster()
+    }
+
+    /// Redis Cluster: what a run's end changes outside the run's own slot, which one script does
+    /// with a single server. Each step is idempotent: the run leaves its owner's set and its
+    /// principal's (its place under `max_runs_per_principal` is free) and joins the finished
+    /// runs; the oldest finished beyond `max_runs` leave the index, and their keys go.
+    async fn record_end_in_fleet(
+        &self,
+        run_id: &str,
+        owner: &str,
+        principal: &str,
+        end_ms: u64,
+    ) -> redis::RedisResult<()> {
+        let (mut first, mut second, mut third) = (self.conn(), self.conn(), self.conn());
+        let owner_runs = first.srem::<_, _, ()>(self.keys.replica_runs(owner), run_id);
+        let principal_runs = second.srem::<_, _, ()>(self.keys.principal_runs(principal), run_id);
+        let mut call = scripts::RUN_ENDED.prepare_invoke();
+        call.key(self.keys.finished())
+            .key(self.keys.index())
+            .arg(run_id)
+            .arg(end_ms)
+            .arg(self.index_ttl())
+            .arg(self.limits.max_runs);
+        let finished = call.invoke_async::<Vec<String>>(&mut third);
+        let ((), (), evicted) = tokio::try_join!(owner_runs, principal_runs, finished)?;
+        for gone in evicted {
+            // A run's two keys share its slot: one command.
+            let _: () = self
+                .conn()
+                .del(&[self.keys.record(&gone), self.keys.events(&gone)])
+                .await?;
+        }
+        Ok(())
     }
 
     /// A run's record, `None` when there is none.
@@ -312,23 +300,34 @@ impl Shared {
         if !self.reachable_for(self.lease) {
             return Ok(false);
         }
+        let cluster = self.is_cluster();
+        // In Redis Cluster the lease lives in another slot than the run: checked just before
+        // (an owner that renews in between is ended as lost while alive; its writer then finds
+        // the run ended and ends it locally the same way, so every stream agrees).
+        if cluster && self.lease_alive(owner).await? {
+            return Ok(false);
+        }
         // Whose run it is (it never changes): its end frees a place under the principal's limit.
-        let principal: Option<String> = self
+        let principal: String = self
             .conn()
-            .hget(self.keys.record(run_id), "principal")
-            .await?;
+            .hget::<_, _, Option<String>>(self.keys.record(run_id), "principal")
+            .await?
+            .unwrap_or_default();
         let now = SystemTime::now();
         let error = codec::encode_error(&RunError::ReplicaLost {
             replica: owner.to_owned(),
         });
-        let reply: String = scripts::DECLARE_LOST
-            .key(self.keys.record(run_id))
-            .key(self.keys.events(run_id))
-            .key(self.keys.index())
-            .key(self.keys.finished())
-            .key(self.keys.replica_runs(owner))
-            .key(self.keys.lease(owner))
-            .key(self.keys.principal_runs(&principal.unwrap_or_default()))
+        let mut call = scripts::DECLARE_LOST.prepare_invoke();
+        call.key(self.keys.record(run_id))
+            .key(self.keys.events(run_id));
+        if !cluster {
+            call.key(self.keys.index())
+                .key(self.keys.finished())
+                .key(self.keys.replica_runs(owner))
+                .key(self.keys.lease(owner))
+                .key(self.keys.principal_runs(&principal));
+        }
+        let reply: String = call
             .arg(run_id)
             .arg(owner)
             .arg(codec::unix_nanos(now))
@@ -341,6 +340,28 @@ impl Shared {
             .invoke_async(&mut self.conn())
             .await?;
         let lost = reply == "lost";
+        if cluster && lost {
+            self.record_end_in_fleet(run_id, owner, &principal, codec::unix_millis(now))
+                .await?;
+        } else if cluster {
+            // Not (or no longer) a running run of `owner`'s: out of its set, as the script does
+            // with one server.
+            let _: () = self
+                .conn()
+                .srem(self.keys.replica_runs(owner), run_id)
+                .await?;
+            if let Some(ended) =
+                StoredRecord::parse(self.conn().hgetall(self.keys.record(run_id)).await?)
+                && ended.state != RunState::Running
+                && ended.owner == owner
+            {
+                // Its owner may have died between writing the end and the rest of it: done here
+                // (again, harmlessly, if it did not).
+                let end_ms = ended.end_ns.map_or(0, |ns| ns / 1_000_000);
+                self.record_end_in_fleet(run_id, owner, &principal, end_ms)
+                    .await?;
+            }
+        }
         if lost {
             tracing::warn!(
                 run_id,
@@ -403,14 +424,13 @@ impl Shared {
                 .next()
                 .unwrap_or_else(|| self.keys.index()));
         }
-        let mut pipe = redis::pipe();
-        for index in &indexes {
-            pipe.zcard(index);
-        }
-        let sizes: Vec<u64> = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.unavailable(e))?;
+        // One command per index, sent together: in Redis Cluster each is a key of its own slot.
+        let sizes: Vec<u64> = futures::future::try_join_all(indexes.iter().map(|index| {
+            let mut conn = self.conn();
+            async move { conn.zcard::<_, u64>(index).await }
+        }))
+        .await
+        .map_err(|e| self.unavailable(e))?;
         Ok(indexes
             .into_iter()
             .zip(sizes)
@@ -434,12 +454,8 @@ impl Shared {
             if positions.is_empty() {
                 break;
             }
-            let mut pipe = redis::pipe();
-            for position in &positions {
-                pipe.hgetall(self.keys.record(&position.run_id));
-            }
-            let records: Vec<HashMap<String, String>> = pipe
-                .query_async(&mut self.conn())
+            let records = self
+                .records_of(&positions)
                 .await
                 .map_err(|e| self.unavailable(e))?;
             let mut expired = Vec::new();
@@ -498,6 +514,27 @@ impl Shared {
             runs,
             next_page_token,
         })
+    }
+
+    /// The records of the runs at `positions` (empty where there is none): one pipeline with a
+    /// single server; in Redis Cluster (a run per slot) one call per run, sent together.
+    async fn records_of(
+        &self,
+        positions: &[ListPosition],
+    ) -> redis::RedisResult<Vec<HashMap<String, String>>> {
+        if self.is_cluster() {
+            let reads = positions.iter().map(|position| {
+                let mut conn = self.conn();
+                let key = self.keys.record(&position.run_id);
+                async move { conn.hgetall(key).await }
+            });
+            return futures::future::try_join_all(reads).await;
+        }
+        let mut pipe = redis::pipe();
+        for position in positions {
+            pipe.hgetall(self.keys.record(&position.run_id));
+        }
+        pipe.query_async(&mut self.conn()).await
     }
 
     /// The next runs of the index below `below` (from the top for `None`), newest first, up to
@@ -593,15 +630,32 @@ impl Shared {
         if record.state != RunState::Running {
             return Ok(record.snapshot(run_id));
         }
-        let reply: String = scripts::REQUEST_CANCEL
-            .key(self.keys.record(run_id))
-            .key(self.keys.cancels(&record.owner))
+        let cancels = self.keys.cancels(&record.owner);
+        let mut call = scripts::REQUEST_CANCEL.prepare_invoke();
+        call.key(self.keys.record(run_id));
+        if !self.is_cluster() {
+            call.key(&cancels);
+        }
+        let reply: String = call
             .arg(run_id)
             .arg(&record.owner)
             .arg(millis(RUNNING_TTL))
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.unavailable(e))?;
+        if reply == "requested" && self.is_cluster() {
+            // The owner's cancel list is in the owner's slot, not the run's.
+            let _: () = redis::pipe()
+                .rpush(&cancels, run_id)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&cancels)
+                .arg(millis(RUNNING_TTL))
+                .ignore()
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| self.unavailable(e))?;
+        }
         if reply == "requested" {
             // Follow the run until its owner ended it (or was declared lost), within bounds.
             let log = follower::follow(self, run_id, &record).await?;
@@ -713,11 +767,16 @@ impl RunStore for RedisStore {
     }
 
     fn shared_redis(&self) -> Option<super::SharedRedis> {
-        Some(super::SharedRedis {
-            client: self.shared.client.clone(),
-            key_prefix: self.shared.keys.prefix().to_owned(),
-            replica: self.shared.replica.clone(),
-        })
+        // Webhooks share a single server's streams; in Redis Cluster each replica delivers its
+        // own (docs/replicas.md, "Redis Cluster").
+        match &self.shared.connector {
+            connection::Connector::Server(client) => Some(super::SharedRedis {
+                client: (**client).clone(),
+                key_prefix: self.shared.keys.prefix().to_owned(),
+                replica: self.shared.replica.clone(),
+            }),
+            connection::Connector::Cluster { .. } => None,
+        }
     }
 
     fn claim<'a>(&'a self, claim: &'a KeyClaim) -> BoxFuture<'a, Result<ClaimOutcome, RunError>> {

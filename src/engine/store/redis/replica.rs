@@ -23,11 +23,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use redis::{AsyncCommands, AsyncConnectionConfig};
+use redis::AsyncCommands;
 
 use super::codec;
 use super::follower::block_time;
-use super::{CONNECT_TIMEOUT, Shared, millis, scripts};
+use super::{Shared, millis, scripts};
 use crate::engine::runs::CancelReason;
 
 /// The replica's host name, the default start of its id.
@@ -100,16 +100,13 @@ async fn sweep(shared: Arc<Shared>) {
 
 async fn listen_for_cancels(shared: Arc<Shared>) {
     let block = block_time(shared.lease);
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(block + Duration::from_secs(2)));
     let key = shared.keys.cancels(&shared.replica);
     let answers = shared.keys.inputs(&shared.replica);
     let lists = [key.clone(), answers.clone()];
     loop {
         let connected = tokio::select! {
             () = shared.stop.cancelled() => return,
-            connected = shared.client.get_multiplexed_async_connection_with_config(&config) => connected,
+            connected = shared.connector.dedicated(block) => connected,
         };
         let Ok(mut conn) = connected else {
             tokio::select! {
@@ -160,13 +157,23 @@ impl Shared {
     /// Renews this replica's lease; the outcome is the store's health.
     pub(super) async fn renew_lease(&self) {
         let now = codec::unix_millis(SystemTime::now());
-        let renewed: redis::RedisResult<()> = redis::pipe()
+        // Two pipelines, sent together: the replica's keys, and the fleet's (in Redis Cluster
+        // they are in two slots; a pipeline goes to one).
+        let (mut own, mut fleet) = (self.conn(), self.conn());
+        let (mut own_pipe, mut fleet_pipe) = (redis::pipe(), redis::pipe());
+        let own_keys = own_pipe
             .cmd("SET")
             .arg(self.keys.lease(&self.replica))
             .arg(now)
             .arg("PX")
             .arg(millis(lease_key_ttl(self.lease)))
             .ignore()
+            .cmd("PEXPIRE")
+            .arg(self.keys.replica_runs(&self.replica))
+            .arg(self.index_ttl())
+            .ignore()
+            .query_async::<()>(&mut own);
+        let fleet_keys = fleet_pipe
             .cmd("ZADD")
             .arg(self.keys.replicas())
             .arg(now)
@@ -176,12 +183,8 @@ impl Shared {
             .arg(self.keys.replicas())
             .arg(self.index_ttl())
             .ignore()
-            .cmd("PEXPIRE")
-            .arg(self.keys.replica_runs(&self.replica))
-            .arg(self.index_ttl())
-            .ignore()
-            .query_async(&mut self.conn())
-            .await;
+            .query_async::<()>(&mut fleet);
+        let renewed = tokio::try_join!(own_keys, fleet_keys).map(|_| ());
         match renewed {
             Ok(()) => {
                 *self

@@ -3,8 +3,12 @@
 //! ends exactly once (its owner publishing its end and another replica declaring the owner lost
 //! cannot both happen). One script call is one round trip, however many events it carries.
 //!
-//! Scripts touch keys derived from the prefix when they evict old runs (beyond `max_runs`): they
-//! are meant for a standalone Redis (or one primary), not Redis Cluster.
+//! With one Redis server, a script also does the run's bookkeeping in the fleet-wide keys (the
+//! index, the finished runs, the replica's and the principal's sets) and evicts old runs (beyond
+//! `max_runs`, with keys it builds from the prefix). In Redis Cluster a script may touch the keys
+//! of one hash slot only, so there the scripts are given the run's own keys alone (its record and
+//! stream, one slot: see [`super::keys`]) and skip the rest, which the store then does with
+//! commands of their own, each idempotent ([`ADMIT`] and [`RUN_ENDED`] are those scripts).
 
 use std::sync::LazyLock;
 
@@ -67,14 +71,26 @@ local function update_record(record, last_sequence, gone, first)
   for j = first + 1 + finished, #ARGV, 2 do redis.call('HSET', record, ARGV[j], ARGV[j + 1]) end
 end
 
+-- Counts run `id` among a principal's runs in progress (a set: once, however often), unless the
+-- principal has `limit` of them already (0: no limit). Returns false when it is at its limit.
+local function admit(principal_runs, id, limit, ttl)
+  if redis.call('SISMEMBER', principal_runs, id) == 0 then
+    if limit > 0 and redis.call('SCARD', principal_runs) >= limit then return false end
+    redis.call('SADD', principal_runs, id)
+  end
+  redis.call('PEXPIRE', principal_runs, ttl)
+  return true
+end
+
 -- What every end does: the run's keys expire after the retention time, the run leaves its
 -- replica's set and its principal's (its slot under `max_runs_per_principal` is free: a set, so
 -- freed once however often this runs) and joins the finished ones, and the oldest finished
--- beyond `max_runs` go.
+-- beyond `max_runs` go. Without the fleet's keys (`index` nil: Redis Cluster) only the first.
 local function ended(record, stream, index, finished, replica_runs, principal_runs, id, end_ms,
                      retention, index_ttl, prefix, max_runs)
   redis.call('PEXPIRE', record, retention)
   redis.call('PEXPIRE', stream, retention)
+  if not index then return end
   -- The run's idempotency key lasts as long as its record, unless another run took it since.
   local claim = redis.call('HGET', record, 'claim')
   if claim and string.sub(redis.call('GET', claim) or '', 1, #id) == id then
@@ -102,7 +118,8 @@ fn script(body: &str) -> Script {
 /// Records a new run (or records it again, after the store lost it).
 ///
 /// KEYS: record, events, index, replica runs, principal's runs, then the index of each of the
-/// run's labels.
+/// run's labels; in Redis Cluster record and events only (with the limit ''), the rest (the
+/// index, the sets, the label indexes) done apart.
 /// ARGV: run id, owner, tool, agent (0/1), create_ns, principal, started event, ttl_ms,
 /// index_ttl_ms, last_sequence, evicted_through, create_us (the index's score: ListRuns order),
 /// the principal's limit ('' when its runs are not counted, 0 to count without refusing), the
@@ -117,13 +134,8 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'owner') == ARGV[2] then return 'exists' end
   return redis.error_reply('run id ' .. ARGV[1] .. ' is taken by another replica')
 end
-if ARGV[13] ~= '' then
-  local limit = tonumber(ARGV[13])
-  if redis.call('SISMEMBER', KEYS[5], ARGV[1]) == 0 then
-    if limit > 0 and redis.call('SCARD', KEYS[5]) >= limit then return 'busy' end
-    redis.call('SADD', KEYS[5], ARGV[1])
-  end
-  redis.call('PEXPIRE', KEYS[5], ARGV[9])
+if ARGV[13] ~= '' and not admit(KEYS[5], ARGV[1], tonumber(ARGV[13]), ARGV[9]) then
+  return 'busy'
 end
 redis.call('HSET', KEYS[1], 'tool', ARGV[3], 'agent', ARGV[4], 'create_ns', ARGV[5],
   'owner', ARGV[2], 'principal', ARGV[6], 'state', 'running',
@@ -131,11 +143,13 @@ redis.call('HSET', KEYS[1], 'tool', ARGV[3], 'agent', ARGV[4], 'create_ns', ARGV
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.pcall('XADD', KEYS[2], '1-0', 'e', ARGV[7])
 redis.call('PEXPIRE', KEYS[2], ARGV[8])
-redis.call('ZADD', KEYS[3], ARGV[12], ARGV[1])
-redis.call('PEXPIRE', KEYS[3], ARGV[9])
-redis.call('SADD', KEYS[4], ARGV[1])
-redis.call('PEXPIRE', KEYS[4], ARGV[9])
 if ARGV[14] ~= '' then redis.call('HSET', KEYS[1], 'claim', ARGV[14]) end
+if KEYS[3] then
+  redis.call('ZADD', KEYS[3], ARGV[12], ARGV[1])
+  redis.call('PEXPIRE', KEYS[3], ARGV[9])
+  redis.call('SADD', KEYS[4], ARGV[1])
+  redis.call('PEXPIRE', KEYS[4], ARGV[9])
+end
 for i = 6, #KEYS do
   redis.call('ZADD', KEYS[i], ARGV[12], ARGV[1])
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[15])
@@ -171,7 +185,8 @@ return {'ok', tostring(added)}
 /// Ends a run: its last events, its terminal event (the `result` entry, or for an error an
 /// `end` entry `<last>-1`) and the record's final state, together.
 ///
-/// KEYS: record, events, index, finished, replica runs, principal's runs.
+/// KEYS: record, events, index, finished, replica runs, principal's runs; in Redis Cluster record
+/// and events only (the bookkeeping is done apart).
 /// ARGV: owner, maxlen, retention_ms, last_sequence, evicted_through, state, end_ns, result
 /// ('' for none), error ('' for none), max_runs, prefix, run id, index_ttl_ms, end_ms, then the
 /// entries, the finished calls and the progress fields as for APPEND.
@@ -198,7 +213,9 @@ return {'ok', tostring(added)}
 /// Ends a run whose owner's lease lapsed, with the owner's error, unless the run ended or the
 /// owner renewed its lease meanwhile.
 ///
-/// KEYS: record, events, index, finished, owner's runs, owner's lease, principal's runs.
+/// KEYS: record, events, index, finished, owner's runs, owner's lease, principal's runs; in Redis
+/// Cluster record and events only (the caller checked the lease just before; the bookkeeping is
+/// done apart).
 /// ARGV: run id, owner, end_ns, error, retention_ms, max_runs, prefix, index_ttl_ms, end_ms.
 /// Returns `lost`, `alive` or `ended`.
 pub(super) static DECLARE_LOST: LazyLock<Script> = LazyLock::new(|| {
@@ -206,10 +223,10 @@ pub(super) static DECLARE_LOST: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'running' or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then
-  redis.call('SREM', KEYS[5], ARGV[1])
+  if KEYS[5] then redis.call('SREM', KEYS[5], ARGV[1]) end
   return 'ended'
 end
-if redis.call('EXISTS', KEYS[6]) == 1 then return 'alive' end
+if KEYS[6] and redis.call('EXISTS', KEYS[6]) == 1 then return 'alive' end
 local last = redis.call('HGET', KEYS[1], 'last_sequence') or '0'
 redis.pcall('XADD', KEYS[2], last .. '-1', 'end', ARGV[4])
 redis.call('HSET', KEYS[1], 'state', 'failed', 'end_ns', ARGV[3], 'error', ARGV[4])
@@ -222,7 +239,8 @@ return 'lost'
 
 /// Asks a running run's owner to cancel it.
 ///
-/// KEYS: record, owner's cancel list.
+/// KEYS: record, owner's cancel list; in Redis Cluster the record only (the caller pushes onto
+/// the list apart).
 /// ARGV: run id, owner, ttl_ms.
 /// Returns `requested`, `ended` or `missing`.
 pub(super) static REQUEST_CANCEL: LazyLock<Script> = LazyLock::new(|| {
@@ -231,8 +249,10 @@ pub(super) static REQUEST_CANCEL: LazyLock<Script> = LazyLock::new(|| {
 local why = refused(KEYS[1], ARGV[2])
 if why then return why end
 redis.call('HSET', KEYS[1], 'cancel_requested', '1')
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if KEYS[2] then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
 return 'requested'
 "#,
     )
@@ -278,6 +298,44 @@ for _, id in ipairs(gone) do
   redis.call('ZREM', KEYS[1], id)
 end
 return #gone
+"#,
+    )
+});
+
+/// Redis Cluster: counts a new run among its principal's runs in progress, unless the principal
+/// is at its limit (before the run is recorded; undone if recording then fails).
+///
+/// KEYS: principal's runs. ARGV: run id, limit (0: count without refusing), ttl_ms.
+/// Returns `admitted` or `busy`.
+pub(super) static ADMIT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if admit(KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]) then return 'admitted' end
+return 'busy'
+"#,
+    )
+});
+
+/// Redis Cluster: a run ended; it joins the finished runs, and the oldest finished beyond
+/// `max_runs` leave the index. Idempotent (a run ended twice is one member).
+///
+/// KEYS: finished, index (one slot: the fleet's). ARGV: run id, end_ms, index_ttl_ms, max_runs.
+/// Returns the ids of the runs evicted: the caller deletes their keys (each run's in its slot).
+pub(super) static RUN_ENDED: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local evicted = {}
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[4])
+if over > 0 then
+  local gone = redis.call('ZPOPMIN', KEYS[1], over)
+  for i = 1, #gone, 2 do
+    redis.call('ZREM', KEYS[2], gone[i])
+    evicted[#evicted + 1] = gone[i]
+  end
+end
+return evicted
 "#,
     )
 });

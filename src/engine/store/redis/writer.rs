@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
+use redis::AsyncCommands;
 use tokio::sync::{oneshot, watch};
 
 use super::codec::{self, INPUT_FIELD, PROGRESS_FIELD};
@@ -418,6 +419,11 @@ impl Shared {
             (Some(limit), Recording::New) => limit.to_string(),
             (Some(_), Recording::Again) => "0".to_owned(),
         };
+        if self.is_cluster() {
+            return self
+                .create_in_cluster(header, last_sequence, evicted_through, &limit)
+                .await;
+        }
         let mut call = scripts::CREATE.prepare_invoke();
         call.key(self.keys.record(run_id))
             .key(self.keys.events(run_id))
@@ -427,10 +433,6 @@ impl Shared {
         for (key, value) in &header.labels {
             call.key(self.keys.label(key, value));
         }
-        // Label index entries of runs created before this are of expired runs: a running run's
-        // keys expire a day after its last write, a finished one's after the retention time.
-        let label_horizon = (header.create_ns / 1000)
-            .saturating_sub(millis(RUNNING_TTL + self.limits.retention).saturating_mul(1000));
         let reply: String = call
             .arg(run_id)
             .arg(&self.replica)
@@ -448,20 +450,133 @@ impl Shared {
             // is, until the year 2255), as `ListPosition` does.
             .arg(header.create_ns / 1000)
             .arg(limit)
-            .arg(if header.claim_slot.is_empty() {
-                String::new()
-            } else {
-                self.keys.claim(&header.claim_slot)
-            })
-            .arg(label_horizon)
+            .arg(self.claim_key(header))
+            .arg(self.label_horizon(header))
             .invoke_async(&mut self.conn())
             .await?;
         Ok(reply != "busy")
     }
 
+    /// The key of the run's idempotency claim, recorded with it ('' for none).
+    fn claim_key(&self, header: &Header) -> String {
+        if header.claim_slot.is_empty() {
+            String::new()
+        } else {
+            self.keys.claim(&header.claim_slot)
+        }
+    }
+
+    /// The creation time (µs) before which label index entries are of expired runs: a running
+    /// run's keys expire a day after its last write, a finished one's after the retention time.
+    fn label_horizon(&self, header: &Header) -> u64 {
+        (header.create_ns / 1000)
+            .saturating_sub(millis(RUNNING_TTL + self.limits.retention).saturating_mul(1000))
+    }
+
+    /// [`Shared::create`] in Redis Cluster, where the run's keys, its principal's set, its
+    /// replica's set and the index are in different slots: the principal's admission first (its
+    /// own script, idempotent by run id) and the run joining its replica's set (so that the
+    /// replica's death is noticed for it, whatever happens next); then the run's record and
+    /// stream (one script, on the run's slot); then the index. The caller learns the run id only
+    /// after all three. A recording that fails gives the principal's place back.
+    async fn create_in_cluster(
+        &self,
+        header: &Header,
+        last_sequence: u64,
+        evicted_through: u64,
+        limit: &str,
+    ) -> redis::RedisResult<bool> {
+        let run_id = &*header.run_id;
+        let principal_runs = self.keys.principal_runs(&header.principal);
+        let mine = self.keys.replica_runs(&self.replica);
+        let (mut first, mut second) = (self.conn(), self.conn());
+        let admitted = async {
+            if limit.is_empty() {
+                return Ok("admitted".to_owned());
+            }
+            scripts::ADMIT
+                .key(&principal_runs)
+                .arg(run_id)
+                .arg(limit)
+                .arg(self.index_ttl())
+                .invoke_async::<String>(&mut first)
+                .await
+        };
+        let mut pipe = redis::pipe();
+        let joined = pipe
+            .sadd(&mine, run_id)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&mine)
+            .arg(self.index_ttl())
+            .ignore()
+            .query_async::<()>(&mut second);
+        let (admitted, ()) = tokio::try_join!(admitted, joined)?;
+        if admitted == "busy" {
+            let _: redis::RedisResult<()> = self.conn().srem(&mine, run_id).await;
+            return Ok(false);
+        }
+        let recorded: redis::RedisResult<String> = scripts::CREATE
+            .key(self.keys.record(run_id))
+            .key(self.keys.events(run_id))
+            .arg(run_id)
+            .arg(&self.replica)
+            .arg(&header.tool)
+            .arg(if header.agent { "1" } else { "0" })
+            .arg(header.create_ns)
+            .arg(&header.principal)
+            .arg(&header.started)
+            .arg(millis(RUNNING_TTL))
+            .arg(self.index_ttl())
+            .arg(last_sequence)
+            .arg(evicted_through)
+            .arg(header.create_ns / 1000)
+            // The principal was admitted above.
+            .arg("")
+            .arg(self.claim_key(header))
+            .arg(self.label_horizon(header))
+            .invoke_async(&mut self.conn())
+            .await;
+        if let Err(error) = recorded {
+            if !limit.is_empty() {
+                let _: redis::RedisResult<()> = self.conn().srem(&principal_runs, run_id).await;
+            }
+            return Err(error);
+        }
+        let index = self.keys.index();
+        let _: () = redis::pipe()
+            .zadd(&index, run_id, header.create_ns / 1000)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&index)
+            .arg(self.index_ttl())
+            .ignore()
+            .query_async(&mut self.conn())
+            .await?;
+        // Each label's index is a key of its own slot: one small pipeline each.
+        for (key, value) in &header.labels {
+            let label = self.keys.label(key, value);
+            let _: () = redis::pipe()
+                .zadd(&label, run_id, header.create_ns / 1000)
+                .ignore()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(&label)
+                .arg("-inf")
+                .arg(format!("({}", self.label_horizon(header)))
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&label)
+                .arg(self.index_ttl())
+                .ignore()
+                .query_async(&mut self.conn())
+                .await?;
+        }
+        Ok(true)
+    }
+
     /// Writes one batch of a run's events, with its end when given, in one script call.
     async fn write(
-        &self,
+        self: &Arc<Self>,
         header: &Header,
         batch: &Batch,
         end: Option<&EndWrite>,
@@ -485,10 +600,12 @@ impl Shared {
             .arg(batch.last_sequence)
             .arg(batch.evicted_through);
         if let Some(end) = end {
-            call.key(self.keys.index())
-                .key(self.keys.finished())
-                .key(self.keys.replica_runs(&self.replica))
-                .key(self.keys.principal_runs(&header.principal));
+            if !self.is_cluster() {
+                call.key(self.keys.index())
+                    .key(self.keys.finished())
+                    .key(self.keys.replica_runs(&self.replica))
+                    .key(self.keys.principal_runs(&header.principal));
+            }
             call.arg(codec::state_name(end.state))
                 .arg(end.end_ns)
                 .arg(&end.result)
@@ -522,11 +639,46 @@ impl Shared {
             }
         }
         let reply: Vec<String> = call.invoke_async(&mut self.conn()).await?;
-        Ok(match reply.first().map(String::as_str) {
+        let reply = match reply.first().map(String::as_str) {
             Some("missing") => Reply::Missing,
             Some("ended") => Reply::Ended(reply.get(1).cloned().unwrap_or_default()),
             _ => Reply::Written(reply.get(1).and_then(|n| n.parse().ok()).unwrap_or(0)),
-        })
+        };
+        if let (Some(end), Reply::Written(_), true) = (end, &reply, self.is_cluster()) {
+            self.end_in_fleet(run_id, &header.principal, end.end_ms)
+                .await;
+        }
+        Ok(reply)
+    }
+
+    /// Redis Cluster: the end of a run this replica ended, outside the run's slot. The run has
+    /// ended already (its end is in its record): this only frees its places and files it, so
+    /// when the store does not take it at once it is retried in the background until it does
+    /// (or the store closes; then, should this replica die, the sweep of its runs does it).
+    async fn end_in_fleet(self: &Arc<Self>, run_id: &str, principal: &str, end_ms: u64) {
+        let filed = self
+            .record_end_in_fleet(run_id, &self.replica, principal, end_ms)
+            .await;
+        if filed.is_ok() {
+            return;
+        }
+        let (shared, run_id, principal) =
+            (Arc::clone(self), run_id.to_owned(), principal.to_owned());
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(50);
+            loop {
+                let done = shared
+                    .record_end_in_fleet(&run_id, &shared.replica, &principal, end_ms)
+                    .await;
+                let Err(error) = done else { return };
+                tracing::debug!(%error, run_id, "cannot file the run's end in the fleet yet");
+                tokio::select! {
+                    () = shared.stop.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+        });
     }
 }
 
