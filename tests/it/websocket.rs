@@ -397,8 +397,10 @@ async fn malformed_messages_get_errors_and_the_socket_stays_open() {
     );
     assert_eq!(refusals["e3"]["code"], "RESOURCE_EXHAUSTED");
 
-    // Still open: a run goes through.
+    // Still open: a run goes through (once the cancelled call ended: until its end is sent, it
+    // holds its place among the calls in flight).
     send(&mut socket, json!({"type": "cancel", "id": "e1"})).await;
+    until_ended_ignoring(&mut socket, "e1").await;
     send(
         &mut socket,
         json!({"type": "run_tool", "id": "ok", "tool": "ticks", "arguments": {"count": 1, "interval_ms": 0}}),
