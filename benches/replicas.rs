@@ -32,7 +32,8 @@
 //! (`redis_bytes_per_run` for a run of 500 events; `redis_bytes_per_event` per stream entry).
 
 // The integration tests' helpers: a redis-server, servers in this process, RunService calls.
-#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)] // the benchmark uses part of them
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;

@@ -41,7 +41,7 @@
 //! Dependencies point one way: a module may import those on the lines below its own, never one
 //! above. Modules on one line are peers: they may import each other, but not in a loop. A
 //! submodule named on its own line (`engine::store`, say) has that line, not its parent's.
-//! `tests/layering.rs` reads this table and fails on an import that runs up or a loop; the few
+//! `tests/it/layering.rs` reads this table and fails on an import that runs up or a loop; the few
 //! imports that still run up are listed there, each with what it would take to remove.
 //!
 //! ```text

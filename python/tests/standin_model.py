@@ -1,5 +1,5 @@
 """A stand-in for an OpenAI-compatible model server, speaking the real wire protocol (as
-tests/agent_support/model.rs does for the Rust tests): ``POST /v1/chat/completions`` answered with
+tests/it/common/model.rs does for the Rust tests): ``POST /v1/chat/completions`` answered with
 ``text/event-stream``, one JSON chunk per ``data:`` line, tool-call arguments split across chunks,
 then ``data: [DONE]``.
 

@@ -22,7 +22,7 @@ import os
 import sys
 import urllib.request
 
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -81,6 +81,18 @@ def visible_in_viewport(element):
     return driver.execute_script(
         "const r = arguments[0].getBoundingClientRect();"
         "return r.width > 0 && r.left >= 0 && r.right <= window.innerWidth;", element)
+
+
+def on_listed_run(run_id, act):
+    """`act(row)` on the runs list's row of `run_id`, found again (and `act` repeated) when the
+    list was redrawn under it: the page redraws it every 3 s, which a busy machine can take
+    between finding the row and using it. Returns what `act` returns."""
+    def attempt(d):
+        try:
+            return (act(d.find_element(By.CSS_SELECTOR, f'#runs tr[data-run-id="{run_id}"]')),)
+        except StaleElementReferenceException:
+            return None
+    return wait.until(attempt)[0]
 
 
 def check_run_views(tree_id, run_id, failed_id):
@@ -249,19 +261,24 @@ try:
     detached_id = post_run("ticks", {"count": 600, "interval_ms": 100}, {"team": "web"})
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, 'form[data-tool="ticks"]')))
     driver.find_element(By.ID, "runs-refresh").click()
-    row = wait.until(ec.presence_of_element_located(
+    wait.until(ec.presence_of_element_located(
         (By.CSS_SELECTOR, f'#runs tr[data-run-id="{detached_id}"][data-state="running"]')))
     check([label.text for label in row.find_elements(By.CSS_SELECTOR, "td.what .label")]
           == ["team=web"], "the runs list does not show the run's labels")
     set_width(NARROW)
     no_sideways_scroll("the runs list")
+
+    def on_screen(name):
+        def act(row):
+            button = row.find_element(By.XPATH, f'.//button[text()="{name}"]')
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+            return visible_in_viewport(button)
+        return act
     for name in ("Resume", "Cancel"):
-        button = row.find_element(By.XPATH, f'.//button[text()="{name}"]')
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
-        check(visible_in_viewport(button), f"{name} is off screen at 390 px")
+        check(on_listed_run(detached_id, on_screen(name)), f"{name} is off screen at 390 px")
     set_width(WIDE)
-    row = driver.find_element(By.CSS_SELECTOR, f'#runs tr[data-run-id="{detached_id}"]')
-    row.find_element(By.XPATH, './/button[text()="Resume"]').click()
+    on_listed_run(detached_id,
+                  lambda row: row.find_element(By.XPATH, './/button[text()="Resume"]').click())
     resumed = wait.until(ec.presence_of_element_located(
         (By.CSS_SELECTOR, f'article.run[data-run-id="{detached_id}"]')))
     wait.until(lambda d: int(resumed.find_element(By.CSS_SELECTOR, ".progress.run .bar")

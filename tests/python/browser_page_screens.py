@@ -2,7 +2,7 @@
 screenshots of a state at 1280 and 390 px wide, with the check that nothing scrolls sideways at
 390 px.
 
-Screenshots go to $TOOLSTREAM_SCREENSHOTS when it is set (tests/web_page.rs sets it to
+Screenshots go to $TOOLSTREAM_SCREENSHOTS when it is set (tests/it/web_page.rs sets it to
 target/page-screenshots/), named `<state>-<width>.png`, the page's whole height.
 """
 

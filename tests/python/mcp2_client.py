@@ -1,6 +1,6 @@
 """Drives toolstream's /mcp with the official Python MCP SDK 2.x (its high-level `Client`, which
 negotiates the 2026-07-28 revision) and prints what it saw as one JSON object
-(tests/mcp_server.rs reads it). Runs in the virtual environment scripts/test makes for it
+(tests/it/mcp_server.rs reads it). Runs in the virtual environment scripts/test makes for it
 (target/mcp2-venv): the rest of the tests use the 1.x SDK.
 
     mcp2_client.py URL TOOL ARGS_JSON

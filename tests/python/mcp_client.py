@@ -1,5 +1,5 @@
 """Drives toolstream's MCP server with the official Python MCP SDK client and prints what it saw
-as one JSON object (tests/mcp_server.rs reads it).
+as one JSON object (tests/it/mcp_server.rs reads it).
 
     mcp_client.py http URL SCENARIO [ARGS...]
     mcp_client.py stdio TOOLSTREAM_BINARY ADDR SCENARIO [ARGS...]

@@ -1,5 +1,5 @@
 """Reads a toolstream server's /metrics with the Prometheus project's own parser and checks it
-against the runs the Rust test made (tests/metrics.rs): 3 successful `ticks` runs, a RunTool of an
+against the runs the Rust test made (tests/it/metrics.rs): 3 successful `ticks` runs, a RunTool of an
 unknown tool, an `endless` run cancelled by its caller, and a ListTools over gRPC-Web.
 
 Usage: metrics_check.py URL UNKNOWN_TOOL. Prints one line per check and exits non-zero on the first

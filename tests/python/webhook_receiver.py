@@ -1,4 +1,4 @@
-"""A webhook receiver for tests/webhooks.rs: verifies every request with the Standard Webhooks
+"""A webhook receiver for tests/it/webhooks.rs: verifies every request with the Standard Webhooks
 reference library (`standardwebhooks`) and prints one JSON line per request to stdout.
 
     python3 webhook_receiver.py SECRET [--fail-first N] [--hang] [--fail-while PATH]

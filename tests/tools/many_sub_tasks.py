@@ -1,4 +1,4 @@
-"""A command tool that opens many sub-tasks, for tests/many_sub_tasks.rs.
+"""A command tool that opens many sub-tasks, for tests/it/many_sub_tasks.rs.
 
 Arguments: `count` sub-tasks; `pattern` "all" opens every one first and ends with them open (they
 end with the tool), "each" opens, reports and finishes one after the other; `printed`, when given,

@@ -1,4 +1,4 @@
-"""The seed's "Nested Progress" example as command tools, for tests/command_tools.rs.
+"""The seed's "Nested Progress" example as command tools, for tests/it/command_tools.rs.
 
 `helper` is the seed's example rewritten with the toolstream.tool helper's sub-tasks (no
 arithmetic); `raw` writes the same protocol lines by hand, without the helper. Both must give the

@@ -1,4 +1,4 @@
-"""A command tool for tests/command_tools.rs, written with the toolstream.tool helper.
+"""A command tool for tests/it/command_tools.rs, written with the toolstream.tool helper.
 
 `behaviour` chooses what it does, one promise of the protocol per behaviour; the tool's process id
 (and that of a child it starts) travel in progress data so tests can check they are gone.

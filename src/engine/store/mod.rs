@@ -13,7 +13,7 @@
 //! the caller and every local watcher read it directly, as with no store at all. The Redis store
 //! mirrors each such log to Redis in the background and serves the runs of other replicas (and of
 //! this one before a restart) from there. The RunService conformance suite
-//! (`tests/run_service.rs`) runs the same cases against both backends.
+//! (`tests/it/run_service.rs`) runs the same cases against both backends.
 
 pub(crate) mod redis;
 mod settings;

@@ -25,10 +25,10 @@ mod keys;
 mod replica;
 mod scripts;
 // The unit tests start their redis-server with the integration tests' helper: one file for both
-// (unit tests cannot reach `tests/common` as a module any other way).
+// (unit tests cannot reach `tests/it/common` as a module any other way).
 #[cfg(test)]
 #[allow(dead_code)]
-#[path = "../../../../tests/common/redis_server.rs"]
+#[path = "../../../../tests/it/common/redis_server.rs"]
 mod test_redis;
 mod writer;
 

@@ -1,0 +1,237 @@
+//! The CLI on a terminal, as a person sees it: the binary runs in a pseudo-terminal, everything it
+//! writes is played into a terminal emulator (vt100), and the tests read the screen it leaves.
+//! The server runs in the test process; the agent's model is the local stand-in of
+//! `tests/it/agent.rs`.
+
+use crate::common;
+use std::io::Read;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use tonic::transport::Channel;
+
+use crate::common::TestServer;
+use crate::common::model::{StandIn, text, tool_calls};
+use crate::common::runs::{RUN_WAIT, cancel};
+use nix::fcntl::OFlag;
+use nix::pty::{PtyMaster, grantpt, posix_openpt, ptsname_r, unlockpt};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use toolstream::agent::openai::OpenAiProvider;
+use toolstream::agent::{AgentSettings, ModelProvider};
+use toolstream::config::Limits;
+use toolstream::pb::run_service_client::RunServiceClient;
+use toolstream::pb::{ListRunsRequest, RunState};
+use toolstream::server::Server;
+
+const BIN: &str = env!("CARGO_BIN_EXE_toolstream");
+
+/// The terminal's size: tall enough that nothing these tests print scrolls off.
+const ROWS: u16 = 40;
+const COLS: u16 = 100;
+
+/// A pseudo-terminal of [`ROWS`] by [`COLS`]: its master side and its terminal side, both
+/// close-on-exec. Other tests of this process start processes from other threads at any time; a
+/// copy of the terminal side inherited by one of them (as `openpty` would leave it, without
+/// close-on-exec) would keep the terminal open after `toolstream` exits, and reading the master
+/// side would wait for that process instead.
+fn open_terminal() -> (PtyMaster, std::fs::File) {
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .expect("open a pseudo-terminal");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname_r(&master).expect("the terminal's name");
+    // std opens every file close-on-exec.
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&name)
+        .expect("open the terminal side");
+    let size = libc::winsize {
+        ws_row: ROWS,
+        ws_col: COLS,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which outlives the call.
+    let set = unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    assert_eq!(set, 0, "set the terminal's size");
+    (master, slave)
+}
+
+/// Runs `toolstream ARGS` against `server` in a pseudo-terminal (stdout and stderr both on it,
+/// as in a shell) until it exits; returns how it exited and the screen it left.
+async fn on_terminal(server: &TestServer, args: &[&str]) -> (ExitStatus, Vec<String>) {
+    let (master, slave) = open_terminal();
+    let mut child = {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .env("TOOLSTREAM_ADDR", server.url())
+            .env("TERM", "xterm-256color")
+            .stdin(Stdio::null())
+            .stdout(slave.try_clone().expect("dup the terminal"))
+            .stderr(slave);
+        command.spawn().expect("start toolstream")
+        // The command, and with it this process's copies of the terminal's side, are dropped
+        // here: once the child exits, reading the other side ends.
+    };
+    let mut master = std::fs::File::from(OwnedFd::from(master));
+    tokio::task::spawn_blocking(move || {
+        let mut screen = vt100::Parser::new(ROWS, COLS, 0);
+        let mut buffer = [0u8; 4096];
+        loop {
+            match master.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => screen.process(&buffer[..n]),
+                // Linux answers EIO once no process holds the terminal's other side.
+                Err(error) if error.raw_os_error() == Some(libc::EIO) => break,
+                Err(error) => panic!("reading the terminal: {error}"),
+            }
+        }
+        let status = child.wait().expect("wait for toolstream");
+        let rows = screen
+            .screen()
+            .rows(0, COLS)
+            .map(|row| row.trim_end().to_owned())
+            .collect();
+        (status, rows)
+    })
+    .await
+    .expect("the terminal reader")
+}
+
+/// A server whose agent talks to the stand-in model at `url`.
+async fn agent_server(url: &str) -> TestServer {
+    let root = std::env::current_dir().unwrap();
+    let provider: Arc<dyn ModelProvider> = Arc::new(OpenAiProvider::new(url, None).unwrap());
+    let settings = AgentSettings {
+        provider: Some(provider),
+        default_model: Some("standin-model".into()),
+        ..AgentSettings::default()
+    };
+    TestServer::serve(
+        Server::new(common::registry_with(&root, vec![]), Limits::default()).with_agent(settings),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn agent_text_prints_as_whole_lines_above_the_bars() {
+    // The answer streams a word at a time, a line break in the middle of a piece, and ends
+    // without one.
+    let model = StandIn::start(vec![
+        tool_calls(&[("call_1", "ticks", r#"{"count": 3, "interval_ms": 1}"#)]),
+        text(&[
+            "The ", "ticks ", "are ", "done:", "\nthree ", "of ", "three", ".",
+        ]),
+    ])
+    .await;
+    let server = agent_server(&model.url).await;
+    let (status, screen) = on_terminal(
+        &server,
+        &[
+            "agent",
+            "tick three times",
+            "--tools",
+            "ticks",
+            "--timeout",
+            "60",
+        ],
+    )
+    .await;
+    let shown = screen.join("\n");
+    assert!(status.success(), "{status:?}\n{shown}");
+
+    // The sentence is on the screen as the model wrote it, each line whole and on its own row.
+    let first = screen.iter().position(|row| row == "The ticks are done:");
+    let second = screen.iter().position(|row| row == "three of three.");
+    let (Some(first), Some(second)) = (first, second) else {
+        panic!("the answer is not on whole lines:\n{shown}");
+    };
+    assert_eq!(second, first + 1, "{shown}");
+    // No word of it anywhere else: no row with a piece of text and a bar.
+    for (index, row) in screen.iter().enumerate() {
+        if index != first && index != second {
+            assert!(
+                !["The", "ticks are", "three of"]
+                    .iter()
+                    .any(|word| row.contains(word)),
+                "a piece of the text outside its lines, row {index}:\n{shown}"
+            );
+        }
+    }
+    // One bar for the run and one line for the call, below the text: no stale copies.
+    let bars: Vec<usize> = (0..screen.len())
+        .filter(|&index| screen[index].contains(" agent ["))
+        .collect();
+    assert_eq!(bars.len(), 1, "the run's bar once:\n{shown}");
+    assert!(bars[0] > second, "the bars are below the text:\n{shown}");
+    assert_eq!(
+        screen
+            .iter()
+            .filter(|row| row.contains("ticks (call_1)"))
+            .count(),
+        1,
+        "the call's line once:\n{shown}"
+    );
+    assert!(screen[bars[0]].contains("100%"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_cancelled_runs_bar_shows_no_time_left() {
+    let server = TestServer::start().await;
+    let runs = RunServiceClient::new(server.channel().await);
+    let watcher = async {
+        // Once the run has an estimate of its time left, cancel it for everyone.
+        common::eventually(RUN_WAIT, "the run has an ETA", || {
+            let runs = runs.clone();
+            async move { running_with_eta(runs).await.is_some() }
+        })
+        .await;
+        let run_id = running_with_eta(runs.clone()).await.expect("the run");
+        cancel(&mut runs.clone(), &run_id).await.expect("CancelRun");
+    };
+    let ((status, screen), ()) = tokio::join!(
+        on_terminal(
+            &server,
+            &[
+                "run",
+                "ticks",
+                "--arg",
+                "count=100000",
+                "--arg",
+                "interval_ms=20"
+            ],
+        ),
+        watcher
+    );
+    let shown = screen.join("\n");
+    assert!(!status.success(), "{shown}");
+    assert!(shown.contains("Cancelled"), "{shown}");
+    let bar = screen
+        .iter()
+        .find(|row| row.contains(" ticks ["))
+        .unwrap_or_else(|| panic!("the run's bar stays:\n{shown}"));
+    assert!(
+        !bar.contains("ETA"),
+        "a cancelled run has no time left:\n{shown}"
+    );
+}
+
+/// The id of the run in progress once its latest progress has an estimate of the time left.
+async fn running_with_eta(mut runs: RunServiceClient<Channel>) -> Option<String> {
+    let page = runs
+        .list_runs(ListRunsRequest {
+            state: RunState::Running as i32,
+            ..ListRunsRequest::default()
+        })
+        .await
+        .ok()?
+        .into_inner();
+    let run = page.runs.into_iter().next()?;
+    run.progress
+        .iter()
+        .any(|progress| progress.eta_seconds.is_some())
+        .then_some(run.run_id)
+}
