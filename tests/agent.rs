@@ -66,7 +66,7 @@ async fn run(
 }
 
 /// A short name per event, to compare orders: `started`, `msg`, `call:ID`, `progress:ID`,
-/// `progress:` (the run as a whole), `done:ID`, `result`.
+/// `progress:` (the run as a whole), `partial:ID`, `done:ID`, `result`.
 fn shape(events: &[pb::RunEvent]) -> Vec<String> {
     events
         .iter()
@@ -79,6 +79,7 @@ fn shape(events: &[pb::RunEvent]) -> Vec<String> {
             Event::Result(_) => "result".to_owned(),
             Event::Gap(_) => "gap".to_owned(),
             Event::Heartbeat(_) => "heartbeat".to_owned(),
+            Event::PartialResult(partial) => format!("partial:{}", partial.call_id),
         })
         .collect()
 }

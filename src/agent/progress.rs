@@ -23,7 +23,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::FutureExt;
 
 use crate::engine::{CallTag, EventKind, RunContext};
-use crate::tools::{Progress, ProgressSink, ProgressUpdate, SubTask};
+use crate::tools::{
+    PartialOutput, PartialRefused, Progress, ProgressSink, ProgressUpdate, SubTask,
+};
 
 /// Locks `mutex`; a panic while it was held leaves nothing here half-updated that matters.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -189,6 +191,15 @@ impl ProgressSink for CallSink {
         }
     }
 
+    /// A partial result of the call goes to the run under the call (never to the model, which
+    /// sees only the call's result), while the call is open.
+    fn partial(&self, output: PartialOutput) -> Result<(), PartialRefused> {
+        match lock(&self.call).as_ref() {
+            Some(call) => call.partial_output(output),
+            None => Ok(()),
+        }
+    }
+
     fn task(&self, task: &SubTask) -> Arc<dyn ProgressSink> {
         let sink = lock(&self.call).as_ref().map(|call| call.sink().task(task));
         Arc::new(TaskSink {
@@ -210,6 +221,14 @@ impl ProgressSink for TaskSink {
         let call = lock(&self.call);
         if let (Some(_), Some(sink)) = (call.as_ref(), &self.sink) {
             sink.report(update);
+        }
+    }
+
+    fn partial(&self, output: PartialOutput) -> Result<(), PartialRefused> {
+        let call = lock(&self.call);
+        match (call.as_ref(), &self.sink) {
+            (Some(_), Some(sink)) => sink.partial(output),
+            _ => Ok(()),
         }
     }
 

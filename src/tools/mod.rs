@@ -21,7 +21,9 @@ pub mod remote;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-pub use progress::{Progress, ProgressSink, ProgressUpdate, SubTask};
+pub use progress::{
+    PartialOutput, PartialRefused, Progress, ProgressSink, ProgressUpdate, SubTask,
+};
 
 /// Where a tool lives. Reported to clients as `Tool.kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
