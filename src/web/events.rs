@@ -34,6 +34,7 @@ pub(crate) fn event_name(kind: &EventKind) -> &'static str {
         EventKind::ToolCallStarted { .. } => "tool_call_started",
         EventKind::ToolCallFinished { .. } => "tool_call_finished",
         EventKind::Message(_) => "message",
+        EventKind::PartialResult { .. } => "partial_result",
         EventKind::Gap { .. } => "gap",
         EventKind::Heartbeat { .. } => "heartbeat",
     }
