@@ -13,6 +13,10 @@
 //! reporting ten times a second, over 100 connections, against the bare producer: latency and
 //! server CPU per event); and memory per open stream and per watcher.
 //!
+//! Partial results (issue 26): delivered partial results/s on 1 and 64 streams against the bare
+//! service sending the same messages, with a line of their own, `bench-partials:
+//! ratio_partials_1=R1 ratio_partials_64=R64`; `-- --partials` runs only that measure.
+//!
 //! The last line is machine-readable:
 //! `bench: ratio_1=R1 ratio_64=R64 p99_overhead_us=U rss_per_stream_kb=K slow_reader_tool_slowdown=S
 //! fanout_events_per_s=F fanout_rss_growth_kb=G ratio_min_1=M1 ratio_min_64=M64 ratio_fanout=RF
@@ -78,6 +82,22 @@ fn bare_progress(run_id: &str, i: u64, count: u64) -> RunEvent {
     }
 }
 
+/// A partial result shaped like toolstream's `partials` tool's: the next item of the output
+/// "items", a small object.
+fn bare_partial(run_id: &str, i: u64) -> RunEvent {
+    RunEvent {
+        run_id: run_id.to_owned(),
+        sequence: i,
+        timestamp: Some(now()),
+        event: Some(Event::PartialResult(pb::PartialResult {
+            key: "items".into(),
+            value: Some(toolstream::json_proto::json_to_value(json!({"item": i}))),
+            append: true,
+            ..pb::PartialResult::default()
+        })),
+    }
+}
+
 fn bare_result(run_id: &str, count: u64) -> RunEvent {
     RunEvent {
         run_id: run_id.to_owned(),
@@ -133,6 +153,7 @@ impl ToolService for BareService {
         let count = arguments["count"].as_u64().unwrap_or(0);
         let interval = Duration::from_micros(arguments["interval_us"].as_u64().unwrap_or(0));
         let minimal = arguments["minimal"].as_bool().unwrap_or(false);
+        let partials = request.tool == "partials";
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
         if request.tool == "fanout" {
             let watchers = arguments["watchers"].as_u64().unwrap_or(0) as usize;
@@ -152,6 +173,8 @@ impl ToolService for BareService {
                         sequence: i,
                         ..RunEvent::default()
                     }
+                } else if partials {
+                    bare_partial(&run_id, i)
                 } else {
                     bare_progress(&run_id, i, count)
                 };
@@ -270,6 +293,9 @@ async fn toolstream_registry(lines_file: Option<&str>) -> ToolRegistry {
         },
     );
     registry.register(Arc::new(paced)).expect("paced");
+    registry
+        .register(Arc::new(partials_tool()))
+        .expect("partials");
     if let Some(file) = lines_file {
         let entry: toml::Table = toml::from_str(&format!(
             "kind = \"command\"\nname = \"lines\"\ncommand = [\"cat\", \"{file}\"]\n"
@@ -281,6 +307,68 @@ async fn toolstream_registry(lines_file: Option<&str>) -> ToolRegistry {
         registry.register(tool).expect("lines");
     }
     registry
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct PartialsArgs {
+    count: u64,
+}
+
+/// `partials`: `count` partial results as fast as it can, each the next item of the output
+/// "items" (the bare service's `partials` sends the same messages).
+fn partials_tool() -> impl toolstream::tools::Tool {
+    tool_fn(
+        "partials",
+        "Emits `count` partial results.",
+        |args: PartialsArgs, progress: Progress| async move {
+            for i in 1..=args.count {
+                progress.partial_append("items", json!({"item": i}))?;
+            }
+            Ok::<_, ToolError>(json!({"count": args.count}))
+        },
+    )
+}
+
+/// Delivered partial results per second on 1 and 64 streams, toolstream's `partials` against
+/// the bare service sending the same messages (issue 26). Partial results are never coalesced,
+/// so every one is delivered: the line under each says so. Prints its own machine-readable line,
+/// `bench-partials: ratio_partials_1=R1 ratio_partials_64=R64`.
+async fn partial_results(bare: &ServerProcess, ts: &ServerProcess, quick: bool) {
+    let (single, per_stream) = if quick {
+        (100_000, 5_000)
+    } else {
+        (400_000, 20_000)
+    };
+    let mut ratios = Vec::new();
+    for (streams, count) in [(1, single), (64, per_stream)] {
+        let bare = throughput(bare, "partials", streams, count).await;
+        let ts = throughput(ts, "partials", streams, count).await;
+        let ratio = ts.per_sec / bare.per_sec;
+        let label = format!("partial results/s delivered, {streams} stream(s)");
+        println!(
+            "{label:<44} {:>14.0} {:>14.0} {ratio:>8.2}",
+            bare.per_sec, ts.per_sec
+        );
+        // Every one is delivered (none coalesced): delivered equals produced, and the server's
+        // CPU per event is the cost without the scheduler's noise.
+        let (bare_sent, ts_sent) = (
+            format!("{}/{}", bare.delivered, streams as u64 * (count + 1)),
+            format!("{}/{}", ts.delivered, ts.produced),
+        );
+        println!(
+            "{:<44} {bare_sent:>14} {ts_sent:>14}",
+            "  events delivered / produced"
+        );
+        println!(
+            "{:<44} {:>14.2} {:>14.2}",
+            "  server CPU per delivered event (µs)", bare.cpu_us, ts.cpu_us
+        );
+        ratios.push(ratio);
+    }
+    println!(
+        "bench-partials: ratio_partials_1={:.3} ratio_partials_64={:.3}",
+        ratios[0], ratios[1]
+    );
 }
 
 /// Serve mode: bind an ephemeral port, print it, serve until stdin closes.
@@ -319,6 +407,9 @@ fn serve(kind: &str, lines_file: Option<String>) {
         } else {
             let limits = Limits {
                 grace_period: Duration::from_millis(100),
+                // Partial results are never coalesced: the log holds every one a stream of the
+                // partial-results measure has not read yet (a bound, nothing is reserved).
+                max_events_per_run: 1_000_000,
                 ..Limits::default()
             };
             Server::new(toolstream_registry(lines_file.as_deref()).await, limits)
@@ -1070,7 +1161,25 @@ fn main() {
         runtime.block_on(sub_tasks_only(counts, pattern));
         return;
     }
+    if args.iter().any(|a| a == "--partials") {
+        runtime.block_on(partials_only(quick));
+        return;
+    }
     runtime.block_on(run(quick));
+}
+
+/// `-- --partials`: only the partial-results measure, on servers of its own.
+async fn partials_only(quick: bool) {
+    let bare = ServerProcess::start("bare", None);
+    let ts = ServerProcess::start("toolstream", None);
+    // Warm both up.
+    let _ = throughput(&bare, "partials", 1, 10_000).await;
+    let _ = throughput(&ts, "partials", 1, 10_000).await;
+    println!(
+        "{:<44} {:>14} {:>14} {:>8}",
+        "measure", "bare tonic", "toolstream", "ratio"
+    );
+    partial_results(&bare, &ts, quick).await;
 }
 
 /// Watchers of the fan-out run, and the events it produces in quick mode (one per millisecond).
@@ -1185,6 +1294,8 @@ async fn run(quick: bool) {
     let p99_overhead = (ts_p99 - bare_p99).max(0.0);
 
     // Command tool: the tool's own run time (result − started timestamps) for `lines` lines.
+    partial_results(&bare, &ts, quick).await;
+
     let client = ToolServiceClient::new(channel(ts.addr).await);
     let stats = read_stream(client, request("lines", json!({})), None).await;
     let lines_per_sec = lines as f64 / (stats.result_at - stats.started_at).max(1e-9);

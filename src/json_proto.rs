@@ -118,6 +118,45 @@ pub fn json_to_value(value: Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
+/// The size of `value` encoded as a `google.protobuf.Value` (what `json_to_value(value)` would
+/// encode to), computed from the JSON without making the protobuf value: for refusing a value
+/// too large for a message before it is sent.
+pub fn value_encoded_len(value: &Value) -> usize {
+    use prost::encoding::encoded_len_varint;
+    // A length-delimited field: its key (one byte for fields 1–15), its length, its bytes.
+    fn delimited(len: usize) -> usize {
+        1 + encoded_len_varint(len as u64) + len
+    }
+    match value {
+        // The enum's varint (0), or the bool's.
+        Value::Null | Value::Bool(_) => 2,
+        // A fixed 64-bit double.
+        Value::Number(_) => 9,
+        Value::String(text) => delimited(text.len()),
+        Value::Array(items) => delimited(
+            items
+                .iter()
+                .map(|item| delimited(value_encoded_len(item)))
+                .sum(),
+        ),
+        Value::Object(object) => delimited(
+            object
+                .iter()
+                .map(|(key, item)| {
+                    // A map entry: the key (left out when empty, as proto3 leaves defaults
+                    // out), then the value.
+                    let key = if key.is_empty() {
+                        0
+                    } else {
+                        delimited(key.len())
+                    };
+                    delimited(key + delimited(value_encoded_len(item)))
+                })
+                .sum(),
+        ),
+    }
+}
+
 /// `google.protobuf.Struct` → JSON object.
 pub fn struct_to_json(object: prost_types::Struct) -> Map<String, Value> {
     object
@@ -182,6 +221,35 @@ mod tests {
     use super::*;
     use crate::pb;
     use serde_json::json;
+
+    #[test]
+    fn value_encoded_len_is_what_prost_encodes() {
+        use prost::Message;
+        let long = "x".repeat(300);
+        let values = [
+            json!(null),
+            json!(true),
+            json!(1.5),
+            json!(""),
+            json!("digest"),
+            json!(long),
+            json!([]),
+            json!([1, "two", null, [false], {"": 0}]),
+            json!({"a": {"b": [1, 2, 3], "c": {}}, "long": long, "": ""}),
+            json!(
+                (0..200)
+                    .map(|i| json!({"file": format!("f{i}"), "n": i}))
+                    .collect::<Vec<_>>()
+            ),
+        ];
+        for value in values {
+            assert_eq!(
+                value_encoded_len(&value),
+                json_to_value(value.clone()).encoded_len(),
+                "{value}"
+            );
+        }
+    }
 
     #[test]
     fn messages_are_written_in_the_canonical_mapping() {

@@ -179,7 +179,7 @@ def test_quick_start_tool_unchanged_as_a_command_tool(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["progress_events", "direct_streaming", "nested", "error_handling", "runs"]
+    "name", ["progress_events", "direct_streaming", "nested", "error_handling", "runs", "partials"]
 )
 def test_client_examples_print_what_the_readme_says(deployment: Dict[str, Any], name: str) -> None:
     assert run_script(deployment, name) == expected(deployment, name)

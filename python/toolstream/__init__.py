@@ -29,7 +29,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .tool import progress
+from .tool import partial, progress
 
 # The one place the Python package's version is set (pyproject.toml reads it); it is the
 # server's too: Cargo.toml says the same, and tests/test_version.py fails when they drift.
@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     )
     from .events import (
         CallProgress as CallProgress,
+        PartialOutputs as PartialOutputs,
         ProgressEvent as ProgressEvent,
         Run as Run,
         RunState as RunState,
@@ -80,6 +81,7 @@ _LAZY = {
     "AsyncProgressStream": "aio",
     "AsyncAgent": "aio",
     "ProgressEvent": "events",
+    "PartialOutputs": "events",
     "Run": "events",
     "RunState": "events",
     "ToolInfo": "events",
@@ -104,6 +106,7 @@ _LAZY = {
 
 __all__ = [
     "progress",
+    "partial",
     "Client",
     "ProgressStream",
     "Agent",
@@ -111,6 +114,7 @@ __all__ = [
     "AsyncProgressStream",
     "AsyncAgent",
     "ProgressEvent",
+    "PartialOutputs",
     "Run",
     "RunState",
     "ToolInfo",
@@ -132,7 +136,7 @@ __all__ = [
     "OutOfRange",
     "Unimplemented",
 ]
-assert set(__all__) == {"progress", *_LAZY}
+assert set(__all__) == {"progress", "partial", *_LAZY}
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ import os
 from typing import (
     Any,
     Callable,
+    Dict,
     Generic,
     List,
     Mapping,
@@ -24,7 +25,7 @@ from . import _convert as convert
 from ._connection import Connection, Metadata
 from ._stream_core import StreamCore
 from .errors import ToolstreamError
-from .events import Run, RunState, TopLevelProgress
+from .events import ProgressEvent, Run, RunState, TopLevelProgress
 from .v1 import toolstream_pb2 as pb
 
 ToolRef = Union[str, Callable[..., Any]]
@@ -158,6 +159,8 @@ class BaseStream(Generic[ClientKind]):
         self._call: Any = call
         self._core = core
         self._top = TopLevelProgress()
+        #: Called with each partial result as the stream reads it (``run(..., on_partial=...)``).
+        self._on_partial: Optional[Callable[[ProgressEvent], Any]] = None
 
     @property
     def run_id(self) -> str:
@@ -173,6 +176,20 @@ class BaseStream(Generic[ClientKind]):
     def error(self) -> Optional[ToolstreamError]:
         """The run's error once the stream has ended with one; ``None`` otherwise."""
         return self._core.error
+
+    @property
+    def partials(self) -> Dict[str, Any]:
+        """The outputs of the run's top level (a tool run's own) assembled from the partial
+        results read so far, by key (``""`` for the main output): appended items as a list, in
+        order; a replaced output as its latest value. Partial results of sub-tasks and of an
+        agent's tool calls are in :attr:`partials_by_call`."""
+        return self._core.partials.top
+
+    @property
+    def partials_by_call(self) -> Dict[Optional[str], Dict[str, Any]]:
+        """The outputs of every node of the run assembled so far, by ``call_id`` (``None``: the
+        run's top level), then by key, as in :attr:`partials`."""
+        return self._core.partials.by_call
 
     def __repr__(self) -> str:
         state = "done" if self._core.done else "running"

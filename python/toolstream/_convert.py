@@ -176,6 +176,20 @@ def event(message: pb.RunEvent) -> ProgressEvent:
         )
     if kind == "message":
         return ProgressEvent(type="message", text=message.message.text, **base)
+    if kind == "partial_result":
+        r = message.partial_result
+        value = from_value(r.value)
+        return ProgressEvent(
+            type="partial",
+            data=value,
+            value=value,
+            key=r.key,
+            append=r.append,
+            call_id=_optional(r.call_id),
+            tool=_optional(r.tool),
+            parent_call_id=_optional(r.parent_call_id),
+            **base,
+        )
     if kind == "gap":
         g = message.gap
         return ProgressEvent(

@@ -23,7 +23,7 @@ import grpc
 
 from . import _convert as convert
 from .errors import Cancelled, RunNotFound, ToolstreamError, Unavailable, from_rpc_error
-from .events import ProgressEvent
+from .events import PartialOutputs, ProgressEvent
 from .v1 import toolstream_pb2 as pb
 
 #: How long ``resume=True`` keeps trying to reach the server again after a dropped connection.
@@ -162,6 +162,8 @@ class StreamCore:
         self.result: Any = None
         self.error: Optional[ToolstreamError] = None
         self._pending: Deque[ProgressEvent] = collections.deque()
+        #: The outputs assembled from the partial results delivered so far.
+        self.partials = PartialOutputs()
         self._attempt: Optional[_Attempt] = None
 
     @classmethod
@@ -181,6 +183,7 @@ class StreamCore:
         )
         core.seen_any = True
         event = convert.event(first)
+        core.partials.see(event)
         core._pending.append(event)
         if event.type == "result":
             core.finish(result=event.result)
@@ -215,6 +218,7 @@ class StreamCore:
         self.seen_any = True
         self.last_sequence = max(self.last_sequence, message.sequence)
         event = convert.event(message)
+        self.partials.see(event)
         if event.type == "result":
             self.finish(result=event.result)
         return event

@@ -110,18 +110,22 @@ class AsyncClient(BaseClient):
         detach: bool = False,
         heartbeat: Optional[float] = None,
         resume: Union[bool, float] = False,
+        on_partial: Optional[AsyncCallback] = None,
         **kwargs: Any,
     ) -> "AsyncProgressStream":
-        """Starts a run and returns its stream once started; see :meth:`Client.run`."""
+        """Starts a run and returns its stream once started; see :meth:`Client.run`
+        (``on_partial`` may be a plain or a coroutine function)."""
         request = run_tool_request(
             tool, arguments, kwargs, min_interval=min_interval, detach=detach, heartbeat=heartbeat
         )
         call = self._tool_stub.RunTool(
             request, timeout=timeout, metadata=self._connection.metadata
         )
-        return await AsyncProgressStream._started(
+        stream = await AsyncProgressStream._started(
             self, call, request.options, timeout=timeout, resume=resume
         )
+        stream._on_partial = on_partial
+        return stream
 
     def agent(
         self,
@@ -296,6 +300,12 @@ class AsyncProgressStream(BaseStream[AsyncClient]):
             raise self._core.error
 
     async def _next_event(self) -> ProgressEvent:
+        event = await self._read_event()
+        if event.type == "partial":
+            await _call_back(self._on_partial, event)
+        return event
+
+    async def _read_event(self) -> ProgressEvent:
         core = self._core
         while True:
             event = core.take_pending()
@@ -409,12 +419,16 @@ class AsyncAgent(BaseAgent[AsyncClient]):
         on_event: Optional[AsyncCallback] = None,
         timeout: Optional[float] = None,
         min_interval: Optional[float] = None,
+        on_partial: Optional[AsyncCallback] = None,
     ) -> Any:
-        """Runs the agent and returns its answer; callbacks may be plain or coroutine functions."""
+        """Runs the agent and returns its answer (see :meth:`toolstream.Agent.run`); callbacks
+        may be plain or coroutine functions."""
         progress = EveryNodeProgress()
         async with await self.stream(prompt, timeout=timeout, min_interval=min_interval) as stream:
             async for event in stream.events():
                 await _call_back(on_event, event)
+                if event.type == "partial":
+                    await _call_back(on_partial, event)
                 seen = progress.see(event)
                 if seen is not None:
                     await _call_back(on_progress, seen)
@@ -459,6 +473,7 @@ async def run_agent(
     on_event: Optional[AsyncCallback],
     timeout: Optional[float],
     min_interval: Optional[float],
+    on_partial: Optional[AsyncCallback] = None,
 ) -> Any:
     """:meth:`toolstream.Agent.arun`: the sync client's agent run as :meth:`AsyncAgent.run`, on
     a connection of its own, closed after."""
@@ -470,6 +485,7 @@ async def run_agent(
             on_event=on_event,
             timeout=timeout,
             min_interval=min_interval,
+            on_partial=on_partial,
         )
 
 

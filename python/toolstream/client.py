@@ -105,6 +105,7 @@ class Client(BaseClient):
         detach: bool = False,
         heartbeat: Optional[float] = None,
         resume: Union[bool, float] = False,
+        on_partial: Optional[ProgressCallback] = None,
         **kwargs: Any,
     ) -> "ProgressStream":
         """Starts a run of ``tool`` with ``**kwargs`` as its arguments, and returns its stream once
@@ -123,6 +124,8 @@ class Client(BaseClient):
         - ``resume``: after a dropped connection, reconnect and go on from the last event seen
           (for ``resume`` seconds, or 30 with ``True``). Useful with ``detach=True``: otherwise
           the server cancels the run when the connection drops.
+        - ``on_partial``: called with each partial result (a ``"partial"`` event) as the stream
+          reads it, whichever way the stream is read; ``stream.partials`` assembles them.
 
         Raises at once, before any run starts, for an unknown tool (:class:`ToolNotFound`),
         invalid arguments (:class:`InvalidArguments`), a full or unreachable server.
@@ -133,9 +136,11 @@ class Client(BaseClient):
         call = self._tool_stub.RunTool(
             request, timeout=timeout, metadata=self._connection.metadata
         )
-        return ProgressStream._started(
+        stream = ProgressStream._started(
             self, call, request.options, timeout=timeout, resume=resume
         )
+        stream._on_partial = on_partial
+        return stream
 
     def agent(
         self,
@@ -316,6 +321,12 @@ class ProgressStream(BaseStream[Client]):
             raise self._core.error
 
     def _next_event(self) -> ProgressEvent:
+        event = self._read_event()
+        if event.type == "partial" and self._on_partial is not None:
+            self._on_partial(event)
+        return event
+
+    def _read_event(self) -> ProgressEvent:
         core = self._core
         while True:
             event = core.take_pending()
@@ -451,16 +462,21 @@ class Agent(BaseAgent[Client]):
         on_event: Optional[ProgressCallback] = None,
         timeout: Optional[float] = None,
         min_interval: Optional[float] = None,
+        on_partial: Optional[ProgressCallback] = None,
     ) -> Any:
         """Runs the agent on ``prompt`` and returns its answer. ``on_progress`` is called with
         each progress event: the agent's own (``call_id`` is ``None``) and its tool calls'
         (``call_id`` and ``tool`` set), ``progress`` always a float (the node's latest fraction);
-        ``on_event`` with every event, as sent. Raises the run's error."""
+        ``on_partial`` with each partial result of a tool call (``call_id`` names the call; the
+        model never sees them, only the call's result); ``on_event`` with every event, as sent.
+        Raises the run's error."""
         progress = EveryNodeProgress()
         with self.stream(prompt, timeout=timeout, min_interval=min_interval) as stream:
             for event in stream.events():
                 if on_event is not None:
                     on_event(event)
+                if on_partial is not None and event.type == "partial":
+                    on_partial(event)
                 seen = progress.see(event)
                 if on_progress is not None and seen is not None:
                     on_progress(seen)
@@ -474,6 +490,7 @@ class Agent(BaseAgent[Client]):
         on_event: Optional[Callable[[ProgressEvent], Any]] = None,
         timeout: Optional[float] = None,
         min_interval: Optional[float] = None,
+        on_partial: Optional[Callable[[ProgressEvent], Any]] = None,
     ) -> Awaitable[Any]:
         """:meth:`run` for asyncio (``await agent.arun(...)``); callbacks may be coroutine
         functions. Runs as :meth:`toolstream.AsyncAgent.run`."""
@@ -489,6 +506,7 @@ class Agent(BaseAgent[Client]):
             on_event=on_event,
             timeout=timeout,
             min_interval=min_interval,
+            on_partial=on_partial,
         )
 
     def arun_stream(

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional
 if TYPE_CHECKING:
     from .errors import ToolstreamError
 
-__all__ = ["CallProgress", "EventType", "ProgressEvent", "Run", "RunState", "ToolInfo"]
+__all__ = [
+    "CallProgress",
+    "EventType",
+    "PartialOutputs",
+    "ProgressEvent",
+    "Run",
+    "RunState",
+    "ToolInfo",
+]
 
 #: The kinds of event a run streams (``ProgressEvent.type``): the name of the contract's
 #: ``RunEvent.event`` variant.
@@ -27,6 +35,7 @@ EventType = Literal[
     "heartbeat",
     "input_requested",
     "input_resolved",
+    "partial",
 ]
 
 
@@ -47,7 +56,7 @@ class ProgressEvent:
       the call's arguments; on ``gap`` and ``heartbeat`` their fields; ``{}`` otherwise.
     - ``timestamp``: when the run produced the event (server clock), an aware UTC datetime.
     - ``type``: ``"progress"``, ``"result"``, ``"started"``, ``"tool_call_started"``,
-      ``"tool_call_finished"``, ``"message"``, ``"gap"`` or ``"heartbeat"``.
+      ``"tool_call_finished"``, ``"message"``, ``"partial"``, ``"gap"`` or ``"heartbeat"``.
     - ``sequence``: the event's position in the run, from 1 (0 on gap and heartbeat events). A gap
       between two events means progress was coalesced because the reader was slower than the tool.
     - ``run_id``: the run.
@@ -58,6 +67,10 @@ class ProgressEvent:
       ``tool`` is also set on ``started`` for a tool run.
     - ``text``: ``message`` events, the model's text; ``error``: a ``tool_call_finished`` whose
       call failed; ``result``: the value of a ``result`` or successful ``tool_call_finished``.
+    - ``partial`` events (a piece of a call's output, before its result; the node in ``call_id``):
+      ``value`` the piece, ``key`` which output of the call (``""`` for its main one), ``append``
+      whether ``value`` is the next item of that output (``True``) or replaces it (``False``);
+      ``data`` is the value too. ``stream.partials`` assembles them.
     """
 
     type: EventType
@@ -73,6 +86,9 @@ class ProgressEvent:
     text: Optional[str] = None
     result: Any = None
     error: Optional[str] = None
+    key: Optional[str] = None
+    append: Optional[bool] = None
+    value: Any = None
 
     def dict(self) -> Dict[str, Any]:
         """The event as JSON-ready values (the timestamp in ISO 8601); fields that are ``None``
@@ -86,11 +102,48 @@ class ProgressEvent:
             "status": self.status,
             "data": self.data,
         }
-        for name in ("call_id", "tool", "parent_call_id", "text", "result", "error"):
+        for name in ("call_id", "tool", "parent_call_id", "text", "result", "error", "key", "append"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
+        if self.type == "partial":
+            out["value"] = self.value
         return out
+
+
+class PartialOutputs:
+    """The outputs of a run's calls assembled from their partial results so far, shared by the
+    sync and async streams (``stream.partials``, ``stream.partials_by_call``). Per node and key:
+    appended items make a list, in order; a replacement sets the latest value (an item appended
+    after a replacement that is not a list starts a new list). Fed every event the stream reads,
+    each once."""
+
+    __slots__ = ("by_call",)
+
+    def __init__(self) -> None:
+        #: Node (``call_id``, ``None`` for the run's top level) → key → output.
+        self.by_call: Dict[Optional[str], Dict[str, Any]] = {}
+
+    def see(self, event: ProgressEvent) -> Optional[ProgressEvent]:
+        """Takes ``event`` in; returns it when it is a partial result, ``None`` otherwise."""
+        if event.type != "partial":
+            return None
+        outputs = self.by_call.setdefault(event.call_id, {})
+        key = event.key or ""
+        if event.append:
+            items = outputs.get(key)
+            if isinstance(items, list):
+                items.append(event.value)
+            else:
+                outputs[key] = [event.value]
+        else:
+            outputs[key] = event.value
+        return event
+
+    @property
+    def top(self) -> Dict[str, Any]:
+        """The outputs of the run's top level (a tool run's own), by key."""
+        return self.by_call.get(None, {})
 
 
 class TopLevelProgress:

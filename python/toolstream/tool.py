@@ -1,7 +1,8 @@
 """Write a toolstream command tool in Python.
 
-A tool is a function. When it is a generator, every dict it yields is a progress report and the
-value it returns is the result::
+A tool is a function. When it is a generator, every dict it yields is a progress report (or, made
+by :func:`partial`, a piece of its output before the result) and the value it returns is the
+result::
 
     from toolstream.tool import main, progress
 
@@ -56,7 +57,7 @@ from typing import (
 
 from .schema import coerce_arguments, describe, json_default
 
-__all__ = ["progress", "main", "run", "child", "Task", "CallTasks"]
+__all__ = ["progress", "partial", "main", "run", "child", "Task", "CallTasks"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -93,6 +94,27 @@ def progress(
     if fn is not None:
         return mark(fn)
     return mark
+
+
+def partial(value: Any, key: str = "", append: bool = False) -> Dict[str, Any]:
+    """A partial result to yield: a piece of the tool's output before its result, sent to the
+    caller at once and never coalesced (unlike progress). ``key`` names which output
+    (``""``: the main one); with ``append=True`` the value is that output's next item (callers
+    assemble a list), otherwise it replaces the output::
+
+        @progress
+        def search(query: str) -> int:
+            hits = 0
+            for hit in find(query):
+                hits += 1
+                yield partial(hit, key="hits", append=True)
+            return hits
+
+    Also reachable as ``toolstream.partial`` and ``progress.partial``. A value larger than the
+    server's message limit fails the call with an error naming the limit."""
+    if not isinstance(key, str):
+        raise TypeError(f"a partial result's key must be a string, not {type(key).__name__}")
+    return {"partial": {"value": value, "key": key, "append": bool(append)}}
 
 
 def _progress_line(report: Any) -> Dict[str, Any]:
@@ -318,3 +340,4 @@ def child(label: str, weight: float = 1.0) -> Task:
 
 
 progress.child = child  # type: ignore[attr-defined]
+progress.partial = partial  # type: ignore[attr-defined]

@@ -59,6 +59,9 @@ What runs, and how:
 - When the caller reads slower than the tool reports, up to 64 reports wait to be sent; past
   that a report replaces its node's newest unsent one (the gap in ``sequence`` shows it), so
   memory stays bounded and the tool is never slowed.
+- **Partial results** (``yield toolstream.partial(value, key=..., append=...)``) are sent as
+  ``partial_result`` events in order with the progress, and are never replaced or dropped; a
+  federating server relays them under its call.
 - ``grpc.health.v1.Health`` reports ``""`` and ``toolstream.v1.ToolService`` SERVING, and
   NOT_SERVING once the worker is stopping. RunAgent is UNIMPLEMENTED: agents run on the toolstream
   server, which can call a worker's tools.
@@ -93,9 +96,11 @@ from typing import (
     Dict,
     Iterable,
     List,
+    NamedTuple,
     Optional,
     Sequence,
     Tuple,
+    Union,
 )
 
 import grpc
@@ -117,6 +122,34 @@ log = logging.getLogger("toolstream.worker")
 DEFAULT_LISTEN = "127.0.0.1:50052"
 SERVICE_NAME = "toolstream.v1.ToolService"
 _MAX_MESSAGE = 64 * 1024 * 1024
+
+
+class _PartialReport(NamedTuple):
+    """A partial result the tool yielded (``toolstream.partial``): never dropped from the outbox,
+    unlike progress."""
+
+    key: str
+    value: Any
+    append: bool
+
+
+#: What the outbox carries: a node's progress, or a partial result of the call.
+_Report = Union[NodeReport, _PartialReport]
+
+
+def _partial_report(line: Dict[str, Any]) -> _PartialReport:
+    """The ``partial`` object of a yielded line, checked as the server checks the command-tool
+    protocol's."""
+    partial = line["partial"]
+    if not isinstance(partial, dict):
+        raise TaskLineError(f"partial must be a dict such as {{'value': ...}}, not {partial!r}")
+    unknown = set(partial) - {"value", "key", "append"}
+    if unknown:
+        raise TaskLineError(f"partial has unknown keys {sorted(unknown)} (known: value, key, append)")
+    key = partial.get("key") or ""
+    if not isinstance(key, str):
+        raise TaskLineError(f"partial key must be a string, not {key!r}")
+    return _PartialReport(key=key, value=partial.get("value"), append=bool(partial.get("append")))
 
 
 @dataclass(frozen=True)
@@ -151,7 +184,7 @@ class _Outbox:
         self._lock = threading.Lock()
         self._wake = asyncio.Event()
         self._sequence = 1  # 1 is the started event
-        self._progress: Deque[Tuple[int, NodeReport]] = collections.deque()
+        self._progress: Deque[Tuple[int, _Report]] = collections.deque()
         self._end: Optional[Tuple[int, str, Any]] = None
 
     def _notify(self) -> None:
@@ -160,21 +193,23 @@ class _Outbox:
         except RuntimeError:
             pass  # the loop is closed: the worker is gone, nobody is listening
 
-    def progress(self, reports: Iterable[NodeReport]) -> None:
+    def progress(self, reports: Iterable[_Report]) -> None:
         with self._lock:
             if self._end is not None:
                 return
             for report in reports:
                 self._sequence += 1
-                if len(self._progress) >= self._limit:
+                # Partial results are never dropped: only progress makes room.
+                if len(self._progress) >= self._limit and isinstance(report, NodeReport):
                     self._drop_unsent(report.call_id)
                 self._progress.append((self._sequence, report))
         self._notify()
 
     def _drop_unsent(self, call_id: str) -> None:
-        """Drops the newest unsent report of node ``call_id``, if any."""
+        """Drops the newest unsent progress report of node ``call_id``, if any."""
         for position in range(len(self._progress) - 1, -1, -1):
-            if self._progress[position][1].call_id == call_id:
+            report = self._progress[position][1]
+            if isinstance(report, NodeReport) and report.call_id == call_id:
                 del self._progress[position]
                 return
 
@@ -190,7 +225,7 @@ class _Outbox:
 
     async def next(
         self,
-    ) -> Tuple[List[Tuple[int, NodeReport]], Optional[Tuple[int, str, Any]]]:
+    ) -> Tuple[List[Tuple[int, _Report]], Optional[Tuple[int, str, Any]]]:
         """Waits for news: the progress not yet taken, in order, and the end once known."""
         while True:
             with self._lock:
@@ -253,15 +288,18 @@ class _Execution:
         lines = self._tasks.take()
         if "result" not in line:
             lines.append(line)
-        reports: List[NodeReport] = []
+        reports: List[_Report] = []
         for each in lines:
-            reports.extend(self._tree.apply(each))
+            if "partial" in each:
+                reports.append(_partial_report(each))
+            else:
+                reports.extend(self._tree.apply(each))
         self.outbox.progress(reports)
         return line if "result" in line else None
 
     def _result(self, value: Any) -> None:
         """Ends the call with ``value``, its sub-tasks still open finished first."""
-        reports: List[NodeReport] = []
+        reports: List[_Report] = []
         for line in self._tasks.take():
             reports.extend(self._tree.apply(line))
         reports.extend(self._tree.finish_all())
@@ -349,6 +387,17 @@ def _error_text(error: BaseException) -> str:
     if isinstance(error, SystemExit):
         message = f"the tool exited (status {error.code}) before returning a result"
     return f"{name}: {message}" if message else name
+
+
+def _event_body(report: _Report, tool: str) -> Dict[str, Any]:
+    """The ``RunEvent`` field carrying ``report``: its progress, or its partial result. Raises
+    ``TypeError``/``ValueError`` for what is not JSON."""
+    if isinstance(report, _PartialReport):
+        value = convert.to_value(report.value)
+        return {
+            "partial_result": pb.PartialResult(key=report.key, value=value, append=report.append)
+        }
+    return {"progress": _progress_message(report, tool)}
 
 
 def _progress_message(report: NodeReport, tool: str) -> pb.Progress:
@@ -445,18 +494,23 @@ class _ToolService(pb_grpc.ToolServiceServicer):
                 progress, end = await outbox.next()
                 for sequence, report in progress:
                     try:
-                        message = _progress_message(report, tool.name)
+                        body = _event_body(report, tool.name)
                     except (TypeError, ValueError) as error:
+                        what = (
+                            "yielded a partial result"
+                            if isinstance(report, _PartialReport)
+                            else "reported progress"
+                        )
                         await context.abort(
                             grpc.StatusCode.INTERNAL,
-                            f"tool {tool.name!r} reported progress that is not JSON: {error}",
+                            f"tool {tool.name!r} {what} that is not JSON: {error}",
                         )
                         return
                     yield pb.RunEvent(
                         run_id=run_id,
                         sequence=sequence,
                         timestamp=convert.now_timestamp(),
-                        progress=message,
+                        **body,
                     )
                 if end is None:
                     continue

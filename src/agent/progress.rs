@@ -24,7 +24,10 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use crate::engine::{CallTag, EventKind, RunContext};
-use crate::tools::{Answer, Progress, ProgressSink, ProgressUpdate, Question, SubTask};
+use crate::tools::{
+    Answer, PartialOutput, PartialRefused, Progress, ProgressSink, ProgressUpdate, Question,
+    SubTask,
+};
 
 /// Locks `mutex`; a panic while it was held leaves nothing here half-updated that matters.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -193,6 +196,14 @@ impl ProgressSink for CallSink {
     fn ask(&self, question: Question) -> BoxFuture<'static, Answer> {
         ask_while_open(&self.call, |call| call.sink().ask(question))
     }
+    /// A partial result of the call goes to the run under the call (never to the model, which
+    /// sees only the call's result), while the call is open.
+    fn partial(&self, output: PartialOutput) -> Result<(), PartialRefused> {
+        match lock(&self.call).as_ref() {
+            Some(call) => call.partial_output(output),
+            None => Ok(()),
+        }
+    }
 
     fn task(&self, task: &SubTask) -> Arc<dyn ProgressSink> {
         let sink = lock(&self.call).as_ref().map(|call| call.sink().task(task));
@@ -215,6 +226,14 @@ impl ProgressSink for TaskSink {
         let call = lock(&self.call);
         if let (Some(_), Some(sink)) = (call.as_ref(), &self.sink) {
             sink.report(update);
+        }
+    }
+
+    fn partial(&self, output: PartialOutput) -> Result<(), PartialRefused> {
+        let call = lock(&self.call);
+        match (call.as_ref(), &self.sink) {
+            (Some(_), Some(sink)) => sink.partial(output),
+            _ => Ok(()),
         }
     }
 

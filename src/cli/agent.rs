@@ -96,6 +96,11 @@ impl AgentView {
                     .call_started(&call.call_id, &call.tool, &call.parent_call_id);
             }
             Some(Event::Progress(progress)) => self.tree.show(&progress),
+            Some(Event::PartialResult(partial)) => {
+                // A tool's output as it is made, under its call's line; the model's text held
+                // for its line's end stays held.
+                self.tree.note(&super::output::partial_line(&partial));
+            }
             Some(Event::ToolCallFinished(call)) => {
                 let error = match &call.outcome {
                     Some(Outcome::Error(error)) => Some(error.as_str()),

@@ -22,6 +22,36 @@ pub(super) fn event_json(event: &pb::RunEvent) -> String {
     })
 }
 
+/// A partial result as one readable line for the terminal, printed above the bars: who made it
+/// (the call's tool or the sub-task's label, none for the run's own), which output (`output` for
+/// the main one), `+=` for an appended item or `=` for a replacement, and the value as compact
+/// JSON, cut to fit one line.
+pub(super) fn partial_line(partial: &pb::PartialResult) -> String {
+    /// The most characters of the value shown; the rest is elided.
+    const MAX_VALUE_CHARS: usize = 160;
+    let value = partial
+        .value
+        .clone()
+        .map_or(Value::Null, value_to_json)
+        .to_string();
+    let mut shown: String = value.chars().take(MAX_VALUE_CHARS).collect();
+    if value.chars().nth(MAX_VALUE_CHARS).is_some() {
+        shown.push('…');
+    }
+    let who = if partial.tool.is_empty() {
+        String::new()
+    } else {
+        format!("{}: ", partial.tool)
+    };
+    let key = if partial.key.is_empty() {
+        "output"
+    } else {
+        &partial.key
+    };
+    let operator = if partial.append { "+=" } else { "=" };
+    format!("{who}{key} {operator} {shown}")
+}
+
 /// Seconds since the Unix epoch.
 pub(super) fn seconds(timestamp: &prost_types::Timestamp) -> f64 {
     timestamp.seconds as f64 + f64::from(timestamp.nanos) / 1e9
@@ -50,8 +80,9 @@ pub(super) fn run_json(run: &pb::Run) -> String {
 /// exit code: 0 after the `result` event, the status's code when the stream ends with one.
 ///
 /// On a terminal: a tree of bars whose top is named `label` (renamed after the tool once the
-/// `started` event says), a bar per sub-task or tool call under it, a note for events the server
-/// no longer holds, then the result as pretty JSON; heartbeats only keep the stream open and show
+/// `started` event says), a bar per sub-task or tool call under it, each partial result as one
+/// line above the bars, a note for events the server no longer holds, then the result as pretty
+/// JSON; heartbeats only keep the stream open and show
 /// nothing. Otherwise every event is a JSON line.
 pub(super) async fn follow(
     mut events: tonic::Streaming<pb::RunEvent>,
@@ -86,6 +117,7 @@ pub(super) async fn follow(
                 view.set_label(&started.tool);
             }
             Some(Event::Progress(progress)) => view.show(&progress),
+            Some(Event::PartialResult(partial)) => view.note(&partial_line(&partial)),
             Some(Event::ToolCallStarted(call)) => {
                 view.call_started(&call.call_id, &call.tool, &call.parent_call_id);
             }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use super::input::{InputOutcome, InputRequest};
-use crate::tools::{ProgressUpdate, SubTask};
+use crate::tools::{PartialOutput, ProgressUpdate, SubTask};
 
 /// One event of a run.
 pub struct RunEvent {
@@ -175,6 +175,14 @@ pub enum EventKind {
         /// How.
         outcome: InputOutcome,
     },
+    /// A piece of a call's output, made before its result. Never coalesced (unlike progress):
+    /// held, stored and replayed like every other event, and evicted only past the log's bound.
+    PartialResult {
+        /// Which call (or sub-task) made it; empty at the top level.
+        call: Arc<CallTag>,
+        /// The output.
+        output: PartialOutput,
+    },
     /// Events `from..=to` are gone from the run's log and cannot be sent to this reader. Made
     /// per reader, never stored; its sequence is 0.
     Gap {
@@ -199,10 +207,10 @@ impl EventKind {
         matches!(self, EventKind::Progress { .. })
     }
 
-    /// The call a progress or tool-call event belongs to.
+    /// The call a progress, partial-result or tool-call event belongs to.
     pub fn call(&self) -> Option<&CallTag> {
         match self {
-            EventKind::Progress { call, .. } => Some(call),
+            EventKind::Progress { call, .. } | EventKind::PartialResult { call, .. } => Some(call),
             EventKind::ToolCallStarted { call, .. } | EventKind::ToolCallFinished { call, .. } => {
                 Some(call)
             }

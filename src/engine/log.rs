@@ -48,7 +48,10 @@ use super::eta::Eta;
 use super::event::{CallTag, EventKind, RunEvent};
 use super::input::{InputLimits, Inputs};
 use super::{Limits, RunError};
-use crate::tools::{Answer, ProgressSink, ProgressUpdate, Question, SubTask};
+use crate::json_proto::value_encoded_len;
+use crate::tools::{
+    Answer, PartialOutput, PartialRefused, ProgressSink, ProgressUpdate, Question, SubTask,
+};
 use futures::future::BoxFuture;
 
 /// How a run ended.
@@ -69,6 +72,8 @@ pub(crate) struct RunLog {
     max_events: usize,
     /// The most calls live at once (see the module docs).
     max_live_calls: usize,
+    /// The largest message the server sends: a larger partial result is refused to its tool.
+    max_message_bytes: usize,
     state: Mutex<LogState>,
     /// Woken when the run ends.
     ended: Notify,
@@ -132,11 +137,12 @@ impl RunLog {
 
     /// The log of a run executing here, within `limits`.
     pub(crate) fn for_run(run_id: Arc<str>, limits: &Limits) -> Arc<Self> {
-        Self::with_live_call_limit(
+        Self::with_limits(
             run_id,
             limits.event_buffer,
             limits.max_events_per_run,
             limits.max_live_calls_per_run,
+            limits.max_message_bytes,
         )
     }
 
@@ -146,11 +152,28 @@ impl RunLog {
         max_events: usize,
         max_live_calls: usize,
     ) -> Arc<Self> {
+        Self::with_limits(
+            run_id,
+            progress_buffer,
+            max_events,
+            max_live_calls,
+            usize::MAX,
+        )
+    }
+
+    fn with_limits(
+        run_id: Arc<str>,
+        progress_buffer: usize,
+        max_events: usize,
+        max_live_calls: usize,
+        max_message_bytes: usize,
+    ) -> Arc<Self> {
         Arc::new(RunLog {
             run_id,
             progress_buffer: progress_buffer.max(1),
             max_events: max_events.max(2),
             max_live_calls: max_live_calls.max(1),
+            max_message_bytes,
             state: Mutex::new(LogState {
                 events: VecDeque::new(),
                 next_sequence: 1,
@@ -229,6 +252,28 @@ impl RunLog {
             None,
             None,
         );
+    }
+
+    /// Logs a partial result of `call`, never coalesced. Never waits. One whose event would be
+    /// larger than the message limit is refused (and not logged); after the run's end it is
+    /// dropped, as progress is.
+    pub(crate) fn push_partial(
+        &self,
+        call: &Arc<CallTag>,
+        output: PartialOutput,
+    ) -> Result<(), PartialRefused> {
+        let bytes = partial_event_len(&self.run_id, call, &output);
+        if bytes > self.max_message_bytes {
+            return Err(PartialRefused::TooLarge {
+                bytes,
+                limit: self.max_message_bytes,
+            });
+        }
+        let _ = self.push(EventKind::PartialResult {
+            call: Arc::clone(call),
+            output,
+        });
+        Ok(())
     }
 
     /// Notes that the log refused an event past `max_live_calls`: the run must fail.
@@ -621,6 +666,33 @@ fn finishes(call: &CallTag, update: &ProgressUpdate) -> bool {
     !call.call_id.is_empty() && update.fraction.is_some_and(|fraction| fraction >= 1.0)
 }
 
+/// The most bytes the `RunEvent` carrying this partial result encodes to: exact for the partial
+/// result, with room for the largest sequence number and timestamp.
+fn partial_event_len(run_id: &str, call: &CallTag, output: &PartialOutput) -> usize {
+    use prost::encoding::encoded_len_varint;
+    // A length-delimited field with a one-byte key, left out when empty.
+    let text = |text: &str| {
+        if text.is_empty() {
+            0
+        } else {
+            1 + encoded_len_varint(text.len() as u64) + text.len()
+        }
+    };
+    let value = value_encoded_len(&output.value);
+    let partial = text(&call.call_id)
+        + text(&call.tool)
+        + text(&call.parent_call_id)
+        + text(&output.key)
+        + 1
+        + encoded_len_varint(value as u64)
+        + value
+        + if output.append { 2 } else { 0 };
+    // The run id; the sequence (a key and at most ten bytes of varint); the timestamp (a key, a
+    // length, and at most eleven bytes of seconds and six of nanoseconds); the partial result
+    // (field 20: a two-byte key).
+    text(run_id) + 11 + 19 + 2 + encoded_len_varint(partial as u64) + partial
+}
+
 /// Progress reported by a tool, tagged with the call (or sub-task) it belongs to.
 pub(crate) struct CallProgress {
     pub(crate) log: Arc<RunLog>,
@@ -651,5 +723,9 @@ impl ProgressSink for CallProgress {
             }
         }
         self.log.push_progress(&self.call, update);
+    }
+
+    fn partial(&self, output: PartialOutput) -> Result<(), PartialRefused> {
+        self.log.push_partial(&self.call, output)
     }
 }

@@ -24,7 +24,9 @@ use serde_json::Value;
 
 pub use input::{Answer, InputKind, Question};
 pub use listing::{ToolListing, ToolSetChange};
-pub use progress::{Progress, ProgressSink, ProgressUpdate, SubTask};
+pub use progress::{
+    PartialOutput, PartialRefused, Progress, ProgressSink, ProgressUpdate, SubTask,
+};
 
 /// Where a tool lives. Reported to clients as `Tool.kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -76,6 +76,40 @@ impl ProgressUpdate {
     }
 }
 
+/// A piece of a call's output, made before the call's result (see [`Progress::partial`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartialOutput {
+    /// Which output of the call it belongs to; empty for the call's main output.
+    pub key: String,
+    /// The output (when `append` is false) or its next item.
+    pub value: Value,
+    /// True: the next item of the output `key`; false: replaces that output.
+    pub append: bool,
+}
+
+/// Why a partial result was not sent. The tool can pass it on with `?`: it becomes a
+/// [`ToolError::OutOfRange`](super::ToolError::OutOfRange) that fails the call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartialRefused {
+    /// It would make a message larger than the server sends.
+    #[error(
+        "a partial result of {bytes} bytes is larger than the message limit of {limit} bytes \
+         ([limits] max_message_bytes); send it in smaller pieces (partial_append) or as the result"
+    )]
+    TooLarge {
+        /// Its size, encoded as the event that would carry it.
+        bytes: usize,
+        /// The server's `[limits] max_message_bytes`.
+        limit: usize,
+    },
+}
+
+impl From<PartialRefused> for super::ToolError {
+    fn from(refused: PartialRefused) -> Self {
+        super::ToolError::OutOfRange(refused.to_string())
+    }
+}
+
 /// A sub-task, named relative to the call (or sub-task) a sink reports for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubTask {
@@ -109,6 +143,13 @@ pub trait ProgressSink: Send + Sync + 'static {
         Box::pin(std::future::ready(Answer::Refused(
             "nothing can answer a question here (the tool runs outside a run)".to_owned(),
         )))
+    }
+    /// Accepts one partial result of this sink's call. Never blocks, and never drops one it
+    /// accepted (partial results are not coalesced); refuses one it cannot send. The default
+    /// drops them: a sink that follows only progress.
+    fn partial(&self, output: PartialOutput) -> Result<(), PartialRefused> {
+        let _ = output;
+        Ok(())
     }
 }
 
@@ -388,6 +429,40 @@ impl Progress {
     #[inline]
     pub fn update(&self, update: ProgressUpdate) {
         self.node.report(update);
+    }
+
+    /// Sends `value` as this call's main output so far, before its result: it replaces the
+    /// partial output sent before (a running total, the best answer yet). Partial results are
+    /// never coalesced: every one reaches every reader that keeps up with the run's log. Fails
+    /// only for a value larger than the server's message limit, which is not sent (the tool may
+    /// pass the error on with `?`). On a sub-task's handle, the output is the sub-task's.
+    pub fn partial(&self, value: impl Into<Value>) -> Result<(), PartialRefused> {
+        self.partial_output(PartialOutput {
+            key: String::new(),
+            value: value.into(),
+            append: false,
+        })
+    }
+
+    /// Sends `value` as the next item of this call's output `key` ("" for its main output),
+    /// before its result: a file's digest as soon as it is known, a search hit as it is found.
+    /// Readers assemble the items of each key into a list, in order. Fails as
+    /// [`partial`](Self::partial) does.
+    pub fn partial_append(
+        &self,
+        key: impl Into<String>,
+        value: impl Into<Value>,
+    ) -> Result<(), PartialRefused> {
+        self.partial_output(PartialOutput {
+            key: key.into(),
+            value: value.into(),
+            append: true,
+        })
+    }
+
+    /// Sends a partial result as given (for tools relaying another's, such as command tools).
+    pub fn partial_output(&self, output: PartialOutput) -> Result<(), PartialRefused> {
+        self.node.sink.partial(output)
     }
 
     /// A handle for a sub-task of this one, named `label`, standing for `weight` of this

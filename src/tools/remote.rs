@@ -1,6 +1,6 @@
 //! Remote tools: the tools of another server speaking `toolstream.v1.ToolService` (a toolstream
 //! server, or a Python worker from `toolstream.worker`), listed at start-up and kept listed, each
-//! run forwarded as a RunTool call and its progress relayed.
+//! run forwarded as a RunTool call and its progress and partial results relayed.
 //!
 //! ```toml
 //! [[tools]]
@@ -53,7 +53,7 @@ use tokio::time::Instant;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
-use super::{Progress, ProgressUpdate, Tool, ToolError, ToolKind, ToolSpec};
+use super::{PartialOutput, Progress, ProgressUpdate, Tool, ToolError, ToolKind, ToolSpec};
 use crate::json_proto::{json_to_struct, struct_to_json, value_to_json};
 use crate::pb;
 use crate::pb::tool_service_client::ToolServiceClient;
@@ -366,28 +366,38 @@ impl RemoteTool {
             .await
             .map_err(|status| self.error(status))?
         {
-            match event.event {
-                Some(pb::run_event::Event::Progress(remote)) => {
-                    let update = ProgressUpdate {
+            // Progress and partial results are relayed under the node that made them; one
+            // larger than this server's message limit fails the call, naming the limit.
+            let (call_id, parent, label, relay) = match event.event {
+                Some(pb::run_event::Event::Progress(remote)) => (
+                    remote.call_id,
+                    remote.parent_call_id,
+                    remote.tool,
+                    Relay::Progress(ProgressUpdate {
                         fraction: remote.progress,
                         status: remote.status,
                         data: remote.data.map(struct_to_json).unwrap_or_default(),
-                    };
-                    if remote.call_id.is_empty() {
-                        progress.update(update);
-                    } else {
-                        relayed
-                            .entry(remote.call_id)
-                            .or_insert_with_key(|id| {
-                                progress.relayed(id, &remote.parent_call_id, &remote.tool)
-                            })
-                            .update(update);
-                    }
-                }
+                    }),
+                ),
+                Some(pb::run_event::Event::PartialResult(remote)) => (
+                    remote.call_id,
+                    remote.parent_call_id,
+                    remote.tool,
+                    Relay::Partial(PartialOutput {
+                        key: remote.key,
+                        value: remote.value.map_or(Value::Null, value_to_json),
+                        append: remote.append,
+                    }),
+                ),
                 Some(pb::run_event::Event::Result(result)) => {
                     return Ok(result.value.map_or(Value::Null, value_to_json));
                 }
-                _ => {}
+                _ => continue,
+            };
+            let node = node(&progress, &mut relayed, call_id, &parent, &label);
+            match relay {
+                Relay::Progress(update) => node.update(update),
+                Relay::Partial(output) => node.partial_output(output)?,
             }
         }
         Err(ToolError::Internal(format!(
@@ -395,6 +405,29 @@ impl RemoteTool {
             self.remote.endpoint
         )))
     }
+}
+
+/// What a remote's event gives its node here.
+enum Relay {
+    Progress(ProgressUpdate),
+    Partial(PartialOutput),
+}
+
+/// The handle that relays a remote node: this call's own for the remote's top level (an empty
+/// `call_id`), else the node relayed for it (made on its first event).
+fn node<'a>(
+    progress: &'a Progress,
+    relayed: &'a mut HashMap<String, Progress>,
+    call_id: String,
+    parent: &str,
+    label: &str,
+) -> &'a Progress {
+    if call_id.is_empty() {
+        return progress;
+    }
+    relayed
+        .entry(call_id)
+        .or_insert_with_key(|id| progress.relayed(id, parent, label))
 }
 
 impl Tool for RemoteTool {

@@ -245,6 +245,14 @@ impl From<&engine::RunEvent> for pb::RunEvent {
                     value,
                 })
             }
+            EventKind::PartialResult { call, output } => Event::PartialResult(pb::PartialResult {
+                call_id: call.call_id.to_string(),
+                tool: call.tool.to_string(),
+                parent_call_id: call.parent_call_id.to_string(),
+                key: output.key.clone(),
+                value: Some(json_to_value(output.value.clone())),
+                append: output.append,
+            }),
             EventKind::Gap { from, to, reason } => Event::Gap(pb::Gap {
                 from_sequence: *from,
                 to_sequence: *to,

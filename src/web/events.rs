@@ -36,6 +36,7 @@ pub(crate) fn event_name(kind: &EventKind) -> &'static str {
         EventKind::Message(_) => "message",
         EventKind::InputRequested(_) => "input_requested",
         EventKind::InputResolved { .. } => "input_resolved",
+        EventKind::PartialResult { .. } => "partial_result",
         EventKind::Gap { .. } => "gap",
         EventKind::Heartbeat { .. } => "heartbeat",
     }

@@ -63,7 +63,7 @@ async fn run(
 }
 
 /// A short name per event, to compare orders: `started`, `msg`, `call:ID`, `progress:ID`,
-/// `progress:` (the run as a whole), `done:ID`, `result`.
+/// `progress:` (the run as a whole), `partial:ID`, `done:ID`, `result`.
 fn shape(events: &[pb::RunEvent]) -> Vec<String> {
     events
         .iter()
@@ -78,6 +78,7 @@ fn shape(events: &[pb::RunEvent]) -> Vec<String> {
             Event::Heartbeat(_) => "heartbeat".to_owned(),
             Event::InputRequested(request) => format!("ask:{}", request.call_id),
             Event::InputResolved(_) => "answered".to_owned(),
+            Event::PartialResult(partial) => format!("partial:{}", partial.call_id),
         })
         .collect()
 }

@@ -235,3 +235,37 @@ async fn running_with_eta(mut runs: RunServiceClient<Channel>) -> Option<String>
         .any(|progress| progress.eta_seconds.is_some())
         .then_some(run.run_id)
 }
+
+#[tokio::test]
+async fn partial_results_print_as_readable_lines_above_the_bars() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["one.txt", "two.txt"] {
+        std::fs::write(dir.path().join(name), name).unwrap();
+    }
+    let server =
+        TestServer::start_with(common::registry_with(dir.path(), vec![]), Limits::default()).await;
+    let (status, screen) = on_terminal(
+        &server,
+        &[
+            "run",
+            "checksum",
+            "--json",
+            r#"{"paths":["one.txt","two.txt"]}"#,
+        ],
+    )
+    .await;
+    let shown = screen.join("\n");
+    assert!(status.success(), "{status:?}\n{shown}");
+    // One line per file's entry, as it was appended to the output "files", above the bar.
+    let lines: Vec<usize> = (0..screen.len())
+        .filter(|&index| screen[index].starts_with("files += {"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{shown}");
+    assert!(screen[lines[0]].contains(r#""path":"one.txt""#), "{shown}");
+    assert!(screen[lines[1]].contains(r#""path":"two.txt""#), "{shown}");
+    let bar = screen
+        .iter()
+        .position(|row| row.contains(" checksum ["))
+        .unwrap_or_else(|| panic!("no bar:\n{shown}"));
+    assert!(lines[1] < bar, "the lines are above the bar:\n{shown}");
+}

@@ -46,6 +46,7 @@ mod mcp_server;
 mod mcp_tools;
 mod metrics;
 mod nested_progress;
+mod partial_results;
 mod python_client;
 mod redis_cluster;
 mod redis_tls;

@@ -238,7 +238,7 @@ class RunAgentRequest(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., max_steps: _Optional[int] = ..., system_prompt: _Optional[str] = ..., options: _Optional[_Union[RunOptions, _Mapping]] = ..., approval_required: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RunEvent(_message.Message):
-    __slots__ = ("run_id", "sequence", "timestamp", "started", "progress", "result", "tool_call_started", "tool_call_finished", "message", "gap", "heartbeat", "input_requested", "input_resolved")
+    __slots__ = ("run_id", "sequence", "timestamp", "started", "progress", "result", "tool_call_started", "tool_call_finished", "message", "gap", "heartbeat", "input_requested", "input_resolved", "partial_result")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +252,7 @@ class RunEvent(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     INPUT_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     INPUT_RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_RESULT_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     sequence: int
     timestamp: _timestamp_pb2.Timestamp
@@ -265,7 +266,8 @@ class RunEvent(_message.Message):
     heartbeat: Heartbeat
     input_requested: InputRequested
     input_resolved: InputResolved
-    def __init__(self, run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., timestamp: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started: _Optional[_Union[RunStarted, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., tool_call_started: _Optional[_Union[ToolCallStarted, _Mapping]] = ..., tool_call_finished: _Optional[_Union[ToolCallFinished, _Mapping]] = ..., message: _Optional[_Union[MessageDelta, _Mapping]] = ..., gap: _Optional[_Union[Gap, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., input_requested: _Optional[_Union[InputRequested, _Mapping]] = ..., input_resolved: _Optional[_Union[InputResolved, _Mapping]] = ...) -> None: ...
+    partial_result: PartialResult
+    def __init__(self, run_id: _Optional[str] = ..., sequence: _Optional[int] = ..., timestamp: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., started: _Optional[_Union[RunStarted, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., tool_call_started: _Optional[_Union[ToolCallStarted, _Mapping]] = ..., tool_call_finished: _Optional[_Union[ToolCallFinished, _Mapping]] = ..., message: _Optional[_Union[MessageDelta, _Mapping]] = ..., gap: _Optional[_Union[Gap, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., input_requested: _Optional[_Union[InputRequested, _Mapping]] = ..., input_resolved: _Optional[_Union[InputResolved, _Mapping]] = ..., partial_result: _Optional[_Union[PartialResult, _Mapping]] = ...) -> None: ...
 
 class RunStarted(_message.Message):
     __slots__ = ("run_id", "tool", "model", "tools", "max_steps", "options", "deadline_ms")
@@ -352,6 +354,22 @@ class Gap(_message.Message):
     to_sequence: int
     reason: str
     def __init__(self, from_sequence: _Optional[int] = ..., to_sequence: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PartialResult(_message.Message):
+    __slots__ = ("call_id", "tool", "parent_call_id", "key", "value", "append")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    PARENT_CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    APPEND_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    tool: str
+    parent_call_id: str
+    key: str
+    value: _struct_pb2.Value
+    append: bool
+    def __init__(self, call_id: _Optional[str] = ..., tool: _Optional[str] = ..., parent_call_id: _Optional[str] = ..., key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., append: bool = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("last_sequence",)

@@ -1,4 +1,5 @@
-//! `checksum`: SHA-256 (or SHA-512) of files, with progress by bytes, confined to a root directory
+//! `checksum`: SHA-256 (or SHA-512) of files, with progress by bytes and each file's digest as a
+//! partial result as soon as it is known, confined to a root directory
 //! (see [`super::confinement`] for how a file is opened: no symlink followed, one hard link only).
 
 use std::fmt::Write as _;
@@ -63,7 +64,8 @@ pub fn checksum(root: Confinement) -> impl Tool {
     tool_fn(
         "checksum",
         "Computes the SHA-256 (or SHA-512) of files under the server's root directory, reporting \
-         progress by bytes, each file as a sub-task. Returns {\"files\": [{\"path\", \"sha256\", \"bytes\"}], \"total_bytes\"}. \
+         progress by bytes, each file as a sub-task, and each file's entry as a partial result \
+         (appended to the output \"files\") as soon as it is hashed. Returns {\"files\": [{\"path\", \"sha256\", \"bytes\"}], \"total_bytes\"}. \
          Reads regular files only, named by their own path: a symlink is not followed (even one \
          inside the root) and a file with more than one hard link is refused.",
         move |args: ChecksumArgs, progress: Progress| {
@@ -165,11 +167,16 @@ async fn hash_files(
         file_progress.finish();
         let mut digest = Map::new();
         digest.insert(args.algorithm.name().to_owned(), json!(hasher.hex()));
-        results.push(FileDigest {
+        let file_digest = FileDigest {
             path: path.clone(),
             digest,
             bytes,
-        });
+        };
+        // Each digest goes out as soon as it is known, as the next item of the output "files"
+        // (the result's list, assembled as it is made); a file's entry is far below any message
+        // limit, but a refusal still fails the run rather than being lost.
+        progress.partial_append("files", json!(file_digest))?;
+        results.push(file_digest);
     }
     report(
         progress,

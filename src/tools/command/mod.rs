@@ -1,7 +1,7 @@
 //! Command tools: a program in any language, started once per run, speaking JSON lines.
 //!
 //! The arguments go to the tool's stdin as one JSON object, then stdin is closed. The tool writes
-//! one JSON object per line to stdout ([`protocol`]): progress as it works (its own, or of
+//! one JSON object per line to stdout ([`protocol`]): progress and partial results as it works (its own, or of
 //! sub-tasks it names, which become [`Progress::child`] handles), then `{"result": ...}` or
 //! `{"error": "..."}`, and exits. Its stderr goes to the log ([`stderr`]). The process runs in a
 //! process group of its own that is stopped, SIGTERM then SIGKILL, whenever the run ends without it
@@ -261,6 +261,9 @@ impl CommandTool {
                         protocol::preview(bytes)
                     ))
                 })?,
+                // A command tool cannot be answered: one too large fails the call, naming the
+                // limit.
+                Message::Partial(output) => progress.partial_output(output)?,
                 Message::Result(value) => *ending = Some(Ending::Result(value)),
                 Message::Error(error) => *ending = Some(Ending::Error(error)),
                 Message::Ask { id, prompt, schema } => {

@@ -2,6 +2,9 @@
 //!
 //! - `{"result": ...}`: the tool's result (the last line);
 //! - `{"error": "..."}`: the tool failed with that message (the last line);
+//! - `{"partial": {"value": ..., "key": "hits", "append": true}}`: a piece of the tool's output
+//!   before its result (`key` defaults to "", the main output; `append` to false: the value
+//!   replaces that output rather than adding its next item);
 //! - any other object: progress, `{"progress": 0.4, "status": "...", ...extra}`, of the tool or,
 //!   with a `task` object, of one of its sub-tasks:
 //!   `{"task": {"id": "t3", "parent": "t1", "label": "item 3", "weight": 0.25, "done": true}, ...}`
@@ -11,13 +14,13 @@
 //!   declared with `asks = true`); the server answers with one line on the tool's stdin,
 //!   `{"answer": {"id": "a1", "outcome": "answered", "value": ...}}` (see [`answer_line`]).
 //!
-//! A `result` key makes a line the result and an `error` key the error, whatever else it holds;
-//! so progress data cannot use those two keys. A `task` that is not an object with a string `id`
-//! stays in the data.
+//! A `result` key makes a line the result, an `error` key the error, a `partial` key a partial
+//! result and an `ask` key a question, whatever else it holds; so progress data cannot use those
+//! four keys. A `task` that is not an object with a string `id` stays in the data.
 
 use serde_json::{Map, Value};
 
-use crate::tools::ProgressUpdate;
+use crate::tools::{PartialOutput, ProgressUpdate};
 
 /// One line of a tool's output.
 #[derive(Debug, PartialEq)]
@@ -42,6 +45,8 @@ pub enum Message {
         /// JSON Schema of the answer; `None`: any value.
         schema: Option<Value>,
     },
+    /// A piece of the tool's output, before its result.
+    Partial(PartialOutput),
 }
 
 /// Parses one line. The error says what is wrong with it, for the message a client sees.
@@ -79,6 +84,9 @@ pub fn parse(line: &[u8]) -> Result<Message, String> {
         };
         return Ok(Message::Ask { id, prompt, schema });
     }
+    if let Some(partial) = object.remove("partial") {
+        return partial_line(partial).map(Message::Partial);
+    }
     let task = match object.get("task") {
         Some(Value::Object(task)) if matches!(task.get("id"), Some(Value::String(_))) => {
             let Some(Value::Object(task)) = object.remove("task") else {
@@ -92,6 +100,52 @@ pub fn parse(line: &[u8]) -> Result<Message, String> {
         task,
         update: ProgressUpdate::from_object(object),
     })
+}
+
+/// The `partial` object of a line: `value` (absent: null), `key` (a string), `append` (a bool).
+fn partial_line(partial: Value) -> Result<PartialOutput, String> {
+    let Value::Object(mut partial) = partial else {
+        return Err(format!(
+            "partial must be an object such as {{\"value\": ...}}, not {partial}"
+        ));
+    };
+    let value = partial.remove("value").unwrap_or(Value::Null);
+    let key = take_text(&mut partial, "partial", "key")?.unwrap_or_default();
+    let append = take_flag(&mut partial, "partial", "append")?;
+    refuse_unknown(&partial, "partial", "value, key, append")?;
+    Ok(PartialOutput { key, value, append })
+}
+
+/// Takes `key` out of the line's object `what` as a string; absent or null is `None`.
+fn take_text(
+    object: &mut Map<String, Value>,
+    what: &str,
+    key: &str,
+) -> Result<Option<String>, String> {
+    match object.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(other) => Err(format!("{what}.{key} must be a string, not {other}")),
+    }
+}
+
+/// Takes `key` out of the line's object `what` as a bool; absent or null is false.
+fn take_flag(object: &mut Map<String, Value>, what: &str, key: &str) -> Result<bool, String> {
+    match object.remove(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(flag)) => Ok(flag),
+        Some(other) => Err(format!("{what}.{key} must be true or false, not {other}")),
+    }
+}
+
+/// Refuses a key left in the line's object `what` after the `known` ones were taken.
+fn refuse_unknown(object: &Map<String, Value>, what: &str, known: &str) -> Result<(), String> {
+    match object.keys().next() {
+        Some(unknown) => Err(format!(
+            "{what} has an unknown key {unknown:?} (known: {known})"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The `task` of a progress line: which sub-task it is about, and how to make it.
@@ -111,29 +165,16 @@ pub struct TaskLine {
 
 impl TaskLine {
     fn from_object(mut task: Map<String, Value>) -> Result<Self, String> {
-        let text = |task: &mut Map<String, Value>, key: &str| match task.remove(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(text)) => Ok(Some(text)),
-            Some(other) => Err(format!("task.{key} must be a string, not {other}")),
-        };
-        let id = text(&mut task, "id")?.unwrap_or_default();
-        let parent = text(&mut task, "parent")?.unwrap_or_default();
-        let label = text(&mut task, "label")?;
+        let id = take_text(&mut task, "task", "id")?.unwrap_or_default();
+        let parent = take_text(&mut task, "task", "parent")?.unwrap_or_default();
+        let label = take_text(&mut task, "task", "label")?;
         let weight = match task.remove("weight") {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) if n.as_f64().is_some_and(|w| w >= 0.0) => n.as_f64(),
             Some(other) => return Err(format!("task.weight must be a number >= 0, not {other}")),
         };
-        let done = match task.remove("done") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(done)) => done,
-            Some(other) => return Err(format!("task.done must be true or false, not {other}")),
-        };
-        if let Some(key) = task.keys().next() {
-            return Err(format!(
-                "task has an unknown key {key:?} (known: id, parent, label, weight, done)"
-            ));
-        }
+        let done = take_flag(&mut task, "task", "done")?;
+        refuse_unknown(&task, "task", "id, parent, label, weight, done")?;
         Ok(TaskLine {
             id,
             parent,
@@ -272,6 +313,37 @@ mod tests {
         assert_eq!(
             parse(br#"{"error":{"code":7}}"#),
             Ok(Message::Error(r#"{"code":7}"#.into()))
+        );
+    }
+
+    #[test]
+    fn partial_lines_are_recognised_and_checked() {
+        assert_eq!(
+            parse(br#"{"partial":{"value":{"file":"a","sha256":"00"},"key":"digests","append":true}}"#),
+            Ok(Message::Partial(PartialOutput {
+                key: "digests".into(),
+                value: json!({"file": "a", "sha256": "00"}),
+                append: true,
+            }))
+        );
+        assert_eq!(
+            parse(br#"{"partial":{"value":3}}"#),
+            Ok(Message::Partial(PartialOutput {
+                key: String::new(),
+                value: json!(3),
+                append: false,
+            }))
+        );
+        assert!(parse(br#"{"partial":5}"#).unwrap_err().contains("object"));
+        assert!(
+            parse(br#"{"partial":{"value":1,"append":"yes"}}"#)
+                .unwrap_err()
+                .contains("partial.append")
+        );
+        assert!(
+            parse(br#"{"partial":{"value":1,"kye":"x"}}"#)
+                .unwrap_err()
+                .contains("unknown key \"kye\"")
         );
     }
 

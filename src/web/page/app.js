@@ -298,7 +298,7 @@ function toolCard(tool) {
 // ------------------------------------------------------------------------------------------
 // A run on the page: a card with its own bar and the tree of its calls and sub-tasks (each node
 // a bar with its ETA and status; an agent's tool calls with their arguments and result), the
-// model's text, the result or the error. On the run view (`detail`), the card also holds what the
+// model's text, the partial results as they come, the result or the error. On the run view (`detail`), the card also holds what the
 // run was called with and its facts (state, start, duration).
 
 class RunView {
@@ -319,6 +319,8 @@ class RunView {
     this.status = el("div", { class: "status" });
     this.text = el("pre", { class: "text", hidden: true });
     this.callsBox = el("div", { class: "calls" });
+    // Partial results, one line each, appended as they come.
+    this.partials = el("ol", { class: "partials", hidden: true, "aria-label": "partial results" });
     this.result = el("pre", { class: "result", hidden: true });
     this.error = el("div", { class: "run-error", role: "alert", hidden: true });
     this.badge = stateBadge("running");
@@ -336,8 +338,8 @@ class RunView {
     this.root = el("article", { class: `card run${detail ? " detail" : ""}`,
       "data-state": "running", "data-title": title }, header);
     if (detail) this.root.append(...this.details(run));
-    this.root.append(this.bar.root, this.status, this.text, this.callsBox, this.result,
-      this.error);
+    this.root.append(this.bar.root, this.status, this.text, this.callsBox, this.partials,
+      this.result, this.error);
     if (container) {
       container.append(this.root);
     } else {
@@ -439,6 +441,18 @@ class RunView {
           this.result.textContent = readable(value);
         }
         this.end("succeeded", event.timestamp);
+        break;
+      }
+      case "partial_result": {
+        // One line: who (a call's tool or a sub-task's label), which output, += (the next item)
+        // or = (replaced), and the value.
+        const r = event.partialResult || {};
+        const who = r.tool ? `${r.tool}: ` : "";
+        const op = r.append ? "+=" : "=";
+        const value = JSON.stringify(r.value === undefined ? null : r.value);
+        this.partials.hidden = false;
+        this.partials.append(el("li", { class: "partial", "data-call-id": r.callId || "",
+          text: `${who}${r.key || "output"} ${op} ${value}` }));
         break;
       }
       case "gap":
@@ -592,7 +606,7 @@ function treeNode(callId) {
 const EVENT_NAMES = {
   started: "started", progress: "progress", result: "result",
   toolCallStarted: "tool_call_started", toolCallFinished: "tool_call_finished",
-  message: "message", gap: "gap", heartbeat: "heartbeat",
+  message: "message", gap: "gap", heartbeat: "heartbeat", partialResult: "partial_result",
 };
 
 class Channel {

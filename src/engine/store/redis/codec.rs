@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::engine::event::{CallArguments, CallTag, EventKind, OnDisconnect, RunEvent};
 use crate::engine::runs::{RunSnapshot, RunState, SNAPSHOT_CALLS, called_with};
 use crate::engine::{InputOutcome, InputRequest, RunError, RunOptions, RunStarted};
-use crate::tools::{InputKind, ProgressUpdate, ToolError};
+use crate::tools::{InputKind, PartialOutput, ProgressUpdate, ToolError};
 
 /// The record field holding the latest progress of the call with this id (empty: the top level).
 pub(super) const PROGRESS_FIELD: &str = "p:";
@@ -131,6 +131,15 @@ enum StoredKind {
         outcome: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         value: Option<Value>,
+    },
+    PartialResult {
+        #[serde(default, skip_serializing_if = "StoredCall::is_top")]
+        call: StoredCall,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        key: String,
+        value: Value,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        append: bool,
     },
 }
 
@@ -258,6 +267,12 @@ pub(super) fn encode_event(event: &RunEvent) -> Option<String> {
                 value,
             }
         }
+        EventKind::PartialResult { call, output } => StoredKind::PartialResult {
+            call: call_to_stored(call),
+            key: output.key.clone(),
+            value: output.value.clone(),
+            append: output.append,
+        },
         EventKind::Gap { .. } | EventKind::Heartbeat { .. } => return None,
     };
     let stored = StoredEvent {
@@ -370,6 +385,15 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
                 ("expired", _) => InputOutcome::Expired,
                 _ => InputOutcome::Cancelled,
             },
+        },
+        StoredKind::PartialResult {
+            call,
+            key,
+            value,
+            append,
+        } => EventKind::PartialResult {
+            call: Arc::new(call_from_stored(call)),
+            output: PartialOutput { key, value, append },
         },
     };
     Ok(RunEvent::new(
@@ -803,6 +827,45 @@ mod tests {
             ))
             .is_none()
         );
+    }
+
+    #[test]
+    fn partial_results_survive_the_store() {
+        for (call, output) in [
+            (
+                CallTag::top(),
+                PartialOutput {
+                    key: String::new(),
+                    value: json!({"best": 0.9}),
+                    append: false,
+                },
+            ),
+            (
+                CallTag {
+                    call_id: "c1/2".into(),
+                    tool: "a.txt".into(),
+                    parent_call_id: "c1".into(),
+                },
+                PartialOutput {
+                    key: "files".into(),
+                    value: json!(null),
+                    append: true,
+                },
+            ),
+        ] {
+            let EventKind::PartialResult {
+                call: back_call,
+                output: back,
+            } = round_trip(EventKind::PartialResult {
+                call: Arc::new(call.clone()),
+                output: output.clone(),
+            })
+            else {
+                panic!("not a partial result");
+            };
+            assert_eq!((*back_call).clone(), call);
+            assert_eq!(back, output);
+        }
     }
 
     #[test]
