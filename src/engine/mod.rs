@@ -39,7 +39,7 @@ use tracing::Instrument;
 
 pub use error::RunError;
 pub use event::{
-    CallArguments, CallTag, EventKind, OnDisconnect, RunEvent, RunOptions, RunStarted,
+    CallArguments, CallTag, EventKind, OnDisconnect, RunEvent, RunOptions, RunStarted, WireBytes,
 };
 pub use limits::Limits;
 pub use log::RunEnded;
