@@ -17,10 +17,18 @@
 //! service sending the same messages, with a line of their own, `bench-partials:
 //! ratio_partials_1=R1 ratio_partials_64=R64`; `-- --partials` runs only that measure.
 //!
-//! The last line is machine-readable:
-//! `bench: ratio_1=R1 ratio_64=R64 p99_overhead_us=U rss_per_stream_kb=K slow_reader_tool_slowdown=S
+//! The client (this process) and the servers are pinned to separate cores where the machine has
+//! two or more (`--no-pin` leaves them unpinned); the output says which. A server's CPU time is
+//! its process's CPU-time clock (all its threads, user and system, to the nanosecond).
+//!
+//! The last line is machine-readable; the headline keys come first, the cost of an event (server
+//! CPU per delivered event, toolstream over bare tonic in the same run):
+//! `bench: cpu_ratio_1=C1 cpu_ratio_64=C64 cpu_ratio_fanout=CF fleet_cpu_ratio=C
+//! fleet_p99_ratio=P cpu_per_event_ns_1=N1 cpu_per_event_ns_64=N64 bare_cpu_per_event_ns_1=B1
+//! bare_cpu_per_event_ns_64=B64 cost_within_baseline=0|1 pinned=0|1 load_start=L load_end=L
+//! ratio_1=R1 ratio_64=R64 p99_overhead_us=U rss_per_stream_kb=K slow_reader_tool_slowdown=S
 //! fanout_events_per_s=F fanout_rss_growth_kb=G ratio_min_1=M1 ratio_min_64=M64 ratio_fanout=RF
-//! fleet_p50_ms=L50 fleet_p99_ms=L99 fleet_cpu_ratio=C rss_per_watcher_kb=W`
+//! fleet_p50_ms=L50 fleet_p99_ms=L99 rss_per_watcher_kb=W subtasks_...`
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
@@ -68,7 +76,12 @@ struct BareService {
 /// runs' counts) and two field tags and a length, a message of 64 bytes.
 const MINIMAL_PAYLOAD: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
 
-/// A progress event shaped like toolstream's: run id, sequence, timestamp, fraction, status.
+/// The bare server's run id: as long as toolstream's (a UUID's 32 hex digits), so that both send
+/// messages of the same size.
+const BARE_RUN_ID: &str = "ba4eba4eba4eba4eba4eba4eba4eba4e";
+
+/// A progress event shaped like toolstream's: run id, sequence, timestamp, fraction, status, and
+/// an estimate of the time left (toolstream's server adds one to progress that has a fraction).
 fn bare_progress(run_id: &str, i: u64, count: u64) -> RunEvent {
     RunEvent {
         run_id: run_id.to_owned(),
@@ -77,6 +90,7 @@ fn bare_progress(run_id: &str, i: u64, count: u64) -> RunEvent {
         event: Some(Event::Progress(pb::Progress {
             progress: Some(i as f64 / count as f64),
             status: Some(format!("tick {i}/{count}")),
+            eta_seconds: Some((count - i) as f64 * 1e-6),
             ..pb::Progress::default()
         })),
     }
@@ -124,9 +138,9 @@ impl BareService {
             let mut ticker = tokio::time::interval(interval.max(Duration::from_micros(1)));
             for i in 1..=count {
                 ticker.tick().await;
-                let _ = sender.send(bare_progress("bare", i, count));
+                let _ = sender.send(bare_progress(BARE_RUN_ID, i, count));
             }
-            let _ = sender.send(bare_result("bare", count));
+            let _ = sender.send(bare_result(BARE_RUN_ID, count));
             fan.lock().expect("fan lock").take();
         });
     }
@@ -161,7 +175,7 @@ impl ToolService for BareService {
             return Ok(Response::new(ReceiverStream::new(receiver)));
         }
         tokio::spawn(async move {
-            let run_id = "bare".to_owned();
+            let run_id = BARE_RUN_ID.to_owned();
             let mut ticker = (!interval.is_zero()).then(|| tokio::time::interval(interval));
             for i in 1..=count {
                 if let Some(ticker) = ticker.as_mut() {
@@ -373,6 +387,7 @@ async fn partial_results(bare: &ServerProcess, ts: &ServerProcess, quick: bool) 
 
 /// Serve mode: bind an ephemeral port, print it, serve until stdin closes.
 fn serve(kind: &str, lines_file: Option<String>) {
+    pin_server();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -437,6 +452,10 @@ impl ServerProcess {
         if let Some(file) = lines_file {
             command.arg(file);
         }
+        if let Some(cores) = SERVER_CORES.get() {
+            let list: Vec<String> = cores.iter().map(ToString::to_string).collect();
+            command.env(SERVER_CORES_VAR, list.join(","));
+        }
         let mut child = command.spawn().expect("start server");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout"))
@@ -451,9 +470,22 @@ impl ServerProcess {
     }
 }
 
-/// CPU time (user + system) a process has used so far, from `/proc/<pid>/stat`; 0 when it cannot
-/// be read.
+/// CPU time a process has used so far, in seconds: user and system time of all its threads,
+/// those that already exited included, from the process's POSIX CPU-time clock
+/// (`clock_getcpuclockid`, read with `clock_gettime`: the scheduler's own account, to the
+/// nanosecond). Where that clock cannot be read, `/proc/<pid>/stat` (10 ms ticks); 0 when neither
+/// can.
 fn process_cpu_secs(pid: u32) -> f64 {
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    match nix::time::clock_getcpuclockid(pid).and_then(|clock| clock.now()) {
+        Ok(time) => time.tv_sec() as f64 + time.tv_nsec() as f64 / 1e9,
+        Err(_) => process_stat_cpu_secs(pid.as_raw() as u32),
+    }
+}
+
+/// CPU time (user + system) of a process from `/proc/<pid>/stat`, in 10 ms ticks; 0 when it cannot
+/// be read.
+fn process_stat_cpu_secs(pid: u32) -> f64 {
     // Linux reports these in USER_HZ, 100 per second on every architecture we run on.
     const TICKS_PER_SEC: f64 = 100.0;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -489,6 +521,96 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cores: the client and the servers on separate ones, where the machine has them.
+
+/// Tells a server process the cores to pin itself to (`1,3`).
+const SERVER_CORES_VAR: &str = "TOOLSTREAM_BENCH_SERVER_CORES";
+
+/// The cores every server process is pinned to (empty: not pinned), set once by [`place_on_cores`].
+static SERVER_CORES: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+
+/// The cores this process may run on.
+fn allowed_cores() -> nix::Result<Vec<usize>> {
+    let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))?;
+    Ok((0..nix::sched::CpuSet::count())
+        .filter(|&core| allowed.is_set(core).unwrap_or(false))
+        .collect())
+}
+
+/// Pins the calling thread, and every thread it starts after this, to `cores`.
+fn pin_to(cores: &[usize]) -> nix::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    for &core in cores {
+        set.set(core)?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+}
+
+/// Splits the cores this process may use: the first half for the client (this process, pinned
+/// here, before its runtime starts its threads), the rest for each server process (pinned as it
+/// starts, see [`serve`]); the two never share a core, so neither's CPU time is spent waiting for
+/// the other's. Returns what was done, in words, and whether it pinned.
+fn place_on_cores(pin: bool) -> (String, bool) {
+    if !pin {
+        return ("not pinned (--no-pin)".to_owned(), false);
+    }
+    let cores = match allowed_cores() {
+        Ok(cores) => cores,
+        Err(error) => {
+            return (
+                format!("NOT pinned: the allowed cores are unknown ({error})"),
+                false,
+            );
+        }
+    };
+    if cores.len() < 2 {
+        return (
+            format!(
+                "NOT pinned: only {} core allowed; client and servers share it",
+                cores.len()
+            ),
+            false,
+        );
+    }
+    let (client, server) = cores.split_at(cores.len() / 2);
+    if let Err(error) = pin_to(client) {
+        return (
+            format!("NOT pinned: sched_setaffinity failed ({error})"),
+            false,
+        );
+    }
+    let _ = SERVER_CORES.set(server.to_vec());
+    (
+        format!("client pinned to cores {client:?}, each server to {server:?}"),
+        true,
+    )
+}
+
+/// In a server process: pins it to the cores its parent chose, before its runtime starts.
+fn pin_server() {
+    let Ok(list) = std::env::var(SERVER_CORES_VAR) else {
+        return;
+    };
+    let cores: Vec<usize> = list
+        .split(',')
+        .filter_map(|core| core.parse().ok())
+        .collect();
+    if !cores.is_empty()
+        && let Err(error) = pin_to(&cores)
+    {
+        eprintln!("server: could not pin to cores {cores:?}: {error}");
+    }
+}
+
+/// The 1-minute load average (`/proc/loadavg`); NaN when it cannot be read.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1154,6 +1276,7 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let (placement, pinned) = place_on_cores(!args.iter().any(|a| a == "--no-pin"));
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     if let Some(at) = args.iter().position(|a| a == "--subtasks") {
         let counts = args.get(at + 1).map_or("1000", String::as_str);
@@ -1165,7 +1288,12 @@ fn main() {
         runtime.block_on(partials_only(quick));
         return;
     }
-    runtime.block_on(run(quick));
+    if let Some(at) = args.iter().position(|a| a == "--streams") {
+        let rounds = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(3);
+        runtime.block_on(streams_only(rounds, &placement));
+        return;
+    }
+    runtime.block_on(run(quick, &placement, pinned));
 }
 
 /// `-- --partials`: only the partial-results measure, on servers of its own.
@@ -1182,6 +1310,60 @@ async fn partials_only(quick: bool) {
     partial_results(&bare, &ts, quick).await;
 }
 
+
+/// `--streams [ROUNDS]`: only the 1- and 64-stream measures, `ROUNDS` times on the same two
+/// servers (whose process ids it prints, for a profiler to attach to), with the server CPU per
+/// delivered event of each and its ratio; for working on the cost of an event.
+async fn streams_only(rounds: usize, placement: &str) {
+    let (single, per_stream) = (200_000, 10_000);
+    let bare = ServerProcess::start("bare", None);
+    let ts = ServerProcess::start("toolstream", None);
+    println!(
+        "cores: {placement}; bare server pid {}, toolstream server pid {}",
+        bare.child.id(),
+        ts.child.id()
+    );
+    let _ = throughput(&bare, "bare", 1, 10_000).await;
+    let _ = throughput(&ts, "ticks", 1, 10_000).await;
+    for round in 1..=rounds {
+        let load = load_average();
+        let bare_1 = throughput(&bare, "bare", 1, single).await;
+        let ts_1 = throughput(&ts, "ticks", 1, single).await;
+        let bare_64 = throughput(&bare, "bare", 64, per_stream).await;
+        let ts_64 = throughput(&ts, "ticks", 64, per_stream).await;
+        println!(
+            "round {round} (load {load:.2}): CPU ns/event 1 stream bare {:.0} toolstream {:.0} \
+             ({}/{} delivered) cpu_ratio_1={:.3}; 64 streams bare {:.0} toolstream {:.0} \
+             cpu_ratio_64={:.3}; ratio_1={:.3} ratio_64={:.3}",
+            bare_1.cpu_us * 1e3,
+            ts_1.cpu_us * 1e3,
+            ts_1.delivered,
+            ts_1.produced,
+            ts_1.cpu_us / bare_1.cpu_us,
+            bare_64.cpu_us * 1e3,
+            ts_64.cpu_us * 1e3,
+            ts_64.cpu_us / bare_64.cpu_us,
+            ts_1.per_sec / bare_1.per_sec,
+            ts_64.per_sec / bare_64.per_sec,
+        );
+    }
+}
+
+/// The recorded cost of an event (docs/benchmark.md, issue 30): each ratio of the server's CPU
+/// time per delivered event, toolstream over bare tonic in the same run, as measured when it was
+/// recorded (medians of three quick runs). A build whose ratio is more than [`BASELINE_SLACK`]
+/// above it is flagged `ABOVE` (and `cost_within_baseline=0`): a feature made every event dearer.
+const COST_BASELINE: [(&str, f64); 4] = [
+    ("cpu_ratio_1", 1.24),
+    ("cpu_ratio_64", 1.33),
+    ("cpu_ratio_fanout", 1.76),
+    ("fleet_cpu_ratio", 1.06),
+];
+
+/// How far above its baseline a cost ratio may be before it is flagged: the spread of three runs
+/// of one build on a loaded 2-core machine.
+const BASELINE_SLACK: f64 = 0.10;
+
 /// Watchers of the fan-out run, and the events it produces in quick mode (one per millisecond).
 const WATCHERS: usize = 1_000;
 const FAN_COUNT: u64 = 2_000;
@@ -1191,7 +1373,8 @@ const FLEET_RUNS: usize = 10_000;
 const FLEET_CONNECTIONS: usize = 100;
 const FLEET_INTERVAL_US: u64 = 100_000;
 
-async fn run(quick: bool) {
+async fn run(quick: bool, placement: &str, pinned: bool) {
+    let load_start = load_average();
     let single = if quick { 200_000 } else { 1_000_000 };
     let per_stream = if quick { 10_000 } else { 40_000 };
     let latency_events = if quick { 3_000 } else { 10_000 };
@@ -1227,6 +1410,7 @@ async fn run(quick: bool) {
         "toolstream hot-path benchmark ({} mode)",
         if quick { "quick" } else { "full" }
     );
+    println!("cores: {placement}; 1-minute load average at the start: {load_start:.2}");
     println!();
     println!(
         "{:<44} {:>14} {:>14} {:>8}",
@@ -1468,6 +1652,7 @@ async fn run(quick: bool) {
     let bare_fleet = fleet("bare", fleet_seconds).await;
     let ts_fleet = fleet("toolstream", fleet_seconds).await;
     let fleet_cpu_ratio = ts_fleet.cpu_secs_per_million() / bare_fleet.cpu_secs_per_million();
+    let fleet_p99_ratio = ts_fleet.p99_ms / bare_fleet.p99_ms;
     println!(
         "{:<44} {:>14} {:>14}",
         format!("fleet: {FLEET_RUNS} runs x 10/s, {fleet_seconds} s window"),
@@ -1485,8 +1670,8 @@ async fn run(quick: bool) {
         "  latency p50 (ms)", bare_fleet.p50_ms, ts_fleet.p50_ms
     );
     println!(
-        "{:<44} {:>14.2} {:>14.2}",
-        "  latency p99 (ms)", bare_fleet.p99_ms, ts_fleet.p99_ms
+        "{:<44} {:>14.2} {:>14.2} {:>8.2}",
+        "  latency p99 (ms)", bare_fleet.p99_ms, ts_fleet.p99_ms, fleet_p99_ratio
     );
     println!(
         "{:<44} {:>14.2} {:>14.2} {:>8.2}",
@@ -1506,16 +1691,90 @@ async fn run(quick: bool) {
     print_sub_task_cost(&few);
     print_sub_task_cost(&many);
 
+    // The cost of an event: the server's CPU time per delivered event, toolstream's over bare
+    // tonic's sending the same message in the same run.
+    let fan_cpu_ns = fan.server_cpu_secs * 1e9 / fan.delivered.max(1) as f64;
+    let bare_fan_cpu_ns = bare_fan.server_cpu_secs * 1e9 / bare_fan.delivered.max(1) as f64;
+    let costs = [
+        (
+            "cpu_ratio_1",
+            "1 stream",
+            bare_1.cpu_us * 1e3,
+            ts_1.cpu_us * 1e3,
+        ),
+        (
+            "cpu_ratio_64",
+            "64 streams",
+            bare_64.cpu_us * 1e3,
+            ts_64.cpu_us * 1e3,
+        ),
+        ("cpu_ratio_fanout", "fan-out", bare_fan_cpu_ns, fan_cpu_ns),
+        (
+            "fleet_cpu_ratio",
+            "fleet",
+            bare_fleet.cpu_secs_per_million() * 1e3,
+            ts_fleet.cpu_secs_per_million() * 1e3,
+        ),
+    ];
+    let load_end = load_average();
     println!();
     println!(
-        "bench: ratio_1={ratio_1:.3} ratio_64={ratio_64:.3} p99_overhead_us={p99_overhead:.0} \
+        "cost: server CPU per delivered event (ns), same run; load {load_start:.2} -> {load_end:.2}"
+    );
+    println!(
+        "{:<44} {:>14} {:>14} {:>8} {:>10}",
+        "", "bare tonic", "toolstream", "ratio", "baseline"
+    );
+    let mut held = true;
+    for (key, what, bare_ns, ts_ns) in costs {
+        let ratio = ts_ns / bare_ns;
+        let baseline = COST_BASELINE
+            .iter()
+            .find(|(name, _)| *name == key)
+            .map_or(f64::NAN, |(_, ratio)| *ratio);
+        let within = ratio <= baseline * (1.0 + BASELINE_SLACK);
+        held &= within;
+        println!(
+            "{:<44} {:>14.0} {:>14.0} {:>8.3} {:>10}",
+            format!("  {what} ({key})"),
+            bare_ns,
+            ts_ns,
+            ratio,
+            format!("{baseline:.2} {}", if within { "ok" } else { "ABOVE" })
+        );
+    }
+    println!(
+        "{:<44} {:>14.2} {:>14.2} {:>8.3}",
+        "  fleet latency p99 (ms) (fleet_p99_ratio)",
+        bare_fleet.p99_ms,
+        ts_fleet.p99_ms,
+        fleet_p99_ratio
+    );
+
+    println!();
+    println!(
+        "bench: cpu_ratio_1={:.3} cpu_ratio_64={:.3} cpu_ratio_fanout={:.3} \
+         fleet_cpu_ratio={fleet_cpu_ratio:.3} fleet_p99_ratio={fleet_p99_ratio:.3} \
+         cpu_per_event_ns_1={:.0} cpu_per_event_ns_64={:.0} bare_cpu_per_event_ns_1={:.0} \
+         bare_cpu_per_event_ns_64={:.0} cost_within_baseline={} pinned={} load_start={load_start:.2} \
+         load_end={load_end:.2} \
+         ratio_1={ratio_1:.3} ratio_64={ratio_64:.3} p99_overhead_us={p99_overhead:.0} \
          rss_per_stream_kb={kb_per_stream:.2} slow_reader_tool_slowdown={slowdown:.3} \
          fanout_events_per_s={:.0} fanout_rss_growth_kb={fan_rss_kb} \
          ratio_min_1={ratio_min_1:.3} ratio_min_64={ratio_min_64:.3} \
          ratio_fanout={ratio_fanout:.3} fleet_p50_ms={:.2} fleet_p99_ms={:.2} \
-         fleet_cpu_ratio={fleet_cpu_ratio:.3} rss_per_watcher_kb={kb_per_watcher:.2} \
+         rss_per_watcher_kb={kb_per_watcher:.2} \
          subtasks_cpu_us_per_1k={:.2} subtasks_cpu_us_per_100k={:.2} \
          subtasks_rss_mb_per_100k={:.1} subtasks_getrun_bytes_100k={}",
+        costs[0].3 / costs[0].2,
+        costs[1].3 / costs[1].2,
+        costs[2].3 / costs[2].2,
+        ts_1.cpu_us * 1e3,
+        ts_64.cpu_us * 1e3,
+        bare_1.cpu_us * 1e3,
+        bare_64.cpu_us * 1e3,
+        u8::from(held),
+        u8::from(pinned),
         fan.events_per_sec,
         ts_fleet.p50_ms,
         ts_fleet.p99_ms,

@@ -22,7 +22,7 @@ pub struct RunEvent {
     /// What happened.
     pub kind: EventKind,
     /// The event as gRPC sends it (encoded bytes), made by the first reader that needs it.
-    wire: OnceLock<Box<[u8]>>,
+    wire: OnceLock<WireBytes>,
     /// The event in one other form (the web's JSON text), made by the first reader that needs it.
     other: OnceLock<Box<dyn Any + Send + Sync>>,
     /// What the run's log knows of it ([`Standing`] bits), kept on the event so that asking
@@ -95,8 +95,8 @@ impl RunEvent {
     /// logged event is encoded once however many streams send it, and a stream sending it holds
     /// the event (one reference count), not a copy of the bytes. The engine does not know the
     /// encoding; the transport does.
-    pub fn wire(&self, encode: impl FnOnce(&RunEvent) -> Vec<u8>) -> &[u8] {
-        self.wire.get_or_init(|| encode(self).into_boxed_slice())
+    pub fn wire(&self, encode: impl FnOnce(&RunEvent) -> WireBytes) -> &[u8] {
+        self.wire.get_or_init(|| encode(self)).as_slice()
     }
 
     /// The event in one other transport form `T` (the web's JSON text), made by `make` on first
@@ -107,6 +107,52 @@ impl RunEvent {
             Some(form) => form.clone(),
             None => make(self),
         }
+    }
+}
+
+/// Encodings up to this many bytes are kept inside the event: a progress event's with a status
+/// of a few dozen characters fits.
+const WIRE_INLINE: usize = 118;
+
+/// An event's encoding for the wire, as [`RunEvent::wire`] keeps it: inside the event when it is
+/// small (a progress event's, typically), so that encoding the event allocates nothing; on the
+/// heap otherwise.
+pub struct WireBytes(WireStorage);
+
+enum WireStorage {
+    Inline { len: u8, bytes: [u8; WIRE_INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl WireBytes {
+    /// `len` bytes, all written by `write` (in the event when they fit).
+    pub fn written(len: usize, write: impl FnOnce(&mut [u8])) -> Self {
+        if len <= WIRE_INLINE {
+            let mut bytes = [0; WIRE_INLINE];
+            write(&mut bytes[..len]);
+            WireBytes(WireStorage::Inline {
+                len: len as u8,
+                bytes,
+            })
+        } else {
+            let mut bytes = vec![0; len].into_boxed_slice();
+            write(&mut bytes);
+            WireBytes(WireStorage::Heap(bytes))
+        }
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.0 {
+            WireStorage::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            WireStorage::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl From<Vec<u8>> for WireBytes {
+    fn from(bytes: Vec<u8>) -> Self {
+        WireBytes(WireStorage::Heap(bytes.into_boxed_slice()))
     }
 }
 

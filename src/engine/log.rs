@@ -512,17 +512,35 @@ impl RunLog {
     fn compact(&self, state: &mut LogState) {
         let excess = state.superseded.saturating_sub(self.progress_buffer);
         if state.superseded > 2 * self.progress_buffer && excess >= state.events.len() / 8 {
-            let mut to_drop = excess;
-            // Events are in sequence order: the oldest superseded go first.
-            state.events.retain(|event| {
-                if to_drop > 0 && event.is_superseded() {
-                    to_drop -= 1;
-                    false
-                } else {
-                    true
-                }
-            });
-            state.superseded -= excess - to_drop;
+            // Events are in sequence order: the oldest superseded go first. Usually (one call
+            // reporting, readers keeping up) they are the events right after the started one:
+            // then they are drained as a range, without walking the rest of the log.
+            let first = usize::from(
+                state
+                    .events
+                    .front()
+                    .is_some_and(|front| matches!(front.kind, EventKind::Started(_))),
+            );
+            let oldest_are_superseded = state.events.len() >= first + excess
+                && state
+                    .events
+                    .range(first..first + excess)
+                    .all(|event| event.is_superseded());
+            if oldest_are_superseded {
+                state.events.drain(first..first + excess);
+                state.superseded -= excess;
+            } else {
+                let mut to_drop = excess;
+                state.events.retain(|event| {
+                    if to_drop > 0 && event.is_superseded() {
+                        to_drop -= 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
+                state.superseded -= excess - to_drop;
+            }
         }
         while state.events.len() > self.max_events {
             // The started event stays: it is always a run's first event, for every reader.
@@ -575,10 +593,23 @@ impl LogState {
 
     /// Index of the first held event with a sequence of at least `sequence`.
     pub(crate) fn position_from(&self, sequence: u64) -> usize {
-        match self.events.front() {
-            Some(front) if front.sequence >= sequence => 0,
-            Some(_) => self.events.partition_point(|e| e.sequence < sequence),
-            None => 0,
+        let len = self.events.len();
+        match (self.events.front(), self.events.back()) {
+            (Some(front), _) if front.sequence >= sequence => 0,
+            (_, Some(back)) if back.sequence < sequence => len,
+            (Some(_), Some(back)) => {
+                // A reader that keeps up wants one of the last events, and the log's tail is
+                // usually contiguous (nothing dropped there yet): try where it would be first.
+                let behind = back.sequence - sequence;
+                let guess = usize::try_from(behind)
+                    .ok()
+                    .and_then(|behind| (len - 1).checked_sub(behind));
+                match guess {
+                    Some(at) if self.events[at].sequence == sequence => at,
+                    _ => self.events.partition_point(|e| e.sequence < sequence),
+                }
+            }
+            _ => 0,
         }
     }
 

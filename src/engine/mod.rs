@@ -43,7 +43,7 @@ use tracing::Instrument;
 pub use creation::{MAX_IDEMPOTENCY_KEY, MAX_LABEL_KEY, MAX_LABEL_VALUE, MAX_LABELS};
 pub use error::RunError;
 pub use event::{
-    CallArguments, CallTag, EventKind, OnDisconnect, RunEvent, RunOptions, RunStarted,
+    CallArguments, CallTag, EventKind, OnDisconnect, RunEvent, RunOptions, RunStarted, WireBytes,
 };
 pub use input::{InputOutcome, InputRequest, Reply};
 pub use limits::Limits;

@@ -12,7 +12,7 @@ use tonic::Status;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 
 use super::convert::timestamp;
-use crate::engine::{EventKind, RunEvent};
+use crate::engine::{EventKind, RunEvent, WireBytes};
 use crate::pb;
 
 /// A run's event on its way to the wire: the event itself (shared with the log and every other
@@ -34,16 +34,18 @@ impl EncodedEvent {
 
 /// The event's protobuf encoding: progress straight from the engine's event (the hot path), any
 /// other event through the generated message.
-fn encode(event: &RunEvent) -> Vec<u8> {
-    encode_progress(event)
-        .unwrap_or_else(|| prost::Message::encode_to_vec(&pb::RunEvent::from(event)))
+fn encode(event: &RunEvent) -> WireBytes {
+    encode_progress(event).unwrap_or_else(|| {
+        WireBytes::from(prost::Message::encode_to_vec(&pb::RunEvent::from(event)))
+    })
 }
 
 /// A progress event without extra data, encoded straight from the engine's event: the fields in
-/// the order and the form prost writes them (a test holds the two to the same bytes), into one
-/// buffer of the exact size, with no message built first (so no copy of the run id, the call's
-/// tag or the status). `None` for other events and for progress with extra data.
-fn encode_progress(event: &RunEvent) -> Option<Vec<u8>> {
+/// the order and the form prost writes them (a test holds the two to the same bytes), into
+/// [`WireBytes`] of the exact size (inside the event when small: no allocation), with no message
+/// built first (so no copy of the run id, the call's tag or the status). `None` for other events
+/// and for progress with extra data.
+fn encode_progress(event: &RunEvent) -> Option<WireBytes> {
     let EventKind::Progress {
         call,
         update,
@@ -72,27 +74,30 @@ fn encode_progress(event: &RunEvent) -> Option<Vec<u8>> {
         + nested_len(time_len)
         + nested_len(progress_len);
 
-    let mut buf = Vec::with_capacity(len);
-    put_text(&mut buf, 1, &event.run_id);
-    put_uint(&mut buf, 2, event.sequence);
-    put_nested(&mut buf, 3, time_len);
-    put_uint(&mut buf, 1, seconds);
-    put_uint(&mut buf, 2, nanos);
-    put_nested(&mut buf, 11, progress_len);
-    if let Some(fraction) = update.fraction {
-        put_double(&mut buf, 1, fraction);
-    }
-    if let Some(status) = &update.status {
-        put_str(&mut buf, 2, status);
-    }
-    for (tag, text) in texts {
-        put_text(&mut buf, tag, text);
-    }
-    if let Some(eta) = eta_seconds {
-        put_double(&mut buf, 7, *eta);
-    }
-    debug_assert_eq!(buf.len(), len, "the length computed is the length written");
-    Some(buf)
+    Some(WireBytes::written(len, |mut buf| {
+        // Writing past `len` would panic: the length computed is the length written (a test
+        // holds every shape of progress to prost's bytes).
+        let buf = &mut buf;
+        put_text(buf, 1, &event.run_id);
+        put_uint(buf, 2, event.sequence);
+        put_nested(buf, 3, time_len);
+        put_uint(buf, 1, seconds);
+        put_uint(buf, 2, nanos);
+        put_nested(buf, 11, progress_len);
+        if let Some(fraction) = update.fraction {
+            put_double(buf, 1, fraction);
+        }
+        if let Some(status) = &update.status {
+            put_str(buf, 2, status);
+        }
+        for (tag, text) in texts {
+            put_text(buf, tag, text);
+        }
+        if let Some(eta) = eta_seconds {
+            put_double(buf, 7, *eta);
+        }
+        debug_assert!(buf.is_empty(), "the length computed is the length written");
+    }))
 }
 
 // Protobuf's wire format, for the fields above: every tag is below 16, so each key is one byte.
@@ -107,16 +112,16 @@ fn varint_len(value: u64) -> usize {
     (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
+fn put_varint(buf: &mut impl BufMut, mut value: u64) {
     while value >= 0x80 {
-        buf.push(value as u8 | 0x80);
+        buf.put_u8(value as u8 | 0x80);
         value >>= 7;
     }
-    buf.push(value as u8);
+    buf.put_u8(value as u8);
 }
 
-fn put_key(buf: &mut Vec<u8>, tag: u8, wire_type: u8) {
-    buf.push(tag << 3 | wire_type);
+fn put_key(buf: &mut impl BufMut, tag: u8, wire_type: u8) {
+    buf.put_u8(tag << 3 | wire_type);
 }
 
 /// An integer field; proto3 leaves out zero.
@@ -124,7 +129,7 @@ fn uint_len(value: u64) -> usize {
     if value == 0 { 0 } else { 1 + varint_len(value) }
 }
 
-fn put_uint(buf: &mut Vec<u8>, tag: u8, value: u64) {
+fn put_uint(buf: &mut impl BufMut, tag: u8, value: u64) {
     if value != 0 {
         put_key(buf, tag, VARINT);
         put_varint(buf, value);
@@ -136,10 +141,10 @@ fn str_len(text: &str) -> usize {
     1 + varint_len(text.len() as u64) + text.len()
 }
 
-fn put_str(buf: &mut Vec<u8>, tag: u8, text: &str) {
+fn put_str(buf: &mut impl BufMut, tag: u8, text: &str) {
     put_key(buf, tag, LENGTH_DELIMITED);
     put_varint(buf, text.len() as u64);
-    buf.extend_from_slice(text.as_bytes());
+    buf.put_slice(text.as_bytes());
 }
 
 /// A plain string field; proto3 leaves out the empty string.
@@ -147,7 +152,7 @@ fn text_len(text: &str) -> usize {
     if text.is_empty() { 0 } else { str_len(text) }
 }
 
-fn put_text(buf: &mut Vec<u8>, tag: u8, text: &str) {
+fn put_text(buf: &mut impl BufMut, tag: u8, text: &str) {
     if !text.is_empty() {
         put_str(buf, tag, text);
     }
@@ -158,14 +163,14 @@ fn nested_len(len: usize) -> usize {
     1 + varint_len(len as u64) + len
 }
 
-fn put_nested(buf: &mut Vec<u8>, tag: u8, len: usize) {
+fn put_nested(buf: &mut impl BufMut, tag: u8, len: usize) {
     put_key(buf, tag, LENGTH_DELIMITED);
     put_varint(buf, len as u64);
 }
 
-fn put_double(buf: &mut Vec<u8>, tag: u8, value: f64) {
+fn put_double(buf: &mut impl BufMut, tag: u8, value: f64) {
     put_key(buf, tag, FIXED64);
-    buf.extend_from_slice(&value.to_le_bytes());
+    buf.put_f64_le(value);
 }
 
 /// The codec of server-streaming methods: writes [`EncodedEvent`]s, decodes requests `U`.
@@ -291,7 +296,7 @@ mod tests {
     fn progress_is_encoded_to_the_bytes_prost_writes() {
         for event in progress_events() {
             let expected = prost::Message::encode_to_vec(&pb::RunEvent::from(&event));
-            assert_eq!(encode(&event), expected, "{event:?}");
+            assert_eq!(encode(&event).as_slice(), expected, "{event:?}");
         }
     }
 }
