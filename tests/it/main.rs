@@ -13,6 +13,9 @@
 //! changed by a test (environment variables, the working directory, a global tracing subscriber).
 //! A test that shuts a server down stops every tool process of the process, so it runs in a child
 //! process of its own (`common::alone`).
+//!
+//! One test lives outside this binary: `tests/event_cost.rs` counts the heap allocations of an
+//! event with a global allocator of its own, which would count every other test's too here.
 
 mod common;
 
