@@ -263,8 +263,9 @@ try:
     driver.find_element(By.ID, "runs-refresh").click()
     wait.until(ec.presence_of_element_located(
         (By.CSS_SELECTOR, f'#runs tr[data-run-id="{detached_id}"][data-state="running"]')))
-    check([label.text for label in row.find_elements(By.CSS_SELECTOR, "td.what .label")]
-          == ["team=web"], "the runs list does not show the run's labels")
+    labels = on_listed_run(detached_id, lambda row: [
+        label.text for label in row.find_elements(By.CSS_SELECTOR, "td.what .label")])
+    check(labels == ["team=web"], f"the runs list does not show the run's labels: {labels}")
     set_width(NARROW)
     no_sideways_scroll("the runs list")
 
