@@ -1310,7 +1310,6 @@ async fn partials_only(quick: bool) {
     partial_results(&bare, &ts, quick).await;
 }
 
-
 /// `--streams [ROUNDS]`: only the 1- and 64-stream measures, `ROUNDS` times on the same two
 /// servers (whose process ids it prints, for a profiler to attach to), with the server CPU per
 /// delivered event of each and its ratio; for working on the cost of an event.

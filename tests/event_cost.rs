@@ -105,7 +105,10 @@ async fn run_and_count(engine: &Engine, count: u64) -> (u64, u64) {
             options: RunOptions::default(),
             deadline: None,
             principal: None,
+            idempotency_key: String::new(),
+            labels: Default::default(),
         })
+        .await
         .expect("run");
     let mut events = handle.events;
     let mut delivered = 0;

@@ -323,7 +323,7 @@ fn partial_command_entry() -> toml::Table {
 async fn command_server(limits: Limits) -> TestServer {
     let root = std::env::current_dir().unwrap();
     let mut registry = registry();
-    toolstream::tools::from_config::load_entries(
+    toolstream::configured_tools::load_entries(
         &[partial_command_entry()],
         &root,
         &limits,
@@ -367,7 +367,7 @@ async fn a_remote_toolstreams_partial_results_are_relayed_under_the_local_call()
         remote.url()
     ))
     .unwrap();
-    toolstream::tools::from_config::load_entries(&[entry], &root, &Limits::default(), &mut local)
+    toolstream::configured_tools::load_entries(&[entry], &root, &Limits::default(), &mut local)
         .await
         .unwrap();
     let server = TestServer::start_with(local, Limits::default()).await;
