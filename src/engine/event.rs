@@ -6,10 +6,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::input::{InputOutcome, InputRequest};
-use crate::tools::{PartialOutput, ProgressUpdate, SubTask};
+use crate::tools::{Answer, InputKind, PartialOutput, ProgressUpdate, SubTask};
 
 /// One event of a run.
 pub struct RunEvent {
@@ -379,4 +378,47 @@ pub struct RunStarted {
     /// The caller's idempotency key; empty for none. Kept for the run's record, never sent in
     /// the event.
     pub idempotency_key: String,
+}
+
+/// A question the run asks, as its `input_requested` event carries it.
+#[derive(Debug, Clone)]
+pub struct InputRequest {
+    /// Unique within the run (`input-1`, `input-2`, ...).
+    pub request_id: Arc<str>,
+    /// The call (or sub-task) that asks; the top level in a tool run.
+    pub call: Arc<CallTag>,
+    /// What to ask, in words.
+    pub prompt: String,
+    /// JSON Schema the answer must satisfy; `None`: any value.
+    pub schema: Option<Value>,
+    /// A tool's question, or an approval of a tool call.
+    pub kind: InputKind,
+    /// Context for the person answering (an approval: `tool` and `arguments`).
+    pub data: Option<Map<String, Value>>,
+    /// When it lapses unless answered, when a timeout or deadline applies.
+    pub expire_time: Option<SystemTime>,
+}
+
+/// How a request was resolved, as its `input_resolved` event carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputOutcome {
+    /// Answered with this value (it satisfies the schema).
+    Answered(Value),
+    /// Declined by whoever answered.
+    Declined,
+    /// Nobody answered in time.
+    Expired,
+    /// The run ended before an answer came.
+    Cancelled,
+}
+
+impl From<InputOutcome> for Answer {
+    fn from(outcome: InputOutcome) -> Self {
+        match outcome {
+            InputOutcome::Answered(value) => Answer::Answered(value),
+            InputOutcome::Declined => Answer::Declined,
+            InputOutcome::Expired => Answer::Expired,
+            InputOutcome::Cancelled => Answer::Cancelled,
+        }
+    }
 }

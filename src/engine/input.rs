@@ -14,63 +14,20 @@
 //! The asking tool's future resumes with the outcome, so a tool never waits on a request nobody
 //! can answer for longer than the run lives.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use futures::future::BoxFuture;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::event::{CallTag, EventKind, RunEvent};
+use super::RunError;
+use super::event::{CallTag, EventKind, InputOutcome, InputRequest};
 use super::log::{LogState, RunLog};
-use super::{RunError, RunObserver};
+use super::open_requests::Waiter;
 use crate::registry::schema_problems;
-use crate::tools::{Answer, InputKind, Question};
-
-/// A question the run asks, as its `input_requested` event carries it.
-#[derive(Debug, Clone)]
-pub struct InputRequest {
-    /// Unique within the run (`input-1`, `input-2`, ...).
-    pub request_id: Arc<str>,
-    /// The call (or sub-task) that asks; the top level in a tool run.
-    pub call: Arc<CallTag>,
-    /// What to ask, in words.
-    pub prompt: String,
-    /// JSON Schema the answer must satisfy; `None`: any value.
-    pub schema: Option<Value>,
-    /// A tool's question, or an approval of a tool call.
-    pub kind: InputKind,
-    /// Context for the person answering (an approval: `tool` and `arguments`).
-    pub data: Option<Map<String, Value>>,
-    /// When it lapses unless answered, when a timeout or deadline applies.
-    pub expire_time: Option<SystemTime>,
-}
-
-/// How a request was resolved, as its `input_resolved` event carries it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum InputOutcome {
-    /// Answered with this value (it satisfies the schema).
-    Answered(Value),
-    /// Declined by whoever answered.
-    Declined,
-    /// Nobody answered in time.
-    Expired,
-    /// The run ended before an answer came.
-    Cancelled,
-}
-
-impl From<InputOutcome> for Answer {
-    fn from(outcome: InputOutcome) -> Self {
-        match outcome {
-            InputOutcome::Answered(value) => Answer::Answered(value),
-            InputOutcome::Declined => Answer::Declined,
-            InputOutcome::Expired => Answer::Expired,
-            InputOutcome::Cancelled => Answer::Cancelled,
-        }
-    }
-}
+use crate::tools::{Answer, Question};
 
 /// What a client answers to a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,97 +36,6 @@ pub enum Reply {
     Value(Value),
     /// No answer: the request is declined.
     Decline,
-}
-
-/// The run's input requests: those open now, and (on the replica that executes the run) what
-/// waits for their answers. Part of the log's state, changed only under its lock.
-#[derive(Default)]
-pub(crate) struct Inputs {
-    /// The `input_requested` events not yet resolved, oldest first.
-    pub(crate) open: Vec<Arc<RunEvent>>,
-    /// How many requests this log made (their ids count up).
-    asked: u64,
-    /// The asking tools' ends of the open requests this replica executes.
-    waiters: HashMap<Arc<str>, Waiter>,
-}
-
-/// A tool waiting for the answer to one request.
-struct Waiter {
-    answer: oneshot::Sender<InputOutcome>,
-    /// When the request was made (for the time waited).
-    asked_at: Instant,
-    /// Told when the run starts and stops waiting, and how long each request waited.
-    observer: Option<Arc<dyn RunObserver>>,
-    /// The request's schema, compiled; `None`: any value.
-    validator: Option<jsonschema::Validator>,
-}
-
-impl Inputs {
-    /// Notes an `input_requested` or `input_resolved` event the log holds (the run's own, or one
-    /// replicated from the replica that executes it).
-    pub(crate) fn observe(&mut self, event: &Arc<RunEvent>) {
-        match &event.kind {
-            EventKind::InputRequested(_) => self.open.push(Arc::clone(event)),
-            EventKind::InputResolved { request_id, .. } => self.open.retain(|open| {
-                !matches!(&open.kind, EventKind::InputRequested(request) if request.request_id == *request_id)
-            }),
-            _ => {}
-        }
-    }
-
-    /// Closes the open request `request_id` with `outcome`: the event that says so, with what
-    /// to tell the asking tool (once the log's lock is released) in `deliver`. `None` when the
-    /// request is not open here.
-    fn close(
-        &mut self,
-        request_id: &str,
-        outcome: InputOutcome,
-        deliver: &mut Option<(oneshot::Sender<InputOutcome>, InputOutcome)>,
-    ) -> Option<EventKind> {
-        let (request_id, waiter) = self.waiters.remove_entry(request_id)?;
-        if let Some(observer) = &waiter.observer {
-            observer.input_resolved(waiter.asked_at.elapsed());
-            if self.waiters.is_empty() {
-                observer.input_waiting(false);
-            }
-        }
-        *deliver = Some((waiter.answer, outcome.clone()));
-        Some(EventKind::InputResolved {
-            request_id,
-            outcome,
-        })
-    }
-
-    /// Whether this log made the request `request_id` (open or resolved since).
-    fn made(&self, request_id: &str) -> bool {
-        request_id
-            .strip_prefix("input-")
-            .and_then(|n| n.parse::<u64>().ok())
-            .is_some_and(|n| n >= 1 && n <= self.asked)
-    }
-}
-
-/// When a run's input requests lapse (its input timeout and its deadline), and who is told of
-/// its waiting.
-#[derive(Clone, Default)]
-pub(crate) struct InputLimits {
-    /// How long a request stays open; `None`: until the deadline.
-    pub(crate) timeout: Option<Duration>,
-    /// When the run ends whatever happens.
-    pub(crate) deadline: Option<Instant>,
-    /// The engine's observer (metrics).
-    pub(crate) observer: Option<Arc<dyn RunObserver>>,
-}
-
-impl InputLimits {
-    /// When a request made now lapses, if ever.
-    fn lapse_at(&self, now: Instant) -> Option<Instant> {
-        let timed_out = self.timeout.map(|timeout| now + timeout);
-        match (timed_out, self.deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
 }
 
 impl RunLog {

@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::eta::Eta;
 use super::event::{CallTag, EventKind, RunEvent};
-use super::input::{InputLimits, Inputs};
+use super::open_requests::{InputLimits, Inputs};
 use super::{Limits, RunError};
 use crate::json_proto::value_encoded_len;
 use crate::tools::{

@@ -18,6 +18,7 @@ mod input;
 mod limits;
 mod log;
 mod observe;
+mod open_requests;
 mod reader;
 mod runs;
 mod store;
@@ -45,7 +46,8 @@ pub use error::RunError;
 pub use event::{
     CallArguments, CallTag, EventKind, OnDisconnect, RunEvent, RunOptions, RunStarted, WireBytes,
 };
-pub use input::{InputOutcome, InputRequest, Reply};
+pub use event::{InputOutcome, InputRequest};
+pub use input::Reply;
 pub use limits::Limits;
 pub use log::RunEnded;
 pub use observe::{NoObserver, RunObserver};
@@ -337,7 +339,7 @@ impl Engine {
         let log = RunLog::for_run(Arc::clone(&run_id), &self.limits);
         let cancel = self.shutdown.child_token();
         let deadline = started.deadline.map(|d| (d, Instant::now() + d));
-        log.set_input_limits(input::InputLimits {
+        log.set_input_limits(open_requests::InputLimits {
             timeout: started.options.input_timeout,
             deadline: deadline.map(|(_, at)| at),
             observer: Some(Arc::clone(&self.observer)),
