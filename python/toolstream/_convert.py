@@ -207,24 +207,24 @@ def event(message: pb.RunEvent) -> ProgressEvent:
             type="heartbeat", data={"last_sequence": message.heartbeat.last_sequence}, **base
         )
     if kind == "input_requested":
-        r = message.input_requested
+        q = message.input_requested
         asked: Dict[str, Any] = {
-            "request_id": r.request_id,
-            "prompt": r.prompt,
-            "kind": "approval" if r.kind == pb.INPUT_KIND_APPROVAL else "input",
-            "schema": from_struct(r.schema) if r.HasField("schema") else None,
+            "request_id": q.request_id,
+            "prompt": q.prompt,
+            "kind": "approval" if q.kind == pb.INPUT_KIND_APPROVAL else "input",
+            "schema": from_struct(q.schema) if q.HasField("schema") else None,
         }
-        if r.HasField("data"):
-            asked["data"] = from_struct(r.data)
-        if r.HasField("expire_time"):
-            asked["expire_time"] = timestamp(r.expire_time)
+        if q.HasField("data"):
+            asked["data"] = from_struct(q.data)
+        if q.HasField("expire_time"):
+            asked["expire_time"] = timestamp(q.expire_time)
         return ProgressEvent(
             type="input_requested",
-            status=r.prompt,
+            status=q.prompt,
             data=asked,
-            call_id=_optional(r.call_id),
-            tool=_optional(r.tool),
-            parent_call_id=_optional(r.parent_call_id),
+            call_id=_optional(q.call_id),
+            tool=_optional(q.tool),
+            parent_call_id=_optional(q.parent_call_id),
             **base,
         )
     if kind == "input_resolved":
