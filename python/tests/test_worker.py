@@ -21,7 +21,7 @@ from toolstream import Client
 TOOLS = str(HERE / "worker_tools.py")
 ALL = (
     f"{TOOLS}:typed,named_otherwise,plain,coroutine,async_steps,waits_for_cancel,"
-    "async_waits_for_cancel,blocks,fails,counts,not_json,collides,silent_then_done"
+    "async_waits_for_cancel,blocks,fails,asks,counts,not_json,collides,silent_then_done"
 )
 
 
@@ -174,6 +174,14 @@ def test_errors_have_their_status(worker: Any) -> None:
             stream.result
         assert failed.value.message == "RuntimeError: disk full"
         assert failed.value.code == grpc.StatusCode.ABORTED
+
+        # Asking needs relaying through the server's remote-tool path, which does not exist yet.
+        with pytest.raises(toolstream.ToolFailed) as asked:
+            client.run("asks").result
+        assert asked.value.message.startswith(
+            "NotImplementedError: the tool asked 'Proceed?', but a tool served by a worker "
+            "cannot ask yet"
+        ), asked.value.message
 
         with pytest.raises(toolstream.ToolCrashed) as crashed:
             client.run("not_json").result

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, Dict, List, Literal, Optional
 
-from toolstream import progress
+from toolstream import ask, progress
 
 
 class Color(str, enum.Enum):
@@ -119,6 +119,11 @@ def blocks(gate: str) -> str:
     while not os.path.exists(gate):
         time.sleep(0.01)
     return "released"
+
+
+@progress
+def asks() -> bool:
+    return (yield ask("Proceed?", bool))
 
 
 @progress

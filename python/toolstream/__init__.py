@@ -11,7 +11,8 @@ Client (``grpcio``)::
         print(f"Progress: {event.progress * 100:.0f}%")
     result = stream.result
 
-Tools: a ``@progress`` generator is a tool. Run one per call as a command tool with
+Tools: a ``@progress`` generator is a tool; it can ask a person with
+``answer = yield toolstream.ask(prompt, type)``. Run one per call as a command tool with
 :func:`toolstream.tool.main` (standard library only), or serve many in one long-lived process
 with :func:`toolstream.worker.serve`. Their input schemas come from the type hints.
 
@@ -29,7 +30,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .tool import partial, progress
+from .tool import (
+    InputCancelled,
+    InputDeclined,
+    InputExpired,
+    InputNotAnswered,
+    InputRefused,
+    ask,
+    partial,
+    progress,
+)
 
 # The one place the Python package's version is set (pyproject.toml reads it); it is the
 # server's too: Cargo.toml says the same, and tests/test_version.py fails when they drift.
@@ -104,9 +114,19 @@ _LAZY = {
     "Unimplemented": "errors",
 }
 
-__all__ = [
+_TOOL_NAMES = [
     "progress",
     "partial",
+    "ask",
+    "InputNotAnswered",
+    "InputDeclined",
+    "InputExpired",
+    "InputCancelled",
+    "InputRefused",
+]
+
+__all__ = [
+    *_TOOL_NAMES,
     "Client",
     "ProgressStream",
     "Agent",
@@ -136,7 +156,7 @@ __all__ = [
     "OutOfRange",
     "Unimplemented",
 ]
-assert set(__all__) == {"progress", "partial", *_LAZY}
+assert set(__all__) == {*_TOOL_NAMES, *_LAZY}
 
 
 def __getattr__(name: str) -> Any:

@@ -51,6 +51,8 @@ __all__ = [
     "describe",
     "input_schema",
     "output_schema",
+    "value_schema",
+    "coerce_value",
     "tool_description",
     "tool_name",
 ]
@@ -140,6 +142,22 @@ def input_schema(fn: Callable[..., Any]) -> JsonSchema:
     if defs:
         schema["$defs"] = defs
     return schema
+
+
+def value_schema(hint: Any) -> JsonSchema:
+    """The JSON Schema of one value of type ``hint`` (as an argument of that type would have):
+    what :func:`toolstream.tool.ask` sends as the schema of the answer it asks for."""
+    defs: Dict[str, JsonSchema] = {}
+    schema = dict(_schema(hint, defs))
+    if defs:
+        schema["$defs"] = defs
+    return schema
+
+
+def coerce_value(value: Any, hint: Any, name: str) -> Any:
+    """``value`` (decoded JSON) converted to ``hint`` as an argument would be; raises
+    :class:`ArgumentError` at ``name`` when it does not fit."""
+    return _coerce(value, hint, name)
 
 
 def output_schema(fn: Callable[..., Any]) -> Optional[JsonSchema]:

@@ -55,9 +55,24 @@ from typing import (
     overload,
 )
 
-from .schema import coerce_arguments, describe, json_default
+from .schema import coerce_arguments, coerce_value, describe, json_default, value_schema
 
-__all__ = ["progress", "partial", "main", "run", "child", "Task", "CallTasks"]
+__all__ = [
+    "progress",
+    "partial",
+    "ask",
+    "Ask",
+    "InputNotAnswered",
+    "InputDeclined",
+    "InputExpired",
+    "InputCancelled",
+    "InputRefused",
+    "main",
+    "run",
+    "child",
+    "Task",
+    "CallTasks",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -117,6 +132,134 @@ def partial(value: Any, key: str = "", append: bool = False) -> Dict[str, Any]:
     return {"partial": {"value": value, "key": key, "append": bool(append)}}
 
 
+class Ask:
+    """A question for a person, made by :func:`ask`; yield it and the generator is resumed with
+    the answer."""
+
+    def __init__(self, prompt: str, answer_type: Any = None) -> None:
+        if not isinstance(prompt, str):
+            raise TypeError(f"a question's prompt must be a string, not {type(prompt).__name__}")
+        self.prompt = prompt
+        self.answer_type = answer_type
+        #: The JSON Schema the answer must satisfy; ``None``: any value.
+        self.schema = None if answer_type is None else value_schema(answer_type)
+
+    def line(self, question_id: str) -> Dict[str, Any]:
+        """The protocol's ``ask`` line for this question."""
+        body: Dict[str, Any] = {"id": question_id, "prompt": self.prompt}
+        if self.schema is not None:
+            body["schema"] = self.schema
+        return {"ask": body}
+
+    def __repr__(self) -> str:
+        return f"ask({self.prompt!r})"
+
+
+def ask(prompt: str, answer_type: Any = None) -> Ask:
+    """A question for a person, to yield from a ``@progress`` generator; the ``yield`` gives the
+    answer, converted to ``answer_type``::
+
+        @progress
+        def publish(path: str):
+            if not (yield ask(f"Overwrite {path}?", bool)):
+                return "kept"
+            overwrite(path)
+            return "overwritten"
+
+    ``answer_type`` gives the answer's JSON Schema the way a parameter's type hint gives the
+    argument's (``bool``, ``int``, ``Literal["a", "b"]``, a dataclass...); ``None``: any JSON
+    value. While the question is open the run is INPUT_REQUIRED. When nobody answers, the
+    ``yield`` raises :class:`InputNotAnswered`, as the subclass for the outcome
+    (:class:`InputDeclined`, :class:`InputExpired`, :class:`InputCancelled`,
+    :class:`InputRefused`); catch it to go on without an answer, or let it fail the call.
+
+    In a command tool (:func:`main`) the ``[[tools]]`` entry needs ``asks = true``, so that the
+    server keeps the tool's stdin open for the answer. A worker (:mod:`toolstream.worker`) cannot
+    ask yet. Also reachable as ``toolstream.ask`` and ``progress.ask``."""
+    return Ask(prompt, answer_type)
+
+
+class InputNotAnswered(Exception):
+    """A question (:func:`ask`) got no answer; raised at the ``yield`` that asked it.
+
+    ``outcome`` says why: ``"declined"`` (the person said no to answering), ``"expired"`` (nobody
+    answered by the run's ``input_timeout_ms`` or deadline), ``"cancelled"`` (the run is ending),
+    ``"refused"`` (the question could not be asked; ``reason`` says why, e.g. its schema). Each
+    has its own subclass."""
+
+    outcome = ""
+
+    def __init__(self, prompt: str, reason: str = "") -> None:
+        message = f"{prompt!r} was not answered: {self.outcome}"
+        super().__init__(f"{message} ({reason})" if reason else message)
+        self.prompt = prompt
+        self.reason = reason
+
+
+class InputDeclined(InputNotAnswered):
+    """The person declined to answer."""
+
+    outcome = "declined"
+
+
+class InputExpired(InputNotAnswered):
+    """Nobody answered in time (the run's ``input_timeout_ms`` or its deadline)."""
+
+    outcome = "expired"
+
+
+class InputCancelled(InputNotAnswered):
+    """The run was cancelled while the question was open."""
+
+    outcome = "cancelled"
+
+
+class InputRefused(InputNotAnswered):
+    """The server could not ask the question (``reason`` says why)."""
+
+    outcome = "refused"
+
+
+_NOT_ANSWERED = {
+    kind.outcome: kind for kind in (InputDeclined, InputExpired, InputCancelled, InputRefused)
+}
+
+
+class AnswerLineError(RuntimeError):
+    """What came on stdin is not the answer to the question asked."""
+
+
+def read_answer(question: Ask, question_id: str, answers: TextIO) -> Any:
+    """Reads the answer to ``question`` (asked as ``question_id``) from one ``{"answer": ...}``
+    line of ``answers``: its value, converted to the question's type. Raises the
+    :class:`InputNotAnswered` subclass for any other outcome, :class:`AnswerLineError` when the
+    line is missing or malformed."""
+    text = answers.readline()
+    if not text:
+        raise AnswerLineError(
+            f"the tool asked {question.prompt!r} but its stdin is closed: give its [[tools]] "
+            "entry `asks = true` so that the server keeps stdin open for answers"
+        )
+    try:
+        answer = json.loads(text)["answer"]
+        given_id, outcome = answer["id"], answer["outcome"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise AnswerLineError(
+            f"expected an answer line such as {{\"answer\": {{\"id\": ..., \"outcome\": ...}}}}, "
+            f"got {text.strip()[:200]!r} ({type(error).__name__}: {error})"
+        ) from None
+    if given_id != question_id:
+        raise AnswerLineError(f"the answer is to question {given_id!r}, not {question_id!r}")
+    if outcome == "answered":
+        if question.answer_type is None:
+            return answer.get("value")
+        return coerce_value(answer.get("value"), question.answer_type, "answer")
+    not_answered = _NOT_ANSWERED.get(outcome)
+    if not_answered is None:
+        raise AnswerLineError(f"unknown outcome {outcome!r} for question {question_id!r}")
+    raise not_answered(question.prompt, str(answer.get("reason") or ""))
+
+
 def _progress_line(report: Any) -> Dict[str, Any]:
     """A yielded value as a progress object: a dict as it is, a number as the fraction done, a
     string as the status."""
@@ -138,24 +281,50 @@ def _write(out: TextIO, obj: Dict[str, Any]) -> None:
     out.flush()
 
 
-def run(fn: Callable[..., Any], arguments: Dict[str, Any], out: TextIO) -> Any:
+def run(
+    fn: Callable[..., Any],
+    arguments: Dict[str, Any],
+    out: TextIO,
+    answers: Optional[TextIO] = None,
+) -> Any:
     """Calls ``fn(**arguments)``, writing each progress report to ``out`` as a JSON line, and
     returns its result. A yielded dict with a ``result`` key is the result too (the generator is
-    closed there). Exceptions propagate."""
+    closed there). A yielded :func:`ask` is written as an ``ask`` line and the generator resumed
+    with the answer read from ``answers`` (or the :class:`InputNotAnswered` thrown into it).
+    Exceptions propagate."""
     tasks = CallTasks()
+    asked = 0
     with tasks.current():
         outcome = fn(**coerce_arguments(fn, arguments))
         if not inspect.isgenerator(outcome):
             return outcome
+        reply: Any = None
+        not_answered: Optional[InputNotAnswered] = None
         while True:
             try:
-                report = next(outcome)
+                if not_answered is not None:
+                    error, not_answered = not_answered, None
+                    report = outcome.throw(error)
+                else:
+                    report = outcome.send(reply)
             except StopIteration as stop:
                 for line in tasks.take():
                     _write(out, line)
                 return stop.value
+            reply = None
             for line in tasks.take():
                 _write(out, line)
+            if isinstance(report, Ask):
+                asked += 1
+                question_id = f"q{asked}"
+                _write(out, report.line(question_id))
+                if answers is None:
+                    raise AnswerLineError(f"the tool asked {report.prompt!r}, but nothing answers")
+                try:
+                    reply = read_answer(report, question_id, answers)
+                except InputNotAnswered as error:
+                    not_answered = error
+                continue
             line = _progress_line(report)
             if "result" in line:
                 outcome.close()
@@ -164,7 +333,14 @@ def run(fn: Callable[..., Any], arguments: Dict[str, Any], out: TextIO) -> Any:
 
 
 def _read_arguments(stdin: TextIO) -> Dict[str, Any]:
-    text = stdin.read()
+    # toolstream writes the arguments as one line; for a tool that asks (`asks = true`) stdin then
+    # stays open for the answers, so reading to its end would wait forever. A first line that is
+    # not a whole JSON value (arguments typed by hand over several lines) is read on to the end.
+    text = stdin.readline()
+    try:
+        json.loads(text)
+    except ValueError:
+        text += stdin.read()
     if not text.strip():
         return {}
     arguments = json.loads(text)
@@ -188,7 +364,7 @@ def main(fn: Callable[..., Any]) -> None:
     sys.stdout = sys.stderr
     try:
         arguments = _read_arguments(sys.stdin)
-        result = run(fn, arguments, out)
+        result = run(fn, arguments, out, answers=sys.stdin)
         _write(out, {"result": result})
     except BrokenPipeError:
         # toolstream stopped listening (the run was cancelled): nobody is left to tell.
@@ -341,3 +517,4 @@ def child(label: str, weight: float = 1.0) -> Task:
 
 progress.child = child  # type: ignore[attr-defined]
 progress.partial = partial  # type: ignore[attr-defined]
+progress.ask = ask  # type: ignore[attr-defined]

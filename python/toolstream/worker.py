@@ -111,7 +111,7 @@ from grpc_health.v1.health import aio as health_aio
 from . import _convert as convert
 from .schema import ArgumentError, coerce_arguments, describe
 from ._progress_tree import NodeReport, ProgressTree, TaskLineError
-from .tool import CallTasks, _progress_line
+from .tool import Ask, CallTasks, _progress_line
 from .v1 import toolstream_pb2 as pb
 from .v1 import toolstream_pb2_grpc as pb_grpc
 
@@ -284,6 +284,14 @@ class _Execution:
     def _progress(self, report: Any) -> Optional[Dict[str, Any]]:
         """Sends what the tool said before this yield (sub-tasks made or finished), then the
         yielded report; returns the report when it is the result instead."""
+        if isinstance(report, Ask):
+            # The server would have to relay the question through its remote-tool path and route
+            # the answer back; that path does not exist yet, so the call fails saying so.
+            raise NotImplementedError(
+                f"the tool asked {report.prompt!r}, but a tool served by a worker cannot ask yet; "
+                "run it as a command tool (toolstream.tool.main) with `asks = true` in its "
+                "[[tools]] entry"
+            )
         line = _progress_line(report)
         lines = self._tasks.take()
         if "result" not in line:
