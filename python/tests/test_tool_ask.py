@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any, Dict, List, Literal
+from typing import Any, Dict, Generator, List, Literal
 
 import pytest
 
@@ -17,20 +17,20 @@ from toolstream.tool import AnswerLineError, progress, run
 
 
 @progress
-def confirm(path: str) -> str:
+def confirm(path: str) -> Generator[Any, Any, str]:
     if (yield toolstream.ask(f"Overwrite {path}?", bool)):
         return "overwritten"
     return "kept"
 
 
 @progress
-def careful(path: str) -> str:
+def careful(path: str) -> Generator[Any, Any, str]:
     yield {"status": "checking"}
     try:
         copies = yield toolstream.ask("How many copies?", int)
     except toolstream.InputNotAnswered as error:
         return f"{error.outcome}: {error.reason}"
-    colour = yield progress.ask("Colour?", Literal["red", "blue"])
+    colour = yield toolstream.ask("Colour?", Literal["red", "blue"])
     return f"{copies} {colour}"
 
 
@@ -74,7 +74,7 @@ def test_questions_are_numbered_and_answers_converted_to_their_type() -> None:
     ],
 )
 def test_each_outcome_without_an_answer_raises_its_own_type_at_the_yield(
-    outcome: str, kind: type
+    outcome: str, kind: type[toolstream.InputNotAnswered]
 ) -> None:
     with pytest.raises(kind) as raised:
         call(confirm, answer("q1", outcome), path="a")

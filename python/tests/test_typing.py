@@ -24,6 +24,15 @@ def process_files(files: list[str]) -> Any:
     return "All files processed"
 
 
+@progress
+def confirm(path: str) -> Any:
+    try:
+        overwrite: bool = yield toolstream.ask(f"Overwrite {path}?", bool)
+    except toolstream.InputNotAnswered as error:
+        return error.outcome
+    return overwrite
+
+
 def sync(client: Client) -> None:
     stream = client.run("process_files", files=["a"], timeout=5.0)
     seen: List[float] = [event.progress for event in stream if event.progress is not None]

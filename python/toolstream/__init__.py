@@ -31,14 +31,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .tool import (
-    InputCancelled,
-    InputDeclined,
-    InputExpired,
-    InputNotAnswered,
-    InputRefused,
-    ask,
-    partial,
-    progress,
+    InputCancelled as InputCancelled,
+    InputDeclined as InputDeclined,
+    InputExpired as InputExpired,
+    InputNotAnswered as InputNotAnswered,
+    InputRefused as InputRefused,
+    ask as ask,
+    partial as partial,
+    progress as progress,
 )
 
 # The one place the Python package's version is set (pyproject.toml reads it); it is the

@@ -16,13 +16,18 @@ result::
     if __name__ == "__main__":
         main(process_files)
 
-``main`` speaks the command-tool protocol: it reads the arguments as one JSON object from stdin,
+``main`` speaks the command-tool protocol: it reads the arguments as one JSON line from stdin,
 calls the function with them as keyword arguments (converted to its type hints, see
 :func:`toolstream.schema.coerce_arguments`), writes each progress report as one JSON line to
 stdout (``{"progress": 0.5, "status": "...", ...extra}``), then ``{"result": value}``. An
 exception becomes ``{"error": "<Type>: message"}`` and exit status 1, with the traceback on
 stderr. While the function runs, ``print`` goes to stderr (which toolstream logs), so stray output
 cannot break the protocol.
+
+A generator can ask a person and wait: ``answer = yield ask("Overwrite report.pdf?", bool)``
+writes ``{"ask": {"id", "prompt", "schema"}}`` and reads the one ``{"answer": ...}`` line that
+toolstream writes to stdin (the ``[[tools]]`` entry needs ``asks = true``); see :func:`ask`. The
+arguments are read as one line, so stdin may stay open after them.
 
 Run with ``--describe`` (what toolstream does at start-up for an entry with ``describe = true``),
 ``main`` prints the tool's description and JSON Schemas, derived from the function's type hints and

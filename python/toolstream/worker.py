@@ -56,6 +56,9 @@ What runs, and how:
   (the worker does the roll-up, :mod:`toolstream._progress_tree`, since a federating server
   relays a remote's nodes as they are). Sub-tasks still open when the tool returns are finished
   before the result. A call's sub-tasks and tree live only as long as the call.
+- **Asking** (``yield toolstream.ask(...)``) is not supported in a worker yet: the server would
+  have to relay the question through its remote-tool path, which does not exist; the call fails
+  with ``NotImplementedError`` saying to run the tool as a command tool with ``asks = true``.
 - When the caller reads slower than the tool reports, up to 64 reports wait to be sent; past
   that a report replaces its node's newest unsent one (the gap in ``sequence`` shows it), so
   memory stays bounded and the tool is never slowed.
