@@ -322,9 +322,9 @@ def run(
             if isinstance(report, Ask):
                 asked += 1
                 question_id = f"q{asked}"
-                _write(out, report.line(question_id))
                 if answers is None:
                     raise AnswerLineError(f"the tool asked {report.prompt!r}, but nothing answers")
+                _write(out, report.line(question_id))
                 try:
                     reply = read_answer(report, question_id, answers)
                 except InputNotAnswered as error:

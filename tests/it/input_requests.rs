@@ -69,7 +69,7 @@ async fn server() -> TestServer {
     .await
 }
 
-async fn runs(server: &TestServer) -> RunServiceClient<Channel> {
+pub(crate) async fn runs(server: &TestServer) -> RunServiceClient<Channel> {
     RunServiceClient::new(server.channel().await)
 }
 
@@ -79,7 +79,17 @@ async fn start(
     tool: &str,
     options: Option<pb::RunOptions>,
 ) -> (String, tonic::Streaming<pb::RunEvent>) {
-    let mut request = crate::common::run_request(tool, json!({}));
+    start_with(server, tool, json!({}), options).await
+}
+
+/// Starts `tool` with `arguments` and `options`; returns the run id and the caller's stream.
+pub(crate) async fn start_with(
+    server: &TestServer,
+    tool: &str,
+    arguments: Value,
+    options: Option<pb::RunOptions>,
+) -> (String, tonic::Streaming<pb::RunEvent>) {
+    let mut request = crate::common::run_request(tool, arguments);
     request.options = options;
     let response = server
         .client()
@@ -91,7 +101,7 @@ async fn start(
 }
 
 /// Reads the stream up to its `input_requested` event.
-async fn until_asked(stream: &mut tonic::Streaming<pb::RunEvent>) -> pb::InputRequested {
+pub(crate) async fn until_asked(stream: &mut tonic::Streaming<pb::RunEvent>) -> pb::InputRequested {
     loop {
         let event = stream
             .message()
@@ -113,7 +123,7 @@ fn respond_request(run_id: &str, request_id: &str, value: Value) -> RespondToRun
     }
 }
 
-async fn respond(
+pub(crate) async fn respond(
     client: &mut RunServiceClient<Channel>,
     run_id: &str,
     request_id: &str,
@@ -126,7 +136,9 @@ async fn respond(
 }
 
 /// The run's result, read to the end of its stream.
-async fn result_of(stream: tonic::Streaming<pb::RunEvent>) -> (Value, Vec<pb::RunEvent>) {
+pub(crate) async fn result_of(
+    stream: tonic::Streaming<pb::RunEvent>,
+) -> (Value, Vec<pb::RunEvent>) {
     let (events, status) = collect(stream).await;
     assert!(status.is_none(), "the run failed: {status:?}");
     let result = events

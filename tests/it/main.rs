@@ -21,6 +21,7 @@ mod common;
 
 mod agent;
 mod agent_approvals;
+mod ask_python;
 mod auth;
 mod backpressure;
 mod cancellation;
