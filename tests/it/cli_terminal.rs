@@ -370,3 +370,51 @@ async fn no_input_fails_naming_the_request_instead_of_asking() {
     assert!(shown.contains("input-1"), "{shown}");
     assert!(!shown.contains("? Overwrite"), "not asked:\n{shown}");
 }
+
+#[tokio::test]
+async fn an_agent_s_approval_is_asked_and_a_no_keeps_the_call_from_running() {
+    let model = StandIn::start(vec![
+        tool_calls(&[("call_1", "ticks", r#"{"count": 3, "interval_ms": 1}"#)]),
+        text(&["Not ticked.\n"]),
+    ])
+    .await;
+    let root = std::env::current_dir().expect("cwd");
+    let provider: Arc<dyn ModelProvider> =
+        Arc::new(OpenAiProvider::new(&model.url, None).expect("provider"));
+    let settings = AgentSettings {
+        provider: Some(provider),
+        default_model: Some("standin-model".into()),
+        ..AgentSettings::default()
+    };
+    let server = TestServer::serve(
+        Server::new(common::registry_with(&root, vec![]), Limits::default())
+            .with_agent(settings)
+            .with_approval_required(vec!["ticks".into()]),
+    )
+    .await;
+    let (status, screen) = typing_on_terminal(
+        &server,
+        &["agent", "tick", "--tools", "ticks", "--timeout", "60"],
+        Some(("[y/n, empty declines]", "n\n")),
+    )
+    .await;
+    let shown = screen.join("\n");
+    assert!(status.success(), "{status:?}\n{shown}");
+    let asked = screen
+        .iter()
+        .find(|row| row.starts_with("? Allow the call of tool \"ticks\""))
+        .unwrap_or_else(|| panic!("the approval is asked:\n{shown}"));
+    assert!(asked.ends_with("[y/n, empty declines] n"), "{shown}");
+    assert!(screen.iter().any(|row| row == "Not ticked."), "{shown}");
+    // The approval shows the call it is about; declined, the call never started (no line of it).
+    assert!(
+        screen
+            .iter()
+            .any(|row| row.trim() == r#"{"arguments":{"count":3,"interval_ms":1},"tool":"ticks"}"#),
+        "{shown}"
+    );
+    assert!(
+        !screen.iter().any(|row| row.contains("ticks (call_1)")),
+        "{shown}"
+    );
+}
