@@ -127,6 +127,11 @@ async fn typing_on_terminal(
 
 /// A server whose agent talks to the stand-in model at `url`.
 async fn agent_server(url: &str) -> TestServer {
+    approving_agent_server(url, Vec::new()).await
+}
+
+/// [`agent_server`] where calls of the tools in `approval_required` wait for a person's approval.
+async fn approving_agent_server(url: &str, approval_required: Vec<String>) -> TestServer {
     let root = std::env::current_dir().unwrap();
     let provider: Arc<dyn ModelProvider> = Arc::new(OpenAiProvider::new(url, None).unwrap());
     let settings = AgentSettings {
@@ -135,7 +140,9 @@ async fn agent_server(url: &str) -> TestServer {
         ..AgentSettings::default()
     };
     TestServer::serve(
-        Server::new(common::registry_with(&root, vec![]), Limits::default()).with_agent(settings),
+        Server::new(common::registry_with(&root, vec![]), Limits::default())
+            .with_agent(settings)
+            .with_approval_required(approval_required),
     )
     .await
 }
@@ -378,20 +385,7 @@ async fn an_agent_s_approval_is_asked_and_a_no_keeps_the_call_from_running() {
         text(&["Not ticked.\n"]),
     ])
     .await;
-    let root = std::env::current_dir().expect("cwd");
-    let provider: Arc<dyn ModelProvider> =
-        Arc::new(OpenAiProvider::new(&model.url, None).expect("provider"));
-    let settings = AgentSettings {
-        provider: Some(provider),
-        default_model: Some("standin-model".into()),
-        ..AgentSettings::default()
-    };
-    let server = TestServer::serve(
-        Server::new(common::registry_with(&root, vec![]), Limits::default())
-            .with_agent(settings)
-            .with_approval_required(vec!["ticks".into()]),
-    )
-    .await;
+    let server = approving_agent_server(&model.url, vec!["ticks".into()]).await;
     let (status, screen) = typing_on_terminal(
         &server,
         &["agent", "tick", "--tools", "ticks", "--timeout", "60"],
