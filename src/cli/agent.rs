@@ -14,12 +14,15 @@ use toolstream::pb::tool_call_finished::Outcome;
 use toolstream::pb::tool_service_client::ToolServiceClient;
 
 use super::AgentArgs;
+use super::ask::Input;
 use super::client::connect;
 use super::output::{event_json, status_exit};
 use super::tree::ProgressTree;
 
 pub(super) async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let mut client = ToolServiceClient::new(connect(&args.client).await?);
+    let connection = connect(&args.client).await?;
+    let mut client = ToolServiceClient::new(connection.clone());
+    let mut input = Input::new(&connection, args.no_input);
     let mut request = tonic::Request::new(pb::RunAgentRequest {
         prompt: args.prompt,
         tools: args.tools,
@@ -51,9 +54,31 @@ pub(super) async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 return Ok(status_exit(&status));
             }
         };
-        match view.as_mut() {
-            None => println!("{}", event_json(&event)),
-            Some(view) => view.show(event),
+        let asked = match &event.event {
+            Some(Event::InputRequested(request)) => Some(request.clone()),
+            _ => None,
+        };
+        let Some(view) = view.as_mut() else {
+            println!("{}", event_json(&event));
+            if let Some(request) = asked
+                && let Some(code) = input.requested(&event.run_id, &request, None).await
+            {
+                return Ok(code);
+            }
+            continue;
+        };
+        let Some(request) = asked else {
+            view.show(event);
+            continue;
+        };
+        // What the model wrote goes above the question.
+        view.end_line();
+        if let Some(code) = input
+            .requested(&event.run_id, &request, Some(&view.tree))
+            .await
+        {
+            view.abandon();
+            return Ok(code);
         }
     }
     if let Some(view) = view.as_mut().filter(|view| !view.answered) {
@@ -125,14 +150,14 @@ impl AgentView {
                     gap.from_sequence, gap.to_sequence, gap.reason
                 ));
             }
-            Some(Event::InputRequested(request)) => {
-                self.end_line();
-                self.tree.note(&format!(
-                    "the run asks ({}): {}; answer with `toolstream respond RUN {} VALUE`",
-                    request.request_id, request.prompt, request.request_id
-                ));
-            }
-            Some(Event::Started(_) | Event::Heartbeat(_) | Event::InputResolved(_)) | None => {}
+            // Input requests are asked by the caller, which holds the connection to answer on.
+            Some(
+                Event::Started(_)
+                | Event::Heartbeat(_)
+                | Event::InputRequested(_)
+                | Event::InputResolved(_),
+            )
+            | None => {}
         }
     }
 

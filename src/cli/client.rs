@@ -20,6 +20,7 @@ use toolstream::pb;
 use toolstream::pb::tool_service_client::ToolServiceClient;
 use toolstream::tls::ClientTls;
 
+use super::ask::Input;
 use super::output::{error_text, follow, print_line, status_exit};
 use super::{ClientArgs, HealthArgs, RunArgs, ToolsArgs};
 
@@ -234,7 +235,8 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         None => parse_args(&args.args)?,
     };
-    let mut client = ToolServiceClient::new(connect(&args.client).await?);
+    let connection = connect(&args.client).await?;
+    let mut client = ToolServiceClient::new(connection.clone());
     let on_disconnect = if args.detach {
         pb::OnDisconnect::Continue
     } else {
@@ -262,7 +264,8 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.detach {
         return detach(response).await;
     }
-    follow(response.into_inner(), &args.tool).await
+    let input = Input::new(&connection, args.no_input);
+    follow(response.into_inner(), &args.tool, input).await
 }
 
 /// `run --detach`: the run was started to go on without its caller; print its id and leave.

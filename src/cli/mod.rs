@@ -2,6 +2,7 @@
 //! `agent`), those of RunService (`runs`, `watch`, `get`, `cancel`), `health`, and `mcp-stdio`.
 
 mod agent;
+mod ask;
 mod client;
 mod mcp_stdio;
 mod output;
@@ -188,6 +189,10 @@ struct RunArgs {
     /// instead of starting another.
     #[arg(long, value_name = "KEY")]
     idempotency_key: Option<String>,
+    /// When the run asks for input, fail (naming the request and `toolstream respond`) instead
+    /// of prompting on the terminal.
+    #[arg(long)]
+    no_input: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -300,6 +305,10 @@ struct AgentArgs {
     /// Give up after this many seconds (sent as the gRPC deadline).
     #[arg(long, value_name = "SECS")]
     timeout: Option<f64>,
+    /// When the run asks for input, fail (naming the request and `toolstream respond`) instead
+    /// of prompting on the terminal.
+    #[arg(long)]
+    no_input: bool,
 }
 
 #[derive(Debug, clap::Args)]

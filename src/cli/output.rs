@@ -10,6 +10,7 @@ use toolstream::json_proto::value_to_json;
 use toolstream::pb;
 use toolstream::pb::run_event::Event;
 
+use super::ask::Input;
 use super::tree::ProgressTree;
 
 /// One event as a JSON line: the canonical proto3 JSON of the `RunEvent`, exactly what the
@@ -81,12 +82,14 @@ pub(super) fn run_json(run: &pb::Run) -> String {
 ///
 /// On a terminal: a tree of bars whose top is named `label` (renamed after the tool once the
 /// `started` event says), a bar per sub-task or tool call under it, each partial result as one
-/// line above the bars, a note for events the server no longer holds, then the result as pretty
-/// JSON; heartbeats only keep the stream open and show
-/// nothing. Otherwise every event is a JSON line.
+/// line above the bars, a note for events the server no longer holds, a prompt (or a note, or an
+/// error) for an input request as `input` says, then the result as pretty JSON; heartbeats only
+/// keep the stream open and show nothing. Otherwise every event is a JSON line, and only
+/// `--no-input` acts on an input request (the command fails).
 pub(super) async fn follow(
     mut events: tonic::Streaming<pb::RunEvent>,
     label: &str,
+    mut input: Input,
 ) -> anyhow::Result<ExitCode> {
     let mut view = std::io::stdout()
         .is_terminal()
@@ -107,8 +110,14 @@ pub(super) async fn follow(
         }
         let Some(view) = &mut view else {
             print_line(event_json(&event))?;
-            if matches!(event.event, Some(Event::Result(_))) {
-                return Ok(ExitCode::SUCCESS);
+            match &event.event {
+                Some(Event::Result(_)) => return Ok(ExitCode::SUCCESS),
+                Some(Event::InputRequested(request)) => {
+                    if let Some(code) = input.requested(&run_id, request, None).await {
+                        return Ok(code);
+                    }
+                }
+                _ => {}
             }
             continue;
         };
@@ -133,6 +142,12 @@ pub(super) async fn follow(
                  going on with the next one",
                 gap.from_sequence, gap.to_sequence, gap.reason
             )),
+            Some(Event::InputRequested(request)) => {
+                if let Some(code) = input.requested(&run_id, &request, Some(view)).await {
+                    view.abandon();
+                    return Ok(code);
+                }
+            }
             Some(Event::Result(result)) => {
                 view.finish();
                 let value = result.value.map_or(Value::Null, value_to_json);

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use toolstream::pb;
 use toolstream::pb::run_service_client::RunServiceClient;
 
+use super::ask::Input;
 use super::client::{connect, parse_labels};
 use super::output::{follow, print_line, run_json, seconds, state_name, status_exit};
 use super::{RespondArgs, RunIdArgs, RunsArgs, StateArg, WatchArgs};
@@ -67,7 +68,8 @@ pub(super) async fn runs(args: RunsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
-    let mut client = RunServiceClient::new(connect(&args.client).await?);
+    let connection = connect(&args.client).await?;
+    let mut client = RunServiceClient::new(connection.clone());
     let request = pb::WatchRunRequest {
         run_id: args.run_id.clone(),
         after_sequence: args.after,
@@ -79,7 +81,10 @@ pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
         }),
     };
     match client.watch_run(request).await {
-        Ok(response) => follow(response.into_inner(), short_id(&args.run_id)).await,
+        Ok(response) => {
+            let input = Input::new(&connection, false);
+            follow(response.into_inner(), short_id(&args.run_id), input).await
+        }
         Err(status) => Ok(run_status_exit(&args.run_id, &status)),
     }
 }

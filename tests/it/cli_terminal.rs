@@ -4,7 +4,7 @@
 //! `tests/it/agent.rs`.
 
 use crate::common;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use tonic::transport::Channel;
@@ -62,14 +62,28 @@ fn open_terminal() -> (PtyMaster, std::fs::File) {
 /// Runs `toolstream ARGS` against `server` in a pseudo-terminal (stdout and stderr both on it,
 /// as in a shell) until it exits; returns how it exited and the screen it left.
 async fn on_terminal(server: &TestServer, args: &[&str]) -> (ExitStatus, Vec<String>) {
+    typing_on_terminal(server, args, None).await
+}
+
+/// [`on_terminal`] with stdin on the terminal too, where a person types `reply.1` once the
+/// screen shows `reply.0`.
+async fn typing_on_terminal(
+    server: &TestServer,
+    args: &[&str],
+    reply: Option<(&'static str, &'static str)>,
+) -> (ExitStatus, Vec<String>) {
     let (master, slave) = open_terminal();
     let mut child = {
+        let stdin = match reply {
+            Some(_) => Stdio::from(slave.try_clone().expect("dup the terminal")),
+            None => Stdio::null(),
+        };
         let mut command = Command::new(BIN);
         command
             .args(args)
             .env("TOOLSTREAM_ADDR", server.url())
             .env("TERM", "xterm-256color")
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(slave.try_clone().expect("dup the terminal"))
             .stderr(slave);
         command.spawn().expect("start toolstream")
@@ -77,13 +91,23 @@ async fn on_terminal(server: &TestServer, args: &[&str]) -> (ExitStatus, Vec<Str
         // here: once the child exits, reading the other side ends.
     };
     let mut master = std::fs::File::from(OwnedFd::from(master));
+    let mut keyboard = master.try_clone().expect("dup the terminal's master side");
+    let mut reply = reply;
     tokio::task::spawn_blocking(move || {
         let mut screen = vt100::Parser::new(ROWS, COLS, 0);
         let mut buffer = [0u8; 4096];
         loop {
             match master.read(&mut buffer) {
                 Ok(0) => break,
-                Ok(n) => screen.process(&buffer[..n]),
+                Ok(n) => {
+                    screen.process(&buffer[..n]);
+                    if let Some((shown, typed)) = reply
+                        && screen.screen().contents().contains(shown)
+                    {
+                        keyboard.write_all(typed.as_bytes()).expect("type");
+                        reply = None;
+                    }
+                }
                 // Linux answers EIO once no process holds the terminal's other side.
                 Err(error) if error.raw_os_error() == Some(libc::EIO) => break,
                 Err(error) => panic!("reading the terminal: {error}"),
@@ -103,6 +127,11 @@ async fn on_terminal(server: &TestServer, args: &[&str]) -> (ExitStatus, Vec<Str
 
 /// A server whose agent talks to the stand-in model at `url`.
 async fn agent_server(url: &str) -> TestServer {
+    approving_agent_server(url, Vec::new()).await
+}
+
+/// [`agent_server`] where calls of the tools in `approval_required` wait for a person's approval.
+async fn approving_agent_server(url: &str, approval_required: Vec<String>) -> TestServer {
     let root = std::env::current_dir().unwrap();
     let provider: Arc<dyn ModelProvider> = Arc::new(OpenAiProvider::new(url, None).unwrap());
     let settings = AgentSettings {
@@ -111,7 +140,9 @@ async fn agent_server(url: &str) -> TestServer {
         ..AgentSettings::default()
     };
     TestServer::serve(
-        Server::new(common::registry_with(&root, vec![]), Limits::default()).with_agent(settings),
+        Server::new(common::registry_with(&root, vec![]), Limits::default())
+            .with_agent(settings)
+            .with_approval_required(approval_required),
     )
     .await
 }
@@ -268,4 +299,116 @@ async fn partial_results_print_as_readable_lines_above_the_bars() {
         .position(|row| row.contains(" checksum ["))
         .unwrap_or_else(|| panic!("no bar:\n{shown}"));
     assert!(lines[1] < bar, "the lines are above the bar:\n{shown}");
+}
+
+/// `confirm`: asks "Overwrite report.pdf?" (a boolean) and ends with the answer it got.
+fn confirm_tool() -> Arc<dyn toolstream::tools::Tool> {
+    #[derive(serde::Deserialize, schemars::JsonSchema)]
+    struct NoArgs {}
+    Arc::new(toolstream::tools::native::tool_fn(
+        "confirm",
+        "Asks for a confirmation.",
+        |_: NoArgs, progress: toolstream::tools::Progress| async move {
+            let answer = progress
+                .ask(
+                    "Overwrite report.pdf?",
+                    Some(serde_json::json!({"type": "boolean"})),
+                )
+                .await;
+            Ok::<_, toolstream::tools::ToolError>(serde_json::json!({
+                "outcome": answer.outcome_name(),
+                "value": answer.value().cloned(),
+            }))
+        },
+    ))
+}
+
+async fn confirm_server() -> TestServer {
+    let root = std::env::current_dir().expect("cwd");
+    TestServer::start_with(
+        common::registry_with(&root, vec![confirm_tool()]),
+        Limits::default(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_run_that_asks_is_answered_at_the_prompt() {
+    let server = confirm_server().await;
+    let (status, screen) = typing_on_terminal(
+        &server,
+        &["run", "confirm", "--timeout", "60"],
+        Some(("? Overwrite report.pdf? [y/n, empty declines]", "y\n")),
+    )
+    .await;
+    let shown = screen.join("\n");
+    assert!(status.success(), "{status:?}\n{shown}");
+    // The question and the reply stay on the screen, once; the tool got the answer typed.
+    let asked: Vec<&String> = screen
+        .iter()
+        .filter(|row| row.contains("Overwrite report.pdf?"))
+        .collect();
+    assert_eq!(
+        asked,
+        ["? Overwrite report.pdf? [y/n, empty declines] y"],
+        "{shown}"
+    );
+    let bars = screen
+        .iter()
+        .filter(|row| row.contains(" confirm ["))
+        .count();
+    assert_eq!(bars, 1, "the run's bar once:\n{shown}");
+    assert!(shown.contains(r#""outcome": "answered""#), "{shown}");
+    assert!(shown.contains(r#""value": true"#), "{shown}");
+}
+
+#[tokio::test]
+async fn no_input_fails_naming_the_request_instead_of_asking() {
+    let server = confirm_server().await;
+    let (status, screen) = on_terminal(
+        &server,
+        &["run", "confirm", "--no-input", "--timeout", "60"],
+    )
+    .await;
+    let shown = screen.join("\n");
+    assert!(!status.success(), "{shown}");
+    assert!(shown.contains("--no-input"), "{shown}");
+    assert!(shown.contains("toolstream respond"), "{shown}");
+    assert!(shown.contains("input-1"), "{shown}");
+    assert!(!shown.contains("? Overwrite"), "not asked:\n{shown}");
+}
+
+#[tokio::test]
+async fn an_agent_s_approval_is_asked_and_a_no_keeps_the_call_from_running() {
+    let model = StandIn::start(vec![
+        tool_calls(&[("call_1", "ticks", r#"{"count": 3, "interval_ms": 1}"#)]),
+        text(&["Not ticked.\n"]),
+    ])
+    .await;
+    let server = approving_agent_server(&model.url, vec!["ticks".into()]).await;
+    let (status, screen) = typing_on_terminal(
+        &server,
+        &["agent", "tick", "--tools", "ticks", "--timeout", "60"],
+        Some(("[y/n, empty declines]", "n\n")),
+    )
+    .await;
+    let shown = screen.join("\n");
+    assert!(status.success(), "{status:?}\n{shown}");
+    let asked = screen
+        .iter()
+        .find(|row| row.starts_with("? Allow the call of tool \"ticks\""))
+        .unwrap_or_else(|| panic!("the approval is asked:\n{shown}"));
+    assert!(asked.ends_with("[y/n, empty declines] n"), "{shown}");
+    assert!(screen.iter().any(|row| row == "Not ticked."), "{shown}");
+    // The approval shows the call it is about; declined, the call never started (no line of it).
+    assert!(
+        screen
+            .iter()
+            .any(|row| row.trim() == r#"{"arguments":{"count":3,"interval_ms":1},"tool":"ticks"}"#),
+        "{shown}"
+    );
+    assert!(
+        !screen.iter().any(|row| row.contains("ticks (call_1)")),
+        "{shown}"
+    );
 }
