@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use toolstream::config::LogFormat;
 
 /// Run long-running tools and tool-using agents as a gRPC service, and stream their progress.
 #[derive(Debug, Parser)]
@@ -52,68 +51,15 @@ enum Command {
     McpStdio(McpStdioArgs),
 }
 
-/// Settings of `serve`. Each flag can also be set in the environment; flags win over the
-/// environment, which wins over the config file.
+/// Settings of `serve`: the config file, and the settings that override it (each also an
+/// environment variable; flags win over the environment, which wins over the config file).
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:50051].
-    #[arg(long, env = "TOOLSTREAM_LISTEN")]
-    listen: Option<String>,
-    /// Directory file tools are confined to [default: the working directory].
-    #[arg(long, env = "TOOLSTREAM_ROOT")]
-    root: Option<PathBuf>,
     /// TOML config file.
     #[arg(long, env = "TOOLSTREAM_CONFIG")]
     config: Option<PathBuf>,
-    /// Most runs in progress at once; more get RESOURCE_EXHAUSTED [default: 16384].
-    #[arg(long, env = "TOOLSTREAM_MAX_RUNS")]
-    max_runs: Option<usize>,
-    /// Seconds runs in progress may take to finish after SIGTERM [default: 30].
-    #[arg(long, env = "TOOLSTREAM_GRACE_PERIOD_SECS")]
-    grace_period_secs: Option<u64>,
-    /// Largest gRPC message accepted or sent, in bytes [default: 4194304].
-    #[arg(long, env = "TOOLSTREAM_MAX_MESSAGE_BYTES")]
-    max_message_bytes: Option<usize>,
-    /// Base URL of an OpenAI-compatible model API for RunAgent, ending in /v1
-    /// (OpenAI, vLLM, Ollama, llama.cpp's server, LM Studio).
-    #[arg(long, env = "TOOLSTREAM_MODEL_URL")]
-    model_url: Option<String>,
-    /// Model used when a RunAgent request names none.
-    #[arg(long, env = "TOOLSTREAM_MODEL")]
-    model: Option<String>,
-    /// API key sent to the model endpoint as a bearer token. Given as this flag, the key is
-    /// visible to every user of the machine in `ps`: prefer --api-key-file or the
-    /// TOOLSTREAM_API_KEY environment variable.
-    #[arg(long, env = "TOOLSTREAM_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-    /// File holding the model API key (surrounding whitespace is ignored).
-    #[arg(long, env = "TOOLSTREAM_API_KEY_FILE", value_name = "FILE")]
-    api_key_file: Option<PathBuf>,
-    /// Most model turns of an agent run when the request sets none [default: 8].
-    #[arg(long, env = "TOOLSTREAM_MAX_STEPS")]
-    max_steps: Option<u32>,
-    /// Log format [default: human].
-    #[arg(long, env = "TOOLSTREAM_LOG_FORMAT", value_enum)]
-    log_format: Option<LogFormat>,
-    /// Serve TLS with this PEM certificate chain (with --tls-key); reloaded when the file
-    /// changes.
-    #[arg(long, env = "TOOLSTREAM_TLS_CERT", value_name = "FILE")]
-    tls_cert: Option<PathBuf>,
-    /// The PEM private key of --tls-cert.
-    #[arg(long, env = "TOOLSTREAM_TLS_KEY", value_name = "FILE")]
-    tls_key: Option<PathBuf>,
-    /// Mutual TLS: clients need a certificate signed by a CA of this PEM file.
-    #[arg(long, env = "TOOLSTREAM_TLS_CLIENT_CA", value_name = "FILE")]
-    tls_client_ca: Option<PathBuf>,
-    /// Where runs are kept: "memory", or a Redis shared by several replicas
-    /// (redis://host:port/db) [default: memory].
-    #[arg(
-        long,
-        env = "TOOLSTREAM_STORE",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    store: Option<String>,
+    #[command(flatten)]
+    overrides: toolstream::config::Overrides,
 }
 
 /// Where a client subcommand connects.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use futures::FutureExt;
-use toolstream::config::{Config, LogFormat, Overrides};
+use toolstream::config::{Config, LogFormat};
 use toolstream::configured_tools::build_registry;
 use toolstream::engine::Store;
 use toolstream::server::{Server, shutdown_signal};
@@ -19,26 +19,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 use super::ServeArgs;
 
 pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(
-        args.config.as_deref(),
-        Overrides {
-            listen: args.listen,
-            root: args.root,
-            log_format: args.log_format,
-            max_concurrent_runs: args.max_runs,
-            grace_period_secs: args.grace_period_secs,
-            max_message_bytes: args.max_message_bytes,
-            model_url: args.model_url,
-            model: args.model,
-            api_key: args.api_key,
-            api_key_file: args.api_key_file,
-            max_steps: args.max_steps,
-            tls_cert: args.tls_cert,
-            tls_key: args.tls_key,
-            tls_client_ca: args.tls_client_ca,
-            store: args.store,
-        },
-    )?;
+    let config = Config::load(args.config.as_deref(), args.overrides)?;
     // Traces are on when an OTEL_EXPORTER_OTLP_* endpoint is set (docs/operations.md).
     let traces = Traces::from_env()?;
     init_logs(config.log_format, traces.as_ref());
