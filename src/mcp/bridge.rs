@@ -118,7 +118,15 @@ impl GrpcBridge {
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        follow_call(&run_id, call_updates(response.into_inner()), context).await
+        // The bridge's updates carry no input requests: they stay open for RespondToRun.
+        let respond = |_: String, _: crate::engine::Reply| std::future::ready(());
+        follow_call(
+            &run_id,
+            call_updates(response.into_inner()),
+            context,
+            respond,
+        )
+        .await
     }
 }
 

@@ -17,13 +17,15 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::Value;
 
 use super::{
-    AGENT_TOOL, CallOutcome, CallUpdate, follow_call, mcp_tool, meta_timeout, refused,
-    trace_context,
+    AGENT_TOOL, CallOutcome, CallUpdate, InputQuestion, follow_call, mcp_tool, meta_timeout,
+    refused, trace_context,
 };
 use crate::agent::AgentRequest;
 use crate::auth::Caller;
 use crate::config::McpConfig;
-use crate::engine::{EventKind, EventStream, OnDisconnect, RunHandle, RunOptions, ToolRunRequest};
+use crate::engine::{
+    EventKind, EventStream, OnDisconnect, Reply, RunHandle, RunOptions, ToolRunRequest,
+};
 use crate::operations::Operations;
 use crate::status;
 use crate::telemetry::metrics::Metrics;
@@ -67,7 +69,8 @@ fn agent_tool() -> Tool {
     )
 }
 
-/// A run's events as what a `tools/call` reads of them: the top level's progress and the end.
+/// A run's events as what a `tools/call` reads of them: the top level's progress, the input
+/// requests, and the end.
 fn call_updates(events: EventStream) -> impl Stream<Item = CallUpdate> {
     events.filter_map(|event| {
         std::future::ready(match event {
@@ -77,6 +80,13 @@ fn call_updates(events: EventStream) -> impl Stream<Item = CallUpdate> {
                         fraction: update.fraction,
                         status: update.status.clone(),
                     })
+                }
+                EventKind::InputRequested(request) => {
+                    Some(CallUpdate::InputRequested(InputQuestion {
+                        request_id: request.request_id.to_string(),
+                        prompt: request.prompt.clone(),
+                        schema: request.schema.clone(),
+                    }))
                 }
                 EventKind::Result(value) => Some(CallUpdate::Result(value.clone())),
                 _ => None,
@@ -207,7 +217,21 @@ impl RegistryServer {
             Err(error) => return refused(&status::from_run_error(error)),
         };
         let RunHandle { run_id, events, .. } = handle;
-        follow_call(&run_id, call_updates(events), context).await
+        // An elicitation's answer is RespondToRun by the caller: the same checks (the schema,
+        // the first answer wins) as an answer from anywhere else.
+        let respond = |request_id: String, reply: Reply| {
+            let (caller, run_id) = (&caller, &run_id);
+            async move {
+                if let Err(error) = self
+                    .operations
+                    .respond(caller, run_id, &request_id, reply)
+                    .await
+                {
+                    tracing::debug!(%error, %run_id, request_id, "elicitation answer refused");
+                }
+            }
+        };
+        follow_call(&run_id, call_updates(events), context, respond).await
     }
 }
 

@@ -13,18 +13,24 @@
 //! mapping, written once).
 
 pub mod bridge;
+mod elicitation;
 pub(crate) mod http;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::stream::FuturesUnordered;
+use futures::{Future, Stream, StreamExt};
 use rmcp::model::{
     CallToolResult, ContentBlock, ErrorData, Implementation, JsonObject, MetaObject,
     NotificationMetaObject, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use serde_json::Value;
+
+pub(crate) use elicitation::InputQuestion;
+
+use crate::engine::Reply;
 
 /// The `_meta` key of a result (and of each progress notification) holding the run's id.
 pub(crate) const RUN_ID_META: &str = "toolstream/runId";
@@ -48,6 +54,9 @@ pub(crate) enum CallUpdate {
         /// What the tool is doing now.
         status: Option<String>,
     },
+    /// The run asks for input (any of its calls); asked of a client that can answer
+    /// elicitations.
+    InputRequested(InputQuestion),
     /// The run's result.
     Result(Value),
     /// The run failed; its error in words.
@@ -211,17 +220,29 @@ pub(crate) fn refused(status: &tonic::Status) -> (CallOutcome, Result<CallToolRe
 /// Follows a started run to its end for one `tools/call`: with a progress token, each
 /// increase of the top level's fraction becomes a `notifications/progress` (`progress` the
 /// fraction, `total` 1, `message` the status, the run's id in `_meta`); the end becomes the
-/// result. The client cancelling (`notifications/cancelled`, or closing the request's stream
-/// where that cancels) drops `updates`, which cancels the run.
-pub(crate) async fn follow_call(
+/// result. Each input request becomes an `elicitation/create` to a client that declared the
+/// capability, and its answer goes to `respond` (the request id, the reply); the elicitations
+/// are awaited beside the updates, so progress keeps flowing while the client is asked. The
+/// client cancelling (`notifications/cancelled`, or closing the request's stream where that
+/// cancels) drops `updates`, which cancels the run.
+pub(crate) async fn follow_call<Respond, Responded>(
     run_id: &str,
     updates: impl Stream<Item = CallUpdate>,
     context: &RequestContext<RoleServer>,
-) -> (CallOutcome, Result<CallToolResult, ErrorData>) {
+    respond: Respond,
+) -> (CallOutcome, Result<CallToolResult, ErrorData>)
+where
+    Respond: Fn(String, Reply) -> Responded,
+    Responded: Future<Output = ()>,
+{
     let progress_token = context.meta.get_progress_token();
     let mut updates = std::pin::pin!(updates);
     // MCP asks that progress increase with every notification.
     let mut last_sent = f64::NEG_INFINITY;
+    // Polled in this task (not spawned): rmcp sends an elicitation on the call's own stream
+    // only from the task serving the call.
+    let mut elicitations = FuturesUnordered::new();
+    let respond = &respond;
     loop {
         let update = tokio::select! {
             biased;
@@ -231,9 +252,18 @@ pub(crate) async fn follow_call(
                     Err(ErrorData::internal_error("the call was cancelled by the client", None)),
                 );
             }
+            Some(()) = elicitations.next(), if !elicitations.is_empty() => continue,
             update = updates.next() => update,
         };
         match update {
+            Some(CallUpdate::InputRequested(question)) => {
+                let peer = &context.peer;
+                elicitations.push(async move {
+                    if let Some(reply) = elicitation::elicit(peer, &question).await {
+                        respond(question.request_id, reply).await;
+                    }
+                });
+            }
             Some(CallUpdate::Progress { fraction, status }) => {
                 let (Some(token), Some(fraction)) = (&progress_token, fraction) else {
                     continue;

@@ -60,7 +60,7 @@ fn how_many_tool() -> Arc<dyn Tool> {
     ))
 }
 
-async fn server() -> TestServer {
+pub(crate) async fn server() -> TestServer {
     let root = std::env::current_dir().expect("cwd");
     TestServer::start_with(
         registry_with(&root, vec![confirm_tool(), how_many_tool()]),

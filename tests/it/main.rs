@@ -46,6 +46,7 @@ mod input_requests;
 mod json_mapping;
 mod layering;
 mod many_sub_tasks;
+mod mcp_elicitation;
 mod mcp_server;
 mod mcp_tools;
 mod metrics;

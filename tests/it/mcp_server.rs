@@ -122,7 +122,7 @@ fn base_server(stopped: &Arc<AtomicBool>) -> Server {
 
 /// `tests/python/mcp_client.py http <server>/mcp <args>`, its JSON output; `token` as the bearer
 /// token. Run off the runtime: the server answers on it meanwhile.
-async fn mcp_http(server: &TestServer, args: &[&str], token: Option<&str>) -> Value {
+pub(crate) async fn mcp_http(server: &TestServer, args: &[&str], token: Option<&str>) -> Value {
     let mut all = vec!["http".to_owned(), format!("{}/mcp", server.url())];
     all.extend(args.iter().map(|arg| (*arg).to_owned()));
     python(all, token).await
@@ -140,7 +140,7 @@ async fn python(args: Vec<String>, token: Option<&str>) -> Value {
 }
 
 /// The run `run_id` as GetRun answers it over gRPC.
-async fn get_run(server: &TestServer, run_id: &str, token: Option<&str>) -> pb::Run {
+pub(crate) async fn get_run(server: &TestServer, run_id: &str, token: Option<&str>) -> pb::Run {
     RunServiceClient::new(server.channel().await)
         .get_run(with_token(
             token,
@@ -153,7 +153,7 @@ async fn get_run(server: &TestServer, run_id: &str, token: Option<&str>) -> pb::
         .into_inner()
 }
 
-fn run_id_of(call: &Value) -> String {
+pub(crate) fn run_id_of(call: &Value) -> String {
     call["meta"]["toolstream/runId"]
         .as_str()
         .unwrap_or_else(|| panic!("the result's _meta names the run: {call}"))

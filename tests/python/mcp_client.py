@@ -13,6 +13,10 @@ Scenarios:
   _meta.
 - error TOOL ARGS_JSON [META_JSON]: one tools/call expected to fail with a JSON-RPC error: its code and
   message.
+- elicit TOOL ARGS_JSON ACTION [CONTENT_JSON]: a session that declares the elicitation
+  capability; one tools/call whose elicitations are answered with ACTION (accept, decline,
+  cancel) and CONTENT_JSON, under a 30 s deadline: what `call` prints, and each elicitation's message and
+  requestedSchema.
 - cancel TOOL ARGS_JSON SERVER_URL: starts the call, waits for its first progress
   notification, sends notifications/cancelled for it, then waits until the server's JSON
   routes (SERVER_URL/v1/runs) list a cancelled run of TOOL, and prints its id.
@@ -32,12 +36,27 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 
 
+# What the elicitation callback answers, and what it was asked (the `elicit` scenario sets the
+# answer before the session starts: the callback is given when the session is made).
+ELICITATION = {"answer": None, "asked": []}
+
+
+async def on_elicitation(_context, params):
+    ELICITATION["asked"].append(
+        {"message": params.message, "requestedSchema": params.requestedSchema}
+    )
+    action, content = ELICITATION["answer"]
+    return types.ElicitResult(action=action, content=content)
+
+
 @asynccontextmanager
 async def http_session(url, token):
     headers = {"authorization": f"Bearer {token}"} if token else {}
+    # The capability is declared only when a callback is given.
+    elicitation = on_elicitation if ELICITATION["answer"] else None
     async with httpx.AsyncClient(headers=headers, timeout=30) as http:
         async with streamable_http_client(url, http_client=http) as (read, write, _):
-            async with ClientSession(read, write) as session:
+            async with ClientSession(read, write, elicitation_callback=elicitation) as session:
                 await session.initialize()
                 yield session
 
@@ -149,13 +168,29 @@ async def cancel(session, args):
     return outcome
 
 
-SCENARIOS = {"list": list_tools, "call": call, "error": error, "cancel": cancel}
+async def elicit(session, args):
+    # A deadline, so a question nobody answers ends the call instead of hanging it.
+    outcome = await call(session, [args[0], args[1], json.dumps({"toolstream/timeoutMs": 30000})])
+    outcome["elicitations"] = ELICITATION["asked"]
+    return outcome
+
+
+SCENARIOS = {
+    "list": list_tools,
+    "call": call,
+    "error": error,
+    "cancel": cancel,
+    "elicit": elicit,
+}
 
 
 async def main(argv):
     token = os.environ.get("MCP_TEST_TOKEN") or None
     if argv[0] == "http":
         url, scenario, rest = argv[1], argv[2], argv[3:]
+        if scenario == "elicit":
+            content = json.loads(rest[3]) if len(rest) > 3 else None
+            ELICITATION["answer"] = (rest[2], content)
         session = http_session(url, token)
     else:
         binary, addr, scenario, rest = argv[1], argv[2], argv[3], argv[4:]
