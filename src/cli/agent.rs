@@ -22,7 +22,7 @@ use super::tree::ProgressTree;
 pub(super) async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let connection = connect(&args.client).await?;
     let mut client = ToolServiceClient::new(connection.clone());
-    let mut input = Input::new(&connection, args.no_input);
+    let mut input = Input::new(super::client::answerer(&connection), args.no_input);
     let mut request = tonic::Request::new(pb::RunAgentRequest {
         prompt: args.prompt,
         tools: args.tools,

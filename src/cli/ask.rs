@@ -14,28 +14,35 @@ use std::process::ExitCode;
 use serde_json::Value;
 use toolstream::json_proto::{json_to_value, struct_to_json};
 use toolstream::pb;
-use toolstream::pb::run_service_client::RunServiceClient;
 
-use super::client::Connection;
 use super::tree::ProgressTree;
+use futures::future::BoxFuture;
 
 /// What the command does when its run asks.
 pub(super) enum Input {
     /// Ask the person at the terminal; answer through this client.
-    Prompt(Box<RunServiceClient<Connection>>),
+    Prompt(Answerer),
     /// `--no-input`: end the command with an error naming the request.
     Refuse,
     /// Show the request and leave the answer to `toolstream respond`.
     Leave,
 }
 
+/// Sends an answer (RespondToRun) on the command's own connection; made by the client
+/// (`super::client::answerer`), so that asking needs nothing of how the connection is made.
+pub(super) type Answerer = Box<
+    dyn Fn(pb::RespondToRunRequest) -> BoxFuture<'static, Result<pb::Run, tonic::Status>>
+        + Send
+        + Sync,
+>;
+
 impl Input {
     /// Prompting when stdin and stdout are both a terminal, unless `no_input`.
-    pub(super) fn new(connection: &Connection, no_input: bool) -> Self {
+    pub(super) fn new(answer: Answerer, no_input: bool) -> Self {
         if no_input {
             Input::Refuse
         } else if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
-            Input::Prompt(Box::new(RunServiceClient::new(connection.clone())))
+            Input::Prompt(answer)
         } else {
             Input::Leave
         }
@@ -85,7 +92,7 @@ impl Input {
 /// Asks until the server takes an answer (or a decline): a reply that does not fit the form,
 /// or that the server refuses as INVALID_ARGUMENT, is asked again with the reason above it.
 async fn prompt(
-    client: &mut RunServiceClient<Connection>,
+    answer_with: &Answerer,
     run_id: &str,
     request: &pb::InputRequested,
     view: &ProgressTree,
@@ -121,7 +128,7 @@ async fn prompt(
             decline: value.is_none(),
             value: value.map(json_to_value),
         };
-        match client.respond_to_run(answer).await {
+        match answer_with(answer).await {
             Ok(_) => return,
             Err(status) if status.code() == tonic::Code::InvalidArgument => {
                 problem = Some(status.message().to_owned());

@@ -64,6 +64,20 @@ pub(super) async fn channel(args: &ClientArgs) -> anyhow::Result<Channel> {
 /// What the client subcommands call through.
 pub(super) type Connection = InterceptedService<Channel, Bearer>;
 
+/// RespondToRun on `connection`, for a command that asks a run's questions at the terminal.
+pub(super) fn answerer(connection: &Connection) -> super::ask::Answerer {
+    let client = toolstream::pb::run_service_client::RunServiceClient::new(connection.clone());
+    Box::new(move |request| {
+        let mut client = client.clone();
+        Box::pin(async move {
+            client
+                .respond_to_run(request)
+                .await
+                .map(tonic::Response::into_inner)
+        })
+    })
+}
+
 /// Puts `authorization: Bearer <token>` on every call.
 #[derive(Clone)]
 pub(super) struct Bearer(Option<MetadataValue<Ascii>>);
@@ -264,7 +278,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.detach {
         return detach(response).await;
     }
-    let input = Input::new(&connection, args.no_input);
+    let input = Input::new(answerer(&connection), args.no_input);
     follow(response.into_inner(), &args.tool, input).await
 }
 

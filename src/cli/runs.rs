@@ -82,7 +82,7 @@ pub(super) async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     };
     match client.watch_run(request).await {
         Ok(response) => {
-            let input = Input::new(&connection, false);
+            let input = Input::new(super::client::answerer(&connection), false);
             follow(response.into_inner(), short_id(&args.run_id), input).await
         }
         Err(status) => Ok(run_status_exit(&args.run_id, &status)),
