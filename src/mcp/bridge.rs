@@ -2,7 +2,8 @@
 //! for desktop clients that launch their MCP servers as processes. `tools/list` is ListTools,
 //! `tools/call` is RunTool (the run lives on the server: GetRun and WatchRun see it, and its id
 //! is in the result's `_meta`), read with [`super::follow_call`] exactly as `/mcp` reads a run.
-//! Stdout carries the protocol only.
+//! The run's input requests are asked of a client that declared elicitation, and its answer
+//! goes back as RespondToRun. Stdout carries the protocol only.
 
 use futures::{Stream, StreamExt};
 use rmcp::ServiceExt;
@@ -15,10 +16,15 @@ use serde_json::Value;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
-use super::{CallOutcome, CallUpdate, follow_call, mcp_tool, meta_timeout, refused, trace_context};
-use crate::json_proto::{json_to_struct, struct_to_json, value_to_json};
+use super::{
+    CallOutcome, CallUpdate, InputQuestion, follow_call, mcp_tool, meta_timeout, refused,
+    trace_context,
+};
+use crate::engine::Reply;
+use crate::json_proto::{json_to_struct, json_to_value, struct_to_json, value_to_json};
 use crate::pb;
 use crate::pb::run_event::Event;
+use crate::pb::run_service_client::RunServiceClient;
 use crate::pb::tool_service_client::ToolServiceClient;
 
 /// At most one progress event per call per this interval from the server: as `/mcp` asks of
@@ -118,8 +124,26 @@ impl GrpcBridge {
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        // The bridge's updates carry no input requests: they stay open for RespondToRun.
-        let respond = |_: String, _: crate::engine::Reply| std::future::ready(());
+        // An elicitation's answer goes back as RespondToRun on the same connection, with the
+        // same token: the server checks it as an answer from anywhere else.
+        let respond = |request_id: String, reply: Reply| {
+            let run_id = run_id.clone();
+            async move {
+                let request = self.request(pb::RespondToRunRequest {
+                    decline: matches!(reply, Reply::Decline),
+                    value: match reply {
+                        Reply::Value(value) => Some(json_to_value(value)),
+                        Reply::Decline => None,
+                    },
+                    run_id,
+                    request_id,
+                });
+                let mut runs = RunServiceClient::new(self.channel.clone());
+                if let Err(status) = runs.respond_to_run(request).await {
+                    tracing::debug!(message = status.message(), "elicitation answer refused");
+                }
+            }
+        };
         follow_call(
             &run_id,
             call_updates(response.into_inner()),
@@ -142,6 +166,15 @@ fn call_updates(
                         fraction: progress.progress,
                         status: progress.status,
                     })
+                }
+                Some(Event::InputRequested(request)) => {
+                    Some(CallUpdate::InputRequested(InputQuestion {
+                        request_id: request.request_id,
+                        prompt: request.prompt,
+                        schema: request
+                            .schema
+                            .map(|schema| Value::Object(struct_to_json(schema))),
+                    }))
                 }
                 Some(Event::Result(result)) => Some(CallUpdate::Result(
                     result.value.map_or(Value::Null, value_to_json),

@@ -3,10 +3,11 @@
 //! `elicitation_callback`), as `elicitation/create` with the request's prompt and schema (a
 //! non-object schema wrapped as the property `value`); accepting answers the tool, declining
 //! declines it. The server and its tools are input_requests.rs's: `confirm` asks a boolean, `how_many` an
-//! object with an integer `count`; each ends with what it got.
+//! object with an integer `count`; each ends with what it got. `toolstream mcp-stdio` asks the
+//! same way and answers with RespondToRun.
 
 use crate::input_requests::server;
-use crate::mcp_server::{get_run, mcp_http, run_id_of};
+use crate::mcp_server::{get_run, mcp_http, mcp_stdio, run_id_of};
 use serde_json::{Value, json};
 use toolstream::pb;
 
@@ -74,4 +75,36 @@ async fn a_declined_or_cancelled_elicitation_declines_the_tools_question() {
             "{action}: {call}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stdio_bridge_asks_the_runs_questions_and_answers_them_with_respond_to_run() {
+    let server = server().await;
+    let call = mcp_stdio(
+        &server,
+        &["elicit", "confirm", "{}", "accept", r#"{"value": true}"#],
+        None,
+    )
+    .await;
+    let asked = only_elicitation(&call);
+    assert_eq!(asked["message"], "Overwrite report.pdf?");
+    assert_eq!(
+        asked["requestedSchema"]["properties"]["value"]["type"], "boolean",
+        "{asked}"
+    );
+    assert_eq!(
+        call["structuredContent"],
+        json!({"outcome": "answered", "value": true}),
+        "{call}"
+    );
+    let run = get_run(&server, &run_id_of(&call), None).await;
+    assert_eq!(run.state(), pb::RunState::Succeeded);
+
+    let declined = mcp_stdio(&server, &["elicit", "confirm", "{}", "decline"], None).await;
+    only_elicitation(&declined);
+    assert_eq!(
+        declined["structuredContent"],
+        json!({"outcome": "declined", "value": null}),
+        "{declined}"
+    );
 }

@@ -128,6 +128,14 @@ pub(crate) async fn mcp_http(server: &TestServer, args: &[&str], token: Option<&
     python(all, token).await
 }
 
+/// `tests/python/mcp_client.py stdio <toolstream> <server> <args>`: a session with
+/// `toolstream mcp-stdio` launched as a process, its JSON output.
+pub(crate) async fn mcp_stdio(server: &TestServer, args: &[&str], token: Option<&str>) -> Value {
+    let mut all = vec!["stdio".to_owned(), BIN.to_owned(), server.url()];
+    all.extend(args.iter().map(|arg| (*arg).to_owned()));
+    python(all, token).await
+}
+
 async fn python(args: Vec<String>, token: Option<&str>) -> Value {
     let token = token.unwrap_or_default().to_owned();
     let output = tokio::task::spawn_blocking(move || {
@@ -367,12 +375,7 @@ async fn mcp_disabled_is_not_found() {
 async fn the_stdio_bridge_lists_calls_with_progress_and_cancels() {
     let stopped: Arc<AtomicBool> = Arc::default();
     let server = server_from(base_server(&stopped)).await;
-    let stdio = |args: &[&str]| {
-        let mut all = vec!["stdio".to_owned(), BIN.to_owned(), server.url()];
-        all.extend(args.iter().map(|arg| (*arg).to_owned()));
-        all
-    };
-    let listed = python(stdio(&["list"]), None).await;
+    let listed = mcp_stdio(&server, &["list"], None).await;
     let steps = listed["tools"]
         .as_array()
         .unwrap()
@@ -382,20 +385,20 @@ async fn the_stdio_bridge_lists_calls_with_progress_and_cancels() {
         .clone();
     assert_eq!(steps["outputSchema"]["type"], "object", "{steps}");
 
-    let call = python(stdio(&["call", "steps", r#"{"steps": 3}"#]), None).await;
+    let call = mcp_stdio(&server, &["call", "steps", r#"{"steps": 3}"#], None).await;
     assert_eq!(call["structuredContent"], json!({"steps": 3}), "{call}");
     assert_progress_increases(call["progress"].as_array().unwrap());
     let run = get_run(&server, &run_id_of(&call), None).await;
     assert_eq!(run.state(), pb::RunState::Succeeded);
 
-    let failed = python(stdio(&["call", "fails", "{}"]), None).await;
+    let failed = mcp_stdio(&server, &["call", "fails", "{}"], None).await;
     assert_eq!(failed["isError"], json!(true), "{failed}");
-    let unknown = python(stdio(&["error", "no_such_tool", "{}"]), None).await;
+    let unknown = mcp_stdio(&server, &["error", "no_such_tool", "{}"], None).await;
     assert_eq!(unknown["code"], json!(-32602), "{unknown}");
 
     // Cancelling the MCP call ends the bridge's RunTool stream, which cancels the run.
     let url = server.url();
-    let cancelled = python(stdio(&["cancel", "crawl", "{}", &url]), None).await;
+    let cancelled = mcp_stdio(&server, &["cancel", "crawl", "{}", &url], None).await;
     let run_id = cancelled["run_id"]
         .as_str()
         .unwrap_or_else(|| panic!("{cancelled}"));

@@ -67,8 +67,9 @@ async def stdio_session(binary, addr, token):
     if token:
         args += ["--token", token]
     params = StdioServerParameters(command=binary, args=args)
+    elicitation = on_elicitation if ELICITATION["answer"] else None
     async with stdio_client(params) as (read, write):
-        async with ClientSession(read, write) as session:
+        async with ClientSession(read, write, elicitation_callback=elicitation) as session:
             await session.initialize()
             yield session
 
@@ -188,13 +189,16 @@ async def main(argv):
     token = os.environ.get("MCP_TEST_TOKEN") or None
     if argv[0] == "http":
         url, scenario, rest = argv[1], argv[2], argv[3:]
-        if scenario == "elicit":
-            content = json.loads(rest[3]) if len(rest) > 3 else None
-            ELICITATION["answer"] = (rest[2], content)
-        session = http_session(url, token)
+        session = http_session
+        where = (url,)
     else:
         binary, addr, scenario, rest = argv[1], argv[2], argv[3], argv[4:]
-        session = stdio_session(binary, addr, token)
+        session = stdio_session
+        where = (binary, addr)
+    if scenario == "elicit":
+        content = json.loads(rest[3]) if len(rest) > 3 else None
+        ELICITATION["answer"] = (rest[2], content)
+    session = session(*where, token)
     async with session as connected:
         print(json.dumps(await SCENARIOS[scenario](connected, rest)))
 
