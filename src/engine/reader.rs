@@ -166,6 +166,12 @@ impl EventStream {
         self
     }
 
+    /// From now on, dropping this stream leaves the run going (as if it had been started with
+    /// `OnDisconnect::Continue`): for a face that hands the run to a later request.
+    pub fn keep_run_when_dropped(&mut self) {
+        self.cancel_on_drop = None;
+    }
+
     /// The run this stream reads.
     pub fn run_id(&self) -> &Arc<str> {
         self.log.run_id()

@@ -8,8 +8,8 @@
 use futures::{Stream, StreamExt};
 use rmcp::ServiceExt;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ErrorData, ListToolsResult,
-    PaginatedRequestParams, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, ErrorData, ListToolsResult, PaginatedRequestParams,
+    ServerConfig, Tool,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use serde_json::Value;
@@ -17,7 +17,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
 use super::{
-    CallOutcome, CallUpdate, InputQuestion, follow_call, mcp_tool, meta_timeout, refused,
+    Asking, CallOutcome, CallUpdate, InputQuestion, follow_call, mcp_tool, meta_timeout, refused,
     trace_context,
 };
 use crate::engine::Reply;
@@ -93,7 +93,7 @@ impl GrpcBridge {
         &self,
         params: CallToolRequestParams,
         context: &RequestContext<RoleServer>,
-    ) -> (CallOutcome, Result<CallToolResult, ErrorData>) {
+    ) -> (CallOutcome, Result<CallToolResponse, ErrorData>) {
         let mut request = self.request(pb::RunToolRequest {
             tool: params.name.into_owned(),
             arguments: params.arguments.map(json_to_struct),
@@ -144,10 +144,13 @@ impl GrpcBridge {
                 }
             }
         };
+        // Elicitation only: answering in a retried call would need the run to outlive this
+        // call's stream.
         follow_call(
             &run_id,
             call_updates(response.into_inner()),
             context,
+            Asking::Elicit,
             respond,
         )
         .await
@@ -233,6 +236,6 @@ impl rmcp::ServerHandler for GrpcBridge {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let (_, result) = self.call(request, &context).await;
-        result.map(CallToolResponse::from)
+        result
     }
 }

@@ -1,11 +1,15 @@
 //! A run's input request asked of the MCP client during its `tools/call`, as
 //! `elicitation/create` (form mode): the request's prompt is the message, its JSON Schema the
 //! `requestedSchema`. MCP only asks for objects of primitive properties, so any other schema is
-//! wrapped as the one property `value` and the answer unwrapped. A client that did not declare
-//! the capability, a schema MCP cannot carry, or a revision that forbids server-to-client
-//! requests (2026-07-28) leave the request open for RespondToRun.
+//! wrapped as the one property `value` and the answer unwrapped. The 2026-07-28 revision forbids
+//! requests from the server: there the same form goes in an `InputRequiredResult` and the answer
+//! comes back in the retried call's `inputResponses`. A client that did not declare the
+//! capability, or a schema MCP cannot carry, leave the request open for RespondToRun.
 
-use rmcp::model::{ElicitRequestParams, ElicitationAction, ElicitationSchema};
+use rmcp::model::{
+    ElicitRequest, ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationSchema,
+    InputRequest,
+};
 use rmcp::service::{ElicitationMode, Peer, RoleServer};
 use serde_json::{Value, json};
 
@@ -76,6 +80,18 @@ fn reply(action: ElicitationAction, content: Option<Value>, shape: Shape) -> Rep
     }
 }
 
+/// `question` as the parameters of an `elicitation/create` in form mode, and how to read the
+/// answer; `None` when MCP cannot carry its schema.
+fn form_request(question: &InputQuestion) -> Option<(ElicitRequestParams, Shape)> {
+    let (requested_schema, shape) = requested_schema(question.schema.as_ref())?;
+    let params = ElicitRequestParams::FormElicitationParams {
+        meta: None,
+        message: question.prompt.clone(),
+        requested_schema,
+    };
+    Some((params, shape))
+}
+
 /// Asks `question` of the client behind `peer` and answers with its reply; `None` when it
 /// cannot be asked there (the request stays open for RespondToRun).
 pub(crate) async fn elicit(peer: &Peer<RoleServer>, question: &InputQuestion) -> Option<Reply> {
@@ -85,12 +101,7 @@ pub(crate) async fn elicit(peer: &Peer<RoleServer>, question: &InputQuestion) ->
     {
         return None;
     }
-    let (requested_schema, shape) = requested_schema(question.schema.as_ref())?;
-    let params = ElicitRequestParams::FormElicitationParams {
-        meta: None,
-        message: question.prompt.clone(),
-        requested_schema,
-    };
+    let (params, shape) = form_request(question)?;
     match peer.create_elicitation(params).await {
         Ok(result) => Some(reply(result.action, result.content, shape)),
         Err(error) => {
@@ -98,6 +109,23 @@ pub(crate) async fn elicit(peer: &Peer<RoleServer>, question: &InputQuestion) ->
             None
         }
     }
+}
+
+/// `question` as an input request of an `InputRequiredResult` (the 2026-07-28 revision's way
+/// of asking: the client answers in its retried `tools/call`); `None` when MCP cannot carry
+/// its schema.
+pub(crate) fn input_request(question: &InputQuestion) -> Option<InputRequest> {
+    let (params, _) = form_request(question)?;
+    Some(InputRequest::Elicitation(ElicitRequest::new(params)))
+}
+
+/// The reply that an `inputResponses` entry (an elicitation result) makes to a request with
+/// `schema`; `Err` says why the entry is not an elicitation result.
+pub(crate) fn reply_to_response(schema: Option<&Value>, response: Value) -> Result<Reply, String> {
+    let result: ElicitResult =
+        serde_json::from_value(response).map_err(|error| error.to_string())?;
+    let shape = requested_schema(schema).map_or(Shape::Object, |(_, shape)| shape);
+    Ok(reply(result.action, result.content, shape))
 }
 
 #[cfg(test)]

@@ -3,13 +3,14 @@
 //! store: the run is visible to GetRun and WatchRun), and follows it with
 //! [`super::follow_call`]; with a model configured, the agent is one more tool (`agent`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ErrorData, ListToolsResult,
-    PaginatedRequestParams, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, ErrorData, ListToolsResult, PaginatedRequestParams,
+    ProtocolVersion, ServerConfig, Tool,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -17,19 +18,23 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::Value;
 
 use super::{
-    AGENT_TOOL, CallOutcome, CallUpdate, InputQuestion, follow_call, mcp_tool, meta_timeout,
-    refused, trace_context,
+    AGENT_TOOL, Asking, CallOutcome, CallUpdate, InputQuestion, elicitation, follow_call, mcp_tool,
+    meta_timeout, refused as refused_by, trace_context,
 };
 use crate::agent::AgentRequest;
 use crate::auth::Caller;
 use crate::config::McpConfig;
 use crate::engine::{
-    EventKind, EventStream, OnDisconnect, Reply, RunHandle, RunOptions, ToolRunRequest,
+    EventKind, EventStream, OnDisconnect, ReadFrom, Reply, RunHandle, RunOptions, ToolRunRequest,
 };
-use crate::operations::Operations;
+use crate::operations::{Operations, WatchRequest};
 use crate::status;
 use crate::telemetry::metrics::Metrics;
 use crate::tools::ToolSpec;
+
+/// How long a run's input request waits when the client answers in a retried call (the
+/// 2026-07-28 revision): a client that never calls again must not hold the run for ever.
+const ANSWER_IN_RETRY_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Metric labels: the methods counted.
 const LIST: &str = "tools/list";
@@ -70,9 +75,13 @@ fn agent_tool() -> Tool {
 }
 
 /// A run's events as what a `tools/call` reads of them: the top level's progress, the input
-/// requests, and the end.
-fn call_updates(events: EventStream) -> impl Stream<Item = CallUpdate> {
-    events.filter_map(|event| {
+/// requests, and the end. `refused` holds why an answer to a request was refused (by request
+/// id): the request is asked again with the reason after its prompt.
+fn call_updates<'a>(
+    events: &'a mut EventStream,
+    refused: &'a HashMap<String, String>,
+) -> impl Stream<Item = CallUpdate> + 'a {
+    events.filter_map(move |event| {
         std::future::ready(match event {
             Ok(event) => match &event.kind {
                 EventKind::Progress { call, update, .. } if call.call_id.is_empty() => {
@@ -82,9 +91,15 @@ fn call_updates(events: EventStream) -> impl Stream<Item = CallUpdate> {
                     })
                 }
                 EventKind::InputRequested(request) => {
+                    let prompt = match refused.get(&*request.request_id) {
+                        Some(why) => {
+                            format!("{} (the last answer was refused: {why})", request.prompt)
+                        }
+                        None => request.prompt.clone(),
+                    };
                     Some(CallUpdate::InputRequested(InputQuestion {
                         request_id: request.request_id.to_string(),
-                        prompt: request.prompt.clone(),
+                        prompt,
                         schema: request.schema.clone(),
                     }))
                 }
@@ -94,6 +109,24 @@ fn call_updates(events: EventStream) -> impl Stream<Item = CallUpdate> {
             Err(error) => Some(CallUpdate::Failed(error.to_string())),
         })
     })
+}
+
+/// How this call asks the client: in its result under the 2026-07-28 revision when the client
+/// declared elicitation (form mode), else with `elicitation/create`.
+fn asking(context: &RequestContext<RoleServer>) -> Asking {
+    let stateless = context
+        .protocol_version()
+        .is_some_and(|version| version.as_str() >= ProtocolVersion::V_2026_07_28.as_str());
+    // A capability naming neither mode means form, as MCP's first elicitation revision had it.
+    let forms = context
+        .client_capabilities()
+        .and_then(|capabilities| capabilities.elicitation)
+        .is_some_and(|elicitation| elicitation.form.is_some() || elicitation.url.is_none());
+    if stateless && forms {
+        Asking::InResult
+    } else {
+        Asking::Elicit
+    }
 }
 
 /// The caller's deadline: `_meta["toolstream/timeoutMs"]`, or the request's `grpc-timeout`
@@ -148,21 +181,147 @@ impl RegistryServer {
                 .is_none()
     }
 
-    fn options(&self) -> RunOptions {
+    fn options(&self, asking: Asking) -> RunOptions {
         RunOptions {
             min_progress_interval: Some(self.progress_interval),
             on_disconnect: OnDisconnect::Cancel,
             heartbeat_interval: None,
-            input_timeout: None,
+            input_timeout: (asking == Asking::InResult).then_some(ANSWER_IN_RETRY_TIMEOUT),
         }
+    }
+
+    /// Reads the run to the call's end, answering elicitations with RespondToRun by the caller:
+    /// the same checks (the schema, the first answer wins) as an answer from anywhere else.
+    async fn follow(
+        &self,
+        caller: &Caller,
+        events: &mut EventStream,
+        refused: &HashMap<String, String>,
+        context: &RequestContext<RoleServer>,
+        asking: Asking,
+    ) -> (CallOutcome, Result<CallToolResponse, ErrorData>) {
+        let run_id = Arc::clone(events.run_id());
+        let respond = |request_id: String, reply: Reply| {
+            let run_id = &run_id;
+            async move {
+                if let Err(error) = self
+                    .operations
+                    .respond(caller, run_id, &request_id, reply)
+                    .await
+                {
+                    tracing::debug!(%error, %run_id, request_id, "elicitation answer refused");
+                }
+            }
+        };
+        let updates = call_updates(events, refused);
+        follow_call(&run_id, updates, context, asking, respond).await
+    }
+
+    /// A `tools/call` retried with the answers to the question its `InputRequiredResult` asked
+    /// (`requestState` is the run's id): answers the run's open requests, then reads the run
+    /// on from its latest state as the first call did. The run keeps the caller's policy: one
+    /// the caller may not see is NOT_FOUND, whatever id the client echoes.
+    async fn resume(
+        &self,
+        caller: &Caller,
+        request: CallToolRequestParams,
+        run_id: String,
+        context: &RequestContext<RoleServer>,
+    ) -> (CallOutcome, Result<CallToolResponse, ErrorData>) {
+        let run = match self.operations.get_run(caller, &run_id).await {
+            Ok(run) => run,
+            Err(error) => {
+                let message = format!("requestState names no run this caller can see: {error}");
+                return (
+                    CallOutcome::ProtocolError,
+                    Err(ErrorData::invalid_params(message, None)),
+                );
+            }
+        };
+        let called = if run.agent {
+            AGENT_TOOL
+        } else {
+            run.tool.as_str()
+        };
+        if called != request.name {
+            let message = format!(
+                "requestState names a run of \"{called}\", not of \"{}\"",
+                request.name
+            );
+            return (
+                CallOutcome::ProtocolError,
+                Err(ErrorData::invalid_params(message, None)),
+            );
+        }
+        let mut refused = HashMap::new();
+        for (request_id, response) in request.input_responses.unwrap_or_default() {
+            let asked = run
+                .pending_inputs
+                .iter()
+                .find_map(|event| match &event.kind {
+                    EventKind::InputRequested(asked) if *asked.request_id == *request_id => {
+                        Some(asked.schema.clone())
+                    }
+                    _ => None,
+                });
+            // Answered elsewhere, lapsed, or never asked: nothing to answer.
+            let Some(schema) = asked else {
+                tracing::debug!(%run_id, request_id, "an input response for no open request");
+                continue;
+            };
+            let reply = match elicitation::reply_to_response(schema.as_ref(), response) {
+                Ok(reply) => reply,
+                Err(why) => {
+                    let message = format!(
+                        "inputResponses[\"{request_id}\"] is not an elicitation result: {why}"
+                    );
+                    return (
+                        CallOutcome::ProtocolError,
+                        Err(ErrorData::invalid_params(message, None)),
+                    );
+                }
+            };
+            if let Err(error) = self
+                .operations
+                .respond(caller, &run_id, &request_id, reply)
+                .await
+            {
+                // The request stays open (a value the schema refuses): it is asked again.
+                refused.insert(request_id, error.to_string());
+            }
+        }
+        let watch = WatchRequest {
+            run_id: run_id.clone(),
+            from: ReadFrom::Latest,
+            options: self.options(Asking::InResult),
+        };
+        let mut events = match self.operations.watch_run(caller, &watch).await {
+            Ok(events) => events,
+            Err(error) => return refused_by(&status::from_run_error(error)),
+        };
+        let asking = asking(context);
+        let (outcome, result) = self
+            .follow(caller, &mut events, &refused, context, asking)
+            .await;
+        if outcome == CallOutcome::Cancelled {
+            // Watching never cancels a run; the client cancelling its call does.
+            if let Err(error) = self.operations.cancel_run(caller, &run_id).await {
+                tracing::debug!(%error, %run_id, "the cancelled call's run was not cancelled");
+            }
+        }
+        (outcome, result)
     }
 
     async fn call(
         &self,
         request: CallToolRequestParams,
         context: &RequestContext<RoleServer>,
-    ) -> (CallOutcome, Result<CallToolResult, ErrorData>) {
+    ) -> (CallOutcome, Result<CallToolResponse, ErrorData>) {
         let (caller, parts) = Self::caller(context);
+        if let Some(run_id) = request.request_state.clone() {
+            return self.resume(&caller, request, run_id, context).await;
+        }
+        let asking = asking(context);
         let deadline = match deadline(context, parts) {
             Ok(deadline) => deadline,
             Err(error) => return (CallOutcome::ProtocolError, Err(error)),
@@ -190,7 +349,7 @@ impl RegistryServer {
                 tools: arguments.tools,
                 model: String::new(),
                 max_steps: 0,
-                options: self.options(),
+                options: self.options(asking),
                 deadline,
                 principal: None,
                 idempotency_key: String::new(),
@@ -203,7 +362,7 @@ impl RegistryServer {
             let request = ToolRunRequest {
                 tool: request.name.into_owned(),
                 arguments,
-                options: self.options(),
+                options: self.options(asking),
                 deadline,
                 principal: None,
                 idempotency_key: String::new(),
@@ -212,26 +371,18 @@ impl RegistryServer {
             let _entered = span.enter();
             self.operations.run_tool(&caller, request).await
         };
-        let handle = match started {
-            Ok(handle) => handle,
-            Err(error) => return refused(&status::from_run_error(error)),
+        let mut events = match started {
+            Ok(RunHandle { events, .. }) => events,
+            Err(error) => return refused_by(&status::from_run_error(error)),
         };
-        let RunHandle { run_id, events, .. } = handle;
-        // An elicitation's answer is RespondToRun by the caller: the same checks (the schema,
-        // the first answer wins) as an answer from anywhere else.
-        let respond = |request_id: String, reply: Reply| {
-            let (caller, run_id) = (&caller, &run_id);
-            async move {
-                if let Err(error) = self
-                    .operations
-                    .respond(caller, run_id, &request_id, reply)
-                    .await
-                {
-                    tracing::debug!(%error, %run_id, request_id, "elicitation answer refused");
-                }
-            }
-        };
-        follow_call(&run_id, call_updates(events), context, respond).await
+        let (outcome, result) = self
+            .follow(&caller, &mut events, &HashMap::new(), context, asking)
+            .await;
+        if outcome == CallOutcome::InputRequired {
+            // The run waits for the answer the client brings in its retried call.
+            events.keep_run_when_dropped();
+        }
+        (outcome, result)
     }
 }
 
@@ -266,7 +417,7 @@ impl rmcp::ServerHandler for RegistryServer {
     ) -> Result<CallToolResponse, ErrorData> {
         let (outcome, result) = self.call(request, &context).await;
         self.metrics.mcp_request(CALL, outcome.label());
-        result.map(CallToolResponse::from)
+        result
     }
 }
 

@@ -22,8 +22,9 @@ use std::time::Duration;
 use futures::stream::FuturesUnordered;
 use futures::{Future, Stream, StreamExt};
 use rmcp::model::{
-    CallToolResult, ContentBlock, ErrorData, Implementation, JsonObject, MetaObject,
-    NotificationMetaObject, ProgressNotificationParam, ServerCapabilities, ServerConfig, Tool,
+    CallToolResponse, CallToolResult, ContentBlock, ErrorData, Implementation, InputRequests,
+    InputRequiredResult, JsonObject, MetaObject, NotificationMetaObject, ProgressNotificationParam,
+    ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use serde_json::Value;
@@ -42,6 +43,16 @@ pub(crate) const TIMEOUT_META: &str = "toolstream/timeoutMs";
 /// The name of the agent tool, offered when a model is configured and no tool of the registry
 /// has that name.
 pub(crate) const AGENT_TOOL: &str = "agent";
+
+/// How a `tools/call` asks the client a run's input request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Asking {
+    /// `elicitation/create` from the server during the call (revisions up to 2025-11-25).
+    Elicit,
+    /// An `InputRequiredResult` ending the call; the client retries with the answer (the
+    /// 2026-07-28 revision, which forbids requests from the server).
+    InResult,
+}
 
 /// What a `tools/call` reads of its run, whatever carries the run (the engine here, a gRPC
 /// stream in the stdio bridge).
@@ -74,6 +85,9 @@ pub(crate) enum CallOutcome {
     ProtocolError,
     /// The client cancelled the call.
     Cancelled,
+    /// An `InputRequiredResult`: the run waits for the answers the client retries the call
+    /// with (the 2026-07-28 revision).
+    InputRequired,
 }
 
 impl CallOutcome {
@@ -83,6 +97,7 @@ impl CallOutcome {
             CallOutcome::ToolError => "tool_error",
             CallOutcome::ProtocolError => "protocol_error",
             CallOutcome::Cancelled => "cancelled",
+            CallOutcome::InputRequired => "input_required",
         }
     }
 }
@@ -196,7 +211,9 @@ pub(crate) fn trace_context(
 /// caller may not use (which it cannot see either), is a JSON-RPC error; a server too busy or
 /// going away is a tool error the caller can read and retry later; anything else a JSON-RPC
 /// internal error.
-pub(crate) fn refused(status: &tonic::Status) -> (CallOutcome, Result<CallToolResult, ErrorData>) {
+pub(crate) fn refused(
+    status: &tonic::Status,
+) -> (CallOutcome, Result<CallToolResponse, ErrorData>) {
     use tonic::Code;
     let message = status.message().to_owned();
     match status.code() {
@@ -207,9 +224,10 @@ pub(crate) fn refused(status: &tonic::Status) -> (CallOutcome, Result<CallToolRe
             CallOutcome::ProtocolError,
             Err(ErrorData::invalid_params(message, None)),
         ),
-        Code::ResourceExhausted | Code::Unavailable => {
-            (CallOutcome::ToolError, Ok(error_result(None, message)))
-        }
+        Code::ResourceExhausted | Code::Unavailable => (
+            CallOutcome::ToolError,
+            Ok(error_result(None, message).into()),
+        ),
         _ => (
             CallOutcome::ProtocolError,
             Err(ErrorData::internal_error(message, None)),
@@ -222,15 +240,18 @@ pub(crate) fn refused(status: &tonic::Status) -> (CallOutcome, Result<CallToolRe
 /// fraction, `total` 1, `message` the status, the run's id in `_meta`); the end becomes the
 /// result. Each input request becomes an `elicitation/create` to a client that declared the
 /// capability, and its answer goes to `respond` (the request id, the reply); the elicitations
-/// are awaited beside the updates, so progress keeps flowing while the client is asked. The
+/// are awaited beside the updates, so progress keeps flowing while the client is asked. With
+/// [`Asking::InResult`] a request ends the call with an `InputRequiredResult` instead, whose
+/// `requestState` is the run's id. The
 /// client cancelling (`notifications/cancelled`, or closing the request's stream where that
 /// cancels) drops `updates`, which cancels the run.
 pub(crate) async fn follow_call<Respond, Responded>(
     run_id: &str,
     updates: impl Stream<Item = CallUpdate>,
     context: &RequestContext<RoleServer>,
+    asking: Asking,
     respond: Respond,
-) -> (CallOutcome, Result<CallToolResult, ErrorData>)
+) -> (CallOutcome, Result<CallToolResponse, ErrorData>)
 where
     Respond: Fn(String, Reply) -> Responded,
     Responded: Future<Output = ()>,
@@ -256,6 +277,16 @@ where
             update = updates.next() => update,
         };
         match update {
+            Some(CallUpdate::InputRequested(question)) if asking == Asking::InResult => {
+                // One question per round: the client answers it and calls again; a question
+                // MCP cannot carry stays open for RespondToRun.
+                if let Some(request) = elicitation::input_request(&question) {
+                    let requests = InputRequests::from([(question.request_id, request)]);
+                    let result = InputRequiredResult::new(Some(requests), Some(run_id.to_owned()))
+                        .with_meta(run_meta(run_id));
+                    return (CallOutcome::InputRequired, Ok(result.into()));
+                }
+            }
             Some(CallUpdate::InputRequested(question)) => {
                 let peer = &context.peer;
                 elicitations.push(async move {
@@ -282,12 +313,12 @@ where
                 }
             }
             Some(CallUpdate::Result(value)) => {
-                return (CallOutcome::Ok, Ok(success_result(run_id, value)));
+                return (CallOutcome::Ok, Ok(success_result(run_id, value).into()));
             }
             Some(CallUpdate::Failed(message)) => {
                 return (
                     CallOutcome::ToolError,
-                    Ok(error_result(Some(run_id), message)),
+                    Ok(error_result(Some(run_id), message).into()),
                 );
             }
             None => {
@@ -296,7 +327,8 @@ where
                     Ok(error_result(
                         Some(run_id),
                         "the run's stream ended without a result or an error".to_owned(),
-                    )),
+                    )
+                    .into()),
                 );
             }
         }

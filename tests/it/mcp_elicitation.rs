@@ -7,7 +7,7 @@
 //! same way and answers with RespondToRun.
 
 use crate::input_requests::server;
-use crate::mcp_server::{get_run, mcp_http, mcp_stdio, run_id_of};
+use crate::mcp_server::{client_json, get_run, mcp_http, mcp_stdio, run_id_of};
 use serde_json::{Value, json};
 use toolstream::pb;
 
@@ -106,5 +106,77 @@ async fn the_stdio_bridge_asks_the_runs_questions_and_answers_them_with_respond_
         declined["structuredContent"],
         json!({"outcome": "declined", "value": null}),
         "{declined}"
+    );
+}
+
+/// The Python SDK 2.x (the 2026-07-28 revision) calling `tool` on `server`'s `/mcp`, answering
+/// its elicitations with `answers` ([action, content] pairs, in turn).
+async fn sdk2_call(server: &crate::common::TestServer, tool: &str, answers: Value) -> Value {
+    let manifest = env!("CARGO_MANIFEST_DIR");
+    client_json(
+        format!("{manifest}/target/mcp2-venv/bin/python"),
+        vec![
+            format!("{manifest}/tests/python/mcp2_client.py"),
+            format!("{}/mcp", server.url()),
+            tool.to_owned(),
+            "{}".to_owned(),
+            answers.to_string(),
+        ],
+        "scripts/test makes target/mcp2-venv with the Python MCP SDK 2.x",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_2026_07_28_a_question_is_an_input_required_result_answered_in_the_retried_call() {
+    let server = server().await;
+    let call = sdk2_call(&server, "confirm", json!([["accept", {"value": true}]])).await;
+    assert_eq!(call["protocolVersion"], "2026-07-28", "{call}");
+    let asked = only_elicitation(&call);
+    assert_eq!(asked["message"], "Overwrite report.pdf?");
+    assert_eq!(
+        asked["requestedSchema"]["properties"]["value"]["type"], "boolean",
+        "{asked}"
+    );
+    assert_eq!(
+        call["structuredContent"],
+        json!({"outcome": "answered", "value": true}),
+        "{call}"
+    );
+    // One run throughout: the retried call read the run the first call started.
+    let run = get_run(&server, &run_id_of(&call), None).await;
+    assert_eq!(run.state(), pb::RunState::Succeeded);
+    assert!(run.pending_inputs.is_empty());
+
+    let declined = sdk2_call(&server, "confirm", json!([["decline", null]])).await;
+    assert_eq!(
+        declined["structuredContent"],
+        json!({"outcome": "declined", "value": null}),
+        "{declined}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_2026_07_28_a_refused_answer_is_asked_again_with_the_reason() {
+    let server = server().await;
+    let call = sdk2_call(
+        &server,
+        "how_many",
+        json!([["accept", {"count": 0}], ["accept", {"count": 2}]]),
+    )
+    .await;
+    let asked = call["elicitations"].as_array().expect("elicitations");
+    assert_eq!(asked.len(), 2, "asked again after the refusal: {call}");
+    assert_eq!(asked[0]["message"], "How many copies?");
+    let again = asked[1]["message"].as_str().expect("a message");
+    assert!(
+        again.starts_with("How many copies? (the last answer was refused:")
+            && again.contains("count"),
+        "the reason names the field: {again}"
+    );
+    assert_eq!(
+        call["structuredContent"],
+        json!({"outcome": "answered", "value": {"count": 2}}),
+        "{call}"
     );
 }

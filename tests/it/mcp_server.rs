@@ -639,7 +639,7 @@ async fn the_callers_deadline_in_meta_ends_the_run() {
 
 /// `program args…` (another MCP client, a script that prints one JSON object), its JSON output;
 /// `setup` says what makes `program` available when it is missing. Run off the runtime.
-async fn client_json(program: String, args: Vec<String>, setup: &'static str) -> Value {
+pub(crate) async fn client_json(program: String, args: Vec<String>, setup: &'static str) -> Value {
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(&program)
             .args(&args)
