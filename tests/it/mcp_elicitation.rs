@@ -4,7 +4,8 @@
 //! non-object schema wrapped as the property `value`); accepting answers the tool, declining
 //! declines it. The server and its tools are input_requests.rs's: `confirm` asks a boolean, `how_many` an
 //! object with an integer `count`; each ends with what it got. `toolstream mcp-stdio` asks the
-//! same way and answers with RespondToRun.
+//! same way and answers with RespondToRun; under the 2026-07-28 revision (the SDK 2.x) a question
+//! is an `InputRequiredResult` answered in the retried call.
 
 use crate::input_requests::server;
 use crate::mcp_server::{client_json, get_run, mcp_http, mcp_stdio, run_id_of};
@@ -18,16 +19,10 @@ fn only_elicitation(call: &Value) -> &Value {
     &asked[0]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_accepted_elicitation_answers_the_tools_question() {
-    let server = server().await;
-    let call = mcp_http(
-        &server,
-        &["elicit", "confirm", "{}", "accept", r#"{"value": true}"#],
-        None,
-    )
-    .await;
-    let asked = only_elicitation(&call);
+/// `call` (of `confirm`, accepted with true) asked its one question as a boolean `value` and
+/// its run succeeded with the answer.
+async fn assert_confirmed(server: &crate::common::TestServer, call: &Value) {
+    let asked = only_elicitation(call);
     assert_eq!(asked["message"], "Overwrite report.pdf?");
     assert_eq!(
         asked["requestedSchema"],
@@ -37,10 +32,35 @@ async fn an_accepted_elicitation_answers_the_tools_question() {
     assert_eq!(call["isError"], json!(false), "{call}");
     assert_eq!(
         call["structuredContent"],
-        json!({"outcome": "answered", "value": true})
+        json!({"outcome": "answered", "value": true}),
+        "{call}"
     );
-    let run = get_run(&server, &run_id_of(&call), None).await;
+    let run = get_run(server, &run_id_of(call), None).await;
     assert_eq!(run.state(), pb::RunState::Succeeded);
+    assert!(run.pending_inputs.is_empty());
+}
+
+/// `call` (of `confirm`, declined) asked once and its tool saw the decline.
+fn assert_declined(call: &Value) {
+    only_elicitation(call);
+    assert_eq!(call["isError"], json!(false), "{call}");
+    assert_eq!(
+        call["structuredContent"],
+        json!({"outcome": "declined", "value": null}),
+        "{call}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_elicitation_answers_the_tools_question() {
+    let server = server().await;
+    let call = mcp_http(
+        &server,
+        &["elicit", "confirm", "{}", "accept", r#"{"value": true}"#],
+        None,
+    )
+    .await;
+    assert_confirmed(&server, &call).await;
 
     // An object schema of primitive properties goes as it is, and so does the answer.
     let call = mcp_http(
@@ -67,13 +87,7 @@ async fn a_declined_or_cancelled_elicitation_declines_the_tools_question() {
     let server = server().await;
     for action in ["decline", "cancel"] {
         let call = mcp_http(&server, &["elicit", "confirm", "{}", action], None).await;
-        only_elicitation(&call);
-        assert_eq!(call["isError"], json!(false), "{call}");
-        assert_eq!(
-            call["structuredContent"],
-            json!({"outcome": "declined", "value": null}),
-            "{action}: {call}"
-        );
+        assert_declined(&call);
     }
 }
 
@@ -86,27 +100,9 @@ async fn the_stdio_bridge_asks_the_runs_questions_and_answers_them_with_respond_
         None,
     )
     .await;
-    let asked = only_elicitation(&call);
-    assert_eq!(asked["message"], "Overwrite report.pdf?");
-    assert_eq!(
-        asked["requestedSchema"]["properties"]["value"]["type"], "boolean",
-        "{asked}"
-    );
-    assert_eq!(
-        call["structuredContent"],
-        json!({"outcome": "answered", "value": true}),
-        "{call}"
-    );
-    let run = get_run(&server, &run_id_of(&call), None).await;
-    assert_eq!(run.state(), pb::RunState::Succeeded);
-
+    assert_confirmed(&server, &call).await;
     let declined = mcp_stdio(&server, &["elicit", "confirm", "{}", "decline"], None).await;
-    only_elicitation(&declined);
-    assert_eq!(
-        declined["structuredContent"],
-        json!({"outcome": "declined", "value": null}),
-        "{declined}"
-    );
+    assert_declined(&declined);
 }
 
 /// The Python SDK 2.x (the 2026-07-28 revision) calling `tool` on `server`'s `/mcp`, answering
@@ -132,28 +128,10 @@ async fn under_2026_07_28_a_question_is_an_input_required_result_answered_in_the
     let server = server().await;
     let call = sdk2_call(&server, "confirm", json!([["accept", {"value": true}]])).await;
     assert_eq!(call["protocolVersion"], "2026-07-28", "{call}");
-    let asked = only_elicitation(&call);
-    assert_eq!(asked["message"], "Overwrite report.pdf?");
-    assert_eq!(
-        asked["requestedSchema"]["properties"]["value"]["type"], "boolean",
-        "{asked}"
-    );
-    assert_eq!(
-        call["structuredContent"],
-        json!({"outcome": "answered", "value": true}),
-        "{call}"
-    );
     // One run throughout: the retried call read the run the first call started.
-    let run = get_run(&server, &run_id_of(&call), None).await;
-    assert_eq!(run.state(), pb::RunState::Succeeded);
-    assert!(run.pending_inputs.is_empty());
-
+    assert_confirmed(&server, &call).await;
     let declined = sdk2_call(&server, "confirm", json!([["decline", null]])).await;
-    assert_eq!(
-        declined["structuredContent"],
-        json!({"outcome": "declined", "value": null}),
-        "{declined}"
-    );
+    assert_declined(&declined);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
