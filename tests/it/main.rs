@@ -39,6 +39,7 @@ mod deploy_manifests;
 mod doc_links;
 mod errors;
 mod eta;
+mod example_tools;
 mod grpc_web;
 mod health_reflection;
 mod idempotency_labels;
