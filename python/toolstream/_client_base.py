@@ -5,6 +5,7 @@ each client makes its own calls."""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import (
     Any,
@@ -32,6 +33,46 @@ ToolRef = Union[str, Callable[..., Any]]
 PathOrBytes = Union[None, bytes, str, "os.PathLike[str]"]
 
 Same = TypeVar("Same", bound="BaseClient")
+
+#: Where the clients report what went wrong in an ``on_input`` callback.
+logger = logging.getLogger("toolstream")
+
+
+class DeclineType:
+    """The type of :data:`toolstream.Decline`; it has that one value."""
+
+    def __repr__(self) -> str:
+        return "toolstream.Decline"
+
+
+#: What an ``on_input`` callback returns to decline the request rather than answer it.
+Decline = DeclineType()
+
+#: ``on_input=``: called with an ``input_requested`` event; returns the answer, or
+#: :data:`Decline`.
+InputCallback = Callable[[ProgressEvent], Any]
+
+
+#: RespondToRun's ``(value, decline)`` that declines.
+DECLINED: Tuple[Any, bool] = (None, True)
+
+
+def input_reply(answer: Any) -> Tuple[Any, bool]:
+    """What an ``on_input`` callback returned, as RespondToRun's ``(value, decline)``."""
+    return DECLINED if answer is Decline else (answer, False)
+
+
+def report_declined(event: ProgressEvent, why: str) -> None:
+    """Logs that the request of ``event`` (``input_requested``) is declined because ``why``, with
+    the exception being handled (if any) attached."""
+    logger.error(
+        "toolstream: declining input request %r of run %r (%s): %s",
+        event.data.get("request_id"),
+        event.run_id,
+        event.data.get("prompt"),
+        why,
+        exc_info=True,
+    )
 
 
 class BaseClient:
@@ -161,6 +202,9 @@ class BaseStream(Generic[ClientKind]):
         self._top = TopLevelProgress()
         #: Called with each partial result as the stream reads it (``run(..., on_partial=...)``).
         self._on_partial: Optional[Callable[[ProgressEvent], Any]] = None
+        #: Asked for the answer to each input request as the stream reads it
+        #: (``run(..., on_input=...)``).
+        self._on_input: Optional[InputCallback] = None
 
     @property
     def run_id(self) -> str:
@@ -207,12 +251,15 @@ class BaseAgent(Generic[ClientKind]):
         model: Optional[str] = None,
         max_steps: Optional[int] = None,
         system_prompt: Optional[str] = None,
+        approval_required: Optional[Sequence[str]] = None,
     ) -> None:
         self._client = client
         self.tools = tools
         self.model = model
         self.max_steps = max_steps
         self.system_prompt = system_prompt
+        #: Tools whose calls wait for a person's approval (``"*"``: every tool).
+        self.approval_required = list(approval_required or [])
 
     def _request(
         self,
@@ -228,5 +275,6 @@ class BaseAgent(Generic[ClientKind]):
             model=self.model or "",
             max_steps=self.max_steps or 0,
             system_prompt=self.system_prompt or "",
+            approval_required=self.approval_required,
             options=convert.options(min_interval=min_interval, detach=detach, heartbeat=heartbeat),
         )

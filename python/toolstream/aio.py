@@ -37,16 +37,27 @@ import grpc.aio
 
 from . import _convert as convert
 from ._client_base import (
+    DECLINED,
     BaseAgent,
     BaseClient,
     BaseStream,
+    InputCallback,
     ToolRef,
     RunPages,
+    input_reply,
+    report_declined,
     run_tool_request,
     start_watch,
 )
 from ._stream_core import AskRun, Rewatch, Step, StreamCore, deadline_after, not_started
-from .errors import Cancelled, ToolstreamError, from_rpc_error
+from .errors import (
+    Cancelled,
+    FailedPrecondition,
+    InvalidArguments,
+    NotFound,
+    ToolstreamError,
+    from_rpc_error,
+)
 from .events import EveryNodeProgress, ProgressEvent, Run, RunState, ToolInfo
 from .v1 import toolstream_pb2 as pb
 from .v1 import toolstream_pb2_grpc as pb_grpc
@@ -111,10 +122,11 @@ class AsyncClient(BaseClient):
         heartbeat: Optional[float] = None,
         resume: Union[bool, float] = False,
         on_partial: Optional[AsyncCallback] = None,
+        on_input: Optional[InputCallback] = None,
         **kwargs: Any,
     ) -> "AsyncProgressStream":
         """Starts a run and returns its stream once started; see :meth:`Client.run`
-        (``on_partial`` may be a plain or a coroutine function)."""
+        (``on_partial`` and ``on_input`` may be plain or coroutine functions)."""
         request = run_tool_request(
             tool, arguments, kwargs, min_interval=min_interval, detach=detach, heartbeat=heartbeat
         )
@@ -125,6 +137,7 @@ class AsyncClient(BaseClient):
             self, call, request.options, timeout=timeout, resume=resume
         )
         stream._on_partial = on_partial
+        stream._on_input = on_input
         return stream
 
     def agent(
@@ -134,12 +147,12 @@ class AsyncClient(BaseClient):
         model: Optional[str] = None,
         max_steps: Optional[int] = None,
         system_prompt: Optional[str] = None,
+        approval_required: Optional[Sequence[str]] = None,
     ) -> "AsyncAgent":
         """An agent calling ``tools``; see :meth:`Client.agent`."""
         names = convert.tool_names(list(tools or []))
-        return AsyncAgent(
-            self, names, model=model, max_steps=max_steps, system_prompt=system_prompt
-        )
+        return AsyncAgent(self, names, model=model, max_steps=max_steps,
+                          system_prompt=system_prompt, approval_required=approval_required)
 
     def watch(
         self,
@@ -303,7 +316,29 @@ class AsyncProgressStream(BaseStream[AsyncClient]):
         event = await self._read_event()
         if event.type == "partial":
             await _call_back(self._on_partial, event)
+        if event.type == "input_requested" and self._on_input is not None:
+            await self._answer(event, self._on_input)
         return event
+
+    async def _answer(self, event: ProgressEvent, on_input: InputCallback) -> None:
+        """Answers the request of ``event`` with what ``on_input`` returns (awaited when it is
+        a coroutine); declines it (and logs why) when the callback raises or the server refuses
+        its answer (see :meth:`toolstream.Client.run`)."""
+        try:
+            answer = on_input(event)
+            reply = input_reply(await answer if inspect.isawaitable(answer) else answer)
+        except Exception:
+            report_declined(event, "the on_input callback raised")
+            reply = DECLINED
+        for value, decline in (reply, DECLINED):
+            try:
+                request_id = event.data["request_id"]
+                await self._client.respond(self.run_id, request_id, value, decline=decline)
+                return
+            except InvalidArguments:
+                report_declined(event, "the server refused the on_input callback's answer")
+            except (FailedPrecondition, NotFound):
+                return  # answered elsewhere first, or the run ended: nothing waits on it
 
     async def _read_event(self) -> ProgressEvent:
         core = self._core
@@ -420,11 +455,13 @@ class AsyncAgent(BaseAgent[AsyncClient]):
         timeout: Optional[float] = None,
         min_interval: Optional[float] = None,
         on_partial: Optional[AsyncCallback] = None,
+        on_input: Optional[InputCallback] = None,
     ) -> Any:
         """Runs the agent and returns its answer (see :meth:`toolstream.Agent.run`); callbacks
         may be plain or coroutine functions."""
         progress = EveryNodeProgress()
         async with await self.stream(prompt, timeout=timeout, min_interval=min_interval) as stream:
+            stream._on_input = on_input
             async for event in stream.events():
                 await _call_back(on_event, event)
                 if event.type == "partial":
@@ -461,6 +498,7 @@ def _twin(client: BaseClient, agent: BaseAgent[Any]) -> AsyncAgent:
         model=agent.model,
         max_steps=agent.max_steps,
         system_prompt=agent.system_prompt,
+        approval_required=agent.approval_required,
     )
 
 
@@ -474,6 +512,7 @@ async def run_agent(
     timeout: Optional[float],
     min_interval: Optional[float],
     on_partial: Optional[AsyncCallback] = None,
+    on_input: Optional[InputCallback] = None,
 ) -> Any:
     """:meth:`toolstream.Agent.arun`: the sync client's agent run as :meth:`AsyncAgent.run`, on
     a connection of its own, closed after."""
@@ -486,6 +525,7 @@ async def run_agent(
             timeout=timeout,
             min_interval=min_interval,
             on_partial=on_partial,
+            on_input=on_input,
         )
 
 
