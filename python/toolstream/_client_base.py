@@ -128,6 +128,24 @@ class BaseClient:
         return f"{type(self).__name__}({self._connection.target!r})"
 
 
+Labels = Optional[Mapping[str, str]]
+
+
+def run_options(
+    *,
+    min_interval: Optional[float],
+    detach: bool,
+    heartbeat: Optional[float],
+    labels: Labels,
+    idempotency_key: Optional[str],
+) -> pb.RunOptions:
+    """A run's options from the keyword arguments of ``run``, ``agent.run`` and the like."""
+    options = convert.options(min_interval=min_interval, detach=detach, heartbeat=heartbeat)
+    options.labels.update(labels or {})
+    options.idempotency_key = idempotency_key or ""
+    return options
+
+
 def run_tool_request(
     tool: str,
     arguments: Optional[Mapping[str, Any]],
@@ -136,12 +154,15 @@ def run_tool_request(
     min_interval: Optional[float],
     detach: bool,
     heartbeat: Optional[float],
+    labels: Labels = None,
+    idempotency_key: Optional[str] = None,
 ) -> pb.RunToolRequest:
     """``client.run(tool, arguments=..., **extra)`` as the request."""
     return pb.RunToolRequest(
         tool=tool,
         arguments=convert.to_struct(convert.merge_arguments(arguments, extra)),
-        options=convert.options(min_interval=min_interval, detach=detach, heartbeat=heartbeat),
+        options=run_options(min_interval=min_interval, detach=detach, heartbeat=heartbeat,
+                            labels=labels, idempotency_key=idempotency_key),
     )
 
 
@@ -168,17 +189,26 @@ class RunPages:
     answer, until the server gives no next page token."""
 
     def __init__(
-        self, state: Union[None, RunState, str], tool: Optional[str], page_size: Optional[int]
+        self,
+        state: Union[None, RunState, str],
+        tool: Optional[str],
+        page_size: Optional[int],
+        labels: Labels = None,
     ) -> None:
         self._state = convert.state_number(state)
         self._tool = tool or ""
         self._page_size = page_size or 0
+        self._labels = dict(labels or {})
         self._token = ""
         self.done = False
 
     def request(self) -> pb.ListRunsRequest:
         return pb.ListRunsRequest(
-            page_size=self._page_size, page_token=self._token, state=self._state, tool=self._tool
+            page_size=self._page_size,
+            page_token=self._token,
+            state=self._state,
+            tool=self._tool,
+            labels=self._labels,
         )
 
     def receive(self, response: pb.ListRunsResponse) -> List[Run]:
@@ -268,6 +298,8 @@ class BaseAgent(Generic[ClientKind]):
         min_interval: Optional[float],
         detach: bool,
         heartbeat: Optional[float],
+        labels: Labels = None,
+        idempotency_key: Optional[str] = None,
     ) -> pb.RunAgentRequest:
         return pb.RunAgentRequest(
             prompt=prompt,
@@ -276,5 +308,6 @@ class BaseAgent(Generic[ClientKind]):
             max_steps=self.max_steps or 0,
             system_prompt=self.system_prompt or "",
             approval_required=self.approval_required,
-            options=convert.options(min_interval=min_interval, detach=detach, heartbeat=heartbeat),
+            options=run_options(min_interval=min_interval, detach=detach, heartbeat=heartbeat,
+                                labels=labels, idempotency_key=idempotency_key),
         )

@@ -123,13 +123,15 @@ class AsyncClient(BaseClient):
         resume: Union[bool, float] = False,
         on_partial: Optional[AsyncCallback] = None,
         on_input: Optional[InputCallback] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
         **kwargs: Any,
     ) -> "AsyncProgressStream":
         """Starts a run and returns its stream once started; see :meth:`Client.run`
         (``on_partial`` and ``on_input`` may be plain or coroutine functions)."""
-        request = run_tool_request(
-            tool, arguments, kwargs, min_interval=min_interval, detach=detach, heartbeat=heartbeat
-        )
+        request = run_tool_request(tool, arguments, kwargs, min_interval=min_interval,
+                                   detach=detach, heartbeat=heartbeat, labels=labels,
+                                   idempotency_key=idempotency_key)
         call = self._tool_stub.RunTool(
             request, timeout=timeout, metadata=self._connection.metadata
         )
@@ -197,9 +199,11 @@ class AsyncClient(BaseClient):
         state: Union[None, RunState, str] = None,
         tool: Optional[str] = None,
         page_size: Optional[int] = None,
+        labels: Optional[Mapping[str, str]] = None,
     ) -> AsyncIterator[Run]:
-        """The runs the server holds, newest first (``async for``)."""
-        pages = RunPages(state, tool, page_size)
+        """The runs the server holds, newest first (``async for``); with ``labels``, only the
+        runs carrying every one of them."""
+        pages = RunPages(state, tool, page_size, labels)
         while not pages.done:
             for run in pages.receive(await self._unary(self._run_stub.ListRuns, pages.request())):
                 yield run
@@ -434,11 +438,12 @@ class AsyncAgent(BaseAgent[AsyncClient]):
         detach: bool = False,
         heartbeat: Optional[float] = None,
         resume: Union[bool, float] = False,
+        labels: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
     ) -> AsyncProgressStream:
         """Starts the agent on ``prompt``; the options are those of :meth:`AsyncClient.run`."""
-        request = self._request(
-            prompt, min_interval=min_interval, detach=detach, heartbeat=heartbeat
-        )
+        request = self._request(prompt, min_interval=min_interval, detach=detach,
+                                heartbeat=heartbeat, labels=labels, idempotency_key=idempotency_key)
         call = self._client._tool_stub.RunAgent(
             request, timeout=timeout, metadata=self._client._connection.metadata
         )
@@ -456,11 +461,15 @@ class AsyncAgent(BaseAgent[AsyncClient]):
         min_interval: Optional[float] = None,
         on_partial: Optional[AsyncCallback] = None,
         on_input: Optional[InputCallback] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
     ) -> Any:
         """Runs the agent and returns its answer (see :meth:`toolstream.Agent.run`); callbacks
         may be plain or coroutine functions."""
         progress = EveryNodeProgress()
-        async with await self.stream(prompt, timeout=timeout, min_interval=min_interval) as stream:
+        started = self.stream(prompt, timeout=timeout, min_interval=min_interval, labels=labels,
+                              idempotency_key=idempotency_key)
+        async with await started as stream:
             stream._on_input = on_input
             async for event in stream.events():
                 await _call_back(on_event, event)
@@ -513,6 +522,8 @@ async def run_agent(
     min_interval: Optional[float],
     on_partial: Optional[AsyncCallback] = None,
     on_input: Optional[InputCallback] = None,
+    labels: Optional[Mapping[str, str]] = None,
+    idempotency_key: Optional[str] = None,
 ) -> Any:
     """:meth:`toolstream.Agent.arun`: the sync client's agent run as :meth:`AsyncAgent.run`, on
     a connection of its own, closed after."""
@@ -526,6 +537,8 @@ async def run_agent(
             min_interval=min_interval,
             on_partial=on_partial,
             on_input=on_input,
+            labels=labels,
+            idempotency_key=idempotency_key,
         )
 
 

@@ -117,6 +117,8 @@ class Client(BaseClient):
         resume: Union[bool, float] = False,
         on_partial: Optional[ProgressCallback] = None,
         on_input: Optional[InputCallback] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
         **kwargs: Any,
     ) -> "ProgressStream":
         """Starts a run of ``tool`` with ``**kwargs`` as its arguments, and returns its stream once
@@ -143,13 +145,19 @@ class Client(BaseClient):
           raises, or the server refuses its answer (it fails the request's schema), the request
           is declined and the error logged on the ``toolstream`` logger: the run never waits on
           a callback that failed. Without it, answer with :meth:`ProgressStream.respond`.
+        - ``labels``: ``{key: value}`` kept with the run, to find it again
+          (``client.runs(labels=...)``; see docs/backend.md for what keys may be).
+        - ``idempotency_key``: names this request: starting a run again with the same key (a
+          retry, from any client of the same principal) gives the run the first one started,
+          its events from the start, instead of a second run; the same key with another tool or
+          other arguments raises :class:`FailedPrecondition`.
 
         Raises at once, before any run starts, for an unknown tool (:class:`ToolNotFound`),
         invalid arguments (:class:`InvalidArguments`), a full or unreachable server.
         """
-        request = run_tool_request(
-            tool, arguments, kwargs, min_interval=min_interval, detach=detach, heartbeat=heartbeat
-        )
+        request = run_tool_request(tool, arguments, kwargs, min_interval=min_interval,
+                                   detach=detach, heartbeat=heartbeat, labels=labels,
+                                   idempotency_key=idempotency_key)
         call = self._tool_stub.RunTool(
             request, timeout=timeout, metadata=self._connection.metadata
         )
@@ -227,9 +235,11 @@ class Client(BaseClient):
         state: Union[None, RunState, str] = None,
         tool: Optional[str] = None,
         page_size: Optional[int] = None,
+        labels: Optional[Mapping[str, str]] = None,
     ) -> Iterator[Run]:
-        """The runs the server holds, newest first, fetched a page at a time as you iterate."""
-        pages = RunPages(state, tool, page_size)
+        """The runs the server holds, newest first, fetched a page at a time as you iterate;
+        with ``labels``, only the runs carrying every one of them."""
+        pages = RunPages(state, tool, page_size, labels)
         while not pages.done:
             yield from pages.receive(self._unary(self._run_stub.ListRuns, pages.request()))
 
@@ -484,11 +494,12 @@ class Agent(BaseAgent[Client]):
         detach: bool = False,
         heartbeat: Optional[float] = None,
         resume: Union[bool, float] = False,
+        labels: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
     ) -> ProgressStream:
         """Starts the agent on ``prompt``; the options are those of :meth:`Client.run`."""
-        request = self._request(
-            prompt, min_interval=min_interval, detach=detach, heartbeat=heartbeat
-        )
+        request = self._request(prompt, min_interval=min_interval, detach=detach,
+                                heartbeat=heartbeat, labels=labels, idempotency_key=idempotency_key)
         call = self._client._tool_stub.RunAgent(
             request, timeout=timeout, metadata=self._client._connection.metadata
         )
@@ -506,6 +517,8 @@ class Agent(BaseAgent[Client]):
         min_interval: Optional[float] = None,
         on_partial: Optional[ProgressCallback] = None,
         on_input: Optional[InputCallback] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
     ) -> Any:
         """Runs the agent on ``prompt`` and returns its answer. ``on_progress`` is called with
         each progress event: the agent's own (``call_id`` is ``None``) and its tool calls'
@@ -513,9 +526,11 @@ class Agent(BaseAgent[Client]):
         ``on_partial`` with each partial result of a tool call (``call_id`` names the call; the
         model never sees them, only the call's result); ``on_event`` with every event, as sent;
         ``on_input`` answers the run's input requests (approvals of tool calls included: return
-        ``True`` to approve), as in :meth:`Client.run`. Raises the run's error."""
+        ``True`` to approve), as in :meth:`Client.run`; ``labels`` and ``idempotency_key`` too.
+        Raises the run's error."""
         progress = EveryNodeProgress()
-        with self.stream(prompt, timeout=timeout, min_interval=min_interval) as stream:
+        with self.stream(prompt, timeout=timeout, min_interval=min_interval, labels=labels,
+                         idempotency_key=idempotency_key) as stream:
             stream._on_input = on_input
             for event in stream.events():
                 if on_event is not None:
@@ -537,6 +552,8 @@ class Agent(BaseAgent[Client]):
         min_interval: Optional[float] = None,
         on_partial: Optional[Callable[[ProgressEvent], Any]] = None,
         on_input: Optional[Callable[[ProgressEvent], Any]] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
     ) -> Awaitable[Any]:
         """:meth:`run` for asyncio (``await agent.arun(...)``); callbacks may be coroutine
         functions. Runs as :meth:`toolstream.AsyncAgent.run`."""
@@ -554,6 +571,8 @@ class Agent(BaseAgent[Client]):
             min_interval=min_interval,
             on_partial=on_partial,
             on_input=on_input,
+            labels=labels,
+            idempotency_key=idempotency_key,
         )
 
     def arun_stream(
