@@ -91,6 +91,18 @@ def test_the_async_client_awaits_a_coroutine_callback(addr: str) -> None:
     assert asyncio.run(main()) == "kept (answered)"
 
 
+def test_the_async_stream_responds_too(addr: str) -> None:
+    async def main() -> Any:
+        async with AsyncClient(addr) as client:
+            stream = await client.run("confirm", path="a")
+            async for event in stream.events():
+                if event.type == "input_requested":
+                    await stream.respond(event.data["request_id"], True)
+            return await stream.result
+
+    assert asyncio.run(main()) == "overwritten"
+
+
 @pytest.fixture
 def model() -> Iterator[StandInModel]:
     call = tool_calls(("call_1", "ticks", {"count": 2, "interval_ms": 1}))

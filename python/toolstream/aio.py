@@ -336,8 +336,7 @@ class AsyncProgressStream(BaseStream[AsyncClient]):
             reply = DECLINED
         for value, decline in (reply, DECLINED):
             try:
-                request_id = event.data["request_id"]
-                await self._client.respond(self.run_id, request_id, value, decline=decline)
+                await self.respond(event.data["request_id"], value, decline=decline)
                 return
             except InvalidArguments:
                 report_declined(event, "the server refused the on_input callback's answer")
@@ -381,6 +380,11 @@ class AsyncProgressStream(BaseStream[AsyncClient]):
                 step = self._core.run_answered(run, time.monotonic())
         if isinstance(step, Rewatch):
             self._call = self._client._watch(step.request, step.timeout)
+
+    async def respond(self, request_id: str, value: Any = None, *, decline: bool = False) -> Run:
+        """Answers (or declines) one of this run's input requests (the ``request_id`` of its
+        ``input_requested`` event); see :meth:`toolstream.Client.respond`."""
+        return await self._client.respond(self.run_id, request_id, value, decline=decline)
 
     async def cancel(self) -> None:
         """Cancels the run for everyone watching it; the stream then ends with
