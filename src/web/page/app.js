@@ -381,7 +381,8 @@ function inputForm(runId, request, onSent) {
   form.append(el("p", { class: "prompt" }, who, el("span", { text: request.prompt || "" })));
   if (approval) {
     const data = request.data || {};
-    form.append(el("p", { class: "approval-tool" }, "tool ", el("code", { text: data.tool || request.tool || "" })),
+    const tool = el("code", { text: data.tool || request.tool || "" });
+    form.append(el("p", { class: "approval-tool" }, "tool ", tool),
       el("pre", { class: "approval-arguments",
         text: JSON.stringify(data.arguments === undefined ? {} : data.arguments, null, 2) }));
   }
@@ -422,10 +423,12 @@ function inputForm(runId, request, onSent) {
 // What became of a request (an InputResolved): its prompt, the outcome, the value answered.
 function inputOutcome(request, resolved) {
   const outcome = shortOutcome(resolved.outcome);
-  const value = outcome === "answered" ? `: ${JSON.stringify(resolved.value === undefined ? null : resolved.value)}` : "";
+  const answer = resolved.value === undefined ? null : resolved.value;
+  const value = outcome === "answered" ? `: ${JSON.stringify(answer)}` : "";
+  const prompt = request ? request.prompt || "" : resolved.requestId;
   return el("p", { class: `input-outcome ${outcome}`, "data-request-id": resolved.requestId,
-    "data-outcome": outcome }, el("span", { class: "prompt", text: request ? request.prompt || "" : resolved.requestId }),
-  " ", el("strong", { text: `${outcome}${value}` }));
+    "data-outcome": outcome }, el("span", { class: "prompt", text: prompt }), " ",
+  el("strong", { text: `${outcome}${value}` }));
 }
 
 // ------------------------------------------------------------------------------------------
