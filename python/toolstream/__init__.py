@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         AsyncClient as AsyncClient,
         AsyncProgressStream as AsyncProgressStream,
     )
+    from ._client_base import Decline as Decline
     from .client import (
         Agent as Agent,
         Client as Client,
@@ -96,6 +97,7 @@ _LAZY = {
     "RunState": "events",
     "ToolInfo": "events",
     "CallProgress": "events",
+    "Decline": "_client_base",
     "ToolstreamError": "errors",
     "NotFound": "errors",
     "ToolNotFound": "errors",
@@ -139,6 +141,7 @@ __all__ = [
     "RunState",
     "ToolInfo",
     "CallProgress",
+    "Decline",
     "ToolstreamError",
     "NotFound",
     "ToolNotFound",

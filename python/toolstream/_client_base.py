@@ -5,6 +5,7 @@ each client makes its own calls."""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import (
     Any,
@@ -32,6 +33,46 @@ ToolRef = Union[str, Callable[..., Any]]
 PathOrBytes = Union[None, bytes, str, "os.PathLike[str]"]
 
 Same = TypeVar("Same", bound="BaseClient")
+
+#: Where the clients report what went wrong in an ``on_input`` callback.
+logger = logging.getLogger("toolstream")
+
+
+class DeclineType:
+    """The type of :data:`toolstream.Decline`; it has that one value."""
+
+    def __repr__(self) -> str:
+        return "toolstream.Decline"
+
+
+#: What an ``on_input`` callback returns to decline the request rather than answer it.
+Decline = DeclineType()
+
+#: ``on_input=``: called with an ``input_requested`` event; returns the answer, or
+#: :data:`Decline`.
+InputCallback = Callable[[ProgressEvent], Any]
+
+
+#: RespondToRun's ``(value, decline)`` that declines.
+DECLINED: Tuple[Any, bool] = (None, True)
+
+
+def input_reply(answer: Any) -> Tuple[Any, bool]:
+    """What an ``on_input`` callback returned, as RespondToRun's ``(value, decline)``."""
+    return DECLINED if answer is Decline else (answer, False)
+
+
+def report_declined(event: ProgressEvent, why: str) -> None:
+    """Logs that the request of ``event`` (``input_requested``) is declined because ``why``, with
+    the exception being handled (if any) attached."""
+    logger.error(
+        "toolstream: declining input request %r of run %r (%s): %s",
+        event.data.get("request_id"),
+        event.run_id,
+        event.data.get("prompt"),
+        why,
+        exc_info=True,
+    )
 
 
 class BaseClient:
@@ -87,6 +128,24 @@ class BaseClient:
         return f"{type(self).__name__}({self._connection.target!r})"
 
 
+Labels = Optional[Mapping[str, str]]
+
+
+def run_options(
+    *,
+    min_interval: Optional[float],
+    detach: bool,
+    heartbeat: Optional[float],
+    labels: Labels,
+    idempotency_key: Optional[str],
+) -> pb.RunOptions:
+    """A run's options from the keyword arguments of ``run``, ``agent.run`` and the like."""
+    options = convert.options(min_interval=min_interval, detach=detach, heartbeat=heartbeat)
+    options.labels.update(labels or {})
+    options.idempotency_key = idempotency_key or ""
+    return options
+
+
 def run_tool_request(
     tool: str,
     arguments: Optional[Mapping[str, Any]],
@@ -95,12 +154,15 @@ def run_tool_request(
     min_interval: Optional[float],
     detach: bool,
     heartbeat: Optional[float],
+    labels: Labels = None,
+    idempotency_key: Optional[str] = None,
 ) -> pb.RunToolRequest:
     """``client.run(tool, arguments=..., **extra)`` as the request."""
     return pb.RunToolRequest(
         tool=tool,
         arguments=convert.to_struct(convert.merge_arguments(arguments, extra)),
-        options=convert.options(min_interval=min_interval, detach=detach, heartbeat=heartbeat),
+        options=run_options(min_interval=min_interval, detach=detach, heartbeat=heartbeat,
+                            labels=labels, idempotency_key=idempotency_key),
     )
 
 
@@ -127,17 +189,26 @@ class RunPages:
     answer, until the server gives no next page token."""
 
     def __init__(
-        self, state: Union[None, RunState, str], tool: Optional[str], page_size: Optional[int]
+        self,
+        state: Union[None, RunState, str],
+        tool: Optional[str],
+        page_size: Optional[int],
+        labels: Labels = None,
     ) -> None:
         self._state = convert.state_number(state)
         self._tool = tool or ""
         self._page_size = page_size or 0
+        self._labels = dict(labels or {})
         self._token = ""
         self.done = False
 
     def request(self) -> pb.ListRunsRequest:
         return pb.ListRunsRequest(
-            page_size=self._page_size, page_token=self._token, state=self._state, tool=self._tool
+            page_size=self._page_size,
+            page_token=self._token,
+            state=self._state,
+            tool=self._tool,
+            labels=self._labels,
         )
 
     def receive(self, response: pb.ListRunsResponse) -> List[Run]:
@@ -161,6 +232,9 @@ class BaseStream(Generic[ClientKind]):
         self._top = TopLevelProgress()
         #: Called with each partial result as the stream reads it (``run(..., on_partial=...)``).
         self._on_partial: Optional[Callable[[ProgressEvent], Any]] = None
+        #: Asked for the answer to each input request as the stream reads it
+        #: (``run(..., on_input=...)``).
+        self._on_input: Optional[InputCallback] = None
 
     @property
     def run_id(self) -> str:
@@ -207,12 +281,15 @@ class BaseAgent(Generic[ClientKind]):
         model: Optional[str] = None,
         max_steps: Optional[int] = None,
         system_prompt: Optional[str] = None,
+        approval_required: Optional[Sequence[str]] = None,
     ) -> None:
         self._client = client
         self.tools = tools
         self.model = model
         self.max_steps = max_steps
         self.system_prompt = system_prompt
+        #: Tools whose calls wait for a person's approval (``"*"``: every tool).
+        self.approval_required = list(approval_required or [])
 
     def _request(
         self,
@@ -221,6 +298,8 @@ class BaseAgent(Generic[ClientKind]):
         min_interval: Optional[float],
         detach: bool,
         heartbeat: Optional[float],
+        labels: Labels = None,
+        idempotency_key: Optional[str] = None,
     ) -> pb.RunAgentRequest:
         return pb.RunAgentRequest(
             prompt=prompt,
@@ -228,5 +307,7 @@ class BaseAgent(Generic[ClientKind]):
             model=self.model or "",
             max_steps=self.max_steps or 0,
             system_prompt=self.system_prompt or "",
-            options=convert.options(min_interval=min_interval, detach=detach, heartbeat=heartbeat),
+            approval_required=self.approval_required,
+            options=run_options(min_interval=min_interval, detach=detach, heartbeat=heartbeat,
+                                labels=labels, idempotency_key=idempotency_key),
         )

@@ -305,6 +305,8 @@ def run(message: pb.Run) -> Run:
         ],
         result=from_value(message.result) if message.HasField("result") else None,
         error=error,
+        labels=dict(message.labels),
+        idempotency_key=message.idempotency_key or None,
     )
 
 

@@ -37,16 +37,27 @@ import grpc.aio
 
 from . import _convert as convert
 from ._client_base import (
+    DECLINED,
     BaseAgent,
     BaseClient,
     BaseStream,
+    InputCallback,
     ToolRef,
     RunPages,
+    input_reply,
+    report_declined,
     run_tool_request,
     start_watch,
 )
 from ._stream_core import AskRun, Rewatch, Step, StreamCore, deadline_after, not_started
-from .errors import Cancelled, ToolstreamError, from_rpc_error
+from .errors import (
+    Cancelled,
+    FailedPrecondition,
+    InvalidArguments,
+    NotFound,
+    ToolstreamError,
+    from_rpc_error,
+)
 from .events import EveryNodeProgress, ProgressEvent, Run, RunState, ToolInfo
 from .v1 import toolstream_pb2 as pb
 from .v1 import toolstream_pb2_grpc as pb_grpc
@@ -111,13 +122,16 @@ class AsyncClient(BaseClient):
         heartbeat: Optional[float] = None,
         resume: Union[bool, float] = False,
         on_partial: Optional[AsyncCallback] = None,
+        on_input: Optional[InputCallback] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
         **kwargs: Any,
     ) -> "AsyncProgressStream":
         """Starts a run and returns its stream once started; see :meth:`Client.run`
-        (``on_partial`` may be a plain or a coroutine function)."""
-        request = run_tool_request(
-            tool, arguments, kwargs, min_interval=min_interval, detach=detach, heartbeat=heartbeat
-        )
+        (``on_partial`` and ``on_input`` may be plain or coroutine functions)."""
+        request = run_tool_request(tool, arguments, kwargs, min_interval=min_interval,
+                                   detach=detach, heartbeat=heartbeat, labels=labels,
+                                   idempotency_key=idempotency_key)
         call = self._tool_stub.RunTool(
             request, timeout=timeout, metadata=self._connection.metadata
         )
@@ -125,6 +139,7 @@ class AsyncClient(BaseClient):
             self, call, request.options, timeout=timeout, resume=resume
         )
         stream._on_partial = on_partial
+        stream._on_input = on_input
         return stream
 
     def agent(
@@ -134,12 +149,12 @@ class AsyncClient(BaseClient):
         model: Optional[str] = None,
         max_steps: Optional[int] = None,
         system_prompt: Optional[str] = None,
+        approval_required: Optional[Sequence[str]] = None,
     ) -> "AsyncAgent":
         """An agent calling ``tools``; see :meth:`Client.agent`."""
         names = convert.tool_names(list(tools or []))
-        return AsyncAgent(
-            self, names, model=model, max_steps=max_steps, system_prompt=system_prompt
-        )
+        return AsyncAgent(self, names, model=model, max_steps=max_steps,
+                          system_prompt=system_prompt, approval_required=approval_required)
 
     def watch(
         self,
@@ -184,9 +199,11 @@ class AsyncClient(BaseClient):
         state: Union[None, RunState, str] = None,
         tool: Optional[str] = None,
         page_size: Optional[int] = None,
+        labels: Optional[Mapping[str, str]] = None,
     ) -> AsyncIterator[Run]:
-        """The runs the server holds, newest first (``async for``)."""
-        pages = RunPages(state, tool, page_size)
+        """The runs the server holds, newest first (``async for``); with ``labels``, only the
+        runs carrying every one of them."""
+        pages = RunPages(state, tool, page_size, labels)
         while not pages.done:
             for run in pages.receive(await self._unary(self._run_stub.ListRuns, pages.request())):
                 yield run
@@ -303,7 +320,28 @@ class AsyncProgressStream(BaseStream[AsyncClient]):
         event = await self._read_event()
         if event.type == "partial":
             await _call_back(self._on_partial, event)
+        if event.type == "input_requested" and self._on_input is not None:
+            await self._answer(event, self._on_input)
         return event
+
+    async def _answer(self, event: ProgressEvent, on_input: InputCallback) -> None:
+        """Answers the request of ``event`` with what ``on_input`` returns (awaited when it is
+        a coroutine); declines it (and logs why) when the callback raises or the server refuses
+        its answer (see :meth:`toolstream.Client.run`)."""
+        try:
+            answer = on_input(event)
+            reply = input_reply(await answer if inspect.isawaitable(answer) else answer)
+        except Exception:
+            report_declined(event, "the on_input callback raised")
+            reply = DECLINED
+        for value, decline in (reply, DECLINED):
+            try:
+                await self.respond(event.data["request_id"], value, decline=decline)
+                return
+            except InvalidArguments:
+                report_declined(event, "the server refused the on_input callback's answer")
+            except (FailedPrecondition, NotFound):
+                return  # answered elsewhere first, or the run ended: nothing waits on it
 
     async def _read_event(self) -> ProgressEvent:
         core = self._core
@@ -342,6 +380,11 @@ class AsyncProgressStream(BaseStream[AsyncClient]):
                 step = self._core.run_answered(run, time.monotonic())
         if isinstance(step, Rewatch):
             self._call = self._client._watch(step.request, step.timeout)
+
+    async def respond(self, request_id: str, value: Any = None, *, decline: bool = False) -> Run:
+        """Answers (or declines) one of this run's input requests (the ``request_id`` of its
+        ``input_requested`` event); see :meth:`toolstream.Client.respond`."""
+        return await self._client.respond(self.run_id, request_id, value, decline=decline)
 
     async def cancel(self) -> None:
         """Cancels the run for everyone watching it; the stream then ends with
@@ -399,11 +442,12 @@ class AsyncAgent(BaseAgent[AsyncClient]):
         detach: bool = False,
         heartbeat: Optional[float] = None,
         resume: Union[bool, float] = False,
+        labels: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
     ) -> AsyncProgressStream:
         """Starts the agent on ``prompt``; the options are those of :meth:`AsyncClient.run`."""
-        request = self._request(
-            prompt, min_interval=min_interval, detach=detach, heartbeat=heartbeat
-        )
+        request = self._request(prompt, min_interval=min_interval, detach=detach,
+                                heartbeat=heartbeat, labels=labels, idempotency_key=idempotency_key)
         call = self._client._tool_stub.RunAgent(
             request, timeout=timeout, metadata=self._client._connection.metadata
         )
@@ -420,11 +464,17 @@ class AsyncAgent(BaseAgent[AsyncClient]):
         timeout: Optional[float] = None,
         min_interval: Optional[float] = None,
         on_partial: Optional[AsyncCallback] = None,
+        on_input: Optional[InputCallback] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
     ) -> Any:
         """Runs the agent and returns its answer (see :meth:`toolstream.Agent.run`); callbacks
         may be plain or coroutine functions."""
         progress = EveryNodeProgress()
-        async with await self.stream(prompt, timeout=timeout, min_interval=min_interval) as stream:
+        started = self.stream(prompt, timeout=timeout, min_interval=min_interval, labels=labels,
+                              idempotency_key=idempotency_key)
+        async with await started as stream:
+            stream._on_input = on_input
             async for event in stream.events():
                 await _call_back(on_event, event)
                 if event.type == "partial":
@@ -461,6 +511,7 @@ def _twin(client: BaseClient, agent: BaseAgent[Any]) -> AsyncAgent:
         model=agent.model,
         max_steps=agent.max_steps,
         system_prompt=agent.system_prompt,
+        approval_required=agent.approval_required,
     )
 
 
@@ -474,6 +525,9 @@ async def run_agent(
     timeout: Optional[float],
     min_interval: Optional[float],
     on_partial: Optional[AsyncCallback] = None,
+    on_input: Optional[InputCallback] = None,
+    labels: Optional[Mapping[str, str]] = None,
+    idempotency_key: Optional[str] = None,
 ) -> Any:
     """:meth:`toolstream.Agent.arun`: the sync client's agent run as :meth:`AsyncAgent.run`, on
     a connection of its own, closed after."""
@@ -486,6 +540,9 @@ async def run_agent(
             timeout=timeout,
             min_interval=min_interval,
             on_partial=on_partial,
+            on_input=on_input,
+            labels=labels,
+            idempotency_key=idempotency_key,
         )
 
 

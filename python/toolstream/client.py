@@ -28,10 +28,14 @@ import grpc
 
 from . import _convert as convert
 from ._client_base import (
+    DECLINED,
     BaseAgent,
     BaseClient,
     BaseStream,
+    InputCallback,
     RunPages,
+    input_reply,
+    report_declined,
     run_tool_request,
     start_watch,
 )
@@ -40,7 +44,13 @@ from ._client_base import ToolRef as ToolRef
 from ._stream_core import DEFAULT_RESUME_SECONDS as DEFAULT_RESUME_SECONDS
 from ._stream_core import AskRun, Rewatch, Step, StreamCore, deadline_after, not_started
 from ._stream_core import resume_window as resume_window
-from .errors import ToolstreamError, from_rpc_error
+from .errors import (
+    FailedPrecondition,
+    InvalidArguments,
+    NotFound,
+    ToolstreamError,
+    from_rpc_error,
+)
 from .events import EveryNodeProgress, ProgressEvent, Run, RunState, ToolInfo
 from .v1 import toolstream_pb2 as pb
 from .v1 import toolstream_pb2_grpc as pb_grpc
@@ -106,6 +116,9 @@ class Client(BaseClient):
         heartbeat: Optional[float] = None,
         resume: Union[bool, float] = False,
         on_partial: Optional[ProgressCallback] = None,
+        on_input: Optional[InputCallback] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
         **kwargs: Any,
     ) -> "ProgressStream":
         """Starts a run of ``tool`` with ``**kwargs`` as its arguments, and returns its stream once
@@ -126,13 +139,25 @@ class Client(BaseClient):
           the server cancels the run when the connection drops.
         - ``on_partial``: called with each partial result (a ``"partial"`` event) as the stream
           reads it, whichever way the stream is read; ``stream.partials`` assembles them.
+        - ``on_input``: called with each ``"input_requested"`` event as the stream reads it (the
+          run asks a person: ``event.data`` has ``prompt``, ``schema``, ``kind``, ``data``); what
+          it returns is the answer, or it returns ``toolstream.Decline`` to decline. If it
+          raises, or the server refuses its answer (it fails the request's schema), the request
+          is declined and the error logged on the ``toolstream`` logger: the run never waits on
+          a callback that failed. Without it, answer with :meth:`ProgressStream.respond`.
+        - ``labels``: ``{key: value}`` kept with the run, to find it again
+          (``client.runs(labels=...)``; see docs/backend.md for what keys may be).
+        - ``idempotency_key``: names this request: starting a run again with the same key (a
+          retry, from any client of the same principal) gives the run the first one started,
+          its events from the start, instead of a second run; the same key with another tool or
+          other arguments raises :class:`FailedPrecondition`.
 
         Raises at once, before any run starts, for an unknown tool (:class:`ToolNotFound`),
         invalid arguments (:class:`InvalidArguments`), a full or unreachable server.
         """
-        request = run_tool_request(
-            tool, arguments, kwargs, min_interval=min_interval, detach=detach, heartbeat=heartbeat
-        )
+        request = run_tool_request(tool, arguments, kwargs, min_interval=min_interval,
+                                   detach=detach, heartbeat=heartbeat, labels=labels,
+                                   idempotency_key=idempotency_key)
         call = self._tool_stub.RunTool(
             request, timeout=timeout, metadata=self._connection.metadata
         )
@@ -140,6 +165,7 @@ class Client(BaseClient):
             self, call, request.options, timeout=timeout, resume=resume
         )
         stream._on_partial = on_partial
+        stream._on_input = on_input
         return stream
 
     def agent(
@@ -149,11 +175,16 @@ class Client(BaseClient):
         model: Optional[str] = None,
         max_steps: Optional[int] = None,
         system_prompt: Optional[str] = None,
+        approval_required: Optional[Sequence[str]] = None,
     ) -> "Agent":
         """An agent: the server's language model, calling ``tools`` (names, or the ``@progress``
-        functions a worker serves; all of the server's tools when empty) until it can answer."""
+        functions a worker serves; all of the server's tools when empty) until it can answer.
+        Calls of the tools in ``approval_required`` (``"*"``: all) wait for a person's approval
+        (an ``input_requested`` event of kind ``"approval"``; see ``on_input`` of
+        :meth:`Agent.run`)."""
         names = convert.tool_names(list(tools or []))
-        return Agent(self, names, model=model, max_steps=max_steps, system_prompt=system_prompt)
+        return Agent(self, names, model=model, max_steps=max_steps, system_prompt=system_prompt,
+                     approval_required=approval_required)
 
     # Runs ----------------------------------------------------------------------------------
 
@@ -204,9 +235,11 @@ class Client(BaseClient):
         state: Union[None, RunState, str] = None,
         tool: Optional[str] = None,
         page_size: Optional[int] = None,
+        labels: Optional[Mapping[str, str]] = None,
     ) -> Iterator[Run]:
-        """The runs the server holds, newest first, fetched a page at a time as you iterate."""
-        pages = RunPages(state, tool, page_size)
+        """The runs the server holds, newest first, fetched a page at a time as you iterate;
+        with ``labels``, only the runs carrying every one of them."""
+        pages = RunPages(state, tool, page_size, labels)
         while not pages.done:
             yield from pages.receive(self._unary(self._run_stub.ListRuns, pages.request()))
 
@@ -324,7 +357,26 @@ class ProgressStream(BaseStream[Client]):
         event = self._read_event()
         if event.type == "partial" and self._on_partial is not None:
             self._on_partial(event)
+        if event.type == "input_requested" and self._on_input is not None:
+            self._answer(event, self._on_input)
         return event
+
+    def _answer(self, event: ProgressEvent, on_input: InputCallback) -> None:
+        """Answers the request of ``event`` with what ``on_input`` returns; declines it (and
+        logs why) when the callback raises or the server refuses its answer."""
+        try:
+            reply = input_reply(on_input(event))
+        except Exception:
+            report_declined(event, "the on_input callback raised")
+            reply = DECLINED
+        for value, decline in (reply, DECLINED):
+            try:
+                self.respond(event.data["request_id"], value, decline=decline)
+                return
+            except InvalidArguments:
+                report_declined(event, "the server refused the on_input callback's answer")
+            except (FailedPrecondition, NotFound):
+                return  # answered elsewhere first, or the run ended: nothing waits on it
 
     def _read_event(self) -> ProgressEvent:
         core = self._core
@@ -442,11 +494,12 @@ class Agent(BaseAgent[Client]):
         detach: bool = False,
         heartbeat: Optional[float] = None,
         resume: Union[bool, float] = False,
+        labels: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
     ) -> ProgressStream:
         """Starts the agent on ``prompt``; the options are those of :meth:`Client.run`."""
-        request = self._request(
-            prompt, min_interval=min_interval, detach=detach, heartbeat=heartbeat
-        )
+        request = self._request(prompt, min_interval=min_interval, detach=detach,
+                                heartbeat=heartbeat, labels=labels, idempotency_key=idempotency_key)
         call = self._client._tool_stub.RunAgent(
             request, timeout=timeout, metadata=self._client._connection.metadata
         )
@@ -463,15 +516,22 @@ class Agent(BaseAgent[Client]):
         timeout: Optional[float] = None,
         min_interval: Optional[float] = None,
         on_partial: Optional[ProgressCallback] = None,
+        on_input: Optional[InputCallback] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
     ) -> Any:
         """Runs the agent on ``prompt`` and returns its answer. ``on_progress`` is called with
         each progress event: the agent's own (``call_id`` is ``None``) and its tool calls'
         (``call_id`` and ``tool`` set), ``progress`` always a float (the node's latest fraction);
         ``on_partial`` with each partial result of a tool call (``call_id`` names the call; the
-        model never sees them, only the call's result); ``on_event`` with every event, as sent.
+        model never sees them, only the call's result); ``on_event`` with every event, as sent;
+        ``on_input`` answers the run's input requests (approvals of tool calls included: return
+        ``True`` to approve), as in :meth:`Client.run`; ``labels`` and ``idempotency_key`` too.
         Raises the run's error."""
         progress = EveryNodeProgress()
-        with self.stream(prompt, timeout=timeout, min_interval=min_interval) as stream:
+        with self.stream(prompt, timeout=timeout, min_interval=min_interval, labels=labels,
+                         idempotency_key=idempotency_key) as stream:
+            stream._on_input = on_input
             for event in stream.events():
                 if on_event is not None:
                     on_event(event)
@@ -491,6 +551,9 @@ class Agent(BaseAgent[Client]):
         timeout: Optional[float] = None,
         min_interval: Optional[float] = None,
         on_partial: Optional[Callable[[ProgressEvent], Any]] = None,
+        on_input: Optional[Callable[[ProgressEvent], Any]] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
     ) -> Awaitable[Any]:
         """:meth:`run` for asyncio (``await agent.arun(...)``); callbacks may be coroutine
         functions. Runs as :meth:`toolstream.AsyncAgent.run`."""
@@ -507,6 +570,9 @@ class Agent(BaseAgent[Client]):
             timeout=timeout,
             min_interval=min_interval,
             on_partial=on_partial,
+            on_input=on_input,
+            labels=labels,
+            idempotency_key=idempotency_key,
         )
 
     def arun_stream(

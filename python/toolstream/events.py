@@ -259,6 +259,10 @@ class Run:
     result: Any = None
     #: FAILED or CANCELLED: the error its streams ended with.
     error: Optional["ToolstreamError"] = None
+    #: The labels it was started with (``run(..., labels=...)``).
+    labels: Dict[str, str] = field(default_factory=dict)
+    #: The idempotency key it was started with (``run(..., idempotency_key=...)``), if any.
+    idempotency_key: Optional[str] = None
 
     @property
     def done(self) -> bool:

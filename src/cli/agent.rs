@@ -5,7 +5,6 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use futures::StreamExt;
 use serde_json::Value;
 use toolstream::json_proto::value_to_json;
 use toolstream::pb;
@@ -14,7 +13,7 @@ use toolstream::pb::tool_call_finished::Outcome;
 use toolstream::pb::tool_service_client::ToolServiceClient;
 
 use super::AgentArgs;
-use super::ask::Input;
+use super::ask::{Input, RunEvents};
 use super::client::connect;
 use super::output::{event_json, status_exit};
 use super::tree::ProgressTree;
@@ -40,7 +39,7 @@ pub(super) async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         request.set_timeout(Duration::from_secs_f64(secs.max(0.001)));
     }
     let mut events = match client.run_agent(request).await {
-        Ok(response) => response.into_inner(),
+        Ok(response) => RunEvents::new(response.into_inner()),
         Err(status) => return Ok(status_exit(&status)),
     };
     let mut view = std::io::stdout().is_terminal().then(AgentView::new);
@@ -61,7 +60,9 @@ pub(super) async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         let Some(view) = view.as_mut() else {
             println!("{}", event_json(&event));
             if let Some(request) = asked
-                && let Some(code) = input.requested(&event.run_id, &request, None).await
+                && let Some(code) = input
+                    .requested(&event.run_id, &request, None, &mut events)
+                    .await
             {
                 return Ok(code);
             }
@@ -74,7 +75,7 @@ pub(super) async fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         // What the model wrote goes above the question.
         view.end_line();
         if let Some(code) = input
-            .requested(&event.run_id, &request, Some(&view.tree))
+            .requested(&event.run_id, &request, Some(&view.tree), &mut events)
             .await
         {
             view.abandon();

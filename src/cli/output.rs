@@ -4,13 +4,12 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use futures::StreamExt;
 use serde_json::Value;
 use toolstream::json_proto::value_to_json;
 use toolstream::pb;
 use toolstream::pb::run_event::Event;
 
-use super::ask::Input;
+use super::ask::{Input, RunEvents};
 use super::tree::ProgressTree;
 
 /// One event as a JSON line: the canonical proto3 JSON of the `RunEvent`, exactly what the
@@ -87,10 +86,11 @@ pub(super) fn run_json(run: &pb::Run) -> String {
 /// keep the stream open and show nothing. Otherwise every event is a JSON line, and only
 /// `--no-input` acts on an input request (the command fails).
 pub(super) async fn follow(
-    mut events: tonic::Streaming<pb::RunEvent>,
+    events: tonic::Streaming<pb::RunEvent>,
     label: &str,
     mut input: Input,
 ) -> anyhow::Result<ExitCode> {
+    let mut events = RunEvents::new(events);
     let mut view = std::io::stdout()
         .is_terminal()
         .then(|| ProgressTree::new(label));
@@ -113,7 +113,7 @@ pub(super) async fn follow(
             match &event.event {
                 Some(Event::Result(_)) => return Ok(ExitCode::SUCCESS),
                 Some(Event::InputRequested(request)) => {
-                    if let Some(code) = input.requested(&run_id, request, None).await {
+                    if let Some(code) = input.requested(&run_id, request, None, &mut events).await {
                         return Ok(code);
                     }
                 }
@@ -143,7 +143,10 @@ pub(super) async fn follow(
                 gap.from_sequence, gap.to_sequence, gap.reason
             )),
             Some(Event::InputRequested(request)) => {
-                if let Some(code) = input.requested(&run_id, &request, Some(view)).await {
+                if let Some(code) = input
+                    .requested(&run_id, &request, Some(view), &mut events)
+                    .await
+                {
                     view.abandon();
                     return Ok(code);
                 }

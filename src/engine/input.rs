@@ -62,6 +62,9 @@ impl RunLog {
         let limits = self.input_limits();
         let lapse_at = limits.lapse_at(now);
         let observer = limits.observer;
+        // Told once the request is logged, outside the lock (a snapshot takes it).
+        let told_of_waiting = observer.clone().filter(|o| o.watches_run_waits());
+        let mut began_waiting = false;
         let expire_time = lapse_at.map(|at| SystemTime::now() + at.saturating_duration_since(now));
         let (answer, answered) = oneshot::channel();
         let mut asked: Option<Arc<str>> = None;
@@ -69,10 +72,11 @@ impl RunLog {
             |state: &mut LogState, _| {
                 state.inputs.asked += 1;
                 let request_id: Arc<str> = Arc::from(format!("input-{}", state.inputs.asked));
-                if let Some(observer) = &observer
-                    && state.inputs.waiters.is_empty()
-                {
-                    observer.input_waiting(true);
+                if state.inputs.waiters.is_empty() {
+                    began_waiting = true;
+                    if let Some(observer) = &observer {
+                        observer.input_waiting(true);
+                    }
                 }
                 let waiter = Waiter {
                     answer,
@@ -100,6 +104,12 @@ impl RunLog {
             // The run ended (or is ending): nobody will answer.
             return Box::pin(std::future::ready(Answer::Cancelled));
         };
+        if began_waiting
+            && let Some(observer) = told_of_waiting
+            && let Some(record) = limits.record.upgrade()
+        {
+            observer.run_waiting(&record.snapshot());
+        }
         let log = Arc::clone(self);
         Box::pin(async move {
             let mut answered = answered;

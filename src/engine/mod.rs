@@ -339,11 +339,6 @@ impl Engine {
         let log = RunLog::for_run(Arc::clone(&run_id), &self.limits);
         let cancel = self.shutdown.child_token();
         let deadline = started.deadline.map(|d| (d, Instant::now() + d));
-        log.set_input_limits(open_requests::InputLimits {
-            timeout: started.options.input_timeout,
-            deadline: deadline.map(|(_, at)| at),
-            observer: Some(Arc::clone(&self.observer)),
-        });
         let agent = started.tool.is_empty();
         let label = if agent {
             "agent".to_owned()
@@ -359,6 +354,13 @@ impl Engine {
             Arc::clone(&log),
             cancel.clone(),
         );
+        // Before the run's body starts (nothing asks sooner).
+        log.set_input_limits(open_requests::InputLimits {
+            timeout: started.options.input_timeout,
+            deadline: deadline.map(|(_, at)| at),
+            observer: Some(Arc::clone(&self.observer)),
+            record: Arc::downgrade(&record),
+        });
         // Only RunError::... can fail here, and the log is new.
         let _ = log.push(EventKind::Started(started));
         let publication = self.store.publish(&record);

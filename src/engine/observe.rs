@@ -48,6 +48,20 @@ pub trait RunObserver: Send + Sync + 'static {
         let _ = waiting;
     }
 
+    /// Whether [`run_waiting`](Self::run_waiting) wants to be called (a snapshot of the run is
+    /// taken for it only then).
+    fn watches_run_waits(&self) -> bool {
+        false
+    }
+
+    /// A run began waiting for input: its first open input request was just made, and `run` is
+    /// the run as GetRun answers it now (INPUT_REQUIRED, the request in `pending_inputs`).
+    /// Called from the asking tool's task, outside the run's lock: an observer must not wait
+    /// here (webhooks queue the run and return).
+    fn run_waiting(&self, run: &RunSnapshot) {
+        let _ = run;
+    }
+
     /// An input request was resolved (answered, declined, expired or cancelled) `waited` after
     /// it was made.
     fn input_resolved(&self, waited: Duration) {

@@ -1,8 +1,10 @@
-//! Webhooks: when a run ends, each `[[webhooks]]` entry whose events and tools match gets the run
-//! POSTed to its URL, signed per Standard Webhooks, at least once.
+//! Webhooks: when a run ends, or begins waiting for input, each `[[webhooks]]` entry whose events
+//! and tools match gets the run POSTed to its URL, signed per Standard Webhooks, at least once.
 //!
 //! - **Never in a run's way.** The engine tells its observer of each run's end
-//!   ([`crate::engine::RunObserver::run_ended`]); [`WebhookObserver`] turns it into deliveries and
+//!   ([`crate::engine::RunObserver::run_ended`]) and of each time it begins waiting for input
+//!   ([`crate::engine::RunObserver::run_waiting`]: `run.input_required`, the open requests in the
+//!   run's `pendingInputs`); [`WebhookObserver`] turns them into deliveries and
 //!   puts them in a bounded queue without waiting. A full queue drops the delivery with a warning
 //!   naming the run and the URL, and counts it (`toolstream_webhook_deliveries_total{outcome=
 //!   "dropped"}`).
@@ -55,7 +57,7 @@ pub enum WebhookEvent {
     Failed,
     /// The run was cancelled.
     Cancelled,
-    /// The run waits for input (sent once input requests exist).
+    /// The run began waiting for input (RUNNING to INPUT_REQUIRED).
     InputRequired,
 }
 
@@ -285,7 +287,7 @@ impl Deliveries {
 pub use delivery::SharedQueue;
 
 /// The engine's observer with webhooks: passes everything on to the observer it wraps (the
-/// metrics), and queues a delivery for each receiver that wants a run's end.
+/// metrics), and queues a delivery for each receiver that wants a run's end, or its waiting.
 pub struct WebhookObserver {
     inner: Arc<dyn RunObserver>,
     endpoints: Arc<[Endpoint]>,
@@ -310,6 +312,14 @@ impl RunObserver for WebhookObserver {
         self.inner.stream_ended(delivered, coalesced);
     }
 
+    fn input_waiting(&self, waiting: bool) {
+        self.inner.input_waiting(waiting);
+    }
+
+    fn input_resolved(&self, waited: Duration) {
+        self.inner.input_resolved(waited);
+    }
+
     fn watches_run_ends(&self) -> bool {
         true
     }
@@ -318,9 +328,30 @@ impl RunObserver for WebhookObserver {
         if self.inner.watches_run_ends() {
             self.inner.run_ended(run);
         }
-        let Some(event) = WebhookEvent::of_end(run.state) else {
-            return;
-        };
+        if let Some(event) = WebhookEvent::of_end(run.state) {
+            self.queue(event, run);
+        }
+    }
+
+    fn watches_run_waits(&self) -> bool {
+        self.inner.watches_run_waits()
+            || self
+                .endpoints
+                .iter()
+                .any(|endpoint| endpoint.events.contains(&WebhookEvent::InputRequired))
+    }
+
+    fn run_waiting(&self, run: &RunSnapshot) {
+        if self.inner.watches_run_waits() {
+            self.inner.run_waiting(run);
+        }
+        self.queue(WebhookEvent::InputRequired, run);
+    }
+}
+
+impl WebhookObserver {
+    /// Queues `event` of `run` for each receiver that wants it, without waiting.
+    fn queue(&self, event: WebhookEvent, run: &RunSnapshot) {
         let wanting: Vec<&Endpoint> = self
             .endpoints
             .iter()

@@ -72,6 +72,26 @@ async fn typing_on_terminal(
     args: &[&str],
     reply: Option<(&'static str, &'static str)>,
 ) -> (ExitStatus, Vec<String>) {
+    let then = reply.map(|(shown, typed)| (shown, Then::Type(typed)));
+    on_terminal_then(server, args, then).await
+}
+
+/// What happens once the screen shows some text.
+enum Then {
+    /// The person at the terminal types this.
+    Type(&'static str),
+    /// Something happens elsewhere (the terminal is left alone).
+    Act(Box<dyn FnOnce() + Send>),
+}
+
+/// [`on_terminal`] with stdin on the terminal too, where `reply.1` happens once the screen shows
+/// `reply.0`. A command that has not exited [`RUN_WAIT`] after that (it waits for a reply that
+/// does not come) is killed and the test fails, showing the screen.
+async fn on_terminal_then(
+    server: &TestServer,
+    args: &[&str],
+    reply: Option<(&'static str, Then)>,
+) -> (ExitStatus, Vec<String>) {
     let (master, slave) = open_terminal();
     let mut child = {
         let stdin = match reply {
@@ -93,7 +113,10 @@ async fn typing_on_terminal(
     let mut master = std::fs::File::from(OwnedFd::from(master));
     let mut keyboard = master.try_clone().expect("dup the terminal's master side");
     let mut reply = reply;
-    tokio::task::spawn_blocking(move || {
+    let pid = child.id();
+    let (acted, reacted) = tokio::sync::oneshot::channel::<()>();
+    let mut acted = Some(acted);
+    let reading = tokio::task::spawn_blocking(move || {
         let mut screen = vt100::Parser::new(ROWS, COLS, 0);
         let mut buffer = [0u8; 4096];
         loop {
@@ -101,11 +124,20 @@ async fn typing_on_terminal(
                 Ok(0) => break,
                 Ok(n) => {
                     screen.process(&buffer[..n]);
-                    if let Some((shown, typed)) = reply
-                        && screen.screen().contents().contains(shown)
+                    if reply
+                        .as_ref()
+                        .is_some_and(|(shown, _)| screen.screen().contents().contains(shown))
+                        && let Some((_, then)) = reply.take()
                     {
-                        keyboard.write_all(typed.as_bytes()).expect("type");
-                        reply = None;
+                        match then {
+                            Then::Type(typed) => {
+                                keyboard.write_all(typed.as_bytes()).expect("type")
+                            }
+                            Then::Act(act) => act(),
+                        }
+                        if let Some(acted) = acted.take() {
+                            let _ = acted.send(());
+                        }
                     }
                 }
                 // Linux answers EIO once no process holds the terminal's other side.
@@ -120,9 +152,25 @@ async fn typing_on_terminal(
             .map(|row| row.trim_end().to_owned())
             .collect();
         (status, rows)
-    })
-    .await
-    .expect("the terminal reader")
+    });
+    // Without a reply to wait for, the command ends by itself (or the test's own limits apply).
+    if reacted.await.is_ok() {
+        let mut reading = reading;
+        match tokio::time::timeout(RUN_WAIT, &mut reading).await {
+            Ok(done) => return done.expect("the terminal reader"),
+            Err(_) => {
+                // SAFETY: kill(2) takes a pid and a signal; the child is not reaped yet, so the
+                // pid is still its own.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                let (_, screen) = reading.await.expect("the terminal reader");
+                panic!(
+                    "toolstream {args:?} was still running {RUN_WAIT:?} after the reply:\n{}",
+                    screen.join("\n")
+                );
+            }
+        }
+    }
+    reading.await.expect("the terminal reader")
 }
 
 /// A server whose agent talks to the stand-in model at `url`.
@@ -332,6 +380,25 @@ async fn confirm_server() -> TestServer {
     .await
 }
 
+/// Checks that `confirm` succeeded with its question on the screen once, followed by `after`;
+/// returns the screen as text.
+fn confirm_asked_once(status: ExitStatus, screen: &[String], after: &str) -> String {
+    let shown = screen.join("\n");
+    assert!(status.success(), "{status:?}\n{shown}");
+    let asked: Vec<&String> = screen
+        .iter()
+        .filter(|row| row.contains("Overwrite report.pdf?"))
+        .collect();
+    assert_eq!(
+        asked,
+        [&format!(
+            "? Overwrite report.pdf? [y/n, empty declines] {after}"
+        )],
+        "{shown}"
+    );
+    shown
+}
+
 #[tokio::test]
 async fn a_run_that_asks_is_answered_at_the_prompt() {
     let server = confirm_server().await;
@@ -341,18 +408,8 @@ async fn a_run_that_asks_is_answered_at_the_prompt() {
         Some(("? Overwrite report.pdf? [y/n, empty declines]", "y\n")),
     )
     .await;
-    let shown = screen.join("\n");
-    assert!(status.success(), "{status:?}\n{shown}");
     // The question and the reply stay on the screen, once; the tool got the answer typed.
-    let asked: Vec<&String> = screen
-        .iter()
-        .filter(|row| row.contains("Overwrite report.pdf?"))
-        .collect();
-    assert_eq!(
-        asked,
-        ["? Overwrite report.pdf? [y/n, empty declines] y"],
-        "{shown}"
-    );
+    let shown = confirm_asked_once(status, &screen, "y");
     let bars = screen
         .iter()
         .filter(|row| row.contains(" confirm ["))
@@ -360,6 +417,48 @@ async fn a_run_that_asks_is_answered_at_the_prompt() {
     assert_eq!(bars, 1, "the run's bar once:\n{shown}");
     assert!(shown.contains(r#""outcome": "answered""#), "{shown}");
     assert!(shown.contains(r#""value": true"#), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_answered_elsewhere_is_no_longer_asked() {
+    let server = confirm_server().await;
+    let channel = server.channel().await;
+    let runtime = tokio::runtime::Handle::current();
+    // Once the question shows, the run's request is answered over gRPC (as `toolstream respond`
+    // or the page would): the command stops asking, says so, and ends with the run.
+    let answer_elsewhere = move || {
+        runtime.block_on(async move {
+            let mut runs = RunServiceClient::new(channel);
+            let listed = runs
+                .list_runs(ListRunsRequest::default())
+                .await
+                .expect("ListRuns")
+                .into_inner();
+            let run = listed.runs.first().expect("the run");
+            let request = run.pending_inputs.first().expect("its open request");
+            runs.respond_to_run(toolstream::pb::RespondToRunRequest {
+                run_id: run.run_id.clone(),
+                request_id: request.request_id.clone(),
+                value: Some(toolstream::json_proto::json_to_value(serde_json::json!(
+                    true
+                ))),
+                decline: false,
+            })
+            .await
+            .expect("RespondToRun");
+        });
+    };
+    let (status, screen) = on_terminal_then(
+        &server,
+        &["run", "confirm", "--timeout", "60"],
+        Some((
+            "? Overwrite report.pdf? [y/n, empty declines]",
+            Then::Act(Box::new(answer_elsewhere)),
+        )),
+    )
+    .await;
+    let shown = confirm_asked_once(status, &screen, "(answered elsewhere: true)");
+    assert!(shown.contains(r#""outcome": "answered""#), "{shown}");
 }
 
 #[tokio::test]

@@ -30,7 +30,7 @@ fn reported(answer: &Answer) -> Value {
 }
 
 /// `confirm`: asks "Overwrite report.pdf?" (a boolean) and ends with what it got.
-fn confirm_tool() -> Arc<dyn Tool> {
+pub(crate) fn confirm_tool() -> Arc<dyn Tool> {
     Arc::new(tool_fn(
         "confirm",
         "Asks for a confirmation.",
@@ -602,7 +602,7 @@ async fn a_command_tool_asks_on_stdout_and_reads_the_answer_on_stdin() {
     assert_eq!(result, json!({"id": "q1", "outcome": "expired"}));
 }
 
-async fn metrics(server: &TestServer) -> String {
+pub(crate) async fn metrics(server: &TestServer) -> String {
     http()
         .get(format!("{}/metrics", server.url()))
         .send()

@@ -52,6 +52,7 @@ mod mcp_server;
 mod mcp_tools;
 mod metrics;
 mod nested_progress;
+mod page_input_forms;
 mod partial_results;
 mod python_client;
 mod redis_cluster;

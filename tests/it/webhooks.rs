@@ -68,6 +68,16 @@ impl Drop for Receiver {
 
 /// A server sending `events` of `tools` to `receiver`, retrying quickly.
 async fn server(receiver: &Receiver, events: &[&str], tools: Option<Vec<String>>) -> TestServer {
+    server_with(receiver, events, tools, vec![]).await
+}
+
+/// [`server`] with `extra` tools besides the built-in ones.
+async fn server_with(
+    receiver: &Receiver,
+    events: &[&str],
+    tools: Option<Vec<String>>,
+    extra: Vec<Arc<dyn toolstream::tools::Tool>>,
+) -> TestServer {
     // SAFETY of the environment: each test names its own variable.
     let variable = format!("WEBHOOK_SECRET_{}", receiver.port);
     unsafe { std::env::set_var(&variable, SECRET) };
@@ -88,7 +98,7 @@ async fn server(receiver: &Receiver, events: &[&str], tools: Option<Vec<String>>
     .expect("webhooks");
     let root = std::env::current_dir().unwrap();
     let server =
-        Server::new(registry_with(&root, vec![]), Limits::default()).with_webhooks(webhooks);
+        Server::new(registry_with(&root, extra), Limits::default()).with_webhooks(webhooks);
     TestServer::serve(server).await
 }
 
@@ -172,14 +182,7 @@ async fn a_failing_receiver_gets_retries_with_the_same_id_until_it_takes_one() {
         lines.iter().all(|line| line["id"] == lines[0]["id"]),
         "every attempt carries the same webhook-id: {lines:?}"
     );
-    let metrics = crate::common::web::http()
-        .get(format!("{}/metrics", server.url()))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics");
+    let metrics = crate::input_requests::metrics(&server).await;
     assert!(
         metrics.contains(r#"toolstream_webhook_deliveries_total{outcome="retried"} 3"#),
         "{metrics}"
@@ -401,4 +404,77 @@ async fn a_delivery_pending_on_a_killed_replica_is_sent_by_another() {
     );
     assert_eq!(delivered[0]["runId"], run_id.as_str());
     assert_eq!(delivered[0]["valid"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_begins_waiting_for_input_is_posted_with_its_open_request() {
+    let receiver = Receiver::start(&["--fail-first", "1"]);
+    let events = ["run.input_required", "run.succeeded"];
+    let confirm = crate::input_requests::confirm_tool();
+    let server = server_with(&receiver, &events, None, vec![confirm]).await;
+    let response = server
+        .client()
+        .await
+        .run_tool(detached("confirm", json!({})))
+        .await
+        .expect("RunTool");
+    let run_id = crate::common::x_run_id(response.metadata());
+    let delivered = |kind: &'static str| {
+        let lines = receiver.lines();
+        lines
+            .iter()
+            .find(|line| line["type"] == kind && line["answered"] == 200)
+            .cloned()
+    };
+    eventually(WAIT, "the run.input_required webhook", async || {
+        delivered("run.input_required").is_some()
+    })
+    .await;
+    let line = delivered("run.input_required").expect("delivered");
+    assert_eq!(line["valid"], true, "{line}");
+    assert_eq!(line["runId"], run_id.as_str());
+    assert_eq!(line["state"], "RUN_STATE_INPUT_REQUIRED");
+    let pending = line["pendingInputs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(pending.len(), 1, "{line}");
+    assert_eq!(pending[0]["prompt"], "Overwrite report.pdf?");
+    let request_id = pending[0]["requestId"]
+        .as_str()
+        .expect("requestId")
+        .to_owned();
+
+    // Waiting is counted too: the observer passes it on to the metrics.
+    let metrics = crate::input_requests::metrics(&server).await;
+    assert!(
+        metrics.contains("toolstream_runs_waiting_for_input 1"),
+        "{metrics}"
+    );
+
+    let mut runs =
+        toolstream::pb::run_service_client::RunServiceClient::new(server.channel().await);
+    runs.respond_to_run(toolstream::pb::RespondToRunRequest {
+        run_id: run_id.clone(),
+        request_id,
+        value: Some(toolstream::json_proto::json_to_value(json!(true))),
+        decline: false,
+    })
+    .await
+    .expect("RespondToRun");
+    eventually(WAIT, "the run.succeeded webhook", async || {
+        delivered("run.succeeded").is_some()
+    })
+    .await;
+    let waits: Vec<Value> = receiver
+        .lines()
+        .into_iter()
+        .filter(|line| line["type"] == "run.input_required")
+        .collect();
+    assert_eq!(
+        waits.len(),
+        2,
+        "one refused attempt, then the retry, with the same id: {waits:?}"
+    );
+    assert_eq!(waits[0]["id"], waits[1]["id"], "{waits:?}");
 }

@@ -4,7 +4,7 @@ reference library (`standardwebhooks`) and prints one JSON line per request to s
     python3 webhook_receiver.py SECRET [--fail-first N] [--hang] [--fail-while PATH]
 
 The first line printed is the port it listens on (127.0.0.1). Each request then prints
-{"valid": true, "id", "type", "runId", "state", "attempt"} (or {"valid": false, "error"}).
+{"valid": true, "id", "type", "runId", "state", "labels", "pendingInputs", "attempt"} (or {"valid": false, "error"}).
 --fail-first N answers 500 to the first N requests; --fail-while PATH answers 500 while PATH
 exists; --hang never answers.
 """
@@ -46,6 +46,7 @@ def main() -> None:
                     "runId": payload["data"]["runId"],
                     "state": payload["data"]["state"],
                     "labels": payload["data"].get("labels", {}),
+                    "pendingInputs": payload["data"].get("pendingInputs", []),
                     "attempt": attempt,
                 }
                 status = 200

@@ -6,6 +6,9 @@
 //                                  HTTP/1.1 connections per server, so one stream per run would
 //                                  stall the page after a few runs
 // - GET /v1/runs, POST .../cancel  the runs list, cancel
+// - POST /v1/runs/{id}/inputs/{request_id}
+//                                  answers a run's input request from the form made from its
+//                                  schema (in the run's card, the run view and the runs list)
 // - GET /v1/runs/{id}              the run view at /runs/{id} (this same page): what the run was
 //                                  called with, when, and its end; its tree follows live over
 //                                  the WebSocket (a watch from the first event)
@@ -42,6 +45,8 @@ class ApiError extends Error {
   constructor(code, message, status) {
     super(`${code}: ${message}`);
     this.code = code;
+    // The server's message alone (shown beside its code where a form keeps its error).
+    this.detail = message;
     this.status = status;
   }
 }
@@ -296,6 +301,137 @@ function toolCard(tool) {
 }
 
 // ------------------------------------------------------------------------------------------
+// Input requests: a run that asks a person (docs/contract.md, "Runs that ask"). Each open
+// request gets a form made from its schema; the answer is POSTed to
+// /v1/runs/{id}/inputs/{request_id}; a refused answer's error stays beside the form.
+
+// `INPUT_OUTCOME_ANSWERED` as `answered`.
+function shortOutcome(outcome) {
+  return (outcome || "INPUT_OUTCOME_UNSPECIFIED").replace("INPUT_OUTCOME_", "").toLowerCase();
+}
+
+// The input of an answer made from the request's schema: returns [element, read()] where read()
+// gives the value or throws an Error saying what is wrong; null for a boolean (its buttons are
+// the answer).
+function answerInput(schema) {
+  const type = typeOf(schema);
+  if (type === "boolean") return null;
+  if (schema.enum) {
+    const input = el("select", { name: "value", "aria-label": "answer" },
+      ...schema.enum.map((v, i) => el("option", { value: String(i), text: String(v),
+        selected: schema.default === v })));
+    return [input, () => schema.enum[Number(input.value)]];
+  }
+  if (type === "integer" || type === "number") {
+    const input = el("input", { name: "value", type: "number", "aria-label": "answer",
+      step: type === "integer" ? "1" : "any", value: schema.default });
+    return [input, () => {
+      if (input.value.trim() === "") throw new Error("a number is needed");
+      return Number(input.value);
+    }];
+  }
+  if (type === "string") {
+    const input = el("input", { name: "value", type: "text", "aria-label": "answer",
+      value: schema.default });
+    return [input, () => input.value];
+  }
+  const input = el("textarea", { name: "value", rows: 3, "aria-label": "answer (JSON)",
+    placeholder: "JSON" });
+  if (schema.default !== undefined) input.value = JSON.stringify(schema.default);
+  return [input, () => {
+    try {
+      return JSON.parse(input.value);
+    } catch (e) {
+      throw new Error(`not JSON (${e.message})`);
+    }
+  }];
+}
+
+// The form answering `request` (an InputRequested) of run `runId`: its prompt, for an approval
+// the call's tool and arguments, an input made from its schema (Yes/No, or Approve, for a
+// boolean), and Decline. `onSent(body)` runs once the server took the answer.
+function inputForm(runId, request, onSent) {
+  const schema = request.schema ? resolve(request.schema, request.schema) : {};
+  const approval = request.kind === "INPUT_KIND_APPROVAL";
+  const form = el("form", { class: `input-request${approval ? " approval" : ""}`,
+    "data-request-id": request.requestId, "data-run-id": runId });
+  const error = el("div", { class: "input-error", role: "alert", hidden: true });
+  const failed = (e) => {
+    error.hidden = false;
+    error.replaceChildren(e.code ? el("strong", { text: e.code }) : "", e.code ? " " : "",
+      e.detail !== undefined ? e.detail : e.message);
+  };
+  const send = async (body) => {
+    const buttons = form.querySelectorAll("button");
+    for (const button of buttons) button.disabled = true;
+    try {
+      await api(`/v1/runs/${encodeURIComponent(runId)}/inputs/${encodeURIComponent(request.requestId)}`,
+        { method: "POST", headers: { "content-type": "application/json" },
+          body: JSON.stringify(body) });
+    } catch (e) {
+      failed(e);
+      for (const button of buttons) button.disabled = false;
+      return;
+    }
+    error.hidden = true;
+    form.dataset.sent = "true";
+    onSent(body);
+  };
+  const who = request.tool ? el("small", { class: "asker", text: request.tool }) : null;
+  form.append(el("p", { class: "prompt" }, who, el("span", { text: request.prompt || "" })));
+  if (approval) {
+    const data = request.data || {};
+    const tool = el("code", { text: data.tool || request.tool || "" });
+    form.append(el("p", { class: "approval-tool" }, "tool ", tool),
+      el("pre", { class: "approval-arguments",
+        text: JSON.stringify(data.arguments === undefined ? {} : data.arguments, null, 2) }));
+  }
+  if (request.expireTime) {
+    form.append(el("small", { class: "expires",
+      text: `answer by ${new Date(request.expireTime).toLocaleTimeString()}` }));
+  }
+  const buttons = el("div", { class: "input-buttons" });
+  const input = answerInput(schema);
+  if (input) {
+    const [element, read] = input;
+    form.append(element);
+    buttons.append(el("button", { type: "submit", class: "send", text: "Send" }));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      let value;
+      try {
+        value = read();
+      } catch (e) {
+        failed(e);
+        return;
+      }
+      send({ value });
+    });
+  } else {
+    form.addEventListener("submit", (event) => event.preventDefault());
+    const answer = (text, value) => el("button", { type: "button", class: "send", text,
+      "data-value": String(value), onclick: () => send({ value }) });
+    if (approval) buttons.append(answer("Approve", true));
+    else buttons.append(answer("Yes", true), answer("No", false));
+  }
+  buttons.append(el("button", { type: "button", class: "decline", text: "Decline",
+    onclick: () => send({ decline: true }) }));
+  form.append(buttons, error);
+  return form;
+}
+
+// What became of a request (an InputResolved): its prompt, the outcome, the value answered.
+function inputOutcome(request, resolved) {
+  const outcome = shortOutcome(resolved.outcome);
+  const answer = resolved.value === undefined ? null : resolved.value;
+  const value = outcome === "answered" ? `: ${JSON.stringify(answer)}` : "";
+  const prompt = request ? request.prompt || "" : resolved.requestId;
+  return el("p", { class: `input-outcome ${outcome}`, "data-request-id": resolved.requestId,
+    "data-outcome": outcome }, el("span", { class: "prompt", text: prompt }), " ",
+  el("strong", { text: `${outcome}${value}` }));
+}
+
+// ------------------------------------------------------------------------------------------
 // A run on the page: a card with its own bar and the tree of its calls and sub-tasks (each node
 // a bar with its ETA and status; an agent's tool calls with their arguments and result), the
 // model's text, the partial results as they come, the result or the error. On the run view (`detail`), the card also holds what the
@@ -319,6 +455,9 @@ class RunView {
     this.status = el("div", { class: "status" });
     this.text = el("pre", { class: "text", hidden: true });
     this.callsBox = el("div", { class: "calls" });
+    // The run's input requests: a form for each open one, what became of each resolved one.
+    this.inputs = el("div", { class: "inputs" });
+    this.asked = new Map(); // request id -> { request, form (while open) }
     // Partial results, one line each, appended as they come.
     this.partials = el("ol", { class: "partials", hidden: true, "aria-label": "partial results" });
     this.result = el("pre", { class: "result", hidden: true });
@@ -338,7 +477,8 @@ class RunView {
     this.root = el("article", { class: `card run${detail ? " detail" : ""}`,
       "data-state": "running", "data-title": title }, header);
     if (detail) this.root.append(...this.details(run));
-    this.root.append(this.bar.root, this.status, this.text, this.callsBox, this.partials,
+    this.root.append(this.bar.root, this.status, this.inputs, this.text, this.callsBox,
+      this.partials,
       this.result, this.error);
     if (container) {
       container.append(this.root);
@@ -443,6 +583,28 @@ class RunView {
         this.end("succeeded", event.timestamp);
         break;
       }
+      case "input_requested": {
+        const request = event.inputRequested || {};
+        if (this.asked.has(request.requestId)) break;
+        const form = inputForm(this.runId, request, () => {
+          form.replaceChildren(el("p", { class: "hint", text: "Sent; waiting for the run…" }));
+        });
+        this.asked.set(request.requestId, { request, form });
+        this.inputs.append(form);
+        if (!this.ended) this.setState("input_required");
+        break;
+      }
+      case "input_resolved": {
+        const resolved = event.inputResolved || {};
+        const entry = this.asked.get(resolved.requestId);
+        const outcome = inputOutcome(entry && entry.request, resolved);
+        if (entry && entry.form) entry.form.replaceWith(outcome);
+        else this.inputs.append(outcome);
+        if (entry) entry.form = null;
+        const open = [...this.asked.values()].some((e) => e.form);
+        if (!open && !this.ended) this.setState("running");
+        break;
+      }
       case "partial_result": {
         // One line: who (a call's tool or a sub-task's label), which output, += (the next item)
         // or = (replaced), and the value.
@@ -487,6 +649,11 @@ class RunView {
 
   end(state, timestamp) {
     this.ended = true;
+    // The run resolves its requests before it ends; a form left (a lost event) answers nothing.
+    for (const entry of this.asked.values()) {
+      if (entry.form) entry.form.remove();
+      entry.form = null;
+    }
     this.endTime = timestamp ? new Date(timestamp) : this.storedEnd || new Date();
     this.setState(state);
     this.cancelButton.disabled = true;
@@ -607,6 +774,7 @@ const EVENT_NAMES = {
   started: "started", progress: "progress", result: "result",
   toolCallStarted: "tool_call_started", toolCallFinished: "tool_call_finished",
   message: "message", gap: "gap", heartbeat: "heartbeat", partialResult: "partial_result",
+  inputRequested: "input_requested", inputResolved: "input_resolved",
 };
 
 class Channel {
@@ -690,7 +858,7 @@ function scheduleRunsRefresh() {
 function followListed(run, state) {
   const view = new RunView({ title: run.agent ? "agent" : run.tool, agent: run.agent, run });
   view.setRunId(run.runId);
-  view.follow(state === "running"
+  view.follow(isLive(state)
     ? { type: "watch", runId: run.runId, fromLatest: true }
     : { type: "watch", runId: run.runId, after: "0" });
 }
@@ -712,14 +880,44 @@ function labelChips(labels) {
     ...pairs.map(([key, value]) => el("span", { class: "label", text: `${key}=${value}` })));
 }
 
+// The forms of the runs list's open requests by `runId/requestId`, kept across refreshes (what
+// was typed, an error shown); a request no longer listed drops its form.
+const listedForms = new Map();
+
+// A run of the list that may still change (it runs, or waits for input).
+function isLive(state) {
+  return state === "running" || state === "input_required";
+}
+
+// A run's rows in the list: its row, then one holding a form per open input request.
+function runRows(run, seen) {
+  const rows = [runRow(run)];
+  const pending = run.pendingInputs || [];
+  if (pending.length) {
+    const forms = pending.map((request) => {
+      const key = `${run.runId}/${request.requestId}`;
+      seen.add(key);
+      let form = listedForms.get(key);
+      if (!form) {
+        form = inputForm(run.runId, request, () => refreshRuns());
+        listedForms.set(key, form);
+      }
+      return form;
+    });
+    rows.push(el("tr", { class: "inputs-row", "data-run-id": run.runId },
+      el("td", { colspan: 8, "data-label": "asks" }, ...forms)));
+  }
+  return rows;
+}
+
 // A row of the runs list (a card at phone width: each cell says what it is).
 function runRow(run) {
   const state = shortState(run.state);
   const top = (run.progress || []).find((p) => !p.callId);
   const progress = state === "succeeded" ? 1 : top && top.progress !== undefined ? top.progress : null;
-  const watch = el("button", { type: "button", text: state === "running" ? "Resume" : "Replay",
+  const watch = el("button", { type: "button", text: isLive(state) ? "Resume" : "Replay",
     onclick: () => followListed(run, state) });
-  const cancel = state === "running"
+  const cancel = isLive(state)
     ? el("button", { type: "button", text: "Cancel", onclick: () => cancelListed(run) })
     : null;
   const cell = (label, attrs, ...children) => el("td", { "data-label": label, ...attrs },
@@ -741,12 +939,21 @@ function runRow(run) {
 
 async function refreshRuns() {
   clearTimeout(refreshTimer);
+  // Someone is typing an answer in the list: refreshing now would take the focus away.
+  const active = document.activeElement;
+  if (active && active.tagName !== "BUTTON" && active.closest("#runs form.input-request")) {
+    refreshTimer = setTimeout(refreshRuns, 3000);
+    return;
+  }
   const state = document.getElementById("runs-state").value;
   const query = new URLSearchParams({ pageSize: "25" });
   if (state) query.set("state", state);
   try {
     const page = await api(`/v1/runs?${query}`);
-    document.getElementById("runs").replaceChildren(...(page.runs || []).map(runRow));
+    const seen = new Set();
+    const rows = (page.runs || []).flatMap((run) => runRows(run, seen));
+    for (const key of [...listedForms.keys()]) if (!seen.has(key)) listedForms.delete(key);
+    document.getElementById("runs").replaceChildren(...rows);
   } catch (e) {
     showError(e);
   }
