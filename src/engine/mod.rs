@@ -752,7 +752,7 @@ impl RunContext {
         call: CallTag,
         question: crate::tools::Question,
     ) -> crate::tools::Answer {
-        self.log.ask(Arc::new(call), question).await
+        self.log.ask(Arc::new(call), question, None).await
     }
 
     /// Whether the run was cancelled (its work is about to be dropped).

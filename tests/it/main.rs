@@ -55,6 +55,7 @@ mod partial_results;
 mod python_client;
 mod redis_cluster;
 mod redis_tls;
+mod remote_inputs;
 mod remote_relist;
 mod remote_tools;
 mod replicas;
