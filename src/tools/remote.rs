@@ -408,6 +408,7 @@ impl RemoteTool {
                     }),
                 ),
                 Some(pb::run_event::Event::Result(result)) => {
+                    inputs.settle_all().await;
                     return Ok(result.value.map_or(Value::Null, value_to_json));
                 }
                 Some(pb::run_event::Event::InputRequested(request)) => {

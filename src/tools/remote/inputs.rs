@@ -36,8 +36,10 @@ pub(super) struct RelayedInputs {
     /// By the remote's request id: what resolves the local request when the remote resolves
     /// it first. Removed once either side resolved it.
     open: HashMap<String, oneshot::Sender<Answer>>,
-    /// The local questions, and the answers being sent back.
-    pending: FuturesUnordered<BoxFuture<'static, Step>>,
+    /// The local questions being asked.
+    asking: FuturesUnordered<BoxFuture<'static, Step>>,
+    /// The answers being sent back.
+    sending: FuturesUnordered<BoxFuture<'static, Step>>,
 }
 
 /// A local question's outcome, or the remote's reply to an answer sent back.
@@ -82,7 +84,7 @@ impl RelayedInputs {
             expire_time: remote_expires,
         };
         let request_id = request.request_id;
-        self.pending.push(Box::pin(async move {
+        self.asking.push(Box::pin(async move {
             // A sender dropped without a word: the relay is ending, and so is the call.
             let settled = Box::pin(async move { settled.await.unwrap_or(Answer::Cancelled) });
             let answer = node.ask_until(question, settled).await;
@@ -116,16 +118,37 @@ impl RelayedInputs {
 
     /// The next step that completes; never completes while there is none.
     pub(super) async fn next(&mut self) -> Step {
-        match self.pending.next().await {
-            Some(step) => step,
-            None => std::future::pending().await,
+        let asked = async {
+            match self.asking.next().await {
+                Some(step) => step,
+                None => std::future::pending().await,
+            }
+        };
+        let sent = async {
+            match self.sending.next().await {
+                Some(step) => step,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            step = asked => step,
+            step = sent => step,
         }
+    }
+
+    /// The remote run ended: every local request it left is resolved here before the call
+    /// ends, with the outcome the remote gave it (its `input_resolved` came before its end) or
+    /// else CANCELLED. Answers on their way back are dropped: nothing waits for them any more.
+    pub(super) async fn settle_all(&mut self) {
+        // A dropped sender settles its request CANCELLED.
+        self.open.clear();
+        while self.asking.next().await.is_some() {}
     }
 
     /// Carries on after `step`: sends a local outcome back to the remote when the remote still
     /// waits for it. Fails when the remote refused an answer it should have taken (it does not
-    /// serve RespondToRun, or refused the value), as the status to fail the call with: the
-    /// remote would otherwise wait for an answer that never comes.
+    /// serve RespondToRun, refused the value, is unreachable), as the status to fail the call
+    /// with: the remote would otherwise wait for an answer that never comes.
     pub(super) fn carry_on(&mut self, step: Step, remote: &Remote) -> Result<(), tonic::Status> {
         match step {
             Step::Asked {
@@ -156,18 +179,24 @@ impl RelayedInputs {
                 });
                 request.set_timeout(RESPOND_TIMEOUT);
                 let mut runs = remote.runs.clone();
-                self.pending.push(Box::pin(async move {
+                self.sending.push(Box::pin(async move {
                     let sent = runs.respond_to_run(request).await.map(|_| ());
                     Step::Sent { request_id, sent }
                 }));
                 Ok(())
             }
-            // The remote resolved the request some other way in the meantime (or its run
-            // ended): its stream says how.
+            // The remote resolved the request some other way in the meantime, or its run ended
+            // (a worker forgets a call once it ended: NOT_FOUND): its stream says how.
             Step::Sent { sent: Ok(()), .. } => Ok(()),
             Step::Sent {
                 sent: Err(status), ..
-            } if status.code() == tonic::Code::FailedPrecondition => Ok(()),
+            } if matches!(
+                status.code(),
+                tonic::Code::FailedPrecondition | tonic::Code::NotFound
+            ) =>
+            {
+                Ok(())
+            }
             Step::Sent {
                 request_id,
                 sent: Err(status),
