@@ -24,6 +24,8 @@ mod runs;
 mod store;
 
 #[cfg(test)]
+mod input_tests;
+#[cfg(test)]
 mod log_tests;
 
 use std::collections::BTreeMap;
