@@ -42,6 +42,7 @@ mod eta;
 mod grpc_web;
 mod health_reflection;
 mod idempotency_labels;
+mod input_owner_lost;
 mod input_requests;
 mod json_mapping;
 mod layering;
