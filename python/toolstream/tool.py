@@ -117,7 +117,9 @@ def progress(
     return mark
 
 
-def partial(value: Any, key: str = "", append: bool = False) -> Dict[str, Any]:
+def partial(
+    value: Any, key: str = "", append: bool = False, task: "Union[Task, str, None]" = None
+) -> Dict[str, Any]:
     """A partial result to yield: a piece of the tool's output before its result, sent to the
     caller at once and never coalesced (unlike progress). ``key`` names which output
     (``""``: the main one); with ``append=True`` the value is that output's next item (callers
@@ -131,11 +133,20 @@ def partial(value: Any, key: str = "", append: bool = False) -> Dict[str, Any]:
                 yield partial(hit, key="hits", append=True)
             return hits
 
+    ``task`` makes it a piece of a sub-task's output instead (a :class:`Task` from
+    ``progress.child``, or its id), shown under that sub-task's node::
+
+        with progress.child(path) as sub:
+            yield toolstream.partial(digest(path), key="sha256", task=sub)
+
     Also reachable as ``toolstream.partial`` and ``progress.partial``. A value larger than the
     server's message limit fails the call with an error naming the limit."""
     if not isinstance(key, str):
         raise TypeError(f"a partial result's key must be a string, not {type(key).__name__}")
-    return {"partial": {"value": value, "key": key, "append": bool(append)}}
+    body: Dict[str, Any] = {"value": value, "key": key, "append": bool(append)}
+    if task is not None:
+        body["task"] = task.id if isinstance(task, Task) else str(task)
+    return {"partial": body}
 
 
 class Ask:

@@ -140,11 +140,14 @@ _MAX_MESSAGE = 64 * 1024 * 1024
 
 class _PartialReport(NamedTuple):
     """A partial result the tool yielded (``toolstream.partial``): never dropped from the outbox,
-    unlike progress."""
+    unlike progress. Of the call itself, or of the sub-task node ``call_id`` (``task=``)."""
 
     key: str
     value: Any
     append: bool
+    call_id: str = ""
+    parent_call_id: str = ""
+    label: str = ""
 
 
 #: What the outbox carries: a node's progress, a partial result of the call, or one of its
@@ -152,19 +155,30 @@ class _PartialReport(NamedTuple):
 _Report = Union[NodeReport, _PartialReport, InputRequestedReport, InputResolvedReport]
 
 
-def _partial_report(line: Dict[str, Any]) -> _PartialReport:
+def _partial_report(line: Dict[str, Any], tree: ProgressTree) -> _PartialReport:
     """The ``partial`` object of a yielded line, checked as the server checks the command-tool
-    protocol's."""
+    protocol's; one naming a sub-task (``task``) is that node's, looked up in ``tree``."""
     partial = line["partial"]
     if not isinstance(partial, dict):
         raise TaskLineError(f"partial must be a dict such as {{'value': ...}}, not {partial!r}")
-    unknown = set(partial) - {"value", "key", "append"}
+    unknown = set(partial) - {"value", "key", "append", "task"}
     if unknown:
-        raise TaskLineError(f"partial has unknown keys {sorted(unknown)} (known: value, key, append)")
+        raise TaskLineError(
+            f"partial has unknown keys {sorted(unknown)} (known: value, key, append, task)"
+        )
     key = partial.get("key") or ""
     if not isinstance(key, str):
         raise TaskLineError(f"partial key must be a string, not {key!r}")
-    return _PartialReport(key=key, value=partial.get("value"), append=bool(partial.get("append")))
+    report = _PartialReport(key=key, value=partial.get("value"), append=bool(partial.get("append")))
+    task = partial.get("task")
+    if task is None:
+        return report
+    if not isinstance(task, str):
+        raise TaskLineError(f"partial task must be a sub-task's id (a string), not {task!r}")
+    node = tree.node(task)
+    return report._replace(
+        call_id=node.call_id, parent_call_id=node.parent_call_id, label=node.label
+    )
 
 
 @dataclass(frozen=True)
@@ -310,7 +324,7 @@ class _Execution:
         reports: List[_Report] = []
         for each in lines:
             if "partial" in each:
-                reports.append(_partial_report(each))
+                reports.append(_partial_report(each, self._tree))
             else:
                 reports.extend(self._tree.apply(each))
         self.outbox.progress(reports)
@@ -462,7 +476,14 @@ def _event_body(report: _Report, tool: str) -> Dict[str, Any]:
     if isinstance(report, _PartialReport):
         value = convert.to_value(report.value)
         return {
-            "partial_result": pb.PartialResult(key=report.key, value=value, append=report.append)
+            "partial_result": pb.PartialResult(
+                call_id=report.call_id,
+                parent_call_id=report.parent_call_id,
+                tool=report.label,
+                key=report.key,
+                value=value,
+                append=report.append,
+            )
         }
     return {"progress": _progress_message(report, tool)}
 
