@@ -14,10 +14,13 @@ use toolstream::json_proto::{struct_to_json, value_to_json};
 use toolstream::pb::run_event::Event;
 use toolstream::pb::run_service_client::RunServiceClient;
 use toolstream::pb::{self, RunState};
+use toolstream::registry::ToolRegistry;
+use toolstream::server::Server;
 use toolstream::tools::native::tool_fn;
 use toolstream::tools::{Progress, Question, Tool, ToolError};
 
-use crate::common::runs::{RUN_WAIT, get, wait_for_run, watch};
+use crate::common::model::{StandIn, text, tool_calls};
+use crate::common::runs::{RUN_WAIT, cancel, get, wait_for_run, watch};
 use crate::common::{TestServer, collect, eventually, registry_with};
 use crate::input_requests::{
     confirm_tool, decline, reported, resolutions, respond, result_of, runs, start_with, until_asked,
@@ -43,25 +46,35 @@ fn short_lived_tool() -> Arc<dyn Tool> {
     ))
 }
 
-/// Server B, whose tools ask, and server A, which federates B's tools as `remote.*`.
-async fn servers() -> (TestServer, TestServer) {
+/// Server B, whose tools ask.
+async fn asking_server() -> TestServer {
     let root = std::env::current_dir().expect("cwd");
-    let b = TestServer::start_with(
+    TestServer::start_with(
         registry_with(&root, vec![confirm_tool(), short_lived_tool()]),
         Limits::default(),
     )
-    .await;
+    .await
+}
+
+/// A registry with B's tools, named with `prefix`.
+async fn federating(b: &TestServer, prefix: &str) -> ToolRegistry {
+    let root = std::env::current_dir().expect("cwd");
     let entry: toml::Table = toml::from_str(&format!(
-        "kind = \"grpc\"\nendpoint = \"{}\"\nprefix = \"remote.\"\n",
+        "kind = \"grpc\"\nendpoint = \"{}\"\nprefix = \"{prefix}\"\n",
         b.url()
     ))
     .expect("entry");
-    let limits = Limits::default();
     let mut registry = registry_with(&root, vec![]);
-    toolstream::configured_tools::load_entries(&[entry], &root, &limits, &mut registry)
+    toolstream::configured_tools::load_entries(&[entry], &root, &Limits::default(), &mut registry)
         .await
         .expect("B's tools");
-    let a = TestServer::start_with(registry, limits).await;
+    registry
+}
+
+/// Server B, whose tools ask, and server A, which federates B's tools as `remote.*`.
+async fn servers() -> (TestServer, TestServer) {
+    let b = asking_server().await;
+    let a = TestServer::start_with(federating(&b, "remote.").await, Limits::default()).await;
     (a, b)
 }
 
@@ -267,4 +280,79 @@ async fn a_request_that_expires_on_the_remote_expires_locally_no_later() {
         resolutions(&b_events),
         vec![(b_asked.request_id, pb::InputOutcome::Expired)]
     );
+}
+
+#[tokio::test]
+async fn cancelling_the_local_run_cancels_the_remote_request() {
+    let mut asking = Asking::start().await;
+    let b_request = asking.b_request();
+    cancel(&mut asking.a_runs, &asking.run_id)
+        .await
+        .expect("CancelRun on A");
+    let b_run = wait_for_run(
+        &mut asking.b_runs,
+        &asking.on_b.run_id,
+        "cancelled",
+        |run| run.state() == RunState::Cancelled,
+    )
+    .await;
+    assert!(b_run.pending_inputs.is_empty(), "{b_run:?}");
+    let b_events = collect(watch(&mut asking.b_runs, &asking.on_b.run_id, 0).await)
+        .await
+        .0;
+    assert_eq!(
+        resolutions(&b_events),
+        vec![(b_request, pb::InputOutcome::Cancelled)]
+    );
+    let (a_events, _) = collect(asking.stream).await;
+    assert_eq!(
+        resolutions(&a_events),
+        vec![(asking.asked.request_id, pb::InputOutcome::Cancelled)]
+    );
+}
+
+#[tokio::test]
+async fn an_agents_call_of_a_remote_tool_asks_under_the_call() {
+    let model = StandIn::start(vec![
+        tool_calls(&[("call_1", "remote.confirm", "{}")]),
+        text(&["Overwritten."]),
+    ])
+    .await;
+    let b = asking_server().await;
+    let a = TestServer::serve(
+        Server::new(federating(&b, "remote.").await, Limits::default())
+            .with_agent(model.agent_settings()),
+    )
+    .await;
+    let response = a
+        .client()
+        .await
+        .run_agent(pb::RunAgentRequest {
+            prompt: "overwrite the report".into(),
+            ..pb::RunAgentRequest::default()
+        })
+        .await
+        .expect("RunAgent");
+    let run_id = crate::common::x_run_id(response.metadata());
+    let mut stream = response.into_inner();
+    let asked = until_asked(&mut stream).await;
+    assert_eq!(
+        (
+            asked.call_id.as_str(),
+            asked.tool.as_str(),
+            asked.prompt.as_str()
+        ),
+        ("call_1", "remote.confirm", "Overwrite report.pdf?")
+    );
+    respond(&mut runs(&a).await, &run_id, &asked.request_id, json!(true))
+        .await
+        .expect("the answer on A");
+    let (events, status) = collect(stream).await;
+    assert!(status.is_none(), "{status:?}");
+    assert_eq!(
+        resolutions(&events),
+        vec![(asked.request_id, pb::InputOutcome::Answered)]
+    );
+    // The model got the remote tool's result, made with the answer.
+    assert!(model.told(1, "answered"), "{:?}", model.requests());
 }
