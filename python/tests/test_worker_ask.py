@@ -109,3 +109,21 @@ def test_the_worker_answers_respond_to_run_for_its_own_calls(worker: Any) -> Non
         # The call ended: the worker forgot it.
         with pytest.raises(toolstream.NotFound):
             client.respond(stream.run_id, "input-2", True)
+
+
+def test_a_question_nobody_answers_expires_at_the_calls_input_timeout(worker: Any) -> None:
+    from toolstream.v1 import toolstream_pb2 as pb
+    from toolstream.v1 import toolstream_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(worker.addr) as channel:
+        request = pb.RunToolRequest(
+            tool="asks_or_says_why", options=pb.RunOptions(input_timeout_ms=100)
+        )
+        events = list(pb_grpc.ToolServiceStub(channel).RunTool(request))
+    kinds = [event.WhichOneof("event") for event in events]
+    assert kinds == ["started", "input_requested", "input_resolved", "result"], kinds
+    asked, resolved = events[1].input_requested, events[2].input_resolved
+    assert asked.HasField("expire_time"), asked
+    assert resolved.request_id == asked.request_id
+    assert resolved.outcome == pb.INPUT_OUTCOME_EXPIRED
+    assert events[3].result.value.string_value == "not answered: expired"
