@@ -4,6 +4,7 @@ toolstream.worker partial_tools.py``)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any, AsyncIterator, Dict, Generator
 
 import toolstream
@@ -29,5 +30,15 @@ async def search_async(count: int = 3) -> AsyncIterator[Dict[str, Any]]:
     yield {"result": count}
 
 
+@progress
+def per_file(count: int = 2) -> Generator[Dict[str, Any], None, int]:
+    """One sub-task per file, each with its digest as a partial result of that sub-task."""
+    for i in range(count):
+        with progress.child(f"file {i}") as sub:
+            yield sub.report(0.5)
+            yield toolstream.partial(f"digest {i}", key="digest", task=sub)
+    return count
+
+
 if __name__ == "__main__":
-    main(search)
+    main(per_file if sys.argv[1:] == ["per_file"] else search)

@@ -24,6 +24,8 @@ def _command_entry() -> str:
     return (
         '[[tools]]\nkind = "command"\nname = "cmd.search"\n'
         f"command = [{toml(sys.executable)}, {toml(TOOLS)}]\ndescribe = true\n"
+        '[[tools]]\nkind = "command"\nname = "cmd.per_file"\n'
+        f'command = [{toml(sys.executable)}, {toml(TOOLS)}, "per_file"]\ndescribe = true\n'
     )
 
 
@@ -31,7 +33,7 @@ def _command_entry() -> str:
 def addr(start_worker: Callable[..., Any], start_server: Callable[..., Any]) -> str:
     """A server with ``cmd.search`` (a command tool), ``py.search`` and ``py.search_async`` (in a
     worker), and the built-in tools rooted at this directory."""
-    worker = start_worker(f"{TOOLS}:search,search_async")
+    worker = start_worker(f"{TOOLS}:search,search_async,per_file")
     server = start_server(
         _command_entry() + grpc_entry(worker.addr, prefix="py."), "--root", str(HERE)
     )
@@ -65,6 +67,24 @@ def test_a_python_tool_emits_partial_results_the_client_assembles(client: Client
     assert stream.partials_by_call == {None: stream.partials}
     assert seen == partials
     assert partials[0].dict()["value"] == {"hit": 0}
+
+
+@pytest.mark.parametrize("tool", ["cmd.per_file", "py.per_file"])
+def test_a_partial_result_naming_a_sub_task_is_shown_under_its_node(client: Client, tool: str) -> None:
+    stream = client.run(tool, count=2)
+    events = list(stream.events())
+    nodes = {e.call_id: e.tool for e in events if e.type == "progress" and e.call_id}
+    partials = [(e.call_id, e.key, e.value) for e in events if e.type == "partial"]
+    assert [(nodes.get(call_id), key, value) for call_id, key, value in partials] == [
+        ("file 0", "digest", "digest 0"),
+        ("file 1", "digest", "digest 1"),
+    ]
+    assert stream.partials == {}
+    assert sorted(stream.partials_by_call.values(), key=str) == [
+        {"digest": "digest 0"},
+        {"digest": "digest 1"},
+    ]
+    assert stream.result == 2
 
 
 def test_iterating_the_top_level_still_feeds_partials_and_on_partial(client: Client) -> None:

@@ -175,14 +175,6 @@ def test_errors_have_their_status(worker: Any) -> None:
         assert failed.value.message == "RuntimeError: disk full"
         assert failed.value.code == grpc.StatusCode.ABORTED
 
-        # Asking needs relaying through the server's remote-tool path, which does not exist yet.
-        with pytest.raises(toolstream.ToolFailed) as asked:
-            client.run("asks").result
-        assert asked.value.message.startswith(
-            "NotImplementedError: the tool asked 'Proceed?', but a tool served by a worker "
-            "cannot ask yet"
-        ), asked.value.message
-
         with pytest.raises(toolstream.ToolCrashed) as crashed:
             client.run("not_json").result
         assert "not JSON" in crashed.value.message

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, Dict, List, Literal, Optional
 
-from toolstream import ask, progress
+from toolstream import InputNotAnswered, ask, progress
 
 
 class Color(str, enum.Enum):
@@ -169,3 +169,28 @@ def silent_then_done(gate: str) -> str:
         time.sleep(0.01)
     return "done"
     yield  # pragma: no cover - makes this a generator
+
+
+@progress
+def asks_or_says_why() -> str:
+    """Asks for a confirmation, and says why when it got none."""
+    try:
+        overwrite = yield ask("Overwrite report.pdf?", bool)
+    except InputNotAnswered as error:
+        return f"not answered: {error.outcome}"
+    return "overwritten" if overwrite else "kept"
+
+
+@progress
+async def async_asks():  # type: ignore[no-untyped-def]
+    """An async generator that asks for a number and yields its double as the result."""
+    count = yield ask("How many copies?", int)
+    yield {"result": count * 2}
+
+
+@progress
+def asks_twice() -> List[bool]:
+    """Asks two questions, one after the other."""
+    first = yield ask("First?", bool)
+    second = yield ask("Second?", bool)
+    return [first, second]

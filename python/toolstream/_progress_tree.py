@@ -118,6 +118,18 @@ class ProgressTree:
         out, self._out = self._out, []
         return out
 
+    def node(self, ident: str) -> NodeReport:
+        """The node of the open sub-task ``ident`` (a line naming it, such as a partial result
+        of it), as a report with no fields. Raises ``TaskLineError`` when no open sub-task has
+        that id."""
+        if ident not in self._tasks:
+            raise TaskLineError(f"partial.task {ident!r} names a task that no earlier line made")
+        node = self._tasks[ident]
+        if node is None:
+            raise TaskLineError(f"partial.task {ident!r} is named after it was done")
+        parent = node.parent.call_id if node.parent is not None else ""
+        return NodeReport(node.call_id, parent, node.label, {})
+
     def finish_all(self) -> List[NodeReport]:
         """Finishes every sub-task still open (the call returned), newest first."""
         for node in reversed(list(self._tasks.values())):

@@ -55,6 +55,7 @@ from typing import (
     Mapping,
     Optional,
     TextIO,
+    Tuple,
     TypeVar,
     Union,
     overload,
@@ -116,7 +117,9 @@ def progress(
     return mark
 
 
-def partial(value: Any, key: str = "", append: bool = False) -> Dict[str, Any]:
+def partial(
+    value: Any, key: str = "", append: bool = False, task: "Union[Task, str, None]" = None
+) -> Dict[str, Any]:
     """A partial result to yield: a piece of the tool's output before its result, sent to the
     caller at once and never coalesced (unlike progress). ``key`` names which output
     (``""``: the main one); with ``append=True`` the value is that output's next item (callers
@@ -130,11 +133,20 @@ def partial(value: Any, key: str = "", append: bool = False) -> Dict[str, Any]:
                 yield partial(hit, key="hits", append=True)
             return hits
 
+    ``task`` makes it a piece of a sub-task's output instead (a :class:`Task` from
+    ``progress.child``, or its id), shown under that sub-task's node::
+
+        with progress.child(path) as sub:
+            yield toolstream.partial(digest(path), key="sha256", task=sub)
+
     Also reachable as ``toolstream.partial`` and ``progress.partial``. A value larger than the
     server's message limit fails the call with an error naming the limit."""
     if not isinstance(key, str):
         raise TypeError(f"a partial result's key must be a string, not {type(key).__name__}")
-    return {"partial": {"value": value, "key": key, "append": bool(append)}}
+    body: Dict[str, Any] = {"value": value, "key": key, "append": bool(append)}
+    if task is not None:
+        body["task"] = task.id if isinstance(task, Task) else str(task)
+    return {"partial": body}
 
 
 class Ask:
@@ -179,8 +191,9 @@ def ask(prompt: str, answer_type: Any = None) -> Ask:
     :class:`InputRefused`); catch it to go on without an answer, or let it fail the call.
 
     In a command tool (:func:`main`) the ``[[tools]]`` entry needs ``asks = true``, so that the
-    server keeps the tool's stdin open for the answer. A worker (:mod:`toolstream.worker`) cannot
-    ask yet. Also reachable as ``toolstream.ask`` and ``progress.ask``."""
+    server keeps the tool's stdin open for the answer. In a worker (:mod:`toolstream.worker`)
+    the question reaches the federating server's run, and the answer comes back through the
+    worker's RespondToRun. Also reachable as ``toolstream.ask`` and ``progress.ask``."""
     return Ask(prompt, answer_type)
 
 
@@ -228,6 +241,41 @@ class InputRefused(InputNotAnswered):
 _NOT_ANSWERED = {
     kind.outcome: kind for kind in (InputDeclined, InputExpired, InputCancelled, InputRefused)
 }
+
+
+class Resume:
+    """What a generator is resumed with at its next ``yield``: the answer to the question it
+    yielded (``None`` after a progress report), or the :class:`InputNotAnswered` to raise
+    there. Shared by command tools and the worker, sync and async."""
+
+    def __init__(self) -> None:
+        self._value: Any = None
+        self._error: Optional[InputNotAnswered] = None
+
+    def answer(self, get: Callable[[], Any]) -> None:
+        """Resumes with what ``get()`` returns, or with what it raises if that is
+        :class:`InputNotAnswered`."""
+        try:
+            self._value, self._error = get(), None
+        except InputNotAnswered as error:
+            self._value, self._error = None, error
+
+    def _take(self) -> Tuple[Any, Optional[InputNotAnswered]]:
+        taken = self._value, self._error
+        self._value, self._error = None, None
+        return taken
+
+    def send(self, generator: Any) -> Any:
+        """Resumes the sync ``generator``; returns what it yields next."""
+        value, error = self._take()
+        return generator.throw(error) if error is not None else generator.send(value)
+
+    async def asend(self, generator: Any) -> Any:
+        """Resumes the async ``generator``; returns what it yields next."""
+        value, error = self._take()
+        if error is not None:
+            return await generator.athrow(error)
+        return await generator.asend(value)
 
 
 class AnswerLineError(RuntimeError):
@@ -303,20 +351,14 @@ def run(
         outcome = fn(**coerce_arguments(fn, arguments))
         if not inspect.isgenerator(outcome):
             return outcome
-        reply: Any = None
-        not_answered: Optional[InputNotAnswered] = None
+        resume = Resume()
         while True:
             try:
-                if not_answered is not None:
-                    error, not_answered = not_answered, None
-                    report = outcome.throw(error)
-                else:
-                    report = outcome.send(reply)
+                report = resume.send(outcome)
             except StopIteration as stop:
                 for line in tasks.take():
                     _write(out, line)
                 return stop.value
-            reply = None
             for line in tasks.take():
                 _write(out, line)
             if isinstance(report, Ask):
@@ -325,10 +367,7 @@ def run(
                 if answers is None:
                     raise AnswerLineError(f"the tool asked {report.prompt!r}, but nothing answers")
                 _write(out, report.line(question_id))
-                try:
-                    reply = read_answer(report, question_id, answers)
-                except InputNotAnswered as error:
-                    not_answered = error
+                resume.answer(lambda: read_answer(report, question_id, answers))
                 continue
             line = _progress_line(report)
             if "result" in line:

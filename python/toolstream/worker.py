@@ -56,9 +56,18 @@ What runs, and how:
   (the worker does the roll-up, :mod:`toolstream._progress_tree`, since a federating server
   relays a remote's nodes as they are). Sub-tasks still open when the tool returns are finished
   before the result. A call's sub-tasks and tree live only as long as the call.
-- **Asking** (``yield toolstream.ask(...)``) is not supported in a worker yet: the server would
-  have to relay the question through its remote-tool path, which does not exist; the call fails
-  with ``NotImplementedError`` saying to run the tool as a command tool with ``asks = true``.
+- **Asking** (``answer = yield toolstream.ask(prompt, type)``, in sync and async generators):
+  the question is an input request of the worker's run, an ``input_requested`` event on the
+  call's stream. The worker also serves ``toolstream.v1.RunService.RespondToRun`` for its calls
+  (its other RunService methods are UNIMPLEMENTED): the federating server asks the question in
+  its own run, under its call, and sends the answer (or a decline) back there with the run id of
+  the worker's events; a client can answer there directly as well. The first answer wins and
+  is converted to the question's type (one that does not fit is INVALID_ARGUMENT, and the
+  question stays open); a second is FAILED_PRECONDITION, an unknown run or request NOT_FOUND.
+  The question lapses at the call's deadline (sent by the server as ``grpc-timeout``) or its
+  ``input_timeout_ms``, and a cancelled call resolves it: the ``yield`` raises
+  ``InputDeclined``, ``InputExpired`` or ``InputCancelled``. Each question ends with one
+  ``input_resolved`` event. See :mod:`toolstream._worker_questions`.
 - When the caller reads slower than the tool reports, up to 64 reports wait to be sent; past
   that a report replaces its node's newest unsent one (the gap in ``sequence`` shows it), so
   memory stays bounded and the tool is never slowed.
@@ -88,6 +97,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -114,7 +124,8 @@ from grpc_health.v1.health import aio as health_aio
 from . import _convert as convert
 from .schema import ArgumentError, coerce_arguments, describe
 from ._progress_tree import NodeReport, ProgressTree, TaskLineError
-from .tool import Ask, CallTasks, _progress_line
+from .tool import Ask, CallTasks, Resume, _progress_line
+from ._worker_questions import InputRequestedReport, InputResolvedReport, Questions, RespondError
 from .v1 import toolstream_pb2 as pb
 from .v1 import toolstream_pb2_grpc as pb_grpc
 
@@ -129,30 +140,45 @@ _MAX_MESSAGE = 64 * 1024 * 1024
 
 class _PartialReport(NamedTuple):
     """A partial result the tool yielded (``toolstream.partial``): never dropped from the outbox,
-    unlike progress."""
+    unlike progress. Of the call itself, or of the sub-task node ``call_id`` (``task=``)."""
 
     key: str
     value: Any
     append: bool
+    call_id: str = ""
+    parent_call_id: str = ""
+    label: str = ""
 
 
-#: What the outbox carries: a node's progress, or a partial result of the call.
-_Report = Union[NodeReport, _PartialReport]
+#: What the outbox carries: a node's progress, a partial result of the call, or one of its
+#: questions asked or resolved (those are never dropped either).
+_Report = Union[NodeReport, _PartialReport, InputRequestedReport, InputResolvedReport]
 
 
-def _partial_report(line: Dict[str, Any]) -> _PartialReport:
+def _partial_report(line: Dict[str, Any], tree: ProgressTree) -> _PartialReport:
     """The ``partial`` object of a yielded line, checked as the server checks the command-tool
-    protocol's."""
+    protocol's; one naming a sub-task (``task``) is that node's, looked up in ``tree``."""
     partial = line["partial"]
     if not isinstance(partial, dict):
         raise TaskLineError(f"partial must be a dict such as {{'value': ...}}, not {partial!r}")
-    unknown = set(partial) - {"value", "key", "append"}
+    unknown = set(partial) - {"value", "key", "append", "task"}
     if unknown:
-        raise TaskLineError(f"partial has unknown keys {sorted(unknown)} (known: value, key, append)")
+        raise TaskLineError(
+            f"partial has unknown keys {sorted(unknown)} (known: value, key, append, task)"
+        )
     key = partial.get("key") or ""
     if not isinstance(key, str):
         raise TaskLineError(f"partial key must be a string, not {key!r}")
-    return _PartialReport(key=key, value=partial.get("value"), append=bool(partial.get("append")))
+    report = _PartialReport(key=key, value=partial.get("value"), append=bool(partial.get("append")))
+    task = partial.get("task")
+    if task is None:
+        return report
+    if not isinstance(task, str):
+        raise TaskLineError(f"partial task must be a sub-task's id (a string), not {task!r}")
+    node = tree.node(task)
+    return report._replace(
+        call_id=node.call_id, parent_call_id=node.parent_call_id, label=node.label
+    )
 
 
 @dataclass(frozen=True)
@@ -252,10 +278,12 @@ class _Execution:
         outbox: _Outbox,
         executor: concurrent.futures.ThreadPoolExecutor,
         finished: Callable[[], None],
+        questions: Questions,
     ) -> None:
         self.tool = tool
         self.arguments = arguments
         self.outbox = outbox
+        self.questions = questions
         # The call's sub-tasks (``progress.child``) and its progress tree: this call's only, and
         # gone with it.
         self._tasks = CallTasks()
@@ -281,20 +309,14 @@ class _Execution:
     def cancel(self) -> None:
         """Stops the tool: a sync generator at its next ``yield``, async code at its ``await``."""
         self._stop.set()
+        # A tool waiting for an answer gets InputCancelled at its ``yield``, then is closed.
+        self.questions.close()
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
     def _progress(self, report: Any) -> Optional[Dict[str, Any]]:
         """Sends what the tool said before this yield (sub-tasks made or finished), then the
         yielded report; returns the report when it is the result instead."""
-        if isinstance(report, Ask):
-            # The server would have to relay the question through its remote-tool path and route
-            # the answer back; that path does not exist yet, so the call fails saying so.
-            raise NotImplementedError(
-                f"the tool asked {report.prompt!r}, but a tool served by a worker cannot ask yet; "
-                "run it as a command tool (toolstream.tool.main) with `asks = true` in its "
-                "[[tools]] entry"
-            )
         line = _progress_line(report)
         lines = self._tasks.take()
         if "result" not in line:
@@ -302,7 +324,7 @@ class _Execution:
         reports: List[_Report] = []
         for each in lines:
             if "partial" in each:
-                reports.append(_partial_report(each))
+                reports.append(_partial_report(each, self._tree))
             else:
                 reports.extend(self._tree.apply(each))
         self.outbox.progress(reports)
@@ -339,7 +361,9 @@ class _Execution:
             self._result(outcome)
 
     def _drive(self, generator: Any) -> None:
-        """Runs a sync generator step by step, closing it at a ``yield`` once cancelled."""
+        """Runs a sync generator step by step, closing it at a ``yield`` once cancelled; a
+        yielded question is resumed with its answer (or has InputNotAnswered thrown in)."""
+        resume = Resume()
         try:
             while True:
                 if self._stop.is_set():
@@ -347,10 +371,13 @@ class _Execution:
                     self.outbox.end("cancelled", None)
                     return
                 try:
-                    report = next(generator)
+                    report = resume.send(generator)
                 except StopIteration as stop:
                     self._result(stop.value)
                     return
+                if isinstance(report, Ask):
+                    resume.answer(self.questions.ask(report).result)
+                    continue
                 final = self._progress(report)
                 if final is not None:
                     generator.close()
@@ -366,12 +393,7 @@ class _Execution:
                 if inspect.isasyncgenfunction(inspect.unwrap(fn)):
                     generator = fn(**self.arguments)
                     try:
-                        async for report in generator:
-                            final = self._progress(report)
-                            if final is not None:
-                                self._result(final["result"])
-                                return
-                        self._result(None)
+                        await self._drive_async(generator)
                     finally:
                         await generator.aclose()
                 else:
@@ -382,6 +404,26 @@ class _Execution:
             self.outbox.end("broken", str(error))
         except BaseException as error:  # noqa: BLE001
             self._failed(error)
+
+    async def _drive_async(self, generator: Any) -> None:
+        """Runs an async generator to its result; a yielded question is resumed with its
+        answer (or has InputNotAnswered thrown in)."""
+        resume = Resume()
+        while True:
+            try:
+                report = await resume.asend(generator)
+            except StopAsyncIteration:
+                self._result(None)
+                return
+            if isinstance(report, Ask):
+                outcome = asyncio.wrap_future(self.questions.ask(report))
+                await asyncio.wait([outcome])
+                resume.answer(outcome.result)
+                continue
+            final = self._progress(report)
+            if final is not None:
+                self._result(final["result"])
+                return
 
     def _failed(self, error: BaseException) -> None:
         log.warning(
@@ -400,13 +442,48 @@ def _error_text(error: BaseException) -> str:
     return f"{name}: {message}" if message else name
 
 
+_OUTCOMES = {
+    "answered": pb.INPUT_OUTCOME_ANSWERED,
+    "declined": pb.INPUT_OUTCOME_DECLINED,
+    "expired": pb.INPUT_OUTCOME_EXPIRED,
+    "cancelled": pb.INPUT_OUTCOME_CANCELLED,
+}
+
+
+def _input_requested(report: InputRequestedReport) -> pb.InputRequested:
+    """A question of the call as its ``input_requested`` event carries it (the call's own, so
+    its call id and tool are empty, as for any run's top level)."""
+    message = pb.InputRequested(
+        request_id=report.request_id, prompt=report.prompt, kind=pb.INPUT_KIND_INPUT
+    )
+    if report.schema is not None:
+        message.schema.CopyFrom(convert.to_struct(report.schema))
+    if report.expire_time is not None:
+        message.expire_time.FromNanoseconds(int(report.expire_time * 1e9))
+    return message
+
+
 def _event_body(report: _Report, tool: str) -> Dict[str, Any]:
-    """The ``RunEvent`` field carrying ``report``: its progress, or its partial result. Raises
-    ``TypeError``/``ValueError`` for what is not JSON."""
+    """The ``RunEvent`` field carrying ``report``: its progress, its partial result, or a
+    question asked or resolved. Raises ``TypeError``/``ValueError`` for what is not JSON."""
+    if isinstance(report, InputRequestedReport):
+        return {"input_requested": _input_requested(report)}
+    if isinstance(report, InputResolvedReport):
+        resolved = pb.InputResolved(request_id=report.request_id, outcome=_OUTCOMES[report.outcome])
+        if report.outcome == "answered":
+            resolved.value.CopyFrom(convert.to_value(report.value))
+        return {"input_resolved": resolved}
     if isinstance(report, _PartialReport):
         value = convert.to_value(report.value)
         return {
-            "partial_result": pb.PartialResult(key=report.key, value=value, append=report.append)
+            "partial_result": pb.PartialResult(
+                call_id=report.call_id,
+                parent_call_id=report.parent_call_id,
+                tool=report.label,
+                key=report.key,
+                value=value,
+                append=report.append,
+            )
         }
     return {"progress": _progress_message(report, tool)}
 
@@ -495,8 +572,17 @@ class _ToolService(pb_grpc.ToolServiceServicer):
             ),
         )
         worker._running += 1
-        outbox = _Outbox(asyncio.get_running_loop())
-        execution = _Execution(tool, arguments, outbox, worker._executor, worker._finished)
+        loop = asyncio.get_running_loop()
+        outbox = _Outbox(loop)
+        input_timeout = request.options.input_timeout_ms / 1000 if request.options.input_timeout_ms else None
+        questions = Questions(
+            loop,
+            lambda report: outbox.progress([report]),
+            deadline=time.time() + remaining if remaining is not None else None,
+            input_timeout=input_timeout,
+        )
+        execution = _Execution(tool, arguments, outbox, worker._executor, worker._finished, questions)
+        worker._calls[run_id] = (tool.name, questions)
         # Belt and braces: cancellation also reaches the tool when the call ends while this
         # handler is not at an await (grpc then finalizes the generator later).
         context.add_done_callback(lambda _: execution.cancel())
@@ -554,7 +640,41 @@ class _ToolService(pb_grpc.ToolServiceServicer):
                 await context.abort(grpc.StatusCode.CANCELLED, "the run was cancelled")
                 return
         finally:
+            worker._calls.pop(run_id, None)
             execution.cancel()
+
+
+class _RunService(pb_grpc.RunServiceServicer):
+    """RespondToRun for the worker's calls, so that the server federating it can send back
+    the answers to their questions. The worker keeps no runs once their calls end, so it serves
+    no other RunService method."""
+
+    def __init__(self, worker: "Worker") -> None:
+        self._worker = worker
+
+    async def RespondToRun(self, request: pb.RespondToRunRequest, context: Any) -> pb.Run:
+        call = self._worker._calls.get(request.run_id)
+        if call is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"no call of this worker is running as run {request.run_id!r} (it ended, or never was)",
+            )
+            return pb.Run()  # pragma: no cover - abort raises
+        tool, questions = call
+        value = convert.from_value(request.value) if request.HasField("value") else None
+        try:
+            questions.respond(request.request_id, value, request.decline)
+        except RespondError as error:
+            await context.abort(getattr(grpc.StatusCode, error.code), str(error))
+            return pb.Run()  # pragma: no cover - abort raises
+        still_open = questions.open_requests()
+        run = pb.Run(
+            run_id=request.run_id,
+            tool=tool,
+            state=pb.RUN_STATE_INPUT_REQUIRED if still_open else pb.RUN_STATE_RUNNING,
+        )
+        run.pending_inputs.extend(_input_requested(report) for report in still_open)
+        return run
 
 
 class Worker:
@@ -607,6 +727,8 @@ class Worker:
             max_workers=max_concurrency, thread_name_prefix="toolstream-tool"
         )
         self._running = 0
+        # The calls running, by run id: their tool's name and their questions (RespondToRun).
+        self._calls: Dict[str, Tuple[str, Questions]] = {}
         self._stopping = False
         self.port: Optional[int] = None
 
@@ -632,6 +754,7 @@ class Worker:
         ] + self._options
         server = grpc.aio.server(interceptors=self._interceptors or None, options=options)
         pb_grpc.add_ToolServiceServicer_to_server(_ToolService(self), server)
+        pb_grpc.add_RunServiceServicer_to_server(_RunService(self), server)
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         for service in ("", SERVICE_NAME):

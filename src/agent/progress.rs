@@ -196,6 +196,14 @@ impl ProgressSink for CallSink {
     fn ask(&self, question: Question) -> BoxFuture<'static, Answer> {
         ask_while_open(&self.call, |call| call.sink().ask(question))
     }
+
+    fn ask_until(
+        &self,
+        question: Question,
+        settled: BoxFuture<'static, Answer>,
+    ) -> BoxFuture<'static, Answer> {
+        ask_while_open(&self.call, |call| call.sink().ask_until(question, settled))
+    }
     /// A partial result of the call goes to the run under the call (never to the model, which
     /// sees only the call's result), while the call is open.
     fn partial(&self, output: PartialOutput) -> Result<(), PartialRefused> {
@@ -247,6 +255,17 @@ impl ProgressSink for TaskSink {
     fn ask(&self, question: Question) -> BoxFuture<'static, Answer> {
         match &self.sink {
             Some(sink) => ask_while_open(&self.call, |_| sink.ask(question)),
+            None => closed_call(),
+        }
+    }
+
+    fn ask_until(
+        &self,
+        question: Question,
+        settled: BoxFuture<'static, Answer>,
+    ) -> BoxFuture<'static, Answer> {
+        match &self.sink {
+            Some(sink) => ask_while_open(&self.call, |_| sink.ask_until(question, settled)),
             None => closed_call(),
         }
     }

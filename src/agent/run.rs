@@ -237,6 +237,7 @@ impl Conversation {
             schema: Some(serde_json::json!({"type": "boolean"})),
             kind: InputKind::Approval,
             data: Some(data),
+            expire_time: None,
         };
         let why = match context.ask(tag.clone(), question).await {
             Answer::Answered(Value::Bool(true)) => return None,

@@ -412,6 +412,19 @@ pub enum InputOutcome {
     Cancelled,
 }
 
+impl From<Answer> for InputOutcome {
+    /// How a question resolved elsewhere resolves the request here; one that could not be asked
+    /// there is CANCELLED here.
+    fn from(answer: Answer) -> Self {
+        match answer {
+            Answer::Answered(value) => InputOutcome::Answered(value),
+            Answer::Declined => InputOutcome::Declined,
+            Answer::Expired => InputOutcome::Expired,
+            Answer::Cancelled | Answer::Refused(_) => InputOutcome::Cancelled,
+        }
+    }
+}
+
 impl From<InputOutcome> for Answer {
     fn from(outcome: InputOutcome) -> Self {
         match outcome {

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use super::RunError;
 use super::event::{CallTag, EventKind, InputOutcome, InputRequest};
 use super::log::{LogState, RunLog};
-use super::open_requests::Waiter;
+use super::open_requests::{InputLimits, Waiter};
 use crate::registry::schema_problems;
 use crate::tools::{Answer, Question};
 
@@ -41,11 +41,16 @@ pub enum Reply {
 impl RunLog {
     /// Asks `question` for `call`: logs the request and returns the future the asking tool
     /// awaits. It completes with the outcome however the request is resolved, and at the latest
-    /// when the request lapses.
+    /// when the request lapses (the run's input timeout or deadline, or the question's own
+    /// `expire_time`, whichever comes first). When `settled` completes first, the question was
+    /// resolved where it was first asked (a remote run) and the request is resolved with its
+    /// outcome. A tool that stops waiting (drops the future) withdraws its question: the request
+    /// is resolved CANCELLED.
     pub(crate) fn ask(
         self: &Arc<Self>,
         call: Arc<CallTag>,
         question: Question,
+        settled: Option<BoxFuture<'static, Answer>>,
     ) -> BoxFuture<'static, Answer> {
         let validator = match &question.schema {
             None => None,
@@ -59,13 +64,13 @@ impl RunLog {
             },
         };
         let now = Instant::now();
+        let wall_now = SystemTime::now();
         let limits = self.input_limits();
-        let lapse_at = limits.lapse_at(now);
-        let observer = limits.observer;
+        let observer = limits.observer.clone();
+        let (lapse_at, expire_time) = lapse(&limits, question.expire_time, now, wall_now);
         // Told once the request is logged, outside the lock (a snapshot takes it).
         let told_of_waiting = observer.clone().filter(|o| o.watches_run_waits());
         let mut began_waiting = false;
-        let expire_time = lapse_at.map(|at| SystemTime::now() + at.saturating_duration_since(now));
         let (answer, answered) = oneshot::channel();
         let mut asked: Option<Arc<str>> = None;
         let logged = self.append_with(
@@ -110,16 +115,28 @@ impl RunLog {
         {
             observer.run_waiting(&record.snapshot());
         }
-        let log = Arc::clone(self);
+        let withdraw = Withdraw {
+            log: Arc::clone(self),
+            request_id,
+        };
         Box::pin(async move {
             let mut answered = answered;
-            if let Some(at) = lapse_at {
-                tokio::select! {
-                    outcome = &mut answered => return outcome.map_or(Answer::Cancelled, Answer::from),
-                    () = tokio::time::sleep_until(at) => {
-                        log.resolve(&request_id, InputOutcome::Expired);
-                    }
+            let lapsed = async {
+                match lapse_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
                 }
+            };
+            let settled = async {
+                match settled {
+                    Some(settled) => settled.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                outcome = &mut answered => return outcome.map_or(Answer::Cancelled, Answer::from),
+                () = lapsed => withdraw.log.resolve(&withdraw.request_id, InputOutcome::Expired),
+                answer = settled => withdraw.log.resolve(&withdraw.request_id, InputOutcome::from(answer)),
             }
             // Whoever resolved the request sent its outcome; a log dropped with the request
             // open means the run is gone.
@@ -205,6 +222,40 @@ impl RunLog {
     }
 }
 
+/// The question of an asking tool that may stop waiting: dropped, it resolves the request
+/// CANCELLED unless something resolved it first (then it does nothing).
+struct Withdraw {
+    log: Arc<RunLog>,
+    request_id: Arc<str>,
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        self.log.resolve(&self.request_id, InputOutcome::Cancelled);
+    }
+}
+
+/// When a request asked at `now` (`wall_now` on the clock) lapses, as an instant to wait for
+/// and as the `expire_time` clients see: the first of the run's input timeout, its deadline and
+/// the question's own `expire_time`. The question's time is shown as it was given, never later.
+fn lapse(
+    limits: &InputLimits,
+    asked_to_expire: Option<SystemTime>,
+    now: Instant,
+    wall_now: SystemTime,
+) -> (Option<Instant>, Option<SystemTime>) {
+    let run_lapse = limits.lapse_at(now);
+    let run_expire = run_lapse.map(|at| wall_now + at.saturating_duration_since(now));
+    match (run_lapse.zip(run_expire), asked_to_expire) {
+        (Some((at, expire)), Some(asked)) if expire <= asked => (Some(at), Some(expire)),
+        (_, Some(asked)) => {
+            let left = asked.duration_since(wall_now).unwrap_or_default();
+            (Some(now + left), Some(asked))
+        }
+        (run, None) => (run.map(|(at, _)| at), run.map(|(_, expire)| expire)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -237,7 +288,7 @@ mod tests {
     #[tokio::test]
     async fn every_request_is_resolved_exactly_once_whatever_comes_after() {
         let log = log();
-        let asked = log.ask(Arc::new(CallTag::top()), question());
+        let asked = log.ask(Arc::new(CallTag::top()), question(), None);
         assert_eq!(log.lock().inputs.open.len(), 1);
         assert!(matches!(
             log.respond("input-1", Reply::Value(json!("yes"))),
@@ -267,8 +318,8 @@ mod tests {
     #[tokio::test]
     async fn a_run_that_ends_resolves_its_open_requests_and_refuses_answers() {
         let log = log();
-        let first = log.ask(Arc::new(CallTag::top()), question());
-        let second = log.ask(Arc::new(CallTag::top()), Question::new("Name?", None));
+        let first = log.ask(Arc::new(CallTag::top()), question(), None);
+        let second = log.ask(Arc::new(CallTag::top()), Question::new("Name?", None), None);
         log.resolve_open(&InputOutcome::Cancelled);
         log.finish(Err(RunError::CancelRequested));
         assert_eq!(first.await, Answer::Cancelled);
@@ -279,8 +330,58 @@ mod tests {
             Err(RunError::FailedPrecondition(_))
         ));
         // Asking once the run ended asks nobody.
-        let late = log.ask(Arc::new(CallTag::top()), question()).await;
+        let late = log.ask(Arc::new(CallTag::top()), question(), None).await;
         assert_eq!(late, Answer::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn a_tool_that_stops_waiting_withdraws_its_question() {
+        let log = log();
+        drop(log.ask(Arc::new(CallTag::top()), question(), None));
+        assert_eq!(
+            resolved(&log),
+            [("input-1".to_owned(), InputOutcome::Cancelled)]
+        );
+        assert!(log.lock().inputs.open.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_question_settled_where_it_was_asked_first_resolves_the_request_the_same_way() {
+        let log = log();
+        let settled = Box::pin(std::future::ready(Answer::Answered(json!(false))));
+        let answer = log
+            .ask(Arc::new(CallTag::top()), question(), Some(settled))
+            .await;
+        assert_eq!(answer, Answer::Answered(json!(false)));
+        assert_eq!(
+            resolved(&log),
+            [("input-1".to_owned(), InputOutcome::Answered(json!(false)))]
+        );
+        assert!(matches!(
+            log.respond("input-1", Reply::Value(json!(true))),
+            Err(RunError::FailedPrecondition(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_question_lapses_at_its_own_expire_time_when_that_comes_first() {
+        let log = log();
+        let expire_time = SystemTime::now() + std::time::Duration::from_millis(20);
+        let question = Question {
+            expire_time: Some(expire_time),
+            ..question()
+        };
+        let answer = log.ask(Arc::new(CallTag::top()), question, None).await;
+        assert_eq!(answer, Answer::Expired);
+        let shown = log
+            .lock()
+            .events
+            .iter()
+            .find_map(|event| match &event.kind {
+                EventKind::InputRequested(request) => Some(request.expire_time),
+                _ => None,
+            });
+        assert_eq!(shown, Some(Some(expire_time)));
     }
 
     #[tokio::test]
@@ -290,6 +391,7 @@ mod tests {
             .ask(
                 Arc::new(CallTag::top()),
                 Question::new("?", Some(json!({"type": 7}))),
+                None,
             )
             .await;
         assert!(matches!(answer, Answer::Refused(_)), "{answer:?}");

@@ -739,7 +739,16 @@ impl ProgressSink for CallProgress {
     }
 
     fn ask(&self, question: Question) -> BoxFuture<'static, Answer> {
-        self.log.ask(Arc::clone(&self.call), question)
+        self.log.ask(Arc::clone(&self.call), question, None)
+    }
+
+    fn ask_until(
+        &self,
+        question: Question,
+        settled: BoxFuture<'static, Answer>,
+    ) -> BoxFuture<'static, Answer> {
+        self.log
+            .ask(Arc::clone(&self.call), question, Some(settled))
     }
 
     fn report(&self, mut update: ProgressUpdate) {

@@ -24,6 +24,8 @@ mod runs;
 mod store;
 
 #[cfg(test)]
+mod input_tests;
+#[cfg(test)]
 mod log_tests;
 
 use std::collections::BTreeMap;
@@ -754,7 +756,7 @@ impl RunContext {
         call: CallTag,
         question: crate::tools::Question,
     ) -> crate::tools::Answer {
-        self.log.ask(Arc::new(call), question).await
+        self.log.ask(Arc::new(call), question, None).await
     }
 
     /// Whether the run was cancelled (its work is about to be dropped).

@@ -7,6 +7,8 @@
 //! timeout or deadline ([`Answer::Expired`]), and a run that ends resolves its open requests
 //! ([`Answer::Cancelled`]).
 
+use std::time::SystemTime;
+
 use serde_json::{Map, Value};
 
 /// What a question asks for.
@@ -30,6 +32,10 @@ pub struct Question {
     pub kind: InputKind,
     /// Context for the person answering (for an approval: the call's tool and arguments).
     pub data: Option<Map<String, Value>>,
+    /// When the question lapses at the latest (a question relayed from a remote run lapses when
+    /// the remote's does); the run's input timeout or deadline may end it sooner. `None`: only
+    /// those apply.
+    pub expire_time: Option<SystemTime>,
 }
 
 impl Question {

@@ -144,6 +144,24 @@ pub trait ProgressSink: Send + Sync + 'static {
             "nothing can answer a question here (the tool runs outside a run)".to_owned(),
         )))
     }
+
+    /// [`ask`](Self::ask), unless `settled` completes first: the question was resolved
+    /// elsewhere (the remote run that asked it), and the request here is resolved with the same
+    /// outcome (see [`Progress::ask_until`]). The default only stops waiting: a sink that holds
+    /// no requests has nothing to resolve.
+    fn ask_until(
+        &self,
+        question: Question,
+        settled: BoxFuture<'static, Answer>,
+    ) -> BoxFuture<'static, Answer> {
+        let asked = self.ask(question);
+        Box::pin(async move {
+            match futures::future::select(asked, settled).await {
+                futures::future::Either::Left((answer, _))
+                | futures::future::Either::Right((answer, _)) => answer,
+            }
+        })
+    }
     /// Accepts one partial result of this sink's call. Never blocks, and never drops one it
     /// accepted (partial results are not coalesced); refuses one it cannot send. The default
     /// drops them: a sink that follows only progress.
@@ -392,6 +410,19 @@ impl Progress {
     /// [`ask`](Self::ask) with every part of the question given (kind, context data).
     pub async fn ask_question(&self, question: Question) -> Answer {
         self.node.sink.ask(question).await
+    }
+
+    /// [`ask_question`](Self::ask_question) for a question asked elsewhere first and relayed
+    /// here (a remote run's): when `settled` completes before anyone here answers, the question
+    /// was resolved where it was asked, and the request here is resolved with `settled`'s
+    /// outcome (an answer, a decline, an expiry), so nobody is asked a question that no longer
+    /// needs an answer. Completes with whichever came first.
+    pub async fn ask_until(
+        &self,
+        question: Question,
+        settled: BoxFuture<'static, Answer>,
+    ) -> Answer {
+        self.node.sink.ask_until(question, settled).await
     }
 
     /// A handle that drops every update, for running a tool outside a run.

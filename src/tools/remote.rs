@@ -36,8 +36,10 @@
 //! calls relaying the same remote ids stay apart) and the remote's top-level sub-tasks under this
 //! call. Their fractions are not rolled up again: the remote's top level already includes them.
 //! The time left is estimated again here, from what arrives. `RemoteTool::error` says how the
-//! remote's error codes are mapped.
+//! remote's error codes are mapped. The remote run's input requests are asked again under this
+//! call and answered back through the remote's RunService ([`inputs`]).
 
+mod inputs;
 mod relist;
 
 use std::collections::HashMap;
@@ -56,6 +58,7 @@ use tonic::transport::Channel;
 use super::{PartialOutput, Progress, ProgressUpdate, Tool, ToolError, ToolKind, ToolSpec};
 use crate::json_proto::{json_to_struct, struct_to_json, value_to_json};
 use crate::pb;
+use crate::pb::run_service_client::RunServiceClient;
 use crate::pb::tool_service_client::ToolServiceClient;
 use crate::tls::ClientTls;
 use crate::tools::ToolListing;
@@ -173,13 +176,18 @@ pub async fn from_entry(
         .connect_lazy();
     // A result this server would pass on to its own clients must not be refused on the way in
     // (tonic's default limit is 4 MiB), nor arguments it accepted on the way out.
-    let client = ToolServiceClient::new(channel)
+    let client = ToolServiceClient::new(channel.clone())
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
+    // Answers to the remote run's input requests go back on the same connection.
+    let runs = RunServiceClient::new(channel)
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
     let remote = Arc::new(Remote {
         endpoint: Arc::from(endpoint),
         prefix: entry.prefix,
         client,
+        runs,
         relist_every,
         relist_now: Notify::new(),
         authorization,
@@ -200,6 +208,8 @@ struct Remote {
     endpoint: Arc<str>,
     prefix: String,
     client: ToolServiceClient<Channel>,
+    /// The remote's RunService, for the answers to its runs' input requests.
+    runs: RunServiceClient<Channel>,
     /// Time between two listings.
     relist_every: Duration,
     /// Woken by a run that found the remote unreachable or without its tool.
@@ -361,11 +371,19 @@ impl RemoteTool {
             .await
             .map_err(|status| self.error(status))?
             .into_inner();
-        while let Some(event) = events
-            .message()
-            .await
-            .map_err(|status| self.error(status))?
-        {
+        // The remote run's input requests, asked here and answered back.
+        let mut inputs = inputs::RelayedInputs::default();
+        loop {
+            let event = tokio::select! {
+                event = events.message() => event.map_err(|status| self.error(status))?,
+                step = inputs.next() => {
+                    inputs
+                        .carry_on(step, &self.remote)
+                        .map_err(|status| self.error(status))?;
+                    continue;
+                }
+            };
+            let Some(event) = event else { break };
             // Progress and partial results are relayed under the node that made them; one
             // larger than this server's message limit fails the call, naming the limit.
             let (call_id, parent, label, relay) = match event.event {
@@ -390,7 +408,23 @@ impl RemoteTool {
                     }),
                 ),
                 Some(pb::run_event::Event::Result(result)) => {
+                    inputs.settle_all().await;
                     return Ok(result.value.map_or(Value::Null, value_to_json));
+                }
+                Some(pb::run_event::Event::InputRequested(request)) => {
+                    let node = node(
+                        &progress,
+                        &mut relayed,
+                        request.call_id.clone(),
+                        &request.parent_call_id,
+                        &request.tool,
+                    );
+                    inputs.requested(node.clone(), event.run_id, request);
+                    continue;
+                }
+                Some(pb::run_event::Event::InputResolved(resolved)) => {
+                    inputs.resolved(resolved);
+                    continue;
                 }
                 _ => continue,
             };
@@ -449,7 +483,8 @@ mod tests {
         let remote = Arc::new(Remote {
             endpoint: Arc::from("http://127.0.0.1:1"),
             prefix: String::new(),
-            client: ToolServiceClient::new(channel),
+            client: ToolServiceClient::new(channel.clone()),
+            runs: RunServiceClient::new(channel),
             relist_every: DEFAULT_RELIST,
             relist_now: Notify::new(),
             authorization: None,

@@ -5,13 +5,9 @@
 #[allow(dead_code)] // These tests use part of the stand-in.
 use crate::common::model;
 
-use std::sync::Arc;
-
 use crate::common::{TestServer, collect, registry_with, x_run_id};
 use model::{StandIn, text, tool_calls};
 use serde_json::{Value, json};
-use toolstream::agent::openai::OpenAiProvider;
-use toolstream::agent::{AgentSettings, DEFAULT_MAX_PARALLEL_CALLS, ModelProvider};
 use toolstream::config::Limits;
 use toolstream::json_proto::{json_to_value, struct_to_json};
 use toolstream::pb::run_event::Event;
@@ -21,17 +17,9 @@ use toolstream::server::Server;
 
 async fn agent_server(model: &StandIn, approval_required: Vec<String>) -> TestServer {
     let root = std::env::current_dir().expect("cwd");
-    let provider: Arc<dyn ModelProvider> =
-        Arc::new(OpenAiProvider::new(&model.url, None).expect("provider"));
-    let settings = AgentSettings {
-        provider: Some(provider),
-        default_model: Some("standin-model".into()),
-        default_max_steps: 4,
-        max_parallel_calls: DEFAULT_MAX_PARALLEL_CALLS,
-    };
     TestServer::serve(
         Server::new(registry_with(&root, Vec::new()), Limits::default())
-            .with_agent(settings)
+            .with_agent(model.agent_settings())
             .with_approval_required(approval_required),
     )
     .await
@@ -158,15 +146,5 @@ async fn a_declined_call_is_not_made_and_the_model_is_told() {
     // The model's second turn has the refusal as the call's answer.
     let requests = model.requests();
     assert_eq!(requests.len(), 2);
-    let told = requests[1]["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .any(|message| {
-            message["role"] == "tool"
-                && message["content"]
-                    .as_str()
-                    .is_some_and(|content| content.contains("was not made"))
-        });
-    assert!(told, "{}", requests[1]);
+    assert!(model.told(1, "was not made"), "{}", requests[1]);
 }

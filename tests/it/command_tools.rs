@@ -491,6 +491,15 @@ async fn sub_task_lines_that_break_the_protocol_are_internal_errors_naming_the_l
             "after it was done",
         ),
         (r#"{"task": {"id": "a", "weight": "heavy"}}"#, "task.weight"),
+        (
+            r#"{"partial": {"value": 1, "task": "nobody"}}"#,
+            "names a task that no earlier line made",
+        ),
+        (
+            r#"{"task": {"id": "a", "done": true}}
+{"partial": {"value": 1, "task": "a"}}"#,
+            "partial.task \"a\" is named after it was done",
+        ),
     ];
     let mut entries = String::new();
     for (index, (lines, _)) in cases.iter().enumerate() {
@@ -514,6 +523,55 @@ async fn sub_task_lines_that_break_the_protocol_are_internal_errors_naming_the_l
             status.message()
         );
     }
+}
+
+#[tokio::test]
+async fn a_partial_result_naming_a_sub_task_is_shown_under_its_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lines.jsonl");
+    std::fs::write(
+        &file,
+        r#"{"task": {"id": "f1", "label": "file 1"}}
+{"partial": {"value": "00ff", "key": "sha256", "task": "f1"}}
+{"partial": {"value": 1, "key": "files", "append": true}}
+{"result": 1}
+"#,
+    )
+    .unwrap();
+    let entry = format!(
+        "[[tools]]\nkind = \"command\"\nname = \"digests\"\ncommand = [\"cat\", {:?}]\n",
+        file.display().to_string()
+    );
+    let (_config_dir, registry) = registry_from(&entry).await;
+    let server = TestServer::start_with(registry.unwrap(), Default::default()).await;
+    let (events, status) = common::run_tool(&server, "digests", json!({})).await;
+    assert!(status.is_none(), "{status:?}");
+    let node = events
+        .iter()
+        .filter_map(progress_of)
+        .find(|progress| progress.tool == "file 1")
+        .expect("the sub-task's node")
+        .call_id
+        .clone();
+    assert!(!node.is_empty());
+    let partials: Vec<(String, String, String)> = events
+        .iter()
+        .filter_map(|event| match &event.event {
+            Some(Event::PartialResult(partial)) => Some((
+                partial.call_id.clone(),
+                partial.tool.clone(),
+                partial.key.clone(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        partials,
+        vec![
+            (node, "file 1".to_owned(), "sha256".to_owned()),
+            (String::new(), String::new(), "files".to_owned()),
+        ]
+    );
 }
 
 /// Prints its result and exits 0, leaving a `sleep 60` in a session of its own (out of reach of

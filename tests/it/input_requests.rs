@@ -25,7 +25,7 @@ use toolstream::tools::{Answer, Progress, Tool, ToolError};
 struct NoArgs {}
 
 /// What a tool reports of the answer it got: its outcome's name, and the value when answered.
-fn reported(answer: &Answer) -> Value {
+pub(crate) fn reported(answer: &Answer) -> Value {
     json!({"outcome": answer.outcome_name(), "value": answer.value().cloned()})
 }
 
@@ -135,6 +135,24 @@ pub(crate) async fn respond(
         .map(tonic::Response::into_inner)
 }
 
+/// Declines the request; fails the test if that is refused.
+pub(crate) async fn decline(
+    client: &mut RunServiceClient<Channel>,
+    run_id: &str,
+    request_id: &str,
+) -> pb::Run {
+    client
+        .respond_to_run(RespondToRunRequest {
+            run_id: run_id.to_owned(),
+            request_id: request_id.to_owned(),
+            value: None,
+            decline: true,
+        })
+        .await
+        .expect("decline")
+        .into_inner()
+}
+
 /// The run's result, read to the end of its stream.
 pub(crate) async fn result_of(
     stream: tonic::Streaming<pb::RunEvent>,
@@ -149,7 +167,7 @@ pub(crate) async fn result_of(
 }
 
 /// The outcomes of the `input_resolved` events among `events`.
-fn resolutions(events: &[pb::RunEvent]) -> Vec<(String, pb::InputOutcome)> {
+pub(crate) fn resolutions(events: &[pb::RunEvent]) -> Vec<(String, pb::InputOutcome)> {
     events
         .iter()
         .filter_map(|event| match &event.event {
@@ -248,15 +266,7 @@ async fn a_declined_request_tells_the_tool_so() {
     let mut client = runs(&server).await;
     let (run_id, mut stream) = start(&server, "confirm", None).await;
     let asked = until_asked(&mut stream).await;
-    client
-        .respond_to_run(RespondToRunRequest {
-            run_id: run_id.clone(),
-            request_id: asked.request_id.clone(),
-            value: None,
-            decline: true,
-        })
-        .await
-        .expect("decline");
+    decline(&mut client, &run_id, &asked.request_id).await;
     let (result, events) = result_of(stream).await;
     assert_eq!(result, json!({"outcome": "declined", "value": null}));
     assert_eq!(

@@ -250,20 +250,24 @@ impl CommandTool {
                     protocol::preview(bytes)
                 )));
             }
+            let broken = |reason: String| {
+                ToolError::Internal(format!(
+                    "output line {number} breaks the protocol, {reason}: {}",
+                    protocol::preview(bytes)
+                ))
+            };
             match message {
                 Message::Progress { task: None, update } => progress.update(update),
                 Message::Progress {
                     task: Some(task),
                     update,
-                } => tasks.report(progress, *task, update).map_err(|reason| {
-                    ToolError::Internal(format!(
-                        "output line {number} breaks the protocol, {reason}: {}",
-                        protocol::preview(bytes)
-                    ))
-                })?,
+                } => tasks.report(progress, *task, update).map_err(broken)?,
                 // A command tool cannot be answered: one too large fails the call, naming the
                 // limit.
                 Message::Partial(output) => progress.partial_output(output)?,
+                Message::TaskPartial { task, output } => {
+                    tasks.open(&task).map_err(broken)?.partial_output(output)?;
+                }
                 Message::Result(value) => *ending = Some(Ending::Result(value)),
                 Message::Error(error) => *ending = Some(Ending::Error(error)),
                 Message::Ask { id, prompt, schema } => {
@@ -383,6 +387,19 @@ impl SubTasks {
 }
 
 impl SubTasks {
+    /// The handle of the open sub-task `id`, for a line that names it (a partial result of it).
+    fn open(&self, id: &str) -> Result<&Progress, String> {
+        match self.tasks.get(id) {
+            Some(SubTaskState::Open(handle)) => Ok(handle),
+            Some(SubTaskState::Done) => {
+                Err(format!("partial.task {id:?} is named after it was done"))
+            }
+            None => Err(format!(
+                "partial.task {id:?} names a task that no earlier line made"
+            )),
+        }
+    }
+
     /// Ends the sub-tasks still open (their last handles go here), a batch at a time with a
     /// yield between batches: each end is a progress event of the run, and a tool that leaves
     /// thousands open must not hold a runtime worker for all of them in one poll.

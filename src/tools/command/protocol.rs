@@ -4,7 +4,8 @@
 //! - `{"error": "..."}`: the tool failed with that message (the last line);
 //! - `{"partial": {"value": ..., "key": "hits", "append": true}}`: a piece of the tool's output
 //!   before its result (`key` defaults to "", the main output; `append` to false: the value
-//!   replaces that output rather than adding its next item);
+//!   replaces that output rather than adding its next item); with `"task": "t3"`, a piece of the
+//!   output of that sub-task (made by an earlier line, not done yet);
 //! - any other object: progress, `{"progress": 0.4, "status": "...", ...extra}`, of the tool or,
 //!   with a `task` object, of one of its sub-tasks:
 //!   `{"task": {"id": "t3", "parent": "t1", "label": "item 3", "weight": 0.25, "done": true}, ...}`
@@ -47,6 +48,12 @@ pub enum Message {
     },
     /// A piece of the tool's output, before its result.
     Partial(PartialOutput),
+    /// A piece of the output of one of the tool's sub-tasks (`partial.task`).
+    TaskPartial {
+        /// The tool's id for the sub-task, as in its `task` lines.
+        task: String,
+        output: PartialOutput,
+    },
 }
 
 /// Parses one line. The error says what is wrong with it, for the message a client sees.
@@ -85,7 +92,10 @@ pub fn parse(line: &[u8]) -> Result<Message, String> {
         return Ok(Message::Ask { id, prompt, schema });
     }
     if let Some(partial) = object.remove("partial") {
-        return partial_line(partial).map(Message::Partial);
+        return partial_line(partial).map(|(output, task)| match task {
+            None => Message::Partial(output),
+            Some(task) => Message::TaskPartial { task, output },
+        });
     }
     let task = match object.get("task") {
         Some(Value::Object(task)) if matches!(task.get("id"), Some(Value::String(_))) => {
@@ -102,8 +112,9 @@ pub fn parse(line: &[u8]) -> Result<Message, String> {
     })
 }
 
-/// The `partial` object of a line: `value` (absent: null), `key` (a string), `append` (a bool).
-fn partial_line(partial: Value) -> Result<PartialOutput, String> {
+/// The `partial` object of a line: `value` (absent: null), `key` (a string), `append` (a bool),
+/// and the sub-task it is of (`task`, a string; absent: the tool itself).
+fn partial_line(partial: Value) -> Result<(PartialOutput, Option<String>), String> {
     let Value::Object(mut partial) = partial else {
         return Err(format!(
             "partial must be an object such as {{\"value\": ...}}, not {partial}"
@@ -112,8 +123,9 @@ fn partial_line(partial: Value) -> Result<PartialOutput, String> {
     let value = partial.remove("value").unwrap_or(Value::Null);
     let key = take_text(&mut partial, "partial", "key")?.unwrap_or_default();
     let append = take_flag(&mut partial, "partial", "append")?;
-    refuse_unknown(&partial, "partial", "value, key, append")?;
-    Ok(PartialOutput { key, value, append })
+    let task = take_text(&mut partial, "partial", "task")?;
+    refuse_unknown(&partial, "partial", "value, key, append, task")?;
+    Ok((PartialOutput { key, value, append }, task))
 }
 
 /// Takes `key` out of the line's object `what` as a string; absent or null is `None`.
@@ -313,6 +325,26 @@ mod tests {
         assert_eq!(
             parse(br#"{"error":{"code":7}}"#),
             Ok(Message::Error(r#"{"code":7}"#.into()))
+        );
+    }
+
+    #[test]
+    fn a_partial_line_may_name_a_sub_task() {
+        assert_eq!(
+            parse(br#"{"partial":{"value":"00ff","key":"sha256","task":"t3"}}"#),
+            Ok(Message::TaskPartial {
+                task: "t3".into(),
+                output: PartialOutput {
+                    key: "sha256".into(),
+                    value: json!("00ff"),
+                    append: false,
+                },
+            })
+        );
+        assert!(
+            parse(br#"{"partial":{"value":1,"task":3}}"#)
+                .unwrap_err()
+                .contains("partial.task")
         );
     }
 

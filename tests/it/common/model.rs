@@ -185,3 +185,33 @@ async fn complete(State(script): State<Arc<Script>>, headers: HeaderMap, body: S
             .unwrap(),
     }
 }
+
+impl StandIn {
+    /// Whether the agent's request number `turn` (from 0) gave the model a tool's answer
+    /// containing `text`.
+    pub fn told(&self, turn: usize, text: &str) -> bool {
+        let requests = self.requests();
+        let Some(messages) = requests.get(turn).and_then(|r| r["messages"].as_array()) else {
+            return false;
+        };
+        messages.iter().any(|message| {
+            message["role"] == "tool"
+                && message["content"]
+                    .as_str()
+                    .is_some_and(|content| content.contains(text))
+        })
+    }
+
+    /// Agent settings whose model is this stand-in (`standin-model`, at most 4 steps).
+    pub fn agent_settings(&self) -> toolstream::agent::AgentSettings {
+        let provider: Arc<dyn toolstream::agent::ModelProvider> = Arc::new(
+            toolstream::agent::openai::OpenAiProvider::new(&self.url, None).expect("provider"),
+        );
+        toolstream::agent::AgentSettings {
+            provider: Some(provider),
+            default_model: Some("standin-model".into()),
+            default_max_steps: 4,
+            max_parallel_calls: toolstream::agent::DEFAULT_MAX_PARALLEL_CALLS,
+        }
+    }
+}

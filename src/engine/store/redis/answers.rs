@@ -57,7 +57,7 @@ impl Shared {
         reply: Reply,
     ) -> Result<RunSnapshot, RunError> {
         if record.state != RunState::Running {
-            return Err(ended());
+            return Err(ended_as(&record));
         }
         let reply_key = self.keys.reply(&uuid::Uuid::new_v4().simple().to_string());
         let (value, decline) = match reply {
@@ -99,7 +99,7 @@ impl Shared {
                 let record = self.existing(run_id).await?;
                 let record = self.settle(run_id, record).await?;
                 if record.state != RunState::Running {
-                    return Err(ended());
+                    return Err(ended_as(&record));
                 }
                 return Err(RunError::Unavailable(format!(
                     "the replica {:?} running this run did not take the answer within {:?}; \
@@ -144,6 +144,16 @@ impl Shared {
         if let Err(error) = replied {
             tracing::debug!(%error, "the decision on a routed answer could not be sent back");
         }
+    }
+}
+
+/// The run of `record` ended: how, so that an answer to a run whose replica was lost says so.
+fn ended_as(record: &StoredRecord) -> RunError {
+    match record.error.as_deref().map(codec::decode_error) {
+        Some(error) => RunError::FailedPrecondition(format!(
+            "the run has ended ({error}); its input requests can no longer be answered"
+        )),
+        None => ended(),
     }
 }
 
