@@ -30,6 +30,10 @@
 //! call of that connection is waiting for is dropped, and so is one whose `progress` is lower than
 //! the last delivered for its call.
 //!
+//! The server's `elicitation/create` (form mode) is an input request of the call in progress
+//! ([`McpClient`]); an answer goes back as `accept`, a decline as `decline`, no answer as
+//! `cancel`.
+//!
 //! A result with `isError` is a tool error (ABORTED) with the result's text. The result value is
 //! the `structuredContent` when there is one, otherwise the text content, parsed as JSON when it
 //! is JSON. A run that ends before the call does (client gone, deadline) sends MCP cancellation. A
@@ -44,11 +48,14 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientRequest, GetMeta,
-    JsonRpcMessage, JsonRpcNotification, ProgressNotificationParam, ProgressToken, RequestId,
-    ServerNotification, ServerResult,
+    CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientConfig,
+    ClientRequest, ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationCapability,
+    ErrorData, FormElicitationCapability, GetMeta, JsonRpcMessage, JsonRpcNotification,
+    ProgressNotificationParam, ProgressToken, RequestId, ServerNotification, ServerResult,
 };
-use rmcp::service::{PeerRequestOptions, RunningService, RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::service::{
+    PeerRequestOptions, RequestContext, RunningService, RxJsonRpcMessage, TxJsonRpcMessage,
+};
 use rmcp::transport::Transport;
 use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
@@ -59,7 +66,7 @@ use tokio::process::{ChildStdin, ChildStdout};
 
 use super::lines::{Line, LineReader};
 use super::process_group::LongLivedGroup;
-use super::{Progress, ProgressUpdate, Tool, ToolError, ToolKind, ToolSpec};
+use super::{Answer, Progress, ProgressUpdate, Tool, ToolError, ToolKind, ToolSpec};
 
 /// How long the handshake (and the first `tools/list`) may take when the entry does not say.
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -209,7 +216,11 @@ impl McpServer {
             inner: AsyncRwTransport::new(spawned.stdout, spawned.stdin),
             routes: Arc::clone(&routes),
         };
-        let service = tokio::time::timeout(self.handshake_timeout, McpClient.serve(transport))
+        let client = McpClient {
+            routes: Arc::clone(&routes),
+            server: self.describe(),
+        };
+        let service = tokio::time::timeout(self.handshake_timeout, client.serve(transport))
             .await
             .map_err(|_| {
                 format!(
@@ -329,7 +340,31 @@ const EARLY_LIMIT: usize = 64;
 /// How many calls may have been sent and not registered (a call dropped in between never does).
 const UNREGISTERED_LIMIT: usize = 1024;
 
+/// The calls in progress on a connection, as an elicitation sees them.
+enum OnlyCall {
+    /// None.
+    None,
+    /// One, sent but not registered yet.
+    Unregistered,
+    /// One, with its progress.
+    Live(Progress),
+    /// This many.
+    Several(usize),
+}
+
 impl ProgressRoutes {
+    /// The one call in progress, if there is only one.
+    fn only_call(&self) -> OnlyCall {
+        let routes = self.lock();
+        let mut calls = routes.values();
+        match (calls.next(), routes.len()) {
+            (None, _) => OnlyCall::None,
+            (Some(Route::Live { progress, .. }), 1) => OnlyCall::Live(progress.clone()),
+            (Some(Route::Early(_)), 1) => OnlyCall::Unregistered,
+            (Some(_), count) => OnlyCall::Several(count),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, Route>> {
         self.routes
             .lock()
@@ -423,12 +458,89 @@ fn to_update(notification: &ProgressNotificationParam) -> ProgressUpdate {
     }
 }
 
-/// The client side of the MCP session. It handles nothing itself: progress never reaches it
-/// ([`ProgressTap`] takes it off the transport first).
+/// The client side of the MCP session. Progress never reaches it ([`ProgressTap`] takes it off
+/// the transport first). It declares form elicitation, and asks a server's `elicitation/create`
+/// of whoever answers the run of the call in progress, as an input request of that call.
 #[derive(Clone)]
-struct McpClient;
+struct McpClient {
+    routes: Arc<ProgressRoutes>,
+    server: String,
+}
 
-impl ClientHandler for McpClient {}
+/// How long an elicitation waits for the call that caused it to be registered: it is sent
+/// before it is registered, so a fast server can ask in between.
+const CALL_REGISTRATION_WAIT: Duration = Duration::from_secs(1);
+
+impl McpClient {
+    /// The progress of the one call in progress on this connection. MCP over stdio does not say
+    /// which request an elicitation belongs to, so with several calls in progress it cannot be
+    /// tied to one: `Err` says so.
+    async fn asking_call(&self) -> Result<Progress, String> {
+        let waited = tokio::time::Instant::now();
+        loop {
+            match self.routes.only_call() {
+                OnlyCall::Live(progress) => return Ok(progress),
+                OnlyCall::Unregistered if waited.elapsed() < CALL_REGISTRATION_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                OnlyCall::Unregistered | OnlyCall::None => {
+                    return Err("no call of this server is in progress".into());
+                }
+                OnlyCall::Several(count) => {
+                    return Err(format!(
+                        "{count} calls of this server are in progress and MCP over stdio does \
+                         not say which one asks"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl ClientHandler for McpClient {
+    fn get_info(&self) -> ClientConfig {
+        let mut info = ClientConfig::default();
+        // The answers are checked against the schema before they are sent back.
+        let form = FormElicitationCapability::new().with_schema_validation(true);
+        info.capabilities.elicitation = Some(ElicitationCapability::new().with_form(form));
+        info
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        let ElicitRequestParams::FormElicitationParams {
+            message,
+            requested_schema,
+            ..
+        } = request
+        else {
+            tracing::warn!(server = %self.server, "declined an MCP URL elicitation (only forms are asked)");
+            return Ok(ElicitResult::new(ElicitationAction::Decline));
+        };
+        let progress = match self.asking_call().await {
+            Ok(progress) => progress,
+            Err(why) => {
+                tracing::warn!(server = %self.server, "declined an MCP elicitation: {why}");
+                return Ok(ElicitResult::new(ElicitationAction::Decline));
+            }
+        };
+        let schema = serde_json::to_value(&requested_schema).ok();
+        let answer = progress.ask(message, schema).await;
+        Ok(match answer {
+            Answer::Answered(value) => {
+                ElicitResult::new(ElicitationAction::Accept).with_content(value)
+            }
+            Answer::Declined => ElicitResult::new(ElicitationAction::Decline),
+            // Nobody answered: the request lapsed, the run is ending, or it could not be asked.
+            Answer::Expired | Answer::Cancelled | Answer::Refused(_) => {
+                ElicitResult::new(ElicitationAction::Cancel)
+            }
+        })
+    }
+}
 
 /// Sends MCP cancellation for a call whose run ended before the call did.
 struct CancelOnDrop {

@@ -410,3 +410,52 @@ async fn mcp_stderr_that_is_not_utf8_or_has_huge_lines_does_not_break_the_server
         Some(json!({"result": "OK"}))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_servers_elicitation_is_an_input_request_of_the_call() {
+    use crate::input_requests::{decline, respond, result_of, runs, start_with, until_asked};
+    let markers = tempfile::tempdir().unwrap();
+    let server = server(markers.path()).await;
+    let mut runs = runs(&server).await;
+
+    let (run_id, mut stream) = start_with(&server, "py.ask_copies", json!({}), None).await;
+    let asked = until_asked(&mut stream).await;
+    assert_eq!(asked.prompt, "How many copies?");
+    assert_eq!(
+        asked.kind(),
+        toolstream::pb::InputKind::Input,
+        "a tool's own question"
+    );
+    let schema = serde_json::Value::Object(struct_to_json(asked.schema.clone().unwrap()));
+    assert_eq!(schema["properties"]["count"]["type"], "integer", "{schema}");
+    // The schema is the server's: an answer it refuses never reaches the server.
+    let refused = respond(
+        &mut runs,
+        &run_id,
+        &asked.request_id,
+        json!({"count": "two"}),
+    )
+    .await
+    .expect_err("count is an integer");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    respond(&mut runs, &run_id, &asked.request_id, json!({"count": 3}))
+        .await
+        .expect("a valid answer");
+    let (result, _) = result_of(stream).await;
+    assert_eq!(result, json!({"action": "accept", "count": 3}));
+
+    let (run_id, mut stream) = start_with(&server, "py.ask_copies", json!({}), None).await;
+    let asked = until_asked(&mut stream).await;
+    decline(&mut runs, &run_id, &asked.request_id).await;
+    let (result, _) = result_of(stream).await;
+    assert_eq!(result, json!({"action": "decline"}));
+
+    // Nobody answers: the request lapses, and the server is told the elicitation was cancelled.
+    let options = toolstream::pb::RunOptions {
+        input_timeout_ms: 200,
+        ..Default::default()
+    };
+    let (_, stream) = start_with(&server, "py.ask_copies", json!({}), Some(options)).await;
+    let (result, _) = result_of(stream).await;
+    assert_eq!(result, json!({"action": "cancel"}));
+}

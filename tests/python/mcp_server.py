@@ -39,6 +39,7 @@ if MODE == "--hang-on-restart":
     open(started, "w").close()
 
 from mcp.server.fastmcp import Context, FastMCP  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
 
 server = FastMCP("toolstream-test")
 
@@ -50,6 +51,19 @@ async def count_words(text: str, ctx: Context) -> dict:
     for i, _ in enumerate(words):
         await ctx.report_progress(i + 1, len(words), f"word {i + 1} of {len(words)}")
     return {"words": len(words)}
+
+
+class Copies(BaseModel):
+    count: int
+
+
+@server.tool()
+async def ask_copies(ctx: Context) -> dict:
+    """Asks how many copies to make (MCP elicitation) and says what it was told."""
+    answer = await ctx.elicit(message="How many copies?", schema=Copies)
+    if answer.action == "accept":
+        return {"action": "accept", "count": answer.data.count}
+    return {"action": answer.action}
 
 
 @server.tool()
