@@ -68,8 +68,6 @@ impl RunLog {
         let limits = self.input_limits();
         let observer = limits.observer.clone();
         let (lapse_at, expire_time) = lapse(&limits, question.expire_time, now, wall_now);
-        // Told once the request is logged, outside the lock (a snapshot takes it).
-        let told_of_waiting = observer.clone().filter(|o| o.watches_run_waits());
         let mut began_waiting = false;
         let (answer, answered) = oneshot::channel();
         let mut asked: Option<Arc<str>> = None;
@@ -109,11 +107,9 @@ impl RunLog {
             // The run ended (or is ending): nobody will answer.
             return Box::pin(std::future::ready(Answer::Cancelled));
         };
-        if began_waiting
-            && let Some(observer) = told_of_waiting
-            && let Some(record) = limits.record.upgrade()
-        {
-            observer.run_waiting(&record.snapshot());
+        // Told once the request is logged, outside the lock (a snapshot takes it).
+        if began_waiting && let Some(tell) = &limits.began_waiting {
+            tell();
         }
         let withdraw = Withdraw {
             log: Arc::clone(self),

@@ -131,6 +131,20 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// What tells the observer, with a snapshot of `record`, that its run began waiting for
+    /// input; `None` when the observer does not want to know.
+    fn tell_of_waiting(&self, record: &Arc<RunRecord>) -> Option<Arc<dyn Fn() + Send + Sync>> {
+        if !self.observer.watches_run_waits() {
+            return None;
+        }
+        let (observer, record) = (Arc::clone(&self.observer), Arc::downgrade(record));
+        Some(Arc::new(move || {
+            if let Some(record) = record.upgrade() {
+                observer.run_waiting(&record.snapshot());
+            }
+        }))
+    }
+
     /// An engine over `registry`, keeping its runs in memory.
     pub fn new(registry: Arc<ToolRegistry>, limits: Limits) -> Arc<Self> {
         Self::with_store(registry, limits, Store::memory(&limits))
@@ -361,7 +375,7 @@ impl Engine {
             timeout: started.options.input_timeout,
             deadline: deadline.map(|(_, at)| at),
             observer: Some(Arc::clone(&self.observer)),
-            record: Arc::downgrade(&record),
+            began_waiting: self.tell_of_waiting(&record),
         });
         // Only RunError::... can fail here, and the log is new.
         let _ = log.push(EventKind::Started(started));

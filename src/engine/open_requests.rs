@@ -2,7 +2,7 @@
 //! log ([`super::log`]), changed only under its lock; asking and answering are `input.rs`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -10,7 +10,6 @@ use tokio::time::Instant;
 
 use super::RunObserver;
 use super::event::{EventKind, InputOutcome, RunEvent};
-use super::runs::RunRecord;
 
 /// The run's input requests: those open now, and (on the replica that executes the run) what
 /// waits for their answers. Part of the log's state, changed only under its lock.
@@ -90,9 +89,9 @@ pub(crate) struct InputLimits {
     pub(crate) deadline: Option<Instant>,
     /// The engine's observer (metrics, webhooks).
     pub(crate) observer: Option<Arc<dyn RunObserver>>,
-    /// The run, for the observer's snapshot when it begins waiting
-    /// ([`RunObserver::run_waiting`]).
-    pub(crate) record: Weak<RunRecord>,
+    /// Tells the observer that the run began waiting ([`RunObserver::run_waiting`]), when it
+    /// wants to know; called outside the log's lock, since it takes a snapshot of the run.
+    pub(crate) began_waiting: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl InputLimits {
