@@ -20,7 +20,7 @@ pub use model::{
     ChatMessage, ModelError, ModelOutput, ModelProvider, ModelRequest, ToolCallRequest,
 };
 
-use crate::engine::{Engine, RunError, RunHandle, RunOptions, RunStarted};
+use crate::engine::{Engine, RunError, RunHandle, RunKind, RunOptions, RunStarted};
 
 /// Used when neither the request nor the server names a step limit.
 pub const DEFAULT_MAX_STEPS: u32 = 8;
@@ -166,7 +166,7 @@ impl Agent {
             principal: request.principal,
             labels: request.labels,
             idempotency_key: request.idempotency_key,
-            ..RunStarted::default()
+            ..RunStarted::new(RunKind::Agent)
         };
         let conversation = run::Conversation {
             provider,

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 
+use super::kind::RunKind;
 use crate::tools::{Answer, InputKind, PartialOutput, ProgressUpdate, SubTask};
 
 /// One event of a run.
@@ -351,10 +352,10 @@ pub enum OnDisconnect {
 }
 
 /// What runs, with its options resolved: the content of the first event.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunStarted {
-    /// RunTool: the tool.
-    pub tool: String,
+    /// What the run runs: a tool, or an agent.
+    pub kind: RunKind,
     /// RunTool: the arguments as the caller sent them (the empty object when it sent none);
     /// `None` for agent runs. Kept for the run's record (GetRun), never sent in the event.
     pub arguments: Option<Value>,
@@ -378,6 +379,25 @@ pub struct RunStarted {
     /// The caller's idempotency key; empty for none. Kept for the run's record, never sent in
     /// the event.
     pub idempotency_key: String,
+}
+
+impl RunStarted {
+    /// The start of a run of `kind`, with the default options and nothing else set.
+    pub fn new(kind: RunKind) -> Self {
+        RunStarted {
+            kind,
+            arguments: None,
+            prompt: String::new(),
+            model: String::new(),
+            tools: Vec::new(),
+            max_steps: 0,
+            options: RunOptions::default(),
+            deadline: None,
+            principal: None,
+            labels: BTreeMap::new(),
+            idempotency_key: String::new(),
+        }
+    }
 }
 
 /// A question the run asks, as its `input_requested` event carries it.

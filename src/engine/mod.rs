@@ -15,6 +15,7 @@ mod error;
 mod eta;
 mod event;
 mod input;
+mod kind;
 mod limits;
 mod log;
 mod observe;
@@ -48,6 +49,7 @@ pub use event::{
 };
 pub use event::{InputOutcome, InputRequest};
 pub use input::Reply;
+pub use kind::RunKind;
 pub use limits::Limits;
 pub use log::RunEnded;
 pub use observe::{NoObserver, RunObserver};
@@ -193,7 +195,6 @@ impl Engine {
         let (tool, arguments) = self.registry.prepare(&request.tool, request.arguments)?;
         let name = request.tool;
         let started = RunStarted {
-            tool: name.clone(),
             // Kept for the run's record, as the caller sent them.
             arguments: Some(arguments.clone()),
             options: request.options,
@@ -201,7 +202,7 @@ impl Engine {
             principal: request.principal,
             labels: request.labels,
             idempotency_key: request.idempotency_key,
-            ..RunStarted::default()
+            ..RunStarted::new(RunKind::tool_run(name.as_str()))
         };
         self.start_or_join(started, move |run| async move {
             tool.run(arguments, run.progress())
@@ -291,7 +292,7 @@ impl Engine {
     }
 
     /// Starts a run whose work is `body` (the agent loop uses this). `started` becomes the first
-    /// event (an empty `tool` marks an agent run); `body`'s output becomes the result or the error
+    /// event; `body`'s output becomes the result or the error
     /// that ends the run.
     pub fn start_run<F, Fut>(&self, started: RunStarted, body: F) -> Result<RunHandle, RunError>
     where
@@ -344,17 +345,14 @@ impl Engine {
             deadline: deadline.map(|(_, at)| at),
             observer: Some(Arc::clone(&self.observer)),
         });
-        let agent = started.tool.is_empty();
-        let label = if agent {
-            "agent".to_owned()
-        } else {
-            format!("tool {:?}", started.tool)
+        let label = match &started.kind {
+            RunKind::Tool(name) => format!("tool {name:?}"),
+            RunKind::Agent => "agent".to_owned(),
         };
-        let tool = started.tool.clone();
+        let kind = started.kind.clone();
         let options = started.options;
         let record = self.store.local().insert(
-            started.tool.clone(),
-            agent,
+            kind.clone(),
             started.principal.clone(),
             Arc::clone(&log),
             cancel.clone(),
@@ -390,11 +388,11 @@ impl Engine {
             "run",
             otel.name = "run",
             run.id = %run_id,
-            tool = if agent { "<agent>" } else { tool.as_str() },
+            tool = kind.tool().unwrap_or("<agent>"),
             grpc.code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
-        self.observer.run_started(&tool);
+        self.observer.run_started(&kind);
         self.tasks.spawn(
             run_to_end(RunTask {
                 permit,
@@ -404,7 +402,7 @@ impl Engine {
                 shutdown: self.shutdown.clone(),
                 deadline,
                 label,
-                tool,
+                kind,
                 observer: Arc::clone(&self.observer),
                 body: body(context),
             })
@@ -585,8 +583,7 @@ struct RunTask<Fut> {
     shutdown: CancellationToken,
     deadline: Option<(Duration, Instant)>,
     label: String,
-    /// The tool's name; empty for an agent run.
-    tool: String,
+    kind: RunKind,
     observer: Arc<dyn RunObserver>,
     body: Fut,
 }
@@ -603,7 +600,7 @@ where
         shutdown,
         deadline,
         label,
-        tool,
+        kind,
         observer,
         body,
     } = task;
@@ -653,7 +650,7 @@ where
             limit = deadline_passed => Err(RunError::DeadlineExceeded(limit)),
             // The tool passed a limit of what a run holds (too many sub-tasks open at once).
             message = record.log.refused() => Err(RunError::Tool {
-                tool: if tool.is_empty() { "agent".to_owned() } else { tool.clone() },
+                tool: kind.tool().unwrap_or("agent").to_owned(),
                 error: ToolError::OutOfRange(message),
             }),
             outcome = &mut body => outcome.unwrap_or_else(|panic| {
@@ -674,7 +671,7 @@ where
         outcome
     };
     // Counted before the end is visible, so that whoever sees the run's end sees it counted.
-    observer.run_finished(&tool, outcome.as_ref().map(|_| ()), started.elapsed());
+    observer.run_finished(&kind, outcome.as_ref().map(|_| ()), started.elapsed());
     let logged = record.log.lock().last_sequence();
     observer.events_produced(logged + u64::from(outcome.is_ok()));
     // The permit goes first, so that whoever sees the run's end also sees it no longer counted.

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RunError;
 use super::event::{EventKind, RunEvent};
+use super::kind::RunKind;
 use super::log::{RunEnd, RunLog};
 
 /// Runs a page of ListRuns holds unless asked otherwise.
@@ -81,10 +82,8 @@ pub struct RunSnapshot {
     pub run_id: Arc<str>,
     /// Where it stands.
     pub state: RunState,
-    /// RunTool: the tool; empty for agent runs.
-    pub tool: String,
-    /// Whether it is an agent run.
-    pub agent: bool,
+    /// What it runs.
+    pub kind: RunKind,
     /// A tool run: the arguments it was called with; `None` for agent runs.
     pub arguments: Option<Value>,
     /// An agent run: the user's prompt; empty for tool runs.
@@ -153,8 +152,7 @@ pub(crate) enum CancelReason {
 
 /// A run in the table.
 pub(crate) struct RunRecord {
-    pub(crate) tool: String,
-    pub(crate) agent: bool,
+    pub(crate) kind: RunKind,
     pub(crate) principal: Option<Arc<str>>,
     pub(crate) create_time: SystemTime,
     pub(crate) log: Arc<RunLog>,
@@ -234,8 +232,7 @@ impl RunRecord {
         RunSnapshot {
             run_id: Arc::clone(self.log.run_id()),
             state: run_state,
-            tool: self.tool.clone(),
-            agent: self.agent,
+            kind: self.kind.clone(),
             arguments: called.arguments,
             prompt: called.prompt,
             labels: called.labels,
@@ -316,20 +313,18 @@ impl RunTable {
     /// Adds a new run, created now.
     pub(crate) fn insert(
         &self,
-        tool: String,
-        agent: bool,
+        kind: RunKind,
         principal: Option<Arc<str>>,
         log: Arc<RunLog>,
         cancel: CancellationToken,
     ) -> Arc<RunRecord> {
-        self.insert_created(SystemTime::now(), tool, agent, principal, log, cancel)
+        self.insert_created(SystemTime::now(), kind, principal, log, cancel)
     }
 
     fn insert_created(
         &self,
         create_time: SystemTime,
-        tool: String,
-        agent: bool,
+        kind: RunKind,
         principal: Option<Arc<str>>,
         log: Arc<RunLog>,
         cancel: CancellationToken,
@@ -338,8 +333,7 @@ impl RunTable {
         self.evict(&mut state);
         let position = ListPosition::new(create_time, Arc::clone(log.run_id()));
         let record = Arc::new(RunRecord {
-            tool,
-            agent,
+            kind,
             principal,
             create_time,
             log,
@@ -385,7 +379,7 @@ impl RunTable {
                 .by_position
                 .range((Bound::Unbounded, below))
                 .rev()
-                .filter(|(_, record)| filter.tool.as_ref().is_none_or(|tool| &record.tool == tool))
+                .filter(|(_, record)| filter.accepts_kind(&record.kind))
                 .filter(|(_, record)| filter.accepts_principal(record.principal.as_deref()))
                 .map(|(_, record)| Arc::clone(record))
                 .collect()
@@ -485,9 +479,17 @@ impl RunFilter {
             .all(|(key, value)| labels.get(key) == Some(value))
     }
 
-    /// Whether a run of `tool` in `state` belongs in the page.
-    pub(crate) fn accepts(&self, tool: &str, state: RunState) -> bool {
-        self.tool.as_ref().is_none_or(|t| t == tool) && self.state.is_none_or(|s| s == state)
+    /// Whether a run of `kind` belongs in the page: any run, or with a tool asked for, a run
+    /// of that tool.
+    pub(crate) fn accepts_kind(&self, kind: &RunKind) -> bool {
+        self.tool
+            .as_deref()
+            .is_none_or(|wanted| kind.tool() == Some(wanted))
+    }
+
+    /// Whether a run of `kind` in `state` belongs in the page.
+    pub(crate) fn accepts(&self, kind: &RunKind, state: RunState) -> bool {
+        self.accepts_kind(kind) && self.state.is_none_or(|s| s == state)
     }
 }
 
@@ -593,8 +595,7 @@ pub(crate) mod tests {
         for (id, principal, seconds) in runs {
             table.insert_created(
                 UNIX_EPOCH + Duration::from_secs(*seconds),
-                "t".into(),
-                false,
+                RunKind::tool_run("t"),
                 Some(Arc::from(*principal)),
                 RunLog::new(Arc::from(id.as_str()), 8, 100),
                 CancellationToken::new(),

@@ -180,7 +180,8 @@ impl From<&engine::RunEvent> for pb::RunEvent {
         let body = match &event.kind {
             EventKind::Started(started) => Event::Started(pb::RunStarted {
                 run_id: run_id.clone(),
-                tool: started.tool.clone(),
+                // Empty for an agent run, as the contract says.
+                tool: started.kind.tool_name().to_owned(),
                 model: started.model.clone(),
                 tools: started.tools.clone(),
                 max_steps: started.max_steps,

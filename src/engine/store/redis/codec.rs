@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::engine::RunKind;
 use crate::engine::event::{CallArguments, CallTag, EventKind, OnDisconnect, RunEvent};
 use crate::engine::runs::{RunSnapshot, RunState, SNAPSHOT_CALLS, called_with};
 use crate::engine::{InputOutcome, InputRequest, RunError, RunOptions, RunStarted};
@@ -195,7 +196,8 @@ fn call_from_stored(call: StoredCall) -> CallTag {
 pub(super) fn encode_event(event: &RunEvent) -> Option<String> {
     let kind = match &event.kind {
         EventKind::Started(started) => StoredKind::Started {
-            tool: started.tool.clone(),
+            // An agent run's is empty, as the first releases wrote it.
+            tool: started.kind.tool_name().to_owned(),
             arguments: started.arguments.clone(),
             prompt: started.prompt.clone(),
             model: started.model.clone(),
@@ -303,7 +305,7 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
             idempotency_key,
             input_timeout_ns,
         } => EventKind::Started(RunStarted {
-            tool,
+            kind: RunKind::from_tool_name(&tool),
             arguments,
             prompt,
             model,
@@ -609,8 +611,8 @@ fn state_from_name(name: &str) -> Option<RunState> {
 /// A run's record as read from its hash.
 #[derive(Debug, Clone)]
 pub(super) struct StoredRecord {
-    pub(super) tool: String,
-    pub(super) agent: bool,
+    /// From the fields `tool` (empty for an agent run) and `agent` (`1` for an agent run).
+    pub(super) kind: RunKind,
     pub(super) create_ns: u64,
     pub(super) owner: String,
     /// The principal the run belongs to; empty with auth off.
@@ -644,13 +646,17 @@ impl StoredRecord {
             .filter(|(name, _)| name.starts_with(INPUT_FIELD))
             .map(|(_, value)| value.clone())
             .collect();
+        let kind = if fields.get("agent").is_some_and(|agent| agent == "1") {
+            RunKind::Agent
+        } else {
+            RunKind::from_tool_name(fields.get("tool").map_or("", String::as_str))
+        };
         Some(StoredRecord {
             inputs,
-            agent: fields.get("agent").is_some_and(|a| a == "1"),
+            kind,
             create_ns: number(&fields, "create_ns").unwrap_or(0),
             end_ns: number(&fields, "end_ns"),
             last_sequence: number(&fields, "last_sequence").unwrap_or(0),
-            tool: fields.remove("tool").unwrap_or_default(),
             owner: fields.remove("owner").unwrap_or_default(),
             principal: fields.remove("principal").unwrap_or_default(),
             started: fields.remove("started").unwrap_or_default(),
@@ -716,8 +722,7 @@ impl StoredRecord {
             },
             pending_inputs,
             run_id,
-            tool: self.tool.clone(),
-            agent: self.agent,
+            kind: self.kind.clone(),
             arguments: called.arguments,
             prompt: called.prompt,
             labels: called.labels,
@@ -754,7 +759,6 @@ mod tests {
     #[test]
     fn events_survive_the_store() {
         let started = RunStarted {
-            tool: "ticks".into(),
             arguments: Some(json!({"count": 3})),
             options: RunOptions {
                 min_progress_interval: Some(Duration::from_millis(5)),
@@ -763,19 +767,20 @@ mod tests {
                 input_timeout: Some(Duration::from_secs(2)),
             },
             deadline: Some(Duration::from_secs(3)),
-            ..RunStarted::default()
+            ..RunStarted::new(RunKind::tool_run("ticks"))
         };
         let EventKind::Started(back) = round_trip(EventKind::Started(started.clone())) else {
             panic!("not started");
         };
-        assert_eq!(back.tool, "ticks");
+        assert_eq!(back.kind, RunKind::tool_run("ticks"));
         assert_eq!(back.arguments, Some(json!({"count": 3})));
         let EventKind::Started(agent) = round_trip(EventKind::Started(RunStarted {
             prompt: "Hash Cargo.toml".into(),
-            ..RunStarted::default()
+            ..RunStarted::new(RunKind::Agent)
         })) else {
             panic!("not started");
         };
+        assert_eq!(agent.kind, RunKind::Agent);
         assert_eq!(
             (agent.arguments, agent.prompt.as_str()),
             (None, "Hash Cargo.toml")
@@ -866,6 +871,43 @@ mod tests {
             assert_eq!((*back_call).clone(), call);
             assert_eq!(back, output);
         }
+    }
+
+    #[test]
+    fn started_events_and_records_read_as_earlier_releases_wrote_them() {
+        // Replicas of two releases share a store during an upgrade: what one writes, the other
+        // reads, and writes back byte for byte.
+        let run_id: Arc<str> = Arc::from("r");
+        for (text, kind) in [
+            (
+                r#"{"s":1,"t":5,"e":{"kind":"started","tool":"ticks","arguments":{"count":3},"max_steps":0,"continue_without_caller":false}}"#,
+                RunKind::tool_run("ticks"),
+            ),
+            (
+                r#"{"s":1,"t":5,"e":{"kind":"started","tool":"","prompt":"hi","model":"m","max_steps":4,"continue_without_caller":true}}"#,
+                RunKind::Agent,
+            ),
+        ] {
+            let event = decode_event(&run_id, text).expect("readable");
+            let EventKind::Started(started) = &event.kind else {
+                panic!("not started: {text}");
+            };
+            assert_eq!(started.kind, kind);
+            assert_eq!(encode_event(&event).as_deref(), Some(text));
+        }
+        let record = |tool: &str, agent: &str| {
+            let fields = [("state", "running"), ("tool", tool), ("agent", agent)];
+            StoredRecord::parse(
+                fields
+                    .into_iter()
+                    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                    .collect(),
+            )
+            .expect("a record")
+            .kind
+        };
+        assert_eq!(record("ticks", "0"), RunKind::tool_run("ticks"));
+        assert_eq!(record("", "1"), RunKind::Agent);
     }
 
     #[test]

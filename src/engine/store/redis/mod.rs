@@ -488,7 +488,7 @@ impl Shared {
                     }
                     record.snapshot(id)
                 };
-                if !filter.accepts(&snapshot.tool, snapshot.state)
+                if !filter.accepts(&snapshot.kind, snapshot.state)
                     || !filter.accepts_principal(snapshot.principal.as_deref())
                     || !filter.accepts_labels(&snapshot.labels)
                 {
@@ -823,9 +823,9 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
-    use crate::engine::RunStarted;
     use crate::engine::event::{EventKind, RunEvent};
     use crate::engine::runs::tests::{ListedRun, alone_and_crowded, id, pages_of};
+    use crate::engine::{RunKind, RunStarted};
     use test_redis::RedisServer;
     use writer::Header;
 
@@ -844,15 +844,11 @@ mod tests {
                 Arc::clone(&run_id),
                 1,
                 create_time,
-                EventKind::Started(RunStarted {
-                    tool: "t".into(),
-                    ..RunStarted::default()
-                }),
+                EventKind::Started(RunStarted::new(RunKind::tool_run("t"))),
             );
             let header = Header {
                 run_id,
-                tool: "t".into(),
-                agent: false,
+                kind: RunKind::tool_run("t"),
                 create_ns: codec::unix_nanos(create_time),
                 principal: (*principal).to_owned(),
                 started: codec::encode_event(&started).unwrap(),

@@ -29,6 +29,7 @@ use super::codec::{self, INPUT_FIELD, PROGRESS_FIELD};
 use super::keys::entry_id;
 use super::{RUNNING_TTL, Shared, millis, scripts};
 use crate::engine::RunError;
+use crate::engine::RunKind;
 use crate::engine::creation::claim_slot;
 use crate::engine::event::{EventKind, RunEvent, RunOptions};
 use crate::engine::reader::{EventStream, ReadFrom};
@@ -43,8 +44,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// What identifies a run in its record.
 pub(super) struct Header {
     pub(super) run_id: Arc<str>,
-    pub(super) tool: String,
-    pub(super) agent: bool,
+    pub(super) kind: RunKind,
     pub(super) create_ns: u64,
     /// The principal the run belongs to; empty with auth off.
     pub(super) principal: String,
@@ -81,8 +81,7 @@ pub(super) async fn mirror(
     };
     let header = Header {
         run_id: Arc::clone(record.run_id()),
-        tool: record.tool.clone(),
-        agent: record.agent,
+        kind: record.kind.clone(),
         create_ns: codec::unix_nanos(record.create_time),
         principal: record.principal.as_deref().unwrap_or_default().to_owned(),
         started,
@@ -436,8 +435,10 @@ impl Shared {
         let reply: String = call
             .arg(run_id)
             .arg(&self.replica)
-            .arg(&header.tool)
-            .arg(if header.agent { "1" } else { "0" })
+            // The fields `tool` (empty for an agent run) and `agent`, as the first releases
+            // wrote them.
+            .arg(header.kind.tool_name())
+            .arg(if header.kind.is_agent() { "1" } else { "0" })
             .arg(header.create_ns)
             // The principal that started the run (empty while authentication is off).
             .arg(&header.principal)
@@ -521,8 +522,8 @@ impl Shared {
             .key(self.keys.events(run_id))
             .arg(run_id)
             .arg(&self.replica)
-            .arg(&header.tool)
-            .arg(if header.agent { "1" } else { "0" })
+            .arg(header.kind.tool_name())
+            .arg(if header.kind.is_agent() { "1" } else { "0" })
             .arg(header.create_ns)
             .arg(&header.principal)
             .arg(&header.started)
@@ -716,20 +717,16 @@ mod tests {
         };
         let store = RedisStore::open(&config, &Limits::default()).await.unwrap();
         let log = RunLog::new("run-1".into(), 8, 100);
-        log.push(EventKind::Started(RunStarted {
-            tool: "t".into(),
-            ..RunStarted::default()
-        }))
-        .unwrap();
+        log.push(EventKind::Started(RunStarted::new(RunKind::tool_run("t"))))
+            .unwrap();
         let record =
             store
                 .shared
                 .local
-                .insert("t".into(), false, None, log, CancellationToken::new());
+                .insert(RunKind::tool_run("t"), None, log, CancellationToken::new());
         let header = Header {
             run_id: Arc::clone(record.run_id()),
-            tool: "t".into(),
-            agent: false,
+            kind: RunKind::tool_run("t"),
             create_ns: 1,
             principal: String::new(),
             started: codec::encode_event(record.log.lock().started.as_deref().unwrap()).unwrap(),
