@@ -606,9 +606,9 @@ impl Config {
                 .runs
                 .max_live_calls_per_run
                 .unwrap_or(defaults.max_live_calls_per_run),
-            max_runs_per_principal: file.auth.max_runs_per_principal,
+            max_runs_per_owner: file.auth.max_runs_per_principal,
         };
-        if limits.max_runs_per_principal == Some(0) {
+        if limits.max_runs_per_owner == Some(0) {
             return Err(ConfigError::Invalid {
                 key: "auth.max_runs_per_principal",
                 message: "must be at least 1 (leave it out for no per-principal limit)".into(),
@@ -1461,7 +1461,7 @@ mod tests {
         .unwrap();
         let config = Config::load(Some(&path), Overrides::default()).unwrap();
         assert!(config.auth.is_enabled());
-        assert_eq!(config.limits.max_runs_per_principal, Some(3));
+        assert_eq!(config.limits.max_runs_per_owner, Some(3));
         let tokens = &config.auth.tokens;
         assert_eq!(tokens[0].sha256, [0xab; 32]);
         assert!(tokens[0].principal.tools.allows("ticks"));

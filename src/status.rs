@@ -28,9 +28,7 @@ pub fn from_run_error(error: RunError) -> Status {
         },
         RunError::Panicked { .. } | RunError::Internal(_) => Status::internal(message),
         RunError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
-        RunError::Busy { .. } | RunError::PrincipalBusy { .. } => {
-            Status::resource_exhausted(message)
-        }
+        RunError::Busy { .. } | RunError::OwnerBusy { .. } => Status::resource_exhausted(message),
         RunError::PermissionDenied(_) => Status::permission_denied(message),
         RunError::ShuttingDown
         | RunError::Interrupted

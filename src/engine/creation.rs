@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::RunError;
 use super::event::RunStarted;
+use super::owner::Owner;
 use super::runs::unix_micros;
 
 /// The most labels a run carries.
@@ -136,9 +137,9 @@ pub(crate) enum ClaimOutcome {
 }
 
 /// The slot of `owner`'s `key`: hex SHA-256 of both.
-pub(crate) fn claim_slot(owner: Option<&str>, key: &str) -> String {
+pub(crate) fn claim_slot(owner: Option<&Owner>, key: &str) -> String {
     let mut digest = Sha256::new();
-    digest.update(owner.unwrap_or_default().as_bytes());
+    digest.update(owner.map_or("", Owner::as_str).as_bytes());
     digest.update([0u8]);
     digest.update(key.as_bytes());
     hex(&digest.finalize())

@@ -39,14 +39,14 @@ pub enum RunError {
         /// The limit.
         limit: usize,
     },
-    /// The caller's principal has its limit of runs in progress (`[auth] max_runs_per_principal`).
+    /// The run's owner has its limit of runs in progress ([`super::Limits::max_runs_per_owner`]).
     #[error(
-        "{principal:?} has {limit} runs in progress, the most [auth] max_runs_per_principal allows; \
+        "{owner:?} has {limit} runs in progress, the most [auth] max_runs_per_principal allows; \
          wait for one to end"
     )]
-    PrincipalBusy {
-        /// The principal.
-        principal: String,
+    OwnerBusy {
+        /// The owner, by name.
+        owner: String,
         /// The limit.
         limit: usize,
     },

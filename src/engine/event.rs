@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Map, Value};
 
 use super::kind::RunKind;
+use super::owner::Owner;
 use crate::tools::{Answer, InputKind, PartialOutput, ProgressUpdate, SubTask};
 
 /// One event of a run.
@@ -372,8 +373,8 @@ pub struct RunStarted {
     pub options: RunOptions,
     /// The deadline, from the start.
     pub deadline: Option<Duration>,
-    /// The principal the run belongs to (`None` with auth off); never sent on the wire.
-    pub principal: Option<Arc<str>>,
+    /// Whom the run belongs to (`None`: no one); never sent on the wire.
+    pub owner: Option<Owner>,
     /// Labels to find the run by (ListRuns); kept for the run's record, never sent in the event.
     pub labels: BTreeMap<String, String>,
     /// The caller's idempotency key; empty for none. Kept for the run's record, never sent in
@@ -393,7 +394,7 @@ impl RunStarted {
             max_steps: 0,
             options: RunOptions::default(),
             deadline: None,
-            principal: None,
+            owner: None,
             labels: BTreeMap::new(),
             idempotency_key: String::new(),
         }

@@ -1,5 +1,4 @@
-//! The limits the engine and the listener run under; the configuration (`[limits]`, `[auth]
-//! max_runs_per_principal`) builds them.
+//! The limits the engine and the listener run under; the configuration builds them.
 
 use std::time::Duration;
 
@@ -29,9 +28,9 @@ pub struct Limits {
     /// folded into their parents and do not count); past it the run fails with an error naming
     /// the limit.
     pub max_live_calls_per_run: usize,
-    /// Runs in progress at once per principal (`[auth] max_runs_per_principal`); `None`: no
-    /// limit besides `max_concurrent_runs`.
-    pub max_runs_per_principal: Option<usize>,
+    /// Runs in progress at once per owner (see [`super::Owner`]); `None`: no limit besides
+    /// `max_concurrent_runs`. Runs of no owner are never counted.
+    pub max_runs_per_owner: Option<usize>,
 }
 
 impl Default for Limits {
@@ -46,7 +45,7 @@ impl Default for Limits {
             max_runs: 10_000,
             max_events_per_run: 10_000,
             max_live_calls_per_run: 10_000,
-            max_runs_per_principal: None,
+            max_runs_per_owner: None,
         }
     }
 }

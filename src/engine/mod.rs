@@ -20,6 +20,7 @@ mod limits;
 mod log;
 mod observe;
 mod open_requests;
+mod owner;
 mod reader;
 mod runs;
 mod store;
@@ -53,6 +54,7 @@ pub use kind::RunKind;
 pub use limits::Limits;
 pub use log::RunEnded;
 pub use observe::{NoObserver, RunObserver};
+pub use owner::Owner;
 pub use reader::{EventStream, ReadFrom};
 pub use runs::{RunFilter, RunPage, RunSnapshot, RunState, SNAPSHOT_CALLS};
 pub use store::{
@@ -62,6 +64,7 @@ pub use store::{
 use crate::registry::ToolRegistry;
 use crate::tools::{Progress, ToolError};
 use log::{CallProgress, RunLog};
+use owner::{OwnerRuns, OwnerSlot};
 use runs::{CancelReason, RunRecord};
 use store::{Publication, RunStore};
 
@@ -76,8 +79,8 @@ pub struct ToolRunRequest {
     pub options: RunOptions,
     /// How long the client waits, from now.
     pub deadline: Option<Duration>,
-    /// The principal the run belongs to (`None` with auth off).
-    pub principal: Option<Arc<str>>,
+    /// Whom the run belongs to (`None`: no one; anyone may see it).
+    pub owner: Option<Owner>,
     /// Labels to find the run by.
     pub labels: BTreeMap<String, String>,
     /// The caller's idempotency key; empty for none.
@@ -126,8 +129,8 @@ pub struct Engine {
     store: Arc<dyn RunStore>,
     /// Told of every run's start and end and every stream's end (metrics, traces).
     observer: Arc<dyn RunObserver>,
-    /// Runs in progress on this replica per principal, for `[auth] max_runs_per_principal`.
-    principals: Arc<PrincipalRuns>,
+    /// Runs in progress on this replica per owner, for [`Limits::max_runs_per_owner`].
+    owners: Arc<OwnerRuns>,
 }
 
 impl Engine {
@@ -158,7 +161,7 @@ impl Engine {
             tasks: TaskTracker::new(),
             store: store.0,
             observer,
-            principals: Arc::new(PrincipalRuns::default()),
+            owners: Arc::new(OwnerRuns::default()),
         })
     }
 
@@ -199,7 +202,7 @@ impl Engine {
             arguments: Some(arguments.clone()),
             options: request.options,
             deadline: request.deadline,
-            principal: request.principal,
+            owner: request.owner,
             labels: request.labels,
             idempotency_key: request.idempotency_key,
             ..RunStarted::new(RunKind::tool_run(name.as_str()))
@@ -232,7 +235,7 @@ impl Engine {
         creation::check_idempotency_key(&started.idempotency_key)?;
         creation::check_labels(&started.labels)?;
         let claim = creation::KeyClaim {
-            slot: creation::claim_slot(started.principal.as_deref(), &started.idempotency_key),
+            slot: creation::claim_slot(started.owner.as_ref(), &started.idempotency_key),
             held: creation::HeldClaim {
                 run_id: runs::new_run_id(),
                 fingerprint: creation::fingerprint(&started),
@@ -319,12 +322,10 @@ impl Engine {
             return Err(RunError::ShuttingDown);
         }
         self.store.admit()?;
-        // The principal's slot first: a principal at its limit must not take a server-wide
-        // permit, even for a moment.
-        let principal_slot = match (&started.principal, self.limits.max_runs_per_principal) {
-            (Some(principal), Some(limit)) => {
-                Some(PrincipalRuns::take(&self.principals, principal, limit)?)
-            }
+        // The owner's slot first: an owner at its limit must not take a server-wide permit,
+        // even for a moment.
+        let owner_slot = match (&started.owner, self.limits.max_runs_per_owner) {
+            (Some(owner), Some(limit)) => Some(OwnerRuns::take(&self.owners, owner, limit)?),
             _ => None,
         };
         let permit = Arc::clone(&self.permits)
@@ -334,7 +335,7 @@ impl Engine {
             })?;
         let permit = RunPermit {
             _server: permit,
-            _principal: principal_slot,
+            _owner: owner_slot,
         };
 
         let log = RunLog::for_run(Arc::clone(&run_id), &self.limits);
@@ -353,7 +354,7 @@ impl Engine {
         let options = started.options;
         let record = self.store.local().insert(
             kind.clone(),
-            started.principal.clone(),
+            started.owner.clone(),
             Arc::clone(&log),
             cancel.clone(),
         );
@@ -522,57 +523,10 @@ const JOIN_POLL_FIRST: Duration = Duration::from_millis(10);
 const JOIN_POLL_MAX: Duration = Duration::from_millis(200);
 
 /// What a run holds while it is in progress: its place under the server's limit and, with a
-/// per-principal limit, under its principal's. Both are given back when the run ends.
+/// per-owner limit, under its owner's. Both are given back when the run ends.
 struct RunPermit {
     _server: OwnedSemaphorePermit,
-    _principal: Option<PrincipalSlot>,
-}
-
-/// How many runs each principal has in progress.
-#[derive(Default)]
-struct PrincipalRuns {
-    counts: std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>,
-}
-
-impl PrincipalRuns {
-    /// One more run for `principal`, unless it has `limit` in progress already.
-    fn take(
-        runs: &Arc<PrincipalRuns>,
-        principal: &Arc<str>,
-        limit: usize,
-    ) -> Result<PrincipalSlot, RunError> {
-        let mut counts = runs.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(Arc::clone(principal)).or_insert(0);
-        if *count >= limit {
-            return Err(RunError::PrincipalBusy {
-                principal: principal.to_string(),
-                limit,
-            });
-        }
-        *count += 1;
-        Ok(PrincipalSlot {
-            runs: Arc::clone(runs),
-            principal: Arc::clone(principal),
-        })
-    }
-}
-
-/// One run of a principal in progress; counted until dropped.
-struct PrincipalSlot {
-    runs: Arc<PrincipalRuns>,
-    principal: Arc<str>,
-}
-
-impl Drop for PrincipalSlot {
-    fn drop(&mut self) {
-        let mut counts = self.runs.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = counts.get_mut(&self.principal) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.principal);
-            }
-        }
-    }
+    _owner: Option<OwnerSlot>,
 }
 
 struct RunTask<Fut> {

@@ -192,7 +192,7 @@ impl RegistryServer {
                 max_steps: 0,
                 options: self.options(),
                 deadline,
-                principal: None,
+                owner: None,
                 idempotency_key: String::new(),
                 labels: Default::default(),
                 approval_required: Vec::new(),
@@ -205,7 +205,7 @@ impl RegistryServer {
                 arguments,
                 options: self.options(),
                 deadline,
-                principal: None,
+                owner: None,
                 idempotency_key: String::new(),
                 labels: Default::default(),
             };

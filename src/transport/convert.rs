@@ -79,7 +79,7 @@ pub(crate) fn tool_run_request(
             .map(|a| serde_json::Value::Object(struct_to_json(a))),
         options: run_options(request.options),
         deadline,
-        principal: None,
+        owner: None,
         labels,
         idempotency_key,
     }
@@ -101,7 +101,7 @@ pub(crate) fn agent_request(
         max_steps: request.max_steps,
         options: run_options(request.options),
         deadline,
-        principal: None,
+        owner: None,
         approval_required: request.approval_required,
     }
 }

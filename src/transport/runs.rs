@@ -102,7 +102,7 @@ pub(crate) fn run_filter(request: pb::ListRunsRequest) -> RunFilter {
         tool: (!request.tool.is_empty()).then_some(request.tool),
         page_size: request.page_size as usize,
         page_token: request.page_token,
-        principal: None,
+        owner: None,
         labels: request.labels.into_iter().collect(),
     }
 }

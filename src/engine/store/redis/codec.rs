@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::engine::RunKind;
 use crate::engine::event::{CallArguments, CallTag, EventKind, OnDisconnect, RunEvent};
 use crate::engine::runs::{RunSnapshot, RunState, SNAPSHOT_CALLS, called_with};
-use crate::engine::{InputOutcome, InputRequest, RunError, RunOptions, RunStarted};
+use crate::engine::{InputOutcome, InputRequest, Owner, RunError, RunOptions, RunStarted};
 use crate::tools::{InputKind, PartialOutput, ProgressUpdate, ToolError};
 
 /// The record field holding the latest progress of the call with this id (empty: the top level).
@@ -323,7 +323,7 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
             },
             deadline: deadline_ns.map(Duration::from_nanos),
             // Kept in the run's record (its `principal` field), not in its events.
-            principal: None,
+            owner: None,
             labels,
             idempotency_key,
         }),
@@ -525,9 +525,10 @@ pub(super) fn encode_error(error: &RunError) -> String {
             StoredError::StoreUnavailable { store, reason }
         }
         RunError::ReplicaLost { replica } => StoredError::ReplicaLost { replica },
-        RunError::PrincipalBusy { principal, limit } => {
-            StoredError::PrincipalBusy { principal, limit }
-        }
+        RunError::OwnerBusy { owner, limit } => StoredError::PrincipalBusy {
+            principal: owner,
+            limit,
+        },
         RunError::PermissionDenied(message) => StoredError::PermissionDenied { message },
         RunError::Internal(message) => StoredError::Internal { message },
     };
@@ -580,9 +581,10 @@ pub(super) fn decode_error(text: &str) -> RunError {
             RunError::StoreUnavailable { store, reason }
         }
         StoredError::ReplicaLost { replica } => RunError::ReplicaLost { replica },
-        StoredError::PrincipalBusy { principal, limit } => {
-            RunError::PrincipalBusy { principal, limit }
-        }
+        StoredError::PrincipalBusy { principal, limit } => RunError::OwnerBusy {
+            owner: principal,
+            limit,
+        },
         StoredError::PermissionDenied { message } => RunError::PermissionDenied(message),
         StoredError::Internal { message } => RunError::Internal(message),
     }
@@ -615,8 +617,8 @@ pub(super) struct StoredRecord {
     pub(super) kind: RunKind,
     pub(super) create_ns: u64,
     pub(super) owner: String,
-    /// The principal the run belongs to; empty with auth off.
-    pub(super) principal: String,
+    /// Whom the run belongs to (the hash field `principal`); empty for no one.
+    pub(super) belongs_to: String,
     pub(super) state: RunState,
     pub(super) end_ns: Option<u64>,
     pub(super) last_sequence: u64,
@@ -658,7 +660,7 @@ impl StoredRecord {
             end_ns: number(&fields, "end_ns"),
             last_sequence: number(&fields, "last_sequence").unwrap_or(0),
             owner: fields.remove("owner").unwrap_or_default(),
-            principal: fields.remove("principal").unwrap_or_default(),
+            belongs_to: fields.remove("principal").unwrap_or_default(),
             started: fields.remove("started").unwrap_or_default(),
             result: fields.remove("result"),
             error: fields.remove("error"),
@@ -736,7 +738,7 @@ impl StoredRecord {
                 .as_deref()
                 .and_then(|text| serde_json::from_str(text).ok()),
             error: self.error.as_deref().map(decode_error),
-            principal: (!self.principal.is_empty()).then(|| Arc::from(self.principal.as_str())),
+            owner: (!self.belongs_to.is_empty()).then(|| Owner::new(self.belongs_to.as_str())),
         }
     }
 }
