@@ -7,10 +7,21 @@ use tonic::Status;
 use crate::engine::RunError;
 use crate::tools::ToolError;
 
-/// The status a failed operation or run answers with: its code, and its message as written.
+/// The status a failed operation or run answers with: its code, and its message as written,
+/// except that a limit is named by the configuration key that sets it (the engine knows its
+/// limits, not the keys).
 pub fn from_run_error(error: RunError) -> Status {
     let message = error.to_string();
     match error {
+        RunError::OwnerBusy { owner, limit } => Status::resource_exhausted(format!(
+            "{owner:?} has {limit} runs in progress, the most [auth] max_runs_per_principal \
+             allows; wait for one to end"
+        )),
+        RunError::TooManyLiveCalls { tool, limit } => Status::out_of_range(format!(
+            "tool {tool:?} failed: the run has {limit} sub-tasks and tool calls in progress at \
+             once, the most a run may have ([runs] max_live_calls_per_run); finish sub-tasks \
+             before opening more"
+        )),
         RunError::UnknownTool(_) | RunError::UnknownRun(_) | RunError::UnknownInputRequest(_) => {
             Status::not_found(message)
         }
@@ -28,7 +39,7 @@ pub fn from_run_error(error: RunError) -> Status {
         },
         RunError::Panicked { .. } | RunError::Internal(_) => Status::internal(message),
         RunError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
-        RunError::Busy { .. } | RunError::OwnerBusy { .. } => Status::resource_exhausted(message),
+        RunError::Busy { .. } => Status::resource_exhausted(message),
         RunError::PermissionDenied(_) => Status::permission_denied(message),
         RunError::ShuttingDown
         | RunError::Interrupted
@@ -37,5 +48,34 @@ pub fn from_run_error(error: RunError) -> Status {
         | RunError::ReplicaLost { .. } => Status::unavailable(message),
         RunError::Cancelled | RunError::CancelRequested => Status::cancelled(message),
         RunError::FailedPrecondition(_) => Status::failed_precondition(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_is_named_by_the_key_that_sets_it() {
+        let owner = from_run_error(RunError::OwnerBusy {
+            owner: "ann".into(),
+            limit: 2,
+        });
+        assert_eq!(owner.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            owner.message().contains("[auth] max_runs_per_principal")
+                && owner.message().contains("\"ann\" has 2 runs"),
+            "{owner:?}"
+        );
+        let calls = from_run_error(RunError::TooManyLiveCalls {
+            tool: "many".into(),
+            limit: 100,
+        });
+        assert_eq!(calls.code(), tonic::Code::OutOfRange);
+        assert!(
+            calls.message().contains("[runs] max_live_calls_per_run")
+                && calls.message().contains("has 100 sub-tasks"),
+            "{calls:?}"
+        );
     }
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 use crate::registry::LookupError;
 use crate::tools::ToolError;
 
-/// How a run failed. The transport maps each variant to one gRPC status code, in one place.
+/// How a run failed. Each variant is one status code of the contract (`crate::status` maps them,
+/// in one place, and adds what the configuration calls a limit to the message).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RunError {
     /// No tool has that name.
@@ -41,12 +42,20 @@ pub enum RunError {
     },
     /// The run's owner has its limit of runs in progress ([`super::Limits::max_runs_per_owner`]).
     #[error(
-        "{owner:?} has {limit} runs in progress, the most [auth] max_runs_per_principal allows; \
-         wait for one to end"
+        "{owner:?} has {limit} runs in progress, the most one owner may have; wait for one to end"
     )]
     OwnerBusy {
         /// The owner, by name.
         owner: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// The run had more tool calls and sub-tasks in progress at once than
+    /// [`super::Limits::max_live_calls_per_run`] allows (its tool broke the limit).
+    #[error("tool {tool:?} failed: {}", too_many_live_calls(.limit))]
+    TooManyLiveCalls {
+        /// The tool of the run (`agent` for an agent run).
+        tool: String,
         /// The limit.
         limit: usize,
     },
@@ -115,6 +124,14 @@ pub enum RunError {
     /// Something broke inside the server or in what it talks to.
     #[error("{0}")]
     Internal(String),
+}
+
+/// What [`RunError::TooManyLiveCalls`] says after the tool's name.
+pub(crate) fn too_many_live_calls(limit: &usize) -> String {
+    format!(
+        "the run has {limit} sub-tasks and tool calls in progress at once, the most a run may \
+         have; finish sub-tasks before opening more"
+    )
 }
 
 impl RunError {

@@ -384,14 +384,14 @@ impl Engine {
             deadline: deadline.map(|(_, at)| at),
         };
         // The run's span: a child of the request's (and so of the caller's trace, see
-        // `crate::traces`); `grpc.code` is recorded as the run ends.
+        // `crate::traces`); `run.status` is recorded as the run ends (`succeeded`, `failed`
+        // or `cancelled`), and the observer may add what the layers above call the outcome.
         let span = tracing::info_span!(
             "run",
             otel.name = "run",
             run.id = %run_id,
             tool = kind.tool().unwrap_or("<agent>"),
-            grpc.code = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
+            run.status = tracing::field::Empty,
         );
         self.observer.run_started(&kind);
         self.tasks.spawn(
@@ -475,7 +475,7 @@ impl Engine {
     }
 
     /// How many tool calls and sub-tasks of a run are live now, for tests and diagnostics: it
-    /// stays within `max_live_calls_per_run`, finished ones being folded into their parents.
+    /// stays within [`Limits::max_live_calls_per_run`], finished ones being folded into their parents.
     pub fn live_calls(&self, run_id: &str) -> Option<usize> {
         self.store
             .local()
@@ -603,9 +603,9 @@ where
             }),
             limit = deadline_passed => Err(RunError::DeadlineExceeded(limit)),
             // The tool passed a limit of what a run holds (too many sub-tasks open at once).
-            message = record.log.refused() => Err(RunError::Tool {
+            limit = record.log.refused() => Err(RunError::TooManyLiveCalls {
                 tool: kind.tool().unwrap_or("agent").to_owned(),
-                error: ToolError::OutOfRange(message),
+                limit,
             }),
             outcome = &mut body => outcome.unwrap_or_else(|panic| {
                 Err(RunError::Panicked { what: label, message: panic_message(&*panic) })
@@ -624,6 +624,14 @@ where
         }
         outcome
     };
+    tracing::Span::current().record(
+        "run.status",
+        match &outcome {
+            Ok(_) => "succeeded",
+            Err(error) if error.is_cancellation() => "cancelled",
+            Err(_) => "failed",
+        },
+    );
     // Counted before the end is visible, so that whoever sees the run's end sees it counted.
     observer.run_finished(&kind, outcome.as_ref().map(|_| ()), started.elapsed());
     let logged = record.log.lock().last_sequence();

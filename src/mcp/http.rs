@@ -91,7 +91,10 @@ fn call_updates(events: EventStream) -> impl Stream<Item = CallUpdate> {
                 EventKind::Result(value) => Some(CallUpdate::Result(value.clone())),
                 _ => None,
             },
-            Err(error) => Some(CallUpdate::Failed(error.to_string())),
+            // Worded as every face words it (a limit named by its configuration key).
+            Err(error) => Some(CallUpdate::Failed(
+                status::from_run_error(error).message().to_owned(),
+            )),
         })
     })
 }

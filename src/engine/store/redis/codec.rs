@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::engine::RunKind;
+use crate::engine::error::too_many_live_calls;
 use crate::engine::event::{CallArguments, CallTag, EventKind, OnDisconnect, RunEvent};
 use crate::engine::runs::{RunSnapshot, RunState, SNAPSHOT_CALLS, called_with};
 use crate::engine::{InputOutcome, InputRequest, Owner, RunError, RunOptions, RunStarted};
@@ -421,6 +422,10 @@ enum StoredError {
         tool: String,
         kind: StoredToolError,
         message: String,
+        /// Set when the run broke its limit of live calls (the kind is then `out_of_range`):
+        /// the limit. Earlier releases read the rest as a tool's error.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        live_call_limit: Option<usize>,
     },
     Panicked {
         what: String,
@@ -488,6 +493,12 @@ pub(super) fn encode_error(error: &RunError) -> String {
     let stored = match error.clone() {
         RunError::UnknownTool(name) => StoredError::UnknownTool { name },
         RunError::InvalidArguments(message) => StoredError::InvalidArguments { message },
+        RunError::TooManyLiveCalls { tool, limit } => StoredError::Tool {
+            tool,
+            kind: StoredToolError::OutOfRange,
+            message: too_many_live_calls(&limit),
+            live_call_limit: Some(limit),
+        },
         RunError::Tool { tool, error } => {
             let (kind, message) = match error {
                 ToolError::Failed(m) => (StoredToolError::Failed, m),
@@ -503,6 +514,7 @@ pub(super) fn encode_error(error: &RunError) -> String {
                 tool,
                 kind,
                 message,
+                live_call_limit: None,
             }
         }
         RunError::Panicked { what, message } => StoredError::Panicked { what, message },
@@ -546,8 +558,14 @@ pub(super) fn decode_error(text: &str) -> RunError {
         StoredError::InvalidArguments { message } => RunError::InvalidArguments(message),
         StoredError::Tool {
             tool,
+            live_call_limit: Some(limit),
+            ..
+        } => RunError::TooManyLiveCalls { tool, limit },
+        StoredError::Tool {
+            tool,
             kind,
             message,
+            live_call_limit: None,
         } => RunError::Tool {
             tool,
             error: match kind {
@@ -923,6 +941,14 @@ mod tests {
             RunError::DeadlineExceeded(Duration::from_millis(1500)),
             RunError::ReplicaLost {
                 replica: "a-1".into(),
+            },
+            RunError::TooManyLiveCalls {
+                tool: "many".into(),
+                limit: 100,
+            },
+            RunError::OwnerBusy {
+                owner: "ann".into(),
+                limit: 2,
             },
         ] {
             let back = decode_error(&encode_error(&error));
