@@ -8,11 +8,21 @@ use crate::engine::RunError;
 use crate::tools::ToolError;
 
 /// The status a failed operation or run answers with: its code, and its message as written,
-/// except that a limit is named by the configuration key that sets it (the engine knows its
-/// limits, not the keys).
+/// except where the contract's or the configuration's words help the caller act: a limit is
+/// named by the key that sets it, a request by its RPC or field (the engine knows neither).
 pub fn from_run_error(error: RunError) -> Status {
     let message = error.to_string();
     match error {
+        RunError::UnknownTool(name) => Status::not_found(format!(
+            "unknown tool {name:?}; list the tools with `toolstream tools` or ListTools"
+        )),
+        RunError::CancelRequested => {
+            Status::cancelled("the run was cancelled through CancelRun".to_owned())
+        }
+        RunError::CursorPastEnd { after, last } => Status::out_of_range(format!(
+            "after_sequence {after} is past the run's last event ({last}); pass the last \
+             sequence you saw"
+        )),
         RunError::OwnerBusy { owner, limit } => Status::resource_exhausted(format!(
             "{owner:?} has {limit} runs in progress, the most [auth] max_runs_per_principal \
              allows; wait for one to end"
@@ -22,10 +32,7 @@ pub fn from_run_error(error: RunError) -> Status {
              once, the most a run may have ([runs] max_live_calls_per_run); finish sub-tasks \
              before opening more"
         )),
-        RunError::UnknownTool(_) | RunError::UnknownRun(_) | RunError::UnknownInputRequest(_) => {
-            Status::not_found(message)
-        }
-        RunError::CursorPastEnd { .. } => Status::out_of_range(message),
+        RunError::UnknownRun(_) | RunError::UnknownInputRequest(_) => Status::not_found(message),
         RunError::InvalidArguments(_) => Status::invalid_argument(message),
         RunError::Tool { error, .. } => match error {
             ToolError::Failed(_) => Status::aborted(message),
@@ -46,7 +53,7 @@ pub fn from_run_error(error: RunError) -> Status {
         | RunError::Unavailable(_)
         | RunError::StoreUnavailable { .. }
         | RunError::ReplicaLost { .. } => Status::unavailable(message),
-        RunError::Cancelled | RunError::CancelRequested => Status::cancelled(message),
+        RunError::Cancelled => Status::cancelled(message),
         RunError::FailedPrecondition(_) => Status::failed_precondition(message),
     }
 }
@@ -77,5 +84,23 @@ mod tests {
                 && calls.message().contains("has 100 sub-tasks"),
             "{calls:?}"
         );
+    }
+
+    #[test]
+    fn the_contract_s_words_are_the_mapping_s_not_the_engine_s() {
+        for (error, engine, face) in [
+            (RunError::UnknownTool("x".into()), "", "ListTools"),
+            (RunError::CancelRequested, "on request", "CancelRun"),
+            (
+                RunError::CursorPastEnd { after: 9, last: 3 },
+                "sequence 9",
+                "after_sequence 9",
+            ),
+        ] {
+            let said = error.to_string();
+            assert!(said.contains(engine) && !said.contains(face), "{said}");
+            let status = from_run_error(error);
+            assert!(status.message().contains(face), "{status:?}");
+        }
     }
 }

@@ -10,7 +10,7 @@ use crate::tools::ToolError;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RunError {
     /// No tool has that name.
-    #[error("unknown tool {0:?}; list the tools with `toolstream tools` or ListTools")]
+    #[error("unknown tool {0:?}: no tool of this server has that name")]
     UnknownTool(String),
     /// The arguments were refused before the run started.
     #[error("{0}")]
@@ -71,12 +71,13 @@ pub enum RunError {
     /// The client went away.
     #[error("the run was cancelled by the client")]
     Cancelled,
-    /// Someone cancelled it through CancelRun.
-    #[error("the run was cancelled through CancelRun")]
+    /// Someone cancelled it by its id (not its caller).
+    #[error("the run was cancelled on request")]
     CancelRequested,
     /// A watcher asked for events after a sequence the run has not reached.
     #[error(
-        "after_sequence {after} is past the run's last event ({last}); pass the last sequence you saw"
+        "sequence {after} is past the run's last event ({last}); read after the last sequence \
+         you saw"
     )]
     CursorPastEnd {
         /// The cursor given.
