@@ -39,6 +39,8 @@ pub struct HttpConfig {
     /// Connections open at once (WebSocket sessions included); beyond it new connections are
     /// accepted and closed at once.
     pub max_connections: usize,
+    /// HTTP/2 streams open at once per connection (`[limits] max_concurrent_streams`).
+    pub max_concurrent_streams: u32,
     /// `[mcp]`: the registry as an MCP server at `/mcp`.
     pub mcp: McpConfig,
 }
@@ -52,6 +54,7 @@ impl Default for HttpConfig {
             first_byte_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            max_concurrent_streams: 16_384,
             mcp: McpConfig::default(),
         }
     }
@@ -134,6 +137,7 @@ pub(super) fn http_config(file: HttpFile) -> Result<HttpConfig, ConfigError> {
         first_byte_timeout,
         body_timeout,
         max_connections,
+        max_concurrent_streams: defaults.max_concurrent_streams,
         mcp: McpConfig::default(),
     })
 }

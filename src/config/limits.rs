@@ -46,9 +46,6 @@ pub(super) fn limits(
             .max_message_bytes
             .or(section.max_message_bytes)
             .unwrap_or(defaults.max_message_bytes),
-        max_concurrent_streams: section
-            .max_concurrent_streams
-            .unwrap_or(defaults.max_concurrent_streams),
         retention: runs
             .retention_secs
             .map_or(defaults.retention, Duration::from_secs),
@@ -70,8 +67,14 @@ pub(super) fn limits(
     Ok(limits)
 }
 
-/// Refuses limits the engine cannot run under.
-pub(super) fn check(limits: &Limits) -> Result<(), ConfigError> {
+/// `[limits] max_concurrent_streams`, a setting of the listener's HTTP/2 (`default`: when the
+/// file has none).
+pub(super) fn max_concurrent_streams(section: &LimitsFile, default: u32) -> u32 {
+    section.max_concurrent_streams.unwrap_or(default)
+}
+
+/// Refuses limits the server cannot run under (`max_concurrent_streams` is the listener's).
+pub(super) fn check(limits: &Limits, max_concurrent_streams: u32) -> Result<(), ConfigError> {
     if limits.max_events_per_run < 2 {
         return Err(ConfigError::Invalid {
             key: "runs.max_events_per_run",
@@ -96,7 +99,7 @@ pub(super) fn check(limits: &Limits) -> Result<(), ConfigError> {
         });
     }
     // No stream at all would mean no call is ever served: the server would seem to hang.
-    if limits.max_concurrent_streams == 0 {
+    if max_concurrent_streams == 0 {
         return Err(ConfigError::Invalid {
             key: "limits.max_concurrent_streams",
             message: format!("must be between 1 and {}, not 0", u32::MAX),

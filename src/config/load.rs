@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::auth::{AuthFile, auth_config};
-use super::http::{HttpFile, http_config};
+use super::http::{HttpConfig, HttpFile, http_config};
 use super::limits::LimitsFile;
 use super::mcp::{McpFile, mcp_config};
 use super::model::ModelFile;
@@ -59,9 +59,14 @@ impl Config {
         let root = listen::root(overrides.root.take(), file.root, base_dir)?;
         let limits = limits::limits(&overrides, &file.limits, &file.runs, &file.auth)?;
         let store = runs::store(overrides.store.take(), file.runs, base_dir)?;
-        limits::check(&limits)?;
+        let max_concurrent_streams = limits::max_concurrent_streams(
+            &file.limits,
+            HttpConfig::default().max_concurrent_streams,
+        );
+        limits::check(&limits, max_concurrent_streams)?;
         let model = model::model(&mut overrides, file.model, base_dir)?;
         let mut http = http_config(file.http)?;
+        http.max_concurrent_streams = max_concurrent_streams;
         http.mcp = mcp_config(file.mcp)?;
         let tls = tls::tls(&mut overrides, file.server, base_dir)?;
         let auth = auth_config(file.auth, tls.as_ref())?;

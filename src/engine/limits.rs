@@ -1,8 +1,8 @@
-//! The limits the engine and the listener run under; the configuration builds them.
+//! The limits the engine runs under; the configuration builds them.
 
 use std::time::Duration;
 
-/// Limits of the server.
+/// Limits of the engine's runs (the listener's are `crate::config::HttpConfig`'s).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Runs in progress at once.
@@ -15,8 +15,6 @@ pub struct Limits {
     pub grace_period: Duration,
     /// Largest message accepted or sent.
     pub max_message_bytes: usize,
-    /// HTTP/2 streams per connection.
-    pub max_concurrent_streams: u32,
     /// How long a finished run stays available to GetRun and WatchRun.
     pub retention: Duration,
     /// The most finished runs kept; beyond it the oldest finished are forgotten first.
@@ -40,7 +38,6 @@ impl Default for Limits {
             event_buffer: 64,
             grace_period: Duration::from_secs(30),
             max_message_bytes: 4 * 1024 * 1024,
-            max_concurrent_streams: 16_384,
             retention: Duration::from_secs(600),
             max_runs: 10_000,
             max_events_per_run: 10_000,
