@@ -14,7 +14,9 @@
 //!    table of runs (lookup, listing, retention, cancellation), the run store those live in
 //!    (memory, or Redis shared by several replicas), deadlines, the limit on concurrent runs,
 //!    graceful draining, and the settings it runs under ([`engine::Limits`],
-//!    [`engine::StoreConfig`]), which [`config`] builds.
+//!    [`engine::StoreConfig`]), which [`config`] builds. A run is a [`engine::RunKind`] (a tool or
+//!    an agent) belonging to an opaque [`engine::Owner`]; the engine names no principal, RPC or
+//!    configuration key ([`status`] words its errors for callers).
 //! 4. [`agent`]: a language model that calls tools, as a run of the engine; the model behind a
 //!    [`agent::ModelProvider`] trait, with an OpenAI-compatible implementation.
 //! 5. [`operations`]: the product's verbs (list tools, run a tool or an agent, get, list, watch
@@ -30,7 +32,7 @@
 //! 7. [`server`]: the listening server with health, reflection, gRPC-Web and shutdown; `listener`
 //!    (`src/listener.rs`) serves gRPC and HTTP/1.1 on one port with the HTTP/2 settings, over
 //!    TLS when configured ([`tls`]); [`auth`] says who calls and what they may do;
-//!    [`config`] says how it is configured. The `toolstream` binary (`src/main.rs`, `src/cli/`)
+//!    [`config`] says how it is configured (`src/config/`, a file per section). The `toolstream` binary (`src/main.rs`, `src/cli/`)
 //!    only parses flags and calls this library.
 //! 8. [`telemetry`]: what operators see besides logs: the Prometheus metrics at `/metrics` (fed by
 //!    the engine's [`engine::RunObserver`] hooks and a tower layer around the gRPC services);

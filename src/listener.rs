@@ -53,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tower::ServiceExt;
 
-use crate::config::{HttpConfig, Limits};
+use crate::config::HttpConfig;
 use crate::tls::{ClientCertName, ServerTls, common_name};
 
 /// How long an HTTP/1.1 client may take to send a request's headers (slow-loris guard).
@@ -187,7 +187,7 @@ pub(crate) struct Sessions {
 }
 
 /// The HTTP/2 (and HTTP/1.1) settings of every connection.
-fn connection_builder(limits: &Limits) -> Builder<TokioExecutor> {
+fn connection_builder(http: &HttpConfig) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -200,7 +200,7 @@ fn connection_builder(limits: &Limits) -> Builder<TokioExecutor> {
         // waiting for window updates, while the per-run log (not h2) bounds memory.
         .initial_stream_window_size(1024 * 1024)
         .initial_connection_window_size(16 * 1024 * 1024)
-        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_concurrent_streams(http.max_concurrent_streams)
         // Keepalive pings find dead peers (a vanished client must not hold a run forever).
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10))
@@ -283,18 +283,16 @@ impl Connection {
 
 /// Serves `app` on the connections of `incoming` until `stop` completes, then closes them (see
 /// the module doc). Returns whether everything closed within `close_timeout`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve(
     incoming: TcpIncoming,
     tls: Option<Arc<ServerTls>>,
     app: axum::Router,
-    limits: &Limits,
     http: &HttpConfig,
     sessions: Sessions,
     stop: impl Future<Output = ()>,
     close_timeout: Duration,
 ) -> bool {
-    let builder = connection_builder(limits);
+    let builder = connection_builder(http);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(http.max_connections));
     let mut refusals = Refusals {

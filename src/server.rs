@@ -317,17 +317,7 @@ impl Server {
 
         // Graceful close waits for every stream to drain, which a client that stopped reading
         // never lets happen: once the runs ended, connections get CLOSE_TIMEOUT, then are dropped.
-        listener::serve(
-            incoming,
-            tls,
-            app,
-            &limits,
-            &http,
-            sessions,
-            drain,
-            CLOSE_TIMEOUT,
-        )
-        .await;
+        listener::serve(incoming, tls, app, &http, sessions, drain, CLOSE_TIMEOUT).await;
         Ok(())
     }
 }

@@ -128,12 +128,13 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Acquire)
 }
 
-/// Records a run's outcome (`code`, a gRPC code name) on its span; failures other than a
-/// cancellation mark the span as an error.
+/// Records a run's outcome (`code`, a gRPC code name) on its span as the exported attribute
+/// `grpc.code` (the engine's span says only `run.status`); failures other than a cancellation
+/// mark the span as an error.
 pub fn record_outcome(span: &tracing::Span, code: &'static str) {
-    span.record("grpc.code", code);
+    span.set_attribute("grpc.code", code);
     if !matches!(code, "OK" | "Canceled") {
-        span.record("otel.status_code", "error");
+        span.set_status(opentelemetry::trace::Status::error(code));
     }
 }
 

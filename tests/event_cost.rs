@@ -104,7 +104,7 @@ async fn run_and_count(engine: &Engine, count: u64) -> (u64, u64) {
             arguments: Some(json!({"count": count})),
             options: RunOptions::default(),
             deadline: None,
-            principal: None,
+            owner: None,
             idempotency_key: String::new(),
             labels: Default::default(),
         })

@@ -20,7 +20,7 @@ pub use model::{
     ChatMessage, ModelError, ModelOutput, ModelProvider, ModelRequest, ToolCallRequest,
 };
 
-use crate::engine::{Engine, RunError, RunHandle, RunOptions, RunStarted};
+use crate::engine::{Engine, Owner, RunError, RunHandle, RunKind, RunOptions, RunStarted};
 
 /// Used when neither the request nor the server names a step limit.
 pub const DEFAULT_MAX_STEPS: u32 = 8;
@@ -69,8 +69,8 @@ pub struct AgentRequest {
     pub options: RunOptions,
     /// The client's deadline, from now.
     pub deadline: Option<Duration>,
-    /// The principal the run belongs to (`None` with auth off).
-    pub principal: Option<Arc<str>>,
+    /// Whom the run belongs to (`None`: no one).
+    pub owner: Option<Owner>,
     /// Labels to find the run by.
     pub labels: BTreeMap<String, String>,
     /// The caller's idempotency key; empty for none.
@@ -163,10 +163,10 @@ impl Agent {
             max_steps,
             options: request.options,
             deadline: request.deadline,
-            principal: request.principal,
+            owner: request.owner,
             labels: request.labels,
             idempotency_key: request.idempotency_key,
-            ..RunStarted::default()
+            ..RunStarted::new(RunKind::Agent)
         };
         let conversation = run::Conversation {
             provider,

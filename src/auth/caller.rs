@@ -3,6 +3,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::engine::Owner;
+
 /// The tools a principal may run and see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToolScope {
@@ -54,11 +56,11 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// The owner runs started by this call get: the principal's name, or none.
-    pub fn owner(&self) -> Option<Arc<str>> {
+    /// The owner runs started by this call get: the principal, by name, or no one.
+    pub fn owner(&self) -> Option<Owner> {
         match self {
             Caller::Anonymous => None,
-            Caller::Principal(principal) => Some(Arc::clone(&principal.name)),
+            Caller::Principal(principal) => Some(Owner::new(Arc::clone(&principal.name))),
         }
     }
 
@@ -71,10 +73,12 @@ impl Caller {
     }
 
     /// Whether the call may see a run owned by `owner`: with auth on, only its own.
-    pub fn may_see(&self, owner: Option<&str>) -> bool {
+    pub fn may_see(&self, owner: Option<&Owner>) -> bool {
         match self {
             Caller::Anonymous => true,
-            Caller::Principal(principal) => owner == Some(&*principal.name),
+            Caller::Principal(principal) => {
+                owner.is_some_and(|owner| owner.as_str() == &*principal.name)
+            }
         }
     }
 
@@ -120,11 +124,12 @@ mod tests {
             name: Arc::from("alpha"),
             tools: ToolScope::from_list(Some(vec!["a".into()])),
         }));
-        assert!(alpha.may_see(Some("alpha")));
-        assert!(!alpha.may_see(Some("beta")) && !alpha.may_see(None));
+        let (own, other) = (Owner::new("alpha"), Owner::new("beta"));
+        assert!(alpha.may_see(Some(&own)));
+        assert!(!alpha.may_see(Some(&other)) && !alpha.may_see(None));
         assert!(alpha.may_use("a") && !alpha.may_use("b"));
-        assert_eq!(alpha.owner().as_deref(), Some("alpha"));
-        assert!(Caller::Anonymous.may_see(Some("beta")) && Caller::Anonymous.may_see(None));
+        assert_eq!(alpha.owner(), Some(own));
+        assert!(Caller::Anonymous.may_see(Some(&other)) && Caller::Anonymous.may_see(None));
         assert_eq!(Caller::Anonymous.owner(), None);
     }
 }

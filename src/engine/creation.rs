@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::RunError;
 use super::event::RunStarted;
+use super::owner::Owner;
 use super::runs::unix_micros;
 
 /// The most labels a run carries.
@@ -136,9 +137,9 @@ pub(crate) enum ClaimOutcome {
 }
 
 /// The slot of `owner`'s `key`: hex SHA-256 of both.
-pub(crate) fn claim_slot(owner: Option<&str>, key: &str) -> String {
+pub(crate) fn claim_slot(owner: Option<&Owner>, key: &str) -> String {
     let mut digest = Sha256::new();
-    digest.update(owner.unwrap_or_default().as_bytes());
+    digest.update(owner.map_or("", Owner::as_str).as_bytes());
     digest.update([0u8]);
     digest.update(key.as_bytes());
     hex(&digest.finalize())
@@ -147,12 +148,14 @@ pub(crate) fn claim_slot(owner: Option<&str>, key: &str) -> String {
 /// What a run was asked to do, as a digest: a key reused for another request is refused.
 pub(crate) fn fingerprint(started: &RunStarted) -> String {
     let mut text = String::new();
-    text.push_str(if started.tool.is_empty() {
+    // As the first releases wrote it (the claims of a shared store outlive an upgrade): the
+    // kind's word, then the tool's name (empty for an agent).
+    text.push_str(if started.kind.is_agent() {
         "agent\n"
     } else {
         "tool\n"
     });
-    text.push_str(&started.tool);
+    text.push_str(started.kind.tool_name());
     text.push('\n');
     canonical_json(
         started.arguments.as_ref().unwrap_or(&Value::Null),
@@ -210,6 +213,7 @@ pub(crate) fn key_conflict(key: &str, run_id: &str) -> RunError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::RunKind;
     use serde_json::json;
 
     #[test]
@@ -235,15 +239,34 @@ mod tests {
     #[test]
     fn a_fingerprint_ignores_key_order_but_not_values() {
         let started = |arguments: Value| RunStarted {
-            tool: "t".into(),
             arguments: Some(arguments),
-            ..RunStarted::default()
+            ..RunStarted::new(RunKind::tool_run("t"))
         };
         let a = fingerprint(&started(json!({"a": 1, "b": {"c": [1, 2], "d": null}})));
         let b = fingerprint(&started(json!({"b": {"d": null, "c": [1, 2]}, "a": 1})));
         let c = fingerprint(&started(json!({"a": 2, "b": {"c": [1, 2], "d": null}})));
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn a_fingerprint_digests_the_text_earlier_releases_digested() {
+        // Claims in a shared store outlive an upgrade: a retry reaching a newer replica must
+        // find the same fingerprint.
+        let tool = RunStarted {
+            arguments: Some(json!({"b": 1, "a": [true]})),
+            ..RunStarted::new(RunKind::tool_run("ticks"))
+        };
+        let agent = RunStarted {
+            prompt: "hello".to_owned(),
+            ..RunStarted::new(RunKind::Agent)
+        };
+        let digest = |text: &str| hex(&Sha256::digest(text.as_bytes()));
+        assert_eq!(
+            fingerprint(&tool),
+            digest("tool\nticks\n{\"a\":[true],\"b\":1}\n")
+        );
+        assert_eq!(fingerprint(&agent), digest("agent\n\nnull\nhello"));
     }
 
     #[test]

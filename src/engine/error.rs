@@ -5,11 +5,12 @@ use std::time::Duration;
 use crate::registry::LookupError;
 use crate::tools::ToolError;
 
-/// How a run failed. The transport maps each variant to one gRPC status code, in one place.
+/// How a run failed. Each variant is one status code of the contract (`crate::status` maps them,
+/// in one place, and adds what the configuration calls a limit to the message).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RunError {
     /// No tool has that name.
-    #[error("unknown tool {0:?}; list the tools with `toolstream tools` or ListTools")]
+    #[error("unknown tool {0:?}: no tool of this server has that name")]
     UnknownTool(String),
     /// The arguments were refused before the run started.
     #[error("{0}")]
@@ -39,14 +40,22 @@ pub enum RunError {
         /// The limit.
         limit: usize,
     },
-    /// The caller's principal has its limit of runs in progress (`[auth] max_runs_per_principal`).
+    /// The run's owner has its limit of runs in progress ([`super::Limits::max_runs_per_owner`]).
     #[error(
-        "{principal:?} has {limit} runs in progress, the most [auth] max_runs_per_principal allows; \
-         wait for one to end"
+        "{owner:?} has {limit} runs in progress, the most one owner may have; wait for one to end"
     )]
-    PrincipalBusy {
-        /// The principal.
-        principal: String,
+    OwnerBusy {
+        /// The owner, by name.
+        owner: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// The run had more tool calls and sub-tasks in progress at once than
+    /// [`super::Limits::max_live_calls_per_run`] allows (its tool broke the limit).
+    #[error("tool {tool:?} failed: {}", too_many_live_calls(.limit))]
+    TooManyLiveCalls {
+        /// The tool of the run (`agent` for an agent run).
+        tool: String,
         /// The limit.
         limit: usize,
     },
@@ -62,12 +71,13 @@ pub enum RunError {
     /// The client went away.
     #[error("the run was cancelled by the client")]
     Cancelled,
-    /// Someone cancelled it through CancelRun.
-    #[error("the run was cancelled through CancelRun")]
+    /// Someone cancelled it by its id (not its caller).
+    #[error("the run was cancelled on request")]
     CancelRequested,
     /// A watcher asked for events after a sequence the run has not reached.
     #[error(
-        "after_sequence {after} is past the run's last event ({last}); pass the last sequence you saw"
+        "sequence {after} is past the run's last event ({last}); read after the last sequence \
+         you saw"
     )]
     CursorPastEnd {
         /// The cursor given.
@@ -115,6 +125,14 @@ pub enum RunError {
     /// Something broke inside the server or in what it talks to.
     #[error("{0}")]
     Internal(String),
+}
+
+/// What [`RunError::TooManyLiveCalls`] says after the tool's name.
+pub(crate) fn too_many_live_calls(limit: &usize) -> String {
+    format!(
+        "the run has {limit} sub-tasks and tool calls in progress at once, the most a run may \
+         have; finish sub-tasks before opening more"
+    )
 }
 
 impl RunError {

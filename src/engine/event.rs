@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 
+use super::kind::RunKind;
+use super::owner::Owner;
 use crate::tools::{Answer, InputKind, PartialOutput, ProgressUpdate, SubTask};
 
 /// One event of a run.
@@ -351,10 +353,10 @@ pub enum OnDisconnect {
 }
 
 /// What runs, with its options resolved: the content of the first event.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunStarted {
-    /// RunTool: the tool.
-    pub tool: String,
+    /// What the run runs: a tool, or an agent.
+    pub kind: RunKind,
     /// RunTool: the arguments as the caller sent them (the empty object when it sent none);
     /// `None` for agent runs. Kept for the run's record (GetRun), never sent in the event.
     pub arguments: Option<Value>,
@@ -371,13 +373,32 @@ pub struct RunStarted {
     pub options: RunOptions,
     /// The deadline, from the start.
     pub deadline: Option<Duration>,
-    /// The principal the run belongs to (`None` with auth off); never sent on the wire.
-    pub principal: Option<Arc<str>>,
+    /// Whom the run belongs to (`None`: no one); never sent on the wire.
+    pub owner: Option<Owner>,
     /// Labels to find the run by (ListRuns); kept for the run's record, never sent in the event.
     pub labels: BTreeMap<String, String>,
     /// The caller's idempotency key; empty for none. Kept for the run's record, never sent in
     /// the event.
     pub idempotency_key: String,
+}
+
+impl RunStarted {
+    /// The start of a run of `kind`, with the default options and nothing else set.
+    pub fn new(kind: RunKind) -> Self {
+        RunStarted {
+            kind,
+            arguments: None,
+            prompt: String::new(),
+            model: String::new(),
+            tools: Vec::new(),
+            max_steps: 0,
+            options: RunOptions::default(),
+            deadline: None,
+            owner: None,
+            labels: BTreeMap::new(),
+            idempotency_key: String::new(),
+        }
+    }
 }
 
 /// A question the run asks, as its `input_requested` event carries it.

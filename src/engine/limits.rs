@@ -1,9 +1,8 @@
-//! The limits the engine and the listener run under; the configuration (`[limits]`, `[auth]
-//! max_runs_per_principal`) builds them.
+//! The limits the engine runs under; the configuration builds them.
 
 use std::time::Duration;
 
-/// Limits of the server.
+/// Limits of the engine's runs (the listener's are `crate::config::HttpConfig`'s).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Runs in progress at once.
@@ -16,8 +15,6 @@ pub struct Limits {
     pub grace_period: Duration,
     /// Largest message accepted or sent.
     pub max_message_bytes: usize,
-    /// HTTP/2 streams per connection.
-    pub max_concurrent_streams: u32,
     /// How long a finished run stays available to GetRun and WatchRun.
     pub retention: Duration,
     /// The most finished runs kept; beyond it the oldest finished are forgotten first.
@@ -29,9 +26,9 @@ pub struct Limits {
     /// folded into their parents and do not count); past it the run fails with an error naming
     /// the limit.
     pub max_live_calls_per_run: usize,
-    /// Runs in progress at once per principal (`[auth] max_runs_per_principal`); `None`: no
-    /// limit besides `max_concurrent_runs`.
-    pub max_runs_per_principal: Option<usize>,
+    /// Runs in progress at once per owner (see [`super::Owner`]); `None`: no limit besides
+    /// `max_concurrent_runs`. Runs of no owner are never counted.
+    pub max_runs_per_owner: Option<usize>,
 }
 
 impl Default for Limits {
@@ -41,12 +38,11 @@ impl Default for Limits {
             event_buffer: 64,
             grace_period: Duration::from_secs(30),
             max_message_bytes: 4 * 1024 * 1024,
-            max_concurrent_streams: 16_384,
             retention: Duration::from_secs(600),
             max_runs: 10_000,
             max_events_per_run: 10_000,
             max_live_calls_per_run: 10_000,
-            max_runs_per_principal: None,
+            max_runs_per_owner: None,
         }
     }
 }

@@ -24,7 +24,8 @@
 //!   counts it, as the CLI draws it) and no longer remembered, so what a run holds per call does
 //!   not grow with the calls it made. At most `max_live_calls` calls are live at once: progress of
 //!   one more is refused, and the run fails with an error naming the limit
-//!   (`[runs] max_live_calls_per_run`; see [`RunLog::refused`]).
+//!   ([`RunError::TooManyLiveCalls`](super::RunError::TooManyLiveCalls); see
+//!   [`RunLog::refused`]).
 //!
 //! Progress is also where the server estimates the time each call has left ([`super::eta`]): the
 //! estimate is made once, as a report enters the log, and travels with the event.
@@ -103,8 +104,6 @@ pub(crate) struct LogState {
     /// Held progress events that a newer one of the same call supersedes: exactly those held
     /// events marked superseded.
     superseded: usize,
-    /// Why the log refused an event, once it did.
-    refusal: Option<String>,
     /// The run's input requests (see [`super::input`]).
     pub(crate) inputs: Inputs,
     pub(crate) end: Option<RunEnd>,
@@ -183,7 +182,6 @@ impl RunLog {
                 top_eta: Eta::default(),
                 calls: HashMap::new(),
                 superseded: 0,
-                refusal: None,
                 inputs: Inputs::default(),
                 end: None,
                 end_time: None,
@@ -236,7 +234,7 @@ impl RunLog {
                     (live.eta.observe(at, fraction), None)
                 } else {
                     if !finishes(call, &update) && state.calls.len() >= self.max_live_calls {
-                        self.refuse(state);
+                        self.refused.cancel();
                         return None;
                     }
                     let mut eta = Eta::default();
@@ -276,23 +274,11 @@ impl RunLog {
         Ok(())
     }
 
-    /// Notes that the log refused an event past `max_live_calls`: the run must fail.
-    fn refuse(&self, state: &mut LogState) {
-        if state.refusal.is_none() {
-            state.refusal = Some(format!(
-                "the run has {} sub-tasks and tool calls in progress at once, the most a run may \
-                 have ([runs] max_live_calls_per_run); finish sub-tasks before opening more",
-                self.max_live_calls
-            ));
-            self.refused.cancel();
-        }
-    }
-
-    /// Completes once the log refused an event past a limit, with why: the run must then fail
-    /// with that message (its tool broke the limit).
-    pub(crate) async fn refused(&self) -> String {
+    /// Completes once the log refused progress of one call more than its limit of live calls,
+    /// with that limit: the run must then fail (its tool broke the limit).
+    pub(crate) async fn refused(&self) -> usize {
         self.refused.cancelled().await;
-        self.lock().refusal.clone().unwrap_or_default()
+        self.max_live_calls
     }
 
     /// Logs an event; fails once the run ended. Never waits.

@@ -15,10 +15,12 @@ mod error;
 mod eta;
 mod event;
 mod input;
+mod kind;
 mod limits;
 mod log;
 mod observe;
 mod open_requests;
+mod owner;
 mod reader;
 mod runs;
 mod store;
@@ -50,9 +52,11 @@ pub use event::{
 };
 pub use event::{InputOutcome, InputRequest};
 pub use input::Reply;
+pub use kind::RunKind;
 pub use limits::Limits;
 pub use log::RunEnded;
 pub use observe::{NoObserver, RunObserver};
+pub use owner::Owner;
 pub use reader::{EventStream, ReadFrom};
 pub use runs::{RunFilter, RunPage, RunSnapshot, RunState, SNAPSHOT_CALLS};
 pub use store::{
@@ -62,6 +66,7 @@ pub use store::{
 use crate::registry::ToolRegistry;
 use crate::tools::{Progress, ToolError};
 use log::{CallProgress, RunLog};
+use owner::{OwnerRuns, OwnerSlot};
 use runs::{CancelReason, RunRecord};
 use store::{Publication, RunStore};
 
@@ -76,8 +81,8 @@ pub struct ToolRunRequest {
     pub options: RunOptions,
     /// How long the client waits, from now.
     pub deadline: Option<Duration>,
-    /// The principal the run belongs to (`None` with auth off).
-    pub principal: Option<Arc<str>>,
+    /// Whom the run belongs to (`None`: no one; anyone may see it).
+    pub owner: Option<Owner>,
     /// Labels to find the run by.
     pub labels: BTreeMap<String, String>,
     /// The caller's idempotency key; empty for none.
@@ -126,8 +131,8 @@ pub struct Engine {
     store: Arc<dyn RunStore>,
     /// Told of every run's start and end and every stream's end (metrics, traces).
     observer: Arc<dyn RunObserver>,
-    /// Runs in progress on this replica per principal, for `[auth] max_runs_per_principal`.
-    principals: Arc<PrincipalRuns>,
+    /// Runs in progress on this replica per owner, for [`Limits::max_runs_per_owner`].
+    owners: Arc<OwnerRuns>,
 }
 
 impl Engine {
@@ -172,7 +177,7 @@ impl Engine {
             tasks: TaskTracker::new(),
             store: store.0,
             observer,
-            principals: Arc::new(PrincipalRuns::default()),
+            owners: Arc::new(OwnerRuns::default()),
         })
     }
 
@@ -209,15 +214,14 @@ impl Engine {
         let (tool, arguments) = self.registry.prepare(&request.tool, request.arguments)?;
         let name = request.tool;
         let started = RunStarted {
-            tool: name.clone(),
             // Kept for the run's record, as the caller sent them.
             arguments: Some(arguments.clone()),
             options: request.options,
             deadline: request.deadline,
-            principal: request.principal,
+            owner: request.owner,
             labels: request.labels,
             idempotency_key: request.idempotency_key,
-            ..RunStarted::default()
+            ..RunStarted::new(RunKind::tool_run(name.as_str()))
         };
         self.start_or_join(started, move |run| async move {
             tool.run(arguments, run.progress())
@@ -247,7 +251,7 @@ impl Engine {
         creation::check_idempotency_key(&started.idempotency_key)?;
         creation::check_labels(&started.labels)?;
         let claim = creation::KeyClaim {
-            slot: creation::claim_slot(started.principal.as_deref(), &started.idempotency_key),
+            slot: creation::claim_slot(started.owner.as_ref(), &started.idempotency_key),
             held: creation::HeldClaim {
                 run_id: runs::new_run_id(),
                 fingerprint: creation::fingerprint(&started),
@@ -307,7 +311,7 @@ impl Engine {
     }
 
     /// Starts a run whose work is `body` (the agent loop uses this). `started` becomes the first
-    /// event (an empty `tool` marks an agent run); `body`'s output becomes the result or the error
+    /// event; `body`'s output becomes the result or the error
     /// that ends the run.
     pub fn start_run<F, Fut>(&self, started: RunStarted, body: F) -> Result<RunHandle, RunError>
     where
@@ -334,12 +338,10 @@ impl Engine {
             return Err(RunError::ShuttingDown);
         }
         self.store.admit()?;
-        // The principal's slot first: a principal at its limit must not take a server-wide
-        // permit, even for a moment.
-        let principal_slot = match (&started.principal, self.limits.max_runs_per_principal) {
-            (Some(principal), Some(limit)) => {
-                Some(PrincipalRuns::take(&self.principals, principal, limit)?)
-            }
+        // The owner's slot first: an owner at its limit must not take a server-wide permit,
+        // even for a moment.
+        let owner_slot = match (&started.owner, self.limits.max_runs_per_owner) {
+            (Some(owner), Some(limit)) => Some(OwnerRuns::take(&self.owners, owner, limit)?),
             _ => None,
         };
         let permit = Arc::clone(&self.permits)
@@ -349,24 +351,21 @@ impl Engine {
             })?;
         let permit = RunPermit {
             _server: permit,
-            _principal: principal_slot,
+            _owner: owner_slot,
         };
 
         let log = RunLog::for_run(Arc::clone(&run_id), &self.limits);
         let cancel = self.shutdown.child_token();
         let deadline = started.deadline.map(|d| (d, Instant::now() + d));
-        let agent = started.tool.is_empty();
-        let label = if agent {
-            "agent".to_owned()
-        } else {
-            format!("tool {:?}", started.tool)
+        let label = match &started.kind {
+            RunKind::Tool(name) => format!("tool {name:?}"),
+            RunKind::Agent => "agent".to_owned(),
         };
-        let tool = started.tool.clone();
+        let kind = started.kind.clone();
         let options = started.options;
         let record = self.store.local().insert(
-            started.tool.clone(),
-            agent,
-            started.principal.clone(),
+            kind.clone(),
+            started.owner.clone(),
             Arc::clone(&log),
             cancel.clone(),
         );
@@ -403,16 +402,16 @@ impl Engine {
             deadline: deadline.map(|(_, at)| at),
         };
         // The run's span: a child of the request's (and so of the caller's trace, see
-        // `crate::traces`); `grpc.code` is recorded as the run ends.
+        // `crate::traces`); `run.status` is recorded as the run ends (`succeeded`, `failed`
+        // or `cancelled`), and the observer may add what the layers above call the outcome.
         let span = tracing::info_span!(
             "run",
             otel.name = "run",
             run.id = %run_id,
-            tool = if agent { "<agent>" } else { tool.as_str() },
-            grpc.code = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
+            tool = kind.tool().unwrap_or("<agent>"),
+            run.status = tracing::field::Empty,
         );
-        self.observer.run_started(&tool);
+        self.observer.run_started(&kind);
         self.tasks.spawn(
             run_to_end(RunTask {
                 permit,
@@ -422,7 +421,7 @@ impl Engine {
                 shutdown: self.shutdown.clone(),
                 deadline,
                 label,
-                tool,
+                kind,
                 observer: Arc::clone(&self.observer),
                 body: body(context),
             })
@@ -494,7 +493,7 @@ impl Engine {
     }
 
     /// How many tool calls and sub-tasks of a run are live now, for tests and diagnostics: it
-    /// stays within `max_live_calls_per_run`, finished ones being folded into their parents.
+    /// stays within [`Limits::max_live_calls_per_run`], finished ones being folded into their parents.
     pub fn live_calls(&self, run_id: &str) -> Option<usize> {
         self.store
             .local()
@@ -542,57 +541,10 @@ const JOIN_POLL_FIRST: Duration = Duration::from_millis(10);
 const JOIN_POLL_MAX: Duration = Duration::from_millis(200);
 
 /// What a run holds while it is in progress: its place under the server's limit and, with a
-/// per-principal limit, under its principal's. Both are given back when the run ends.
+/// per-owner limit, under its owner's. Both are given back when the run ends.
 struct RunPermit {
     _server: OwnedSemaphorePermit,
-    _principal: Option<PrincipalSlot>,
-}
-
-/// How many runs each principal has in progress.
-#[derive(Default)]
-struct PrincipalRuns {
-    counts: std::sync::Mutex<std::collections::HashMap<Arc<str>, usize>>,
-}
-
-impl PrincipalRuns {
-    /// One more run for `principal`, unless it has `limit` in progress already.
-    fn take(
-        runs: &Arc<PrincipalRuns>,
-        principal: &Arc<str>,
-        limit: usize,
-    ) -> Result<PrincipalSlot, RunError> {
-        let mut counts = runs.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(Arc::clone(principal)).or_insert(0);
-        if *count >= limit {
-            return Err(RunError::PrincipalBusy {
-                principal: principal.to_string(),
-                limit,
-            });
-        }
-        *count += 1;
-        Ok(PrincipalSlot {
-            runs: Arc::clone(runs),
-            principal: Arc::clone(principal),
-        })
-    }
-}
-
-/// One run of a principal in progress; counted until dropped.
-struct PrincipalSlot {
-    runs: Arc<PrincipalRuns>,
-    principal: Arc<str>,
-}
-
-impl Drop for PrincipalSlot {
-    fn drop(&mut self) {
-        let mut counts = self.runs.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = counts.get_mut(&self.principal) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.principal);
-            }
-        }
-    }
+    _owner: Option<OwnerSlot>,
 }
 
 struct RunTask<Fut> {
@@ -603,8 +555,7 @@ struct RunTask<Fut> {
     shutdown: CancellationToken,
     deadline: Option<(Duration, Instant)>,
     label: String,
-    /// The tool's name; empty for an agent run.
-    tool: String,
+    kind: RunKind,
     observer: Arc<dyn RunObserver>,
     body: Fut,
 }
@@ -621,7 +572,7 @@ where
         shutdown,
         deadline,
         label,
-        tool,
+        kind,
         observer,
         body,
     } = task;
@@ -670,9 +621,9 @@ where
             }),
             limit = deadline_passed => Err(RunError::DeadlineExceeded(limit)),
             // The tool passed a limit of what a run holds (too many sub-tasks open at once).
-            message = record.log.refused() => Err(RunError::Tool {
-                tool: if tool.is_empty() { "agent".to_owned() } else { tool.clone() },
-                error: ToolError::OutOfRange(message),
+            limit = record.log.refused() => Err(RunError::TooManyLiveCalls {
+                tool: kind.tool().unwrap_or("agent").to_owned(),
+                limit,
             }),
             outcome = &mut body => outcome.unwrap_or_else(|panic| {
                 Err(RunError::Panicked { what: label, message: panic_message(&*panic) })
@@ -691,8 +642,16 @@ where
         }
         outcome
     };
+    tracing::Span::current().record(
+        "run.status",
+        match &outcome {
+            Ok(_) => "succeeded",
+            Err(error) if error.is_cancellation() => "cancelled",
+            Err(_) => "failed",
+        },
+    );
     // Counted before the end is visible, so that whoever sees the run's end sees it counted.
-    observer.run_finished(&tool, outcome.as_ref().map(|_| ()), started.elapsed());
+    observer.run_finished(&kind, outcome.as_ref().map(|_| ()), started.elapsed());
     let logged = record.log.lock().last_sequence();
     observer.events_produced(logged + u64::from(outcome.is_ok()));
     // The permit goes first, so that whoever sees the run's end also sees it no longer counted.

@@ -8,20 +8,21 @@
 use std::time::Duration;
 
 use super::RunError;
+use super::kind::RunKind;
 use super::runs::RunSnapshot;
 
 /// Watches the engine's runs. Every method has an empty default, so an observer implements only
 /// what it wants.
 pub trait RunObserver: Send + Sync + 'static {
-    /// A run started. `tool` is a tool of the registry, or empty for an agent run.
-    fn run_started(&self, tool: &str) {
-        let _ = tool;
+    /// A run of `kind` started.
+    fn run_started(&self, kind: &RunKind) {
+        let _ = kind;
     }
 
     /// A run is ending, after `elapsed`, with `outcome`; called from inside the run's span, just
     /// before the run's end is visible to its streams.
-    fn run_finished(&self, tool: &str, outcome: Result<(), &RunError>, elapsed: Duration) {
-        let _ = (tool, outcome, elapsed);
+    fn run_finished(&self, kind: &RunKind, outcome: Result<(), &RunError>, elapsed: Duration) {
+        let _ = (kind, outcome, elapsed);
     }
 
     /// A run that is ending produced `count` events (its last sequence).

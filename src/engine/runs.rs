@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::RunError;
 use super::event::{EventKind, RunEvent};
+use super::kind::RunKind;
 use super::log::{RunEnd, RunLog};
+use super::owner::Owner;
 
 /// Runs a page of ListRuns holds unless asked otherwise.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -81,10 +83,8 @@ pub struct RunSnapshot {
     pub run_id: Arc<str>,
     /// Where it stands.
     pub state: RunState,
-    /// RunTool: the tool; empty for agent runs.
-    pub tool: String,
-    /// Whether it is an agent run.
-    pub agent: bool,
+    /// What it runs.
+    pub kind: RunKind,
     /// A tool run: the arguments it was called with; `None` for agent runs.
     pub arguments: Option<Value>,
     /// An agent run: the user's prompt; empty for tool runs.
@@ -102,8 +102,8 @@ pub struct RunSnapshot {
     pub result: Option<Value>,
     /// The error its streams ended with, when it failed or was cancelled.
     pub error: Option<RunError>,
-    /// The principal it belongs to (`None`: started with auth off).
-    pub principal: Option<Arc<str>>,
+    /// Whom it belongs to (`None`: no one).
+    pub owner: Option<Owner>,
     /// The labels it was started with.
     pub labels: BTreeMap<String, String>,
     /// The idempotency key it was started with; empty for none.
@@ -123,8 +123,8 @@ pub struct RunFilter {
     pub page_size: usize,
     /// Where the previous page ended; empty for the first page.
     pub page_token: String,
-    /// Only runs of this principal (`None`: anyone's).
-    pub principal: Option<Arc<str>>,
+    /// Only runs of this owner (`None`: anyone's, and no one's).
+    pub owner: Option<Owner>,
     /// Only runs carrying every one of these labels, with the same value.
     pub labels: BTreeMap<String, String>,
 }
@@ -153,9 +153,8 @@ pub(crate) enum CancelReason {
 
 /// A run in the table.
 pub(crate) struct RunRecord {
-    pub(crate) tool: String,
-    pub(crate) agent: bool,
-    pub(crate) principal: Option<Arc<str>>,
+    pub(crate) kind: RunKind,
+    pub(crate) owner: Option<Owner>,
     pub(crate) create_time: SystemTime,
     pub(crate) log: Arc<RunLog>,
     pub(crate) cancel: CancellationToken,
@@ -234,8 +233,7 @@ impl RunRecord {
         RunSnapshot {
             run_id: Arc::clone(self.log.run_id()),
             state: run_state,
-            tool: self.tool.clone(),
-            agent: self.agent,
+            kind: self.kind.clone(),
             arguments: called.arguments,
             prompt: called.prompt,
             labels: called.labels,
@@ -246,7 +244,7 @@ impl RunRecord {
             progress,
             result,
             error,
-            principal: self.principal.clone(),
+            owner: self.owner.clone(),
             pending_inputs: if state.end.is_none() {
                 state.inputs.open.clone()
             } else {
@@ -316,21 +314,19 @@ impl RunTable {
     /// Adds a new run, created now.
     pub(crate) fn insert(
         &self,
-        tool: String,
-        agent: bool,
-        principal: Option<Arc<str>>,
+        kind: RunKind,
+        owner: Option<Owner>,
         log: Arc<RunLog>,
         cancel: CancellationToken,
     ) -> Arc<RunRecord> {
-        self.insert_created(SystemTime::now(), tool, agent, principal, log, cancel)
+        self.insert_created(SystemTime::now(), kind, owner, log, cancel)
     }
 
     fn insert_created(
         &self,
         create_time: SystemTime,
-        tool: String,
-        agent: bool,
-        principal: Option<Arc<str>>,
+        kind: RunKind,
+        owner: Option<Owner>,
         log: Arc<RunLog>,
         cancel: CancellationToken,
     ) -> Arc<RunRecord> {
@@ -338,9 +334,8 @@ impl RunTable {
         self.evict(&mut state);
         let position = ListPosition::new(create_time, Arc::clone(log.run_id()));
         let record = Arc::new(RunRecord {
-            tool,
-            agent,
-            principal,
+            kind,
+            owner,
             create_time,
             log,
             cancel,
@@ -385,8 +380,8 @@ impl RunTable {
                 .by_position
                 .range((Bound::Unbounded, below))
                 .rev()
-                .filter(|(_, record)| filter.tool.as_ref().is_none_or(|tool| &record.tool == tool))
-                .filter(|(_, record)| filter.accepts_principal(record.principal.as_deref()))
+                .filter(|(_, record)| filter.accepts_kind(&record.kind))
+                .filter(|(_, record)| filter.accepts_owner(record.owner.as_ref()))
                 .map(|(_, record)| Arc::clone(record))
                 .collect()
         };
@@ -471,11 +466,11 @@ impl RunFilter {
         }
     }
 
-    /// Whether a run of `principal` belongs in the page (`principal` is `None` with auth off).
-    pub(crate) fn accepts_principal(&self, principal: Option<&str>) -> bool {
-        self.principal
-            .as_deref()
-            .is_none_or(|wanted| principal == Some(wanted))
+    /// Whether a run of `owner` belongs in the page.
+    pub(crate) fn accepts_owner(&self, owner: Option<&Owner>) -> bool {
+        self.owner
+            .as_ref()
+            .is_none_or(|wanted| owner == Some(wanted))
     }
 
     /// Whether a run with `labels` belongs in the page: it carries every label asked for.
@@ -485,9 +480,17 @@ impl RunFilter {
             .all(|(key, value)| labels.get(key) == Some(value))
     }
 
-    /// Whether a run of `tool` in `state` belongs in the page.
-    pub(crate) fn accepts(&self, tool: &str, state: RunState) -> bool {
-        self.tool.as_ref().is_none_or(|t| t == tool) && self.state.is_none_or(|s| s == state)
+    /// Whether a run of `kind` belongs in the page: any run, or with a tool asked for, a run
+    /// of that tool.
+    pub(crate) fn accepts_kind(&self, kind: &RunKind) -> bool {
+        self.tool
+            .as_deref()
+            .is_none_or(|wanted| kind.tool() == Some(wanted))
+    }
+
+    /// Whether a run of `kind` in `state` belongs in the page.
+    pub(crate) fn accepts(&self, kind: &RunKind, state: RunState) -> bool {
+        self.accepts_kind(kind) && self.state.is_none_or(|s| s == state)
     }
 }
 
@@ -498,7 +501,7 @@ impl RunFilter {
 ///
 /// A page token is the position of the page's last run. That run is the caller's own, so the
 /// token tells nothing of the runs the caller may not see (a fleet-wide counter would: the gap
-/// between two of one principal's runs would count everyone else's).
+/// between two of one owner's runs would count everyone else's).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct ListPosition {
     /// When the run was created, in µs since the Unix epoch.
@@ -545,7 +548,7 @@ pub(crate) mod tests {
 
     use super::*;
 
-    /// A run for a listing test: (id, principal, seconds after the epoch it was created).
+    /// A run for a listing test: (id, owner, seconds after the epoch it was created).
     pub(crate) type ListedRun = (String, &'static str, u64);
 
     /// The `n`th run id of a test.
@@ -553,7 +556,7 @@ pub(crate) mod tests {
         format!("{n:032x}")
     }
 
-    /// Three runs of principal "a", alone and with 50 runs of "b" started between its first and
+    /// Three runs of owner "a", alone and with 50 runs of "b" started between its first and
     /// second, in the order they were created. (With a fleet-wide counter in the tokens, the token
     /// after "a"'s newest run named the ordinal of its second: 52 here, 2 alone.)
     pub(crate) fn alone_and_crowded() -> (Vec<ListedRun>, Vec<ListedRun>) {
@@ -564,9 +567,9 @@ pub(crate) mod tests {
         (alone, crowded)
     }
 
-    /// `principal`'s listing through `list`, a run a page: the pages' ids and the tokens between
+    /// `owner`'s listing through `list`, a run a page: the pages' ids and the tokens between
     /// them.
-    pub(crate) async fn pages_of<F, Fut>(principal: &str, list: F) -> (Vec<String>, Vec<String>)
+    pub(crate) async fn pages_of<F, Fut>(owner: &str, list: F) -> (Vec<String>, Vec<String>)
     where
         F: Fn(RunFilter) -> Fut,
         Fut: Future<Output = Result<RunPage, RunError>>,
@@ -574,7 +577,7 @@ pub(crate) mod tests {
         let (mut ids, mut tokens) = (Vec::new(), Vec::new());
         let mut filter = RunFilter {
             page_size: 1,
-            principal: Some(Arc::from(principal)),
+            owner: Some(Owner::new(owner)),
             ..RunFilter::default()
         };
         loop {
@@ -590,12 +593,11 @@ pub(crate) mod tests {
 
     fn table_of(runs: &[ListedRun]) -> RunTable {
         let table = RunTable::new(Duration::from_secs(3600), 1000);
-        for (id, principal, seconds) in runs {
+        for (id, owner, seconds) in runs {
             table.insert_created(
                 UNIX_EPOCH + Duration::from_secs(*seconds),
-                "t".into(),
-                false,
-                Some(Arc::from(*principal)),
+                RunKind::tool_run("t"),
+                Some(Owner::new(*owner)),
                 RunLog::new(Arc::from(id.as_str()), 8, 100),
                 CancellationToken::new(),
             );
@@ -603,15 +605,15 @@ pub(crate) mod tests {
         table
     }
 
-    fn memory_pages(runs: &[ListedRun], principal: &str) -> (Vec<String>, Vec<String>) {
+    fn memory_pages(runs: &[ListedRun], owner: &str) -> (Vec<String>, Vec<String>) {
         let table = table_of(runs);
-        futures::executor::block_on(pages_of(principal, |filter| {
+        futures::executor::block_on(pages_of(owner, |filter| {
             std::future::ready(table.list(&filter))
         }))
     }
 
     #[test]
-    fn page_tokens_tell_nothing_of_other_principals_runs() {
+    fn page_tokens_tell_nothing_of_other_owners_runs() {
         let (alone, crowded) = alone_and_crowded();
         let (ids, tokens) = memory_pages(&alone, "a");
         assert_eq!(ids, [id(3), id(2), id(1)]);

@@ -106,7 +106,10 @@ fn call_updates<'a>(
                 EventKind::Result(value) => Some(CallUpdate::Result(value.clone())),
                 _ => None,
             },
-            Err(error) => Some(CallUpdate::Failed(error.to_string())),
+            // Worded as every face words it (a limit named by its configuration key).
+            Err(error) => Some(CallUpdate::Failed(
+                status::from_run_error(error).message().to_owned(),
+            )),
         })
     })
 }
@@ -238,11 +241,7 @@ impl RegistryServer {
                 );
             }
         };
-        let called = if run.agent {
-            AGENT_TOOL
-        } else {
-            run.tool.as_str()
-        };
+        let called = run.kind.tool().unwrap_or(AGENT_TOOL);
         if called != request.name {
             let message = format!(
                 "requestState names a run of \"{called}\", not of \"{}\"",
@@ -351,7 +350,7 @@ impl RegistryServer {
                 max_steps: 0,
                 options: self.options(asking),
                 deadline,
-                principal: None,
+                owner: None,
                 idempotency_key: String::new(),
                 labels: Default::default(),
                 approval_required: Vec::new(),
@@ -364,7 +363,7 @@ impl RegistryServer {
                 arguments,
                 options: self.options(asking),
                 deadline,
-                principal: None,
+                owner: None,
                 idempotency_key: String::new(),
                 labels: Default::default(),
             };

@@ -8,7 +8,7 @@ impl Operations {
     /// that ids say nothing about runs one may not see.
     pub async fn get_run(&self, caller: &Caller, run_id: &str) -> Result<RunSnapshot, RunError> {
         let run = self.engine.get_run(given_run_id(run_id)?).await?;
-        if !caller.may_see(run.principal.as_deref()) {
+        if !caller.may_see(run.owner.as_ref()) {
             return Err(RunError::UnknownRun(run_id.to_owned()));
         }
         Ok(run)

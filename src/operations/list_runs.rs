@@ -10,7 +10,7 @@ impl Operations {
         caller: &Caller,
         mut filter: RunFilter,
     ) -> Result<RunPage, RunError> {
-        filter.principal = caller.owner();
+        filter.owner = caller.owner();
         self.engine.list_runs(&filter).await
     }
 }

@@ -33,7 +33,7 @@ impl Operations {
                 check_tool(caller, tool)?;
             }
         }
-        request.principal = caller.owner();
+        request.owner = caller.owner();
         once_stored(self.agent.start(request).await?).await
     }
 }

@@ -12,7 +12,7 @@ impl Operations {
         mut request: ToolRunRequest,
     ) -> Result<RunHandle, RunError> {
         check_tool(caller, &request.tool)?;
-        request.principal = caller.owner();
+        request.owner = caller.owner();
         once_stored(self.engine.run_tool(request).await?).await
     }
 }

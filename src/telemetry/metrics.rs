@@ -20,7 +20,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::grpc::GrpcMetrics;
-use crate::engine::{RunError, RunObserver};
+use crate::engine::{RunError, RunKind, RunObserver};
 
 /// The `tool` label of agent runs.
 pub const AGENT_LABEL: &str = "<agent>";
@@ -220,12 +220,8 @@ fn gauge_value(count: usize) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-fn tool_label(tool: &str) -> String {
-    if tool.is_empty() {
-        AGENT_LABEL.to_owned()
-    } else {
-        tool.to_owned()
-    }
+fn tool_label(kind: &RunKind) -> String {
+    kind.tool().unwrap_or(AGENT_LABEL).to_owned()
 }
 
 /// The gRPC code a run's outcome ends its streams with, by name.
@@ -252,19 +248,19 @@ impl Metrics {
 }
 
 impl RunObserver for Metrics {
-    fn run_started(&self, tool: &str) {
+    fn run_started(&self, kind: &RunKind) {
         self.runs_started
             .get_or_create(&ToolLabels {
-                tool: tool_label(tool),
+                tool: tool_label(kind),
             })
             .inc();
     }
 
-    fn run_finished(&self, tool: &str, outcome: Result<(), &RunError>, elapsed: Duration) {
+    fn run_finished(&self, kind: &RunKind, outcome: Result<(), &RunError>, elapsed: Duration) {
         let code = outcome_code(outcome);
         // Called inside the run's span: its outcome goes on the span too.
         crate::traces::record_outcome(&tracing::Span::current(), code);
-        let tool = tool_label(tool);
+        let tool = tool_label(kind);
         self.run_duration
             .get_or_create(&ToolLabels { tool: tool.clone() })
             .observe(elapsed.as_secs_f64());

@@ -79,7 +79,7 @@ pub(crate) fn tool_run_request(
             .map(|a| serde_json::Value::Object(struct_to_json(a))),
         options: run_options(request.options),
         deadline,
-        principal: None,
+        owner: None,
         labels,
         idempotency_key,
     }
@@ -101,7 +101,7 @@ pub(crate) fn agent_request(
         max_steps: request.max_steps,
         options: run_options(request.options),
         deadline,
-        principal: None,
+        owner: None,
         approval_required: request.approval_required,
     }
 }
@@ -180,7 +180,8 @@ impl From<&engine::RunEvent> for pb::RunEvent {
         let body = match &event.kind {
             EventKind::Started(started) => Event::Started(pb::RunStarted {
                 run_id: run_id.clone(),
-                tool: started.tool.clone(),
+                // Empty for an agent run, as the contract says.
+                tool: started.kind.tool_name().to_owned(),
                 model: started.model.clone(),
                 tools: started.tools.clone(),
                 max_steps: started.max_steps,

@@ -52,8 +52,8 @@ pub(crate) fn run_to_wire(run: RunSnapshot) -> pb::Run {
     pb::Run {
         run_id: run.run_id.to_string(),
         state: state_to_wire(run.state) as i32,
-        tool: run.tool,
-        agent: run.agent,
+        tool: run.kind.tool_name().to_owned(),
+        agent: run.kind.is_agent(),
         arguments: run.arguments.and_then(arguments_to_wire),
         prompt: run.prompt,
         create_time: Some(timestamp(run.create_time)),
@@ -102,7 +102,7 @@ pub(crate) fn run_filter(request: pb::ListRunsRequest) -> RunFilter {
         tool: (!request.tool.is_empty()).then_some(request.tool),
         page_size: request.page_size as usize,
         page_token: request.page_token,
-        principal: None,
+        owner: None,
         labels: request.labels.into_iter().collect(),
     }
 }

@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 use crate::config::{WebhookDelivery, WebhookEntry};
-use crate::engine::{RunError, RunObserver, RunSnapshot, RunState};
+use crate::engine::{RunError, RunKind, RunObserver, RunSnapshot, RunState};
 use crate::telemetry::metrics::{AGENT_LABEL, Metrics};
 use delivery::Delivery;
 pub(crate) use signature::Secret;
@@ -120,7 +120,7 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     fn wants(&self, event: WebhookEvent, run: &RunSnapshot) -> bool {
-        let tool = if run.agent { AGENT_LABEL } else { &run.tool };
+        let tool = run.kind.tool().unwrap_or(AGENT_LABEL);
         self.events.contains(&event) && self.tools.as_ref().is_none_or(|t| t.contains(tool))
     }
 }
@@ -296,12 +296,12 @@ pub struct WebhookObserver {
 }
 
 impl RunObserver for WebhookObserver {
-    fn run_started(&self, tool: &str) {
-        self.inner.run_started(tool);
+    fn run_started(&self, kind: &RunKind) {
+        self.inner.run_started(kind);
     }
 
-    fn run_finished(&self, tool: &str, outcome: Result<(), &RunError>, elapsed: Duration) {
-        self.inner.run_finished(tool, outcome, elapsed);
+    fn run_finished(&self, kind: &RunKind, outcome: Result<(), &RunError>, elapsed: Duration) {
+        self.inner.run_finished(kind, outcome, elapsed);
     }
 
     fn events_produced(&self, count: u64) {

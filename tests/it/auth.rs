@@ -488,7 +488,7 @@ async fn another_principal_gets_not_found_on_the_http_routes_and_the_websocket()
 #[tokio::test]
 async fn a_principal_at_its_run_limit_gets_resource_exhausted_naming_it() {
     let limits = Limits {
-        max_runs_per_principal: Some(1),
+        max_runs_per_owner: Some(1),
         ..Limits::default()
     };
     let server = server_with(limits, None).await;

@@ -388,6 +388,53 @@ fn help_shows_each_default_once() {
 }
 
 #[test]
+fn serve_help_shows_once_each_default_the_configuration_applies() {
+    let output = Command::new(BIN)
+        .args(["serve", "--help"])
+        .env_remove("TOOLSTREAM_CONFIG")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    // The help of a flag is the line after the one naming it.
+    let shown = |flag: &str| -> String {
+        let mut lines = help.lines();
+        lines
+            .find(|line| line.trim_start().starts_with(&format!("{flag} ")))
+            .unwrap_or_else(|| panic!("no {flag} in {help}"));
+        let line = lines.next().unwrap_or_default();
+        assert_eq!(line.matches("[default:").count(), 1, "{flag}: {line}");
+        let (_, default) = line.split_once("[default: ").unwrap();
+        default.trim_end().trim_end_matches(']').to_owned()
+    };
+    // What the server runs with when neither a flag, its variable nor a file sets anything.
+    let applied = toolstream::config::Config::load(None, Default::default()).unwrap();
+    let cases = [
+        ("--listen", applied.listen.to_string()),
+        ("--max-runs", applied.limits.max_concurrent_runs.to_string()),
+        (
+            "--grace-period-secs",
+            applied.limits.grace_period.as_secs().to_string(),
+        ),
+        (
+            "--max-message-bytes",
+            applied.limits.max_message_bytes.to_string(),
+        ),
+        (
+            "--max-steps",
+            toolstream::agent::DEFAULT_MAX_STEPS.to_string(),
+        ),
+        (
+            "--log-format",
+            format!("{:?}", applied.log_format).to_lowercase(),
+        ),
+        ("--store", applied.store.url.clone()),
+    ];
+    for (flag, default) in cases {
+        assert_eq!(shown(flag), default, "{flag}");
+    }
+}
+
+#[test]
 fn serve_writes_plain_logs_when_stderr_is_not_a_terminal() {
     // A pipe, as for a log file or a collector: no colour codes in the human format.
     let dir = tempfile::tempdir().unwrap();

@@ -346,7 +346,7 @@ async fn a_cancelled_runs_sub_tasks_do_not_count_as_finished() {
             arguments: None,
             options: Default::default(),
             deadline: None,
-            principal: None,
+            owner: None,
             labels: Default::default(),
             idempotency_key: String::new(),
         })

@@ -298,7 +298,10 @@ async fn a_client_certificate_names_the_principal_that_owns_its_runs() {
     assert!(status.is_none(), "{status:?}");
     let run_id = events[0].run_id.clone();
     let run = server.engine.get_run(&run_id).await.unwrap();
-    assert_eq!(run.principal.as_deref(), Some("alice"));
+    assert_eq!(
+        run.owner.as_ref().map(|owner| owner.as_str()),
+        Some("alice")
+    );
 
     let mut runs = pb::run_service_client::RunServiceClient::new(alice);
     runs.get_run(pb::GetRunRequest {

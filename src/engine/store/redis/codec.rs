@@ -11,9 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::engine::RunKind;
+use crate::engine::error::too_many_live_calls;
 use crate::engine::event::{CallArguments, CallTag, EventKind, OnDisconnect, RunEvent};
 use crate::engine::runs::{RunSnapshot, RunState, SNAPSHOT_CALLS, called_with};
-use crate::engine::{InputOutcome, InputRequest, RunError, RunOptions, RunStarted};
+use crate::engine::{InputOutcome, InputRequest, Owner, RunError, RunOptions, RunStarted};
 use crate::tools::{InputKind, PartialOutput, ProgressUpdate, ToolError};
 
 /// The record field holding the latest progress of the call with this id (empty: the top level).
@@ -195,7 +197,8 @@ fn call_from_stored(call: StoredCall) -> CallTag {
 pub(super) fn encode_event(event: &RunEvent) -> Option<String> {
     let kind = match &event.kind {
         EventKind::Started(started) => StoredKind::Started {
-            tool: started.tool.clone(),
+            // An agent run's is empty, as the first releases wrote it.
+            tool: started.kind.tool_name().to_owned(),
             arguments: started.arguments.clone(),
             prompt: started.prompt.clone(),
             model: started.model.clone(),
@@ -303,7 +306,7 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
             idempotency_key,
             input_timeout_ns,
         } => EventKind::Started(RunStarted {
-            tool,
+            kind: RunKind::from_tool_name(&tool),
             arguments,
             prompt,
             model,
@@ -321,7 +324,7 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
             },
             deadline: deadline_ns.map(Duration::from_nanos),
             // Kept in the run's record (its `principal` field), not in its events.
-            principal: None,
+            owner: None,
             labels,
             idempotency_key,
         }),
@@ -419,6 +422,10 @@ enum StoredError {
         tool: String,
         kind: StoredToolError,
         message: String,
+        /// Set when the run broke its limit of live calls (the kind is then `out_of_range`):
+        /// the limit. Earlier releases read the rest as a tool's error.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        live_call_limit: Option<usize>,
     },
     Panicked {
         what: String,
@@ -486,6 +493,12 @@ pub(super) fn encode_error(error: &RunError) -> String {
     let stored = match error.clone() {
         RunError::UnknownTool(name) => StoredError::UnknownTool { name },
         RunError::InvalidArguments(message) => StoredError::InvalidArguments { message },
+        RunError::TooManyLiveCalls { tool, limit } => StoredError::Tool {
+            tool,
+            kind: StoredToolError::OutOfRange,
+            message: too_many_live_calls(&limit),
+            live_call_limit: Some(limit),
+        },
         RunError::Tool { tool, error } => {
             let (kind, message) = match error {
                 ToolError::Failed(m) => (StoredToolError::Failed, m),
@@ -501,6 +514,7 @@ pub(super) fn encode_error(error: &RunError) -> String {
                 tool,
                 kind,
                 message,
+                live_call_limit: None,
             }
         }
         RunError::Panicked { what, message } => StoredError::Panicked { what, message },
@@ -523,9 +537,10 @@ pub(super) fn encode_error(error: &RunError) -> String {
             StoredError::StoreUnavailable { store, reason }
         }
         RunError::ReplicaLost { replica } => StoredError::ReplicaLost { replica },
-        RunError::PrincipalBusy { principal, limit } => {
-            StoredError::PrincipalBusy { principal, limit }
-        }
+        RunError::OwnerBusy { owner, limit } => StoredError::PrincipalBusy {
+            principal: owner,
+            limit,
+        },
         RunError::PermissionDenied(message) => StoredError::PermissionDenied { message },
         RunError::Internal(message) => StoredError::Internal { message },
     };
@@ -543,8 +558,14 @@ pub(super) fn decode_error(text: &str) -> RunError {
         StoredError::InvalidArguments { message } => RunError::InvalidArguments(message),
         StoredError::Tool {
             tool,
+            live_call_limit: Some(limit),
+            ..
+        } => RunError::TooManyLiveCalls { tool, limit },
+        StoredError::Tool {
+            tool,
             kind,
             message,
+            live_call_limit: None,
         } => RunError::Tool {
             tool,
             error: match kind {
@@ -578,9 +599,10 @@ pub(super) fn decode_error(text: &str) -> RunError {
             RunError::StoreUnavailable { store, reason }
         }
         StoredError::ReplicaLost { replica } => RunError::ReplicaLost { replica },
-        StoredError::PrincipalBusy { principal, limit } => {
-            RunError::PrincipalBusy { principal, limit }
-        }
+        StoredError::PrincipalBusy { principal, limit } => RunError::OwnerBusy {
+            owner: principal,
+            limit,
+        },
         StoredError::PermissionDenied { message } => RunError::PermissionDenied(message),
         StoredError::Internal { message } => RunError::Internal(message),
     }
@@ -609,12 +631,12 @@ fn state_from_name(name: &str) -> Option<RunState> {
 /// A run's record as read from its hash.
 #[derive(Debug, Clone)]
 pub(super) struct StoredRecord {
-    pub(super) tool: String,
-    pub(super) agent: bool,
+    /// From the fields `tool` (empty for an agent run) and `agent` (`1` for an agent run).
+    pub(super) kind: RunKind,
     pub(super) create_ns: u64,
     pub(super) owner: String,
-    /// The principal the run belongs to; empty with auth off.
-    pub(super) principal: String,
+    /// Whom the run belongs to (the hash field `principal`); empty for no one.
+    pub(super) belongs_to: String,
     pub(super) state: RunState,
     pub(super) end_ns: Option<u64>,
     pub(super) last_sequence: u64,
@@ -644,15 +666,19 @@ impl StoredRecord {
             .filter(|(name, _)| name.starts_with(INPUT_FIELD))
             .map(|(_, value)| value.clone())
             .collect();
+        let kind = if fields.get("agent").is_some_and(|agent| agent == "1") {
+            RunKind::Agent
+        } else {
+            RunKind::from_tool_name(fields.get("tool").map_or("", String::as_str))
+        };
         Some(StoredRecord {
             inputs,
-            agent: fields.get("agent").is_some_and(|a| a == "1"),
+            kind,
             create_ns: number(&fields, "create_ns").unwrap_or(0),
             end_ns: number(&fields, "end_ns"),
             last_sequence: number(&fields, "last_sequence").unwrap_or(0),
-            tool: fields.remove("tool").unwrap_or_default(),
             owner: fields.remove("owner").unwrap_or_default(),
-            principal: fields.remove("principal").unwrap_or_default(),
+            belongs_to: fields.remove("principal").unwrap_or_default(),
             started: fields.remove("started").unwrap_or_default(),
             result: fields.remove("result"),
             error: fields.remove("error"),
@@ -716,8 +742,7 @@ impl StoredRecord {
             },
             pending_inputs,
             run_id,
-            tool: self.tool.clone(),
-            agent: self.agent,
+            kind: self.kind.clone(),
             arguments: called.arguments,
             prompt: called.prompt,
             labels: called.labels,
@@ -731,7 +756,7 @@ impl StoredRecord {
                 .as_deref()
                 .and_then(|text| serde_json::from_str(text).ok()),
             error: self.error.as_deref().map(decode_error),
-            principal: (!self.principal.is_empty()).then(|| Arc::from(self.principal.as_str())),
+            owner: (!self.belongs_to.is_empty()).then(|| Owner::new(self.belongs_to.as_str())),
         }
     }
 }
@@ -754,7 +779,6 @@ mod tests {
     #[test]
     fn events_survive_the_store() {
         let started = RunStarted {
-            tool: "ticks".into(),
             arguments: Some(json!({"count": 3})),
             options: RunOptions {
                 min_progress_interval: Some(Duration::from_millis(5)),
@@ -763,19 +787,20 @@ mod tests {
                 input_timeout: Some(Duration::from_secs(2)),
             },
             deadline: Some(Duration::from_secs(3)),
-            ..RunStarted::default()
+            ..RunStarted::new(RunKind::tool_run("ticks"))
         };
         let EventKind::Started(back) = round_trip(EventKind::Started(started.clone())) else {
             panic!("not started");
         };
-        assert_eq!(back.tool, "ticks");
+        assert_eq!(back.kind, RunKind::tool_run("ticks"));
         assert_eq!(back.arguments, Some(json!({"count": 3})));
         let EventKind::Started(agent) = round_trip(EventKind::Started(RunStarted {
             prompt: "Hash Cargo.toml".into(),
-            ..RunStarted::default()
+            ..RunStarted::new(RunKind::Agent)
         })) else {
             panic!("not started");
         };
+        assert_eq!(agent.kind, RunKind::Agent);
         assert_eq!(
             (agent.arguments, agent.prompt.as_str()),
             (None, "Hash Cargo.toml")
@@ -869,6 +894,43 @@ mod tests {
     }
 
     #[test]
+    fn started_events_and_records_read_as_earlier_releases_wrote_them() {
+        // Replicas of two releases share a store during an upgrade: what one writes, the other
+        // reads, and writes back byte for byte.
+        let run_id: Arc<str> = Arc::from("r");
+        for (text, kind) in [
+            (
+                r#"{"s":1,"t":5,"e":{"kind":"started","tool":"ticks","arguments":{"count":3},"max_steps":0,"continue_without_caller":false}}"#,
+                RunKind::tool_run("ticks"),
+            ),
+            (
+                r#"{"s":1,"t":5,"e":{"kind":"started","tool":"","prompt":"hi","model":"m","max_steps":4,"continue_without_caller":true}}"#,
+                RunKind::Agent,
+            ),
+        ] {
+            let event = decode_event(&run_id, text).expect("readable");
+            let EventKind::Started(started) = &event.kind else {
+                panic!("not started: {text}");
+            };
+            assert_eq!(started.kind, kind);
+            assert_eq!(encode_event(&event).as_deref(), Some(text));
+        }
+        let record = |tool: &str, agent: &str| {
+            let fields = [("state", "running"), ("tool", tool), ("agent", agent)];
+            StoredRecord::parse(
+                fields
+                    .into_iter()
+                    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                    .collect(),
+            )
+            .expect("a record")
+            .kind
+        };
+        assert_eq!(record("ticks", "0"), RunKind::tool_run("ticks"));
+        assert_eq!(record("", "1"), RunKind::Agent);
+    }
+
+    #[test]
     fn errors_keep_their_variant_and_message() {
         for error in [
             RunError::CancelRequested,
@@ -879,6 +941,14 @@ mod tests {
             RunError::DeadlineExceeded(Duration::from_millis(1500)),
             RunError::ReplicaLost {
                 replica: "a-1".into(),
+            },
+            RunError::TooManyLiveCalls {
+                tool: "many".into(),
+                limit: 100,
+            },
+            RunError::OwnerBusy {
+                owner: "ann".into(),
+                limit: 2,
             },
         ] {
             let back = decode_error(&encode_error(&error));

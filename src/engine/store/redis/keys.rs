@@ -13,12 +13,12 @@
 //! | `{p}replica:{r}:cancel` | list | run ids whose cancellation was asked of `r` from elsewhere |
 //! | `{p}replica:{r}:inputs` | list | answers to input requests of `r`'s runs, given elsewhere |
 //! | `{p}reply:{u}` | list | `r`'s decision on one such answer, for the replica that took it |
-//! | `{p}principal:{{n}}:runs` | set | the runs in progress of principal `n`, across the fleet: `[auth] max_runs_per_principal` |
+//! | `{p}principal:{{n}}:runs` | set | the runs in progress of owner `n`, across the fleet: `Limits::max_runs_per_owner` |
 //! | `{p}label:{k}:{v}` | sorted set | the runs carrying label `k` = `v`, scored as `{p}runs`: ListRuns with a label filter |
 //! | `{p}idempotency:{d}` | string | the claim of an idempotency key (`d`: SHA-256 of the owner and the key): `<run id> <fingerprint> <µs>` |
 //!
-//! A principal's key carries its name as a hash tag (`{n}` in braces), so that in Redis Cluster
-//! each principal's count lives whole in one slot. It is one key per principal, touched twice per
+//! An owner's key carries its name as a hash tag (`{n}` in braces), so that in Redis Cluster
+//! each owner's count lives whole in one slot. It is one key per owner, touched twice per
 //! run (at its start and its end): far below what one Redis node serves, however many replicas.
 //!
 //! **Redis Cluster.** There every other key carries a hash tag too, so that what one script or
@@ -96,9 +96,10 @@ impl Keys {
         format!("{}replica:{}:runs", self.prefix, self.tag(replica))
     }
 
-    /// The runs in progress of `principal`, fleet-wide (empty: runs of no one).
-    pub(super) fn principal_runs(&self, principal: &str) -> String {
-        format!("{}principal:{{{principal}}}:runs", self.prefix)
+    /// The runs in progress of the owner `belongs_to`, fleet-wide (empty: runs of no one). The
+    /// key still says `principal`, as the first releases named it.
+    pub(super) fn owned_runs(&self, belongs_to: &str) -> String {
+        format!("{}principal:{{{belongs_to}}}:runs", self.prefix)
     }
 
     /// The runs carrying label `key` = `value` (a label key has no `:`, so the name is unambiguous).

@@ -243,19 +243,19 @@ impl Shared {
     }
 
     /// Redis Cluster: what a run's end changes outside the run's own slot, which one script does
-    /// with a single server. Each step is idempotent: the run leaves its owner's set and its
-    /// principal's (its place under `max_runs_per_principal` is free) and joins the finished
+    /// with a single server. Each step is idempotent: the run leaves its replica's set and its
+    /// owner's (its place under `max_runs_per_owner` is free) and joins the finished
     /// runs; the oldest finished beyond `max_runs` leave the index, and their keys go.
     async fn record_end_in_fleet(
         &self,
         run_id: &str,
         owner: &str,
-        principal: &str,
+        belongs_to: &str,
         end_ms: u64,
     ) -> redis::RedisResult<()> {
         let (mut first, mut second, mut third) = (self.conn(), self.conn(), self.conn());
         let owner_runs = first.srem::<_, _, ()>(self.keys.replica_runs(owner), run_id);
-        let principal_runs = second.srem::<_, _, ()>(self.keys.principal_runs(principal), run_id);
+        let owned = second.srem::<_, _, ()>(self.keys.owned_runs(belongs_to), run_id);
         let mut call = scripts::RUN_ENDED.prepare_invoke();
         call.key(self.keys.finished())
             .key(self.keys.index())
@@ -264,7 +264,7 @@ impl Shared {
             .arg(self.index_ttl())
             .arg(self.limits.max_runs);
         let finished = call.invoke_async::<Vec<String>>(&mut third);
-        let ((), (), evicted) = tokio::try_join!(owner_runs, principal_runs, finished)?;
+        let ((), (), evicted) = tokio::try_join!(owner_runs, owned, finished)?;
         for gone in evicted {
             // A run's two keys share its slot: one command.
             let _: () = self
@@ -307,8 +307,8 @@ impl Shared {
         if cluster && self.lease_alive(owner).await? {
             return Ok(false);
         }
-        // Whose run it is (it never changes): its end frees a place under the principal's limit.
-        let principal: String = self
+        // Whose run it is (it never changes): its end frees a place under the owner's limit.
+        let belongs_to: String = self
             .conn()
             .hget::<_, _, Option<String>>(self.keys.record(run_id), "principal")
             .await?
@@ -325,7 +325,7 @@ impl Shared {
                 .key(self.keys.finished())
                 .key(self.keys.replica_runs(owner))
                 .key(self.keys.lease(owner))
-                .key(self.keys.principal_runs(&principal));
+                .key(self.keys.owned_runs(&belongs_to));
         }
         let reply: String = call
             .arg(run_id)
@@ -341,7 +341,7 @@ impl Shared {
             .await?;
         let lost = reply == "lost";
         if cluster && lost {
-            self.record_end_in_fleet(run_id, owner, &principal, codec::unix_millis(now))
+            self.record_end_in_fleet(run_id, owner, &belongs_to, codec::unix_millis(now))
                 .await?;
         } else if cluster {
             // Not (or no longer) a running run of `owner`'s: out of its set, as the script does
@@ -358,7 +358,7 @@ impl Shared {
                 // Its owner may have died between writing the end and the rest of it: done here
                 // (again, harmlessly, if it did not).
                 let end_ms = ended.end_ns.map_or(0, |ns| ns / 1_000_000);
-                self.record_end_in_fleet(run_id, owner, &principal, end_ms)
+                self.record_end_in_fleet(run_id, owner, &belongs_to, end_ms)
                     .await?;
             }
         }
@@ -488,8 +488,8 @@ impl Shared {
                     }
                     record.snapshot(id)
                 };
-                if !filter.accepts(&snapshot.tool, snapshot.state)
-                    || !filter.accepts_principal(snapshot.principal.as_deref())
+                if !filter.accepts(&snapshot.kind, snapshot.state)
+                    || !filter.accepts_owner(snapshot.owner.as_ref())
                     || !filter.accepts_labels(&snapshot.labels)
                 {
                     continue;
@@ -823,9 +823,9 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
-    use crate::engine::RunStarted;
     use crate::engine::event::{EventKind, RunEvent};
     use crate::engine::runs::tests::{ListedRun, alone_and_crowded, id, pages_of};
+    use crate::engine::{RunKind, RunStarted};
     use test_redis::RedisServer;
     use writer::Header;
 
@@ -837,24 +837,20 @@ mod tests {
             ..StoreConfig::redis(redis.url())
         };
         let store = RedisStore::open(&config, &Limits::default()).await.unwrap();
-        for (id, principal, seconds) in runs {
+        for (id, belongs_to, seconds) in runs {
             let create_time = UNIX_EPOCH + Duration::from_secs(*seconds);
             let run_id: Arc<str> = Arc::from(id.as_str());
             let started = RunEvent::new(
                 Arc::clone(&run_id),
                 1,
                 create_time,
-                EventKind::Started(RunStarted {
-                    tool: "t".into(),
-                    ..RunStarted::default()
-                }),
+                EventKind::Started(RunStarted::new(RunKind::tool_run("t"))),
             );
             let header = Header {
                 run_id,
-                tool: "t".into(),
-                agent: false,
+                kind: RunKind::tool_run("t"),
                 create_ns: codec::unix_nanos(create_time),
-                principal: (*principal).to_owned(),
+                belongs_to: (*belongs_to).to_owned(),
                 started: codec::encode_event(&started).unwrap(),
                 labels: Default::default(),
                 claim_slot: String::new(),
@@ -868,15 +864,15 @@ mod tests {
         store
     }
 
-    async fn redis_pages(store: &RedisStore, principal: &str) -> (Vec<String>, Vec<String>) {
-        pages_of(principal, |filter| async move {
+    async fn redis_pages(store: &RedisStore, belongs_to: &str) -> (Vec<String>, Vec<String>) {
+        pages_of(belongs_to, |filter| async move {
             store.shared.list(&filter).await
         })
         .await
     }
 
     #[tokio::test]
-    async fn page_tokens_tell_nothing_of_other_principals_runs_across_the_fleet() {
+    async fn page_tokens_tell_nothing_of_other_owners_runs_across_the_fleet() {
         let redis = RedisServer::start();
         let (alone, crowded) = alone_and_crowded();
         let alone = store_of(&redis, "alone:", &alone).await;

@@ -29,6 +29,7 @@ use super::codec::{self, INPUT_FIELD, PROGRESS_FIELD};
 use super::keys::entry_id;
 use super::{RUNNING_TTL, Shared, millis, scripts};
 use crate::engine::RunError;
+use crate::engine::RunKind;
 use crate::engine::creation::claim_slot;
 use crate::engine::event::{EventKind, RunEvent, RunOptions};
 use crate::engine::reader::{EventStream, ReadFrom};
@@ -43,11 +44,10 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// What identifies a run in its record.
 pub(super) struct Header {
     pub(super) run_id: Arc<str>,
-    pub(super) tool: String,
-    pub(super) agent: bool,
+    pub(super) kind: RunKind,
     pub(super) create_ns: u64,
-    /// The principal the run belongs to; empty with auth off.
-    pub(super) principal: String,
+    /// Whom the run belongs to (an [`Owner`](crate::engine::Owner)'s name); empty for no one.
+    pub(super) belongs_to: String,
     /// The started event, stored.
     pub(super) started: String,
     /// The run's labels.
@@ -68,7 +68,7 @@ pub(super) async fn mirror(
     let (labels, claim_slot) = match started_event.as_deref().map(|event| &event.kind) {
         Some(EventKind::Started(started)) if !started.idempotency_key.is_empty() => (
             started.labels.clone(),
-            claim_slot(record.principal.as_deref(), &started.idempotency_key),
+            claim_slot(record.owner.as_ref(), &started.idempotency_key),
         ),
         Some(EventKind::Started(started)) => (started.labels.clone(), String::new()),
         _ => (BTreeMap::new(), String::new()),
@@ -81,10 +81,12 @@ pub(super) async fn mirror(
     };
     let header = Header {
         run_id: Arc::clone(record.run_id()),
-        tool: record.tool.clone(),
-        agent: record.agent,
+        kind: record.kind.clone(),
         create_ns: codec::unix_nanos(record.create_time),
-        principal: record.principal.as_deref().unwrap_or_default().to_owned(),
+        belongs_to: record
+            .owner
+            .as_ref()
+            .map_or_else(String::new, |owner| owner.as_str().to_owned()),
         started,
         labels,
         claim_slot,
@@ -92,10 +94,10 @@ pub(super) async fn mirror(
     match shared.create(&header, 1, 0, Recording::New).await {
         Ok(true) => {}
         Ok(false) => {
-            // At the principal's limit across the fleet: the run ends before it starts.
-            created.send_replace(Some(Err(RunError::PrincipalBusy {
-                principal: header.principal.clone(),
-                limit: shared.limits.max_runs_per_principal.unwrap_or_default(),
+            // At the owner's limit across the fleet: the run ends before it starts.
+            created.send_replace(Some(Err(RunError::OwnerBusy {
+                owner: header.belongs_to.clone(),
+                limit: shared.limits.max_runs_per_owner.unwrap_or_default(),
             })));
             return;
         }
@@ -394,7 +396,7 @@ impl Writer {
 /// Whether a run is recorded for the first time, or again after the store lost it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Recording {
-    /// A new run: refused when its principal has its limit of runs in progress.
+    /// A new run: refused when its owner has its limit of runs in progress.
     New,
     /// A run going on already: counted, never refused.
     Again,
@@ -402,8 +404,8 @@ pub(super) enum Recording {
 
 impl Shared {
     /// Records a run (again, with `last_sequence` and `evicted_through`, after the store lost it).
-    /// Returns false, recording nothing, when the run's principal has its limit of runs in
-    /// progress across the fleet (`[auth] max_runs_per_principal`; only for a new run).
+    /// Returns false, recording nothing, when the run's owner has its limit of runs in
+    /// progress across the fleet (`[auth] max_runs_per_owner`; only for a new run).
     pub(super) async fn create(
         &self,
         header: &Header,
@@ -412,10 +414,10 @@ impl Shared {
         recording: Recording,
     ) -> redis::RedisResult<bool> {
         let run_id = &*header.run_id;
-        // A principal's runs are counted in the store, so that the limit holds fleet-wide.
-        let limit = match (self.limits.max_runs_per_principal, recording) {
+        // A owner's runs are counted in the store, so that the limit holds fleet-wide.
+        let limit = match (self.limits.max_runs_per_owner, recording) {
             (None, _) => String::new(),
-            _ if header.principal.is_empty() => String::new(),
+            _ if header.belongs_to.is_empty() => String::new(),
             (Some(limit), Recording::New) => limit.to_string(),
             (Some(_), Recording::Again) => "0".to_owned(),
         };
@@ -429,18 +431,20 @@ impl Shared {
             .key(self.keys.events(run_id))
             .key(self.keys.index())
             .key(self.keys.replica_runs(&self.replica))
-            .key(self.keys.principal_runs(&header.principal));
+            .key(self.keys.owned_runs(&header.belongs_to));
         for (key, value) in &header.labels {
             call.key(self.keys.label(key, value));
         }
         let reply: String = call
             .arg(run_id)
             .arg(&self.replica)
-            .arg(&header.tool)
-            .arg(if header.agent { "1" } else { "0" })
+            // The fields `tool` (empty for an agent run) and `agent`, as the first releases
+            // wrote them.
+            .arg(header.kind.tool_name())
+            .arg(if header.kind.is_agent() { "1" } else { "0" })
             .arg(header.create_ns)
-            // The principal that started the run (empty while authentication is off).
-            .arg(&header.principal)
+            // Whom the run belongs to (empty for no one), in the field `owner`.
+            .arg(&header.belongs_to)
             .arg(&header.started)
             .arg(millis(RUNNING_TTL))
             .arg(self.index_ttl())
@@ -473,12 +477,12 @@ impl Shared {
             .saturating_sub(millis(RUNNING_TTL + self.limits.retention).saturating_mul(1000))
     }
 
-    /// [`Shared::create`] in Redis Cluster, where the run's keys, its principal's set, its
-    /// replica's set and the index are in different slots: the principal's admission first (its
+    /// [`Shared::create`] in Redis Cluster, where the run's keys, its owner's set, its
+    /// replica's set and the index are in different slots: the owner's admission first (its
     /// own script, idempotent by run id) and the run joining its replica's set (so that the
     /// replica's death is noticed for it, whatever happens next); then the run's record and
     /// stream (one script, on the run's slot); then the index. The caller learns the run id only
-    /// after all three. A recording that fails gives the principal's place back.
+    /// after all three. A recording that fails gives the owner's place back.
     async fn create_in_cluster(
         &self,
         header: &Header,
@@ -487,7 +491,7 @@ impl Shared {
         limit: &str,
     ) -> redis::RedisResult<bool> {
         let run_id = &*header.run_id;
-        let principal_runs = self.keys.principal_runs(&header.principal);
+        let owned = self.keys.owned_runs(&header.belongs_to);
         let mine = self.keys.replica_runs(&self.replica);
         let (mut first, mut second) = (self.conn(), self.conn());
         let admitted = async {
@@ -495,7 +499,7 @@ impl Shared {
                 return Ok("admitted".to_owned());
             }
             scripts::ADMIT
-                .key(&principal_runs)
+                .key(&owned)
                 .arg(run_id)
                 .arg(limit)
                 .arg(self.index_ttl())
@@ -521,17 +525,17 @@ impl Shared {
             .key(self.keys.events(run_id))
             .arg(run_id)
             .arg(&self.replica)
-            .arg(&header.tool)
-            .arg(if header.agent { "1" } else { "0" })
+            .arg(header.kind.tool_name())
+            .arg(if header.kind.is_agent() { "1" } else { "0" })
             .arg(header.create_ns)
-            .arg(&header.principal)
+            .arg(&header.belongs_to)
             .arg(&header.started)
             .arg(millis(RUNNING_TTL))
             .arg(self.index_ttl())
             .arg(last_sequence)
             .arg(evicted_through)
             .arg(header.create_ns / 1000)
-            // The principal was admitted above.
+            // The owner was admitted above.
             .arg("")
             .arg(self.claim_key(header))
             .arg(self.label_horizon(header))
@@ -539,7 +543,7 @@ impl Shared {
             .await;
         if let Err(error) = recorded {
             if !limit.is_empty() {
-                let _: redis::RedisResult<()> = self.conn().srem(&principal_runs, run_id).await;
+                let _: redis::RedisResult<()> = self.conn().srem(&owned, run_id).await;
             }
             return Err(error);
         }
@@ -604,7 +608,7 @@ impl Shared {
                 call.key(self.keys.index())
                     .key(self.keys.finished())
                     .key(self.keys.replica_runs(&self.replica))
-                    .key(self.keys.principal_runs(&header.principal));
+                    .key(self.keys.owned_runs(&header.belongs_to));
             }
             call.arg(codec::state_name(end.state))
                 .arg(end.end_ns)
@@ -645,7 +649,7 @@ impl Shared {
             _ => Reply::Written(reply.get(1).and_then(|n| n.parse().ok()).unwrap_or(0)),
         };
         if let (Some(end), Reply::Written(_), true) = (end, &reply, self.is_cluster()) {
-            self.end_in_fleet(run_id, &header.principal, end.end_ms)
+            self.end_in_fleet(run_id, &header.belongs_to, end.end_ms)
                 .await;
         }
         Ok(reply)
@@ -655,20 +659,20 @@ impl Shared {
     /// ended already (its end is in its record): this only frees its places and files it, so
     /// when the store does not take it at once it is retried in the background until it does
     /// (or the store closes; then, should this replica die, the sweep of its runs does it).
-    async fn end_in_fleet(self: &Arc<Self>, run_id: &str, principal: &str, end_ms: u64) {
+    async fn end_in_fleet(self: &Arc<Self>, run_id: &str, belongs_to: &str, end_ms: u64) {
         let filed = self
-            .record_end_in_fleet(run_id, &self.replica, principal, end_ms)
+            .record_end_in_fleet(run_id, &self.replica, belongs_to, end_ms)
             .await;
         if filed.is_ok() {
             return;
         }
-        let (shared, run_id, principal) =
-            (Arc::clone(self), run_id.to_owned(), principal.to_owned());
+        let (shared, run_id, belongs_to) =
+            (Arc::clone(self), run_id.to_owned(), belongs_to.to_owned());
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(50);
             loop {
                 let done = shared
-                    .record_end_in_fleet(&run_id, &shared.replica, &principal, end_ms)
+                    .record_end_in_fleet(&run_id, &shared.replica, &belongs_to, end_ms)
                     .await;
                 let Err(error) = done else { return };
                 tracing::debug!(%error, run_id, "cannot file the run's end in the fleet yet");
@@ -716,22 +720,18 @@ mod tests {
         };
         let store = RedisStore::open(&config, &Limits::default()).await.unwrap();
         let log = RunLog::new("run-1".into(), 8, 100);
-        log.push(EventKind::Started(RunStarted {
-            tool: "t".into(),
-            ..RunStarted::default()
-        }))
-        .unwrap();
+        log.push(EventKind::Started(RunStarted::new(RunKind::tool_run("t"))))
+            .unwrap();
         let record =
             store
                 .shared
                 .local
-                .insert("t".into(), false, None, log, CancellationToken::new());
+                .insert(RunKind::tool_run("t"), None, log, CancellationToken::new());
         let header = Header {
             run_id: Arc::clone(record.run_id()),
-            tool: "t".into(),
-            agent: false,
+            kind: RunKind::tool_run("t"),
             create_ns: 1,
-            principal: String::new(),
+            belongs_to: String::new(),
             started: codec::encode_event(record.log.lock().started.as_deref().unwrap()).unwrap(),
             labels: BTreeMap::new(),
             claim_slot: String::new(),
