@@ -70,9 +70,18 @@ def test_an_agent_run_carries_labels_and_a_key(start_server: Callable[..., Any])
             # The same key again: the first run's answer, not a second run.
             assert agent.run("Say hello", idempotency_key="hi-1") == "Hello."
             assert asyncio.run(agent.arun("Say hello", labels={"kind": "async"})) == "Hello again."
+
+            async def streamed() -> List[str]:
+                events = agent.arun_stream("Say hello", labels={"kind": "streamed"},
+                                           idempotency_key="hi-1")
+                return [event.type async for event in events]
+
+            # The key of the first run: its events again, no new run.
+            assert "result" in asyncio.run(streamed())
             [run] = list(client.runs(labels={"kind": "greeting"}))
             assert run.agent and run.idempotency_key == "hi-1"
             assert [r.labels for r in client.runs(labels={"kind": "async"})] == [{"kind": "async"}]
+            assert list(client.runs(labels={"kind": "streamed"})) == []
         assert len(model.requests) == 2
     finally:
         model.close()

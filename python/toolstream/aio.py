@@ -492,10 +492,14 @@ class AsyncAgent(BaseAgent[AsyncClient]):
         *,
         timeout: Optional[float] = None,
         min_interval: Optional[float] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
     ) -> AsyncIterator[ProgressEvent]:
         """Every event of the agent's run, typed by ``event.type``; raises the run's error after
-        the last event. Leaving the loop early cancels the run."""
-        stream = await self.stream(prompt, timeout=timeout, min_interval=min_interval)
+        the last event. Leaving the loop early cancels the run. ``labels`` and
+        ``idempotency_key`` as for :meth:`run`."""
+        stream = await self.stream(prompt, timeout=timeout, min_interval=min_interval,
+                                   labels=labels, idempotency_key=idempotency_key)
         try:
             async for event in stream.events():
                 yield event
@@ -553,10 +557,14 @@ async def stream_agent(
     *,
     timeout: Optional[float],
     min_interval: Optional[float],
+    labels: Optional[Mapping[str, str]] = None,
+    idempotency_key: Optional[str] = None,
 ) -> AsyncIterator[ProgressEvent]:
     """:meth:`toolstream.Agent.arun_stream`: as :meth:`AsyncAgent.arun_stream`, on a connection
     of its own, closed after."""
     twin = _twin(client, agent)
     async with twin._client:
-        async for event in twin.arun_stream(prompt, timeout=timeout, min_interval=min_interval):
+        events = twin.arun_stream(prompt, timeout=timeout, min_interval=min_interval,
+                                  labels=labels, idempotency_key=idempotency_key)
+        async for event in events:
             yield event

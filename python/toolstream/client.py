@@ -581,12 +581,16 @@ class Agent(BaseAgent[Client]):
         *,
         timeout: Optional[float] = None,
         min_interval: Optional[float] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
     ) -> AsyncIterator[ProgressEvent]:
         """Every event of the agent's run, for asyncio (``async for event in ...``), typed by
         ``event.type``; raises the run's error after the last event. Runs as
-        :meth:`toolstream.AsyncAgent.arun_stream`."""
+        :meth:`toolstream.AsyncAgent.arun_stream`; ``labels`` and ``idempotency_key`` as for
+        :meth:`run`."""
         from . import aio  # see arun
 
         return aio.stream_agent(
-            self._client, self, prompt, timeout=timeout, min_interval=min_interval
+            self._client, self, prompt, timeout=timeout, min_interval=min_interval,
+            labels=labels, idempotency_key=idempotency_key,
         )
