@@ -878,17 +878,36 @@ fn serve(kind: &str, lines_file: Option<String>) {
             let bare = BareService::default();
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            tonic::transport::Server::builder()
-                .initial_stream_window_size(1024 * 1024)
-                .initial_connection_window_size(16 * 1024 * 1024)
-                .max_concurrent_streams(16_384)
-                .http2_keepalive_interval(Some(Duration::from_secs(30)))
-                .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            tonic_server()
                 .add_service(ToolServiceServer::new(bare.clone()))
                 .add_service(RunServiceServer::new(bare))
                 .serve_with_incoming_shutdown(incoming, stop)
                 .await
                 .expect("bare server");
+        } else if kind == "toolstream-tonic" {
+            // toolstream's gRPC services (the engine, the operations, the encoded events) served
+            // by tonic's own server with bare's settings, without the listener, the router and
+            // its layers: tells their cost from the engine's.
+            let registry = Arc::new(toolstream_registry(None).await);
+            let engine = toolstream::engine::Engine::new(registry, Limits::default());
+            let agent = toolstream::agent::Agent::new(engine, Default::default());
+            let operations = Arc::new(toolstream::operations::Operations::new(Arc::new(agent)));
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            tonic_server()
+                .add_service(
+                    toolstream::pb::encoded::tool_service_server::ToolServiceServer::new(
+                        toolstream::transport::ToolServiceImpl::new(Arc::clone(&operations)),
+                    ),
+                )
+                .add_service(
+                    toolstream::pb::encoded::run_service_server::RunServiceServer::new(
+                        toolstream::transport::RunServiceImpl::new(operations),
+                    ),
+                )
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await
+                .expect("toolstream on tonic's server");
         } else {
             let limits = Limits {
                 grace_period: Duration::from_millis(100),
@@ -929,6 +948,16 @@ fn serve(kind: &str, lines_file: Option<String>) {
                 .expect("toolstream server");
         }
     });
+}
+
+/// tonic's own server with the HTTP/2 settings of toolstream's listener.
+fn tonic_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(1024 * 1024)
+        .initial_connection_window_size(16 * 1024 * 1024)
+        .max_concurrent_streams(16_384)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
 }
 
 /// A server in a child process.
@@ -1541,7 +1570,10 @@ async fn fan_out_pair(count: u64, interval_us: u64) -> (FanOutStats, FanOutStats
     eprintln!("fan-out: bare server pid {}", fresh.child.id());
     let bare = fan_out(&fresh, true, WATCHERS, 10, count, interval_us).await;
     drop(fresh);
-    let fresh = ServerProcess::start("toolstream", None);
+    // `TOOLSTREAM_BENCH_FANOUT_KIND=toolstream-tonic`: toolstream's services on tonic's own
+    // server (see `serve`), for telling the listener's share of the cost from the engine's.
+    let kind = std::env::var("TOOLSTREAM_BENCH_FANOUT_KIND").unwrap_or("toolstream".into());
+    let fresh = ServerProcess::start(&kind, None);
     eprintln!("fan-out: toolstream server pid {}", fresh.child.id());
     let ts = fan_out(&fresh, false, WATCHERS, 10, count, interval_us).await;
     drop(fresh);
