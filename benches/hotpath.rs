@@ -14,8 +14,12 @@
 //! server CPU per event); and memory per open stream and per watcher.
 //!
 //! Partial results (issue 26): delivered partial results/s on 1 and 64 streams against the bare
-//! service sending the same messages, with a line of their own, `bench-partials:
-//! ratio_partials_1=R1 ratio_partials_64=R64`; `-- --partials` runs only that measure.
+//! service sending the same messages, and the server's CPU per one, with a line of their own,
+//! `bench-partials: ratio_partials_1=R1 ratio_partials_64=R64 cpu_ratio_partial_1=C1
+//! cpu_ratio_partial_64=C64`; `-- --partials [ROUNDS]` runs only that measure. Through Redis: a
+//! watcher on replica B of a run on replica A against `redis-benchmark`'s pipelined XADD rate,
+//! and A → B latency (`-- --redis`). The MCP face: `tools/call` with progress over `/mcp` against
+//! the same RunTool over gRPC (`-- --mcp`). `-- --fanout [ROUNDS]` runs only the fan-out.
 //!
 //! The client (this process) and the servers are pinned to separate cores where the machine has
 //! two or more (`--no-pin` leaves them unpinned); the output says which. A server's CPU time is
@@ -23,12 +27,13 @@
 //!
 //! The last line is machine-readable; the headline keys come first, the cost of an event (server
 //! CPU per delivered event, toolstream over bare tonic in the same run):
-//! `bench: cpu_ratio_1=C1 cpu_ratio_64=C64 cpu_ratio_fanout=CF fleet_cpu_ratio=C
-//! fleet_p99_ratio=P cpu_per_event_ns_1=N1 cpu_per_event_ns_64=N64 bare_cpu_per_event_ns_1=B1
+//! `bench: cpu_ratio_1=C1 cpu_ratio_64=C64 cpu_ratio_fanout=CF cpu_ratio_partial_1=CP1
+//! cpu_ratio_partial_64=CP64 fleet_cpu_ratio=C fleet_p99_ratio=P cpu_per_event_ns_1=N1 cpu_per_event_ns_64=N64 bare_cpu_per_event_ns_1=B1
 //! bare_cpu_per_event_ns_64=B64 cost_within_baseline=0|1 pinned=0|1 load_start=L load_end=L
 //! ratio_1=R1 ratio_64=R64 p99_overhead_us=U rss_per_stream_kb=K slow_reader_tool_slowdown=S
 //! fanout_events_per_s=F fanout_rss_growth_kb=G ratio_min_1=M1 ratio_min_64=M64 ratio_fanout=RF
-//! fleet_p50_ms=L50 fleet_p99_ms=L99 rss_per_watcher_kb=W subtasks_...`
+//! fleet_p50_ms=L50 fleet_p99_ms=L99 rss_per_watcher_kb=W subtasks_... ratio_partials_...
+//! mcp_... redis_...` (docs/benchmark.md lists them all).
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
@@ -42,7 +47,8 @@ use serde_json::json;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
-use toolstream::config::Limits;
+use toolstream::config::{HttpConfig, Limits, McpConfig};
+use toolstream::engine::{Store, StoreConfig};
 use toolstream::json_proto::{json_to_struct, struct_to_json};
 use toolstream::pb::run_event::Event;
 use toolstream::pb::run_service_client::RunServiceClient;
@@ -326,16 +332,30 @@ async fn toolstream_registry(lines_file: Option<&str>) -> ToolRegistry {
 #[derive(serde::Deserialize, schemars::JsonSchema)]
 struct PartialsArgs {
     count: u64,
+    /// Microseconds between two (0, the default: as fast as it can).
+    #[serde(default)]
+    interval_us: u64,
 }
 
-/// `partials`: `count` partial results as fast as it can, each the next item of the output
-/// "items" (the bare service's `partials` sends the same messages).
+/// `partials`: `count` partial results, each the next item of the output "items" (the bare
+/// service's `partials` sends the same messages), every `interval_us`, or as fast as it can,
+/// yielding to the scheduler every 64 as the built-in `ticks` does (a tool that never yields
+/// holds its worker: no reader of the run, and no other run on it, moves until it ends).
 fn partials_tool() -> impl toolstream::tools::Tool {
     tool_fn(
         "partials",
         "Emits `count` partial results.",
         |args: PartialsArgs, progress: Progress| async move {
+            let interval = Duration::from_micros(args.interval_us);
+            let mut ticker = (!interval.is_zero()).then(|| tokio::time::interval(interval));
             for i in 1..=args.count {
+                match ticker.as_mut() {
+                    Some(ticker) => {
+                        ticker.tick().await;
+                    }
+                    None if i % 64 == 0 => tokio::task::yield_now().await,
+                    None => {}
+                }
                 progress.partial_append("items", json!({"item": i}))?;
             }
             Ok::<_, ToolError>(json!({"count": args.count}))
@@ -343,17 +363,45 @@ fn partials_tool() -> impl toolstream::tools::Tool {
     )
 }
 
+/// What the partial-results measure saw: bare's and toolstream's throughput on 1 stream and on
+/// 64.
+struct PartialResults {
+    bare_1: Throughput,
+    ts_1: Throughput,
+    bare_64: Throughput,
+    ts_64: Throughput,
+}
+
+impl PartialResults {
+    /// Delivered partial results/s, toolstream over bare, on 1 and on 64 streams.
+    fn ratios(&self) -> (f64, f64) {
+        (
+            self.ts_1.per_sec / self.bare_1.per_sec,
+            self.ts_64.per_sec / self.bare_64.per_sec,
+        )
+    }
+
+    /// Server CPU per delivered partial result, toolstream over bare, on 1 and on 64 streams.
+    fn cpu_ratios(&self) -> (f64, f64) {
+        (
+            self.ts_1.cpu_us / self.bare_1.cpu_us,
+            self.ts_64.cpu_us / self.bare_64.cpu_us,
+        )
+    }
+}
+
 /// Delivered partial results per second on 1 and 64 streams, toolstream's `partials` against
-/// the bare service sending the same messages (issue 26). Partial results are never coalesced,
-/// so every one is delivered: the line under each says so. Prints its own machine-readable line,
-/// `bench-partials: ratio_partials_1=R1 ratio_partials_64=R64`.
-async fn partial_results(bare: &ServerProcess, ts: &ServerProcess, quick: bool) {
+/// the bare service sending the same messages (issue 26), and the server's CPU per delivered
+/// one. Partial results are never coalesced, so every one is delivered: the line under each says
+/// so. Prints its own machine-readable line, `bench-partials: ratio_partials_1=R1
+/// ratio_partials_64=R64 cpu_ratio_partial_1=C1 cpu_ratio_partial_64=C64`.
+async fn partial_results(bare: &ServerProcess, ts: &ServerProcess, quick: bool) -> PartialResults {
     let (single, per_stream) = if quick {
         (100_000, 5_000)
     } else {
         (400_000, 20_000)
     };
-    let mut ratios = Vec::new();
+    let mut measured = Vec::new();
     for (streams, count) in [(1, single), (64, per_stream)] {
         let bare = throughput(bare, "partials", streams, count).await;
         let ts = throughput(ts, "partials", streams, count).await;
@@ -374,14 +422,436 @@ async fn partial_results(bare: &ServerProcess, ts: &ServerProcess, quick: bool) 
             "  events delivered / produced"
         );
         println!(
-            "{:<44} {:>14.2} {:>14.2}",
-            "  server CPU per delivered event (µs)", bare.cpu_us, ts.cpu_us
+            "{:<44} {:>14.2} {:>14.2} {:>8.2}",
+            "  server CPU per delivered event (µs)",
+            bare.cpu_us,
+            ts.cpu_us,
+            ts.cpu_us / bare.cpu_us
         );
-        ratios.push(ratio);
+        measured.push((bare, ts));
     }
+    let partials = PartialResults {
+        bare_1: measured[0].0,
+        ts_1: measured[0].1,
+        bare_64: measured[1].0,
+        ts_64: measured[1].1,
+    };
+    let ((ratio_1, ratio_64), (cpu_1, cpu_64)) = (partials.ratios(), partials.cpu_ratios());
     println!(
-        "bench-partials: ratio_partials_1={:.3} ratio_partials_64={:.3}",
-        ratios[0], ratios[1]
+        "bench-partials: ratio_partials_1={ratio_1:.3} ratio_partials_64={ratio_64:.3} \
+         cpu_ratio_partial_1={cpu_1:.3} cpu_ratio_partial_64={cpu_64:.3}"
+    );
+    partials
+}
+
+// ---------------------------------------------------------------------------------------------
+// The MCP face: a tools/call with progress over `/mcp` against the same RunTool over gRPC.
+
+/// The MCP revision the bench's client speaks.
+const MCP_PROTOCOL: &str = "2025-11-25";
+
+/// A plain Streamable HTTP MCP client (JSON-RPC over POST, replies as SSE), one session on one
+/// HTTP/1.1 connection: the server's share of a call's cost, without an SDK's.
+struct McpSession {
+    http: reqwest::Client,
+    url: String,
+    session: String,
+}
+
+impl McpSession {
+    async fn open(addr: SocketAddr) -> McpSession {
+        let http = reqwest::Client::builder()
+            .http1_only()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(1)
+            .build()
+            .expect("HTTP client");
+        let url = format!("http://{addr}/mcp");
+        let opened = http
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": MCP_PROTOCOL,
+                    "capabilities": {},
+                    "clientInfo": {"name": "hotpath", "version": "1"},
+                },
+            }))
+            .send()
+            .await
+            .expect("MCP initialize");
+        let session = opened
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let _ = opened.bytes().await;
+        let session = McpSession { http, url, session };
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let _ = session.post(&initialized).await.bytes().await;
+        session
+    }
+
+    async fn post(&self, body: &serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &self.session)
+            .header("mcp-protocol-version", MCP_PROTOCOL)
+            .json(body)
+            .send()
+            .await
+            .expect("MCP request")
+    }
+
+    /// One `tools/call` of `tool` with a progress token: the progress notifications received,
+    /// and whether the call ended with its (successful) result.
+    async fn call(&self, id: u64, tool: &str, arguments: serde_json::Value) -> (u64, bool) {
+        let request = json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments, "_meta": {"progressToken": id}},
+        });
+        let mut body = self.post(&request).await.bytes_stream();
+        let (mut progress, mut pending) = (0, Vec::new());
+        while let Some(Ok(chunk)) = body.next().await {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|&byte| byte == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                // SSE: the JSON-RPC messages are the `data:` lines (a JSON reply is one line).
+                let data = line.strip_prefix(b"data:").unwrap_or(&line[..]);
+                let Ok(message) = serde_json::from_slice::<serde_json::Value>(data) else {
+                    continue;
+                };
+                if message["method"] == "notifications/progress" {
+                    progress += 1;
+                } else if message["id"] == id {
+                    let failed = message.get("error").is_some()
+                        || message["result"]["isError"].as_bool().unwrap_or(false);
+                    // The server ends the call's event stream after its reply: read it to its
+                    // end, so that the connection serves the next call.
+                    let rest = async { while let Some(Ok(_)) = body.next().await {} };
+                    let _ = tokio::time::timeout(Duration::from_secs(5), rest).await;
+                    return (progress, !failed);
+                }
+            }
+        }
+        (progress, false)
+    }
+}
+
+/// What the MCP measure saw: sequential calls per second, and progress delivered per second
+/// within one long call, each way.
+#[derive(Default)]
+struct McpFace {
+    grpc_calls_per_s: f64,
+    mcp_calls_per_s: f64,
+    grpc_events_per_s: f64,
+    mcp_events_per_s: f64,
+    /// Progress delivered in the long call.
+    grpc_events: u64,
+    mcp_events: u64,
+    /// Server CPU per delivered progress event in the long call (µs).
+    grpc_cpu_us: f64,
+    mcp_cpu_us: f64,
+    /// Calls that did not end with their result.
+    failed: u64,
+}
+
+/// `calls` sequential calls of `ticks` (`ticks` reports each, no pause) over gRPC RunTool and
+/// over `/mcp` (each on one connection, progress every report: the bench's server sends `/mcp`
+/// progress without an interval); then one call of `long` reports each way: progress delivered
+/// per second and the server's CPU per delivered event.
+async fn mcp_face(server: &ServerProcess, calls: u64, ticks: u64, long: u64) -> McpFace {
+    let mut face = McpFace::default();
+    let grpc = ToolServiceClient::new(channel(server.addr).await);
+    let mcp = McpSession::open(server.addr).await;
+    let arguments = |count: u64| json!({"count": count, "interval_ms": 0});
+    let start = Instant::now();
+    for _ in 0..calls {
+        let stats = read_stream(grpc.clone(), request("ticks", arguments(ticks)), None).await;
+        face.failed += u64::from(stats.errors > 0 || stats.result_at == 0.0);
+    }
+    face.grpc_calls_per_s = calls as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    for id in 1..=calls {
+        let (_, ended) = mcp.call(id, "ticks", arguments(ticks)).await;
+        face.failed += u64::from(!ended);
+    }
+    face.mcp_calls_per_s = calls as f64 / start.elapsed().as_secs_f64();
+
+    let pid = server.child.id();
+    let (cpu_before, start) = (process_cpu_secs(pid), Instant::now());
+    let stats = read_stream(grpc.clone(), request("ticks", arguments(long)), None).await;
+    let seconds = start.elapsed().as_secs_f64();
+    // Progress only: `started` and `result` are not counted.
+    face.grpc_events = stats.delivered.saturating_sub(2);
+    face.grpc_events_per_s = face.grpc_events as f64 / seconds;
+    face.grpc_cpu_us = (process_cpu_secs(pid) - cpu_before) * 1e6 / face.grpc_events.max(1) as f64;
+    let (cpu_before, start) = (process_cpu_secs(pid), Instant::now());
+    let (progress, ended) = mcp.call(calls + 1, "ticks", arguments(long)).await;
+    let seconds = start.elapsed().as_secs_f64();
+    face.failed += u64::from(!ended);
+    face.mcp_events = progress;
+    face.mcp_events_per_s = progress as f64 / seconds;
+    face.mcp_cpu_us = (process_cpu_secs(pid) - cpu_before) * 1e6 / progress.max(1) as f64;
+    face
+}
+
+fn print_mcp_face(face: &McpFace) {
+    println!(
+        "{:<44} {:>14} {:>14} {:>8}",
+        "MCP face (issue 30)", "gRPC RunTool", "/mcp", "ratio"
+    );
+    println!(
+        "{:<44} {:>14.0} {:>14.0} {:>8.2}",
+        "  calls/s, sequential, 20 reports each",
+        face.grpc_calls_per_s,
+        face.mcp_calls_per_s,
+        face.mcp_calls_per_s / face.grpc_calls_per_s
+    );
+    println!(
+        "{:<44} {:>14.0} {:>14.0} {:>8.2}",
+        "  progress/s delivered in one long call",
+        face.grpc_events_per_s,
+        face.mcp_events_per_s,
+        face.mcp_events_per_s / face.grpc_events_per_s
+    );
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "  progress delivered in it", face.grpc_events, face.mcp_events
+    );
+    println!(
+        "{:<44} {:>14.2} {:>14.2} {:>8.2}",
+        "  server CPU per delivered progress (µs)",
+        face.grpc_cpu_us,
+        face.mcp_cpu_us,
+        face.mcp_cpu_us / face.grpc_cpu_us
+    );
+    println!("{:<44} {:>14}", "  calls without their result", face.failed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Partial results through Redis (issue 26): a run on replica A, watched on replica B.
+
+/// A `redis-server` of the bench's own on a free port, without persistence, stopped when dropped.
+struct RedisProcess {
+    child: Child,
+    port: u16,
+}
+
+impl RedisProcess {
+    /// Starts one on the servers' cores (where the bench pinned them); `None` when `redis-server`
+    /// cannot be started.
+    fn start() -> Option<RedisProcess> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .ok()?
+            .port();
+        let args = [
+            "redis-server",
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .map(str::to_owned);
+        let child = on_server_cores(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let redis = RedisProcess { child, port };
+        let began = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if began.elapsed() > Duration::from_secs(10) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Pipelined XADDs per second (16 per round trip, redis-benchmark's 50 clients), each
+    /// adding an entry of one field holding `payload` bytes (as the store's entries hold an
+    /// encoded event), by `redis-benchmark` on the client's cores; `None` when it cannot run.
+    fn xadd_per_sec(&self, requests: u64, payload: usize) -> Option<f64> {
+        let value = "x".repeat(payload);
+        let output = Command::new("redis-benchmark")
+            .args(["-p", &self.port.to_string(), "-P", "16", "-q", "-n"])
+            .arg(requests.to_string())
+            .args(["XADD", "bench:xadd", "*", "e", &value])
+            .output()
+            .ok()?;
+        // `XADD bench:xadd * e xxx...: 312500.00 requests per second, p50=...`; a progress line
+        // ending in `\r` may come before it.
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.rsplit('\r').flat_map(str::lines).find_map(|line| {
+            let (_, rate) = line.rsplit_once(": ")?;
+            rate.split_whitespace().next()?.parse().ok()
+        })
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `args` as a command pinned to the servers' cores (with `taskset`) when the bench pinned them.
+fn on_server_cores(args: &[String]) -> Command {
+    match SERVER_CORES.get() {
+        Some(cores) if !cores.is_empty() => {
+            let list: Vec<String> = cores.iter().map(ToString::to_string).collect();
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(list.join(",")).args(args);
+            command
+        }
+        _ => {
+            let mut command = Command::new(&args[0]);
+            command.args(&args[1..]);
+            command
+        }
+    }
+}
+
+/// What the Redis measure saw.
+#[derive(Default)]
+struct RedisPartials {
+    /// `redis-benchmark`'s pipelined XADDs per second, same machine, same run.
+    xadd_per_s: f64,
+    /// Partial results a watcher on replica B received per second, from the call on replica A
+    /// to the watcher's `result`.
+    delivered_per_s: f64,
+    delivered: u64,
+    produced: u64,
+    /// Tool emits on A (the event's timestamp) → the watcher on B receives, at 1,000 partial
+    /// results per second (ms).
+    p50_ms: f64,
+    p99_ms: f64,
+    latency_samples: usize,
+}
+
+/// A watcher of `run_id` on `addr` from the run's first event: the partial results it received,
+/// with their latency (s) when `latencies`, until the run's result.
+async fn watch_partials(addr: SocketAddr, run_id: String, latencies: bool) -> (u64, Vec<f64>) {
+    let mut client = RunServiceClient::new(channel(addr).await);
+    let request = pb::WatchRunRequest {
+        run_id,
+        ..pb::WatchRunRequest::default()
+    };
+    // The run's record reaches the store as the run starts: B may not know it for a moment.
+    let mut attempts = 0;
+    let mut events = loop {
+        match client.watch_run(request.clone()).await {
+            Ok(response) => break response.into_inner(),
+            Err(_) if attempts < 250 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => return (0, Vec::new()),
+        }
+    };
+    let (mut received, mut samples) = (0, Vec::new());
+    while let Some(Ok(event)) = events.next().await {
+        match event.event {
+            Some(Event::PartialResult(_)) => {
+                received += 1;
+                if latencies {
+                    samples.push(unix_now() - timestamp_secs(&event));
+                }
+            }
+            Some(Event::Result(_)) => break,
+            _ => {}
+        }
+    }
+    (received, samples)
+}
+
+/// Partial results through Redis: a fresh `redis-server`, `redis-benchmark`'s pipelined XADD
+/// rate on it, then two toolstream replicas sharing it. Throughput: `count` partial results as
+/// fast as the tool makes them, in a detached run on replica A, watched from its first event on
+/// replica B. Latency: `paced` of them at 1,000/s, likewise. `None` when Redis is not installed.
+async fn redis_partials(count: u64, paced: u64) -> Option<RedisPartials> {
+    let redis = RedisProcess::start()?;
+    let mut measured = RedisPartials {
+        // About the size of a stored partial-result event.
+        xadd_per_s: redis.xadd_per_sec(4 * count, 80)?,
+        ..RedisPartials::default()
+    };
+    let url = redis.url();
+    let a = ServerProcess::start("toolstream-redis", Some(&url));
+    let b = ServerProcess::start("toolstream-redis", Some(&url));
+    let to_a = channel(a.addr).await;
+
+    let start = Instant::now();
+    let run_id = start_detached(&to_a, "partials", json!({"count": count})).await;
+    let (delivered, _) = watch_partials(b.addr, run_id, false).await;
+    measured.delivered_per_s = delivered as f64 / start.elapsed().as_secs_f64();
+    (measured.delivered, measured.produced) = (delivered, count);
+
+    let arguments = json!({"count": paced, "interval_us": 1000});
+    let run_id = start_detached(&to_a, "partials", arguments).await;
+    let (_, mut latencies) = watch_partials(b.addr, run_id, true).await;
+    latencies.sort_by(|x, y| x.total_cmp(y));
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(f64::NAN, |latency| latency * 1e3)
+    };
+    (measured.p50_ms, measured.p99_ms) = (at(0.5), at(0.99));
+    measured.latency_samples = latencies.len();
+    Some(measured)
+}
+
+fn print_redis_partials(measured: Option<&RedisPartials>) {
+    let Some(measured) = measured else {
+        println!(
+            "partial results through Redis: not measured (redis-server or redis-benchmark missing)"
+        );
+        return;
+    };
+    println!(
+        "{:<44} {:>14} {:>14} {:>8}",
+        "partial results through Redis (issue 26)", "XADD -P 16", "A -> B", "ratio"
+    );
+    println!(
+        "{:<44} {:>14.0} {:>14.0} {:>8.2}",
+        "  per second",
+        measured.xadd_per_s,
+        measured.delivered_per_s,
+        measured.delivered_per_s / measured.xadd_per_s
+    );
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "  delivered to B / produced on A",
+        "",
+        format!("{}/{}", measured.delivered, measured.produced)
+    );
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "  latency A -> B p50 / p99 at 1,000/s (ms)",
+        "",
+        format!("{:.2} / {:.2}", measured.p50_ms, measured.p99_ms)
+    );
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "  latency samples", "", measured.latency_samples
     );
 }
 
@@ -408,31 +878,86 @@ fn serve(kind: &str, lines_file: Option<String>) {
             let bare = BareService::default();
             let incoming =
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            tonic::transport::Server::builder()
-                .initial_stream_window_size(1024 * 1024)
-                .initial_connection_window_size(16 * 1024 * 1024)
-                .max_concurrent_streams(16_384)
-                .http2_keepalive_interval(Some(Duration::from_secs(30)))
-                .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            tonic_server()
                 .add_service(ToolServiceServer::new(bare.clone()))
                 .add_service(RunServiceServer::new(bare))
                 .serve_with_incoming_shutdown(incoming, stop)
                 .await
                 .expect("bare server");
+        } else if kind == "toolstream-tonic" {
+            // toolstream's gRPC services (the engine, the operations, the encoded events) served
+            // by tonic's own server with bare's settings, without the listener, the router and
+            // its layers: tells their cost from the engine's.
+            let registry = Arc::new(toolstream_registry(None).await);
+            let engine = toolstream::engine::Engine::new(registry, Limits::default());
+            let agent = toolstream::agent::Agent::new(engine, Default::default());
+            let operations = Arc::new(toolstream::operations::Operations::new(Arc::new(agent)));
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            tonic_server()
+                .add_service(
+                    toolstream::pb::encoded::tool_service_server::ToolServiceServer::new(
+                        toolstream::transport::ToolServiceImpl::new(Arc::clone(&operations)),
+                    ),
+                )
+                .add_service(
+                    toolstream::pb::encoded::run_service_server::RunServiceServer::new(
+                        toolstream::transport::RunServiceImpl::new(operations),
+                    ),
+                )
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await
+                .expect("toolstream on tonic's server");
         } else {
             let limits = Limits {
                 grace_period: Duration::from_millis(100),
-                // Partial results are never coalesced: the log holds every one a stream of the
-                // partial-results measure has not read yet (a bound, nothing is reserved).
+                // Partial results are never coalesced: the log holds every event of the
+                // partial-results measure's runs, so that every one is delivered however far
+                // its reader falls behind (with the default bound of 10,000, one stream's
+                // reader fell more than 10,000 behind and got a gap).
                 max_events_per_run: 1_000_000,
                 ..Limits::default()
             };
-            Server::new(toolstream_registry(lines_file.as_deref()).await, limits)
+            // `/mcp` sends every progress report a client can take, as RunTool does without a
+            // minimum interval: the MCP measure compares the two paths, not their defaults.
+            let http = HttpConfig {
+                mcp: McpConfig {
+                    progress_interval: Duration::ZERO,
+                    ..McpConfig::default()
+                },
+                ..HttpConfig::default()
+            };
+            // `toolstream-redis`: a replica of a fleet sharing the Redis whose URL is given
+            // instead of a file.
+            let (lines_file, redis_url) = if kind == "toolstream-redis" {
+                (None, lines_file)
+            } else {
+                (lines_file, None)
+            };
+            let mut server = Server::new(toolstream_registry(lines_file.as_deref()).await, limits);
+            if let Some(url) = redis_url {
+                let store = Store::open(&StoreConfig::redis(url), &limits)
+                    .await
+                    .expect("the Redis store");
+                server = server.with_store(store);
+            }
+            server
+                .with_http(http)
                 .serve(listener, stop)
                 .await
                 .expect("toolstream server");
         }
     });
+}
+
+/// tonic's own server with the HTTP/2 settings of toolstream's listener.
+fn tonic_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(1024 * 1024)
+        .initial_connection_window_size(16 * 1024 * 1024)
+        .max_concurrent_streams(16_384)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
 }
 
 /// A server in a child process.
@@ -887,6 +1412,24 @@ struct FanOutStats {
     rss_peak_kb: u64,
     /// CPU time the server used while the watchers were attached.
     server_cpu_secs: f64,
+    /// The steady state: from the moment every watcher has an event of the run until the first
+    /// one has its result, the events all watchers received, the server's CPU time, and the
+    /// window's length. Opening the watchers is not in it (toolstream's run goes on meanwhile and
+    /// its watchers catch up on it coalesced; bare's producer waits for them), so both are
+    /// charged for delivering the same live events only.
+    window_events: u64,
+    window_cpu_secs: f64,
+    window_seconds: f64,
+}
+
+/// Shared by the watchers of the fan-out measure: how many have an event of the run, whether
+/// the steady-state window is open, the events received in it, and whether a result came.
+#[derive(Default)]
+struct FanOutWindow {
+    opened: std::sync::atomic::AtomicUsize,
+    counting: std::sync::atomic::AtomicBool,
+    events: std::sync::atomic::AtomicU64,
+    result_seen: std::sync::atomic::AtomicBool,
 }
 
 /// One detached run of `paced` (`count` events, `interval_us` apart) watched by `watchers`
@@ -925,11 +1468,14 @@ async fn fan_out(
     };
 
     let began = Instant::now();
+    let window = Arc::new(FanOutWindow::default());
     let tasks: Vec<_> = (0..watchers)
         .map(|i| {
             let mut client = RunServiceClient::new(channels[i % channels.len()].clone());
             let run_id = run_id.clone();
+            let window = Arc::clone(&window);
             tokio::spawn(async move {
+                use std::sync::atomic::Ordering::Relaxed;
                 let mut stats = WatcherStats::default();
                 let watch = client.watch_run(pb::WatchRunRequest {
                     run_id,
@@ -951,9 +1497,18 @@ async fn fan_out(
                         Some(Event::Gap(_)) => stats.gaps += 1,
                         Some(Event::Heartbeat(_)) => {}
                         other => {
+                            if stats.delivered == 0 {
+                                window.opened.fetch_add(1, Relaxed);
+                            }
+                            if window.counting.load(Relaxed) {
+                                window.events.fetch_add(1, Relaxed);
+                            }
                             stats.delivered += 1;
                             stats.last_sequence = event.sequence;
-                            stats.got_result |= matches!(other, Some(Event::Result(_)));
+                            if matches!(other, Some(Event::Result(_))) {
+                                stats.got_result = true;
+                                window.result_seen.store(true, Relaxed);
+                            }
                         }
                     }
                 }
@@ -961,8 +1516,33 @@ async fn fan_out(
             })
         })
         .collect();
+    // The steady-state window (see `FanOutStats::window_events`).
+    let (opened, ended) = (
+        || window.opened.load(std::sync::atomic::Ordering::Relaxed),
+        || {
+            window
+                .result_seen
+                .load(std::sync::atomic::Ordering::Relaxed)
+        },
+    );
+    while opened() < watchers && !ended() && began.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (window_cpu, window_began) = (process_cpu_secs(pid), Instant::now());
+    window
+        .counting
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    while !ended() && began.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    window
+        .counting
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     let mut total = FanOutStats {
         rss_before_kb,
+        window_cpu_secs: process_cpu_secs(pid) - window_cpu,
+        window_seconds: window_began.elapsed().as_secs_f64(),
+        window_events: window.events.load(std::sync::atomic::Ordering::Relaxed),
         ..FanOutStats::default()
     };
     let mut last_end = began;
@@ -981,6 +1561,72 @@ async fn fan_out(
     total.seconds = (last_end - began).as_secs_f64();
     total.events_per_sec = total.delivered as f64 / total.seconds.max(1e-9);
     total
+}
+
+/// The fan-out measure on a fresh bare server, then on a fresh toolstream server (whose process
+/// ids are printed, for a profiler): bare's stats, then toolstream's.
+async fn fan_out_pair(count: u64, interval_us: u64) -> (FanOutStats, FanOutStats) {
+    let fresh = ServerProcess::start("bare", None);
+    eprintln!("fan-out: bare server pid {}", fresh.child.id());
+    let bare = fan_out(&fresh, true, WATCHERS, 10, count, interval_us).await;
+    drop(fresh);
+    // `TOOLSTREAM_BENCH_FANOUT_KIND=toolstream-tonic`: toolstream's services on tonic's own
+    // server (see `serve`), for telling the listener's share of the cost from the engine's.
+    let kind = std::env::var("TOOLSTREAM_BENCH_FANOUT_KIND").unwrap_or("toolstream".into());
+    let fresh = ServerProcess::start(&kind, None);
+    eprintln!("fan-out: toolstream server pid {}", fresh.child.id());
+    let ts = fan_out(&fresh, false, WATCHERS, 10, count, interval_us).await;
+    drop(fresh);
+    (bare, ts)
+}
+
+impl FanOutStats {
+    /// The server's CPU time per delivered event (ns), over the whole measure (opening the
+    /// watchers included).
+    fn cpu_ns_per_event(&self) -> f64 {
+        self.server_cpu_secs * 1e9 / self.delivered.max(1) as f64
+    }
+
+    /// The server's CPU time per event delivered in the steady-state window (ns).
+    fn window_cpu_ns_per_event(&self) -> f64 {
+        self.window_cpu_secs * 1e9 / self.window_events.max(1) as f64
+    }
+
+    /// Events all watchers received per second in the steady-state window.
+    fn window_events_per_sec(&self) -> f64 {
+        self.window_events as f64 / self.window_seconds.max(1e-9)
+    }
+}
+
+/// `--fanout [ROUNDS]`: only the fan-out measure (quick size), `ROUNDS` times on fresh servers,
+/// with the server CPU per delivered event and its ratio; for working on the fan-out's cost.
+async fn fan_out_only(rounds: usize, placement: &str) {
+    println!("cores: {placement}");
+    for round in 1..=rounds {
+        let load = load_average();
+        let (bare, ts) = fan_out_pair(FAN_COUNT, 1000).await;
+        println!(
+            "round {round} (load {load:.2}): fan-out steady state: CPU ns/event bare {:.0} \
+             toolstream {:.0} cpu_ratio_fanout={:.3}, events/s bare {:.0} toolstream {:.0}, \
+             window events {} and {}; whole measure: CPU ns/event bare {:.0} toolstream {:.0} \
+             ({:.3}), delivered {}/{} and {}/{}; ratio_fanout={:.3}",
+            bare.window_cpu_ns_per_event(),
+            ts.window_cpu_ns_per_event(),
+            ts.window_cpu_ns_per_event() / bare.window_cpu_ns_per_event(),
+            bare.window_events_per_sec(),
+            ts.window_events_per_sec(),
+            bare.window_events,
+            ts.window_events,
+            bare.cpu_ns_per_event(),
+            ts.cpu_ns_per_event(),
+            ts.cpu_ns_per_event() / bare.cpu_ns_per_event(),
+            bare.delivered,
+            WATCHERS as u64 * bare.produced,
+            ts.delivered,
+            WATCHERS as u64 * ts.produced,
+            ts.events_per_sec / bare.events_per_sec.max(1e-9),
+        );
+    }
 }
 
 /// What the fleet measure saw.
@@ -1284,8 +1930,30 @@ fn main() {
         runtime.block_on(sub_tasks_only(counts, pattern));
         return;
     }
-    if args.iter().any(|a| a == "--partials") {
-        runtime.block_on(partials_only(quick));
+    if let Some(at) = args.iter().position(|a| a == "--partials") {
+        let rounds = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(1);
+        runtime.block_on(partials_only(quick, rounds, &placement));
+        return;
+    }
+    if args.iter().any(|a| a == "--redis") {
+        let measured = if quick {
+            runtime.block_on(redis_partials(100_000, 3_000))
+        } else {
+            runtime.block_on(redis_partials(400_000, 10_000))
+        };
+        print_redis_partials(measured.as_ref());
+        return;
+    }
+    if args.iter().any(|a| a == "--mcp") {
+        runtime.block_on(async {
+            let ts = ServerProcess::start("toolstream", None);
+            print_mcp_face(&mcp_face(&ts, MCP_CALLS, MCP_TICKS, 200_000).await);
+        });
+        return;
+    }
+    if let Some(at) = args.iter().position(|a| a == "--fanout") {
+        let rounds = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(3);
+        runtime.block_on(fan_out_only(rounds, &placement));
         return;
     }
     if let Some(at) = args.iter().position(|a| a == "--streams") {
@@ -1296,18 +1964,29 @@ fn main() {
     runtime.block_on(run(quick, &placement, pinned));
 }
 
-/// `-- --partials`: only the partial-results measure, on servers of its own.
-async fn partials_only(quick: bool) {
+/// `-- --partials [ROUNDS]`: only the partial-results measure, `ROUNDS` times (1 by default) on
+/// the same two servers, whose process ids it prints (for a profiler to attach to).
+async fn partials_only(quick: bool, rounds: usize, placement: &str) {
     let bare = ServerProcess::start("bare", None);
     let ts = ServerProcess::start("toolstream", None);
+    println!(
+        "cores: {placement}; bare server pid {}, toolstream server pid {}",
+        bare.child.id(),
+        ts.child.id()
+    );
     // Warm both up.
     let _ = throughput(&bare, "partials", 1, 10_000).await;
     let _ = throughput(&ts, "partials", 1, 10_000).await;
-    println!(
-        "{:<44} {:>14} {:>14} {:>8}",
-        "measure", "bare tonic", "toolstream", "ratio"
-    );
-    partial_results(&bare, &ts, quick).await;
+    for round in 1..=rounds {
+        println!(
+            "{:<44} {:>14} {:>14} {:>8}",
+            format!("round {round} (load {:.2})", load_average()),
+            "bare tonic",
+            "toolstream",
+            "ratio"
+        );
+        partial_results(&bare, &ts, quick).await;
+    }
 }
 
 /// `--streams [ROUNDS]`: only the 1- and 64-stream measures, `ROUNDS` times on the same two
@@ -1350,13 +2029,16 @@ async fn streams_only(rounds: usize, placement: &str) {
 
 /// The recorded cost of an event (docs/benchmark.md, issue 30): each ratio of the server's CPU
 /// time per delivered event, toolstream over bare tonic in the same run, as measured when it was
-/// recorded (medians of three quick runs). A build whose ratio is more than [`BASELINE_SLACK`]
+/// recorded (medians of three quick runs; these on 2026-12-07, after the partial-result and
+/// fan-out work, 1-minute load 1.0–2.1). A build whose ratio is more than [`BASELINE_SLACK`]
 /// above it is flagged `ABOVE` (and `cost_within_baseline=0`): a feature made every event dearer.
-const COST_BASELINE: [(&str, f64); 4] = [
-    ("cpu_ratio_1", 1.24),
-    ("cpu_ratio_64", 1.33),
-    ("cpu_ratio_fanout", 1.76),
-    ("fleet_cpu_ratio", 1.06),
+const COST_BASELINE: [(&str, f64); 6] = [
+    ("cpu_ratio_1", 0.84),
+    ("cpu_ratio_64", 0.98),
+    ("cpu_ratio_fanout", 2.47),
+    ("cpu_ratio_partial_1", 2.27),
+    ("cpu_ratio_partial_64", 2.10),
+    ("fleet_cpu_ratio", 1.00),
 ];
 
 /// How far above its baseline a cost ratio may be before it is flagged: the spread of three runs
@@ -1366,6 +2048,10 @@ const BASELINE_SLACK: f64 = 0.10;
 /// Watchers of the fan-out run, and the events it produces in quick mode (one per millisecond).
 const WATCHERS: usize = 1_000;
 const FAN_COUNT: u64 = 2_000;
+
+/// The MCP measure: sequential calls each way, and the reports of each call.
+const MCP_CALLS: u64 = 200;
+const MCP_TICKS: u64 = 20;
 
 /// The fleet: concurrent runs, each reporting every 100 ms, over this many connections.
 const FLEET_RUNS: usize = 10_000;
@@ -1476,8 +2162,11 @@ async fn run(quick: bool, placement: &str, pinned: bool) {
     );
     let p99_overhead = (ts_p99 - bare_p99).max(0.0);
 
+    let partials = partial_results(&bare, &ts, quick).await;
+    let mcp = mcp_face(&ts, MCP_CALLS, MCP_TICKS, single).await;
+    print_mcp_face(&mcp);
+
     // Command tool: the tool's own run time (result − started timestamps) for `lines` lines.
-    partial_results(&bare, &ts, quick).await;
 
     let client = ToolServiceClient::new(channel(ts.addr).await);
     let stats = read_stream(client, request("lines", json!({})), None).await;
@@ -1489,6 +2178,14 @@ async fn run(quick: bool, placement: &str, pinned: bool) {
     drop(ts);
     drop(bare);
     let _ = std::fs::remove_file(&lines_file);
+
+    // Partial results through Redis, on fresh servers sharing a fresh redis-server.
+    let redis = if quick {
+        redis_partials(100_000, 3_000).await
+    } else {
+        redis_partials(400_000, 10_000).await
+    };
+    print_redis_partials(redis.as_ref());
 
     // Slow consumer, on a fresh server so its peak memory is this test's: the tool's run time
     // (server clock, started → result) with a fast reader and with one 100× slower than the tool.
@@ -1586,21 +2283,40 @@ async fn run(quick: bool, placement: &str, pinned: bool) {
     } else {
         (5 * FAN_COUNT, 1000)
     };
-    let fresh = ServerProcess::start("bare", None);
-    let bare_fan = fan_out(&fresh, true, WATCHERS, 10, fan_count, fan_interval_us).await;
-    drop(fresh);
-    let fresh = ServerProcess::start("toolstream", None);
-    let fan = fan_out(&fresh, false, WATCHERS, 10, fan_count, fan_interval_us).await;
-    drop(fresh);
-    let ratio_fanout = fan.events_per_sec / bare_fan.events_per_sec.max(1e-9);
+    let (bare_fan, fan) = fan_out_pair(fan_count, fan_interval_us).await;
+    // The headline figures are the steady state's (see `FanOutStats::window_events`); the whole
+    // measure's, as measured before the window existed, stay beside them.
+    let ratio_fanout = fan.window_events_per_sec() / bare_fan.window_events_per_sec().max(1e-9);
+    let ratio_fanout_whole = fan.events_per_sec / bare_fan.events_per_sec.max(1e-9);
+    let cpu_ratio_fanout_whole = fan.cpu_ns_per_event() / bare_fan.cpu_ns_per_event();
     let fan_rss_kb = fan.rss_peak_kb.saturating_sub(fan.rss_before_kb);
     let bare_fan_rss_kb = bare_fan.rss_peak_kb.saturating_sub(bare_fan.rss_before_kb);
     println!(
         "{:<44} {:>14.0} {:>14.0} {:>8.2}",
         format!("fan-out: events/s delivered, {WATCHERS} watchers"),
+        bare_fan.window_events_per_sec(),
+        fan.window_events_per_sec(),
+        ratio_fanout
+    );
+    println!(
+        "{:<44} {:>14.2} {:>14.2} {:>8.2}",
+        "  steady state: server CPU per event (µs)",
+        bare_fan.window_cpu_ns_per_event() / 1e3,
+        fan.window_cpu_ns_per_event() / 1e3,
+        fan.window_cpu_ns_per_event() / bare_fan.window_cpu_ns_per_event()
+    );
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "  steady state: events, seconds",
+        format!("{}, {:.2}", bare_fan.window_events, bare_fan.window_seconds),
+        format!("{}, {:.2}", fan.window_events, fan.window_seconds)
+    );
+    println!(
+        "{:<44} {:>14.0} {:>14.0} {:>8.2}",
+        "  whole measure: events/s delivered",
         bare_fan.events_per_sec,
         fan.events_per_sec,
-        ratio_fanout
+        ratio_fanout_whole
     );
     println!(
         "{:<44} {:>14} {:>14}",
@@ -1621,10 +2337,11 @@ async fn run(quick: bool, placement: &str, pinned: bool) {
         "  first watch to last stream end (s)", bare_fan.seconds, fan.seconds
     );
     println!(
-        "{:<44} {:>14.2} {:>14.2}",
-        "  server CPU per delivered event (µs)",
-        bare_fan.server_cpu_secs * 1e6 / bare_fan.delivered.max(1) as f64,
-        fan.server_cpu_secs * 1e6 / fan.delivered.max(1) as f64
+        "{:<44} {:>14.2} {:>14.2} {:>8.2}",
+        "  whole measure: server CPU per event (µs)",
+        bare_fan.cpu_ns_per_event() / 1e3,
+        fan.cpu_ns_per_event() / 1e3,
+        cpu_ratio_fanout_whole
     );
     println!(
         "{:<44} {:>14} {:>14}",
@@ -1692,8 +2409,8 @@ async fn run(quick: bool, placement: &str, pinned: bool) {
 
     // The cost of an event: the server's CPU time per delivered event, toolstream's over bare
     // tonic's sending the same message in the same run.
-    let fan_cpu_ns = fan.server_cpu_secs * 1e9 / fan.delivered.max(1) as f64;
-    let bare_fan_cpu_ns = bare_fan.server_cpu_secs * 1e9 / bare_fan.delivered.max(1) as f64;
+    let fan_cpu_ns = fan.window_cpu_ns_per_event();
+    let bare_fan_cpu_ns = bare_fan.window_cpu_ns_per_event();
     let costs = [
         (
             "cpu_ratio_1",
@@ -1708,6 +2425,18 @@ async fn run(quick: bool, placement: &str, pinned: bool) {
             ts_64.cpu_us * 1e3,
         ),
         ("cpu_ratio_fanout", "fan-out", bare_fan_cpu_ns, fan_cpu_ns),
+        (
+            "cpu_ratio_partial_1",
+            "partial results, 1 stream",
+            partials.bare_1.cpu_us * 1e3,
+            partials.ts_1.cpu_us * 1e3,
+        ),
+        (
+            "cpu_ratio_partial_64",
+            "partial results, 64 streams",
+            partials.bare_64.cpu_us * 1e3,
+            partials.ts_64.cpu_us * 1e3,
+        ),
         (
             "fleet_cpu_ratio",
             "fleet",
@@ -1750,9 +2479,12 @@ async fn run(quick: bool, placement: &str, pinned: bool) {
         fleet_p99_ratio
     );
 
+    let ((partials_1, partials_64), (cpu_partial_1, cpu_partial_64)) =
+        (partials.ratios(), partials.cpu_ratios());
     println!();
     println!(
         "bench: cpu_ratio_1={:.3} cpu_ratio_64={:.3} cpu_ratio_fanout={:.3} \
+         cpu_ratio_partial_1={cpu_partial_1:.3} cpu_ratio_partial_64={cpu_partial_64:.3} \
          fleet_cpu_ratio={fleet_cpu_ratio:.3} fleet_p99_ratio={fleet_p99_ratio:.3} \
          cpu_per_event_ns_1={:.0} cpu_per_event_ns_64={:.0} bare_cpu_per_event_ns_1={:.0} \
          bare_cpu_per_event_ns_64={:.0} cost_within_baseline={} pinned={} load_start={load_start:.2} \
@@ -1761,10 +2493,15 @@ async fn run(quick: bool, placement: &str, pinned: bool) {
          rss_per_stream_kb={kb_per_stream:.2} slow_reader_tool_slowdown={slowdown:.3} \
          fanout_events_per_s={:.0} fanout_rss_growth_kb={fan_rss_kb} \
          ratio_min_1={ratio_min_1:.3} ratio_min_64={ratio_min_64:.3} \
-         ratio_fanout={ratio_fanout:.3} fleet_p50_ms={:.2} fleet_p99_ms={:.2} \
+         ratio_fanout={ratio_fanout:.3} ratio_fanout_whole={ratio_fanout_whole:.3} \
+         cpu_ratio_fanout_whole={cpu_ratio_fanout_whole:.3} fleet_p50_ms={:.2} fleet_p99_ms={:.2} \
          rss_per_watcher_kb={kb_per_watcher:.2} \
          subtasks_cpu_us_per_1k={:.2} subtasks_cpu_us_per_100k={:.2} \
-         subtasks_rss_mb_per_100k={:.1} subtasks_getrun_bytes_100k={}",
+         subtasks_rss_mb_per_100k={:.1} subtasks_getrun_bytes_100k={} \
+         ratio_partials_1={partials_1:.3} ratio_partials_64={partials_64:.3} \
+         mcp_calls_per_s={:.0} mcp_call_ratio={:.3} mcp_events_per_s={:.0} \
+         mcp_event_ratio={:.3} mcp_cpu_ratio={:.3} redis_partials_ratio={:.3} \
+         redis_partials_per_s={:.0} redis_xadd_per_s={:.0} redis_partials_p99_ms={:.2}",
         costs[0].3 / costs[0].2,
         costs[1].3 / costs[1].2,
         costs[2].3 / costs[2].2,
@@ -1774,12 +2511,23 @@ async fn run(quick: bool, placement: &str, pinned: bool) {
         bare_64.cpu_us * 1e3,
         u8::from(held),
         u8::from(pinned),
-        fan.events_per_sec,
+        fan.window_events_per_sec(),
         ts_fleet.p50_ms,
         ts_fleet.p99_ms,
         few.cpu_us_per_sub_task,
         many.cpu_us_per_sub_task,
         many.rss_mb_per_100k,
         many.get_run.as_ref().map_or(0, |bytes| *bytes),
+        mcp.mcp_calls_per_s,
+        mcp.mcp_calls_per_s / mcp.grpc_calls_per_s,
+        mcp.mcp_events_per_s,
+        mcp.mcp_events_per_s / mcp.grpc_events_per_s,
+        mcp.mcp_cpu_us / mcp.grpc_cpu_us,
+        redis
+            .as_ref()
+            .map_or(f64::NAN, |r| r.delivered_per_s / r.xadd_per_s),
+        redis.as_ref().map_or(f64::NAN, |r| r.delivered_per_s),
+        redis.as_ref().map_or(f64::NAN, |r| r.xadd_per_s),
+        redis.as_ref().map_or(f64::NAN, |r| r.p99_ms),
     );
 }

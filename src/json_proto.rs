@@ -122,39 +122,110 @@ pub fn json_to_value(value: Value) -> prost_types::Value {
 /// encode to), computed from the JSON without making the protobuf value: for refusing a value
 /// too large for a message before it is sent.
 pub fn value_encoded_len(value: &Value) -> usize {
-    use prost::encoding::encoded_len_varint;
-    // A length-delimited field: its key (one byte for fields 1–15), its length, its bytes.
-    fn delimited(len: usize) -> usize {
-        1 + encoded_len_varint(len as u64) + len
-    }
     match value {
         // The enum's varint (0), or the bool's.
         Value::Null | Value::Bool(_) => 2,
         // A fixed 64-bit double.
         Value::Number(_) => 9,
-        Value::String(text) => delimited(text.len()),
-        Value::Array(items) => delimited(
+        Value::String(text) => delimited_len(text.len()),
+        Value::Array(items) => delimited_len(
             items
                 .iter()
-                .map(|item| delimited(value_encoded_len(item)))
+                .map(|item| delimited_len(value_encoded_len(item)))
                 .sum(),
         ),
-        Value::Object(object) => delimited(
+        Value::Object(object) => delimited_len(
             object
                 .iter()
-                .map(|(key, item)| {
-                    // A map entry: the key (left out when empty, as proto3 leaves defaults
-                    // out), then the value.
-                    let key = if key.is_empty() {
-                        0
-                    } else {
-                        delimited(key.len())
-                    };
-                    delimited(key + delimited(value_encoded_len(item)))
-                })
+                .map(|(key, item)| delimited_len(entry_len(key, item).0))
                 .sum(),
         ),
     }
+}
+
+/// Writes `value` as a `google.protobuf.Value` message body, the bytes `json_to_value(value)`
+/// encodes to (a test holds the two together), without making the protobuf value: no copy of
+/// its strings, no map built. Its length is [`value_encoded_len`].
+pub fn encode_value(value: &Value, buf: &mut impl bytes::BufMut) {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    // The fields of `google.protobuf.Value`, `Struct`'s map entry and `ListValue`.
+    const NULL: u32 = 1;
+    const NUMBER: u32 = 2;
+    const STRING: u32 = 3;
+    const BOOL: u32 = 4;
+    const STRUCT: u32 = 5;
+    const LIST: u32 = 6;
+    const ENTRY_KEY: u32 = 1;
+    const ENTRY_VALUE: u32 = 2;
+    fn delimited(tag: u32, len: usize, buf: &mut impl bytes::BufMut) {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(len as u64, buf);
+    }
+    match value {
+        Value::Null => {
+            encode_key(NULL, WireType::Varint, buf);
+            encode_varint(0, buf);
+        }
+        Value::Bool(b) => {
+            encode_key(BOOL, WireType::Varint, buf);
+            encode_varint(u64::from(*b), buf);
+        }
+        Value::Number(n) => {
+            encode_key(NUMBER, WireType::SixtyFourBit, buf);
+            buf.put_f64_le(n.as_f64().unwrap_or(f64::NAN));
+        }
+        Value::String(text) => {
+            delimited(STRING, text.len(), buf);
+            buf.put_slice(text.as_bytes());
+        }
+        Value::Array(items) => {
+            let body: usize = items
+                .iter()
+                .map(|item| delimited_len(value_encoded_len(item)))
+                .sum();
+            delimited(LIST, body, buf);
+            for item in items {
+                // `ListValue.values`, field 1.
+                delimited(1, value_encoded_len(item), buf);
+                encode_value(item, buf);
+            }
+        }
+        Value::Object(object) => {
+            let body: usize = object
+                .iter()
+                .map(|(key, item)| delimited_len(entry_len(key, item).0))
+                .sum();
+            delimited(STRUCT, body, buf);
+            for (key, item) in object {
+                // `Struct.fields`, field 1: one map entry each, its key left out when empty.
+                let (entry, value_len) = entry_len(key, item);
+                delimited(1, entry, buf);
+                if !key.is_empty() {
+                    delimited(ENTRY_KEY, key.len(), buf);
+                    buf.put_slice(key.as_bytes());
+                }
+                delimited(ENTRY_VALUE, value_len, buf);
+                encode_value(item, buf);
+            }
+        }
+    }
+}
+
+/// A length-delimited field's size with a one-byte key: key, length, body of `len` bytes.
+fn delimited_len(len: usize) -> usize {
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+/// The size of a `Struct` map entry of `key` and `item`, and of `item`'s encoding within it.
+fn entry_len(key: &str, item: &Value) -> (usize, usize) {
+    let value_len = value_encoded_len(item);
+    // proto3 leaves the empty key out.
+    let key_len = if key.is_empty() {
+        0
+    } else {
+        delimited_len(key.len())
+    };
+    (key_len + delimited_len(value_len), value_len)
 }
 
 /// `google.protobuf.Struct` → JSON object.
@@ -223,13 +294,17 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn value_encoded_len_is_what_prost_encodes() {
+    fn values_are_encoded_and_measured_as_prost_encodes_them() {
         use prost::Message;
         let long = "x".repeat(300);
         let values = [
             json!(null),
             json!(true),
+            json!(false),
             json!(1.5),
+            json!(0),
+            json!(-3),
+            json!(u64::MAX),
             json!(""),
             json!("digest"),
             json!(long),
@@ -243,11 +318,11 @@ mod tests {
             ),
         ];
         for value in values {
-            assert_eq!(
-                value_encoded_len(&value),
-                json_to_value(value.clone()).encoded_len(),
-                "{value}"
-            );
+            let expected = json_to_value(value.clone()).encode_to_vec();
+            assert_eq!(value_encoded_len(&value), expected.len(), "{value}");
+            let mut written = Vec::new();
+            encode_value(&value, &mut written);
+            assert_eq!(written, expected, "{value}");
         }
     }
 

@@ -13,6 +13,7 @@ use tonic::codec::{Codec, EncodeBuf, Encoder};
 
 use super::convert::timestamp;
 use crate::engine::{EventKind, RunEvent, WireBytes};
+use crate::json_proto::{encode_value, value_encoded_len};
 use crate::pb;
 
 /// A run's event on its way to the wire: the event itself (shared with the log and every other
@@ -35,9 +36,11 @@ impl EncodedEvent {
 /// The event's protobuf encoding: progress straight from the engine's event (the hot path), any
 /// other event through the generated message.
 fn encode(event: &RunEvent) -> WireBytes {
-    encode_progress(event).unwrap_or_else(|| {
-        WireBytes::from(prost::Message::encode_to_vec(&pb::RunEvent::from(event)))
-    })
+    encode_progress(event)
+        .or_else(|| encode_partial(event))
+        .unwrap_or_else(|| {
+            WireBytes::from(prost::Message::encode_to_vec(&pb::RunEvent::from(event)))
+        })
 }
 
 /// A progress event without extra data, encoded straight from the engine's event: the fields in
@@ -57,9 +60,7 @@ fn encode_progress(event: &RunEvent) -> Option<WireBytes> {
     if !update.data.is_empty() {
         return None;
     }
-    let time = timestamp(event.timestamp);
-    let (seconds, nanos) = (time.seconds as u64, i64::from(time.nanos) as u64);
-    let time_len = uint_len(seconds) + uint_len(nanos);
+    let head = Head::of(event);
     let texts = [
         (4, &*call.call_id),
         (5, &*call.tool),
@@ -69,20 +70,13 @@ fn encode_progress(event: &RunEvent) -> Option<WireBytes> {
         + update.status.as_deref().map_or(0, str_len)
         + texts.iter().map(|(_, text)| text_len(text)).sum::<usize>()
         + eta_seconds.map_or(0, |_| DOUBLE_LEN);
-    let len = text_len(&event.run_id)
-        + uint_len(event.sequence)
-        + nested_len(time_len)
-        + nested_len(progress_len);
+    let len = head.len + nested_len(progress_len);
 
     Some(WireBytes::written(len, |mut buf| {
         // Writing past `len` would panic: the length computed is the length written (a test
         // holds every shape of progress to prost's bytes).
         let buf = &mut buf;
-        put_text(buf, 1, &event.run_id);
-        put_uint(buf, 2, event.sequence);
-        put_nested(buf, 3, time_len);
-        put_uint(buf, 1, seconds);
-        put_uint(buf, 2, nanos);
+        head.put(buf, event);
         put_nested(buf, 11, progress_len);
         if let Some(fraction) = update.fraction {
             put_double(buf, 1, fraction);
@@ -99,6 +93,82 @@ fn encode_progress(event: &RunEvent) -> Option<WireBytes> {
         debug_assert!(buf.is_empty(), "the length computed is the length written");
     }))
 }
+
+/// The fields every event starts with, as the fast paths write them: the run id, the sequence,
+/// the timestamp.
+struct Head {
+    seconds: u64,
+    nanos: u64,
+    /// The timestamp message's length.
+    time_len: usize,
+    /// The three fields' length.
+    len: usize,
+}
+
+impl Head {
+    fn of(event: &RunEvent) -> Head {
+        let time = timestamp(event.timestamp);
+        let (seconds, nanos) = (time.seconds as u64, i64::from(time.nanos) as u64);
+        let time_len = uint_len(seconds) + uint_len(nanos);
+        Head {
+            seconds,
+            nanos,
+            time_len,
+            len: text_len(&event.run_id) + uint_len(event.sequence) + nested_len(time_len),
+        }
+    }
+
+    fn put(&self, buf: &mut impl BufMut, event: &RunEvent) {
+        put_text(buf, 1, &event.run_id);
+        put_uint(buf, 2, event.sequence);
+        put_nested(buf, 3, self.time_len);
+        put_uint(buf, 1, self.seconds);
+        put_uint(buf, 2, self.nanos);
+    }
+}
+
+/// A partial result, encoded straight from the engine's event as [`encode_progress`] does
+/// progress: its value written from the JSON (no `google.protobuf.Value` built, no copy of the
+/// key or the call's tag), into [`WireBytes`] of the exact size. `None` for other events.
+fn encode_partial(event: &RunEvent) -> Option<WireBytes> {
+    let EventKind::PartialResult { call, output } = &event.kind else {
+        return None;
+    };
+    let head = Head::of(event);
+    let texts = [
+        (1, &*call.call_id),
+        (2, &*call.tool),
+        (3, &*call.parent_call_id),
+        (4, output.key.as_str()),
+    ];
+    let value_len = value_encoded_len(&output.value);
+    let partial_len = texts.iter().map(|(_, text)| text_len(text)).sum::<usize>()
+        + nested_len(value_len)
+        + if output.append { 2 } else { 0 };
+    let len = head.len + PARTIAL_RESULT_KEY.len() + varint_len(partial_len as u64) + partial_len;
+
+    Some(WireBytes::written(len, |mut buf| {
+        // As in `encode_progress`: writing past `len` would panic, and a test holds every shape
+        // of partial result to prost's bytes.
+        let buf = &mut buf;
+        head.put(buf, event);
+        buf.put_slice(&PARTIAL_RESULT_KEY);
+        put_varint(buf, partial_len as u64);
+        for (tag, text) in texts {
+            put_text(buf, tag, text);
+        }
+        put_nested(buf, 5, value_len);
+        encode_value(&output.value, buf);
+        if output.append {
+            put_uint(buf, 6, 1);
+        }
+        debug_assert!(buf.is_empty(), "the length computed is the length written");
+    }))
+}
+
+/// The key of `RunEvent.partial_result`, field 20 and length-delimited: 20 << 3 | 2 = 162, two
+/// bytes of varint.
+const PARTIAL_RESULT_KEY: [u8; 2] = [0xA2, 0x01];
 
 // Protobuf's wire format, for the fields above: every tag is below 16, so each key is one byte.
 const VARINT: u8 = 0;
@@ -290,6 +360,51 @@ mod tests {
             }
         }
         events
+    }
+
+    #[test]
+    fn partial_results_are_encoded_to_the_bytes_prost_writes() {
+        use crate::engine::CallTag;
+        use crate::tools::PartialOutput;
+        let calls = [
+            CallTag::top(),
+            CallTag {
+                call_id: "call_1/2".into(),
+                tool: "a label".into(),
+                parent_call_id: "call_1".into(),
+            },
+        ];
+        let values = [
+            serde_json::json!(null),
+            serde_json::json!({"item": 7}),
+            serde_json::json!([1, "two", {"": false, "x": []}]),
+            serde_json::json!("é".repeat(200)),
+        ];
+        let mut shapes = 0;
+        for call in &calls {
+            for value in &values {
+                for (key, append) in [("", false), ("items", true)] {
+                    let event = RunEvent::new(
+                        "0123456789abcdef".into(),
+                        [1, 300, u64::MAX][shapes % 3],
+                        std::time::SystemTime::UNIX_EPOCH
+                            + std::time::Duration::from_nanos(1_700_000_000_123 * shapes as u64),
+                        EventKind::PartialResult {
+                            call: Arc::new(call.clone()),
+                            output: PartialOutput {
+                                key: key.into(),
+                                value: value.clone(),
+                                append,
+                            },
+                        },
+                    );
+                    let expected = prost::Message::encode_to_vec(&pb::RunEvent::from(&event));
+                    let written = encode_partial(&event).expect("a partial result");
+                    assert_eq!(written.as_slice(), expected, "{event:?}");
+                    shapes += 1;
+                }
+            }
+        }
     }
 
     #[test]
