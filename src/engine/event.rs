@@ -183,7 +183,7 @@ impl std::fmt::Debug for RunEvent {
 #[derive(Debug, Clone)]
 pub enum EventKind {
     /// The run started; always first.
-    Started(RunStarted),
+    Started(Box<RunStarted>),
     /// Progress of the run, of a tool call inside an agent run, or of a sub-task of either.
     Progress {
         /// Which call (or sub-task) reported it; empty at the top level. Shared by every report
@@ -454,5 +454,26 @@ impl From<InputOutcome> for Answer {
             InputOutcome::Expired => Answer::Expired,
             InputOutcome::Cancelled => Answer::Cancelled,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log holds every event of a run (partial results and inputs are never dropped), each
+    /// as large as the largest kind: the run's start, which happens once, is boxed so that it
+    /// does not set that size.
+    #[test]
+    fn an_event_is_sized_by_the_kinds_a_run_has_many_of() {
+        let size = std::mem::size_of::<EventKind>();
+        eprintln!(
+            "EventKind: {size} bytes, RunEvent: {} bytes",
+            std::mem::size_of::<RunEvent>()
+        );
+        assert!(
+            size < std::mem::size_of::<RunStarted>(),
+            "EventKind is {size} bytes"
+        );
     }
 }

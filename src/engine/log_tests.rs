@@ -129,7 +129,7 @@ async fn a_replicated_log_keeps_the_sequences_it_is_given_and_says_what_is_gone(
     };
     log.replicate(event(
         1,
-        EventKind::Started(RunStarted::new(RunKind::Agent)),
+        EventKind::Started(Box::new(RunStarted::new(RunKind::Agent))),
     ));
     log.mark_evicted(9);
     log.replicate(event(10, EventKind::Message("ten".into())));
@@ -165,7 +165,7 @@ async fn a_cursor_past_a_followed_log_still_ends_with_the_result() {
         "r".into(),
         1,
         std::time::SystemTime::now(),
-        EventKind::Started(RunStarted::new(RunKind::Agent)),
+        EventKind::Started(Box::new(RunStarted::new(RunKind::Agent))),
     ));
     let mut stream = EventStream::new(
         Arc::clone(&log),
@@ -206,8 +206,10 @@ async fn evicted_events_are_announced_by_one_gap() {
     assert_eq!((*from, *to), (1, 16));
     // A started event is never evicted: it stays first, and the gap follows it.
     let log = RunLog::new("r".into(), 4, 5);
-    log.push(EventKind::Started(RunStarted::new(RunKind::Agent)))
-        .unwrap();
+    log.push(EventKind::Started(Box::new(RunStarted::new(
+        RunKind::Agent,
+    ))))
+    .unwrap();
     for i in 0..20 {
         log.push(EventKind::Message(format!("{i}"))).unwrap();
     }
@@ -234,8 +236,10 @@ async fn evicted_events_are_announced_by_one_gap() {
 #[tokio::test]
 async fn from_latest_gives_started_then_the_latest_progress_of_each_call() {
     let log = RunLog::new("r".into(), 8, 100);
-    log.push(EventKind::Started(RunStarted::new(RunKind::Agent)))
-        .unwrap();
+    log.push(EventKind::Started(Box::new(RunStarted::new(
+        RunKind::Agent,
+    ))))
+    .unwrap();
     let a = Arc::new(CallTag::call("a", "t"));
     for i in 1..=10 {
         log.push_progress(&Arc::new(CallTag::top()), progress(i as f64 / 10.0));
@@ -365,8 +369,10 @@ async fn throttling_is_per_call_and_keeps_each_calls_last_progress_before_it_fin
 #[tokio::test(start_paused = true)]
 async fn a_silent_run_gets_heartbeats_and_they_are_not_logged() {
     let log = RunLog::new("r".into(), 8, 100);
-    log.push(EventKind::Started(RunStarted::new(RunKind::Agent)))
-        .unwrap();
+    log.push(EventKind::Started(Box::new(RunStarted::new(
+        RunKind::Agent,
+    ))))
+    .unwrap();
     let mut stream = EventStream::new(
         Arc::clone(&log),
         ReadFrom::After(0),
@@ -556,8 +562,10 @@ fn check_bookkeeping(log: &RunLog) -> Result<(), TestCaseError> {
 fn an_evicted_event_is_not_held_and_superseding_it_counts_nothing() {
     let log = RunLog::new("r".into(), 4, 10);
     let call = Arc::new(CallTag::call("a", "t"));
-    log.push(EventKind::Started(RunStarted::new(RunKind::Agent)))
-        .unwrap();
+    log.push(EventKind::Started(Box::new(RunStarted::new(
+        RunKind::Agent,
+    ))))
+    .unwrap();
     log.push_progress(&call, progress(0.1));
     // The call's progress is evicted behind twenty messages.
     for _ in 0..20 {
@@ -579,8 +587,10 @@ fn an_evicted_event_is_not_held_and_superseding_it_counts_nothing() {
 fn finished_sub_tasks_are_folded_and_the_log_stays_within_its_bounds() {
     let log = RunLog::new("r".into(), 8, 500);
     let top = Arc::new(CallTag::top());
-    log.push(EventKind::Started(RunStarted::new(RunKind::Agent)))
-        .unwrap();
+    log.push(EventKind::Started(Box::new(RunStarted::new(
+        RunKind::Agent,
+    ))))
+    .unwrap();
     for i in 0..20_000 {
         let task = Arc::new(CallTag::call(format!("{i}"), "item"));
         log.push_progress(&task, ProgressUpdate::default());
@@ -649,7 +659,7 @@ proptest! {
         max_events in 2usize..60,
     ) {
         let log = RunLog::new("r".into(), budget, max_events);
-        log.push(EventKind::Started(RunStarted::new(RunKind::Agent))).unwrap();
+        log.push(EventKind::Started(Box::new(RunStarted::new(RunKind::Agent)))).unwrap();
         let top = Arc::new(CallTag::top());
         let tasks: Vec<Arc<CallTag>> =
             (0..20).map(|n| Arc::new(CallTag::call(format!("{n}"), "item"))).collect();

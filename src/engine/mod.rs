@@ -377,7 +377,7 @@ impl Engine {
             began_waiting: self.tell_of_waiting(&record),
         });
         // Only RunError::... can fail here, and the log is new.
-        let _ = log.push(EventKind::Started(started));
+        let _ = log.push(EventKind::Started(Box::new(started)));
         let publication = self.store.publish(&record);
         let stored = publication.as_ref().map(|p| p.created.clone());
         let cancel_on_drop = match options.on_disconnect {

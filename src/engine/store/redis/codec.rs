@@ -305,7 +305,7 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
             labels,
             idempotency_key,
             input_timeout_ns,
-        } => EventKind::Started(RunStarted {
+        } => EventKind::Started(Box::new(RunStarted {
             kind: RunKind::from_tool_name(&tool),
             arguments,
             prompt,
@@ -327,7 +327,7 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
             owner: None,
             labels,
             idempotency_key,
-        }),
+        })),
         StoredKind::Progress {
             call,
             progress,
@@ -789,15 +789,16 @@ mod tests {
             deadline: Some(Duration::from_secs(3)),
             ..RunStarted::new(RunKind::tool_run("ticks"))
         };
-        let EventKind::Started(back) = round_trip(EventKind::Started(started.clone())) else {
+        let EventKind::Started(back) = round_trip(EventKind::Started(Box::new(started.clone())))
+        else {
             panic!("not started");
         };
         assert_eq!(back.kind, RunKind::tool_run("ticks"));
         assert_eq!(back.arguments, Some(json!({"count": 3})));
-        let EventKind::Started(agent) = round_trip(EventKind::Started(RunStarted {
+        let EventKind::Started(agent) = round_trip(EventKind::Started(Box::new(RunStarted {
             prompt: "Hash Cargo.toml".into(),
             ..RunStarted::new(RunKind::Agent)
-        })) else {
+        }))) else {
             panic!("not started");
         };
         assert_eq!(agent.kind, RunKind::Agent);

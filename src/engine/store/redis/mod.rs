@@ -844,7 +844,7 @@ mod tests {
                 Arc::clone(&run_id),
                 1,
                 create_time,
-                EventKind::Started(RunStarted::new(RunKind::tool_run("t"))),
+                EventKind::Started(Box::new(RunStarted::new(RunKind::tool_run("t")))),
             );
             let header = Header {
                 run_id,

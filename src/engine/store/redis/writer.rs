@@ -720,8 +720,10 @@ mod tests {
         };
         let store = RedisStore::open(&config, &Limits::default()).await.unwrap();
         let log = RunLog::new("run-1".into(), 8, 100);
-        log.push(EventKind::Started(RunStarted::new(RunKind::tool_run("t"))))
-            .unwrap();
+        log.push(EventKind::Started(Box::new(RunStarted::new(
+            RunKind::tool_run("t"),
+        ))))
+        .unwrap();
         let record =
             store
                 .shared
