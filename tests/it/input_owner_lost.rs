@@ -1,15 +1,17 @@
 //! An owner that dies while its run waits for input (two replicas on one Redis): replica A (a
 //! real `toolstream serve` process) runs a command tool that asks, A is killed with SIGKILL,
 //! and RespondToRun through replica B answers a clear error (never a hang, never a success that
-//! resolves nothing); the run then shows its end naming the lost replica and no open request.
+//! resolves nothing); the run then shows its end naming the lost replica and no open request, and
+//! its stream the request resolved CANCELLED (once) before that end.
 
 use std::time::Duration;
 
 use serde_json::json;
 use tonic::Code;
 use toolstream::config::{Limits, StoreConfig};
-use toolstream::pb::RunState;
+use toolstream::pb::run_event::Event;
 use toolstream::pb::tool_service_client::ToolServiceClient;
+use toolstream::pb::{InputOutcome, RunState};
 
 use crate::common;
 use crate::common::redis_server::RedisServer;
@@ -100,10 +102,24 @@ async fn an_answer_through_another_replica_to_a_killed_owner_fails_clearly() {
         run.error_message
     );
     assert!(run.pending_inputs.is_empty(), "{run:?}");
-    // Nothing resolved the request twice (today nothing resolves it at all: its owner, which
-    // alone could, is gone, and the run's end says why).
-    let (events, _) = collect(watch(&mut through_b, &run_id, 0).await).await;
-    assert!(resolutions(&events).len() <= 1, "{events:?}");
+    // The run's end resolved the open request CANCELLED, once, before the error: a watcher from
+    // the start on the survivor sees every request it was asked resolved exactly once.
+    let (events, end) = collect(watch(&mut through_b, &run_id, 0).await).await;
+    assert_eq!(
+        resolutions(&events),
+        [(request_id.clone(), InputOutcome::Cancelled)],
+        "{events:?}"
+    );
+    let end = end.expect("the run's error ends the watch");
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+    assert!(end.message().contains("doomed"), "{end:?}");
+    let resolved = events.last().expect("events");
+    assert!(
+        matches!(resolved.event, Some(Event::InputResolved(_))),
+        "the resolution is the last event before the error: {events:?}"
+    );
+    // The record counts it: the run's last sequence is the resolution's.
+    assert_eq!(run.last_sequence, resolved.sequence, "{run:?}");
     let again = respond(&mut through_b, &run_id, &request_id, json!(true)).await;
     assert_eq!(again.expect_err("ended").code(), Code::FailedPrecondition);
 }

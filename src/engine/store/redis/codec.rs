@@ -687,6 +687,24 @@ impl StoredRecord {
         })
     }
 
+    /// The ids of the run's open input requests, oldest first (an unreadable one is left out).
+    pub(super) fn open_requests(&self, run_id: &str) -> Vec<Arc<str>> {
+        let run_id: Arc<str> = Arc::from(run_id);
+        let mut open: Vec<(u64, Arc<str>)> = self
+            .inputs
+            .iter()
+            .filter_map(|text| decode_event(&run_id, text).ok())
+            .filter_map(|event| match event.kind {
+                EventKind::InputRequested(request) => {
+                    Some((event.sequence, Arc::clone(&request.request_id)))
+                }
+                _ => None,
+            })
+            .collect();
+        open.sort();
+        open.into_iter().map(|(_, id)| id).collect()
+    }
+
     /// The run as a resource.
     pub(super) fn snapshot(&self, run_id: &str) -> RunSnapshot {
         let run_id: Arc<str> = Arc::from(run_id);

@@ -46,7 +46,7 @@ use tracing::Instrument;
 use super::{Publication, RunStore, StoreError, cancel_local, respond_local, watch_local};
 use crate::engine::RunError;
 use crate::engine::creation::{ClaimOutcome, HeldClaim, KeyClaim};
-use crate::engine::event::RunOptions;
+use crate::engine::event::{EventKind, RunEvent, RunOptions};
 use crate::engine::input::Reply;
 use crate::engine::log::RunLog;
 use crate::engine::reader::{EventStream, ReadFrom};
@@ -54,7 +54,7 @@ use crate::engine::runs::{
     ListPosition, RunFilter, RunPage, RunRecord, RunSnapshot, RunState, RunTable, is_run_id,
     unknown_run,
 };
-use crate::engine::{Limits, StoreConfig};
+use crate::engine::{InputOutcome, Limits, StoreConfig};
 use codec::StoredRecord;
 use connection::{Connection, Connector};
 use keys::Keys;
@@ -64,6 +64,9 @@ use keys::Keys;
 const RUNNING_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long CancelRun of a run executing elsewhere waits for it to end.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
+/// How often ending a lost owner's run is tried when the owner wrote to it between the read of
+/// its record and the end (a replica whose lease lapsed while it still runs).
+const LOST_ATTEMPTS: u32 = 3;
 
 /// An index entry: a run id with its score.
 type ScoredId = (String, f64);
@@ -290,8 +293,8 @@ impl Shared {
         self.conn().exists(self.keys.lease(replica)).await
     }
 
-    /// Ends `run_id` with UNAVAILABLE naming `owner`, if it still runs there and `owner`'s lease
-    /// lapsed. Returns whether it did.
+    /// Ends `run_id` with UNAVAILABLE naming `owner` (its open input requests resolved CANCELLED
+    /// just before), if it still runs there and `owner`'s lease lapsed. Returns whether it did.
     ///
     /// Only a replica that has reached the store for a whole lease time judges others: after an
     /// outage of the store every lease may have lapsed, and live replicas need a renewal (at most
@@ -307,38 +310,26 @@ impl Shared {
         if cluster && self.lease_alive(owner).await? {
             return Ok(false);
         }
-        // Whose run it is (it never changes): its end frees a place under the owner's limit.
-        let belongs_to: String = self
-            .conn()
-            .hget::<_, _, Option<String>>(self.keys.record(run_id), "principal")
-            .await?
-            .unwrap_or_default();
-        let now = SystemTime::now();
-        let error = codec::encode_error(&RunError::ReplicaLost {
-            replica: owner.to_owned(),
-        });
-        let mut call = scripts::DECLARE_LOST.prepare_invoke();
-        call.key(self.keys.record(run_id))
-            .key(self.keys.events(run_id));
-        if !cluster {
-            call.key(self.keys.index())
-                .key(self.keys.finished())
-                .key(self.keys.replica_runs(owner))
-                .key(self.keys.lease(owner))
-                .key(self.keys.owned_runs(&belongs_to));
-        }
-        let reply: String = call
-            .arg(run_id)
-            .arg(owner)
-            .arg(codec::unix_nanos(now))
-            .arg(error)
-            .arg(millis(self.limits.retention))
-            .arg(self.limits.max_runs)
-            .arg(self.keys.prefix())
-            .arg(self.index_ttl())
-            .arg(codec::unix_millis(now))
-            .invoke_async(&mut self.conn())
-            .await?;
+        let mut attempts = 0;
+        let (reply, belongs_to, now) = loop {
+            let record = StoredRecord::parse(self.conn().hgetall(self.keys.record(run_id)).await?);
+            // Whose run it is (it never changes): its end frees a place under the owner's limit.
+            let belongs_to = record
+                .as_ref()
+                .map_or_else(String::new, |record| record.belongs_to.clone());
+            let now = SystemTime::now();
+            let reply = self
+                .end_as_lost(run_id, owner, record.as_ref(), &belongs_to, now)
+                .await?;
+            attempts += 1;
+            if reply != "changed" {
+                break (reply, belongs_to, now);
+            }
+            if attempts == LOST_ATTEMPTS {
+                // Its owner keeps writing: not lost after all, or the next sweep ends it.
+                return Ok(false);
+            }
+        };
         let lost = reply == "lost";
         if cluster && lost {
             self.record_end_in_fleet(run_id, owner, &belongs_to, codec::unix_millis(now))
@@ -370,6 +361,71 @@ impl Shared {
             );
         }
         Ok(lost)
+    }
+
+    /// One attempt of [`Shared::declare_lost`]: the script, given the run's `record` as just read
+    /// (its open requests are resolved CANCELLED before its end, with the sequences after its
+    /// `last_sequence`). Returns the script's reply (`changed` when the owner wrote meanwhile).
+    async fn end_as_lost(
+        &self,
+        run_id: &str,
+        owner: &str,
+        record: Option<&StoredRecord>,
+        belongs_to: &str,
+        now: SystemTime,
+    ) -> redis::RedisResult<String> {
+        let last = record.map_or(0, |record| record.last_sequence);
+        let open = record.map_or_else(Vec::new, |record| record.open_requests(run_id));
+        let run: Arc<str> = Arc::from(run_id);
+        let resolutions: Vec<(u64, String)> = (last + 1..)
+            .zip(&open)
+            .filter_map(|(sequence, request_id)| {
+                let resolved = RunEvent::new(
+                    Arc::clone(&run),
+                    sequence,
+                    now,
+                    EventKind::InputResolved {
+                        request_id: Arc::clone(request_id),
+                        outcome: InputOutcome::Cancelled,
+                    },
+                );
+                Some((sequence, codec::encode_event(&resolved)?))
+            })
+            .collect();
+        let error = codec::encode_error(&RunError::ReplicaLost {
+            replica: owner.to_owned(),
+        });
+        let mut call = scripts::DECLARE_LOST.prepare_invoke();
+        call.key(self.keys.record(run_id))
+            .key(self.keys.events(run_id));
+        if !self.is_cluster() {
+            call.key(self.keys.index())
+                .key(self.keys.finished())
+                .key(self.keys.replica_runs(owner))
+                .key(self.keys.lease(owner))
+                .key(self.keys.owned_runs(belongs_to));
+        }
+        call.arg(run_id)
+            .arg(owner)
+            .arg(codec::unix_nanos(now))
+            .arg(error)
+            .arg(millis(self.limits.retention))
+            .arg(self.limits.max_runs)
+            .arg(self.keys.prefix())
+            .arg(self.index_ttl())
+            .arg(codec::unix_millis(now))
+            .arg(self.limits.max_events_per_run)
+            .arg(last)
+            .arg(last + resolutions.len() as u64)
+            .arg(resolutions.len());
+        for (sequence, stored) in &resolutions {
+            call.arg(keys::entry_id(*sequence)).arg(stored);
+        }
+        call.arg(open.len());
+        for request_id in &open {
+            call.arg(format!("{}{request_id}", codec::INPUT_FIELD));
+        }
+        call.invoke_async(&mut self.conn()).await
     }
 
     /// The record of a run, with a run whose owner is lost ended first.

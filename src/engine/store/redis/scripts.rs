@@ -211,13 +211,20 @@ return {'ok', tostring(added)}
 });
 
 /// Ends a run whose owner's lease lapsed, with the owner's error, unless the run ended or the
-/// owner renewed its lease meanwhile.
+/// owner renewed its lease meanwhile. The run's open input requests are resolved CANCELLED first:
+/// their `input_resolved` events (sequences after the record's `last_sequence`, encoded by the
+/// caller) go before the `end` entry, and their record fields go, so that every request a reader
+/// saw has exactly one outcome. The caller read the requests and `last_sequence` just before: if
+/// the owner wrote meanwhile (it raised `last_sequence`), nothing is written and the caller reads
+/// again.
 ///
 /// KEYS: record, events, index, finished, owner's runs, owner's lease, principal's runs; in Redis
 /// Cluster record and events only (the caller checked the lease just before; the bookkeeping is
 /// done apart).
-/// ARGV: run id, owner, end_ns, error, retention_ms, max_runs, prefix, index_ttl_ms, end_ms.
-/// Returns `lost`, `alive` or `ended`.
+/// ARGV: run id, owner, end_ns, error, retention_ms, max_runs, prefix, index_ttl_ms, end_ms,
+/// maxlen, the `last_sequence` read, the `last_sequence` after the resolutions, then the
+/// resolutions (count, then id/payload pairs), then the requests' fields (count, then names).
+/// Returns `lost`, `alive`, `ended` or `changed`.
 pub(super) static DECLARE_LOST: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -227,8 +234,15 @@ if state ~= 'running' or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then
   return 'ended'
 end
 if KEYS[6] and redis.call('EXISTS', KEYS[6]) == 1 then return 'alive' end
-local last = redis.call('HGET', KEYS[1], 'last_sequence') or '0'
-redis.pcall('XADD', KEYS[2], last .. '-1', 'end', ARGV[4])
+if tonumber(redis.call('HGET', KEYS[1], 'last_sequence') or '0') ~= tonumber(ARGV[11]) then
+  return 'changed'
+end
+local _, next_arg = append_entries(KEYS[2], 13)
+-- As a failed run's end written by its owner: `<last>-1`, after the last event, and no sequence
+-- of its own (a reader's log gives the error the next one).
+redis.pcall('XADD', KEYS[2], ARGV[12] .. '-1', 'end', ARGV[4])
+local gone = trim(KEYS[2], 0, tonumber(ARGV[10]))
+update_record(KEYS[1], tonumber(ARGV[12]), gone, next_arg)
 redis.call('HSET', KEYS[1], 'state', 'failed', 'end_ns', ARGV[3], 'error', ARGV[4])
 ended(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7], ARGV[1], ARGV[9], ARGV[5],
   ARGV[8], ARGV[7], tonumber(ARGV[6]))

@@ -882,4 +882,112 @@ mod tests {
         );
         assert_eq!(progress_fields().await, ["p:c2"]);
     }
+
+    fn asked(sequence: u64, request_id: &str) -> RunEvent {
+        RunEvent::new(
+            "run-1".into(),
+            sequence,
+            SystemTime::now(),
+            EventKind::InputRequested(Arc::new(crate::engine::InputRequest {
+                request_id: request_id.into(),
+                call: Arc::new(CallTag::top()),
+                prompt: "Go?".into(),
+                schema: None,
+                kind: crate::tools::InputKind::Input,
+                data: None,
+                expire_time: None,
+            })),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_lost_owner_s_open_requests_are_cancelled_once_before_the_run_s_end() {
+        let redis = RedisServer::start();
+        let (store, header) = recorded_run(&redis).await;
+        let shared = &store.shared;
+        let mut batch = Batch::default();
+        batch.add(&asked(2, "input-1"));
+        batch.add(&asked(3, "input-2"));
+        shared.write(&header, &batch, None).await.unwrap();
+        let read = || async {
+            codec::StoredRecord::parse(
+                shared
+                    .conn()
+                    .hgetall(shared.keys.record("run-1"))
+                    .await
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let stale = read().await;
+        assert_eq!(stale.open_requests("run-1").len(), 2);
+        // The owner writes after the record was read: the end waits for a fresh read.
+        let mut late = Batch::default();
+        late.add(&message(4, "still here"));
+        shared.write(&header, &late, None).await.unwrap();
+        // Then the run is taken for one of a replica without a lease (this store's renews).
+        let _: () = shared
+            .conn()
+            .hset(shared.keys.record("run-1"), "owner", "gone")
+            .await
+            .unwrap();
+        let now = SystemTime::now();
+        let changed = shared
+            .end_as_lost("run-1", "gone", Some(&stale), "", now)
+            .await
+            .unwrap();
+        assert_eq!(changed, "changed");
+        let fresh = read().await;
+        let lost = shared
+            .end_as_lost("run-1", "gone", Some(&fresh), "", now)
+            .await
+            .unwrap();
+        assert_eq!(lost, "lost");
+        // Done once: a second try finds the run ended.
+        let again = shared
+            .end_as_lost("run-1", "gone", Some(&fresh), "", now)
+            .await
+            .unwrap();
+        assert_eq!(again, "ended");
+
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(shared.keys.events("run-1"))
+            .arg("(4-0")
+            .arg("+")
+            .query_async(&mut shared.conn())
+            .await
+            .unwrap();
+        let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["5-0", "6-0", "6-1"]);
+        let run_id: Arc<str> = Arc::from("run-1");
+        let resolved: Vec<(u64, Arc<str>)> = entries[..2]
+            .iter()
+            .map(|(_, fields)| {
+                let event = codec::decode_event(&run_id, &fields["e"]).unwrap();
+                match event.kind {
+                    EventKind::InputResolved {
+                        request_id,
+                        outcome: crate::engine::InputOutcome::Cancelled,
+                    } => (event.sequence, request_id),
+                    other => panic!("not a cancellation: {other:?}"),
+                }
+            })
+            .collect();
+        assert_eq!(
+            resolved,
+            [(5, Arc::from("input-1")), (6, Arc::from("input-2"))]
+        );
+        assert!(
+            matches!(
+                codec::decode_error(&entries[2].1["end"]),
+                RunError::ReplicaLost { replica } if replica == "gone"
+            ),
+            "{entries:?}"
+        );
+        let ended = read().await;
+        assert_eq!(ended.state, RunState::Failed);
+        assert_eq!(ended.last_sequence, 6);
+        assert!(ended.inputs.is_empty(), "{:?}", ended.inputs);
+        assert!(ended.snapshot("run-1").pending_inputs.is_empty());
+    }
 }
