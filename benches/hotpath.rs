@@ -916,6 +916,13 @@ fn serve(kind: &str, lines_file: Option<String>) {
                 // its reader falls behind (with the default bound of 10,000, one stream's
                 // reader fell more than 10,000 behind and got a gap).
                 max_events_per_run: 1_000_000,
+                // `TOOLSTREAM_BENCH_EVENT_BUFFER`: how far a reader may fall behind before it
+                // skips superseded progress (the bare fan-out's broadcast holds 1,024), for
+                // telling the fan-out's coalescing from its wake-ups.
+                event_buffer: std::env::var("TOOLSTREAM_BENCH_EVENT_BUFFER")
+                    .ok()
+                    .and_then(|size| size.parse().ok())
+                    .unwrap_or(Limits::default().event_buffer),
                 ..Limits::default()
             };
             // `/mcp` sends every progress report a client can take, as RunTool does without a
