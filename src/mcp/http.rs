@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::{
     AGENT_TOOL, Asking, CallOutcome, CallUpdate, InputQuestion, elicitation, follow_call, mcp_tool,
-    meta_timeout, refused as refused_by, trace_context,
+    meta_timeout, refused, trace_context,
 };
 use crate::agent::AgentRequest;
 use crate::auth::Caller;
@@ -75,11 +75,11 @@ fn agent_tool() -> Tool {
 }
 
 /// A run's events as what a `tools/call` reads of them: the top level's progress, the input
-/// requests, and the end. `refused` holds why an answer to a request was refused (by request
+/// requests, and the end. `refusals` holds why an answer to a request was refused (by request
 /// id): the request is asked again with the reason after its prompt.
 fn call_updates<'a>(
     events: &'a mut EventStream,
-    refused: &'a HashMap<String, String>,
+    refusals: &'a HashMap<String, String>,
 ) -> impl Stream<Item = CallUpdate> + 'a {
     events.filter_map(move |event| {
         std::future::ready(match event {
@@ -91,7 +91,7 @@ fn call_updates<'a>(
                     })
                 }
                 EventKind::InputRequested(request) => {
-                    let prompt = match refused.get(&*request.request_id) {
+                    let prompt = match refusals.get(&*request.request_id) {
                         Some(why) => {
                             format!("{} (the last answer was refused: {why})", request.prompt)
                         }
@@ -199,7 +199,7 @@ impl RegistryServer {
         &self,
         caller: &Caller,
         events: &mut EventStream,
-        refused: &HashMap<String, String>,
+        refusals: &HashMap<String, String>,
         context: &RequestContext<RoleServer>,
         asking: Asking,
     ) -> (CallOutcome, Result<CallToolResponse, ErrorData>) {
@@ -216,7 +216,7 @@ impl RegistryServer {
                 }
             }
         };
-        let updates = call_updates(events, refused);
+        let updates = call_updates(events, refusals);
         follow_call(&run_id, updates, context, asking, respond).await
     }
 
@@ -252,7 +252,7 @@ impl RegistryServer {
                 Err(ErrorData::invalid_params(message, None)),
             );
         }
-        let mut refused = HashMap::new();
+        let mut refusals = HashMap::new();
         for (request_id, response) in request.input_responses.unwrap_or_default() {
             let asked = run
                 .pending_inputs
@@ -286,7 +286,7 @@ impl RegistryServer {
                 .await
             {
                 // The request stays open (a value the schema refuses): it is asked again.
-                refused.insert(request_id, error.to_string());
+                refusals.insert(request_id, error.to_string());
             }
         }
         let watch = WatchRequest {
@@ -296,11 +296,11 @@ impl RegistryServer {
         };
         let mut events = match self.operations.watch_run(caller, &watch).await {
             Ok(events) => events,
-            Err(error) => return refused_by(&status::from_run_error(error)),
+            Err(error) => return refused(&status::from_run_error(error)),
         };
         let asking = asking(context);
         let (outcome, result) = self
-            .follow(caller, &mut events, &refused, context, asking)
+            .follow(caller, &mut events, &refusals, context, asking)
             .await;
         if outcome == CallOutcome::Cancelled {
             // Watching never cancels a run; the client cancelling its call does.
@@ -372,7 +372,7 @@ impl RegistryServer {
         };
         let mut events = match started {
             Ok(RunHandle { events, .. }) => events,
-            Err(error) => return refused_by(&status::from_run_error(error)),
+            Err(error) => return refused(&status::from_run_error(error)),
         };
         let (outcome, result) = self
             .follow(&caller, &mut events, &HashMap::new(), context, asking)
