@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 
 use super::kind::RunKind;
 use super::owner::Owner;
-use crate::tools::{Answer, InputKind, PartialOutput, ProgressUpdate, SubTask};
+use super::partial::HeldPartial;
+use crate::tools::{Answer, InputKind, ProgressUpdate, SubTask};
 
 /// One event of a run.
 pub struct RunEvent {
@@ -227,8 +228,8 @@ pub enum EventKind {
     PartialResult {
         /// Which call (or sub-task) made it; empty at the top level.
         call: Arc<CallTag>,
-        /// The output.
-        output: PartialOutput,
+        /// The output, its value encoded (see [`HeldPartial`]).
+        output: HeldPartial,
     },
     /// Events `from..=to` are gone from the run's log and cannot be sent to this reader. Made
     /// per reader, never stored; its sequence is 0.

@@ -48,8 +48,8 @@ use tokio_util::sync::CancellationToken;
 use super::eta::Eta;
 use super::event::{CallTag, EventKind, RunEvent};
 use super::open_requests::{InputLimits, Inputs};
+use super::partial::HeldPartial;
 use super::{Limits, RunError};
-use crate::json_proto::value_encoded_len;
 use crate::tools::{
     Answer, PartialOutput, PartialRefused, ProgressSink, ProgressUpdate, Question, SubTask,
 };
@@ -260,6 +260,7 @@ impl RunLog {
         call: &Arc<CallTag>,
         output: PartialOutput,
     ) -> Result<(), PartialRefused> {
+        let output = HeldPartial::new(output);
         let bytes = partial_event_len(&self.run_id, call, &output);
         if bytes > self.max_message_bytes {
             return Err(PartialRefused::TooLarge {
@@ -685,7 +686,7 @@ fn finishes(call: &CallTag, update: &ProgressUpdate) -> bool {
 
 /// The most bytes the `RunEvent` carrying this partial result encodes to: exact for the partial
 /// result, with room for the largest sequence number and timestamp.
-fn partial_event_len(run_id: &str, call: &CallTag, output: &PartialOutput) -> usize {
+fn partial_event_len(run_id: &str, call: &CallTag, output: &HeldPartial) -> usize {
     use prost::encoding::encoded_len_varint;
     // A length-delimited field with a one-byte key, left out when empty.
     let text = |text: &str| {
@@ -695,7 +696,7 @@ fn partial_event_len(run_id: &str, call: &CallTag, output: &PartialOutput) -> us
             1 + encoded_len_varint(text.len() as u64) + text.len()
         }
     };
-    let value = value_encoded_len(&output.value);
+    let value = output.value_bytes().len();
     let partial = text(&call.call_id)
         + text(&call.tool)
         + text(&call.parent_call_id)

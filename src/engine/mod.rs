@@ -21,6 +21,7 @@ mod log;
 mod observe;
 mod open_requests;
 mod owner;
+mod partial;
 mod reader;
 mod runs;
 mod store;
@@ -57,6 +58,7 @@ pub use limits::Limits;
 pub use log::RunEnded;
 pub use observe::{NoObserver, RunObserver};
 pub use owner::Owner;
+pub use partial::HeldPartial;
 pub use reader::{EventStream, ReadFrom};
 pub use runs::{RunFilter, RunPage, RunSnapshot, RunState, SNAPSHOT_CALLS};
 pub use store::{

@@ -251,7 +251,7 @@ impl From<&engine::RunEvent> for pb::RunEvent {
                 tool: call.tool.to_string(),
                 parent_call_id: call.parent_call_id.to_string(),
                 key: output.key.clone(),
-                value: Some(json_to_value(output.value.clone())),
+                value: Some(output.proto_value()),
                 append: output.append,
             }),
             EventKind::Gap { from, to, reason } => Event::Gap(pb::Gap {

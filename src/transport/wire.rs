@@ -13,7 +13,6 @@ use tonic::codec::{Codec, EncodeBuf, Encoder};
 
 use super::convert::timestamp;
 use crate::engine::{EventKind, RunEvent, WireBytes};
-use crate::json_proto::{encode_value, value_encoded_len};
 use crate::pb;
 
 /// A run's event on its way to the wire: the event itself (shared with the log and every other
@@ -128,8 +127,9 @@ impl Head {
 }
 
 /// A partial result, encoded straight from the engine's event as [`encode_progress`] does
-/// progress: its value written from the JSON (no `google.protobuf.Value` built, no copy of the
-/// key or the call's tag), into [`WireBytes`] of the exact size. `None` for other events.
+/// progress: its value's bytes as the log holds them (encoded once, see
+/// [`HeldPartial`](crate::engine::HeldPartial)), no copy of the key or the call's tag, into
+/// [`WireBytes`] of the exact size. `None` for other events.
 fn encode_partial(event: &RunEvent) -> Option<WireBytes> {
     let EventKind::PartialResult { call, output } = &event.kind else {
         return None;
@@ -141,7 +141,7 @@ fn encode_partial(event: &RunEvent) -> Option<WireBytes> {
         (3, &*call.parent_call_id),
         (4, output.key.as_str()),
     ];
-    let value_len = value_encoded_len(&output.value);
+    let value_len = output.value_bytes().len();
     let partial_len = texts.iter().map(|(_, text)| text_len(text)).sum::<usize>()
         + nested_len(value_len)
         + if output.append { 2 } else { 0 };
@@ -158,7 +158,7 @@ fn encode_partial(event: &RunEvent) -> Option<WireBytes> {
             put_text(buf, tag, text);
         }
         put_nested(buf, 5, value_len);
-        encode_value(&output.value, buf);
+        buf.put_slice(output.value_bytes());
         if output.append {
             put_uint(buf, 6, 1);
         }
@@ -365,6 +365,7 @@ mod tests {
     #[test]
     fn partial_results_are_encoded_to_the_bytes_prost_writes() {
         use crate::engine::CallTag;
+        use crate::engine::HeldPartial;
         use crate::tools::PartialOutput;
         let calls = [
             CallTag::top(),
@@ -391,11 +392,11 @@ mod tests {
                             + std::time::Duration::from_nanos(1_700_000_000_123 * shapes as u64),
                         EventKind::PartialResult {
                             call: Arc::new(call.clone()),
-                            output: PartialOutput {
+                            output: HeldPartial::new(PartialOutput {
                                 key: key.into(),
                                 value: value.clone(),
                                 append,
-                            },
+                            }),
                         },
                     );
                     let expected = prost::Message::encode_to_vec(&pb::RunEvent::from(&event));

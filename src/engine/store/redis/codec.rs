@@ -15,7 +15,9 @@ use crate::engine::RunKind;
 use crate::engine::error::too_many_live_calls;
 use crate::engine::event::{CallArguments, CallTag, EventKind, OnDisconnect, RunEvent};
 use crate::engine::runs::{RunSnapshot, RunState, SNAPSHOT_CALLS, called_with};
-use crate::engine::{InputOutcome, InputRequest, Owner, RunError, RunOptions, RunStarted};
+use crate::engine::{
+    HeldPartial, InputOutcome, InputRequest, Owner, RunError, RunOptions, RunStarted,
+};
 use crate::tools::{InputKind, PartialOutput, ProgressUpdate, ToolError};
 
 /// The record field holding the latest progress of the call with this id (empty: the top level).
@@ -273,7 +275,7 @@ pub(super) fn encode_event(event: &RunEvent) -> Option<String> {
         EventKind::PartialResult { call, output } => StoredKind::PartialResult {
             call: call_to_stored(call),
             key: output.key.clone(),
-            value: output.value.clone(),
+            value: output.value(),
             append: output.append,
         },
         EventKind::Gap { .. } | EventKind::Heartbeat { .. } => return None,
@@ -396,7 +398,7 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
             append,
         } => EventKind::PartialResult {
             call: Arc::new(call_from_stored(call)),
-            output: PartialOutput { key, value, append },
+            output: HeldPartial::new(PartialOutput { key, value, append }),
         },
     };
     Ok(RunEvent::new(
@@ -902,13 +904,13 @@ mod tests {
                 output: back,
             } = round_trip(EventKind::PartialResult {
                 call: Arc::new(call.clone()),
-                output: output.clone(),
+                output: HeldPartial::new(output.clone()),
             })
             else {
                 panic!("not a partial result");
             };
             assert_eq!((*back_call).clone(), call);
-            assert_eq!(back, output);
+            assert_eq!(back.to_output(), output);
         }
     }
 
