@@ -131,10 +131,22 @@ fn bare_result(run_id: &str, count: u64) -> RunEvent {
     }
 }
 
+/// How far a watcher may fall behind before it skips ahead: toolstream's `event_buffer` (its
+/// default, or `TOOLSTREAM_BENCH_EVENT_BUFFER`), and the bare fan-out's broadcast capacity, so
+/// both servers hold the same number of events per run.
+fn fan_out_buffer() -> usize {
+    std::env::var("TOOLSTREAM_BENCH_EVENT_BUFFER")
+        .ok()
+        .and_then(|size| size.parse().ok())
+        .unwrap_or(Limits::default().event_buffer)
+}
+
 impl BareService {
     /// Starts the broadcast producer of the fan-out measure.
     fn start_fan_out(&self, watchers: usize, count: u64, interval: Duration) {
-        let (sender, _) = tokio::sync::broadcast::channel(1024);
+        // The same bound as toolstream's readers (`event_buffer`): a watcher further behind
+        // skips ahead in both, so the two hold and deliver alike.
+        let (sender, _) = tokio::sync::broadcast::channel(fan_out_buffer());
         *self.fan.lock().expect("fan lock") = Some(sender.clone());
         let fan = Arc::clone(&self.fan);
         tokio::spawn(async move {
@@ -916,13 +928,7 @@ fn serve(kind: &str, lines_file: Option<String>) {
                 // its reader falls behind (with the default bound of 10,000, one stream's
                 // reader fell more than 10,000 behind and got a gap).
                 max_events_per_run: 1_000_000,
-                // `TOOLSTREAM_BENCH_EVENT_BUFFER`: how far a reader may fall behind before it
-                // skips superseded progress (the bare fan-out's broadcast holds 1,024), for
-                // telling the fan-out's coalescing from its wake-ups.
-                event_buffer: std::env::var("TOOLSTREAM_BENCH_EVENT_BUFFER")
-                    .ok()
-                    .and_then(|size| size.parse().ok())
-                    .unwrap_or(Limits::default().event_buffer),
+                event_buffer: fan_out_buffer(),
                 ..Limits::default()
             };
             // `/mcp` sends every progress report a client can take, as RunTool does without a
