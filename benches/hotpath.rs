@@ -35,6 +35,11 @@
 //! fleet_p50_ms=L50 fleet_p99_ms=L99 rss_per_watcher_kb=W subtasks_... ratio_partials_...
 //! mcp_... redis_...` (docs/benchmark.md lists them all).
 
+/// The allocator the `toolstream` binary ships with (src/main.rs), so that the servers this bench
+/// starts (this binary again) run with it, bare and toolstream alike.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;

@@ -2,6 +2,10 @@
 
 mod cli;
 
+/// mimalloc rather than the system's allocator: see its line in Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::main()
 }
