@@ -19,26 +19,51 @@ pub struct HeldPartial {
     /// Which output of the call it belongs to; empty for the call's main output.
     pub key: String,
     /// The value, encoded as a `google.protobuf.Value` message body.
-    value: Box<[u8]>,
+    value: Encoded,
     /// True: the next item of the output `key`; false: replaces that output.
     pub append: bool,
+}
+
+/// Room inside the event for a value's encoding: a number, a boolean, a short string or a small
+/// object (`{"item": 7}` is 21 bytes) costs no allocation of its own, and the event is no
+/// larger than its other kinds make it.
+const INLINE: usize = 38;
+
+#[derive(Clone, PartialEq)]
+enum Encoded {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<[u8]>),
 }
 
 impl HeldPartial {
     /// Encodes `output`'s value; the JSON tree is dropped with it.
     pub fn new(output: PartialOutput) -> Self {
-        let mut value = Vec::with_capacity(value_encoded_len(&output.value));
-        encode_value(&output.value, &mut value);
+        let len = value_encoded_len(&output.value);
+        let value = if len <= INLINE {
+            let mut bytes = [0; INLINE];
+            encode_value(&output.value, &mut &mut bytes[..len]);
+            Encoded::Inline {
+                len: len as u8,
+                bytes,
+            }
+        } else {
+            let mut bytes = Vec::with_capacity(len);
+            encode_value(&output.value, &mut bytes);
+            Encoded::Heap(bytes.into_boxed_slice())
+        };
         HeldPartial {
             key: output.key,
-            value: value.into_boxed_slice(),
+            value,
             append: output.append,
         }
     }
 
     /// The value's encoding, a `google.protobuf.Value` message body.
     pub fn value_bytes(&self) -> &[u8] {
-        &self.value
+        match &self.value {
+            Encoded::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Encoded::Heap(bytes) => bytes,
+        }
     }
 
     /// The value as `google.protobuf.Value`.
