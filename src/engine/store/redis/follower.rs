@@ -42,15 +42,17 @@ enum Stored {
     Other,
 }
 
+/// The error of a reply to a read of a run's events that is not entries.
+fn unexpected() -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Parse,
+        "the run store answered a read of a run's events with something else than entries",
+    ))
+}
+
 /// The entries of an XRANGE reply (or of one stream of an XREAD reply), taken from the reply as
 /// it was read: no map, and no copy of the payloads.
 fn entries(reply: redis::Value) -> redis::RedisResult<Vec<Entry>> {
-    let unexpected = || {
-        redis::RedisError::from((
-            redis::ErrorKind::Parse,
-            "the run store answered a read of a run's events with something else than entries",
-        ))
-    };
     let list = match reply {
         redis::Value::Nil => return Ok(Vec::new()),
         redis::Value::Array(list) => list,
@@ -89,20 +91,20 @@ fn entries(reply: redis::Value) -> redis::RedisResult<Vec<Entry>> {
     Ok(read)
 }
 
-/// The entries of an XREAD reply of one stream (`None` when the read timed out).
+/// The entries of an XREAD reply of one stream (none when the read timed out).
 fn entries_read(reply: redis::Value) -> redis::RedisResult<Vec<Entry>> {
-    let streams = match reply {
+    let stream = match reply {
         redis::Value::Nil => return Ok(Vec::new()),
-        redis::Value::Array(streams) => streams,
-        // RESP3 answers a map of stream to entries.
-        redis::Value::Map(streams) => streams.into_iter().map(|(_, v)| v).collect(),
-        _ => Vec::new(),
+        // RESP2: the streams, each a pair of its name and its entries.
+        redis::Value::Array(streams) => match streams.into_iter().next() {
+            Some(redis::Value::Array(pair)) => pair.into_iter().nth(1),
+            _ => None,
+        },
+        // RESP3: a map of each stream's name to its entries.
+        redis::Value::Map(streams) => streams.into_iter().next().map(|(_, entries)| entries),
+        _ => None,
     };
-    match streams.into_iter().next() {
-        Some(redis::Value::Array(stream)) => entries(stream.into_iter().nth(1).unwrap_or_default()),
-        Some(entries_of_map) => entries(entries_of_map),
-        None => Ok(Vec::new()),
-    }
+    stream.map_or_else(|| Err(unexpected()), entries)
 }
 
 /// How long a blocking read waits for new entries before the follower checks on the run (and
@@ -331,5 +333,64 @@ async fn fail(shared: &Shared, log: &Weak<RunLog>, error: redis::RedisError) {
         {
             followers.remove(&**strong.run_id());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    /// Two entries: an event, then a failed run's end; and an entry of a field unknown here.
+    fn stream_entries() -> Value {
+        Value::Array(vec![
+            Value::Array(vec![bulk("7-0"), Value::Array(vec![bulk("e"), bulk("{}")])]),
+            Value::Array(vec![
+                bulk("7-1"),
+                Value::Array(vec![bulk("end"), bulk("{\"error\":\"cancelled\"}")]),
+            ]),
+            Value::Array(vec![
+                bulk("8-0"),
+                Value::Array(vec![bulk("later"), bulk("x")]),
+            ]),
+        ])
+    }
+
+    fn shape(entries: Vec<Entry>) -> Vec<(String, &'static str, Vec<u8>)> {
+        entries
+            .into_iter()
+            .map(|entry| match entry.stored {
+                Stored::Event(payload) => (entry.id, "e", payload),
+                Stored::End(error) => (entry.id, "end", error),
+                Stored::Other => (entry.id, "other", Vec::new()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn xread_replies_of_either_protocol_give_the_entries_in_order() {
+        let expected = vec![
+            ("7-0".to_owned(), "e", b"{}".to_vec()),
+            (
+                "7-1".to_owned(),
+                "end",
+                b"{\"error\":\"cancelled\"}".to_vec(),
+            ),
+            ("8-0".to_owned(), "other", Vec::new()),
+        ];
+        let resp2 = Value::Array(vec![Value::Array(vec![bulk("s"), stream_entries()])]);
+        assert_eq!(shape(entries_read(resp2).unwrap()), expected);
+        let resp3 = Value::Map(vec![(bulk("s"), stream_entries())]);
+        assert_eq!(shape(entries_read(resp3).unwrap()), expected);
+        assert!(entries_read(Value::Nil).unwrap().is_empty());
+        assert_eq!(shape(entries(stream_entries()).unwrap()), expected);
+        // Anything else is the store misbehaving: the follower fails, it does not skip.
+        assert!(entries_read(Value::Int(3)).is_err());
+        assert!(entries(Value::Array(vec![bulk("7-0")])).is_err());
     }
 }
