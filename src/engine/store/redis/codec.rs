@@ -4,6 +4,7 @@
 //! The stored forms are their own types, kept apart from the engine's, so that the format is
 //! fixed here and the engine's types can change without breaking a fleet mid-upgrade.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,35 +27,80 @@ pub(super) const PROGRESS_FIELD: &str = "p:";
 /// running run with any is INPUT_REQUIRED.
 pub(super) const INPUT_FIELD: &str = "i:";
 
+/// A stored event: `e` is a [`StoredKind`], or (read ahead by its kind: see [`decode_event`]) the
+/// fields of one of its hot variants.
 #[derive(Serialize, Deserialize)]
-struct StoredEvent {
+struct StoredEvent<E> {
     /// The sequence.
     s: u64,
     /// When, in nanoseconds since the Unix epoch.
     t: u64,
     /// What.
-    e: StoredKind,
+    e: E,
 }
 
+/// A call as stored. Written borrowed from the event (no copy), read owned.
 #[derive(Serialize, Deserialize, Default)]
-struct StoredCall {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    id: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    tool: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    parent: String,
+struct StoredCall<'a> {
+    #[serde(default, skip_serializing_if = "is_empty")]
+    id: Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "is_empty")]
+    tool: Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "is_empty")]
+    parent: Cow<'a, str>,
 }
 
-impl StoredCall {
+impl StoredCall<'_> {
     fn is_top(&self) -> bool {
         self.id.is_empty() && self.tool.is_empty() && self.parent.is_empty()
     }
 }
 
+// serde's `skip_serializing_if` hands over the field itself, a `Cow`.
+#[allow(clippy::ptr_arg)]
+fn is_empty(text: &Cow<'_, str>) -> bool {
+    text.is_empty()
+}
+
+/// A progress report as stored (the fields beside `"kind": "progress"`).
+#[derive(Serialize, Deserialize)]
+struct StoredProgress<'a> {
+    #[serde(default, skip_serializing_if = "StoredCall::is_top")]
+    call: StoredCall<'a>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    progress: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "no_data")]
+    data: Cow<'a, Map<String, Value>>,
+    /// The executing replica's estimate of the seconds left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    eta: Option<f64>,
+}
+
+#[allow(clippy::ptr_arg)]
+fn no_data(data: &Cow<'_, Map<String, Value>>) -> bool {
+    data.is_empty()
+}
+
+/// A partial result as stored (the fields beside `"kind": "partial_result"`).
+#[derive(Serialize, Deserialize)]
+struct StoredPartial<'a> {
+    #[serde(default, skip_serializing_if = "StoredCall::is_top")]
+    call: StoredCall<'a>,
+    #[serde(default, skip_serializing_if = "is_empty")]
+    key: Cow<'a, str>,
+    value: Cow<'a, Value>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    append: bool,
+}
+
+/// What a stored event is: its `kind`, then its fields. Progress and partial results, the events
+/// a run makes most of, are written borrowed from the engine's event (nothing copied before the
+/// JSON) and read without buffering (see [`decode_event`]).
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-enum StoredKind {
+enum StoredKind<'a> {
     Started {
         #[serde(default)]
         tool: String,
@@ -87,28 +133,16 @@ enum StoredKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         input_timeout_ns: Option<u64>,
     },
-    Progress {
-        #[serde(default, skip_serializing_if = "StoredCall::is_top")]
-        call: StoredCall,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        progress: Option<f64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        status: Option<String>,
-        #[serde(default, skip_serializing_if = "Map::is_empty")]
-        data: Map<String, Value>,
-        /// The executing replica's estimate of the seconds left.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        eta: Option<f64>,
-    },
+    Progress(StoredProgress<'a>),
     Result {
         value: Value,
     },
     ToolCallStarted {
-        call: StoredCall,
+        call: StoredCall<'a>,
         arguments: StoredArguments,
     },
     ToolCallFinished {
-        call: StoredCall,
+        call: StoredCall<'a>,
         outcome: StoredOutcome,
     },
     Message {
@@ -117,7 +151,7 @@ enum StoredKind {
     InputRequested {
         id: String,
         #[serde(default, skip_serializing_if = "StoredCall::is_top")]
-        call: StoredCall,
+        call: StoredCall<'a>,
         prompt: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         schema: Option<Value>,
@@ -136,15 +170,7 @@ enum StoredKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         value: Option<Value>,
     },
-    PartialResult {
-        #[serde(default, skip_serializing_if = "StoredCall::is_top")]
-        call: StoredCall,
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        key: String,
-        value: Value,
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        append: bool,
-    },
+    PartialResult(StoredPartial<'a>),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -179,15 +205,15 @@ fn from_unix_nanos(nanos: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(nanos)
 }
 
-fn call_to_stored(call: &CallTag) -> StoredCall {
+fn call_to_stored(call: &CallTag) -> StoredCall<'_> {
     StoredCall {
-        id: call.call_id.to_string(),
-        tool: call.tool.to_string(),
-        parent: call.parent_call_id.to_string(),
+        id: Cow::Borrowed(&call.call_id),
+        tool: Cow::Borrowed(&call.tool),
+        parent: Cow::Borrowed(&call.parent_call_id),
     }
 }
 
-fn call_from_stored(call: StoredCall) -> CallTag {
+fn call_from_stored(call: StoredCall<'_>) -> CallTag {
     CallTag {
         call_id: Arc::from(call.id),
         tool: Arc::from(call.tool),
@@ -218,13 +244,13 @@ pub(super) fn encode_event(event: &RunEvent) -> Option<String> {
             call,
             update,
             eta_seconds,
-        } => StoredKind::Progress {
+        } => StoredKind::Progress(StoredProgress {
             call: call_to_stored(call),
             progress: update.fraction,
-            status: update.status.clone(),
-            data: update.data.clone(),
+            status: update.status.as_deref().map(Cow::Borrowed),
+            data: Cow::Borrowed(&update.data),
             eta: *eta_seconds,
-        },
+        }),
         EventKind::Result(value) => StoredKind::Result {
             value: value.clone(),
         },
@@ -272,12 +298,13 @@ pub(super) fn encode_event(event: &RunEvent) -> Option<String> {
                 value,
             }
         }
-        EventKind::PartialResult { call, output } => StoredKind::PartialResult {
+        EventKind::PartialResult { call, output } => StoredKind::PartialResult(StoredPartial {
             call: call_to_stored(call),
-            key: output.key.clone(),
-            value: output.value(),
+            key: Cow::Borrowed(&output.key),
+            // Held encoded (see `HeldPartial`): the JSON is made from its bytes.
+            value: Cow::Owned(output.value()),
             append: output.append,
-        },
+        }),
         EventKind::Gap { .. } | EventKind::Heartbeat { .. } => return None,
     };
     let stored = StoredEvent {
@@ -290,9 +317,81 @@ pub(super) fn encode_event(event: &RunEvent) -> Option<String> {
 
 /// An event of run `run_id` read back from the store.
 pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, String> {
-    let stored: StoredEvent = serde_json::from_str(text)
-        .map_err(|e| format!("run {run_id}: an event in the run store is not readable ({e})"))?;
-    let kind = match stored.e {
+    decode_event_bytes(run_id, text.as_bytes())
+}
+
+/// The `kind` of a stored event, read ahead of the rest (whose fields are skipped unread).
+#[derive(Deserialize)]
+struct KindAhead<'a> {
+    #[serde(borrow)]
+    e: Kind<'a>,
+}
+
+#[derive(Deserialize)]
+struct Kind<'a> {
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+}
+
+/// An event of run `run_id` read back from the store, as the bytes of its entry. Progress and
+/// partial results (nearly every entry of a busy run) are read straight into their fields: the
+/// kind is read ahead, then the event as that kind's struct. Every other kind is read as
+/// [`StoredKind`], whose `kind` tag serde finds wherever it is (buffering the fields before it).
+pub(super) fn decode_event_bytes(run_id: &Arc<str>, text: &[u8]) -> Result<RunEvent, String> {
+    let unreadable = |e: serde_json::Error| {
+        format!("run {run_id}: an event in the run store is not readable ({e})")
+    };
+    let kind = serde_json::from_slice::<KindAhead>(text).map_err(unreadable)?;
+    let (sequence, time, kind) = match &*kind.e.kind {
+        "partial_result" => {
+            let stored: StoredEvent<StoredPartial> =
+                serde_json::from_slice(text).map_err(unreadable)?;
+            (stored.s, stored.t, partial_from_stored(stored.e))
+        }
+        "progress" => {
+            let stored: StoredEvent<StoredProgress> =
+                serde_json::from_slice(text).map_err(unreadable)?;
+            (stored.s, stored.t, progress_from_stored(stored.e))
+        }
+        _ => {
+            let stored: StoredEvent<StoredKind> =
+                serde_json::from_slice(text).map_err(unreadable)?;
+            (stored.s, stored.t, kind_from_stored(stored.e))
+        }
+    };
+    Ok(RunEvent::new(
+        Arc::clone(run_id),
+        sequence,
+        from_unix_nanos(time),
+        kind,
+    ))
+}
+
+fn progress_from_stored(stored: StoredProgress<'_>) -> EventKind {
+    EventKind::Progress {
+        eta_seconds: stored.eta,
+        call: Arc::new(call_from_stored(stored.call)),
+        update: ProgressUpdate {
+            fraction: stored.progress,
+            status: stored.status.map(Cow::into_owned),
+            data: stored.data.into_owned(),
+        },
+    }
+}
+
+fn partial_from_stored(stored: StoredPartial<'_>) -> EventKind {
+    EventKind::PartialResult {
+        call: Arc::new(call_from_stored(stored.call)),
+        output: HeldPartial::new(PartialOutput {
+            key: stored.key.into_owned(),
+            value: stored.value.into_owned(),
+            append: stored.append,
+        }),
+    }
+}
+
+fn kind_from_stored(stored: StoredKind<'_>) -> EventKind {
+    match stored {
         StoredKind::Started {
             tool,
             arguments,
@@ -330,21 +429,7 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
             labels,
             idempotency_key,
         })),
-        StoredKind::Progress {
-            call,
-            progress,
-            status,
-            data,
-            eta,
-        } => EventKind::Progress {
-            eta_seconds: eta,
-            call: Arc::new(call_from_stored(call)),
-            update: ProgressUpdate {
-                fraction: progress,
-                status,
-                data,
-            },
-        },
+        StoredKind::Progress(progress) => progress_from_stored(progress),
         StoredKind::Result { value } => EventKind::Result(value),
         StoredKind::ToolCallStarted { call, arguments } => EventKind::ToolCallStarted {
             call: call_from_stored(call),
@@ -391,22 +476,8 @@ pub(super) fn decode_event(run_id: &Arc<str>, text: &str) -> Result<RunEvent, St
                 _ => InputOutcome::Cancelled,
             },
         },
-        StoredKind::PartialResult {
-            call,
-            key,
-            value,
-            append,
-        } => EventKind::PartialResult {
-            call: Arc::new(call_from_stored(call)),
-            output: HeldPartial::new(PartialOutput { key, value, append }),
-        },
-    };
-    Ok(RunEvent::new(
-        Arc::clone(run_id),
-        stored.s,
-        from_unix_nanos(stored.t),
-        kind,
-    ))
+        StoredKind::PartialResult(partial) => partial_from_stored(partial),
+    }
 }
 
 /// A run's error as stored: the same variant (so every replica ends its streams with the same
@@ -949,6 +1020,39 @@ mod tests {
         };
         assert_eq!(record("ticks", "0"), RunKind::tool_run("ticks"));
         assert_eq!(record("", "1"), RunKind::Agent);
+    }
+
+    #[test]
+    fn progress_and_partial_results_read_as_earlier_releases_wrote_them() {
+        // Written from the event borrowed and read ahead by their kind now: the stored form is
+        // the one every release wrote, byte for byte.
+        let run_id: Arc<str> = Arc::from("r");
+        for text in [
+            r#"{"s":9,"t":5,"e":{"kind":"partial_result","key":"items","value":{"item":9},"append":true}}"#,
+            r#"{"s":9,"t":5,"e":{"kind":"partial_result","call":{"id":"c1/2","tool":"a.txt","parent":"c1"},"value":[1,"two"]}}"#,
+            r#"{"s":9,"t":5,"e":{"kind":"progress","progress":0.5,"status":"half","data":{"bytes":12},"eta":2.5}}"#,
+            r#"{"s":9,"t":5,"e":{"kind":"progress","call":{"id":"c1","tool":"checksum"}}}"#,
+            r#"{"s":9,"t":5,"e":{"kind":"message","text":"hi"}}"#,
+        ] {
+            let event = decode_event(&run_id, text).expect("readable");
+            assert_eq!(event.sequence, 9);
+            assert_eq!(encode_event(&event).as_deref(), Some(text));
+        }
+        // The kind need not come first (another writer's JSON): read the same.
+        let late = r#"{"t":5,"e":{"value":{"item":9},"key":"items","append":true,"kind":"partial_result"},"s":9}"#;
+        let EventKind::PartialResult { output, .. } = decode_event(&run_id, late).unwrap().kind
+        else {
+            panic!("not a partial result");
+        };
+        assert_eq!(
+            output.to_output(),
+            PartialOutput {
+                key: "items".into(),
+                value: json!({"item": 9}),
+                append: true,
+            }
+        );
+        assert!(decode_event(&run_id, r#"{"s":9,"t":5,"e":{"kind":"partial_result"}}"#).is_err());
     }
 
     #[test]

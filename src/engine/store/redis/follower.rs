@@ -19,14 +19,93 @@ use super::Shared;
 use super::codec::{self, StoredRecord};
 use super::keys::entry_sequence;
 use crate::engine::RunError;
+use crate::engine::event::EventKind;
 use crate::engine::log::RunLog;
 use crate::engine::runs::RunState;
 
-/// Entries read per call.
-const CHUNK: usize = 512;
+/// Entries read per call. A read of a run far behind its owner (a watcher from 0, a burst of
+/// partial results) takes this many per round trip; an entry is ~100 bytes, so a reply stays
+/// within a few hundred KB.
+pub(super) const CHUNK: usize = 2048;
 
-/// A stream entry: its id and fields.
-type Entry = (String, HashMap<String, String>);
+/// A stream entry as the follower uses it: its id, and what it holds.
+struct Entry {
+    id: String,
+    stored: Stored,
+}
+
+/// What an entry holds: an event (field `e`), a failed run's end (field `end`, its error), or
+/// neither (a field a later release may add; skipped).
+enum Stored {
+    Event(Vec<u8>),
+    End(Vec<u8>),
+    Other,
+}
+
+/// The error of a reply to a read of a run's events that is not entries.
+fn unexpected() -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Parse,
+        "the run store answered a read of a run's events with something else than entries",
+    ))
+}
+
+/// The entries of an XRANGE reply (or of one stream of an XREAD reply), taken from the reply as
+/// it was read: no map, and no copy of the payloads.
+fn entries(reply: redis::Value) -> redis::RedisResult<Vec<Entry>> {
+    let list = match reply {
+        redis::Value::Nil => return Ok(Vec::new()),
+        redis::Value::Array(list) => list,
+        _ => return Err(unexpected()),
+    };
+    let mut read = Vec::with_capacity(list.len());
+    for entry in list {
+        let redis::Value::Array(pair) = entry else {
+            return Err(unexpected());
+        };
+        let mut pair = pair.into_iter();
+        let (Some(redis::Value::BulkString(id)), Some(fields)) = (pair.next(), pair.next()) else {
+            return Err(unexpected());
+        };
+        let id = String::from_utf8(id).map_err(|_| unexpected())?;
+        let fields = match fields {
+            redis::Value::Array(fields) => fields,
+            redis::Value::Map(fields) => fields.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            _ => return Err(unexpected()),
+        };
+        let mut stored = Stored::Other;
+        let mut fields = fields.into_iter();
+        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+            let (redis::Value::BulkString(name), redis::Value::BulkString(value)) = (name, value)
+            else {
+                continue;
+            };
+            match name.as_slice() {
+                b"e" => stored = Stored::Event(value),
+                b"end" => stored = Stored::End(value),
+                _ => {}
+            }
+        }
+        read.push(Entry { id, stored });
+    }
+    Ok(read)
+}
+
+/// The entries of an XREAD reply of one stream (none when the read timed out).
+fn entries_read(reply: redis::Value) -> redis::RedisResult<Vec<Entry>> {
+    let stream = match reply {
+        redis::Value::Nil => return Ok(Vec::new()),
+        // RESP2: the streams, each a pair of its name and its entries.
+        redis::Value::Array(streams) => match streams.into_iter().next() {
+            Some(redis::Value::Array(pair)) => pair.into_iter().nth(1),
+            _ => None,
+        },
+        // RESP3: a map of each stream's name to its entries.
+        redis::Value::Map(streams) => streams.into_iter().next().map(|(_, entries)| entries),
+        _ => None,
+    };
+    stream.map_or_else(|| Err(unexpected()), entries)
+}
 
 /// How long a blocking read waits for new entries before the follower checks on the run (and
 /// its owner's lease: see [`super::replica`]).
@@ -55,7 +134,7 @@ pub(super) async fn follow(
     log.replicate(started);
     let mut last_id = "1-0".to_owned();
     loop {
-        let entries: Vec<Entry> = redis::cmd("XRANGE")
+        let entries = redis::cmd("XRANGE")
             .arg(shared.keys.events(run_id))
             .arg(format!("({last_id}"))
             .arg("+")
@@ -63,6 +142,7 @@ pub(super) async fn follow(
             .arg(CHUNK)
             .query_async(&mut shared.conn())
             .await
+            .and_then(entries)
             .map_err(|e| shared.unavailable(e))?;
         let count = entries.len();
         if apply(shared, &log, entries, &mut last_id)
@@ -110,7 +190,7 @@ async fn live(shared: Arc<Shared>, log: Weak<RunLog>, run_id: String, mut last_i
             .arg("STREAMS")
             .arg(&key)
             .arg(&last_id);
-        let read = command.query_async::<Option<Vec<(String, Vec<Entry>)>>>(&mut conn);
+        let read = command.query_async::<redis::Value>(&mut conn);
         let reply = tokio::select! {
             reply = read => reply,
             () = shared.stop.cancelled() => {
@@ -124,15 +204,11 @@ async fn live(shared: Arc<Shared>, log: Weak<RunLog>, run_id: String, mut last_i
             return;
         };
         let outcome = match reply {
-            Ok(Some(streams)) => {
-                let entries = streams
-                    .into_iter()
-                    .next()
-                    .map(|(_, entries)| entries)
-                    .unwrap_or_default();
-                apply(&shared, &strong, entries, &mut last_id).await
-            }
-            Ok(None) => check(&shared, &strong, &run_id, &mut last_id).await,
+            Ok(redis::Value::Nil) => check(&shared, &strong, &run_id, &mut last_id).await,
+            Ok(reply) => match entries_read(reply) {
+                Ok(entries) => apply(&shared, &strong, entries, &mut last_id).await,
+                Err(error) => Err(error),
+            },
             Err(error) => Err(error),
         };
         match outcome {
@@ -150,7 +226,7 @@ async fn apply(
     entries: Vec<Entry>,
     last_id: &mut String,
 ) -> redis::RedisResult<bool> {
-    let Some(first) = entries.first().and_then(|(id, _)| entry_sequence(id)) else {
+    let Some(first) = entries.first().and_then(|entry| entry_sequence(&entry.id)) else {
         return Ok(false);
     };
     let expected = log.lock().next_sequence;
@@ -166,21 +242,31 @@ async fn apply(
             log.mark_evicted(evicted.min(first - 1));
         }
     }
-    for (id, fields) in entries {
+    for Entry { id, stored } in entries {
         *last_id = id;
-        if let Some(stored) = fields.get("e") {
-            match codec::decode_event(log.run_id(), stored) {
-                Ok(event) => log.replicate(event),
-                Err(reason) => tracing::warn!(%reason, "skipped an unreadable event"),
+        match stored {
+            Stored::Event(stored) => {
+                match codec::decode_event_bytes(log.run_id(), &stored) {
+                    Ok(event) => {
+                        // Of the events, only a result ends the run.
+                        let ends = matches!(event.kind, EventKind::Result(_));
+                        log.replicate(event);
+                        if ends && log.lock().end.is_some() {
+                            return Ok(true);
+                        }
+                    }
+                    Err(reason) => tracing::warn!(%reason, "skipped an unreadable event"),
+                }
             }
-        } else if let Some(error) = fields.get("end") {
-            log.finish(Err(codec::decode_error(error)));
-        }
-        if log.lock().end.is_some() {
-            return Ok(true);
+            Stored::End(error) => {
+                log.finish(Err(codec::decode_error(&String::from_utf8_lossy(&error))));
+                return Ok(true);
+            }
+            Stored::Other => {}
         }
     }
-    Ok(false)
+    // The log may have ended meanwhile another way (the replica shutting down).
+    Ok(log.lock().end.is_some())
 }
 
 /// The run was silent for a while: checks that it still runs (and its owner lives). Returns
@@ -207,12 +293,13 @@ async fn check(
         return Ok(false);
     }
     // It ended: what is left to read, then the end as recorded.
-    let entries: Vec<Entry> = redis::cmd("XRANGE")
+    let entries = redis::cmd("XRANGE")
         .arg(shared.keys.events(run_id))
         .arg(format!("({last_id}"))
         .arg("+")
         .query_async(&mut shared.conn())
-        .await?;
+        .await
+        .and_then(entries)?;
     if !apply(shared, log, entries, last_id).await? {
         end_as_recorded(log, &record);
     }
@@ -246,5 +333,64 @@ async fn fail(shared: &Shared, log: &Weak<RunLog>, error: redis::RedisError) {
         {
             followers.remove(&**strong.run_id());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    /// Two entries: an event, then a failed run's end; and an entry of a field unknown here.
+    fn stream_entries() -> Value {
+        Value::Array(vec![
+            Value::Array(vec![bulk("7-0"), Value::Array(vec![bulk("e"), bulk("{}")])]),
+            Value::Array(vec![
+                bulk("7-1"),
+                Value::Array(vec![bulk("end"), bulk("{\"error\":\"cancelled\"}")]),
+            ]),
+            Value::Array(vec![
+                bulk("8-0"),
+                Value::Array(vec![bulk("later"), bulk("x")]),
+            ]),
+        ])
+    }
+
+    fn shape(entries: Vec<Entry>) -> Vec<(String, &'static str, Vec<u8>)> {
+        entries
+            .into_iter()
+            .map(|entry| match entry.stored {
+                Stored::Event(payload) => (entry.id, "e", payload),
+                Stored::End(error) => (entry.id, "end", error),
+                Stored::Other => (entry.id, "other", Vec::new()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn xread_replies_of_either_protocol_give_the_entries_in_order() {
+        let expected = vec![
+            ("7-0".to_owned(), "e", b"{}".to_vec()),
+            (
+                "7-1".to_owned(),
+                "end",
+                b"{\"error\":\"cancelled\"}".to_vec(),
+            ),
+            ("8-0".to_owned(), "other", Vec::new()),
+        ];
+        let resp2 = Value::Array(vec![Value::Array(vec![bulk("s"), stream_entries()])]);
+        assert_eq!(shape(entries_read(resp2).unwrap()), expected);
+        let resp3 = Value::Map(vec![(bulk("s"), stream_entries())]);
+        assert_eq!(shape(entries_read(resp3).unwrap()), expected);
+        assert!(entries_read(Value::Nil).unwrap().is_empty());
+        assert_eq!(shape(entries(stream_entries()).unwrap()), expected);
+        // Anything else is the store misbehaving: the follower fails, it does not skip.
+        assert!(entries_read(Value::Int(3)).is_err());
+        assert!(entries(Value::Array(vec![bulk("7-0")])).is_err());
     }
 }

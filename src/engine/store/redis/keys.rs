@@ -129,7 +129,16 @@ impl Keys {
 
 /// The id of the stream entry holding the event with `sequence`.
 pub(super) fn entry_id(sequence: u64) -> String {
-    format!("{sequence}-0")
+    let mut id = String::new();
+    write_entry_id(&mut id, sequence);
+    id
+}
+
+/// [`entry_id`] into `id` (its buffer reused).
+pub(super) fn write_entry_id(id: &mut String, sequence: u64) {
+    use std::fmt::Write;
+    id.clear();
+    let _ = write!(id, "{sequence}-0");
 }
 
 /// The sequence an entry id stands for (`<sequence>-<n>`).

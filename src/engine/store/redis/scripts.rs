@@ -12,7 +12,9 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisResult, Script, ServerErrorKind};
+
+use super::connection::Connection;
 
 /// Functions shared by the scripts.
 const PRELUDE: &str = r#"
@@ -110,6 +112,22 @@ local function ended(record, stream, index, finished, replica_runs, principal_ru
   end
 end
 "#;
+
+/// Runs `call`, an `EVALSHA` of `script` built by the caller, loading the script first when the
+/// server does not know it (it restarted, or was flushed).
+pub(super) async fn invoke<T: FromRedisValue>(
+    script: &Script,
+    call: &Cmd,
+    conn: &mut Connection,
+) -> RedisResult<T> {
+    match call.query_async(conn).await {
+        Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            script.load_async(conn).await?;
+            call.query_async(conn).await
+        }
+        reply => reply,
+    }
+}
 
 fn script(body: &str) -> Script {
     Script::new(&format!("{PRELUDE}\n{body}"))

@@ -26,7 +26,7 @@ use redis::AsyncCommands;
 use tokio::sync::{oneshot, watch};
 
 use super::codec::{self, INPUT_FIELD, PROGRESS_FIELD};
-use super::keys::entry_id;
+use super::keys::write_entry_id;
 use super::{RUNNING_TTL, Shared, millis, scripts};
 use crate::engine::RunError;
 use crate::engine::RunKind;
@@ -591,9 +591,19 @@ impl Shared {
         } else {
             &*scripts::APPEND
         };
-        let mut call = script.prepare_invoke();
-        call.key(self.keys.record(run_id))
-            .key(self.keys.events(run_id));
+        let mut keys = vec![self.keys.record(run_id), self.keys.events(run_id)];
+        if end.is_some() && !self.is_cluster() {
+            keys.extend([
+                self.keys.index(),
+                self.keys.finished(),
+                self.keys.replica_runs(&self.replica),
+                self.keys.owned_runs(&header.belongs_to),
+            ]);
+        }
+        // The script's call, built in one buffer: a batch is hundreds of arguments, and a
+        // `ScriptInvocation` would hold each in a buffer of its own before copying it.
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(script.get_hash()).arg(keys.len()).arg(&keys);
         let ttl = match end {
             Some(_) => millis(self.limits.retention),
             None => millis(RUNNING_TTL),
@@ -604,12 +614,6 @@ impl Shared {
             .arg(batch.last_sequence)
             .arg(batch.evicted_through);
         if let Some(end) = end {
-            if !self.is_cluster() {
-                call.key(self.keys.index())
-                    .key(self.keys.finished())
-                    .key(self.keys.replica_runs(&self.replica))
-                    .key(self.keys.owned_runs(&header.belongs_to));
-            }
             call.arg(codec::state_name(end.state))
                 .arg(end.end_ns)
                 .arg(&end.result)
@@ -622,8 +626,10 @@ impl Shared {
         }
         let entries: Vec<&(u64, String)> = batch.entries.iter().flatten().collect();
         call.arg(entries.len());
+        let mut id = String::new();
         for (sequence, stored) in &entries {
-            call.arg(entry_id(*sequence)).arg(stored);
+            write_entry_id(&mut id, *sequence);
+            call.arg(id.as_str()).arg(stored.as_str());
         }
         call.arg(batch.finished.len() + batch.inputs_resolved.len());
         for call_id in &batch.finished {
@@ -642,7 +648,7 @@ impl Shared {
                 call.arg(format!("{INPUT_FIELD}{request_id}")).arg(stored);
             }
         }
-        let reply: Vec<String> = call.invoke_async(&mut self.conn()).await?;
+        let reply: Vec<String> = scripts::invoke(script, &call, &mut self.conn()).await?;
         let reply = match reply.first().map(String::as_str) {
             Some("missing") => Reply::Missing,
             Some("ended") => Reply::Ended(reply.get(1).cloned().unwrap_or_default()),
@@ -687,7 +693,7 @@ impl Shared {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::SystemTime;
 
     use redis::AsyncCommands;
@@ -712,7 +718,7 @@ mod tests {
     }
 
     /// A store on `redis` (replica `w`) with run `run-1` recorded; the store and the run's header.
-    async fn recorded_run(redis: &RedisServer) -> (Arc<RedisStore>, Header) {
+    pub(super) async fn recorded_run(redis: &RedisServer) -> (Arc<RedisStore>, Header) {
         let config = StoreConfig {
             key_prefix: "unit:".into(),
             replica_name: Some("w".into()),
@@ -989,5 +995,113 @@ mod tests {
         assert_eq!(ended.last_sequence, 6);
         assert!(ended.inputs.is_empty(), "{:?}", ended.inputs);
         assert!(ended.snapshot("run-1").pending_inputs.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod backlog_tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::engine::HeldPartial;
+    use crate::engine::event::CallTag;
+    use crate::engine::store::redis::follower;
+    use crate::engine::store::redis::test_redis::RedisServer;
+    use crate::tools::PartialOutput;
+
+    fn item(sequence: u64) -> RunEvent {
+        RunEvent::new(
+            "run-1".into(),
+            sequence,
+            SystemTime::now(),
+            EventKind::PartialResult {
+                call: Arc::new(CallTag::top()),
+                output: HeldPartial::new(PartialOutput {
+                    key: "items".into(),
+                    value: serde_json::json!({ "item": sequence }),
+                    append: true,
+                }),
+            },
+        )
+    }
+
+    /// Writes the partial results `sequences` in one batch.
+    async fn write_items(
+        shared: &Arc<Shared>,
+        header: &Header,
+        sequences: std::ops::RangeInclusive<u64>,
+    ) {
+        let mut batch = Batch::default();
+        for sequence in sequences {
+            batch.add(&item(sequence));
+        }
+        assert!(matches!(
+            shared.write(header, &batch, None).await.unwrap(),
+            Reply::Written(_)
+        ));
+    }
+
+    /// The items the log holds, in its order.
+    fn items_held(log: &crate::engine::log::RunLog) -> Vec<u64> {
+        log.lock()
+            .events
+            .iter()
+            .filter_map(|event| match &event.kind {
+                EventKind::PartialResult { output, .. } => {
+                    assert_eq!(output.value()["item"], event.sequence as f64, "{event:?}");
+                    Some(event.sequence)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_follower_reads_a_backlog_of_several_reads_in_order_then_follows_one_live() {
+        let redis = RedisServer::start();
+        let (store, header) = super::tests::recorded_run(&redis).await;
+        let shared = &store.shared;
+        // More partial results than one read takes, written before anyone follows the run.
+        let backlog = 2 * follower::CHUNK as u64 + 10;
+        write_items(shared, &header, 2..=backlog / 2).await;
+        write_items(shared, &header, backlog / 2 + 1..=backlog + 1).await;
+        let record = shared.read_record("run-1").await.unwrap().unwrap();
+        let log = follower::follow(shared, "run-1", &record).await.unwrap();
+        assert_eq!(items_held(&log), (2..=backlog + 1).collect::<Vec<_>>());
+
+        // Then as many again while it follows live, in batches of the writer's size, and the end.
+        let mut next = backlog + 2;
+        while next <= 2 * backlog + 1 {
+            let last = (next + MAX_BATCH as u64 - 1).min(2 * backlog + 1);
+            write_items(shared, &header, next..=last).await;
+            next = last + 1;
+        }
+        let mut last_batch = Batch::default();
+        last_batch.add(&RunEvent::new(
+            "run-1".into(),
+            next,
+            SystemTime::now(),
+            EventKind::Result(serde_json::json!("done")),
+        ));
+        let end = EndWrite {
+            state: RunState::Succeeded,
+            end_ns: 2,
+            end_ms: 0,
+            result: "\"done\"".into(),
+            error: String::new(),
+        };
+        shared
+            .write(&header, &last_batch, Some(&end))
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), log.wait_end())
+            .await
+            .expect("the follower read the run's end");
+        assert_eq!(items_held(&log), (2..=2 * backlog + 1).collect::<Vec<_>>());
+        assert_eq!(
+            log.lock().result().map(|event| event.sequence),
+            Some(next),
+            "the result follows the last partial result"
+        );
     }
 }
