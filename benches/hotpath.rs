@@ -2047,15 +2047,16 @@ async fn streams_only(rounds: usize, placement: &str) {
 
 /// The recorded cost of an event (docs/benchmark.md, issue 30): each ratio of the server's CPU
 /// time per delivered event, toolstream over bare tonic in the same run, as measured when it was
-/// recorded (medians of three quick runs; these on 2026-12-07, after the partial-result and
-/// fan-out work, 1-minute load 1.0–2.1). A build whose ratio is more than [`BASELINE_SLACK`]
-/// above it is flagged `ABOVE` (and `cost_within_baseline=0`): a feature made every event dearer.
+/// recorded (medians of six quick runs on 2026-12-07, partial results held encoded, both servers
+/// on mimalloc, the bare fan-out bounded as toolstream's readers; 1-minute load 0.7–1.0). A build
+/// whose ratio is more than [`BASELINE_SLACK`] above it is flagged `ABOVE` (and
+/// `cost_within_baseline=0`): a feature made every event dearer.
 const COST_BASELINE: [(&str, f64); 6] = [
-    ("cpu_ratio_1", 0.84),
-    ("cpu_ratio_64", 0.98),
-    ("cpu_ratio_fanout", 2.47),
-    ("cpu_ratio_partial_1", 2.27),
-    ("cpu_ratio_partial_64", 2.10),
+    ("cpu_ratio_1", 0.90),
+    ("cpu_ratio_64", 1.02),
+    ("cpu_ratio_fanout", 1.42),
+    ("cpu_ratio_partial_1", 0.96),
+    ("cpu_ratio_partial_64", 0.96),
     ("fleet_cpu_ratio", 1.00),
 ];
 
