@@ -7,7 +7,7 @@ use anyhow::Context;
 use futures::FutureExt;
 use toolstream::config::{Config, LogFormat};
 use toolstream::configured_tools::build_registry;
-use toolstream::engine::Store;
+use toolstream::engine::{Store, StoreError};
 use toolstream::server::{Server, shutdown_signal};
 use toolstream::tls::ServerTls;
 use toolstream::traces::Traces;
@@ -54,7 +54,9 @@ async fn serve_until(
 ) -> anyhow::Result<()> {
     let registry = build_registry(&config).await?;
     let tools: Vec<String> = registry.specs().into_iter().map(|spec| spec.name).collect();
-    let store = Store::open(&config.store, &config.limits).await?;
+    let store = Store::open(&config.store, &config.limits)
+        .await
+        .map_err(with_settings)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -120,4 +122,37 @@ fn init_logs(format: LogFormat, traces: Option<&Traces>) {
         .with(logs.with_filter(filter))
         .with(traces.map(Traces::layer))
         .init();
+}
+
+/// A store's refusal with the settings that decide it, which the engine does not name.
+fn with_settings(error: StoreError) -> anyhow::Error {
+    match error {
+        StoreError::Refused { .. } => anyhow::anyhow!(
+            "{error} (check the password in the URL or [runs] redis_password_env, and [runs] \
+             redis_ca, redis_cert, redis_key)"
+        ),
+        StoreError::Invalid { .. } => error.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusing_store_is_reported_with_the_settings_to_check() {
+        let refused = StoreError::Refused {
+            store: "rediss://redis:6380".into(),
+            reason: "certificate required".into(),
+        };
+        let engine_words = refused.to_string();
+        assert!(!engine_words.contains("[runs]"), "{engine_words}");
+        let message = with_settings(refused).to_string();
+        assert!(
+            message.starts_with(&engine_words)
+                && message.contains("[runs] redis_password_env")
+                && message.contains("redis_cert"),
+            "{message}"
+        );
+    }
 }

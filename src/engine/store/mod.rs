@@ -130,11 +130,9 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
-    /// The store refuses this server: wrong credentials or certificates.
-    #[error(
-        "the run store {store} refuses this server: {reason} (check the password in the URL or \
-         [runs] redis_password_env, and [runs] redis_ca, redis_cert, redis_key)"
-    )]
+    /// The store refuses this server: wrong credentials or certificates (the settings that
+    /// hold them are named by whoever read them, `serve`).
+    #[error("the run store {store} refuses this server: {reason}")]
     Refused {
         /// The store, as configured (without a password).
         store: String,
