@@ -119,42 +119,52 @@ const WIRE_INLINE: usize = 118;
 /// An event's encoding for the wire, as [`RunEvent::wire`] keeps it: inside the event when it is
 /// small (a progress event's, typically), so that encoding the event allocates nothing; on the
 /// heap otherwise.
-pub struct WireBytes(WireStorage);
+pub type WireBytes = InlineBytes<WIRE_INLINE>;
 
-enum WireStorage {
-    Inline { len: u8, bytes: [u8; WIRE_INLINE] },
+/// Bytes kept inline when there are at most `N` of them (no allocation of their own), on the
+/// heap otherwise: an event's encoding ([`WireBytes`]), a held partial result's value.
+#[derive(Clone, PartialEq)]
+pub struct InlineBytes<const N: usize>(Storage<N>);
+
+#[derive(Clone, PartialEq)]
+enum Storage<const N: usize> {
+    Inline { len: u8, bytes: [u8; N] },
     Heap(Box<[u8]>),
 }
 
-impl WireBytes {
-    /// `len` bytes, all written by `write` (in the event when they fit).
+impl<const N: usize> InlineBytes<N> {
+    /// An inline length is kept in a byte.
+    const LEN_FITS: () = assert!(N <= u8::MAX as usize);
+
+    /// `len` bytes, all written by `write` (inline when they fit).
     pub fn written(len: usize, write: impl FnOnce(&mut [u8])) -> Self {
-        if len <= WIRE_INLINE {
-            let mut bytes = [0; WIRE_INLINE];
+        let () = Self::LEN_FITS;
+        if len <= N {
+            let mut bytes = [0; N];
             write(&mut bytes[..len]);
-            WireBytes(WireStorage::Inline {
+            InlineBytes(Storage::Inline {
                 len: len as u8,
                 bytes,
             })
         } else {
             let mut bytes = vec![0; len].into_boxed_slice();
             write(&mut bytes);
-            WireBytes(WireStorage::Heap(bytes))
+            InlineBytes(Storage::Heap(bytes))
         }
     }
 
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
         match &self.0 {
-            WireStorage::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            WireStorage::Heap(bytes) => bytes,
+            Storage::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Storage::Heap(bytes) => bytes,
         }
     }
 }
 
-impl From<Vec<u8>> for WireBytes {
+impl<const N: usize> From<Vec<u8>> for InlineBytes<N> {
     fn from(bytes: Vec<u8>) -> Self {
-        WireBytes(WireStorage::Heap(bytes.into_boxed_slice()))
+        InlineBytes(Storage::Heap(bytes.into_boxed_slice()))
     }
 }
 

@@ -10,6 +10,7 @@
 use prost::Message;
 use serde_json::Value;
 
+use super::event::InlineBytes;
 use crate::json_proto::{encode_value, value_encoded_len, value_to_json};
 use crate::tools::PartialOutput;
 
@@ -19,7 +20,7 @@ pub struct HeldPartial {
     /// Which output of the call it belongs to; empty for the call's main output.
     pub key: String,
     /// The value, encoded as a `google.protobuf.Value` message body.
-    value: Encoded,
+    value: InlineBytes<INLINE>,
     /// True: the next item of the output `key`; false: replaces that output.
     pub append: bool,
 }
@@ -29,28 +30,12 @@ pub struct HeldPartial {
 /// larger than its other kinds make it.
 const INLINE: usize = 38;
 
-#[derive(Clone, PartialEq)]
-enum Encoded {
-    Inline { len: u8, bytes: [u8; INLINE] },
-    Heap(Box<[u8]>),
-}
-
 impl HeldPartial {
     /// Encodes `output`'s value; the JSON tree is dropped with it.
     pub fn new(output: PartialOutput) -> Self {
-        let len = value_encoded_len(&output.value);
-        let value = if len <= INLINE {
-            let mut bytes = [0; INLINE];
-            encode_value(&output.value, &mut &mut bytes[..len]);
-            Encoded::Inline {
-                len: len as u8,
-                bytes,
-            }
-        } else {
-            let mut bytes = Vec::with_capacity(len);
+        let value = InlineBytes::written(value_encoded_len(&output.value), |mut bytes| {
             encode_value(&output.value, &mut bytes);
-            Encoded::Heap(bytes.into_boxed_slice())
-        };
+        });
         HeldPartial {
             key: output.key,
             value,
@@ -60,10 +45,7 @@ impl HeldPartial {
 
     /// The value's encoding, a `google.protobuf.Value` message body.
     pub fn value_bytes(&self) -> &[u8] {
-        match &self.value {
-            Encoded::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Encoded::Heap(bytes) => bytes,
-        }
+        self.value.as_slice()
     }
 
     /// The value as `google.protobuf.Value`.
@@ -80,8 +62,9 @@ impl HeldPartial {
         value_to_json(self.proto_value())
     }
 
-    /// The partial result as a tool would send it (to relay it, or to store it).
-    pub fn to_output(&self) -> PartialOutput {
+    /// The partial result as a tool would send it, for comparing with what one sent.
+    #[cfg(test)]
+    pub(crate) fn to_output(&self) -> PartialOutput {
         PartialOutput {
             key: self.key.clone(),
             value: self.value(),

@@ -23,7 +23,7 @@ async fn word_counts_asks_then_streams_each_files_count_as_a_partial_result() {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let served = serve(manifest, &["--config", "examples/toolstream.toml"], &[]).serving();
     let url = format!("http://{}", served.addr);
-    let http = reqwest::Client::new();
+    let http = crate::common::web::http();
 
     let started: Value = http
         .post(format!("{url}/v1/tools/word_counts/runs"))
